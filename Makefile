@@ -1,0 +1,48 @@
+# derot: two commands on a fresh machine.
+#   make demo   run the mission end to end
+#   make test   run the whole test suite
+# Both set up everything they need: a Python venv (.venv) and the npm toolchain (contracts/node_modules).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+PIP     = $(PY) -m pip
+PYTEST_ARGS ?=
+
+.PHONY: all setup venv npm proto test demo bench clean contracts
+
+all: setup
+
+setup: venv npm proto
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	@echo "== creating $(VENV) and installing derot with test extras"
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[test]'
+	@touch $@
+
+npm: contracts/node_modules/.installed
+contracts/node_modules/.installed: contracts/package.json contracts/package-lock.json
+	@echo "== installing the npm toolchain (solc, OpenZeppelin, anvil) into contracts/node_modules"
+	cd contracts && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+proto: venv
+	$(PY) -m node._proto --generate
+
+contracts: setup
+	$(PY) -m node.chain.compile
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: setup
+	$(PY) -m node.cli.main demo
+
+bench: setup
+	@for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV) contracts/node_modules node/_proto/derot .pytest_cache .hypothesis

@@ -1,0 +1,80 @@
+"""The governance state the policy engine decides from, as of one confirmed block.
+
+A :class:`GovernanceSnapshot` is a plain immutable value. ``node.chain`` builds it from
+``DerotRegistry`` at ``head - confirmations``; tests and tools may build it by hand.
+
+Invariants:
+- hardware ids and measurements are raw bytes (FMSPC 6 bytes, SNP chip_id 64 bytes,
+  GPU FWID as reported, measurement digests 32 bytes);
+- ``apps`` is keyed by the 32-byte appId;
+- a platform missing from ``platforms`` is disabled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Protocol
+
+from node.constants import Platform, TcbStatus
+
+
+@dataclass(frozen=True)
+class PlatformRule:
+    """Per-platform policy: whether the platform is enabled and its minimum TCB status."""
+
+    enabled: bool
+    tcb_floor: TcbStatus = TcbStatus.UP_TO_DATE
+
+
+@dataclass(frozen=True)
+class AppRecord:
+    """An app as registered on-chain.
+
+    ``measurements`` holds the allowed ``(platform, measurement_digest)`` pairs. When ``delegate``
+    is set, the app's own contract decides (``isAppAllowed``) and ``measurements`` is not consulted.
+    """
+
+    app_id: bytes
+    owner: str
+    key_version: int
+    frozen: bool = False
+    allow_debug: bool = False
+    measurements: frozenset[tuple[Platform, bytes]] = frozenset()
+    delegate: str | None = None
+
+
+class DelegateOracle(Protocol):
+    """Answers an app delegate's ``isAppAllowed`` at the snapshot's block."""
+
+    def is_app_allowed(self, app: AppRecord, platform: Platform, measurement: bytes) -> bool: ...
+
+
+def _frozen_map(value) -> Mapping:
+    return MappingProxyType(dict(value))
+
+
+@dataclass(frozen=True)
+class GovernanceSnapshot:
+    """Everything policy needs from the registry at one confirmed block."""
+
+    chain_id: int
+    registry: str
+    block_number: int
+    block_hash: bytes = b""
+    block_timestamp: int = 0
+    platforms: Mapping[Platform, PlatformRule] = field(default_factory=dict)
+    revoked_fmspcs: frozenset[bytes] = frozenset()
+    revoked_chip_ids: frozenset[bytes] = frozenset()
+    revoked_gpu_fwids: frozenset[bytes] = frozenset()
+    revoked_measurements: frozenset[bytes] = frozenset()
+    node_measurements: frozenset[tuple[Platform, bytes]] = frozenset()
+    apps: Mapping[bytes, AppRecord] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "platforms", _frozen_map(self.platforms))
+        object.__setattr__(self, "apps", _frozen_map(self.apps))
+
+    def platform_rule(self, platform: Platform) -> PlatformRule:
+        return self.platforms.get(platform, PlatformRule(enabled=False))
