@@ -1,0 +1,1 @@
+"""The node process: configuration, sealed storage, chain following, DKG driving, serving, metrics, lifecycle."""

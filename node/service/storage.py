@@ -1,0 +1,239 @@
+"""The node's SQLite store (WAL): sealed identity keys and shares, epochs, issued certificates, replay cache.
+
+Invariants:
+- every secret (identity private keys, key shares) is stored sealed (:mod:`node.service.sealing`),
+  with the row's slot name as AAD; public data is stored in clear;
+- an epoch's shares are written once (``pending``) and become ``active`` in one transaction that also
+  erases the shares of every older epoch, so a crash never leaves two active epochs or a half-erased one;
+- the replay cache refuses a key seen before its expiry; entries are pruned lazily.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from node.service.sealing import Sealer, UnsealError, key_from_passphrase
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS identity (name TEXT PRIMARY KEY, public BLOB, sealed BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS epochs (
+    epoch INTEGER PRIMARY KEY,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'active', 'retired')),
+    public TEXT NOT NULL,
+    sealed_shares BLOB,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS certificates (
+    serial BLOB PRIMARY KEY,
+    epoch INTEGER NOT NULL,
+    app_id BLOB NOT NULL,
+    issued_at INTEGER NOT NULL,
+    not_after INTEGER NOT NULL,
+    certificate BLOB NOT NULL,
+    signature BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS replay (key BLOB PRIMARY KEY, expires_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS replay_expiry ON replay (expires_at);
+"""
+
+
+class StoreError(Exception):
+    """The store cannot be opened or used as asked (missing, wrong key, inconsistent state)."""
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """An epoch as this node stored it. ``shares`` is ``None`` once erased (or never held)."""
+
+    epoch: int
+    status: str
+    public: dict
+    shares: bytes | None
+
+
+class NodeStore:
+    """One node's persistent state. Thread-safe (one connection guarded by a lock)."""
+
+    def __init__(self, path: Path, sealer: Sealer):
+        self.path = Path(path)
+        self._sealer = sealer
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(_SCHEMA)
+        self._check_seal()
+
+    # opening ------------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: Path, *, key: bytes | None = None, passphrase: str | None = None, create: bool = False):
+        """Open (or with ``create``, create) a store sealed by a key or a passphrase."""
+        path = Path(path)
+        if not path.exists() and not create:
+            raise StoreError(f"no node store at {path} (run `derot node init`)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if (key is None) == (passphrase is None):
+            raise StoreError("give exactly one of a sealing key or a sealing passphrase")
+        if passphrase is not None:
+            salt = cls._salt(path)
+            key = key_from_passphrase(passphrase, salt)
+        return cls(path, Sealer(key))
+
+    @staticmethod
+    def _salt(path: Path) -> bytes:
+        db = sqlite3.connect(path)
+        try:
+            db.executescript(_SCHEMA)
+            row = db.execute("SELECT value FROM meta WHERE name='scrypt_salt'").fetchone()
+            if row:
+                return bytes(row[0])
+            salt = secrets.token_bytes(16)
+            db.execute("INSERT INTO meta VALUES ('scrypt_salt', ?)", (salt,))
+            db.commit()
+            return salt
+        finally:
+            db.close()
+
+    def _check_seal(self) -> None:
+        row = self._db.execute("SELECT value FROM meta WHERE name='seal_check'").fetchone()
+        if row is None:
+            with self._tx():
+                self._db.execute("INSERT INTO meta VALUES ('seal_check', ?)", (self._sealer.seal("seal-check", b"derot"),))
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION).encode(),))
+            return
+        try:
+            self._sealer.unseal("seal-check", bytes(row[0]))
+        except UnsealError:
+            self._db.close()
+            raise StoreError(f"{self.path}: wrong sealing key or passphrase") from None
+
+    def _tx(self):
+        return _Transaction(self._db, self._lock)
+
+    def _one(self, sql: str, args: tuple = ()):
+        with self._lock:
+            return self._db.execute(sql, args).fetchone()
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                self._db.close()
+
+    # identity -----------------------------------------------------------------------------------
+    def put_identity(self, name: str, secret: bytes, public: bytes | None = None) -> None:
+        with self._tx():
+            self._db.execute(
+                "INSERT OR REPLACE INTO identity VALUES (?, ?, ?)",
+                (name, public, self._sealer.seal(f"identity/{name}", secret)),
+            )
+
+    def identity(self, name: str) -> bytes:
+        row = self._one("SELECT sealed FROM identity WHERE name=?", (name,))
+        if row is None:
+            raise StoreError(f"no identity key {name!r} in {self.path} (run `derot node init`)")
+        return self._sealer.unseal(f"identity/{name}", bytes(row[0]))
+
+    def identity_public(self, name: str) -> bytes | None:
+        row = self._one("SELECT public FROM identity WHERE name=?", (name,))
+        return None if row is None or row[0] is None else bytes(row[0])
+
+    def has_identity(self, name: str) -> bool:
+        return self._one("SELECT 1 FROM identity WHERE name=?", (name,)) is not None
+
+    # epochs -------------------------------------------------------------------------------------
+    def save_epoch(self, epoch: int, public: dict, shares: bytes | None) -> None:
+        """Record a finished DKG/reshare as ``pending`` (replaces an earlier pending result)."""
+        sealed = None if shares is None else self._sealer.seal(f"shares/epoch={epoch}", shares)
+        with self._tx():
+            row = self._db.execute("SELECT status FROM epochs WHERE epoch=?", (epoch,)).fetchone()
+            if row and row[0] != "pending":
+                raise StoreError(f"epoch {epoch} is already {row[0]}")
+            self._db.execute(
+                "INSERT OR REPLACE INTO epochs VALUES (?, 'pending', ?, ?, ?)",
+                (epoch, json.dumps(public, sort_keys=True), sealed, int(time.time())),
+            )
+
+    def activate_epoch(self, epoch: int) -> None:
+        """Atomically make ``epoch`` active and erase the shares of every older epoch."""
+        with self._tx():
+            row = self._db.execute("SELECT status FROM epochs WHERE epoch=?", (epoch,)).fetchone()
+            if row is None:
+                raise StoreError(f"epoch {epoch} is unknown to this node")
+            now = int(time.time())
+            self._db.execute(
+                "UPDATE epochs SET status='retired', sealed_shares=NULL, updated_at=? WHERE epoch<?", (now, epoch)
+            )
+            self._db.execute("UPDATE epochs SET status='active', updated_at=? WHERE epoch=?", (now, epoch))
+
+    def epoch(self, epoch: int) -> EpochRecord | None:
+        row = self._one("SELECT epoch, status, public, sealed_shares FROM epochs WHERE epoch=?", (epoch,))
+        return None if row is None else self._record(row)
+
+    def active_epoch(self) -> EpochRecord | None:
+        row = self._one(
+            "SELECT epoch, status, public, sealed_shares FROM epochs WHERE status='active' ORDER BY epoch DESC LIMIT 1"
+        )
+        return None if row is None else self._record(row)
+
+    def _record(self, row) -> EpochRecord:
+        epoch, status, public, sealed = row
+        shares = None if sealed is None else self._sealer.unseal(f"shares/epoch={epoch}", bytes(sealed))
+        return EpochRecord(epoch, status, json.loads(public), shares)
+
+    # certificates -------------------------------------------------------------------------------
+    def log_certificate(self, serial: bytes, epoch: int, app_id: bytes, not_after: int, cert: bytes, sig: bytes) -> None:
+        with self._tx():
+            self._db.execute(
+                "INSERT OR IGNORE INTO certificates VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (serial, epoch, app_id, int(time.time()), not_after, cert, sig),
+            )
+
+    def certificate(self, serial: bytes) -> tuple[bytes, bytes] | None:
+        row = self._one("SELECT certificate, signature FROM certificates WHERE serial=?", (serial,))
+        return None if row is None else (bytes(row[0]), bytes(row[1]))
+
+    def certificate_count(self) -> int:
+        return self._one("SELECT COUNT(*) FROM certificates")[0]
+
+    # replay cache -------------------------------------------------------------------------------
+    def remember_once(self, key: bytes, expires_at: int, now: int | None = None) -> bool:
+        """Record ``key`` until ``expires_at``; False if it is already recorded and not expired."""
+        now = int(time.time()) if now is None else now
+        with self._tx():
+            row = self._db.execute("SELECT expires_at FROM replay WHERE key=?", (key,)).fetchone()
+            if row is not None and row[0] > now:
+                return False
+            self._db.execute("INSERT OR REPLACE INTO replay VALUES (?, ?)", (key, expires_at))
+            if secrets.randbelow(256) == 0:
+                self._db.execute("DELETE FROM replay WHERE expires_at <= ?", (now,))
+        return True
+
+
+class _Transaction:
+    """``with`` block: BEGIN IMMEDIATE … COMMIT (ROLLBACK on error) under the store lock."""
+
+    def __init__(self, db: sqlite3.Connection, lock: threading.Lock):
+        self._db, self._lock = db, lock
+
+    def __enter__(self):
+        self._lock.acquire()
+        self._db.execute("BEGIN IMMEDIATE")
+        return self._db
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self._lock.release()
+        return False
