@@ -1,0 +1,89 @@
+"""The single entry point: :func:`verify_evidence` (evidence + trust -> Claims, or an error).
+
+Dispatch by platform to the one verifier for it; a GPU TEE's GPUs are verified after the CPU evidence
+with their nonce bound to its report_data (:func:`node.attest.binding.gpu_nonce`), and every GPU must
+pass. Evidence that carries Intel collateral uses it (collateral is signed by Intel, so a requester can
+supply it; it must still be fresh at ``at``); otherwise the trust config's collateral store provides it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+
+from node.attest import nvidia_gpu, sev_snp
+from node.attest.binding import gpu_nonce
+from node.attest.claims import Claims
+from node.attest.collateral import Collateral
+from node.attest.errors import RootNotTrusted, UnsupportedEvidence
+from node.attest.evidence import Evidence
+from node.attest.trust import TrustConfig
+from node.constants import Platform
+
+_collateral_cache: dict[bytes, Collateral] = {}
+_collateral_lock = threading.Lock()
+
+
+def _parsed_collateral(blob: bytes) -> Collateral:
+    key = hashlib.sha256(blob).digest()
+    hit = _collateral_cache.get(key)
+    if hit is None:
+        hit = Collateral.from_json(blob)
+        with _collateral_lock:
+            if len(_collateral_cache) > 256:
+                _collateral_cache.clear()
+            _collateral_cache[key] = hit
+    return hit
+
+
+def verify_evidence(evidence: Evidence, trust: TrustConfig, *, at: int | None = None,
+                    gpu_nonce_override: bytes | None = None) -> Claims:
+    """Verify ``evidence`` at unix time ``at`` (default: now) and return its Claims.
+
+    Raises :class:`EvidenceParseError` for malformed bytes and a :class:`VerificationError` subclass for
+    every failed check. ``gpu_nonce_override`` verifies standalone GPU evidence against a caller's nonce.
+    """
+    at = int(time.time()) if at is None else int(at)
+    platform = evidence.platform
+    if platform in (Platform.TDX, Platform.SGX):
+        collateral = _parsed_collateral(evidence.collateral) if evidence.collateral else None
+        claims = trust.intel.verify(evidence.quote, at, collateral)
+    elif platform == Platform.SEV_SNP:
+        if trust.amd is None:
+            raise RootNotTrusted("this verifier trusts no AMD roots")
+        if not evidence.vek:
+            raise UnsupportedEvidence("SEV-SNP evidence without its VCEK/VLEK certificate")
+        claims = sev_snp.verify_report(evidence.quote, evidence.vek, trust.amd, at)
+        if evidence.ask:
+            _check_supplied_ask(evidence.ask, trust.amd)
+    elif platform == Platform.NVIDIA_GPU:
+        if len(evidence.gpus) != 1 or evidence.quote:
+            raise UnsupportedEvidence("standalone GPU evidence carries exactly one GPU and no CPU quote")
+        return _verify_gpu(evidence.gpus[0], trust, at, gpu_nonce_override)
+    else:  # pragma: no cover - Platform is closed
+        raise UnsupportedEvidence(f"unknown platform {platform}")
+    if claims.platform != platform:
+        raise UnsupportedEvidence(f"evidence says {platform.name} but the quote is {claims.platform.name}")
+    if evidence.gpus:
+        nonce = gpu_nonce(claims.report_data)
+        claims = claims.with_gpus(tuple(_verify_gpu(g, trust, at, nonce) for g in evidence.gpus))
+    return claims
+
+
+def _verify_gpu(gpu, trust: TrustConfig, at: int, nonce: bytes | None) -> Claims:
+    if trust.nvidia is None:
+        raise RootNotTrusted("this verifier trusts no NVIDIA roots")
+    return nvidia_gpu.verify_report(gpu.report, gpu.cert_chain, trust.nvidia, at, expected_nonce=nonce)
+
+
+def _check_supplied_ask(pem: bytes, roots: sev_snp.AmdRoots) -> None:
+    from cryptography import x509
+
+    try:
+        supplied = x509.load_pem_x509_certificates(pem)
+    except ValueError:
+        raise UnsupportedEvidence("supplied ASK is not PEM") from None
+    pinned = {c for s in roots.sets for c in (s.ask, s.asvk, s.ark) if c is not None}
+    if any(c not in pinned for c in supplied):
+        raise RootNotTrusted("supplied ASK/ARK differs from the pinned AMD roots")

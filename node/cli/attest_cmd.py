@@ -1,0 +1,211 @@
+"""``derot attest``: verify evidence standalone (like dcap-qvl's or snpguest's verifiers), make devnet evidence.
+
+    derot attest verify EVIDENCE [--collateral FILE] [--at ISO8601] [--json] ...
+    derot attest devnet-evidence --devnet DIR --platform tdx|snp --report-data HEX --out FILE
+
+EVIDENCE is a derot Evidence envelope, or a raw Intel quote, SEV-SNP report or NVIDIA SPDM report
+(binary or hex text; the kind is detected). Exit codes: 0 verified and allowed by the standalone
+policy, 1 verified but refused (the reason is printed), 2 not verified (malformed or a failed check).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sys
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("attest", help="verify TEE evidence; make devnet evidence")
+    sub = parser.add_subparsers(dest="attest_cmd", metavar="COMMAND")
+
+    v = sub.add_parser("verify", help="verify evidence and print its claims and a verdict")
+    v.add_argument("evidence", help="evidence file: derot envelope, Intel quote, SNP report or GPU report")
+    v.add_argument("--collateral", help="Intel collateral JSON (dcap-qvl QuoteCollateralV3 form)")
+    v.add_argument("--at", help="verification time, ISO 8601 (default: now)")
+    v.add_argument("--json", action="store_true", help="print claims and verdict as JSON")
+    v.add_argument("--vek", help="SEV-SNP: VCEK/VLEK certificate (DER or PEM)")
+    v.add_argument("--gpu-certs", help="NVIDIA: the GPU's PEM certificate chain")
+    v.add_argument("--nonce", help="NVIDIA: expected SPDM nonce (hex)")
+    v.add_argument("--devnet", metavar="DIR", help="trust this devnet's roots instead of the production roots")
+    v.add_argument("--pccs", default=None, help="PCCS/PCS base URL to fetch Intel collateral from")
+    v.add_argument("--cache-dir", help="on-disk collateral cache directory")
+    v.add_argument("--min-tcb", default="UP_TO_DATE", help="lowest acceptable TCB status (default UP_TO_DATE)")
+    v.add_argument("--allow-debug", action="store_true", help="accept debug TEEs")
+    v.add_argument("--expect-report-data", help="require this report_data (hex, 64 bytes)")
+    v.add_argument("--expect-measurement", help="require this measurement digest (hex, 32 bytes)")
+    v.set_defaults(func=cmd_verify)
+
+    d = sub.add_parser("devnet-evidence", help="make devnet TDX or SNP evidence")
+    d.add_argument("--devnet", metavar="DIR", required=True, help="devnet roots directory (created if missing)")
+    d.add_argument("--platform", choices=["tdx", "snp"], required=True)
+    d.add_argument("--report-data", default="00" * 64, help="64 bytes, hex")
+    d.add_argument("--measurement", action="append", default=[], metavar="NAME=HEX",
+                   help="identity register, e.g. MRTD=... or MEASUREMENT=... (repeatable)")
+    d.add_argument("--debug", action="store_true")
+    d.add_argument("--out", required=True, help="output file (derot Evidence envelope)")
+    d.set_defaults(func=cmd_devnet_evidence)
+
+
+def _read_blob(path: str) -> bytes:
+    data = Path(path).read_bytes()
+    text = data.strip()
+    try:
+        if text and all(c in b"0123456789abcdefABCDEF" for c in text):
+            return bytes.fromhex(text.decode())
+    except ValueError:
+        pass
+    return data
+
+
+def _detect(raw: bytes, args):
+    from node.attest.evidence import Evidence, GpuEvidence
+    from node.constants import Platform
+
+    if len(raw) == 0x4A0 and int.from_bytes(raw[:4], "little") in (2, 3, 5):
+        if not args.vek:
+            raise SystemExit("error: a SEV-SNP report needs --vek")
+        return Evidence(Platform.SEV_SNP, quote=raw, vek=Path(args.vek).read_bytes())
+    if len(raw) > 4 and int.from_bytes(raw[:2], "little") in (3, 4, 5) and int.from_bytes(raw[2:4], "little") == 2:
+        platform = Platform.TDX if int.from_bytes(raw[4:8], "little") == 0x81 else Platform.SGX
+        coll = Path(args.collateral).read_bytes() if args.collateral else b""
+        return Evidence(platform, quote=raw, collateral=coll)
+    if len(raw) > 2 and raw[0] in (0x10, 0x11, 0x12) and raw[1] == 0xE0:
+        if not args.gpu_certs:
+            raise SystemExit("error: a GPU report needs --gpu-certs")
+        return Evidence(Platform.NVIDIA_GPU, gpus=(GpuEvidence(raw, Path(args.gpu_certs).read_bytes()),))
+    ev = Evidence.decode(raw)
+    if args.collateral and not ev.collateral:
+        from dataclasses import replace
+
+        ev = replace(ev, collateral=Path(args.collateral).read_bytes())
+    return ev
+
+
+def _parse_at(value: str | None) -> int | None:
+    if value is None:
+        return None
+    dt = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=datetime.timezone.utc)
+    return int(dt.timestamp())
+
+
+def _iso(ts: int) -> str:
+    try:
+        return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, ValueError, OSError):
+        return str(ts)
+
+
+def cmd_verify(args) -> int:
+    import time
+
+    from node.attest import policy as P
+    from node.attest.errors import AttestationError
+    from node.attest.snapshot import AppRecord, GovernanceSnapshot, PlatformRule
+    from node.attest.trust import TrustConfig
+    from node.attest.verify import verify_evidence
+    from node.constants import Platform, TcbStatus
+
+    try:
+        at = _parse_at(args.at)
+        floor = TcbStatus[args.min_tcb.upper()]
+    except (ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.devnet:
+        from node.attest.devnet import DevnetRoots
+
+        trust = TrustConfig.devnet(DevnetRoots.load(args.devnet), pccs_url=args.pccs, cache_dir=args.cache_dir)
+    else:
+        trust = TrustConfig.production_defaults(pccs_url=args.pccs, cache_dir=args.cache_dir)
+    try:
+        evidence = _detect(_read_blob(args.evidence), args)
+        nonce = bytes.fromhex(args.nonce) if args.nonce else None
+        claims = verify_evidence(evidence, trust, at=at, gpu_nonce_override=nonce)
+    except AttestationError as exc:
+        return _fail(args, exc.reason, str(exc))
+    except OSError as exc:
+        return _fail(args, "io_error", str(exc))
+
+    now = at if at is not None else int(time.time())
+    app_id = bytes(32)
+    measurements = frozenset()
+    rules: list = [P.PlatformEnabled(), P.TcbAtLeastFloor(), P.DebugAllowed(), P.EvidenceWindow()]
+    if args.expect_measurement:
+        digest = bytes.fromhex(args.expect_measurement)
+        measurements = frozenset((c.platform, digest) for c in (claims, *claims.gpus))
+        rules.append(P.MeasurementAllowed())
+    if args.expect_report_data:
+        rules.append(P.ReportDataBinds())
+    snapshot = GovernanceSnapshot(
+        chain_id=0, registry="standalone", block_number=0,
+        platforms={p: PlatformRule(True, floor) for p in Platform},
+        apps={app_id: AppRecord(app_id, "cli", 0, allow_debug=args.allow_debug, measurements=measurements)},
+    )
+    request = P.PolicyRequest("app", now, app_id=app_id,
+                              expected_report_data=bytes.fromhex(args.expect_report_data) if args.expect_report_data else None)
+    verdict = P.PolicyEngine(rules).decide(claims, snapshot, request)
+    if args.json:
+        print(json.dumps({"verified": True, "claims": claims.to_json_dict(),
+                          "verdict": {"allowed": verdict.allowed, "reason": verdict.code, "detail": verdict.detail}},
+                         indent=2))
+    else:
+        _print_claims(claims)
+        print(f"{'verdict':16}{'ALLOW' if verdict.allowed else 'REFUSE ' + verdict.code + ': ' + verdict.detail}")
+    return 0 if verdict.allowed else 1
+
+
+def _fail(args, reason: str, message: str) -> int:
+    if args.json:
+        print(json.dumps({"verified": False, "reason": reason, "error": message}, indent=2))
+    else:
+        print(f"verification failed [{reason}]: {message}", file=sys.stderr)
+    return 2
+
+
+def _print_claims(claims, indent: str = "") -> None:
+    d = claims.details
+    extra = ", ".join(f"{k}={d[k]}" for k in ("quote_version", "body", "product", "signing_key", "report_version",
+                                               "driver_version", "vbios_version", "verified_by") if d.get(k) is not None)
+    rows = [
+        ("platform", f"{claims.platform.name} ({extra}); root: {claims.root}"),
+        ("tcb_status", f"{claims.tcb_status.name}; advisories: {', '.join(claims.advisory_ids) or '-'}"),
+        ("measurement", claims.measurement_digest.hex()),
+    ]
+    rows += [(f"  {k}", v.hex()) for k, v in claims.measurements.items()]
+    rows += [
+        ("report_data", claims.report_data.hex()),
+        ("debug", "yes" if claims.debug else "no"),
+        ("hardware ids", ", ".join(f"{k}={v.hex()}" for k, v in vars(claims.hardware_ids).items() if v is not None)),
+        ("valid", f"{_iso(claims.not_before)} .. {_iso(claims.not_after)}"),
+    ]
+    for key in ("sept_ve_disable", "mr_service_td_zero", "policy_flags", "vmpl", "reported_tcb", "nonce", "dcap_qvl_refusal"):
+        if key in d:
+            value = d[key]
+            rows.append((key, value.hex() if isinstance(value, bytes) else value))
+    for name, value in rows:
+        print(f"{indent}{name:16}{value}")
+    for i, gpu in enumerate(claims.gpus):
+        print(f"{indent}gpu[{i}]")
+        _print_claims(gpu, indent + "  ")
+
+
+def cmd_devnet_evidence(args) -> int:
+    from node.attest.devnet import DevnetRoots, DevnetTee
+    from node.constants import Platform
+
+    path = Path(args.devnet)
+    roots = DevnetRoots.load(path) if (path / "devnet.json").exists() else DevnetRoots.generate(path)
+    measurements = {}
+    for item in args.measurement:
+        name, _, value = item.partition("=")
+        measurements[name.upper()] = bytes.fromhex(value)
+    platform = Platform.TDX if args.platform == "tdx" else Platform.SEV_SNP
+    tee = DevnetTee(roots, platform, measurements, debug=args.debug)
+    evidence = tee.quote(bytes.fromhex(args.report_data))
+    Path(args.out).write_bytes(evidence.encode())
+    print(f"wrote {platform.name} devnet evidence to {args.out}")
+    return 0
