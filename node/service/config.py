@@ -1,0 +1,210 @@
+"""Node configuration: a TOML file, overridden by environment variables.
+
+Every key can be overridden with ``DEROT_<SECTION>_<KEY>`` (upper case), e.g.
+``DEROT_CHAIN_RPC_URL=http://10.0.0.5:8545``. Secrets are never read from the TOML file: the sealing
+passphrase and the operator key come from the environment or from files named in the config.
+
+Example::
+
+    [node]
+    data_dir = "/var/lib/derot"
+    public_listen = "0.0.0.0:7400"
+    peer_listen = "0.0.0.0:7401"
+    advertise_host = "node1.example.org"
+
+    [chain]
+    rpc_url = "http://127.0.0.1:8545"
+    registry = "0x…"
+    confirmations = 2
+
+    [attest]
+    mode = "production"          # or "devnet"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ConfigError(Exception):
+    """The configuration is missing, malformed or inconsistent; the message names the key."""
+
+
+@dataclass(frozen=True)
+class NodeSection:
+    data_dir: str = "./derot-data"
+    public_listen: str = "127.0.0.1:7400"
+    peer_listen: str = "127.0.0.1:7401"
+    advertise_host: str = "127.0.0.1"
+    name: str = "derot-node"
+
+
+@dataclass(frozen=True)
+class SealSection:
+    #: "keyfile" (32 random bytes in data_dir/seal.key) or "passphrase" (env DEROT_SEAL_PASSPHRASE)
+    method: str = "keyfile"
+    key_file: str = ""
+
+
+@dataclass(frozen=True)
+class ChainSection:
+    rpc_url: str = "http://127.0.0.1:8545"
+    registry: str = ""
+    confirmations: int = 1
+    poll_interval: float = 0.5
+    #: file holding the operator's hex private key (env DEROT_OPERATOR_KEY takes precedence)
+    operator_key_file: str = ""
+
+
+@dataclass(frozen=True)
+class AttestSection:
+    #: "production" (pinned vendor roots only) or "devnet" (also trusts the devnet roots below)
+    mode: str = "production"
+    devnet_roots: str = ""
+    pccs_url: str = "https://api.trustedservices.intel.com/sgx/certification/v4/"
+    collateral_cache: str = ""
+    #: accepted age of an app request's timestamp, seconds
+    freshness_window: int = 300
+
+
+@dataclass(frozen=True)
+class LimitsSection:
+    max_request_bytes: int = 256 * 1024
+    max_concurrent_requests: int = 64
+    request_deadline: float = 10.0
+    peer_deadline: float = 5.0
+    certificate_lifetime: int = 24 * 3600
+    max_certificate_lifetime: int = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class DkgSection:
+    #: per-phase timeout; a phase ends early once every expected message has arrived
+    phase_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class MqttSection:
+    #: e.g. "mqtt://127.0.0.1:1883"; empty disables the notice publisher
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class MetricsSection:
+    #: host:port of the Prometheus endpoint; empty disables it
+    listen: str = ""
+
+
+@dataclass(frozen=True)
+class LogSection:
+    level: str = "info"
+    #: "json" (structured, default) or "text"
+    format: str = "json"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    node: NodeSection = field(default_factory=NodeSection)
+    seal: SealSection = field(default_factory=SealSection)
+    chain: ChainSection = field(default_factory=ChainSection)
+    attest: AttestSection = field(default_factory=AttestSection)
+    limits: LimitsSection = field(default_factory=LimitsSection)
+    dkg: DkgSection = field(default_factory=DkgSection)
+    mqtt: MqttSection = field(default_factory=MqttSection)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
+    log: LogSection = field(default_factory=LogSection)
+    source: str = "<defaults>"
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.node.data_dir)
+
+    @property
+    def store_path(self) -> Path:
+        return self.data_dir / "node.db"
+
+    @property
+    def seal_key_file(self) -> Path:
+        return Path(self.seal.key_file) if self.seal.key_file else self.data_dir / "seal.key"
+
+
+_SECTIONS = {f.name: f.type for f in dataclasses.fields(NodeConfig) if f.name != "source"}
+
+
+def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> NodeConfig:
+    """Read ``path`` (optional) and apply ``DEROT_<SECTION>_<KEY>`` overrides from ``env``."""
+    env = os.environ if env is None else env
+    raw: dict = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    unknown = set(raw) - set(_SECTIONS)
+    if unknown:
+        raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}")
+    sections = {}
+    for name, cls in _SECTIONS.items():
+        section_cls = globals()[cls] if isinstance(cls, str) else cls
+        values = dict(raw.get(name, {}))
+        known = {f.name: f for f in dataclasses.fields(section_cls)}
+        for key in values:
+            if key not in known:
+                raise ConfigError(f"unknown key [{name}].{key}")
+        for key, spec in known.items():
+            env_value = env.get(f"DEROT_{name.upper()}_{key.upper()}")
+            if env_value is not None:
+                values[key] = env_value
+            if key in values:
+                values[key] = _coerce(f"[{name}].{key}", values[key], spec.default)
+        sections[name] = section_cls(**values)
+    config = NodeConfig(**sections, source=str(path) if path else "<defaults>")
+    _validate(config)
+    return config
+
+
+def _coerce(where: str, value, default):
+    try:
+        if isinstance(default, bool):
+            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: expected {type(default).__name__}, got {value!r}") from None
+
+
+def _validate(config: NodeConfig) -> None:
+    if config.attest.mode not in ("production", "devnet"):
+        raise ConfigError("[attest].mode must be 'production' or 'devnet'")
+    if config.attest.mode == "devnet" and not config.attest.devnet_roots:
+        raise ConfigError("[attest].devnet_roots is required in devnet mode")
+    if config.seal.method not in ("keyfile", "passphrase"):
+        raise ConfigError("[seal].method must be 'keyfile' or 'passphrase'")
+    if config.chain.confirmations < 0:
+        raise ConfigError("[chain].confirmations must be >= 0")
+    for key in ("public_listen", "peer_listen"):
+        value = getattr(config.node, key)
+        if value.rpartition(":")[2].isdigit() is False:
+            raise ConfigError(f"[node].{key} must be host:port, got {value!r}")
+
+
+def operator_key(config: NodeConfig, env: dict[str, str] | None = None) -> str:
+    """The operator's Ethereum private key (hex) from DEROT_OPERATOR_KEY or ``chain.operator_key_file``."""
+    env = os.environ if env is None else env
+    if env.get("DEROT_OPERATOR_KEY"):
+        return env["DEROT_OPERATOR_KEY"].strip()
+    if config.chain.operator_key_file:
+        try:
+            return Path(config.chain.operator_key_file).read_text().strip()
+        except FileNotFoundError:
+            raise ConfigError(f"operator key file {config.chain.operator_key_file} not found") from None
+    raise ConfigError("no operator key: set DEROT_OPERATOR_KEY or [chain].operator_key_file")
