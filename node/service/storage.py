@@ -207,8 +207,11 @@ class NodeStore:
         return self._one("SELECT COUNT(*) FROM certificates")[0]
 
     # replay cache -------------------------------------------------------------------------------
-    def remember_once(self, key: bytes, expires_at: int, now: int | None = None) -> bool:
-        """Record ``key`` until ``expires_at``; False if it is already recorded and not expired."""
+    def add_if_absent(self, key: bytes, expires_at: int, now: int | None = None) -> bool:
+        """Record ``key`` until ``expires_at``; False if it is already recorded and not expired.
+
+        Implements :class:`node.attest.replay.ReplayStore`, so the policy engine can use the node store.
+        """
         now = int(time.time()) if now is None else now
         with self._tx():
             row = self._db.execute("SELECT expires_at FROM replay WHERE key=?", (key,)).fetchone()

@@ -80,10 +80,10 @@ def test_restart_keeps_shares(tmp_path):
 
 def test_replay_cache(tmp_path):
     store = NodeStore.open(tmp_path / "node.db", key=b"s" * 32, create=True)
-    assert store.remember_once(b"nonce", expires_at=200, now=100)
-    assert not store.remember_once(b"nonce", expires_at=300, now=150)
-    assert store.remember_once(b"nonce", expires_at=400, now=201)  # expired entry may be reused
-    assert store.remember_once(b"other", expires_at=300, now=150)
+    assert store.add_if_absent(b"nonce", expires_at=200, now=100)
+    assert not store.add_if_absent(b"nonce", expires_at=300, now=150)
+    assert store.add_if_absent(b"nonce", expires_at=400, now=201)  # expired entry may be reused
+    assert store.add_if_absent(b"other", expires_at=300, now=150)
 
 
 def test_certificate_log(tmp_path):
