@@ -1,0 +1,49 @@
+"""The three ways a DKG can go wrong: a bad configuration, a refused message, a failed run."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class DkgConfigError(ValueError):
+    """The run's configuration or this member's identity is inconsistent (raised at construction)."""
+
+
+class RejectReason(str, Enum):
+    """Why :meth:`DkgSession.receive` refused a message. The session state is unchanged in every case."""
+
+    MALFORMED = "malformed"                    # protobuf parse error, wrong lengths/counts, non-canonical
+    UNSUPPORTED_VERSION = "unsupported_version"
+    WRONG_NETWORK = "wrong_network"
+    WRONG_EPOCH = "wrong_epoch"
+    WRONG_SESSION = "wrong_session"            # same network and epoch, different committee/config
+    UNKNOWN_SENDER = "unknown_sender"          # not a dealer (deal, justification) / recipient (response)
+    BAD_SIGNATURE = "bad_signature"
+    BAD_POINT = "bad_point"                    # a commitment is not a canonical curve point, or is O
+    WRONG_SHARE_KEY = "wrong_share_key"        # reshare: commitment to g_i(0) is not the old PK_i
+    DUPLICATE = "duplicate"                    # this exact message was already accepted (replay)
+    LATE = "late"                              # its phase is over at this member
+
+
+class DkgMessageRejected(Exception):
+    """A message refused by a session, with a machine-readable :class:`RejectReason` and a detail."""
+
+    def __init__(self, reason: RejectReason, detail: str):
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason.value}: {detail}")
+
+
+class FailReason(str, Enum):
+    TOO_FEW_QUALIFIED = "too_few_qualified"    # |QUAL| < t (DKG) or < t_old (reshare)
+    GROUP_KEY_MISMATCH = "group_key_mismatch"  # reshare: recombined key differs from the old group key
+    DEGENERATE_KEY = "degenerate_key"          # the group key came out as the identity point
+
+
+class DkgFailed(Exception):
+    """The run ended without a usable result; ``reason`` says why, ``detail`` names the dealers involved."""
+
+    def __init__(self, reason: FailReason, detail: str):
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason.value}: {detail}")
