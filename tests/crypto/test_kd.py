@@ -149,3 +149,31 @@ def test_app_keys_are_well_formed_and_labelled_independently():
     other = derive_app_keys(G1.hash_to_curve(b"root2", b"TEST"))
     assert all(other.public_key(t) != keys.public_key(t) for t in KeyType)
     assert "PrivateKey" not in repr(keys) and keys.ethereum_address in repr(keys)
+
+
+def test_same_key_after_a_real_dkg_reshare():
+    """The DKG's own reshare (5 → 7 members, 3-of-5 → 4-of-7) keeps the app key."""
+    from node.crypto.dkg import DkgConfig
+    from node.crypto.dkg.local import LocalBroadcast, committee_of, generate_identities, make_sessions
+
+    ids = generate_identities(7)
+    names = {i: ident for i, ident in enumerate(ids, start=1)}
+    config = DkgConfig(b"test", 1, committee_of(ids[:5], 3))
+    first = make_sessions(config, {i: names[i] for i in range(1, 6)})
+    LocalBroadcast(first).run()
+    before = {first[i].result.index: first[i].result.shares.kd for i in first}
+    pub = first[1].result.kd
+    address = derive(before, pub.share_keys, pub.group_key, (1, 2, 3)).ethereum_address
+
+    reshare_config = DkgConfig(b"test", 2, committee_of(ids, 4), first[1].result.as_previous_epoch())
+    second = make_sessions(reshare_config, names, old_shares={i: first[i].result.shares for i in first})
+    LocalBroadcast(second).run()
+    after = {second[i].result.index: second[i].result.shares.kd for i in second}
+    new_pub = second[1].result.kd
+    assert new_pub.group_key == pub.group_key
+    assert derive(after, new_pub.share_keys, new_pub.group_key, (7, 2, 5, 6)).ethereum_address == address
+    # old shares mixed with new ones do not give the key
+    mixed = {1: before[1], 2: before[2], 6: after[6]}
+    mixed_keys = {1: pub.share_keys[1], 2: pub.share_keys[2], 6: new_pub.share_keys[6]}
+    with pytest.raises(NotEnoughShares):
+        derive(mixed, mixed_keys, pub.group_key, (1, 2, 6))
