@@ -1,0 +1,30 @@
+"""Certificates (DESIGN.md §4): format, encoding, signing message and verification.
+
+Importable by the app SDK: depends on eth_abi/eth_utils and node.crypto only (no web3, no server code).
+"""
+
+from node.certs.certificate import CERT_ABI_TYPE, Certificate, CertificateDecodeError
+from node.certs.reasons import Reason
+from node.certs.verify import (
+    CertEpoch,
+    CertificateTrust,
+    EpochPhase,
+    Verdict,
+    decode_signature,
+    signature_bytes,
+    verify_certificate,
+)
+
+__all__ = [
+    "CERT_ABI_TYPE",
+    "CertEpoch",
+    "Certificate",
+    "CertificateDecodeError",
+    "CertificateTrust",
+    "EpochPhase",
+    "Reason",
+    "Verdict",
+    "decode_signature",
+    "signature_bytes",
+    "verify_certificate",
+]

@@ -1,0 +1,133 @@
+"""The derot certificate (DESIGN.md §4): a frozen value, its canonical ABI encoding and its digest.
+
+Wire form: ``abi.encode(Certificate)`` of the Solidity struct in ``contracts/src/lib/CertificateCodec.sol``,
+i.e. the 16-field tuple encoded as one ABI parameter (the first word is the offset 0x20), so a contract
+reads it with ``abi.decode(cert, (Certificate))``. Only the canonical encoding is accepted: decoding
+re-encodes and compares, which is exactly the set the on-chain decoder accepts.
+
+The BLS signature is a G1 point over :attr:`Certificate.digest` (keccak256 of the encoding) with
+``node.constants.DST_CERT``, made by the epoch's ``sig`` key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import eth_abi
+from eth_utils import keccak, to_checksum_address
+
+from node.constants import DST_CERT
+from node.crypto.bls import G1
+
+#: The ABI type of the certificate tuple, in field order.
+CERT_ABI_TYPE = (
+    "(uint8,uint256,address,uint64,bytes32,bytes32,uint32,uint8,bytes,"
+    "uint8,bytes32,bytes32,uint8,uint64,uint64,uint64)"
+)
+_INT_BITS = {
+    "version": 8,
+    "chain_id": 256,
+    "epoch": 64,
+    "key_version": 32,
+    "key_type": 8,
+    "platform": 8,
+    "tcb_status": 8,
+    "not_before": 64,
+    "not_after": 64,
+    "policy_block": 64,
+}
+_BYTES32 = ("serial", "app_id", "measurement", "evidence_hash")
+#: Smallest possible encoding: outer offset + 16 head words + subjectKey length word.
+MIN_ENCODED_SIZE = 0x240
+
+
+class CertificateDecodeError(ValueError):
+    """Bytes that are not the canonical encoding of a certificate; ``offset`` is where they go wrong."""
+
+    def __init__(self, message: str, offset: int | None = None) -> None:
+        self.offset = offset
+        super().__init__(message if offset is None else f"{message} (at byte offset {offset})")
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """A certificate. Integer fields are plain ints (``Platform``/``TcbStatus``/``KeyType`` values are
+    ints too); unknown enum values are representable, so any canonical encoding decodes."""
+
+    version: int
+    chain_id: int
+    registry: str
+    epoch: int
+    serial: bytes
+    app_id: bytes
+    key_version: int
+    key_type: int
+    subject_key: bytes
+    platform: int
+    measurement: bytes
+    evidence_hash: bytes
+    tcb_status: int
+    not_before: int
+    not_after: int
+    policy_block: int
+
+    def __post_init__(self) -> None:
+        for name, bits in _INT_BITS.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or not 0 <= value < 1 << bits:
+                raise ValueError(f"certificate field {name} must be a uint{bits}, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        for name in _BYTES32:
+            value = getattr(self, name)
+            if not isinstance(value, (bytes, bytearray)) or len(value) != 32:
+                raise ValueError(f"certificate field {name} must be 32 bytes")
+            object.__setattr__(self, name, bytes(value))
+        if not isinstance(self.subject_key, (bytes, bytearray)):
+            raise ValueError("certificate field subject_key must be bytes")
+        object.__setattr__(self, "subject_key", bytes(self.subject_key))
+        try:
+            object.__setattr__(self, "registry", to_checksum_address(self.registry))
+        except (ValueError, TypeError):
+            raise ValueError(f"certificate field registry is not an address: {self.registry!r}") from None
+
+    # encoding -----------------------------------------------------------------------------------
+    def encode(self) -> bytes:
+        """The canonical wire form: ``abi.encode`` of the tuple."""
+        return eth_abi.encode([CERT_ABI_TYPE], [tuple(getattr(self, f.name) for f in fields(self))])
+
+    @classmethod
+    def decode(cls, data: bytes) -> Certificate:
+        """Parse the canonical encoding; anything else raises :class:`CertificateDecodeError`."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise CertificateDecodeError(f"expected bytes, got {type(data).__name__}")
+        data = bytes(data)
+        if len(data) < MIN_ENCODED_SIZE:
+            raise CertificateDecodeError(
+                f"certificate is {len(data)} bytes, shorter than the minimum {MIN_ENCODED_SIZE}", len(data)
+            )
+        try:
+            (values,) = eth_abi.decode([CERT_ABI_TYPE], data)
+        except Exception as exc:  # eth_abi raises several DecodingError subclasses and ValueErrors
+            raise CertificateDecodeError(f"not an ABI-encoded certificate tuple: {exc}") from None
+        cert = cls(*values)
+        canonical = cert.encode()
+        if canonical != data:
+            offset = next(
+                (i for i, (a, b) in enumerate(zip(canonical, data)) if a != b), min(len(canonical), len(data))
+            )
+            raise CertificateDecodeError("not the canonical encoding", offset)
+        return cert
+
+    # signing ------------------------------------------------------------------------------------
+    @property
+    def digest(self) -> bytes:
+        """keccak256 of the encoding: the message the committee signs."""
+        return keccak(self.encode())
+
+    def hash_point(self) -> G1:
+        """H_cert(digest) in G1 (RFC 9380, DST_CERT)."""
+        return G1.hash_to_curve(self.digest, DST_CERT)
+
+    def sign(self, secret: int) -> G1:
+        """Single-key signature ``secret · H_cert(digest)`` (a committee combines partials instead)."""
+        return self.hash_point() * secret

@@ -1,0 +1,167 @@
+"""Off-chain certificate verification with the same answer as ``DerotRegistry.verifyCertificate``.
+
+A relying party needs, at one registry block: the governance snapshot (platforms, apps, revoked
+measurements), the epochs (which ones activated and with which signing key) and the certificate
+revocations. :func:`verify_certificate` runs the contract's checks in the contract's order and returns
+the first failing :class:`~node.certs.reasons.Reason`.
+
+Accepted epochs: a certificate from epoch *e* is accepted iff *e* was activated (ACTIVE or RETIRED) and its
+``PK_sig`` equals the current group key. A reshare keeps the group key, so certificates survive membership
+changes; a fresh DKG (new key) retires every earlier certificate at once.
+
+This module must stay importable by the app SDK: no web3, no server code.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from node.attest.snapshot import GovernanceSnapshot
+from node.certs.certificate import Certificate, CertificateDecodeError
+from node.certs.reasons import Reason
+from node.constants import CERT_VERSION
+from node.crypto.bls import G1, G2, PointDecodeError, pairing_check
+
+SIGNATURE_SIZE = 128  # EIP-2537 G1
+
+
+class EpochPhase(enum.IntEnum):
+    """Mirrors ``DerotRegistry.Phase``."""
+
+    NONE = 0
+    DKG = 1
+    RESHARE = 2
+    ACTIVE = 3
+    RETIRED = 4
+    ABORTED = 5
+
+    @property
+    def activated(self) -> bool:
+        return self in (EpochPhase.ACTIVE, EpochPhase.RETIRED)
+
+
+@dataclass(frozen=True)
+class CertEpoch:
+    """What certificate verification needs to know about one epoch."""
+
+    phase: EpochPhase
+    pk_sig: G2 | None = None  # set once the epoch activated
+
+
+@dataclass(frozen=True)
+class CertificateTrust:
+    """Registry state, at the snapshot's block, that certificate checks need beyond the snapshot."""
+
+    epochs: Mapping[int, CertEpoch] = field(default_factory=dict)
+    revoked_serials: frozenset[bytes] = frozenset()
+    revoked_evidence_hashes: frozenset[bytes] = frozenset()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "epochs", MappingProxyType(dict(self.epochs)))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Outcome of a verification; ``certificate`` is set whenever the bytes decoded."""
+
+    reason: Reason
+    certificate: Certificate | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is Reason.OK
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+def decode_signature(sig_bytes: bytes) -> G1:
+    """Decode a 128-byte EIP-2537 G1 signature (the identity decodes, and then fails the pairing check)."""
+    return G1.from_eip2537(sig_bytes, allow_identity=True)
+
+
+def signature_bytes(sig: G1) -> bytes:
+    """The 128-byte EIP-2537 form the contract takes (the SDK may hold the 48-byte compressed form)."""
+    return sig.to_eip2537()
+
+
+def verify_certificate(
+    cert_bytes: bytes,
+    sig_bytes: bytes,
+    *,
+    group_key: G2,
+    snapshot: GovernanceSnapshot,
+    now: int,
+    trust: CertificateTrust,
+) -> Verdict:
+    """Verify ``cert_bytes`` and its 128-byte EIP-2537 signature at Unix time ``now``.
+
+    ``group_key`` is the current ``PK_sig``; ``snapshot`` and ``trust`` describe the registry at one block.
+    Never raises on bad input: every refusal is a :class:`Reason`.
+    """
+    try:
+        cert = Certificate.decode(cert_bytes)
+    except CertificateDecodeError:
+        return Verdict(Reason.MALFORMED)
+    if not isinstance(sig_bytes, (bytes, bytearray, memoryview)) or len(sig_bytes) != SIGNATURE_SIZE:
+        return Verdict(Reason.MALFORMED_SIGNATURE, cert)
+    reason = (
+        _check_issuer(cert, snapshot, trust, group_key)
+        or _check_signature(cert, bytes(sig_bytes), group_key)
+        or _check_state(cert, snapshot, trust, now)
+    )
+    return Verdict(reason or Reason.OK, cert)
+
+
+def _check_issuer(cert: Certificate, snapshot: GovernanceSnapshot, trust: CertificateTrust, key: G2) -> Reason | None:
+    if cert.version != CERT_VERSION:
+        return Reason.WRONG_VERSION
+    if cert.chain_id != snapshot.chain_id:
+        return Reason.WRONG_CHAIN
+    if cert.registry.lower() != snapshot.registry.lower():
+        return Reason.WRONG_REGISTRY
+    epoch = trust.epochs.get(cert.epoch)
+    if epoch is None or epoch.phase == EpochPhase.NONE:
+        return Reason.UNKNOWN_EPOCH
+    if not EpochPhase(epoch.phase).activated:
+        return Reason.EPOCH_NOT_ACTIVE
+    if epoch.pk_sig is None or epoch.pk_sig != key:
+        return Reason.EPOCH_KEY_RETIRED
+    return None
+
+
+def _check_signature(cert: Certificate, sig_bytes: bytes, key: G2) -> Reason | None:
+    try:
+        sig = decode_signature(sig_bytes)
+    except PointDecodeError:
+        return Reason.MALFORMED_SIGNATURE
+    if not pairing_check([(sig, -G2.generator()), (cert.hash_point(), key)]):
+        return Reason.BAD_SIGNATURE
+    return None
+
+
+def _check_state(cert: Certificate, snapshot: GovernanceSnapshot, trust: CertificateTrust, now: int) -> Reason | None:
+    if cert.serial in trust.revoked_serials or cert.evidence_hash in trust.revoked_evidence_hashes:
+        return Reason.CERT_REVOKED
+    if now < cert.not_before:
+        return Reason.NOT_YET_VALID
+    if now > cert.not_after:
+        return Reason.EXPIRED
+    app = snapshot.apps.get(cert.app_id)
+    if app is None:
+        return Reason.UNKNOWN_APP
+    if app.frozen:
+        return Reason.APP_FROZEN
+    if app.key_version != cert.key_version:
+        return Reason.KEY_VERSION_MISMATCH
+    rule = snapshot.platforms.get(cert.platform)
+    if rule is None or not rule.enabled:
+        return Reason.PLATFORM_DISABLED
+    if cert.tcb_status < rule.tcb_floor:
+        return Reason.TCB_BELOW_FLOOR
+    if cert.measurement in snapshot.revoked_measurements:
+        return Reason.MEASUREMENT_REVOKED
+    return None

@@ -1,0 +1,324 @@
+"""Follow DerotRegistry at ``head − confirmations``: consistent state, every event once, reorgs handled.
+
+Each :meth:`Follower.poll` advances from the last processed block (the *cursor*) towards
+``head − confirmations`` by at most ``max_range`` blocks and returns an :class:`Update` holding
+
+- ``state``: the :class:`~node.chain.state.RegistryState` at the new cursor, read with view calls pinned to
+  the cursor's block hash (EIP-1898 ``requireCanonical``), so it is internally consistent;
+- ``events``: the registry's events in the new blocks, in chain order;
+- ``reorg``: set when blocks the follower had already processed were replaced. Their events are void;
+  the state is re-read in full at the new cursor and the events of the new canonical blocks follow.
+
+Reorg detection: the follower remembers the hash of every processed block within ``reorg_window`` of the
+head. Before advancing it checks that the cursor's hash is still canonical; if not, it walks back to the
+newest remembered block that still is (the fork point) and resumes from there. The headers of a new range
+must chain (parentHash) from the cursor, and the logs must come from those exact blocks; otherwise the poll
+is abandoned and retried, so a reorg racing a poll cannot mix two forks.
+
+Failure model: any RPC failure (connection refused, timeout, HTTP error, a pinned block that vanished)
+raises out of :meth:`poll` *before* the cursor moves, so nothing is lost; :meth:`run` and :meth:`updates`
+retry with exponential backoff and resume from the cursor.
+
+Usage in the node process (asyncio)::
+
+    follower = Follower.connect(rpc_url, deployment.registry, start_block=deployment.deploy_block)
+    async for update in follower.updates():      # each blocking poll runs in a worker thread
+        policy.use(update.state.snapshot)
+        for event in update.events: ...
+
+Threads are fine too: :meth:`run` is a blocking generator with the same backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import requests
+from eth_utils import to_checksum_address
+from web3 import Web3
+from web3.exceptions import BlockNotFound, Web3Exception
+
+from node.chain.registry import ChainReadError, Registry
+from node.chain.state import RegistryState, apply_changes, read_state
+from node.chain.types import RevocationKind
+
+log = logging.getLogger("derot.chain.follower")
+
+#: Errors that mean "the RPC node is down, slow or changed under us": retry later from the same cursor.
+TRANSIENT_ERRORS = (OSError, requests.RequestException, Web3Exception, ChainReadError, TimeoutError)
+
+
+class ReorgRace(RuntimeError):
+    """The chain changed while a poll was reading it; the poll is retried."""
+
+
+@dataclass(frozen=True)
+class RegistryEvent:
+    name: str
+    args: dict
+    block_number: int
+    block_hash: bytes
+    tx_hash: bytes
+    log_index: int
+
+
+@dataclass(frozen=True)
+class Reorg:
+    """Blocks ``(fork_block, old_cursor]`` were replaced; ``fork_block`` is the newest block kept."""
+
+    fork_block: int
+    old_cursor: int
+
+    @property
+    def depth(self) -> int:
+        return self.old_cursor - self.fork_block
+
+
+@dataclass(frozen=True)
+class Update:
+    state: RegistryState
+    events: tuple[RegistryEvent, ...]
+    reorg: Reorg | None = None
+
+
+class Follower:
+    """Follows one registry. Not thread-safe: drive it from one thread (or one asyncio task)."""
+
+    def __init__(
+        self,
+        w3: Web3,
+        registry: str,
+        *,
+        start_block: int,
+        confirmations: int = 2,
+        max_range: int = 2_000,
+        reorg_window: int = 128,
+        poll_interval: float = 1.0,
+        backoff_initial: float = 0.2,
+        backoff_max: float = 10.0,
+    ) -> None:
+        if confirmations < 0 or reorg_window <= confirmations:
+            raise ValueError("need confirmations >= 0 and reorg_window > confirmations")
+        self.w3 = w3
+        self.registry = Registry(w3, registry)
+        self.start_block = max(0, start_block)
+        self.confirmations = confirmations
+        self.max_range = max_range
+        self.reorg_window = reorg_window
+        self.poll_interval = poll_interval
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.state: RegistryState | None = None
+        self.cursor: int = self.start_block - 1  # last processed block
+        self._hashes: dict[int, bytes] = {}  # processed block number → hash (within the window)
+        self._events = {}  # topic0 → ContractEvent
+        for item in self.registry.contract.abi:
+            if item.get("type") == "event":
+                event = getattr(self.registry.contract.events, item["name"])()
+                self._events[bytes.fromhex(event.topic.removeprefix("0x"))] = event
+        self._unreported_reorg: Reorg | None = None
+        self.behind = False  # the last poll stopped short of head − confirmations (max_range)
+        self.failures = 0  # consecutive failed polls (for status and metrics)
+        self.last_error: str | None = None
+
+    @classmethod
+    def connect(cls, rpc_url: str, registry: str, *, timeout: float = 5.0, **kwargs) -> Follower:
+        """A follower with its own HTTP provider whose requests time out after ``timeout`` seconds. web3's
+        own retry loop is off: the follower retries whole polls with its own backoff."""
+        provider = Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None)
+        w3 = Web3(provider)
+        return cls(w3, registry, **kwargs)
+
+    # ---------------------------------------------------------------------------------------------
+    def poll(self) -> Update | None:
+        """One step. Returns None when there is nothing new; raises a TRANSIENT_ERRORS member or ReorgRace
+        (cursor unchanged) when the RPC fails or the chain moves under the read."""
+        head = self.w3.eth.block_number
+        target = head - self.confirmations
+        reorg = self._check_reorg() or self._unreported_reorg
+        if reorg is None and (target <= self.cursor or target < self.start_block):
+            self.behind = False
+            return None
+        if target < self.start_block:
+            # rewound below the deployment block: nothing to read until the chain grows again
+            self.state, self._unreported_reorg = None, reorg
+            return None
+        first = self.cursor + 1
+        last = max(self.cursor, min(target, self.cursor + self.max_range))
+        headers = self._headers(first, last, head)
+        end_hash, end_time = headers[last]
+        events = self._logs(first, last, headers) if last >= first else []
+        if self.state is None or reorg is not None:
+            state = read_state(self.registry, end_hash, last, end_time)
+        else:
+            state = self._incremental(events, end_hash, last, end_time)
+        if self._canonical_hash(last) != end_hash:
+            raise ReorgRace(f"block {last} changed while reading it")
+        # commit: nothing above may have changed the follower
+        for number, (block_hash, _time) in headers.items():
+            if number >= head - self.reorg_window:
+                self._hashes[number] = block_hash
+        for number in [n for n in self._hashes if n < head - self.reorg_window]:
+            del self._hashes[number]
+        self.cursor = last
+        self.state = state
+        self.behind = last < target
+        self._unreported_reorg = None
+        return Update(state=state, events=tuple(events), reorg=reorg)
+
+    # ---------------------------------------------------------------------------------------------
+    def _canonical_hash(self, number: int) -> bytes | None:
+        """Hash of canonical block ``number``, or None if the chain is shorter now."""
+        try:
+            block = self.w3.eth.get_block(number)
+        except BlockNotFound:
+            return None
+        return bytes(block["hash"])
+
+    def _check_reorg(self) -> Reorg | None:
+        """If the cursor's block is no longer canonical, rewind to the fork point and return the Reorg."""
+        if self.state is None or self.cursor not in self._hashes:
+            return None
+        if self._canonical_hash(self.cursor) == self._hashes[self.cursor]:
+            return None
+        old = self.cursor
+        fork = None
+        for number in sorted(self._hashes, reverse=True):
+            if number < old and self._canonical_hash(number) == self._hashes[number]:
+                fork = number
+                break
+        if fork is None:  # deeper than the window: start over
+            fork = self.start_block - 1
+        log.warning("chain reorganised: blocks %d..%d replaced", fork + 1, old)
+        for number in [n for n in self._hashes if n > fork]:
+            del self._hashes[number]
+        self.cursor = fork
+        return Reorg(fork_block=fork, old_cursor=old)
+
+    def _headers(self, first: int, last: int, head: int) -> dict[int, tuple[bytes, int]]:
+        """(hash, timestamp) of block ``last`` and of every block of [first, last] within the reorg window,
+        checking that consecutive ones chain by parentHash, starting from the remembered cursor hash."""
+        numbers = sorted({*range(max(first, head - self.reorg_window), last + 1), last})
+        out: dict[int, tuple[bytes, int]] = {}
+        for number in numbers:
+            block = self.w3.eth.get_block(number)
+            parent = bytes(block["parentHash"])
+            expected = out[number - 1][0] if number - 1 in out else self._hashes.get(number - 1)
+            if number >= first and expected is not None and parent != expected:
+                raise ReorgRace(f"block {number} does not extend the block {number - 1} seen before")
+            out[number] = (bytes(block["hash"]), int(block["timestamp"]))
+        return out
+
+    def _logs(self, first: int, last: int, headers) -> list[RegistryEvent]:
+        raw = self.w3.eth.get_logs({"address": self.registry.address, "fromBlock": first, "toBlock": last})
+        events = []
+        for entry in sorted(raw, key=lambda e: (e["blockNumber"], e["logIndex"])):
+            number = entry["blockNumber"]
+            if number in headers and bytes(entry["blockHash"]) != headers[number][0]:
+                raise ReorgRace(f"log of block {number} comes from another fork")
+            if entry.get("removed"):
+                raise ReorgRace(f"log of block {number} was removed")
+            event = self._events.get(bytes(entry["topics"][0])) if entry["topics"] else None
+            if event is None:
+                continue
+            decoded = event.process_log(entry)
+            events.append(
+                RegistryEvent(
+                    name=decoded["event"],
+                    args=dict(decoded["args"]),
+                    block_number=number,
+                    block_hash=bytes(entry["blockHash"]),
+                    tx_hash=bytes(entry["transactionHash"]),
+                    log_index=entry["logIndex"],
+                )
+            )
+        return events
+
+    def _incremental(self, events, block_hash: bytes, number: int, timestamp: int) -> RegistryState:
+        if not events:
+            return self.state.with_block(number, block_hash, timestamp)
+        nodes, epochs, apps, kinds = set(), set(), set(), set()
+        platforms = node_measurements = governance = False
+        for e in events:
+            a = e.args
+            if "operator" in a:
+                nodes.add(to_checksum_address(a["operator"]))
+            if e.name.startswith("Epoch"):
+                epochs.add(a["epoch"])
+            if "appId" in a:
+                apps.add(bytes(a["appId"]))
+            if e.name in ("Revoked", "Unrevoked"):
+                kinds.add(RevocationKind(a["kind"]))
+            platforms |= e.name == "PlatformRuleSet"
+            node_measurements |= e.name == "NodeMeasurementSet"
+            governance |= e.name in ("SecurityCouncilChanged", "OwnershipTransferred")
+        return apply_changes(
+            self.registry,
+            self.state,
+            block_hash,
+            number,
+            timestamp,
+            nodes=nodes,
+            epochs=epochs,
+            apps=apps,
+            kinds=kinds,
+            platforms=platforms,
+            node_measurements=node_measurements,
+            governance=governance,
+        )
+
+    # ---------------------------------------------------------------------------------------------
+    def _failed(self, exc: Exception) -> float:
+        self.failures += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        delay = min(self.backoff_max, self.backoff_initial * 2 ** (self.failures - 1))
+        log.warning("chain follower: %s; retrying in %.1fs", self.last_error, delay)
+        return delay
+
+    def _succeeded(self) -> None:
+        if self.failures:
+            log.info("chain follower: RPC back after %d failed polls", self.failures)
+        self.failures = 0
+        self.last_error = None
+
+    @staticmethod
+    def _pause(seconds: float, stop) -> None:
+        if stop is None:
+            time.sleep(seconds)
+        else:
+            stop.wait(seconds)
+
+    def run(self, *, stop=None) -> Iterator[Update]:
+        """Blocking generator of updates; retries with backoff on RPC failures. ``stop`` is an optional
+        ``threading.Event``."""
+        while stop is None or not stop.is_set():
+            try:
+                update = self.poll()
+            except (*TRANSIENT_ERRORS, ReorgRace) as exc:
+                self._pause(self._failed(exc), stop)
+                continue
+            self._succeeded()
+            if update is not None:
+                yield update
+                if self.behind:
+                    continue  # catching up: no pause
+            self._pause(self.poll_interval, stop)
+
+    async def updates(self) -> AsyncIterator[Update]:
+        """Async generator of updates: each poll runs in a worker thread (web3 HTTP is blocking)."""
+        while True:
+            try:
+                update = await asyncio.to_thread(self.poll)
+            except (*TRANSIENT_ERRORS, ReorgRace) as exc:
+                await asyncio.sleep(self._failed(exc))
+                continue
+            self._succeeded()
+            if update is not None:
+                yield update
+                if self.behind:
+                    continue  # catching up: no pause
+            await asyncio.sleep(self.poll_interval)

@@ -1,0 +1,325 @@
+"""Typed web3.py wrapper for ``DerotRegistry``.
+
+Reads accept ``block`` (a number, a block hash as bytes/hex, or ``"latest"``): reading several values at
+one block *hash* gives a consistent view even while the chain reorganises. Writes take the signing
+``account`` (an eth_account ``LocalAccount``) and return the receipt; a revert raises
+:class:`node.chain.tx.TransactionFailed` naming the contract error.
+
+Who calls what:
+- node operators: :meth:`register_node`, :meth:`update_node`, :meth:`report_epoch`;
+- app owners: :meth:`register_app` and the ``set_app_*`` / :meth:`raise_key_version` methods;
+- governance and the council: :meth:`apply` with a typed action from :mod:`node.chain.governance`
+  (through the Governor for the owner, directly for the council or during deployment bootstrap);
+- relying parties: :meth:`verify_certificate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from eth_abi import decode as abi_decode
+from eth_utils import to_checksum_address
+from eth_utils.abi import get_abi_output_types
+from hexbytes import HexBytes
+from web3 import Web3
+
+from node.attest.snapshot import AppRecord, PlatformRule
+from node.certs.reasons import Reason
+from node.chain.compile import load_artifact
+from node.chain.tx import send
+from node.chain.types import EpochPhase, EpochRecord, NodeRecord, NodeStatus, RevocationKind
+from node.constants import Platform, TcbStatus
+from node.crypto.bls import G1, G2
+
+PAGE = 100  # items per paged view call
+
+
+class ChainReadError(RuntimeError):
+    """A view call failed: the block is unknown or no longer canonical, or the node answered an error."""
+
+
+def block_param(block):
+    """JSON-RPC block parameter: a hash (bytes or 0x-hex) becomes EIP-1898 ``{"blockHash", "requireCanonical"}``
+    so the read fails instead of silently using another fork; ints become hex quantities."""
+    if isinstance(block, (bytes, bytearray, HexBytes)) and len(block) == 32:
+        return {"blockHash": "0x" + bytes(block).hex(), "requireCanonical": True}
+    if isinstance(block, str) and block.startswith("0x") and len(block) == 66:
+        return {"blockHash": block, "requireCanonical": True}
+    if isinstance(block, int):
+        return hex(block)
+    return block
+
+
+def _platform(value: int):
+    try:
+        return Platform(value)
+    except ValueError:
+        return int(value)
+
+
+def _tcb(value: int):
+    try:
+        return TcbStatus(value)
+    except ValueError:
+        return int(value)
+
+
+class Registry:
+    """A deployed DerotRegistry."""
+
+    def __init__(self, w3: Web3, address: str) -> None:
+        self.w3 = w3
+        self.address = to_checksum_address(address)
+        self.contract = w3.eth.contract(address=self.address, abi=load_artifact("DerotRegistry")["abi"])
+
+    def _call(self, fn, block="latest"):
+        """eth_call of a bound view function at ``block`` (number, hash or tag), decoded like web3 does."""
+        data = fn._encode_transaction_data()
+        reply = self.w3.provider.make_request("eth_call", [{"to": self.address, "data": data}, block_param(block)])
+        if "error" in reply:
+            raise ChainReadError(f"{fn.fn_name} at {block!r}: {reply['error'].get('message', reply['error'])}")
+        raw = bytes.fromhex(reply["result"].removeprefix("0x"))
+        values = abi_decode(get_abi_output_types(fn.abi), raw)
+        return values[0] if len(values) == 1 else values
+
+    # ---------------------------------------------------------------------------------------------
+    # reads: governance
+
+    def owner(self, block="latest") -> str:
+        return to_checksum_address(self._call(self.contract.functions.owner(), block))
+
+    def security_council(self, block="latest") -> str | None:
+        council = self._call(self.contract.functions.securityCouncil(), block)
+        return None if int(council, 16) == 0 else to_checksum_address(council)
+
+    # reads: nodes ---------------------------------------------------------------------------------
+    def node(self, operator: str, block="latest") -> NodeRecord:
+        raw = self._call(self.contract.functions.getNode(to_checksum_address(operator)), block)
+        return _node_record(to_checksum_address(operator), raw)
+
+    def nodes(self, block="latest") -> dict[str, NodeRecord]:
+        count = self._call(self.contract.functions.nodeCount(), block)
+        out: dict[str, NodeRecord] = {}
+        for start in range(0, count, PAGE):
+            ops, recs = self._call(self.contract.functions.nodes(start, PAGE), block)
+            out.update((to_checksum_address(op), _node_record(to_checksum_address(op), rec)) for op, rec in zip(ops, recs))
+        return out
+
+    # reads: epochs --------------------------------------------------------------------------------
+    def current_epoch(self, block="latest") -> int:
+        return self._call(self.contract.functions.currentEpoch(), block)
+
+    def pending_epoch(self, block="latest") -> int:
+        return self._call(self.contract.functions.pendingEpoch(), block)
+
+    def epoch_count(self, block="latest") -> int:
+        return self._call(self.contract.functions.epochCount(), block)
+
+    def epoch(self, epoch_id: int, block="latest") -> EpochRecord:
+        v = self._call(self.contract.functions.getEpoch(epoch_id), block)
+        (_id, phase, threshold, previous, started, activated, store, transcript, members) = v
+        pk_sig = pk_kd = None
+        has_keys = int(store, 16) != 0
+        if has_keys:
+            raw_sig, raw_kd = self._call(self.contract.functions.epochKeys(epoch_id), block)
+            pk_sig, pk_kd = G2.from_eip2537(raw_sig), G2.from_eip2537(raw_kd)
+        return EpochRecord(
+            id=epoch_id,
+            phase=EpochPhase(phase),
+            threshold=threshold,
+            previous=previous,
+            started_block=started,
+            activated_block=activated,
+            key_store=to_checksum_address(store) if has_keys else None,
+            transcript_hash=bytes(transcript),
+            members=tuple(to_checksum_address(m) for m in members),
+            pk_sig=pk_sig,
+            pk_kd=pk_kd,
+        )
+
+    def epochs(self, block="latest") -> dict[int, EpochRecord]:
+        count = self.epoch_count(block)
+        return {i: self.epoch(i, block) for i in range(1, count + 1)}
+
+    def report_of(self, epoch_id: int, member: str, block="latest") -> bytes:
+        return bytes(self._call(self.contract.functions.reportOf(epoch_id, to_checksum_address(member)), block))
+
+    def report_count(self, epoch_id: int, report_hash: bytes, block="latest") -> int:
+        return self._call(self.contract.functions.reportCount(epoch_id, report_hash), block)
+
+    # reads: apps ----------------------------------------------------------------------------------
+    def app(self, app_id: bytes, block="latest") -> AppRecord | None:
+        """The app, or None if ``app_id`` is not registered."""
+        return _app_record(self._call(self.contract.functions.getApp(app_id), block))
+
+    def apps(self, block="latest") -> dict[bytes, AppRecord]:
+        count = self._call(self.contract.functions.appCount(), block)
+        out: dict[bytes, AppRecord] = {}
+        for start in range(0, count, PAGE):
+            for raw in self._call(self.contract.functions.apps(start, PAGE), block):
+                record = _app_record(raw)
+                out[record.app_id] = record
+        return out
+
+    def app_id_of(self, owner: str, salt: bytes) -> bytes:
+        return bytes(self.contract.functions.appIdOf(to_checksum_address(owner), salt).call())
+
+    def is_app_allowed(self, app_id: bytes, platform: int, measurement: bytes, block="latest") -> bool:
+        """The registry's own answer (consults the app's delegate contract if it has one)."""
+        return self._call(self.contract.functions.isAppAllowed(app_id, int(platform), measurement), block)
+
+    # reads: platforms, revocations, node measurements ---------------------------------------------
+    def platform_rules(self, block="latest") -> dict:
+        ids, rules = self._call(self.contract.functions.platformRules(), block)
+        return {_platform(p): PlatformRule(enabled=r[0], tcb_floor=_tcb(r[1])) for p, r in zip(ids, rules)}
+
+    def revocations(self, kind: RevocationKind, block="latest") -> frozenset[bytes]:
+        return frozenset(bytes(x) for x in self._call(self.contract.functions.revocations(int(kind)), block))
+
+    def is_revoked(self, kind: RevocationKind, ident: bytes, block="latest") -> bool:
+        return self._call(self.contract.functions.isRevoked(int(kind), ident), block)
+
+    def node_measurements(self, block="latest") -> frozenset[tuple]:
+        platforms, digests = self._call(self.contract.functions.nodeMeasurements(), block)
+        return frozenset((_platform(p), bytes(d)) for p, d in zip(platforms, digests))
+
+    # reads: certificates --------------------------------------------------------------------------
+    def verify_certificate(self, cert: bytes, sig: bytes | G1, *, at: int | None = None, block="latest") -> Reason:
+        """On-chain verification (eth_call). ``sig`` is a G1 point or its 128-byte EIP-2537 form;
+        ``at`` evaluates the validity window at that Unix time instead of the block's timestamp."""
+        sig_bytes = sig.to_eip2537() if isinstance(sig, G1) else bytes(sig)
+        if at is None:
+            _ok, reason = self._call(self.contract.functions.verifyCertificate(cert, sig_bytes), block)
+        else:
+            reason = self._call(self.contract.functions.verifyCertificateAt(cert, sig_bytes, at), block)
+        return Reason(reason)
+
+    def hash_to_g1(self, digest: bytes) -> bytes:
+        """The contract's RFC 9380 hash of a 32-byte digest with DST_CERT (EIP-2537 form)."""
+        return bytes(self.contract.functions.hashToG1(digest).call())
+
+    # ---------------------------------------------------------------------------------------------
+    # writes: node operators
+
+    def register_node(
+        self,
+        account,
+        *,
+        identity_key: bytes,
+        x25519_key: bytes,
+        endpoint: str,
+        tls_key_hash: bytes,
+        evidence_hash: bytes = bytes(32),
+    ):
+        fn = self.contract.functions.registerNode(identity_key, x25519_key, endpoint, tls_key_hash, evidence_hash)
+        return send(self.w3, account, fn)
+
+    def update_node(self, account, *, endpoint: str, tls_key_hash: bytes, evidence_hash: bytes = bytes(32)):
+        return send(self.w3, account, self.contract.functions.updateNode(endpoint, tls_key_hash, evidence_hash))
+
+    def report_epoch(self, account, epoch_id: int, pk_sig: G2, pk_kd: G2, transcript_hash: bytes):
+        """A committee member reports its DKG/reshare outcome (keys are sent in EIP-2537 form)."""
+        fn = self.contract.functions.reportEpoch(epoch_id, pk_sig.to_eip2537(), pk_kd.to_eip2537(), transcript_hash)
+        return send(self.w3, account, fn)
+
+    # writes: app owners ---------------------------------------------------------------------------
+    def register_app(self, account, salt: bytes) -> bytes:
+        """Registers an app owned by ``account``; returns its appId (keccak256(owner, salt))."""
+        send(self.w3, account, self.contract.functions.registerApp(salt))
+        return self.app_id_of(account.address, salt)
+
+    def set_app_measurement(self, account, app_id: bytes, platform: int, measurement: bytes, allowed: bool = True):
+        fn = self.contract.functions.setAppMeasurement(app_id, int(platform), measurement, allowed)
+        return send(self.w3, account, fn)
+
+    def raise_key_version(self, account, app_id: bytes, key_version: int):
+        return send(self.w3, account, self.contract.functions.raiseKeyVersion(app_id, key_version))
+
+    def set_app_allow_debug(self, account, app_id: bytes, allow: bool):
+        return send(self.w3, account, self.contract.functions.setAppAllowDebug(app_id, allow))
+
+    def set_app_delegate(self, account, app_id: bytes, delegate: str | None):
+        target = to_checksum_address(delegate) if delegate else "0x" + "00" * 20
+        return send(self.w3, account, self.contract.functions.setAppDelegate(app_id, target))
+
+    def transfer_app_ownership(self, account, app_id: bytes, new_owner: str):
+        fn = self.contract.functions.transferAppOwnership(app_id, to_checksum_address(new_owner))
+        return send(self.w3, account, fn)
+
+    # writes: owner / council actions --------------------------------------------------------------
+    def apply(self, account, actions: Iterable):
+        """Send governance actions directly from ``account`` (the owner during bootstrap, or the council
+        for actions whose ``council_allowed`` is true). Returns the last receipt."""
+        receipt = None
+        for action in actions:
+            target, data = action.encode(self)
+            receipt = send(self.w3, account, {"to": target, "data": data}, what=action.summary())
+        return receipt
+
+
+def _node_record(operator: str, raw) -> NodeRecord:
+    status, identity, x25519, tls_hash, evidence, endpoint = raw
+    return NodeRecord(
+        operator=operator,
+        status=NodeStatus(status),
+        identity_key=bytes(identity),
+        x25519_key=bytes(x25519),
+        endpoint=endpoint,
+        tls_key_hash=bytes(tls_hash),
+        evidence_hash=bytes(evidence),
+    )
+
+
+def _app_record(raw) -> AppRecord | None:
+    app_id, owner, key_version, frozen, allow_debug, delegate, platforms, measurements = raw
+    if int(owner, 16) == 0:
+        return None
+    return AppRecord(
+        app_id=bytes(app_id),
+        owner=to_checksum_address(owner),
+        key_version=key_version,
+        frozen=frozen,
+        allow_debug=allow_debug,
+        measurements=frozenset((_platform(p), bytes(m)) for p, m in zip(platforms, measurements)),
+        delegate=None if int(delegate, 16) == 0 else to_checksum_address(delegate),
+    )
+
+
+class DelegateOracleAt:
+    """``node.attest.snapshot.DelegateOracle`` for one block: asks an app's delegate contract
+    (``isAppAllowed``) with an eth_call pinned to ``block_hash``. A delegate that reverts, or is not a
+    contract, answers "not allowed", exactly as ``DerotRegistry.isAppAllowed`` does."""
+
+    _ABI = [
+        {
+            "type": "function",
+            "name": "isAppAllowed",
+            "stateMutability": "view",
+            "inputs": [
+                {"name": "appId", "type": "bytes32"},
+                {"name": "platform", "type": "uint8"},
+                {"name": "measurement", "type": "bytes32"},
+            ],
+            "outputs": [{"name": "allowed", "type": "bool"}],
+        }
+    ]
+
+    def __init__(self, w3: Web3, block_hash: bytes) -> None:
+        self.w3 = w3
+        self.block_hash = bytes(block_hash)
+
+    def is_app_allowed(self, app: AppRecord, platform, measurement: bytes) -> bool:
+        if app.delegate is None:
+            return (platform, bytes(measurement)) in app.measurements
+        delegate = self.w3.eth.contract(address=to_checksum_address(app.delegate), abi=self._ABI)
+        data = delegate.encode_abi("isAppAllowed", [app.app_id, int(platform), bytes(measurement)])
+        reply = self.w3.provider.make_request("eth_call", [{"to": delegate.address, "data": data},
+                                                           block_param(self.block_hash)])
+        if "error" in reply:
+            if reply["error"].get("code") == 3 or "revert" in str(reply["error"].get("message", "")).lower():
+                return False
+            raise ChainReadError(f"isAppAllowed at {self.block_hash.hex()}: {reply['error']}")
+        raw = bytes.fromhex(reply["result"].removeprefix("0x"))
+        if len(raw) != 32:
+            return False
+        return int.from_bytes(raw, "big") == 1

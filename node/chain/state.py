@@ -1,0 +1,195 @@
+"""``RegistryState``: the whole DerotRegistry state at one block, as plain immutable values.
+
+It bundles the :class:`~node.attest.snapshot.GovernanceSnapshot` the policy engine consumes with the nodes,
+epochs and certificate revocations a node or relying party needs. :func:`read_state` reads it with view
+calls pinned to one block hash, so it is consistent even while the chain reorganises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+
+from node.attest.snapshot import AppRecord, GovernanceSnapshot
+from node.certs import CertEpoch, CertificateTrust, Verdict, verify_certificate
+from node.chain.registry import ChainReadError
+from node.chain.types import EpochRecord, NodeRecord, NodeStatus, RevocationKind
+from node.crypto.bls import G2
+
+
+@dataclass(frozen=True)
+class RegistryState:
+    """DerotRegistry at ``snapshot.block_number`` / ``snapshot.block_hash``."""
+
+    snapshot: GovernanceSnapshot
+    nodes: Mapping[str, NodeRecord] = field(default_factory=dict)
+    epochs: Mapping[int, EpochRecord] = field(default_factory=dict)
+    current_epoch: int = 0
+    pending_epoch: int = 0
+    owner: str = ""
+    council: str | None = None
+    revoked_serials: frozenset[bytes] = frozenset()
+    revoked_evidence_hashes: frozenset[bytes] = frozenset()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "nodes", MappingProxyType(dict(self.nodes)))
+        object.__setattr__(self, "epochs", MappingProxyType(dict(self.epochs)))
+
+    @property
+    def block_number(self) -> int:
+        return self.snapshot.block_number
+
+    @property
+    def block_hash(self) -> bytes:
+        return self.snapshot.block_hash
+
+    @property
+    def committee(self) -> EpochRecord | None:
+        """The current (ACTIVE) epoch."""
+        return self.epochs.get(self.current_epoch)
+
+    @property
+    def pending(self) -> EpochRecord | None:
+        """The epoch whose DKG or reshare is running."""
+        return self.epochs.get(self.pending_epoch)
+
+    @property
+    def group_key(self) -> G2 | None:
+        """The current PK_sig (certificates)."""
+        return self.committee.pk_sig if self.committee else None
+
+    @property
+    def kd_key(self) -> G2 | None:
+        """The current PK_kd (key derivation)."""
+        return self.committee.pk_kd if self.committee else None
+
+    def approved_nodes(self) -> dict[str, NodeRecord]:
+        return {op: n for op, n in self.nodes.items() if n.status is NodeStatus.APPROVED}
+
+    def certificate_trust(self) -> CertificateTrust:
+        return CertificateTrust(
+            epochs={i: CertEpoch(e.phase, e.pk_sig) for i, e in self.epochs.items()},
+            revoked_serials=self.revoked_serials,
+            revoked_evidence_hashes=self.revoked_evidence_hashes,
+        )
+
+    def verify_certificate(self, cert: bytes, sig: bytes, *, now: int | None = None) -> Verdict:
+        """Off-chain verification against this state (``now`` defaults to the block's timestamp)."""
+        key = self.group_key or G2.generator()  # no active epoch: every epoch check fails first anyway
+        when = self.snapshot.block_timestamp if now is None else now
+        return verify_certificate(
+            cert, sig, group_key=key, snapshot=self.snapshot, now=when, trust=self.certificate_trust()
+        )
+
+    def with_block(self, number: int, block_hash: bytes, timestamp: int) -> RegistryState:
+        """The same state seen at a later block without registry events."""
+        snap = replace(self.snapshot, block_number=number, block_hash=block_hash, block_timestamp=timestamp)
+        return replace(self, snapshot=snap)
+
+
+def read_state(registry, block_hash: bytes, block_number: int, timestamp: int) -> RegistryState:
+    """Read everything with view calls pinned to ``block_hash`` (a ``node.chain.registry.Registry``)."""
+    at = block_hash
+    if not registry.w3.eth.get_code(registry.address, block_number):
+        raise ChainReadError(f"no registry code at {registry.address} in block {block_number} (before deployment?)")
+    revoked = {kind: registry.revocations(kind, at) for kind in RevocationKind if kind is not RevocationKind.NONE}
+    snapshot = GovernanceSnapshot(
+        chain_id=registry.w3.eth.chain_id,
+        registry=registry.address,
+        block_number=block_number,
+        block_hash=bytes(block_hash),
+        block_timestamp=timestamp,
+        platforms=registry.platform_rules(at),
+        revoked_fmspcs=revoked[RevocationKind.FMSPC],
+        revoked_chip_ids=revoked[RevocationKind.CHIP_ID],
+        revoked_gpu_fwids=revoked[RevocationKind.GPU_FWID],
+        revoked_measurements=revoked[RevocationKind.MEASUREMENT],
+        node_measurements=registry.node_measurements(at),
+        apps=registry.apps(at),
+    )
+    return RegistryState(
+        snapshot=snapshot,
+        nodes=registry.nodes(at),
+        epochs=registry.epochs(at),
+        current_epoch=registry.current_epoch(at),
+        pending_epoch=registry.pending_epoch(at),
+        owner=registry.owner(at),
+        council=registry.security_council(at),
+        revoked_serials=revoked[RevocationKind.CERT_SERIAL],
+        revoked_evidence_hashes=revoked[RevocationKind.EVIDENCE_HASH],
+    )
+
+
+def apply_changes(
+    registry,
+    state: RegistryState,
+    block_hash: bytes,
+    block_number: int,
+    timestamp: int,
+    *,
+    nodes: set[str] = frozenset(),
+    epochs: set[int] = frozenset(),
+    apps: set[bytes] = frozenset(),
+    kinds: set[RevocationKind] = frozenset(),
+    platforms: bool = False,
+    node_measurements: bool = False,
+    governance: bool = False,
+) -> RegistryState:
+    """Re-read only what events said changed (everything else is unchanged by construction: every
+    registry change emits an event) and return the new state at ``block_hash``."""
+    at = block_hash
+    snap = state.snapshot
+    new_apps: dict[bytes, AppRecord] = dict(snap.apps)
+    for app_id in apps:
+        record = registry.app(app_id, at)
+        if record is None:
+            new_apps.pop(app_id, None)
+        else:
+            new_apps[app_id] = record
+    revoked = {
+        RevocationKind.FMSPC: snap.revoked_fmspcs,
+        RevocationKind.CHIP_ID: snap.revoked_chip_ids,
+        RevocationKind.GPU_FWID: snap.revoked_gpu_fwids,
+        RevocationKind.MEASUREMENT: snap.revoked_measurements,
+        RevocationKind.CERT_SERIAL: state.revoked_serials,
+        RevocationKind.EVIDENCE_HASH: state.revoked_evidence_hashes,
+    }
+    for kind in kinds:
+        revoked[kind] = registry.revocations(kind, at)
+    snapshot = replace(
+        snap,
+        block_number=block_number,
+        block_hash=bytes(block_hash),
+        block_timestamp=timestamp,
+        platforms=registry.platform_rules(at) if platforms else snap.platforms,
+        revoked_fmspcs=revoked[RevocationKind.FMSPC],
+        revoked_chip_ids=revoked[RevocationKind.CHIP_ID],
+        revoked_gpu_fwids=revoked[RevocationKind.GPU_FWID],
+        revoked_measurements=revoked[RevocationKind.MEASUREMENT],
+        node_measurements=registry.node_measurements(at) if node_measurements else snap.node_measurements,
+        apps=new_apps,
+    )
+    new_nodes = dict(state.nodes)
+    for operator in nodes:
+        new_nodes[operator] = registry.node(operator, at)
+    new_epochs = dict(state.epochs)
+    current, pending = state.current_epoch, state.pending_epoch
+    if epochs:
+        for epoch_id in epochs:
+            new_epochs[epoch_id] = registry.epoch(epoch_id, at)
+        current, pending = registry.current_epoch(at), registry.pending_epoch(at)
+    owner, council = state.owner, state.council
+    if governance:
+        owner, council = registry.owner(at), registry.security_council(at)
+    return RegistryState(
+        snapshot=snapshot,
+        nodes=new_nodes,
+        epochs=new_epochs,
+        current_epoch=current,
+        pending_epoch=pending,
+        owner=owner,
+        council=council,
+        revoked_serials=revoked[RevocationKind.CERT_SERIAL],
+        revoked_evidence_hashes=revoked[RevocationKind.EVIDENCE_HASH],
+    )

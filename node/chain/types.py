@@ -1,0 +1,77 @@
+"""Typed views of DerotRegistry records. Enum values mirror the Solidity enums (part of the ABI)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from node.certs.verify import EpochPhase
+from node.crypto.bls import G2
+
+__all__ = ["EpochPhase", "EpochRecord", "NodeRecord", "NodeStatus", "RevocationKind"]
+
+
+class NodeStatus(enum.IntEnum):
+    NONE = 0
+    PENDING = 1
+    APPROVED = 2
+    SUSPENDED = 3
+    REMOVED = 4
+
+
+class RevocationKind(enum.IntEnum):
+    """Kinds of revocable identifiers and their lengths (``DerotRegistry.revoke``)."""
+
+    NONE = 0
+    FMSPC = 1  # 6 bytes
+    CHIP_ID = 2  # 1..64 bytes (SEV-SNP chip_id 64, Intel PPID 16)
+    GPU_FWID = 3  # 1..64 bytes
+    MEASUREMENT = 4  # 32 bytes
+    CERT_SERIAL = 5  # 32 bytes
+    EVIDENCE_HASH = 6  # 32 bytes
+
+    def check_length(self, ident: bytes) -> None:
+        n = len(ident)
+        ok = {
+            RevocationKind.FMSPC: n == 6,
+            RevocationKind.CHIP_ID: 1 <= n <= 64,
+            RevocationKind.GPU_FWID: 1 <= n <= 64,
+        }.get(self, n == 32 and self is not RevocationKind.NONE)
+        if not ok:
+            raise ValueError(f"a {self.name} id cannot be {n} bytes long")
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    operator: str
+    status: NodeStatus
+    identity_key: bytes  # Ed25519, 32 bytes
+    x25519_key: bytes
+    endpoint: str
+    tls_key_hash: bytes
+    evidence_hash: bytes
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """An epoch: ordered members (member i has index i+1), threshold, phase and, once active, its keys."""
+
+    id: int
+    phase: EpochPhase
+    threshold: int
+    previous: int
+    started_block: int
+    activated_block: int
+    key_store: str | None
+    transcript_hash: bytes
+    members: tuple[str, ...]
+    pk_sig: G2 | None = None
+    pk_kd: G2 | None = None
+
+    def index_of(self, operator: str) -> int:
+        """1-based member index, or 0 if ``operator`` is not a member."""
+        lowered = operator.lower()
+        for i, member in enumerate(self.members, start=1):
+            if member.lower() == lowered:
+                return i
+        return 0

@@ -1,0 +1,220 @@
+"""On-chain verifyCertificate: RFC 9380 hashing, each refusal reason, threshold signatures, and agreement
+with the off-chain verifier over hundreds of random certificates."""
+
+from __future__ import annotations
+
+import collections
+import os
+import random
+from hashlib import sha256
+
+import pytest
+from py_ecc.bls.hash_to_curve import hash_to_G1 as py_ecc_hash_to_g1
+from py_ecc.optimized_bls12_381 import normalize
+
+from node.certs import Reason
+from node.chain import actions as A
+from node.chain.state import read_state
+from node.chain.types import RevocationKind
+from node.constants import DST_CERT, Platform, TcbStatus
+from node.crypto import threshold
+from node.crypto.bls import G1, G2, random_scalar
+from node.crypto.poly import Polynomial
+
+
+def test_hash_to_g1_matches_blst_and_py_ecc(chain):
+    for _ in range(16):
+        digest = os.urandom(32)
+        assert chain.registry.hash_to_g1(digest) == G1.hash_to_curve(digest, DST_CERT).to_eip2537()
+    digest = os.urandom(32)
+    x, y = (int(c) for c in normalize(py_ecc_hash_to_g1(digest, DST_CERT, sha256)))
+    assert chain.registry.hash_to_g1(digest) == x.to_bytes(64, "big") + y.to_bytes(64, "big")
+
+
+def test_valid_certificate_verifies(chain):
+    cert = chain.cert()
+    sig = cert.sign(chain.sk)
+    assert chain.registry.verify_certificate(cert.encode(), sig) is Reason.OK
+    ok, reason = chain.registry.contract.functions.verifyCertificate(cert.encode(), sig.to_eip2537()).call()
+    assert ok is True and reason == 0
+
+
+def test_flipped_bits_are_refused(chain):
+    reg = chain.registry
+    cert = chain.cert()
+    encoded, sig = cert.encode(), cert.sign(chain.sk).to_eip2537()
+    for position in (0x20 + 4 * 32 + 7, 0x20 + 5 * 32, len(encoded) - 40):  # serial, appId, subjectKey
+        bad = bytearray(encoded)
+        bad[position] ^= 0x01
+        assert reg.verify_certificate(bytes(bad), sig) is Reason.BAD_SIGNATURE
+    bad = bytearray(encoded)
+    bad[0x20 + 31] ^= 0x02  # version 1 → 3
+    assert reg.verify_certificate(bytes(bad), sig) is Reason.WRONG_VERSION
+    bad[0x20 + 30] ^= 0x01  # dirty uint8: not canonical
+    assert reg.verify_certificate(bytes(bad), sig) is Reason.MALFORMED
+    bad_sig = bytearray(sig)
+    bad_sig[100] ^= 0x01  # y changes: not on the curve
+    assert reg.verify_certificate(encoded, bytes(bad_sig)) is Reason.MALFORMED_SIGNATURE
+    assert reg.verify_certificate(encoded, sig[:-1]) is Reason.MALFORMED_SIGNATURE
+    assert reg.verify_certificate(encoded, G1.identity().to_eip2537()) is Reason.BAD_SIGNATURE
+
+
+def test_wrong_key_expiry_and_revocations_are_refused_with_their_reason(chain):
+    reg = chain.registry
+    now = chain.now()
+    cert = chain.cert(not_before=now - 100, not_after=now + 100)
+    encoded = cert.encode()
+    assert reg.verify_certificate(encoded, cert.sign(random_scalar())) is Reason.BAD_SIGNATURE
+    sig = cert.sign(chain.sk)
+    assert reg.verify_certificate(encoded, sig, at=now + 101) is Reason.EXPIRED
+    assert reg.verify_certificate(encoded, sig, at=now - 101) is Reason.NOT_YET_VALID
+    assert reg.verify_certificate(encoded, sig, at=now + 100) is Reason.OK
+    for claim, expected in (
+        (dict(epoch=7), Reason.UNKNOWN_EPOCH),
+        (dict(chain_id=1), Reason.WRONG_CHAIN),
+        (dict(registry=chain.deployment.governor), Reason.WRONG_REGISTRY),
+        (dict(app_id=os.urandom(32)), Reason.UNKNOWN_APP),
+        (dict(key_version=2), Reason.KEY_VERSION_MISMATCH),
+        (dict(platform=int(Platform.SGX)), Reason.PLATFORM_DISABLED),
+    ):
+        other = chain.cert(**claim)
+        assert reg.verify_certificate(other.encode(), other.sign(chain.sk)) is expected, claim
+
+    council = chain.council
+    # each case restricts something the certificate depends on; later cases use a SEV-SNP certificate
+    # because earlier ones restricted TDX
+    snp_app = chain.registry.register_app(chain.app_owner, os.urandom(32))
+    cases = [
+        (lambda c: [A.SetTcbFloor(int(Platform.TDX), int(TcbStatus.UP_TO_DATE))],
+         dict(tcb_status=int(TcbStatus.SW_HARDENING_NEEDED)), Reason.TCB_BELOW_FLOOR),
+        (lambda c: [A.Revoke(RevocationKind.MEASUREMENT, c.measurement)],
+         dict(measurement=os.urandom(32)), Reason.MEASUREMENT_REVOKED),
+        (lambda c: [A.DisablePlatform(int(Platform.TDX))], dict(measurement=os.urandom(32)), Reason.PLATFORM_DISABLED),
+        (lambda c: [A.FreezeApp(c.app_id)], dict(app_id=snp_app, platform=int(Platform.SEV_SNP)), Reason.APP_FROZEN),
+    ]
+    for actions, claim, expected in cases:
+        other = chain.cert(**claim)
+        other_sig = other.sign(chain.sk)
+        assert reg.verify_certificate(other.encode(), other_sig) is Reason.OK
+        reg.apply(council, actions(other))
+        assert reg.verify_certificate(other.encode(), other_sig) is expected
+    # a specific certificate, by serial or by evidence hash
+    for kind, field in ((RevocationKind.CERT_SERIAL, "serial"), (RevocationKind.EVIDENCE_HASH, "evidence_hash")):
+        other = chain.cert(app_id=chain.registry.register_app(chain.app_owner, os.urandom(32)),
+                           platform=int(Platform.SEV_SNP))
+        other_sig = other.sign(chain.sk)
+        assert reg.verify_certificate(other.encode(), other_sig) is Reason.OK
+        reg.apply(council, [A.Revoke(kind, getattr(other, field))])
+        assert reg.verify_certificate(other.encode(), other_sig) is Reason.CERT_REVOKED
+
+
+def test_threshold_signature_from_t_of_n_shares_verifies(chain):
+    """A 3-of-5 committee: shares of a fresh DKG epoch, partial signatures combined by Lagrange."""
+    reg = chain.registry
+    t, n = 3, 5
+    poly = Polynomial.random(t - 1)
+    shares = {i: poly(i) for i in range(1, n + 1)}
+    group_key = G2.generator() * poly(0)
+    chain.enact([A.StartDkg(tuple(node.address for node in chain.nodes), t)])
+    epoch_id = reg.epoch_count()
+    for node in chain.nodes[:t]:
+        reg.report_epoch(node, epoch_id, group_key, chain.kd, bytes(32))
+    assert reg.current_epoch() == epoch_id
+    cert = chain.cert()
+    partials = {i: threshold.partial_sign(shares[i], cert.digest, DST_CERT) for i in (2, 4, 5)}
+    combined = threshold.combine(partials)
+    assert threshold.verify(group_key, cert.digest, combined, DST_CERT)
+    assert reg.verify_certificate(cert.encode(), combined) is Reason.OK
+    # t-1 partials, or a partial from a wrong share, do not make a valid signature
+    assert reg.verify_certificate(cert.encode(), threshold.combine({2: partials[2], 4: partials[4]})) \
+        is Reason.BAD_SIGNATURE
+    forged = dict(partials)
+    forged[5] = threshold.partial_sign(shares[5] + 1, cert.digest, DST_CERT)
+    assert reg.verify_certificate(cert.encode(), threshold.combine(forged)) is Reason.BAD_SIGNATURE
+
+
+@pytest.fixture
+def busy_world(chain):
+    """Epochs 1 RETIRED (other key), 2 RETIRED (same key), 3 ACTIVE, 4 ABORTED, 5 DKG pending; plus apps,
+    platforms and revocations of every kind."""
+    reg = chain.registry
+    members = tuple(node.address for node in chain.nodes[:3])
+    sk = random_scalar()
+    pk = G2.generator() * sk
+    chain.enact([A.StartDkg(members, 2)])
+    for node in chain.nodes[:2]:
+        reg.report_epoch(node, 2, pk, chain.kd, bytes(32))
+    chain.enact([A.StartReshare(members, 3)])
+    for node in chain.nodes[:3]:
+        reg.report_epoch(node, 3, pk, chain.kd, bytes(32))
+    chain.enact([A.StartDkg(members, 2)])
+    chain.enact([A.StartDkg(members, 2)])
+    frozen_app = reg.register_app(chain.app_owner, b"\x02" * 32)
+    rotated_app = reg.register_app(chain.app_owner, b"\x03" * 32)
+    reg.raise_key_version(chain.app_owner, rotated_app, 5)
+    revoked = {k: os.urandom(32) for k in ("serial", "evidence", "measurement")}
+    reg.apply(chain.council, [
+        A.FreezeApp(frozen_app),
+        A.SetTcbFloor(int(Platform.TDX), int(TcbStatus.SW_HARDENING_NEEDED)),
+        A.Revoke(RevocationKind.CERT_SERIAL, revoked["serial"]),
+        A.Revoke(RevocationKind.EVIDENCE_HASH, revoked["evidence"]),
+        A.Revoke(RevocationKind.MEASUREMENT, revoked["measurement"]),
+    ])
+    return dict(sk=sk, apps=[chain.app_id, frozen_app, rotated_app, os.urandom(32)], revoked=revoked)
+
+
+def test_on_chain_and_off_chain_agree_on_random_certificates(chain, busy_world):
+    seed = int.from_bytes(os.urandom(8), "big")
+    rng = random.Random(seed)
+    reg = chain.registry
+    block = chain.w3.eth.get_block("latest")
+    state = read_state(reg, bytes(block["hash"]), block["number"], block["timestamp"])
+    assert [state.epochs[i].phase.name for i in range(1, 6)] == ["RETIRED", "RETIRED", "ACTIVE", "ABORTED", "DKG"]
+    t0 = block["timestamp"]
+    sk = busy_world["sk"]
+    revoked = busy_world["revoked"]
+    seen = collections.Counter()
+    for i in range(240):
+        clean = rng.random() < 0.3  # a certificate the committee would really issue
+        claim = {} if clean else dict(
+            epoch=rng.choice([1, 2, 3, 3, 3, 4, 5, 6]),
+            app_id=rng.choice(busy_world["apps"] + [chain.app_id] * 3),
+            key_version=rng.choice([1, 1, 1, 5]),
+            platform=rng.choice([1, 1, 1, 2, 3, 4, 77]),
+            tcb_status=rng.randrange(0, 9),
+            not_before=t0 + rng.randrange(-500, 200),
+            not_after=t0 + rng.randrange(-200, 500),
+            version=rng.choice([1] * 12 + [0, 2]),
+            chain_id=rng.choice([chain.w3.eth.chain_id] * 12 + [1]),
+            subject_key=os.urandom(rng.choice([0, 1, 32, 33, 65, 100])),
+        )
+        if not clean and rng.random() < 0.1:
+            claim["serial"] = revoked["serial"]
+        if not clean and rng.random() < 0.1:
+            claim["evidence_hash"] = revoked["evidence"]
+        if not clean and rng.random() < 0.1:
+            claim["measurement"] = revoked["measurement"]
+        if not clean and rng.random() < 0.05:
+            claim["registry"] = chain.deployment.token
+        cert = chain.cert(**claim)
+        encoded = cert.encode()
+        signer = sk if clean or rng.random() < 0.9 else random_scalar()
+        sig = cert.sign(signer).to_eip2537()
+        mutation = rng.random() * (2 if clean else 1)
+        if mutation < 0.12:
+            pos = rng.randrange(len(encoded))
+            encoded = encoded[:pos] + bytes([encoded[pos] ^ (1 << rng.randrange(8))]) + encoded[pos + 1 :]
+        elif mutation < 0.22:
+            pos = rng.randrange(len(sig))
+            sig = sig[:pos] + bytes([sig[pos] ^ (1 << rng.randrange(8))]) + sig[pos + 1 :]
+        elif mutation < 0.25:
+            encoded = encoded[: rng.randrange(len(encoded))] if rng.random() < 0.5 else encoded + bytes(32)
+        elif mutation < 0.27:
+            sig = rng.choice([bytes(128), os.urandom(128), sig + b"\x00", G1.identity().to_eip2537()])
+        at = t0 + (0 if clean else rng.randrange(-100, 100))
+        on_chain = reg.verify_certificate(encoded, sig, at=at, block=block["number"])
+        off_chain = state.verify_certificate(encoded, sig, now=at).reason
+        assert on_chain is off_chain, dict(seed=seed, i=i, claim=claim, on_chain=on_chain, off_chain=off_chain)
+        seen[on_chain] += 1
+    assert seen[Reason.OK] >= 20
+    assert len(seen) >= 14, seen  # the random inputs reach most of the reason codes

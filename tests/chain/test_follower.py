@@ -1,0 +1,221 @@
+"""The chain follower against a real anvil: confirmations, incremental state, reorgs, RPC restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+
+import pytest
+from web3 import Web3
+
+from node.chain import actions as A
+from node.chain.anvil import Anvil, mine, reorg
+from node.chain.deploy import DeployParams, deploy
+from node.chain.follower import Follower
+from node.chain.governance import Governance, enact
+from node.chain.registry import Registry
+from node.chain.state import read_state
+from node.chain.types import EpochPhase, RevocationKind
+from node.constants import Platform
+from node.crypto.bls import G2, random_scalar
+
+from .proxy import TcpProxy
+
+FMSPC = bytes.fromhex("00906ed50000")
+
+
+class World:
+    def __init__(self, anvil: Anvil) -> None:
+        self.anvil = anvil
+        self.w3 = Web3(Web3.HTTPProvider(anvil.url, request_kwargs={"timeout": 30}))
+        accounts = anvil.accounts()
+        self.deployer, self.council, self.voter, self.operator = accounts[:4]
+        self.nodes = accounts[4:7]
+        params = DeployParams.devnet([(self.voter.address, 10**24)], self.council.address)
+        self.deployment = deploy(self.w3, self.deployer, params, self_delegate=[self.voter])
+        self.registry = Registry(self.w3, self.deployment.registry)
+        self.gov = Governance(self.w3, self.deployment)
+
+    def follower(self, url: str | None = None, timeout: float = 2.0, **kwargs) -> Follower:
+        kwargs.setdefault("confirmations", 0)
+        kwargs.setdefault("poll_interval", 0.05)
+        return Follower.connect(url or self.anvil.url, self.deployment.registry,
+                                start_block=self.deployment.deploy_block, timeout=timeout, **kwargs)
+
+    def revoke(self, kind=RevocationKind.FMSPC, ident=FMSPC):
+        return self.registry.apply(self.council, [A.Revoke(kind, ident)])
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("follower-anvil")
+    with Anvil(state_path=directory / "state.json", log_path=directory / "anvil.log") as node:
+        yield World(node)
+
+
+def drain(follower: Follower) -> list:
+    updates = []
+    while (update := follower.poll()) is not None:
+        updates.append(update)
+    return updates
+
+
+def fresh_state(world: World, follower: Follower):
+    block = world.w3.eth.get_block(follower.cursor)
+    return read_state(world.registry, bytes(block["hash"]), block["number"], block["timestamp"])
+
+
+def test_incremental_state_equals_a_full_read(world):
+    follower = world.follower(max_range=3)  # several polls to catch up
+    first = drain(follower)
+    assert len(first) >= 2 and first[0].state.snapshot.registry == world.deployment.registry
+    reg = world.registry
+    for i, node in enumerate(world.nodes):
+        reg.register_node(node, identity_key=os.urandom(32), x25519_key=os.urandom(32), endpoint=f"h:{i}",
+                          tls_key_hash=os.urandom(32))
+    app = reg.register_app(world.operator, os.urandom(32))
+    reg.set_app_measurement(world.operator, app, Platform.SEV_SNP, os.urandom(32), True)
+    enact(world.gov, world.voter, [
+        *(A.AddNode(n.address) for n in world.nodes), A.AllowPlatform(1), A.AllowNodeMeasurement(1, bytes(32)),
+        A.StartDkg(tuple(n.address for n in world.nodes), 2),
+    ], f"setup {os.urandom(4).hex()}", [world.voter])
+    epoch = reg.epoch_count()
+    pk = G2.generator() * random_scalar()
+    for node in world.nodes[:2]:
+        reg.report_epoch(node, epoch, pk, pk, bytes(32))
+    world.revoke(RevocationKind.CHIP_ID, os.urandom(64))
+    reg.apply(world.council, [A.FreezeApp(app), A.SetTcbFloor(1, 5)])
+    updates = drain(follower)
+    names = [e.name for u in updates for e in u.events]
+    for expected in ("NodeRegistered", "AppRegistered", "EpochStarted", "EpochActivated", "Revoked", "AppFrozen"):
+        assert expected in names
+    state = follower.state
+    assert state == fresh_state(world, follower)
+    assert state.committee.phase is EpochPhase.ACTIVE and state.group_key == pk
+    assert state.snapshot.apps[app].frozen and len(state.snapshot.revoked_chip_ids) >= 1
+    # no duplicates, chain order
+    keys = [(e.block_number, e.log_index) for u in updates for e in u.events]
+    assert keys == sorted(set(keys))
+
+
+def test_confirmations_delay_what_the_follower_sees(world):
+    follower = world.follower(confirmations=2)
+    drain(follower)
+    ident = os.urandom(6)
+    world.revoke(ident=ident)
+    assert drain(follower) == [] or ident not in follower.state.snapshot.revoked_fmspcs
+    mine(world.w3, 1)
+    drain(follower)
+    assert ident not in follower.state.snapshot.revoked_fmspcs
+    mine(world.w3, 1)
+    updates = drain(follower)
+    assert ident in follower.state.snapshot.revoked_fmspcs
+    assert [e.name for u in updates for e in u.events] == ["Revoked"]
+
+
+def test_reorg_that_removes_a_revocation_is_followed(world):
+    follower = world.follower(confirmations=0)
+    drain(follower)
+    ident = os.urandom(6)
+    world.revoke(ident=ident)
+    updates = drain(follower)
+    assert ident in follower.state.snapshot.revoked_fmspcs
+    revoked_block = updates[-1].events[-1].block_number
+    # replace the revocation's block (and one more on top) by empty blocks
+    mine(world.w3, 1)
+    drain(follower)
+    reorg(world.w3, 2, [])
+    assert world.w3.eth.block_number == revoked_block + 1
+    updates = drain(follower)
+    assert updates and updates[0].reorg is not None
+    assert updates[0].reorg.fork_block == revoked_block - 1
+    assert ident not in follower.state.snapshot.revoked_fmspcs
+    assert not any(e.name == "Revoked" for u in updates for e in u.events)
+    assert follower.state == fresh_state(world, follower)
+    assert follower.state.block_hash == bytes(world.w3.eth.get_block("latest")["hash"])
+
+
+def test_reorg_below_the_confirmation_depth_is_invisible(world):
+    follower = world.follower(confirmations=3)
+    drain(follower)
+    cursor = follower.cursor
+    ident = os.urandom(6)
+    world.revoke(ident=ident)
+    reorg(world.w3, 1, [])  # the revocation never reached 3 confirmations
+    mine(world.w3, 3)
+    updates = drain(follower)
+    assert all(u.reorg is None for u in updates) and follower.cursor > cursor
+    assert ident not in follower.state.snapshot.revoked_fmspcs
+
+
+def test_rpc_restart_loses_nothing(world):
+    follower = world.follower()
+    drain(follower)
+    received: list = []
+    stop = threading.Event()
+
+    def consume():
+        for update in follower.run(stop=stop):
+            received.extend(update.events)
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    before = [os.urandom(6) for _ in range(2)]
+    for ident in before:
+        world.revoke(ident=ident)
+    time.sleep(0.3)
+    world.anvil.stop()  # the RPC node goes away (anvil dumps its chain to --state)
+    deadline = time.monotonic() + 10
+    while follower.failures < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert follower.failures >= 2 and "Connection" in (follower.last_error or "")
+    world.anvil.start()  # same port, chain reloaded from --state
+    after = [os.urandom(6) for _ in range(2)]
+    for ident in after:
+        world.revoke(ident=ident)
+    deadline = time.monotonic() + 20
+    while follower.cursor < world.w3.eth.block_number and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    thread.join(5)
+    got = [bytes(e.args["id"]) for e in received if e.name == "Revoked"]
+    assert set(before + after) <= set(got) and len(got) == len(set(got))
+    assert follower.failures == 0 and follower.state == fresh_state(world, follower)
+
+
+def test_rpc_timeouts_back_off_and_resume(world):
+    proxy = TcpProxy(world.anvil.port)
+    try:
+        follower = world.follower(url=proxy.url, timeout=0.5)
+        follower.backoff_initial = 0.05
+        drain(follower)
+
+        async def follow(expected: set[bytes]) -> list:
+            got = []
+            async for update in follower.updates():
+                got.extend(bytes(e.args["id"]) for e in update.events if e.name == "Revoked")
+                if expected <= set(got):
+                    return got
+
+        proxy.stall()
+        idents = {os.urandom(6) for _ in range(3)}
+        for ident in idents:
+            world.revoke(ident=ident)
+
+        async def scenario():
+            task = asyncio.create_task(follow(idents))
+            while follower.failures < 2:  # requests time out (0.5 s) against the stalled proxy
+                await asyncio.sleep(0.05)
+            error = follower.last_error
+            proxy.resume()
+            got = await asyncio.wait_for(task, 30)
+            return got, error
+
+        got, error = asyncio.run(scenario())
+        assert sorted(got) == sorted(idents)
+        assert "timed out" in error.lower() or "timeout" in error.lower(), error
+        assert follower.failures == 0
+    finally:
+        proxy.close()
