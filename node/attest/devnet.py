@@ -564,3 +564,37 @@ class DevnetGpu:
         from node.attest.evidence import GpuEvidence
 
         return GpuEvidence(self.report(gpu_nonce(report_data)), self.cert_chain)
+
+
+# --------------------------------------------------------------------------- devnet measurements
+
+#: Sizes of the identity registers a devnet TEE reports (missing ones are zero-filled).
+REGISTER_SIZES: dict[Platform, dict[str, int]] = {
+    Platform.TDX: {"MRTD": 48, "RTMR0": 48, "RTMR1": 48, "RTMR2": 48, "RTMR3": 48, "MRCONFIGID": 48},
+    Platform.SEV_SNP: {"MEASUREMENT": 48, "HOST_DATA": 32},
+}
+
+
+def image_registers(platform: Platform, image: str) -> dict[str, bytes]:
+    """The launch measurement a devnet TEE reports for a named image ("derot-node", "my-app v1"…):
+    MRTD (TDX) or MEASUREMENT (SNP) = SHA-384 of a label; other registers zero."""
+    value = hashlib.sha384(b"derot devnet image\x00" + image.encode()).digest()
+    return {"MRTD": value} if Platform(platform) == Platform.TDX else {"MEASUREMENT": value}
+
+
+def devnet_measurement_digest(platform: Platform, registers: dict[str, bytes]) -> bytes:
+    """The canonical measurement digest (``claims.measurement_digest``) devnet evidence with these
+    registers will carry: what an app owner or governance allow-lists."""
+    from node.attest.claims import measurement_digest
+
+    sizes = REGISTER_SIZES[Platform(platform)]
+    full = {name: registers.get(name, bytes(size)) for name, size in sizes.items()}
+    return measurement_digest(Platform(platform), full)
+
+
+NODE_IMAGE = "derot-node"
+
+
+def node_measurements(platform: Platform) -> dict[str, bytes]:
+    """The registers of the devnet node image (what governance allows for committee membership)."""
+    return image_registers(platform, NODE_IMAGE)

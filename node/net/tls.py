@@ -50,9 +50,15 @@ class TlsIdentity:
 
 
 def generate_identity(common_name: str = "derot node", valid_days: int = 3650) -> TlsIdentity:
-    """A fresh P-256 key and a self-signed certificate for it (CA-capable so it can be a trust anchor)."""
+    """A fresh P-256 key and a self-signed certificate for it (CA-capable so it can be a trust anchor).
+
+    The subject name ends with the key hash: trust stores look issuers up by name, so every node's
+    self-signed certificate must have a name of its own.
+    """
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    spki = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    unique = f"{common_name} {hashlib.sha256(spki).hexdigest()[:16]}"
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, unique)])
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (
         x509.CertificateBuilder()
@@ -107,4 +113,11 @@ def channel_options() -> list[tuple[str, object]]:
         ("grpc.ssl_target_name_override", TLS_SERVER_NAME),
         ("grpc.max_receive_message_length", 4 * 1024 * 1024),
         ("grpc.keepalive_time_ms", 30_000),
+        # a node that restarts (or a peer that does not trust us yet) must be retried within seconds,
+        # not after grpc's default exponential backoff of up to two minutes
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 2_000),
+        # each channel its own subchannels: a dropped channel must not hand its backoff state to the next
+        ("grpc.use_local_subchannel_pool", 1),
     ]

@@ -56,6 +56,8 @@ class ChainSection:
     registry: str = ""
     confirmations: int = 1
     poll_interval: float = 0.5
+    #: first block to follow (the registry's deployment block)
+    start_block: int = 0
     #: file holding the operator's hex private key (env DEROT_OPERATOR_KEY takes precedence)
     operator_key_file: str = ""
 
@@ -69,6 +71,8 @@ class AttestSection:
     collateral_cache: str = ""
     #: accepted age of an app request's timestamp, seconds
     freshness_window: int = 300
+    #: where this node's own membership evidence comes from: "devnet:tdx", "devnet:snp", "tdx" or "snp"
+    node_tee: str = ""
 
 
 @dataclass(frozen=True)

@@ -130,6 +130,15 @@ class NodeStore:
             finally:
                 self._db.close()
 
+    # public metadata ----------------------------------------------------------------------------
+    def put_meta(self, name: str, value: bytes) -> None:
+        with self._tx():
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"user:{name}", value))
+
+    def meta(self, name: str) -> bytes | None:
+        row = self._one("SELECT value FROM meta WHERE name=?", (f"user:{name}",))
+        return None if row is None else bytes(row[0])
+
     # identity -----------------------------------------------------------------------------------
     def put_identity(self, name: str, secret: bytes, public: bytes | None = None) -> None:
         with self._tx():
@@ -175,6 +184,14 @@ class NodeStore:
                 "UPDATE epochs SET status='retired', sealed_shares=NULL, updated_at=? WHERE epoch<?", (now, epoch)
             )
             self._db.execute("UPDATE epochs SET status='active', updated_at=? WHERE epoch=?", (now, epoch))
+
+    def erase_shares_before(self, epoch: int) -> None:
+        """Retire every epoch older than ``epoch`` and erase its shares (this node left the committee)."""
+        with self._tx():
+            self._db.execute(
+                "UPDATE epochs SET status='retired', sealed_shares=NULL, updated_at=? WHERE epoch<?",
+                (int(time.time()), epoch),
+            )
 
     def epoch(self, epoch: int) -> EpochRecord | None:
         row = self._one("SELECT epoch, status, public, sealed_shares FROM epochs WHERE epoch=?", (epoch,))

@@ -1,0 +1,1 @@
+"""SDK for TEE apps and relying parties: get evidence, derive keys, obtain and verify certificates."""

@@ -1,0 +1,38 @@
+"""TEE devices for the app SDK: each produces :class:`node.attest.evidence.Evidence` for a 64-byte
+report_data through the :class:`TeeDevice` interface.
+
+- :class:`DevnetDevice`: a devnet TDX/SNP TEE (optionally with GPUs) signed under devnet roots, for a laptop.
+- :class:`TdxConfigfsDevice`: a TDX guest's quotes through configfs-tsm (``tdx_guest``).
+- :class:`SnpConfigfsDevice`: an SEV-SNP guest's reports through configfs-tsm (``sev_guest``).
+- :class:`SnpDevice`: an SEV-SNP guest's reports through the ``/dev/sev-guest`` ioctls.
+- :func:`detect_device`: the hardware interface present, or :class:`TeeUnavailable`.
+
+Every failure is a :class:`TeeError` subclass (see :mod:`node.app.tee.errors`). Only ``node.attest``,
+``node.constants``, the standard library and ``cryptography`` are imported: no node server code.
+"""
+
+from node.app.tee.configfs import SnpConfigfsDevice, TdxConfigfsDevice
+from node.app.tee.detect import detect_device
+from node.app.tee.devnet import DevnetDevice
+from node.app.tee.device import InvalidReportData, TeeDevice
+from node.app.tee.errors import (
+    ConcurrentReport,
+    FirmwareError,
+    MalformedResponse,
+    ProviderMismatch,
+    ReportDataMismatch,
+    ShortRead,
+    TeeConfigError,
+    TeeError,
+    TeeIOError,
+    TeePermissionDenied,
+    TeeUnavailable,
+)
+from node.app.tee.sev_guest import SnpDevice
+
+__all__ = [
+    "TeeDevice", "DevnetDevice", "TdxConfigfsDevice", "SnpConfigfsDevice", "SnpDevice", "detect_device",
+    "InvalidReportData", "TeeError", "TeeUnavailable", "TeePermissionDenied", "ProviderMismatch",
+    "ConcurrentReport", "TeeIOError", "FirmwareError", "MalformedResponse", "ShortRead", "ReportDataMismatch",
+    "TeeConfigError",
+]

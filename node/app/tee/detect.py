@@ -1,0 +1,53 @@
+"""Pick the hardware TEE interface of the machine this process runs in.
+
+Order: configfs-tsm (its ``provider`` says TDX or SEV-SNP), then ``/dev/sev-guest``. Nothing falls back
+to a devnet device here: only the caller (``derot app --devnet``) decides that.
+"""
+
+from __future__ import annotations
+
+import os
+
+from node.app.tee.configfs import (
+    DEFAULT_ROOT,
+    SNP_PROVIDER,
+    TDX_PROVIDER,
+    ConfigfsTsm,
+    SnpConfigfsDevice,
+    TdxConfigfsDevice,
+)
+from node.app.tee.device import TeeDevice
+from node.app.tee.errors import TeeUnavailable
+from node.app.tee.sev_guest import DEFAULT_DEVICE, SnpDevice
+
+TDX_GUEST_DEVICE = "/dev/tdx_guest"
+
+
+def detect_device(*, configfs_root: str | os.PathLike = DEFAULT_ROOT, sev_guest: str | os.PathLike = DEFAULT_DEVICE,
+                  vek_path: str | os.PathLike | None = None,
+                  collateral_path: str | os.PathLike | None = None) -> TeeDevice:
+    """The TEE device for this machine; :class:`TeeUnavailable` naming every path looked at if none.
+    ``vek_path`` applies to SEV-SNP, ``collateral_path`` to TDX. Permission errors propagate."""
+    configfs_root, sev_guest = os.fspath(configfs_root), os.fspath(sev_guest)
+    reasons = []
+    if os.path.isdir(configfs_root):
+        try:
+            provider = ConfigfsTsm(configfs_root).read_provider()
+        except TeeUnavailable as exc:
+            reasons.append(str(exc))
+        else:
+            if provider == TDX_PROVIDER:
+                return TdxConfigfsDevice(configfs_root, collateral_path=collateral_path)
+            if provider == SNP_PROVIDER:
+                return SnpConfigfsDevice(configfs_root, vek_path=vek_path)
+            reasons.append(f"{configfs_root}: provider {provider!r} is not supported "
+                           f"({TDX_PROVIDER!r} or {SNP_PROVIDER!r})")
+    else:
+        reasons.append(f"{configfs_root} not found (configfs-tsm: TDX or SEV-SNP guest on Linux >= 6.7)")
+        if os.path.exists(TDX_GUEST_DEVICE):
+            reasons.append(f"{TDX_GUEST_DEVICE} exists: this is a TDX guest; mount configfs at /sys/kernel/config")
+    if os.path.exists(sev_guest):
+        return SnpDevice(sev_guest, vek_path=vek_path)
+    reasons.append(f"{sev_guest} not found (SEV-SNP guest driver)")
+    raise TeeUnavailable("no TEE attestation interface: " + "; ".join(reasons)
+                         + ". On a laptop, use a devnet device instead.")

@@ -1,0 +1,103 @@
+"""Gateway fan-out: ask every member in parallel, keep the first ``t`` valid answers, combine.
+
+:func:`collect` runs one coroutine per member. As soon as ``t`` answers have arrived it tries the
+optimistic combine (one verification); if that fails it waits for the remaining answers and combines
+with per-share verification, so a bad share costs latency but never the request while ``t`` good ones
+exist. Refusals and transport failures are collected per member and reported if the request fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from node.crypto.threshold import NotEnoughShares
+from node.net import status
+from node.net.status import Refusal
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Collected(Generic[R]):
+    result: R
+    answered: tuple[int, ...]
+    failures: Mapping[int, str]  # member index -> reason code
+    seconds: float
+
+
+async def collect(
+    calls: Mapping[int, Callable[[], Awaitable[T]]],
+    threshold: int,
+    combine_first: Callable[[dict[int, T]], R | None],
+    combine_all: Callable[[dict[int, T]], R],
+    *,
+    deadline: float,
+) -> Collected[R]:
+    """Fan out ``calls`` (member index -> coroutine factory) and combine.
+
+    ``combine_first(answers)`` gets exactly ``threshold`` answers and returns a verified result or None;
+    ``combine_all(answers)`` gets every answer and raises :class:`NotEnoughShares` if it cannot combine.
+    Raises :class:`Refusal` when no result can be formed by ``deadline`` seconds.
+    """
+    started = time.monotonic()
+    tasks = {asyncio.ensure_future(factory()): index for index, factory in calls.items()}
+    answers: dict[int, T] = {}
+    failures: dict[int, str] = {}
+    details: dict[int, str] = {}
+    tried_first = False
+    try:
+        pending = set(tasks)
+        while pending:
+            remaining = deadline - (time.monotonic() - started)
+            if remaining <= 0:
+                break
+            done, pending = await asyncio.wait(pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                index = tasks[task]
+                try:
+                    answers[index] = task.result()
+                except Refusal as refusal:
+                    failures[index], details[index] = refusal.reason, refusal.detail
+                except Exception as exc:  # a peer's bug or transport failure must not fail the request
+                    failures[index], details[index] = status.UNAVAILABLE, f"{type(exc).__name__}: {exc}"
+            if not tried_first and len(answers) >= threshold:
+                tried_first = True
+                first = dict(list(answers.items())[:threshold])
+                result = combine_first(first)
+                if result is not None:
+                    return Collected(result, tuple(first), failures, time.monotonic() - started)
+        if len(answers) >= threshold:
+            try:
+                result = combine_all(answers)
+                return Collected(result, tuple(answers), failures, time.monotonic() - started)
+            except NotEnoughShares as exc:
+                for index in exc.bad:
+                    failures[index], details[index] = "invalid_share", "share failed verification"
+        raise _failure(threshold, len(answers), failures, details, timed_out=bool(pending))
+    finally:
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+
+
+def _failure(threshold: int, answered: int, failures: dict[int, str], details: dict[int, str], *, timed_out: bool):
+    """One refusal for a failed fan-out: the members' common reason if they agree, else not_enough_shares."""
+    counts = Counter(failures.values())
+    if counts:
+        reason, votes = counts.most_common(1)[0]
+        if votes == len(failures) and reason not in (status.UNAVAILABLE, "invalid_share", status.DEADLINE_EXCEEDED):
+            index = next(i for i, r in failures.items() if r == reason)
+            return Refusal(reason, details[index])
+    summary = ", ".join(f"{i}:{r}" for i, r in sorted(failures.items()))
+    suffix = " (deadline passed)" if timed_out else ""
+    return Refusal(
+        status.NOT_ENOUGH_SHARES,
+        f"{answered} usable answers, {threshold} needed{suffix}; failures: {summary or 'none'}",
+        metadata={str(i): r for i, r in failures.items()},
+    )

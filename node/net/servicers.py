@@ -1,0 +1,136 @@
+"""gRPC servicers: thin adapters from the wire to :class:`node.service.node.NodeService`.
+
+Every handler bounds the request (size, concurrency, deadline), turns a :class:`Refusal` into a gRPC status
+with the reason in its details, and counts the outcome. An unexpected exception is logged and answered
+with ``internal_error``: one bad request never takes the node down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from node import _proto
+from node.crypto.dkg import DkgMessageRejected
+from node.net import status
+from node.net.status import Refusal, abort_with
+
+log = logging.getLogger("derot.net")
+
+
+class _Bounded:
+    """Shared request bounds: size, concurrent requests, deadline; outcome metrics."""
+
+    def __init__(self, node):
+        self.node = node
+        limits = node.config.limits
+        self.max_bytes = limits.max_request_bytes
+        self.max_inflight = limits.max_concurrent_requests
+        self.deadline = limits.request_deadline
+        self.inflight = 0
+
+    async def handle(self, method: str, request, context, work):
+        metrics = self.node.metrics
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            if request.ByteSize() > self.max_bytes:
+                raise Refusal(status.REQUEST_TOO_LARGE, f"request is {request.ByteSize()} bytes, limit {self.max_bytes}")
+            if self.inflight >= self.max_inflight:
+                raise Refusal(status.OVERLOADED, f"{self.inflight} requests in flight; retry later or elsewhere")
+            self.inflight += 1
+            try:
+                result = work()
+                if asyncio.iscoroutine(result):
+                    result = await asyncio.wait_for(result, self.deadline)
+                return result
+            finally:
+                self.inflight -= 1
+        except Refusal as refusal:
+            outcome = refusal.reason
+            log.info("refused", extra={"method": method, "reason": refusal.reason, "detail": refusal.detail})
+            await abort_with(context, refusal)
+        except asyncio.TimeoutError:
+            outcome = status.DEADLINE_EXCEEDED
+            await abort_with(context, Refusal(status.DEADLINE_EXCEEDED, f"no answer within {self.deadline} s"))
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            outcome = "aborted"
+            raise
+        except Exception:
+            outcome = status.INTERNAL
+            log.exception("request failed", extra={"method": method})
+            await abort_with(context, Refusal(status.INTERNAL, "internal error (logged by the node)"))
+        finally:
+            metrics.requests.labels(method, outcome).inc()
+            metrics.latency.labels(method).observe(time.perf_counter() - started)
+
+
+def _servicer_bases():
+    grpc_mod = _proto.load("node_pb2_grpc")
+    return grpc_mod.RootOfTrustServicer, grpc_mod.PeerServicer, grpc_mod
+
+
+def add_services(server: grpc.aio.Server, node) -> None:
+    """Register RootOfTrust, Peer, gRPC health and reflection on ``server``."""
+    root_base, peer_base, grpc_mod = _servicer_bases()
+    pb = _proto.load("node_pb2")
+    bounded = _Bounded(node)
+
+    class RootOfTrust(root_base):
+        async def GetNetworkInfo(self, request, context):
+            return await bounded.handle("GetNetworkInfo", request, context, node.network_info)
+
+        async def DeriveKey(self, request, context):
+            return await bounded.handle("DeriveKey", request, context, lambda: node.derive_key(request))
+
+        async def IssueCertificate(self, request, context):
+            return await bounded.handle("IssueCertificate", request, context, lambda: node.issue_certificate(request))
+
+        async def GetStatus(self, request, context):
+            return await bounded.handle("GetStatus", request, context, lambda: node.certificate_status(request))
+
+    class Peer(peer_base):
+        async def SubmitDkgMessage(self, request, context):
+            def work():
+                node.caller_operator(context)
+                try:
+                    node.receive_dkg(request.epoch, request.message)
+                except DkgMessageRejected as exc:
+                    raise Refusal(f"dkg_{exc.reason.value}", exc.detail) from None
+                return pb.Ack()
+
+            return await bounded.handle("SubmitDkgMessage", request, context, work)
+
+        async def GetNodeEvidence(self, request, context):
+            return await bounded.handle("GetNodeEvidence", request, context, node.node_evidence)
+
+        async def GetEpochKeys(self, request, context):
+            return await bounded.handle("GetEpochKeys", request, context, lambda: node.epoch_keys(request))
+
+        async def PartialSign(self, request, context):
+            return await bounded.handle(
+                "PartialSign", request, context, lambda: node.contribute_signature(request, node.caller_operator(context))
+            )
+
+        async def DeriveShare(self, request, context):
+            return await bounded.handle(
+                "DeriveShare", request, context, lambda: node.contribute_share(request, node.caller_operator(context))
+            )
+
+    grpc_mod.add_RootOfTrustServicer_to_server(RootOfTrust(), server)
+    grpc_mod.add_PeerServicer_to_server(Peer(), server)
+    health_servicer = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    node.health = health_servicer
+    names = [
+        pb.DESCRIPTOR.services_by_name["RootOfTrust"].full_name,
+        pb.DESCRIPTOR.services_by_name["Peer"].full_name,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME,
+    ]
+    reflection.enable_server_reflection(names, server)

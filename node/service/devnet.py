@@ -1,0 +1,487 @@
+"""A whole derot network on one machine: anvil, the contracts, devnet TEE roots and N node processes.
+
+:class:`Devnet` is what ``derot devnet up/status/down``, ``make demo`` and the end-to-end tests use.
+Everything lives in one directory::
+
+    DIR/devnet.json        what is running (pids, ports, addresses): read by status and down
+    DIR/deployment.json    contract addresses
+    DIR/anvil.log          the chain's log
+    DIR/roots/             devnet "Intel" and "AMD" roots (public certs and the devnet's private keys)
+    DIR/node-i/            each node: node.toml, operator.key, seal.key, node.db, node.log
+    DIR/accounts.json      which dev account plays which role (governance voters, council, app owner)
+
+``down`` stops exactly the processes recorded in ``devnet.json`` (checking each one's command line) and
+nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from node.constants import Platform, TcbStatus
+
+STATE_FILE = "devnet.json"
+#: dev accounts: 0 deployer + voter, 1 voter, 2 council, 3 app owner, 4.. node operators
+VOTERS = (0, 1)
+COUNCIL = 2
+APP_OWNER = 3
+FIRST_OPERATOR = 4
+
+
+class DevnetError(RuntimeError):
+    """The devnet could not be started, or is not in the state asked for."""
+
+
+@dataclass
+class NodeProcess:
+    index: int
+    directory: Path
+    config_path: Path
+    operator: str
+    public_port: int
+    peer_port: int
+    metrics_port: int
+    pid: int | None = None
+    platform: str = "tdx"
+
+    @property
+    def public_endpoint(self) -> str:
+        return f"127.0.0.1:{self.public_port}"
+
+
+@dataclass
+class Devnet:
+    directory: Path
+    nodes: int = 5
+    threshold: int = 3
+    phase_timeout: float = 10.0
+    confirmations: int = 1
+    block_time: float = 1.0
+    mqtt_url: str = ""
+    progress: Callable[[str], None] = field(default=lambda message: None, repr=False)
+    anvil_port: int | None = None
+    node_processes: list[NodeProcess] = field(default_factory=list)
+    anvil_pid: int | None = None
+    rpc_url: str = ""
+    registry: str = ""
+    deployment: object = None
+
+    def __post_init__(self) -> None:
+        self.directory = Path(self.directory).resolve()
+        if not self.nodes // 2 + 1 <= self.threshold <= self.nodes:
+            raise DevnetError(f"threshold must be in [{self.nodes // 2 + 1}, {self.nodes}] for {self.nodes} nodes")
+
+    # ---------------------------------------------------------------------------------------------
+    # up
+
+    def up(self, *, wait: bool = True, timeout: float = 180.0) -> Devnet:
+        """Start everything and (with ``wait``) wait until the first epoch is ACTIVE."""
+        if (self.directory / STATE_FILE).exists() and _alive(self._load_state().get("anvil_pid")):
+            raise DevnetError(f"a devnet is already running in {self.directory} (derot devnet down first)")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_chain()
+            self._deploy()
+            self._make_roots()
+            self._setup_nodes()
+            self._bootstrap_governance()
+            self._interval_mining()
+            self._start_nodes()
+            self._save_state()
+            if wait:
+                self.wait_for_epoch(1, timeout=timeout)
+        except BaseException:
+            self._save_state()
+            self.down()
+            raise
+        return self
+
+    def _start_chain(self) -> None:
+        from node.chain.anvil import Anvil, free_port
+
+        self.progress("starting anvil")
+        self._anvil = Anvil(
+            port=self.anvil_port or free_port(),
+            accounts=FIRST_OPERATOR + self.nodes + 2,
+            log_path=self.directory / "anvil.log",
+        ).start()
+        self.anvil_port = self._anvil.port
+        self.anvil_pid = self._anvil._proc.pid
+        self.rpc_url = self._anvil.url
+
+    @property
+    def accounts(self):
+        from node.chain.anvil import dev_accounts
+
+        return dev_accounts(FIRST_OPERATOR + self.nodes + 2)
+
+    def w3(self):
+        from web3 import Web3
+
+        return Web3(Web3.HTTPProvider(self.rpc_url, request_kwargs={"timeout": 15}))
+
+    def _deploy(self) -> None:
+        from node.chain.actions import AllowPlatform, SetTcbFloor
+        from node.chain.deploy import TOKEN_UNIT, DeployParams, deploy
+
+        self.progress("deploying the contracts (token, timelock, governor, registry)")
+        accounts = self.accounts
+        voters = [accounts[i] for i in VOTERS]
+        params = DeployParams.devnet(
+            [(v.address, 1_000_000 * TOKEN_UNIT) for v in voters],
+            accounts[COUNCIL].address,
+            bootstrap=(
+                AllowPlatform(int(Platform.TDX)),
+                AllowPlatform(int(Platform.SEV_SNP)),
+                SetTcbFloor(int(Platform.TDX), int(TcbStatus.UP_TO_DATE)),
+                SetTcbFloor(int(Platform.SEV_SNP), int(TcbStatus.UP_TO_DATE)),
+            ),
+        )
+        self.deployment = deploy(self.w3(), accounts[0], params, self_delegate=voters)
+        self.deployment.save(self.directory / "deployment.json")
+        self.registry = self.deployment.registry
+        roles = {
+            "voters": [v.address for v in voters],
+            "council": accounts[COUNCIL].address,
+            "app_owner": accounts[APP_OWNER].address,
+            "operators": [accounts[FIRST_OPERATOR + i].address for i in range(self.nodes)],
+        }
+        (self.directory / "accounts.json").write_text(json.dumps(roles, indent=2) + "\n")
+
+    def _make_roots(self) -> None:
+        from node.attest.devnet import DevnetRoots
+
+        roots_dir = self.directory / "roots"
+        if (roots_dir / "devnet.json").exists():
+            return
+        self.progress("creating devnet TEE roots (Intel-style PCK chain and collateral, AMD ARK/ASK/VCEK)")
+        DevnetRoots.generate(roots_dir)
+
+    def _setup_nodes(self) -> None:
+        from node.chain.anvil import free_port
+        from node.service.config import load_config
+        from node.service.setup import init_node, register_node
+
+        self.node_processes = []
+        for i in range(1, self.nodes + 1):
+            directory = self.directory / f"node-{i}"
+            directory.mkdir(exist_ok=True)
+            account = self.accounts[FIRST_OPERATOR + i - 1]
+            key_file = directory / "operator.key"
+            _write_private(key_file, account.key.hex())
+            platform = "tdx" if i % 2 else "snp"
+            proc = NodeProcess(i, directory, directory / "node.toml", account.address, free_port(), free_port(),
+                               free_port(), platform=platform)
+            proc.config_path.write_text(self._node_toml(proc, key_file))
+            self.node_processes.append(proc)
+            config = load_config(proc.config_path)
+            if not (directory / "node.db").exists():
+                init_node(config)
+            self.progress(f"registering node {i} ({account.address}, {platform.upper()} membership evidence)")
+            register_node(config)
+
+    def _node_toml(self, proc: NodeProcess, key_file: Path) -> str:
+        lines = [
+            "[node]",
+            f'name = "node-{proc.index}"',
+            f'data_dir = "{proc.directory}"',
+            f'public_listen = "127.0.0.1:{proc.public_port}"',
+            f'peer_listen = "127.0.0.1:{proc.peer_port}"',
+            'advertise_host = "127.0.0.1"',
+            "",
+            "[chain]",
+            f'rpc_url = "{self.rpc_url}"',
+            f'registry = "{self.registry}"',
+            f"confirmations = {self.confirmations}",
+            "poll_interval = 0.25",
+            f"start_block = {self.deployment.deploy_block}",
+            f'operator_key_file = "{key_file}"',
+            "",
+            "[attest]",
+            'mode = "devnet"',
+            f'devnet_roots = "{self.directory / "roots"}"',
+            f'node_tee = "devnet:{proc.platform}"',
+            "",
+            "[dkg]",
+            f"phase_timeout = {self.phase_timeout}",
+            "",
+            "[metrics]",
+            f'listen = "127.0.0.1:{proc.metrics_port}"',
+            "",
+        ]
+        if self.mqtt_url:
+            lines += ["[mqtt]", f'url = "{self.mqtt_url}"', ""]
+        return "\n".join(lines)
+
+    def _bootstrap_governance(self) -> None:
+        from node.attest.devnet import devnet_measurement_digest, node_measurements
+        from node.chain.actions import AddNode, AllowNodeMeasurement, StartDkg
+
+        actions = [
+            AllowNodeMeasurement(int(p), devnet_measurement_digest(p, node_measurements(p)))
+            for p in (Platform.TDX, Platform.SEV_SNP)
+        ]
+        actions += [AddNode(p.operator) for p in self.node_processes]
+        actions.append(StartDkg(tuple(p.operator for p in self.node_processes), self.threshold))
+        self.progress(
+            f"governance vote: allow the node image, approve {self.nodes} nodes, start a {self.threshold}-of-"
+            f"{self.nodes} DKG"
+        )
+        self.enact(actions, "devnet bootstrap: committee and DKG")
+
+    def enact(self, actions, description: str) -> int:
+        """Propose, vote, queue and execute ``actions`` through the Governor (anvil time travel)."""
+        from node.chain.governance import Governance, enact
+
+        accounts = self.accounts
+        gov = Governance(self.w3(), self._deployment())
+        return enact(gov, accounts[VOTERS[0]], actions, description, [accounts[i] for i in VOTERS])
+
+    def _interval_mining(self) -> None:
+        """Setup ran with automine (one block per transaction); from now on blocks come every
+        ``block_time`` seconds too, so confirmations advance on a quiet chain."""
+        from node.chain.anvil import rpc
+
+        if self.block_time:
+            rpc(self.rpc_url, "evm_setIntervalMining", [max(1, int(self.block_time))])
+
+    def _deployment(self):
+        from node.chain.deploy import Deployment
+
+        if self.deployment is None:
+            self.deployment = Deployment.load(self.directory / "deployment.json")
+        return self.deployment
+
+    def _start_nodes(self) -> None:
+        for proc in self.node_processes:
+            self.start_node(proc)
+
+    def start_node(self, proc: NodeProcess) -> None:
+        log = open(proc.directory / "node.log", "ab")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", GRPC_VERBOSITY="ERROR")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "node.cli.main", "node", "run", "--config", str(proc.config_path)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+        )
+        proc.pid = process.pid
+        self._save_state()
+
+    def stop_node(self, proc: NodeProcess, *, kill: bool = False, timeout: float = 10.0) -> None:
+        """SIGTERM (graceful) or SIGKILL one node and wait for it to exit."""
+        if proc.pid is None:
+            return
+        _signal(proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
+        _wait_exit(proc.pid, timeout)
+        proc.pid = None
+        self._save_state()
+
+    # ---------------------------------------------------------------------------------------------
+    # waiting and inspecting
+
+    def registry_client(self):
+        from node.chain.registry import Registry
+
+        return Registry(self.w3(), self.registry)
+
+    def wait_for_epoch(self, epoch: int, *, timeout: float = 120.0, poll: float = 0.5) -> None:
+        """Wait until ``epoch`` is ACTIVE on-chain (progress shows the members' reports)."""
+        from node.chain.types import EpochPhase
+
+        registry = self.registry_client()
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            self._check_nodes_alive()
+            try:
+                record = registry.epoch(epoch)
+            except Exception:
+                record = None
+            if record is not None and record.phase in (EpochPhase.ACTIVE, EpochPhase.RETIRED):
+                self.progress(f"epoch {epoch} active: threshold {record.threshold} of {len(record.members)}")
+                return
+            reports = 0
+            if record is not None:
+                reports = sum(1 for m in record.members if any(registry.report_of(epoch, m)))
+                message = f"epoch {epoch}: {record.phase.name.lower()}, {reports}/{len(record.members)} members reported"
+                if message != last:
+                    self.progress(message)
+                    last = message
+            time.sleep(poll)
+        raise DevnetError(f"epoch {epoch} did not activate within {timeout:.0f} s (see {self.directory}/node-*/node.log)")
+
+    def _check_nodes_alive(self) -> None:
+        dead = [p.index for p in self.node_processes if p.pid is not None and not _alive(p.pid)]
+        if dead:
+            raise DevnetError(f"node(s) {dead} exited; see their node.log in {self.directory}")
+
+    def wait_for_block(self, number: int, timeout: float = 30.0) -> None:
+        w3 = self.w3()
+        deadline = time.monotonic() + timeout
+        while w3.eth.block_number < number:
+            if time.monotonic() > deadline:
+                raise DevnetError(f"block {number} not reached")
+            time.sleep(0.2)
+
+    def status(self) -> dict:
+        state = self._load_state()
+        out = {"directory": str(self.directory), "rpc_url": state.get("rpc_url"), "registry": state.get("registry"),
+               "anvil": "running" if _alive(state.get("anvil_pid")) else "stopped", "nodes": []}
+        for node in state.get("nodes", []):
+            out["nodes"].append({
+                "index": node["index"], "operator": node["operator"],
+                "public": f"127.0.0.1:{node['public_port']}", "metrics": f"127.0.0.1:{node['metrics_port']}",
+                "state": "running" if _alive(node.get("pid")) else "stopped",
+            })
+        if out["anvil"] == "running":
+            try:
+                self.rpc_url, self.registry = state["rpc_url"], state["registry"]
+                registry = self.registry_client()
+                out["chain_head"] = self.w3().eth.block_number
+                current = registry.current_epoch()
+                out["epoch"] = current
+                if current:
+                    record = registry.epoch(current)
+                    out["threshold"] = record.threshold
+                    out["members"] = len(record.members)
+                    out["group_key_sig"] = record.pk_sig.to_bytes().hex()
+                    out["group_key_kd"] = record.pk_kd.to_bytes().hex()
+                pending = registry.pending_epoch()
+                if pending:
+                    out["pending_epoch"] = pending
+            except Exception as exc:  # status must always answer
+                out["chain_error"] = str(exc)
+        return out
+
+    # ---------------------------------------------------------------------------------------------
+    # down
+
+    def down(self) -> list[int]:
+        """Stop every process this devnet started (and only those); returns the pids signalled."""
+        state = self._load_state() if (self.directory / STATE_FILE).exists() else {}
+        pids = [n.get("pid") for n in state.get("nodes", [])] + [p.pid for p in self.node_processes]
+        stopped = []
+        for pid in {p for p in pids if p}:
+            if _alive(pid) and _is_ours(pid, str(self.directory)):
+                _signal(pid, signal.SIGTERM)
+                stopped.append(pid)
+        for pid in stopped:
+            _wait_exit(pid, 10.0)
+        anvil_pid = state.get("anvil_pid") or self.anvil_pid
+        if getattr(self, "_anvil", None) is not None:
+            self._anvil.stop()
+            stopped.append(anvil_pid)
+        elif anvil_pid and _alive(anvil_pid) and _is_ours(anvil_pid, f"--port {state.get('anvil_port')}"):
+            _signal(anvil_pid, signal.SIGTERM)
+            _wait_exit(anvil_pid, 10.0)
+            stopped.append(anvil_pid)
+        for proc in self.node_processes:
+            proc.pid = None
+        self.anvil_pid = None
+        if (self.directory / STATE_FILE).exists():
+            (self.directory / STATE_FILE).unlink()
+        return stopped
+
+    # ---------------------------------------------------------------------------------------------
+    # state file
+
+    def _save_state(self) -> None:
+        state = {
+            "rpc_url": self.rpc_url,
+            "registry": self.registry,
+            "anvil_pid": self.anvil_pid,
+            "anvil_port": self.anvil_port,
+            "threshold": self.threshold,
+            "nodes": [
+                {"index": p.index, "operator": p.operator, "pid": p.pid, "public_port": p.public_port,
+                 "peer_port": p.peer_port, "metrics_port": p.metrics_port, "config": str(p.config_path),
+                 "platform": p.platform}
+                for p in self.node_processes
+            ],
+        }
+        (self.directory / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+
+    def _load_state(self) -> dict:
+        try:
+            return json.loads((self.directory / STATE_FILE).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    @classmethod
+    def attach(cls, directory: Path) -> Devnet:
+        """A handle on a devnet started earlier (by another process) in ``directory``."""
+        devnet = cls(Path(directory))
+        state = devnet._load_state()
+        if not state:
+            raise DevnetError(f"no devnet recorded in {directory}")
+        devnet.rpc_url, devnet.registry = state["rpc_url"], state["registry"]
+        devnet.anvil_pid, devnet.anvil_port = state["anvil_pid"], state["anvil_port"]
+        devnet.threshold = state.get("threshold", devnet.threshold)
+        devnet.nodes = len(state["nodes"])
+        devnet.node_processes = [
+            NodeProcess(n["index"], Path(n["config"]).parent, Path(n["config"]), n["operator"], n["public_port"],
+                        n["peer_port"], n["metrics_port"], n["pid"], n.get("platform", "tdx"))
+            for n in state["nodes"]
+        ]
+        return devnet
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text + "\n")
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:  # a zombie is not alive
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return True
+
+
+def _is_ours(pid: int, marker: str) -> bool:
+    """Only signal a pid whose command line carries ``marker`` (this devnet's directory, or its anvil's
+    port): pids can be reused by unrelated processes."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    return marker in cmdline
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _wait_exit(pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        try:  # reap our own children
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        if time.monotonic() > deadline:
+            _signal(pid, signal.SIGKILL)
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+            return
+        time.sleep(0.05)

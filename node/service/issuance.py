@@ -1,0 +1,117 @@
+"""What a node contributes to a request once it has checked it: a key-derivation share, or a partial
+signature over a certificate it has re-derived field by field.
+
+A contributing node never signs a certificate it did not build itself from the request and its own
+claims: :func:`check_proposed_certificate` compares every field the gateway proposed with what this node
+derives, and allows only the gateway's choice of times within the network's bounds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from node.certs.certificate import Certificate, CertificateDecodeError
+from node.constants import CERT_VERSION, DST_CERT
+from node.crypto import kd
+from node.crypto import threshold as th
+from node.crypto.bls import G1
+from node.net import status
+from node.net.status import Refusal
+from node.service.epoch import EpochKeys
+from node.service.requests import CheckedRequest
+
+SERIAL_DOMAIN = b"DEROT-V1-SERIAL"
+#: how far a gateway's notBefore may lie from a contributor's clock
+CLOCK_SKEW = 120
+#: how far a gateway's policy block may lie ahead of / behind a contributor's confirmed block
+POLICY_BLOCK_LEAD = 16
+POLICY_BLOCK_LAG = 1024
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """The registry a node serves: certificates name it."""
+
+    chain_id: int
+    registry: str
+
+
+def serial_of(checked: CheckedRequest) -> bytes:
+    """A certificate serial every node derives alike: SHA-256(domain ‖ evidenceHash ‖ nonce)."""
+    return hashlib.sha256(SERIAL_DOMAIN + checked.evidence_hash + checked.nonce).digest()
+
+
+def build_certificate(
+    checked: CheckedRequest, deployment: Deployment, epoch: int, *, now: int, lifetime: int, policy_block: int
+) -> Certificate:
+    """The certificate for a checked certification request (the gateway's proposal)."""
+    return Certificate(
+        version=CERT_VERSION,
+        chain_id=deployment.chain_id,
+        registry=deployment.registry,
+        epoch=epoch,
+        serial=serial_of(checked),
+        app_id=checked.app_id,
+        key_version=checked.key_version,
+        key_type=checked.key_type,
+        subject_key=checked.subject_key,
+        platform=int(checked.claims.platform),
+        measurement=checked.claims.measurement_digest,
+        evidence_hash=checked.evidence_hash,
+        tcb_status=int(checked.claims.tcb_status),
+        not_before=now,
+        not_after=now + lifetime,
+        policy_block=policy_block,
+    )
+
+
+def check_proposed_certificate(
+    data: bytes,
+    checked: CheckedRequest,
+    deployment: Deployment,
+    epoch: int,
+    *,
+    now: int,
+    max_lifetime: int,
+    confirmed_block: int,
+) -> Certificate:
+    """Decode the gateway's certificate and accept it only if it is the one this node would issue."""
+    try:
+        cert = Certificate.decode(data)
+    except CertificateDecodeError as exc:
+        raise Refusal(status.MALFORMED_REQUEST, f"certificate: {exc}", metadata={"field": "certificate"}) from None
+    if cert.epoch != epoch:
+        raise Refusal(status.WRONG_EPOCH, f"certificate names epoch {cert.epoch}, this node serves epoch {epoch}")
+    expected = build_certificate(
+        checked, deployment, epoch, now=cert.not_before, lifetime=cert.not_after - cert.not_before,
+        policy_block=cert.policy_block,
+    ) if cert.not_after > cert.not_before else None
+    if expected is None or expected != cert:
+        mismatched = [] if expected is None else [
+            name for name in cert.__dataclass_fields__ if getattr(cert, name) != getattr(expected, name)
+        ]
+        raise Refusal(
+            status.CERTIFICATE_MISMATCH,
+            "the proposed certificate differs from this node's view: " + (", ".join(mismatched) or "validity window"),
+        )
+    if abs(cert.not_before - now) > CLOCK_SKEW:
+        raise Refusal(status.CERTIFICATE_MISMATCH, f"notBefore {cert.not_before} is more than {CLOCK_SKEW} s from now")
+    if cert.not_after - cert.not_before > max_lifetime:
+        raise Refusal(status.CERTIFICATE_MISMATCH, f"lifetime exceeds the network maximum of {max_lifetime} s")
+    if not confirmed_block - POLICY_BLOCK_LAG <= cert.policy_block <= confirmed_block + POLICY_BLOCK_LEAD:
+        raise Refusal(
+            status.CERTIFICATE_MISMATCH,
+            f"policyBlock {cert.policy_block} is too far from this node's confirmed block {confirmed_block}",
+        )
+    return cert
+
+
+def derive_share(keys: EpochKeys, checked: CheckedRequest) -> kd.EncryptedKey:
+    """This node's encrypted key-derivation share for a checked request."""
+    hashed = kd.kd_point(checked.app_id, checked.key_version, checked.context)
+    return kd.derive_share(keys.shares.kd, hashed, checked.tpk)
+
+
+def partial_sign(keys: EpochKeys, cert: Certificate) -> G1:
+    return th.partial_sign(keys.shares.sig, cert.digest, DST_CERT)

@@ -1,0 +1,61 @@
+"""A node's own TEE evidence for committee membership, and checking another member's.
+
+A node's evidence binds its identity: ``report_data = SHA-512("DEROT-V1-NODE" ‖ network ‖ operator(20) ‖
+identityKey(32) ‖ x25519Key(32) ‖ tlsKeyHash(32))``. The registry stores the evidence's hash; peers fetch
+the evidence itself over the Peer service, check the hash, verify it and apply the node-membership policy
+(an allowed node measurement, not revoked, not debug) at their own confirmed block.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from node.attest.errors import AttestationError
+from node.attest.evidence import Evidence
+from node.attest.policy import PolicyEngine, PolicyRequest
+from node.attest.snapshot import GovernanceSnapshot
+from node.attest.trust import TrustConfig
+from node.attest.verify import verify_evidence
+
+NODE_DOMAIN = b"DEROT-V1-NODE"
+
+
+class MembershipRefused(Exception):
+    """A member's evidence does not establish it as an attested node; ``reason`` is a stable code."""
+
+    def __init__(self, reason: str, detail: str):
+        self.reason, self.detail = reason, detail
+        super().__init__(f"{reason}: {detail}")
+
+
+def node_report_data(network: bytes, operator: str, identity_key: bytes, x25519_key: bytes, tls_key_hash: bytes) -> bytes:
+    operator_bytes = bytes.fromhex(operator.removeprefix("0x"))
+    if len(operator_bytes) != 20 or len(identity_key) != 32 or len(x25519_key) != 32 or len(tls_key_hash) != 32:
+        raise ValueError("operator is 20 bytes; identity, x25519 and TLS key hash are 32 bytes each")
+    return hashlib.sha512(
+        NODE_DOMAIN + len(network).to_bytes(2, "big") + network + operator_bytes + identity_key + x25519_key + tls_key_hash
+    ).digest()
+
+
+def check_member_evidence(
+    evidence_bytes: bytes,
+    *,
+    registered_hash: bytes,
+    expected_report_data: bytes,
+    trust: TrustConfig,
+    policy: PolicyEngine,
+    snapshot: GovernanceSnapshot,
+    now: int,
+) -> None:
+    """Raise :class:`MembershipRefused` unless the evidence is the registered one, verifies and is allowed."""
+    if hashlib.sha256(evidence_bytes).digest() != registered_hash:
+        raise MembershipRefused("evidence_hash_mismatch", "the evidence is not the one registered on-chain")
+    try:
+        claims = verify_evidence(Evidence.decode(evidence_bytes), trust, at=now)
+    except AttestationError as exc:
+        raise MembershipRefused(getattr(exc, "reason", "attestation_error"), str(exc)) from None
+    verdict = policy.decide(
+        claims, snapshot, PolicyRequest(purpose="node", now=now, expected_report_data=expected_report_data)
+    )
+    if not verdict.allowed:
+        raise MembershipRefused(verdict.code, verdict.detail)

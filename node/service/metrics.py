@@ -1,0 +1,42 @@
+"""Prometheus metrics of one node process (its own registry, served on ``[metrics].listen``)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "derot_requests_total", "Requests handled, by method and outcome (ok or the refusal reason)",
+            ["method", "outcome"], registry=r,
+        )
+        self.latency = Histogram(
+            "derot_request_seconds", "Request latency by method", ["method"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.dkg_phase = Histogram(
+            "derot_dkg_phase_seconds", "Duration of DKG/reshare phases", ["phase"],
+            buckets=(0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120), registry=r,
+        )
+        self.dkg_runs = Counter("derot_dkg_runs_total", "DKG/reshare runs by outcome", ["outcome"], registry=r)
+        self.shares = Counter(
+            "derot_peer_shares_total", "Shares received from peers, by peer index and verdict",
+            ["peer", "verdict"], registry=r,
+        )
+        self.evidence = Counter(
+            "derot_evidence_verifications_total", "Evidence verifications by platform and verdict",
+            ["platform", "verdict"], registry=r,
+        )
+        self.chain_lag = Gauge("derot_chain_lag_blocks", "Chain head minus the followed (confirmed) block", registry=r)
+        self.confirmed_block = Gauge("derot_confirmed_block", "The confirmed block this node decides at", registry=r)
+        self.epoch = Gauge("derot_epoch", "The active epoch this node serves (0: none)", registry=r)
+
+    def serve(self, listen: str) -> int:
+        """Start the HTTP endpoint on ``host:port`` (port 0 picks a free one); returns the port."""
+        host, _, port = listen.rpartition(":")
+        server, _thread = start_http_server(int(port), addr=host or "127.0.0.1", registry=self.registry)
+        return server.server_port

@@ -1,0 +1,770 @@
+"""The node process: follows the registry, runs DKGs and reshares with its peers, serves apps.
+
+One asyncio loop runs everything:
+
+- the chain task follows ``DerotRegistry`` at ``head − confirmations``; every update may activate an
+  epoch (shares of older epochs are erased in the same store transaction), start a DKG/reshare runner,
+  or refresh the peer certificates the Peer port trusts;
+- the gRPC server listens on two ports: RootOfTrust (TLS) for apps, Peer (mutual TLS, client certificates
+  pinned by the registry) for nodes;
+- gateway requests fan out to the committee; contributing requests are checked here again, against this
+  node's own view of the chain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass
+
+import grpc
+from eth_account import Account
+from web3 import Web3
+
+from node import __version__, _proto
+from node.attest.binding import network_id
+from node.attest.evidence import Evidence
+from node.attest.policy import PolicyEngine
+from node.attest.trust import TrustConfig
+from node.certs.verify import signature_bytes
+from node.chain.follower import Follower
+from node.chain.registry import Registry
+from node.chain.state import RegistryState
+from node.chain.types import EpochPhase, EpochRecord
+from node.constants import DST_CERT
+from node.crypto import kd
+from node.crypto import threshold as th
+from node.crypto.bls import G1, G2, PointDecodeError
+from node.crypto.dkg import (
+    Committee,
+    DkgConfig,
+    DkgFailed,
+    DkgSession,
+    Identity,
+    Member,
+    PreviousEpoch,
+    PublicKeys,
+)
+from node.net import status, tls
+from node.net.gateway import collect
+from node.net.peers import Endpoint, PeerInfo, PeerPool, fetch_peer_certificate
+from node.net.status import Refusal, refusal_from_rpc_error
+from node.service import issuance
+from node.service.config import NodeConfig, operator_key
+from node.service.dkg_runner import DkgRunner
+from node.service.epoch import EpochKeys
+from node.service.membership import MembershipRefused, check_member_evidence, node_report_data
+from node.service.metrics import Metrics
+from node.service.requests import CheckedRequest, RequestChecker
+from node.service.storage import NodeStore
+
+log = logging.getLogger("derot.node")
+
+#: messages buffered per epoch for a DKG this node has not started yet
+DKG_BUFFER = 4096
+
+
+class NodeIdentity:
+    """The node's keys, unsealed from its store. Nothing here is ever logged."""
+
+    def __init__(self, store: NodeStore):
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+        self.dkg = Identity(
+            Ed25519PrivateKey.from_private_bytes(store.identity("ed25519")),
+            X25519PrivateKey.from_private_bytes(store.identity("x25519")),
+        )
+        self.tls = tls.TlsIdentity(store.identity_public("tls"), store.identity("tls"))
+
+    @property
+    def identity_key(self) -> bytes:
+        return self.dkg.signing_public
+
+    @property
+    def x25519_key(self) -> bytes:
+        return self.dkg.box_public
+
+
+def create_identity(store: NodeStore) -> None:
+    """Generate and seal the node's Ed25519, X25519 and TLS keys (``derot node init``)."""
+    identity = Identity.generate()
+    from cryptography.hazmat.primitives import serialization as ser
+
+    raw = (ser.Encoding.Raw, ser.PrivateFormat.Raw, ser.NoEncryption())
+    store.put_identity("ed25519", identity.signing_key.private_bytes(*raw), identity.signing_public)
+    store.put_identity("x25519", identity.box_key.private_bytes(*raw), identity.box_public)
+    tls_id = tls.generate_identity()
+    store.put_identity("tls", tls_id.key_pem, tls_id.cert_pem)
+
+
+@dataclass
+class _Pending:
+    """A finished DKG/reshare waiting for the registry to activate its epoch."""
+
+    keys: EpochKeys | None
+    reported: bool = False
+
+
+class NodeService:
+    def __init__(self, config: NodeConfig, store: NodeStore, trust: TrustConfig):
+        self.config = config
+        self.store = store
+        self.trust = trust
+        self.identity = NodeIdentity(store)
+        self.account = Account.from_key(operator_key(config))
+        self.metrics = Metrics()
+        self.w3 = Web3(Web3.HTTPProvider(config.chain.rpc_url, request_kwargs={"timeout": 10}))
+        self.registry = Registry(self.w3, config.chain.registry)
+        self.chain_id = self.w3.eth.chain_id
+        self.network = network_id(self.chain_id, self.registry.address)
+        self.deployment = issuance.Deployment(self.chain_id, self.registry.address)
+        self.policy = PolicyEngine.default(replay=store, max_age=config.attest.freshness_window)
+        self.checker = RequestChecker(network=self.network, trust=trust, policy=self.policy)
+        self.peers = PeerPool(self.identity.tls)
+        self.state: RegistryState | None = None
+        self.keys: EpochKeys | None = None
+        self._pending: dict[int, _Pending] = {}
+        self._runners: dict[int, DkgRunner] = {}
+        self._dkg_buffer: dict[int, deque] = defaultdict(lambda: deque(maxlen=DKG_BUFFER))
+        self._peer_certs: dict[bytes, bytes] = {}  # tls key hash -> PEM, for the Peer port's client auth
+        self._server_cert_config = None
+        self._inflight = 0
+        self._tasks: list[asyncio.Task] = []
+        self._server: grpc.aio.Server | None = None
+        self.public_port = 0
+        self.peer_port = 0
+        self.metrics_port = 0
+        self._ready = asyncio.Event()
+        self._pb = _proto.load("node_pb2")
+        self._load_active_epoch()
+
+    # ---------------------------------------------------------------------------------------------
+    # lifecycle
+
+    def _load_active_epoch(self) -> None:
+        record = self.store.active_epoch()
+        if record is not None and record.shares is not None:
+            self.keys = EpochKeys.load(record.public, record.shares)
+            self.metrics.epoch.set(self.keys.epoch)
+            log.info("loaded epoch keys", extra={"epoch": self.keys.epoch, "index": self.keys.index})
+
+    async def start(self) -> None:
+        from node.net.servicers import add_services
+
+        self._server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", 2 * self.config.limits.max_request_bytes),
+                ("grpc.max_send_message_length", 4 * 1024 * 1024),
+            ]
+        )
+        add_services(self._server, self)
+        ident = self.identity.tls
+        public_creds = grpc.ssl_server_credentials([(ident.key_pem, ident.cert_pem)])
+        self.public_port = self._server.add_secure_port(self.config.node.public_listen, public_creds)
+        self._server_cert_config = grpc.ssl_server_certificate_configuration(
+            [(ident.key_pem, ident.cert_pem)], root_certificates=ident.cert_pem
+        )
+        peer_creds = grpc.dynamic_ssl_server_credentials(
+            self._server_cert_config, self._peer_cert_config, require_client_authentication=True
+        )
+        self.peer_port = self._server.add_secure_port(self.config.node.peer_listen, peer_creds)
+        await self._server.start()
+        if self.config.metrics.listen:
+            self.metrics_port = self.metrics.serve(self.config.metrics.listen)
+        follower = Follower.connect(
+            self.config.chain.rpc_url,
+            self.registry.address,
+            start_block=self.config.chain.start_block,
+            confirmations=self.config.chain.confirmations,
+            poll_interval=self.config.chain.poll_interval,
+        )
+        self._tasks.append(asyncio.create_task(self._follow(follower), name="chain"))
+        log.info(
+            "node serving",
+            extra={
+                "public_port": self.public_port, "peer_port": self.peer_port, "metrics_port": self.metrics_port,
+                "operator": self.account.address, "registry": self.registry.address, "version": __version__,
+            },
+        )
+
+    async def wait_ready(self, timeout: float | None = None) -> None:
+        await asyncio.wait_for(self._ready.wait(), timeout)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Graceful stop: refuse new calls, let in-flight ones finish (up to ``grace``), close storage."""
+        if self._server is not None:
+            await self._server.stop(grace)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.peers.close()
+        self.store.close()
+        log.info("node stopped")
+
+    # ---------------------------------------------------------------------------------------------
+    # following the registry
+
+    async def _follow(self, follower: Follower) -> None:
+        async for update in follower.updates():
+            try:
+                await self._on_state(update.state)
+            except Exception:  # a bug in handling one update must not stop following the chain
+                log.exception("failed to apply registry update", extra={"block": update.state.block_number})
+            try:
+                head = await asyncio.to_thread(lambda: follower.w3.eth.block_number)
+                self.metrics.chain_lag.set(head - update.state.block_number)
+            except Exception:  # metrics only
+                pass
+
+    async def _on_state(self, state: RegistryState) -> None:
+        self.state = state
+        self.metrics.confirmed_block.set(state.block_number)
+        await self._refresh_peer_certs(state)
+        current = state.committee
+        if current is not None and (self.keys is None or self.keys.epoch != current.id):
+            self._activate(current)
+        pending = state.pending
+        if (
+            pending is not None
+            and pending.phase in (EpochPhase.DKG, EpochPhase.RESHARE)
+            and pending.id not in self._runners
+            and pending.id not in self._pending
+            and self.store.epoch(pending.id) is None
+            and self._involved(state, pending)
+        ):
+            self._start_runner(state, pending)
+        if current is not None:
+            self._ready.set()
+
+    def _involved(self, state: RegistryState, epoch: EpochRecord) -> bool:
+        me = self.account.address
+        if epoch.index_of(me):
+            return True
+        previous = state.epochs.get(epoch.previous) if epoch.phase == EpochPhase.RESHARE else None
+        return previous is not None and bool(previous.index_of(me))
+
+    def _activate(self, epoch: EpochRecord) -> None:
+        pending = self._pending.pop(epoch.id, None)
+        record = self.store.epoch(epoch.id)
+        if record is not None and record.shares is not None:
+            keys = EpochKeys.load(record.public, record.shares)
+            if keys.sig.group_key != epoch.pk_sig or keys.kd.group_key != epoch.pk_kd:
+                log.error("registry activated keys this node does not hold", extra={"epoch": epoch.id})
+                return
+            self.store.activate_epoch(epoch.id)
+            self.keys = keys
+            log.info("epoch active; older shares erased", extra={"epoch": epoch.id, "index": keys.index})
+        else:
+            self.store.erase_shares_before(epoch.id)
+            self.keys = None
+            log.info("epoch active without this node", extra={"epoch": epoch.id, "was_pending": pending is not None})
+        self.metrics.epoch.set(self.keys.epoch if self.keys else 0)
+
+    # ---------------------------------------------------------------------------------------------
+    # peers
+
+    def peer_info(self, state: RegistryState, epoch: EpochRecord) -> dict[int, PeerInfo]:
+        out = {}
+        for index, operator in enumerate(epoch.members, start=1):
+            node = state.nodes.get(operator)
+            if node is None:
+                continue
+            try:
+                endpoint = Endpoint.parse(node.endpoint)
+            except ValueError:
+                log.warning("member has a malformed endpoint", extra={"operator": operator})
+                continue
+            out[index] = PeerInfo(index, operator, endpoint, node.tls_key_hash)
+        return out
+
+    async def _refresh_peer_certs(self, state: RegistryState) -> None:
+        """Fetch (and pin) the certificate of every registered node not fetched yet."""
+        wanted = {n.tls_key_hash: n for n in state.nodes.values() if n.operator.lower() != self.account.address.lower()}
+        missing = [n for h, n in wanted.items() if h not in self._peer_certs]
+        if not missing and set(self._peer_certs) <= set(wanted):
+            return
+
+        async def fetch(node):
+            try:
+                endpoint = Endpoint.parse(node.endpoint)
+                return node.tls_key_hash, await asyncio.to_thread(
+                    fetch_peer_certificate, endpoint, node.tls_key_hash, 2.0
+                )
+            except (OSError, ValueError, tls.PinMismatch) as exc:
+                log.debug("peer certificate not fetched yet", extra={"operator": node.operator, "error": str(exc)})
+                return None
+
+        results = await asyncio.gather(*(fetch(n) for n in missing))
+        certs = {h: pem for h, pem in self._peer_certs.items() if h in wanted}
+        certs.update(r for r in results if r is not None)
+        if certs != self._peer_certs:
+            self._peer_certs = certs
+            ident = self.identity.tls
+            roots = b"".join(certs.values()) or ident.cert_pem
+            self._server_cert_config = grpc.ssl_server_certificate_configuration(
+                [(ident.key_pem, ident.cert_pem)], root_certificates=roots
+            )
+
+    def _peer_cert_config(self):
+        """gRPC calls this before every Peer-port handshake: the current pinned client roots."""
+        return self._server_cert_config
+
+    def caller_operator(self, context) -> str:
+        """The registered operator whose pinned TLS key the calling peer presented."""
+        certs = context.auth_context().get("x509_pem_cert")
+        if not certs or self.state is None:
+            raise Refusal(status.NOT_A_MEMBER, "no client certificate")
+        key_hash = tls.spki_hash(certs[0])
+        for operator, node in self.state.nodes.items():
+            if node.tls_key_hash == key_hash:
+                return operator
+        raise Refusal(status.NOT_A_MEMBER, "the client certificate is not registered")
+
+    def _broadcast(self, state: RegistryState, epochs: list[EpochRecord]):
+        """A broadcast function for DKG messages to every other participant of ``epochs``."""
+        targets: dict[str, PeerInfo] = {}
+        for epoch in epochs:
+            for info in self.peer_info(state, epoch).values():
+                if info.operator.lower() != self.account.address.lower():
+                    targets[info.operator.lower()] = info
+        deadline = self.config.dkg.phase_timeout
+
+        async def send(info: PeerInfo, epoch_id: int, data: bytes) -> None:
+            pb = self._pb
+            started = time.monotonic()
+            delay = 0.1
+            while time.monotonic() - started < deadline:
+                try:
+                    stub = await self.peers.stub(info)
+                    await stub.SubmitDkgMessage(pb.DkgEnvelope(epoch=epoch_id, message=data), timeout=5)
+                    return
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                        log.warning("peer refused a DKG message",
+                                    extra={"peer": info.index, "reason": refusal_from_rpc_error(exc).reason})
+                        return
+                    await self.peers.drop(info)
+                except (OSError, tls.PinMismatch):
+                    pass
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            log.warning("DKG message not delivered", extra={"peer": info.index, "epoch": epoch_id})
+
+        def broadcast(messages) -> None:
+            epoch_id = epochs[0].id
+            for message in messages:
+                data = message.encode()
+                for info in targets.values():
+                    task = asyncio.ensure_future(send(info, epoch_id, data))
+                    self._tasks.append(task)
+            self._tasks[:] = [t for t in self._tasks if not t.done()]
+
+        return broadcast
+
+    # ---------------------------------------------------------------------------------------------
+    # DKG / reshare
+
+    def _committee(self, state: RegistryState, epoch: EpochRecord) -> Committee:
+        members = []
+        for index, operator in enumerate(epoch.members, start=1):
+            node = state.nodes.get(operator)
+            if node is None:
+                raise ValueError(f"epoch {epoch.id} member {operator} is not registered")
+            members.append(Member(index, node.identity_key, node.x25519_key))
+        return Committee(tuple(members), epoch.threshold)
+
+    async def _previous_keys(self, state: RegistryState, previous: EpochRecord) -> PreviousEpoch:
+        """The old committee's public keys: from this node's store if it was a member; otherwise from the old
+        members, accepted when ``t_old`` of them give identical keys that match the group keys on-chain."""
+        committee = self._committee(state, previous)
+        record = self.store.epoch(previous.id)
+        if record is not None:
+            held = EpochKeys.load_public(record.public)
+            return PreviousEpoch(committee, held.sig, held.kd)
+        peers = self.peer_info(state, previous)
+        request = self._pb.GetEpochKeysRequest(epoch=previous.id)
+
+        async def ask(info: PeerInfo):
+            try:
+                return await self._peer_call(info, "GetEpochKeys", request)
+            except Refusal:
+                return None
+
+        votes: dict[bytes, list] = defaultdict(list)
+        for reply in await asyncio.gather(*(ask(info) for info in peers.values())):
+            if reply is not None and reply.epoch == previous.id:
+                votes[reply.SerializeToString(deterministic=True)].append(reply)
+        for replies in votes.values():
+            if len(replies) < previous.threshold:
+                continue
+            reply = replies[0]
+            try:
+                sig = PublicKeys(G2.from_bytes(reply.group_key_sig),
+                                 {k.index: G2.from_bytes(k.sig) for k in reply.share_keys})
+                kd_keys = PublicKeys(G2.from_bytes(reply.group_key_kd),
+                                     {k.index: G2.from_bytes(k.kd) for k in reply.share_keys})
+            except PointDecodeError:
+                continue
+            if sig.group_key == previous.pk_sig and kd_keys.group_key == previous.pk_kd:
+                return PreviousEpoch(committee, sig, kd_keys)
+        raise Refusal(status.NO_ACTIVE_EPOCH, f"fewer than {previous.threshold} old members agree on the keys "
+                                              f"of epoch {previous.id}")
+
+    def _start_runner(self, state: RegistryState, epoch: EpochRecord) -> None:
+        async def run() -> None:
+            try:
+                await self._check_members(state, epoch)
+                config, old_shares = await self._dkg_config(state, epoch)
+                session = DkgSession(config, self.identity.dkg, old_shares)
+                epochs = [epoch] + ([state.epochs[epoch.previous]] if config.is_reshare else [])
+                runner = DkgRunner(
+                    session,
+                    phase_timeout=self.config.dkg.phase_timeout,
+                    started_at=await self._block_time(epoch.started_block),
+                    broadcast=self._broadcast(state, epochs),
+                    on_phase=lambda phase, seconds: self.metrics.dkg_phase.labels(phase).observe(seconds),
+                )
+                self._runners[epoch.id] = runner
+                for data in list(self._dkg_buffer.pop(epoch.id, ())):
+                    try:
+                        runner.receive(data)
+                    except Exception:
+                        pass
+                result = await runner.run()
+            except DkgFailed as exc:
+                self.metrics.dkg_runs.labels("failed").inc()
+                log.error("dkg failed", extra={"epoch": epoch.id, "reason": exc.reason.value, "detail": exc.detail})
+                return
+            except (MembershipRefused, Refusal) as exc:
+                self.metrics.dkg_runs.labels("refused").inc()
+                log.error("not taking part in the dkg", extra={"epoch": epoch.id, "reason": exc.reason,
+                                                               "detail": getattr(exc, "detail", str(exc))})
+                return
+            except Exception:
+                self.metrics.dkg_runs.labels("error").inc()
+                log.exception("dkg crashed", extra={"epoch": epoch.id})
+                return
+            self.metrics.dkg_runs.labels("ok").inc()
+            keys = EpochKeys.from_result(result) if result.shares is not None else None
+            if keys is not None:
+                self.store.save_epoch(epoch.id, keys.public_record(), keys.secret_record())
+            self._pending[epoch.id] = _Pending(keys)
+            if epoch.index_of(self.account.address):
+                await self._report(epoch.id, result)
+
+        self._runners[epoch.id] = None  # reserve: a later update must not start a second runner
+        self._tasks.append(asyncio.create_task(run(), name=f"dkg-{epoch.id}"))
+
+    async def _block_time(self, number: int) -> float:
+        try:
+            block = await asyncio.to_thread(self.w3.eth.get_block, number)
+            return float(block["timestamp"])
+        except Exception:  # the RPC is down: fall back to our own clock
+            return time.time()
+
+    async def _check_members(self, state: RegistryState, epoch: EpochRecord) -> None:
+        """Refuse to take part if a member's registered TEE evidence fails the node-membership policy."""
+        now = int(time.time())
+        peers = {i: p for i, p in self.peer_info(state, epoch).items()
+                 if p.operator.lower() != self.account.address.lower()}
+        fetched = await asyncio.gather(*(self._fetch_evidence(info) for info in peers.values()))
+        for (index, info), evidence in zip(peers.items(), fetched):
+            node = state.nodes[info.operator]
+            if evidence is None:
+                log.warning("member unreachable for its evidence", extra={"epoch": epoch.id, "member": index})
+                continue
+            expected = node_report_data(self.network, info.operator, node.identity_key, node.x25519_key,
+                                        node.tls_key_hash)
+            try:
+                check_member_evidence(
+                    evidence, registered_hash=node.evidence_hash, expected_report_data=expected, trust=self.trust,
+                    policy=PolicyEngine.default(), snapshot=state.snapshot, now=now,
+                )
+            except MembershipRefused as exc:
+                raise MembershipRefused(exc.reason, f"member {index} ({info.operator}): {exc.detail}") from None
+
+    async def _fetch_evidence(self, info: PeerInfo) -> bytes | None:
+        deadline = time.monotonic() + self.config.dkg.phase_timeout / 2
+        while time.monotonic() < deadline:
+            try:
+                stub = await self.peers.stub(info)
+                reply = await stub.GetNodeEvidence(self._pb.GetNodeEvidenceRequest(), timeout=5)
+                return bytes(reply.evidence)
+            except grpc.aio.AioRpcError:
+                await self.peers.drop(info)
+            except (OSError, tls.PinMismatch):
+                pass
+            await asyncio.sleep(0.5)
+        return None
+
+    async def _dkg_config(self, state: RegistryState, epoch: EpochRecord):
+        committee = self._committee(state, epoch)
+        if epoch.phase != EpochPhase.RESHARE:
+            return DkgConfig(self.network, epoch.id, committee), None
+        previous_record = state.epochs[epoch.previous]
+        previous = await self._previous_keys(state, previous_record)
+        old_shares = None
+        if previous_record.index_of(self.account.address):
+            record = self.store.epoch(previous_record.id)
+            if record is None or record.shares is None:
+                raise Refusal(status.NO_ACTIVE_EPOCH, f"this node holds no shares of epoch {previous_record.id}")
+            old_shares = EpochKeys.load(record.public, record.shares).shares
+        return DkgConfig(self.network, epoch.id, committee, previous), old_shares
+
+    async def _report(self, epoch_id: int, result) -> None:
+        delay = 1.0
+        for _attempt in range(8):
+            try:
+                await asyncio.to_thread(
+                    self.registry.report_epoch, self.account, epoch_id, result.sig.group_key, result.kd.group_key,
+                    result.transcript_hash,
+                )
+                log.info("reported epoch result", extra={"epoch": epoch_id, "transcript": result.transcript_hash})
+                return
+            except Exception as exc:  # RPC down or a revert; retried, then logged
+                log.warning("epoch report failed", extra={"epoch": epoch_id, "error": str(exc)})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 15)
+
+    def receive_dkg(self, epoch: int, data: bytes) -> None:
+        runner = self._runners.get(epoch)
+        if runner is None:
+            self._dkg_buffer[epoch].append(bytes(data))
+            return
+        runner.receive(data)
+
+    # ---------------------------------------------------------------------------------------------
+    # serving apps (gateway)
+
+    def _serving(self) -> tuple[RegistryState, EpochKeys]:
+        if self.state is None or self.keys is None or self.state.committee is None:
+            raise Refusal(status.NO_ACTIVE_EPOCH, "this node serves no active epoch yet")
+        if self.state.committee.id != self.keys.epoch:
+            raise Refusal(status.NO_ACTIVE_EPOCH, "this node is not in the active committee")
+        return self.state, self.keys
+
+    def _check(self, request, purpose: str) -> tuple[RegistryState, EpochKeys, CheckedRequest]:
+        state, keys = self._serving()
+        try:
+            checked = self.checker.check(request, state.snapshot, purpose=purpose)
+        except Refusal as refusal:
+            platform = "unknown"
+            self.metrics.evidence.labels(platform, refusal.reason).inc()
+            raise
+        self.metrics.evidence.labels(checked.claims.platform.name.lower(), "allowed").inc()
+        return state, keys, checked
+
+    async def derive_key(self, request):
+        state, keys, checked = self._check(request.request, "derive")
+        hashed = kd.kd_point(checked.app_id, checked.key_version, checked.context)
+        epoch = state.committee
+        peers = self.peer_info(state, epoch)
+        pb = self._pb
+
+        async def own():
+            return issuance.derive_share(keys, checked)
+
+        def remote(info: PeerInfo):
+            async def call():
+                reply = await self._peer_call(info, "DeriveShare", pb.DeriveShareRequest(request=request.request,
+                                                                                           epoch=keys.epoch))
+                try:
+                    return kd.EncryptedKey.decode(reply.encrypted_share)
+                except PointDecodeError as exc:
+                    self.metrics.shares.labels(str(info.index), "malformed").inc()
+                    raise Refusal("invalid_share", str(exc)) from None
+            return call
+
+        calls = {keys.index: own}
+        calls.update({i: remote(info) for i, info in peers.items() if i != keys.index})
+
+        def first(answers):
+            combined = kd.combine_encrypted(answers)
+            return combined if kd.verify_encrypted(combined, keys.kd.group_key, hashed, checked.tpk) else None
+
+        def every(answers):
+            return kd.combine_verified(answers, keys.threshold, keys.kd.group_key, keys.kd.share_keys, hashed,
+                                       checked.tpk).key
+
+        collected = await collect(calls, keys.threshold, first, every, deadline=self.config.limits.peer_deadline)
+        self._count_shares(collected)
+        return pb.DeriveKeyResponse(
+            epoch=keys.epoch,
+            encrypted_key=collected.result.encode(),
+            contributors=sorted(collected.answered),
+            excluded=sorted(i for i, r in collected.failures.items() if r == "invalid_share"),
+        )
+
+    async def issue_certificate(self, request):
+        state, keys, checked = self._check(request.request, "certify")
+        limits = self.config.limits
+        lifetime = request.lifetime_seconds or limits.certificate_lifetime
+        if not 0 < lifetime <= limits.max_certificate_lifetime:
+            raise Refusal(status.MALFORMED_REQUEST, f"lifetime must be 1..{limits.max_certificate_lifetime} s",
+                          metadata={"field": "lifetime_seconds"})
+        cert = issuance.build_certificate(
+            checked, self.deployment, keys.epoch, now=int(time.time()), lifetime=lifetime,
+            policy_block=state.block_number,
+        )
+        digest = cert.digest
+        cert_bytes = cert.encode()
+        peers = self.peer_info(state, state.committee)
+        pb = self._pb
+
+        async def own():
+            return issuance.partial_sign(keys, cert)
+
+        def remote(info: PeerInfo):
+            async def call():
+                reply = await self._peer_call(info, "PartialSign", pb.PartialSignRequest(request=request.request,
+                                                                                          certificate=cert_bytes))
+                try:
+                    return G1.from_bytes(reply.partial_signature)
+                except PointDecodeError as exc:
+                    self.metrics.shares.labels(str(info.index), "malformed").inc()
+                    raise Refusal("invalid_share", str(exc)) from None
+            return call
+
+        calls = {keys.index: own}
+        calls.update({i: remote(info) for i, info in peers.items() if i != keys.index})
+
+        def first(answers):
+            signature = th.combine(answers)
+            return signature if th.verify(keys.sig.group_key, digest, signature, DST_CERT) else None
+
+        def every(answers):
+            return th.combine_verified(answers, keys.threshold, keys.sig.group_key, keys.sig.share_keys, digest,
+                                       DST_CERT).signature
+
+        collected = await collect(calls, keys.threshold, first, every, deadline=self.config.limits.peer_deadline)
+        self._count_shares(collected)
+        signature = collected.result
+        self.store.log_certificate(cert.serial, keys.epoch, cert.app_id, cert.not_after, cert_bytes,
+                                   signature.to_bytes())
+        return pb.IssueCertificateResponse(
+            certificate=cert_bytes,
+            signature=signature.to_bytes(),
+            signature_eip2537=signature_bytes(signature),
+            epoch=keys.epoch,
+            contributors=sorted(collected.answered),
+            excluded=sorted(i for i, r in collected.failures.items() if r == "invalid_share"),
+        )
+
+    def _count_shares(self, collected) -> None:
+        for index in collected.answered:
+            self.metrics.shares.labels(str(index), "accepted").inc()
+        for index, reason in collected.failures.items():
+            self.metrics.shares.labels(str(index), reason).inc()
+
+    async def _peer_call(self, info: PeerInfo, method: str, message):
+        try:
+            stub = await self.peers.stub(info)
+        except (OSError, tls.PinMismatch) as exc:
+            raise Refusal(status.UNAVAILABLE, f"peer {info.index}: {exc}") from None
+        try:
+            return await getattr(stub, method)(message, timeout=self.config.limits.peer_deadline)
+        except grpc.aio.AioRpcError as exc:
+            refusal = refusal_from_rpc_error(exc)
+            if refusal.reason == status.UNAVAILABLE:
+                await self.peers.drop(info)
+            raise refusal from None
+
+    # ---------------------------------------------------------------------------------------------
+    # serving peers (contributor)
+
+    def contribute_share(self, request, caller: str):
+        state, keys, checked = self._check(request.request, "derive")
+        if request.epoch != keys.epoch:
+            raise Refusal(status.WRONG_EPOCH, f"asked for epoch {request.epoch}, this node serves {keys.epoch}")
+        share = issuance.derive_share(keys, checked)
+        return self._pb.DeriveShareResponse(index=keys.index, epoch=keys.epoch, encrypted_share=share.encode())
+
+    def contribute_signature(self, request, caller: str):
+        state, keys, checked = self._check(request.request, "certify")
+        cert = issuance.check_proposed_certificate(
+            request.certificate, checked, self.deployment, keys.epoch, now=int(time.time()),
+            max_lifetime=self.config.limits.max_certificate_lifetime, confirmed_block=state.block_number,
+        )
+        partial = issuance.partial_sign(keys, cert)
+        return self._pb.PartialSignResponse(index=keys.index, epoch=keys.epoch,
+                                            partial_signature=partial.to_bytes())
+
+    def epoch_keys(self, request):
+        record = self.store.epoch(request.epoch)
+        if record is None or record.status == "pending":
+            raise Refusal(status.WRONG_EPOCH, f"this node holds no keys of epoch {request.epoch}")
+        keys = EpochKeys.load_public(record.public)
+        pb = self._pb
+        return pb.EpochKeys(
+            epoch=request.epoch, threshold=keys.threshold, group_key_sig=keys.sig.group_key.to_bytes(),
+            group_key_kd=keys.kd.group_key.to_bytes(),
+            share_keys=[pb.ShareKeys(index=i, sig=keys.sig.share_keys[i].to_bytes(), kd=keys.kd.share_keys[i].to_bytes())
+                        for i in keys.sig.share_keys],
+        )
+
+    def node_evidence(self):
+        evidence = self.store.meta("node_evidence")
+        if evidence is None:
+            raise Refusal(status.NOT_A_MEMBER, "this node has no registered evidence")
+        return self._pb.NodeEvidence(evidence=evidence, timestamp=int(time.time()))
+
+    # ---------------------------------------------------------------------------------------------
+    # public information
+
+    def network_info(self):
+        state = self.state
+        pb = self._pb
+        info = pb.NetworkInfo(chain_id=self.chain_id, registry=self.registry.address, version=__version__)
+        if state is None:
+            return info
+        info.confirmed_block = state.block_number
+        epoch = state.committee
+        if epoch is not None:
+            info.epoch, info.threshold = epoch.id, epoch.threshold
+            info.group_key_sig = epoch.pk_sig.to_bytes()
+            info.group_key_kd = epoch.pk_kd.to_bytes()
+            for index, operator in enumerate(epoch.members, start=1):
+                node = state.nodes.get(operator)
+                if node is not None:
+                    info.members.append(pb.Member(index=index, operator=operator, endpoint=node.endpoint,
+                                                  tls_key_hash=node.tls_key_hash, identity_key=node.identity_key))
+        if self.keys is not None:
+            info.node_index = self.keys.index
+        return info
+
+    def certificate_status(self, request):
+        state = self.state
+        if state is None:
+            raise Refusal(status.NO_ACTIVE_EPOCH, "this node has not read the registry yet")
+        sig = bytes(request.signature)
+        if len(sig) == G1.SIZE:
+            try:
+                sig = G1.from_bytes(sig, allow_identity=True).to_eip2537()
+            except PointDecodeError:
+                sig = b""
+        verdict = state.verify_certificate(bytes(request.certificate), sig, now=int(time.time()))
+        return self._pb.GetStatusResponse(valid=verdict.ok, reason=verdict.reason.name.lower(),
+                                          confirmed_block=state.block_number)
+
+
+def make_node_evidence(config: NodeConfig, network: bytes, operator: str, identity_key: bytes, x25519_key: bytes,
+                       tls_key_hash: bytes) -> Evidence:
+    """This node's membership evidence from the TEE named by ``[attest].node_tee``."""
+    report_data = node_report_data(network, operator, identity_key, x25519_key, tls_key_hash)
+    source = config.attest.node_tee
+    if source.startswith("devnet:"):
+        from node.app.tee.devnet import DevnetDevice
+        from node.attest.devnet import node_measurements
+        from node.constants import Platform
+
+        platform = Platform.TDX if source == "devnet:tdx" else Platform.SEV_SNP
+        device = DevnetDevice(config.attest.devnet_roots, platform, node_measurements(platform))
+        return device.evidence(report_data)
+    if source in ("tdx", "snp"):
+        from node.app.tee import detect_device
+
+        return detect_device().evidence(report_data)
+    raise ValueError("[attest].node_tee must be devnet:tdx, devnet:snp, tdx or snp")

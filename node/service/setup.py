@@ -1,0 +1,113 @@
+"""Setting a node up: opening its sealed store, creating its identity, registering it on-chain.
+
+Used by ``derot node init/register/run`` and by the devnet; no network serving here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+from node.service.config import NodeConfig
+
+
+class SetupError(Exception):
+    """A node cannot be set up as configured; the message says what to do."""
+
+
+def open_store(config: NodeConfig, *, create: bool = False):
+    """Open the node's sealed store as its config says (key file, or passphrase from the environment)."""
+    from node.service.sealing import key_from_file
+    from node.service.storage import NodeStore
+
+    if config.seal.method == "passphrase":
+        passphrase = os.environ.get("DEROT_SEAL_PASSPHRASE", "")
+        if not passphrase:
+            raise SetupError("set DEROT_SEAL_PASSPHRASE to unseal the node store")
+        return NodeStore.open(config.store_path, passphrase=passphrase, create=create)
+    return NodeStore.open(config.store_path, key=key_from_file(config.seal_key_file, create=create), create=create)
+
+
+def trust_config(config: NodeConfig):
+    """The attestation roots a node trusts: pinned vendor roots, plus the devnet roots in devnet mode."""
+    from node.attest.devnet import DevnetRoots
+    from node.attest.trust import TrustConfig
+
+    cache = config.attest.collateral_cache or str(config.data_dir / "collateral")
+    if config.attest.mode == "devnet":
+        return TrustConfig.devnet(DevnetRoots.load(config.attest.devnet_roots), include_production=True,
+                                  pccs_url=config.attest.pccs_url, cache_dir=cache)
+    return TrustConfig.production_defaults(pccs_url=config.attest.pccs_url, cache_dir=cache)
+
+
+def endpoint_of(config: NodeConfig) -> str:
+    """The endpoint string the node registers: ``public=HOST:PORT;peer=HOST:PORT``."""
+    from node.net.peers import Endpoint
+
+    public_port = config.node.public_listen.rpartition(":")[2]
+    peer_port = config.node.peer_listen.rpartition(":")[2]
+    host = config.node.advertise_host
+    return str(Endpoint(f"{host}:{public_port}", f"{host}:{peer_port}"))
+
+
+@dataclass(frozen=True)
+class PublicIdentity:
+    identity_key: bytes
+    x25519_key: bytes
+    tls_key_hash: bytes
+
+
+def init_node(config: NodeConfig, *, force: bool = False) -> PublicIdentity:
+    """Create the sealed store and the node's Ed25519, X25519 and TLS keys."""
+    from node.service.node import NodeIdentity, create_identity
+
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    store = open_store(config, create=True)
+    try:
+        if store.has_identity("ed25519") and not force:
+            raise SetupError(f"{config.store_path} already holds identity keys (use --force to replace them)")
+        create_identity(store)
+        identity = NodeIdentity(store)
+        return PublicIdentity(identity.identity_key, identity.x25519_key, identity.tls.key_hash)
+    finally:
+        store.close()
+
+
+@dataclass(frozen=True)
+class Registration:
+    operator: str
+    endpoint: str
+    evidence_hash: bytes
+
+
+def register_node(config: NodeConfig) -> Registration:
+    """Make the node's membership evidence (if ``[attest].node_tee`` is set), store it, and record the node
+    (keys, endpoint, TLS key hash, evidence hash) in the registry from the operator account."""
+    from eth_account import Account
+    from web3 import Web3
+
+    from node.attest.binding import network_id
+    from node.chain.registry import Registry
+    from node.service.config import operator_key
+    from node.service.node import NodeIdentity, make_node_evidence
+
+    account = Account.from_key(operator_key(config))
+    w3 = Web3(Web3.HTTPProvider(config.chain.rpc_url, request_kwargs={"timeout": 15}))
+    registry = Registry(w3, config.chain.registry)
+    store = open_store(config)
+    try:
+        identity = NodeIdentity(store)
+        evidence = b""
+        if config.attest.node_tee:
+            network = network_id(w3.eth.chain_id, registry.address)
+            evidence = make_node_evidence(config, network, account.address, identity.identity_key,
+                                          identity.x25519_key, identity.tls.key_hash).encode()
+            store.put_meta("node_evidence", evidence)
+        evidence_hash = hashlib.sha256(evidence).digest() if evidence else bytes(32)
+        endpoint = endpoint_of(config)
+        registry.register_node(account, identity_key=identity.identity_key, x25519_key=identity.x25519_key,
+                               endpoint=endpoint, tls_key_hash=identity.tls.key_hash, evidence_hash=evidence_hash)
+        return Registration(account.address, endpoint, evidence_hash)
+    finally:
+        store.close()
