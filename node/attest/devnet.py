@@ -593,6 +593,9 @@ def devnet_measurement_digest(platform: Platform, registers: dict[str, bytes]) -
 
 
 NODE_IMAGE = "derot-node"
+#: devnet nodes' TDX machines are a different family (FMSPC) than the apps' DEFAULT_FMSPC, so revoking
+#: the apps' TDX FMSPC in a demo does not also revoke the committee's own hardware
+NODE_FMSPC = bytes.fromhex("30806f040000")
 
 
 def node_measurements(platform: Platform) -> dict[str, bytes]:

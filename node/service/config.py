@@ -41,6 +41,8 @@ class NodeSection:
     peer_listen: str = "127.0.0.1:7401"
     advertise_host: str = "127.0.0.1"
     name: str = "derot-node"
+    #: devnet-only deliberate misbehaviour for fault tests (node.service.faults); empty in production
+    faults: str = ""
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,15 @@ def _validate(config: NodeConfig) -> None:
         raise ConfigError("[attest].mode must be 'production' or 'devnet'")
     if config.attest.mode == "devnet" and not config.attest.devnet_roots:
         raise ConfigError("[attest].devnet_roots is required in devnet mode")
+    if config.node.faults:
+        from node.service import faults
+
+        try:
+            faults.parse(config.node.faults)
+        except ValueError as exc:
+            raise ConfigError(f"[node].faults: {exc}") from None
+        if config.attest.mode != "devnet":
+            raise ConfigError("[node].faults is refused outside devnet mode")
     if config.seal.method not in ("keyfile", "passphrase"):
         raise ConfigError("[seal].method must be 'keyfile' or 'passphrase'")
     if config.chain.confirmations < 0:

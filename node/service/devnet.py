@@ -66,6 +66,8 @@ class Devnet:
     confirmations: int = 1
     block_time: float = 1.0
     mqtt_url: str = ""
+    #: devnet fault injection per node index, e.g. {4: "corrupt_shares"} (node.service.faults)
+    node_faults: dict = field(default_factory=dict)
     progress: Callable[[str], None] = field(default=lambda message: None, repr=False)
     anvil_port: int | None = None
     node_processes: list[NodeProcess] = field(default_factory=list)
@@ -196,6 +198,7 @@ class Devnet:
             f'public_listen = "127.0.0.1:{proc.public_port}"',
             f'peer_listen = "127.0.0.1:{proc.peer_port}"',
             'advertise_host = "127.0.0.1"',
+            f'faults = "{self.node_faults.get(proc.index, "")}"',
             "",
             "[chain]",
             f'rpc_url = "{self.rpc_url}"',
@@ -329,6 +332,14 @@ class Devnet:
             if time.monotonic() > deadline:
                 raise DevnetError(f"block {number} not reached")
             time.sleep(0.2)
+
+    def wait_confirmed(self) -> int:
+        """Wait until every change made so far sits at a block the nodes treat as confirmed (plus one
+        follower poll); returns the newest block at that point."""
+        target = self.w3().eth.block_number + self.confirmations
+        self.wait_for_block(target)
+        time.sleep(0.6)  # nodes poll their follower every 0.25 s
+        return target
 
     def status(self) -> dict:
         state = self._load_state()

@@ -51,7 +51,7 @@ from node.net import status, tls
 from node.net.gateway import collect
 from node.net.peers import Endpoint, PeerInfo, PeerPool, fetch_peer_certificate
 from node.net.status import Refusal, refusal_from_rpc_error
-from node.service import issuance
+from node.service import faults, issuance
 from node.service.config import NodeConfig, operator_key
 from node.service.dkg_runner import DkgRunner
 from node.service.epoch import EpochKeys
@@ -139,6 +139,9 @@ class NodeService:
         self.metrics_port = 0
         self._ready = asyncio.Event()
         self._pb = _proto.load("node_pb2")
+        self.faults = faults.parse(config.node.faults)
+        if self.faults:
+            log.warning("devnet fault injection active", extra={"faults": sorted(self.faults)})
         self._load_active_epoch()
 
     # ---------------------------------------------------------------------------------------------
@@ -418,7 +421,8 @@ class NodeService:
             try:
                 await self._check_members(state, epoch)
                 config, old_shares = await self._dkg_config(state, epoch)
-                session = DkgSession(config, self.identity.dkg, old_shares)
+                session_class = faults.CheatingDealer if "dkg_cheat" in self.faults else DkgSession
+                session = session_class(config, self.identity.dkg, old_shares)
                 epochs = [epoch] + ([state.epochs[epoch.previous]] if config.is_reshare else [])
                 runner = DkgRunner(
                     session,
@@ -680,6 +684,8 @@ class NodeService:
         if request.epoch != keys.epoch:
             raise Refusal(status.WRONG_EPOCH, f"asked for epoch {request.epoch}, this node serves {keys.epoch}")
         share = issuance.derive_share(keys, checked)
+        if "corrupt_shares" in self.faults:
+            share = kd.EncryptedKey(share.c1, share.c2, faults.corrupt_point(share.c3))
         return self._pb.DeriveShareResponse(index=keys.index, epoch=keys.epoch, encrypted_share=share.encode())
 
     def contribute_signature(self, request, caller: str):
@@ -689,6 +695,8 @@ class NodeService:
             max_lifetime=self.config.limits.max_certificate_lifetime, confirmed_block=state.block_number,
         )
         partial = issuance.partial_sign(keys, cert)
+        if "corrupt_shares" in self.faults:
+            partial = faults.corrupt_point(partial)
         return self._pb.PartialSignResponse(index=keys.index, epoch=keys.epoch,
                                             partial_signature=partial.to_bytes())
 
@@ -757,11 +765,12 @@ def make_node_evidence(config: NodeConfig, network: bytes, operator: str, identi
     source = config.attest.node_tee
     if source.startswith("devnet:"):
         from node.app.tee.devnet import DevnetDevice
-        from node.attest.devnet import node_measurements
+        from node.attest.devnet import NODE_FMSPC, node_measurements
         from node.constants import Platform
 
         platform = Platform.TDX if source == "devnet:tdx" else Platform.SEV_SNP
-        device = DevnetDevice(config.attest.devnet_roots, platform, node_measurements(platform))
+        extra = {"fmspc": NODE_FMSPC} if platform == Platform.TDX else {}
+        device = DevnetDevice(config.attest.devnet_roots, platform, node_measurements(platform), **extra)
         return device.evidence(report_data)
     if source in ("tdx", "snp"):
         from node.app.tee import detect_device

@@ -1,0 +1,43 @@
+"""Deliberate misbehaviour for fault tests and demos, honoured on devnets only.
+
+``[node].faults`` is a comma-separated list; production configs refuse it (config validation):
+
+- ``corrupt_shares``: answer DeriveShare / PartialSign with well-formed but wrong shares
+  (a valid point, so only the gateway's verification catches it);
+- ``dkg_cheat``: as a DKG dealer, send the highest-index recipient a wrong share and reveal a wrong
+  one when it complains, so honest members disqualify this dealer.
+"""
+
+from __future__ import annotations
+
+from node.crypto.bls import G1, R
+from node.crypto.dkg import DkgSession
+
+KNOWN = frozenset({"corrupt_shares", "dkg_cheat"})
+
+
+def parse(text: str) -> frozenset[str]:
+    faults = frozenset(f.strip() for f in text.split(",") if f.strip())
+    unknown = faults - KNOWN
+    if unknown:
+        raise ValueError(f"unknown fault(s) {sorted(unknown)}; known: {sorted(KNOWN)}")
+    return faults
+
+
+def corrupt_point(point: G1) -> G1:
+    """A different valid G1 point: the honest share plus the generator."""
+    return point + G1.generator()
+
+
+class CheatingDealer(DkgSession):
+    """A dealer whose share for the last recipient does not match its commitments, also when revealed."""
+
+    def _victim(self) -> int:
+        return max(self.config.recipients.indices)
+
+    def _deal_share(self, recipient: int) -> tuple[int, int]:
+        sig, kd = self._share_for(recipient)
+        return ((sig + 1) % R, kd) if recipient == self._victim() else (sig, kd)
+
+    def _reveal_share(self, recipient: int) -> tuple[int, int]:
+        return self._deal_share(recipient)
