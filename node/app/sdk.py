@@ -79,6 +79,7 @@ class DerivedKey:
     epoch: int
     contributors: tuple[int, ...]
     seconds: float
+    excluded: tuple[int, ...] = ()  # members whose shares the gateway found invalid
 
     @property
     def ethereum_address(self) -> str:
@@ -96,6 +97,7 @@ class IssuedCertificate:
     epoch: int
     contributors: tuple[int, ...]
     seconds: float
+    excluded: tuple[int, ...] = ()
 
     @property
     def signature_eip2537(self) -> bytes:
@@ -142,7 +144,7 @@ class App:
         except (ValueError, kd.KeyVerificationError) as exc:
             raise AppError(f"the returned key does not verify against the group key: {exc}") from None
         return DerivedKey(derive_app_keys(root), self.app_id, key_version, context, reply.epoch,
-                          tuple(reply.contributors), time.perf_counter() - started)
+                          tuple(reply.contributors), time.perf_counter() - started, tuple(reply.excluded))
 
     def get_certificate(self, subject_key: bytes, key_type: KeyType, *, key_version: int = 1,
                         lifetime: int = 0) -> IssuedCertificate:
@@ -168,4 +170,4 @@ class App:
         if cert.app_id != self.app_id or cert.subject_key != subject_key or cert.key_type != int(key_type):
             raise AppError("the certificate does not certify what was asked")
         return IssuedCertificate(cert, bytes(reply.certificate), signature, reply.epoch, tuple(reply.contributors),
-                                 time.perf_counter() - started)
+                                 time.perf_counter() - started, tuple(reply.excluded))

@@ -13,7 +13,7 @@ import importlib
 import sys
 
 # (module, group) in help order; a module that is not written yet is skipped.
-GROUPS = ("node", "gov", "app", "attest", "devnet", "demo")
+GROUPS = ("node", "gov", "app", "attest", "devnet", "demo", "compose")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,8 +26,8 @@ R = TypeVar("R")
 @dataclass(frozen=True)
 class Collected(Generic[R]):
     result: R
-    answered: tuple[int, ...]
-    failures: Mapping[int, str]  # member index -> reason code
+    used: tuple[int, ...]  # the members whose answers were combined
+    failures: Mapping[int, str]  # member index -> reason code ("invalid_share" for a share that failed checks)
     seconds: float
 
 
@@ -35,14 +35,15 @@ async def collect(
     calls: Mapping[int, Callable[[], Awaitable[T]]],
     threshold: int,
     combine_first: Callable[[dict[int, T]], R | None],
-    combine_all: Callable[[dict[int, T]], R],
+    combine_all: Callable[[dict[int, T]], tuple[R, tuple[int, ...], tuple[int, ...]]],
     *,
     deadline: float,
 ) -> Collected[R]:
     """Fan out ``calls`` (member index -> coroutine factory) and combine.
 
     ``combine_first(answers)`` gets exactly ``threshold`` answers and returns a verified result or None;
-    ``combine_all(answers)`` gets every answer and raises :class:`NotEnoughShares` if it cannot combine.
+    ``combine_all(answers)`` gets every answer and returns ``(result, used, bad)``, or raises
+    :class:`NotEnoughShares` if it cannot combine.
     Raises :class:`Refusal` when no result can be formed by ``deadline`` seconds.
     """
     started = time.monotonic()
@@ -74,8 +75,10 @@ async def collect(
                     return Collected(result, tuple(first), failures, time.monotonic() - started)
         if len(answers) >= threshold:
             try:
-                result = combine_all(answers)
-                return Collected(result, tuple(answers), failures, time.monotonic() - started)
+                result, used, bad = combine_all(answers)
+                for index in bad:
+                    failures[index] = "invalid_share"
+                return Collected(result, tuple(used), failures, time.monotonic() - started)
             except NotEnoughShares as exc:
                 for index in exc.bad:
                     failures[index], details[index] = "invalid_share", "share failed verification"

@@ -590,15 +590,16 @@ class NodeService:
             return combined if kd.verify_encrypted(combined, keys.kd.group_key, hashed, checked.tpk) else None
 
         def every(answers):
-            return kd.combine_verified(answers, keys.threshold, keys.kd.group_key, keys.kd.share_keys, hashed,
-                                       checked.tpk).key
+            combined = kd.combine_verified(answers, keys.threshold, keys.kd.group_key, keys.kd.share_keys, hashed,
+                                           checked.tpk)
+            return combined.key, combined.used, combined.bad
 
         collected = await collect(calls, keys.threshold, first, every, deadline=self.config.limits.peer_deadline)
         self._count_shares(collected)
         return pb.DeriveKeyResponse(
             epoch=keys.epoch,
             encrypted_key=collected.result.encode(),
-            contributors=sorted(collected.answered),
+            contributors=sorted(collected.used),
             excluded=sorted(i for i, r in collected.failures.items() if r == "invalid_share"),
         )
 
@@ -640,8 +641,9 @@ class NodeService:
             return signature if th.verify(keys.sig.group_key, digest, signature, DST_CERT) else None
 
         def every(answers):
-            return th.combine_verified(answers, keys.threshold, keys.sig.group_key, keys.sig.share_keys, digest,
-                                       DST_CERT).signature
+            combined = th.combine_verified(answers, keys.threshold, keys.sig.group_key, keys.sig.share_keys, digest,
+                                           DST_CERT)
+            return combined.signature, combined.used, combined.bad
 
         collected = await collect(calls, keys.threshold, first, every, deadline=self.config.limits.peer_deadline)
         self._count_shares(collected)
@@ -653,12 +655,12 @@ class NodeService:
             signature=signature.to_bytes(),
             signature_eip2537=signature_bytes(signature),
             epoch=keys.epoch,
-            contributors=sorted(collected.answered),
+            contributors=sorted(collected.used),
             excluded=sorted(i for i, r in collected.failures.items() if r == "invalid_share"),
         )
 
     def _count_shares(self, collected) -> None:
-        for index in collected.answered:
+        for index in collected.used:
             self.metrics.shares.labels(str(index), "accepted").inc()
         for index, reason in collected.failures.items():
             self.metrics.shares.labels(str(index), reason).inc()

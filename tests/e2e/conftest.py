@@ -67,6 +67,18 @@ def register_app(net: Devnet) -> AppHarness:
 
 
 @pytest.fixture(scope="module")
+def devnet_starter(tmp_path_factory):
+    """``start(name, **Devnet kwargs)``: start another devnet (the caller tears it down)."""
+    return lambda name, **kwargs: start_devnet(tmp_path_factory, name, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def harness_for():
+    """``harness_for(net)``: register an app on ``net`` and return its harness."""
+    return register_app
+
+
+@pytest.fixture(scope="module")
 def network(tmp_path_factory):
     net = start_devnet(tmp_path_factory, "net5", nodes=5, threshold=3)
     yield net

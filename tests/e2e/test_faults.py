@@ -1,0 +1,62 @@
+"""Misbehaving nodes over the wire: a DKG dealer that cheats is disqualified and the DKG completes;
+a node that returns corrupted shares is identified, excluded, and requests still succeed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from node.constants import KeyType, Platform
+
+pytestmark = pytest.mark.slow
+
+CHEATER, CORRUPT = 3, 4
+
+
+@pytest.fixture(scope="module")
+def faulty_network(tmp_path_factory, request):
+    start_devnet = request.getfixturevalue("devnet_starter")
+    net = start_devnet("faulty", nodes=4, threshold=3, node_faults={CHEATER: "dkg_cheat", CORRUPT: "corrupt_shares"})
+    yield net
+    net.down()
+
+
+def _dkg_finished(net, index):
+    for line in (net.node_processes[index - 1].directory / "node.log").read_text().splitlines():
+        if line.startswith("{") and '"msg":"dkg finished"' in line:
+            return json.loads(line)
+    return None
+
+
+def test_cheating_dealer_is_disqualified_and_dkg_completes(faulty_network):
+    registry = faulty_network.registry_client()
+    epoch = registry.epoch(1)
+    assert epoch.pk_sig is not None  # the epoch activated
+    for honest in (1, 2, 4):
+        finished = _dkg_finished(faulty_network, honest)
+        assert finished is not None, f"node {honest} did not finish the DKG"
+        assert CHEATER not in finished["qualified"]
+        assert str(CHEATER) in finished["excluded"]
+
+
+def test_corrupted_shares_are_excluded_and_requests_succeed(faulty_network, request):
+    harness = request.getfixturevalue("harness_for")(faulty_network)
+    app = harness.app(Platform.TDX, client=harness.client([1]))
+    addresses, excluded = set(), set()
+    for _ in range(20):  # node 4 is among the gateway's first 3 answers in most of them
+        key = app.get_key()
+        addresses.add(key.ethereum_address)
+        excluded.update(key.excluded)
+        assert CORRUPT not in key.contributors
+    assert len(addresses) == 1
+    assert excluded == {CORRUPT}
+    cert = app.get_certificate(key.keys.public_key(KeyType.ED25519), KeyType.ED25519)
+    assert CORRUPT not in cert.contributors
+    # the gateway counted node 4's shares as invalid in its metrics
+    import urllib.request
+
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{faulty_network.node_processes[0].metrics_port}/metrics").read()
+    invalid = [l for l in metrics.decode().splitlines()
+               if l.startswith("derot_peer_shares_total") and f'peer="{CORRUPT}"' in l and "invalid_share" in l]
+    assert invalid and float(invalid[0].split()[-1]) >= 1
