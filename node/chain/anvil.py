@@ -87,6 +87,7 @@ class Anvil:
         state_path: Path | None = None,
         log_path: Path | None = None,
         extra_args: tuple[str, ...] = (),
+        detach: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -97,6 +98,7 @@ class Anvil:
         self.state_path = state_path
         self.log_path = log_path
         self.extra_args = tuple(extra_args)
+        self.detach = detach  # own session: keeps running after the starting process exits (devnets)
         self._proc: subprocess.Popen | None = None
         self._log = None
 
@@ -135,7 +137,8 @@ class Anvil:
             self.log_path = Path(tempfile.mkstemp(prefix="anvil-", suffix=".log")[1])
         self._log = open(self.log_path, "ab")
         self._proc = subprocess.Popen(
-            self.command(), stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            self.command(), stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=self.detach,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -1,5 +1,6 @@
 """``derot demo``: narrated demonstrations.
 
+``derot demo`` runs the mission end to end on a devnet (:mod:`node.cli.mission`).
 ``derot demo crypto`` runs the threshold cryptography in one process (no chain, no network): a DKG,
 key derivation for an app, a threshold signature, and a reshare that keeps the group keys and the
 app's key.
@@ -11,7 +12,11 @@ import time
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("demo", help="narrated demonstrations")
+    parser = subparsers.add_parser(
+        "demo", help="the mission end to end (default), or `demo crypto` for the in-process cryptography"
+    )
+    parser.add_argument("--dir", help="keep the devnet in this directory (default: a temporary one)")
+    parser.add_argument("--keep", action="store_true", help="do not delete the devnet directory afterwards")
     sub = parser.add_subparsers(dest="demo", metavar="DEMO")
     crypto = sub.add_parser("crypto", help="in-process DKG, key derivation, threshold signing and resharing")
     crypto.add_argument("--nodes", type=int, default=5)
@@ -21,11 +26,8 @@ def register(subparsers) -> None:
 
 
 def _default_demo(args) -> int:
-    try:
-        from node.cli import mission  # the end-to-end mission (devnet), when available
-    except ImportError:
-        args.nodes, args.threshold = 5, 3
-        return run_crypto_demo(args)
+    from node.cli import mission
+
     return mission.run(args)
 
 

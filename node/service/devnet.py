@@ -114,6 +114,7 @@ class Devnet:
             port=self.anvil_port or free_port(),
             accounts=FIRST_OPERATOR + self.nodes + 2,
             log_path=self.directory / "anvil.log",
+            detach=True,
         ).start()
         self.anvil_port = self._anvil.port
         self.anvil_pid = self._anvil._proc.pid

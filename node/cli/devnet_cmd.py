@@ -1,0 +1,108 @@
+"""``derot devnet``: a whole network on this machine, for development and demos.
+
+    derot devnet up --nodes 5 --threshold 3     start anvil, deploy, create devnet TEE roots, start nodes, run the DKG
+    derot devnet status                          nodes, epoch, chain head
+    derot devnet down                            stop everything `up` started (and nothing else)
+
+State lives in ``--dir`` (default ``.devnet``): node configs and logs, the roots, ``devnet.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+DEFAULT_DIR = ".devnet"
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("devnet", help="a local network: anvil, contracts, devnet TEEs, N nodes")
+    sub = parser.add_subparsers(dest="devnet_command", metavar="COMMAND")
+    up = sub.add_parser("up", help="start a devnet and wait for its first epoch")
+    up.add_argument("--nodes", type=int, default=5)
+    up.add_argument("--threshold", type=int, default=3)
+    up.add_argument("--phase-timeout", type=float, default=10.0, help="DKG phase timeout, seconds")
+    up.add_argument("--mqtt", default=None,
+                    help="broker URL for the signed notice feed (default: start an embedded broker)")
+    up.add_argument("--no-mqtt", action="store_true", help="run without the notice feed")
+    up.add_argument("--timeout", type=float, default=180.0)
+    up.set_defaults(func=_up)
+    status = sub.add_parser("status", help="show nodes, epoch and chain head")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=_status)
+    down = sub.add_parser("down", help="stop every process the devnet started")
+    down.set_defaults(func=_down)
+    for command in (up, status, down):
+        command.add_argument("--dir", default=DEFAULT_DIR, help=f"devnet directory (default {DEFAULT_DIR})")
+
+
+def _progress(started: float):
+    def show(message: str) -> None:
+        print(f"  [{time.monotonic() - started:5.1f}s] {message}", flush=True)
+
+    return show
+
+
+def _up(args) -> int:
+    from node.service.devnet import Devnet, DevnetError
+
+    started = time.monotonic()
+    print(f"starting a {args.threshold}-of-{args.nodes} devnet in {args.dir}")
+    net = Devnet(args.dir, nodes=args.nodes, threshold=args.threshold, phase_timeout=args.phase_timeout,
+                 progress=_progress(started))
+    if not args.no_mqtt:
+        net.mqtt_url = args.mqtt or "embedded"
+    try:
+        net.up(timeout=args.timeout)
+    except DevnetError as exc:
+        print(f"devnet failed: {exc}", file=sys.stderr)
+        return 1
+    _print_status(net.status())
+    print(f"\nstop it with: derot devnet down --dir {args.dir}")
+    return 0
+
+
+def _status(args) -> int:
+    from node.service.devnet import Devnet, DevnetError
+
+    try:
+        status = Devnet.attach(args.dir).status()
+    except DevnetError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        _print_status(status)
+    return 0
+
+
+def _print_status(status: dict) -> None:
+    print(f"\nchain       {status.get('rpc_url')}  (anvil {status.get('anvil')}, head {status.get('chain_head', '?')})")
+    print(f"registry    {status.get('registry')}")
+    if status.get("mqtt_url"):
+        print(f"mqtt        {status['mqtt_url']}")
+    epoch = status.get("epoch")
+    if epoch:
+        print(f"epoch       {epoch}: threshold {status.get('threshold')} of {status.get('members')}")
+        print(f"PK_sig      {status.get('group_key_sig')}")
+        print(f"PK_kd       {status.get('group_key_kd')}")
+    else:
+        print("epoch       none active yet")
+    print("nodes")
+    for node in status.get("nodes", []):
+        print(f"  {node['index']:>2}  {node['state']:<8} public {node['public']:<21} metrics {node['metrics']:<21}"
+              f" {node['operator']}")
+
+
+def _down(args) -> int:
+    from node.service.devnet import Devnet, DevnetError
+
+    try:
+        stopped = Devnet.attach(args.dir).down()
+    except DevnetError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"stopped {len(stopped)} process(es)")
+    return 0

@@ -1,0 +1,159 @@
+"""The mission, end to end and narrated (``make demo`` / ``derot demo``), DESIGN.md §8:
+
+1. a devnet starts; 2. an app is registered with TDX and SNP measurements; 3. the app gets its key and
+certificate on TDX; 4. the certificate is verified on-chain (gas printed); 5. governance revokes the TDX
+FMSPC; 6. the TDX request is refused, with the reason; 7. the app moves to SNP and gets the same key (same
+Ethereum address) and a new certificate; 8. a node is removed by vote, the network reshares with the
+group key unchanged, and the app's key is still the same.
+
+Everything runs in a temporary directory and is stopped at the end, also on failure or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+WIDTH = 78
+
+
+class Narrator:
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.step_no = 0
+
+    def step(self, title: str) -> None:
+        self.step_no += 1
+        print(f"\n{'─' * WIDTH}\n[{self.step_no}] {title}\n{'─' * WIDTH}", flush=True)
+
+    def say(self, text: str) -> None:
+        print(f"    {text}", flush=True)
+
+    def progress(self, text: str) -> None:
+        print(f"    [{time.monotonic() - self.started:5.1f}s] {text}", flush=True)
+
+
+def run(args) -> int:
+    from node.service.devnet import Devnet
+
+    keep = getattr(args, "keep", False)
+    directory = Path(getattr(args, "dir", None) or tempfile.mkdtemp(prefix="derot-demo-"))
+    narrator = Narrator()
+    print("derot: a decentralized root of trust for TEEs — the mission, end to end")
+    net = Devnet(directory, nodes=5, threshold=3, progress=narrator.progress)
+    ok = False
+    try:
+        _mission(net, narrator)
+        ok = True
+    finally:
+        stopped = net.down()
+        if not keep:
+            shutil.rmtree(directory, ignore_errors=True)
+        narrator.say(f"\nstopped {len(stopped)} processes; total {time.monotonic() - narrator.started:.1f} s"
+                     f"{'' if ok else ' (FAILED)'}")
+    return 0 if ok else 1
+
+
+def _mission(net, narrator: Narrator) -> None:
+    from node.app.client import RequestFailed, RootOfTrustClient
+    from node.app.owner import AppOwner
+    from node.app.sdk import App, TrustAnchor
+    from node.app.tee.devnet import DevnetDevice
+    from node.attest.devnet import DevnetRoots, devnet_measurement_digest, image_registers
+    from node.chain.actions import RemoveNode, Revoke, StartReshare
+    from node.chain.types import RevocationKind
+    from node.constants import KeyType, Platform
+    from node.service.devnet import APP_OWNER
+
+    narrator.step("A devnet starts: anvil, the governance contracts, devnet TEE roots, 5 nodes, a 3-of-5 DKG")
+    net.up(timeout=180)
+    registry = net.registry_client()
+    epoch1 = registry.epoch(1)
+    narrator.say(f"registry  {net.registry}")
+    narrator.say(f"PK_sig    {epoch1.pk_sig.to_bytes().hex()[:48]}…")
+    narrator.say(f"PK_kd     {epoch1.pk_kd.to_bytes().hex()[:48]}…")
+
+    narrator.step("An app is registered, allowing its measurements on Intel TDX and AMD SEV-SNP")
+    image = "payments-enclave v1.4"
+    owner = AppOwner.connect(net.rpc_url, net.registry, net.accounts[APP_OWNER])
+    app_id = owner.register(os.urandom(32))
+    narrator.say(f"appId     {app_id.hex()}  (owner {owner.account.address})")
+    digests = {}
+    for platform in (Platform.TDX, Platform.SEV_SNP):
+        digests[platform] = devnet_measurement_digest(platform, image_registers(platform, image))
+        owner.allow(app_id, platform, digests[platform])
+        narrator.say(f"allowed   {platform.name:<8} measurement {digests[platform].hex()[:32]}…")
+    net.wait_confirmed()
+
+    roots = DevnetRoots.load(net.directory / "roots")
+    client = RootOfTrustClient([p.public_endpoint for p in net.node_processes])
+    anchor = TrustAnchor.from_chain(net.rpc_url, net.registry)
+    tdx = App(client, DevnetDevice(roots, Platform.TDX, image_registers(Platform.TDX, image)), anchor, app_id)
+
+    narrator.step("On TDX, the app gets its identity key and a certificate")
+    key = tdx.get_key()
+    narrator.say(f"Ethereum address {key.ethereum_address}  ({key.seconds * 1000:.0f} ms, shares from nodes "
+                 f"{list(key.contributors)})")
+    narrator.say("no node saw the key: each sent an encrypted share; the app decrypted and checked it against PK_kd")
+    subject = key.keys.public_key(KeyType.SECP256K1)
+    cert = tdx.get_certificate(subject, KeyType.SECP256K1)
+    narrator.say(f"certificate serial {cert.certificate.serial.hex()[:16]}…  platform TDX, valid "
+                 f"{(cert.certificate.not_after - cert.certificate.not_before) // 3600} h  ({cert.seconds * 1000:.0f} ms)")
+
+    narrator.step("A relying contract verifies the certificate on-chain (EIP-2537 BLS precompiles)")
+    reason = registry.verify_certificate(cert.encoded, cert.signature)
+    gas = registry.contract.functions.verifyCertificate(cert.encoded, cert.signature_eip2537).estimate_gas()
+    narrator.say(f"verifyCertificate → {reason.name}; gas {gas:,} for the whole call")
+
+    fmspc = tdx.device._tee.fmspc
+    narrator.step(f"Governance revokes the compromised TDX platform family (FMSPC {fmspc.hex()})")
+    narrator.say("proposal → vote → queue → timelock → execute (anvil skips the waiting)")
+    narrator.say("the same proposal revokes the evidence behind the TDX certificate, so relying contracts refuse it")
+    net.enact([Revoke(RevocationKind.FMSPC, fmspc), Revoke(RevocationKind.EVIDENCE_HASH, cert.certificate.evidence_hash)],
+              "Revoke TDX FMSPC after a vendor advisory")
+    net.wait_confirmed()
+    narrator.say("executed and confirmed; every node now refuses evidence from that hardware")
+
+    narrator.step("The app asks again on TDX: refused, with the reason")
+    try:
+        tdx.get_key()
+        raise RuntimeError("the revoked TDX platform was not refused")
+    except RequestFailed as exc:
+        narrator.say(f"refused: {exc.reason} — {exc.refusal.detail}")
+    narrator.say(f"and its TDX certificate, on-chain: {registry.verify_certificate(cert.encoded, cert.signature).name}")
+
+    narrator.step("The app redeploys on AMD SEV-SNP: same key, new certificate")
+    snp = App(client, DevnetDevice(roots, Platform.SEV_SNP, image_registers(Platform.SEV_SNP, image)), anchor, app_id)
+    snp_key = snp.get_key()
+    same = snp_key.ethereum_address == key.ethereum_address
+    narrator.say(f"Ethereum address {snp_key.ethereum_address}  — {'the SAME address' if same else 'DIFFERENT (bug!)'}")
+    snp_cert = snp.get_certificate(snp_key.keys.public_key(KeyType.SECP256K1), KeyType.SECP256K1)
+    narrator.say(f"new certificate, platform SEV_SNP, on-chain: {registry.verify_certificate(snp_cert.encoded, snp_cert.signature).name}")
+    if not same:
+        raise RuntimeError("the key changed across vendors")
+
+    narrator.step("Governance removes node 5; the committee reshares 3-of-4 with the group keys unchanged")
+    members = tuple(p.operator for p in net.node_processes[:4])
+    net.enact([RemoveNode(net.node_processes[4].operator), StartReshare(members, 3)], "Remove node 5 and reshare")
+    epoch = registry.pending_epoch() or registry.current_epoch()
+    net.wait_for_epoch(epoch, timeout=120)
+    epoch2 = registry.epoch(epoch)
+    unchanged = epoch2.pk_sig == epoch1.pk_sig and epoch2.pk_kd == epoch1.pk_kd
+    narrator.say(f"epoch {epoch}: {len(epoch2.members)} members, threshold {epoch2.threshold}; group keys "
+                 f"{'unchanged' if unchanged else 'CHANGED (bug!)'}; old shares erased")
+    net.wait_confirmed()
+    client4 = RootOfTrustClient([p.public_endpoint for p in net.node_processes[:4]])
+    snp.client = client4
+    after = snp.get_key()
+    narrator.say(f"the app's key after the reshare: {after.ethereum_address} "
+                 f"({'same' if after.ethereum_address == key.ethereum_address else 'DIFFERENT (bug!)'}), epoch {after.epoch}")
+    narrator.say(f"its SNP certificate still verifies on-chain: "
+                 f"{registry.verify_certificate(snp_cert.encoded, snp_cert.signature).name}")
+    if not unchanged or after.ethereum_address != key.ethereum_address:
+        raise RuntimeError("keys changed across the reshare")
+    client.close()
+    client4.close()
+    print(f"\n{'═' * WIDTH}\nmission complete: one app key across TDX → SEV-SNP, a revocation and a reshare\n{'═' * WIDTH}")

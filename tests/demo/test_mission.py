@@ -1,0 +1,46 @@
+"""`derot demo` (what `make demo` runs) completes the mission and leaves no process behind."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _children_named(pattern: str) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = open(f"/proc/{entry}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if pattern in cmdline:
+                pids.append(int(entry))
+    return pids
+
+
+def test_demo_runs_the_mission_and_cleans_up(tmp_path):
+    directory = tmp_path / "demo"
+    anvils_before = set(_children_named("anvil-linux-amd64/bin/anvil"))
+    out = subprocess.run(
+        [sys.executable, "-m", "node.cli.main", "demo", "--dir", str(directory)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    text = out.stdout
+    for marker in (
+        "verifyCertificate → OK; gas",
+        "refused: fmspc_revoked",
+        "on-chain: CERT_REVOKED",
+        "the SAME address",
+        "group keys unchanged",
+        "(same), epoch 2",
+        "mission complete",
+    ):
+        assert marker in text, marker
+    assert not directory.exists()  # the demo removed its devnet directory
+    assert _children_named(str(directory)) == []  # no node or broker process survived
+    assert set(_children_named("anvil-linux-amd64/bin/anvil")) <= anvils_before  # nor the demo's chain
