@@ -75,6 +75,17 @@ def _servicer_bases():
     return grpc_mod.RootOfTrustServicer, grpc_mod.PeerServicer, grpc_mod
 
 
+#: the services whose health the node reports ("" is the whole server)
+HEALTH_SERVICES = ("", "derot.v1.RootOfTrust", "derot.v1.Peer")
+
+
+async def set_health(node, serving: bool) -> None:
+    """SERVING once the node holds the active epoch's shares, NOT_SERVING otherwise (and while stopping)."""
+    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+    for service in HEALTH_SERVICES:
+        await node.health.set(service, status)
+
+
 def add_services(server: grpc.aio.Server, node) -> None:
     """Register RootOfTrust, Peer, gRPC health and reflection on ``server``."""
     root_base, peer_base, grpc_mod = _servicer_bases()
@@ -122,9 +133,14 @@ def add_services(server: grpc.aio.Server, node) -> None:
                 "DeriveShare", request, context, lambda: node.contribute_share(request, node.caller_operator(context))
             )
 
+        async def SignNotice(self, request, context):
+            return await bounded.handle(
+                "SignNotice", request, context, lambda: node.sign_notice(request, node.caller_operator(context))
+            )
+
     grpc_mod.add_RootOfTrustServicer_to_server(RootOfTrust(), server)
     grpc_mod.add_PeerServicer_to_server(Peer(), server)
-    health_servicer = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+    health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     node.health = health_servicer
     names = [

@@ -63,12 +63,21 @@ class DkgRunner:
         if messages:
             self._broadcast(messages)
 
-    async def run(self) -> DkgResult:
-        """Run to the end; returns the result or raises :class:`~node.crypto.dkg.DkgFailed`."""
+    async def run(self, backlog: list[bytes] = ()) -> DkgResult:
+        """Run to the end; returns the result or raises :class:`~node.crypto.dkg.DkgFailed`.
+
+        ``backlog`` holds messages that arrived before this node started its session; they are applied
+        right after the session starts.
+        """
         session = self.session
         self._emit(session.start())
         phase, phase_started, number = session.phase, time.monotonic(), 0
-        log.info("dkg started", extra={"epoch": self.epoch, "phase": phase.value})
+        log.info("dkg started", extra={"epoch": self.epoch, "phase": phase.value, "backlog": len(backlog)})
+        for data in backlog:
+            try:
+                self.receive(data)
+            except DkgMessageRejected as exc:
+                log.info("dkg message refused", extra={"epoch": self.epoch, "reason": exc.reason.value})
         while not session.done:
             deadline = self.started_at + (number + 1) * self.phase_timeout
             remaining = max(deadline - time.time(), 0.05 if number == 0 else 0.0)

@@ -142,6 +142,11 @@ class NodeService:
         self.faults = faults.parse(config.node.faults)
         if self.faults:
             log.warning("devnet fault injection active", extra={"faults": sorted(self.faults)})
+        self.notices = None  # the signed revocation/epoch feed (node.service.mqtt), when [mqtt].url is set
+        if config.mqtt.url:
+            from node.service.mqtt import NoticePublisher
+
+            self.notices = NoticePublisher(self, config.mqtt.url, heartbeat=config.mqtt.heartbeat)
         self._load_active_epoch()
 
     # ---------------------------------------------------------------------------------------------
@@ -175,6 +180,7 @@ class NodeService:
         )
         self.peer_port = self._server.add_secure_port(self.config.node.peer_listen, peer_creds)
         await self._server.start()
+        await self._update_health()
         if self.config.metrics.listen:
             self.metrics_port = self.metrics.serve(self.config.metrics.listen)
         follower = Follower.connect(
@@ -185,6 +191,8 @@ class NodeService:
             poll_interval=self.config.chain.poll_interval,
         )
         self._tasks.append(asyncio.create_task(self._follow(follower), name="chain"))
+        if self.notices is not None:
+            self._tasks.append(self.notices.start())
         log.info(
             "node serving",
             extra={
@@ -193,12 +201,21 @@ class NodeService:
             },
         )
 
+    async def _update_health(self) -> None:
+        from node.net.servicers import set_health
+
+        serving = self.keys is not None and (self.state is None or (
+            self.state.committee is not None and self.state.committee.id == self.keys.epoch))
+        await set_health(self, serving)
+
     async def wait_ready(self, timeout: float | None = None) -> None:
         await asyncio.wait_for(self._ready.wait(), timeout)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Graceful stop: refuse new calls, let in-flight ones finish (up to ``grace``), close storage."""
+        log.info("stopping: finishing in-flight requests", extra={"grace_seconds": grace})
         if self._server is not None:
+            await set_health_safely(self, False)
             await self._server.stop(grace)
         for task in self._tasks:
             task.cancel()
@@ -241,6 +258,9 @@ class NodeService:
             self._start_runner(state, pending)
         if current is not None:
             self._ready.set()
+        await self._update_health()
+        if self.notices is not None:
+            self.notices.on_state(state)
 
     def _involved(self, state: RegistryState, epoch: EpochRecord) -> bool:
         me = self.account.address
@@ -432,12 +452,7 @@ class NodeService:
                     on_phase=lambda phase, seconds: self.metrics.dkg_phase.labels(phase).observe(seconds),
                 )
                 self._runners[epoch.id] = runner
-                for data in list(self._dkg_buffer.pop(epoch.id, ())):
-                    try:
-                        runner.receive(data)
-                    except Exception:
-                        pass
-                result = await runner.run()
+                result = await runner.run(list(self._dkg_buffer.pop(epoch.id, ())))
             except DkgFailed as exc:
                 self.metrics.dkg_runs.labels("failed").inc()
                 log.error("dkg failed", extra={"epoch": epoch.id, "reason": exc.reason.value, "detail": exc.detail})
@@ -596,6 +611,10 @@ class NodeService:
 
         collected = await collect(calls, keys.threshold, first, every, deadline=self.config.limits.peer_deadline)
         self._count_shares(collected)
+        log.info("key derived", extra={
+            "app_id": checked.app_id, "key_version": checked.key_version, "platform": checked.claims.platform.name,
+            "measurement": checked.claims.measurement_digest, "contributors": sorted(collected.used),
+            "failures": dict(collected.failures), "ms": round(collected.seconds * 1000, 1)})
         return pb.DeriveKeyResponse(
             epoch=keys.epoch,
             encrypted_key=collected.result.encode(),
@@ -648,6 +667,10 @@ class NodeService:
         collected = await collect(calls, keys.threshold, first, every, deadline=self.config.limits.peer_deadline)
         self._count_shares(collected)
         signature = collected.result
+        log.info("certificate issued", extra={
+            "serial": cert.serial, "app_id": cert.app_id, "platform": checked.claims.platform.name,
+            "key_type": cert.key_type, "not_after": cert.not_after, "contributors": sorted(collected.used),
+            "failures": dict(collected.failures), "ms": round(collected.seconds * 1000, 1)})
         self.store.log_certificate(cert.serial, keys.epoch, cert.app_id, cert.not_after, cert_bytes,
                                    signature.to_bytes())
         return pb.IssueCertificateResponse(
@@ -701,6 +724,12 @@ class NodeService:
             partial = faults.corrupt_point(partial)
         return self._pb.PartialSignResponse(index=keys.index, epoch=keys.epoch,
                                             partial_signature=partial.to_bytes())
+
+    async def sign_notice(self, request, caller: str):
+        """Peer SignNotice: a partial signature over a feed notice this node rebuilds identically."""
+        from node.service.mqtt import contribute_notice_signature
+
+        return await contribute_notice_signature(self, request)
 
     def epoch_keys(self, request):
         record = self.store.epoch(request.epoch)
@@ -758,6 +787,15 @@ class NodeService:
         verdict = state.verify_certificate(bytes(request.certificate), sig, now=int(time.time()))
         return self._pb.GetStatusResponse(valid=verdict.ok, reason=verdict.reason.name.lower(),
                                           confirmed_block=state.block_number)
+
+
+async def set_health_safely(node, serving: bool) -> None:
+    from node.net.servicers import set_health
+
+    try:
+        await set_health(node, serving)
+    except Exception:  # reporting health must never block a shutdown
+        log.debug("health update failed", exc_info=True)
 
 
 def make_node_evidence(config: NodeConfig, network: bytes, operator: str, identity_key: bytes, x25519_key: bytes,
