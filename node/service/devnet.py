@@ -34,6 +34,8 @@ VOTERS = (0, 1)
 COUNCIL = 2
 APP_OWNER = 3
 FIRST_OPERATOR = 4
+#: dev accounts funded beyond the initial nodes, for nodes added later (add_node)
+SPARE_ACCOUNTS = 2
 
 
 class DevnetError(RuntimeError):
@@ -112,7 +114,7 @@ class Devnet:
         self.progress("starting anvil")
         self._anvil = Anvil(
             port=self.anvil_port or free_port(),
-            accounts=FIRST_OPERATOR + self.nodes + 2,
+            accounts=FIRST_OPERATOR + self.nodes + SPARE_ACCOUNTS,
             log_path=self.directory / "anvil.log",
             detach=True,
         ).start()
@@ -124,7 +126,7 @@ class Devnet:
     def accounts(self):
         from node.chain.anvil import dev_accounts
 
-        return dev_accounts(FIRST_OPERATOR + self.nodes + 2)
+        return dev_accounts(FIRST_OPERATOR + self.nodes + SPARE_ACCOUNTS)
 
     def w3(self):
         from web3 import Web3
@@ -169,27 +171,38 @@ class Devnet:
         DevnetRoots.generate(roots_dir)
 
     def _setup_nodes(self) -> None:
+        self.node_processes = [self._setup_node(i) for i in range(1, self.nodes + 1)]
+
+    def _setup_node(self, i: int) -> NodeProcess:
+        """Write node ``i``'s config and keys, create its sealed store and register it on-chain."""
         from node.chain.anvil import free_port
         from node.service.config import load_config
         from node.service.setup import init_node, register_node
 
-        self.node_processes = []
-        for i in range(1, self.nodes + 1):
-            directory = self.directory / f"node-{i}"
-            directory.mkdir(exist_ok=True)
-            account = self.accounts[FIRST_OPERATOR + i - 1]
-            key_file = directory / "operator.key"
-            _write_private(key_file, account.key.hex())
-            platform = "tdx" if i % 2 else "snp"
-            proc = NodeProcess(i, directory, directory / "node.toml", account.address, free_port(), free_port(),
-                               free_port(), platform=platform)
-            proc.config_path.write_text(self._node_toml(proc, key_file))
-            self.node_processes.append(proc)
-            config = load_config(proc.config_path)
-            if not (directory / "node.db").exists():
-                init_node(config)
-            self.progress(f"registering node {i} ({account.address}, {platform.upper()} membership evidence)")
-            register_node(config)
+        directory = self.directory / f"node-{i}"
+        directory.mkdir(exist_ok=True)
+        account = self.accounts[FIRST_OPERATOR + i - 1]
+        key_file = directory / "operator.key"
+        _write_private(key_file, account.key.hex())
+        platform = "tdx" if i % 2 else "snp"
+        proc = NodeProcess(i, directory, directory / "node.toml", account.address, free_port(), free_port(),
+                           free_port(), platform=platform)
+        proc.config_path.write_text(self._node_toml(proc, key_file))
+        config = load_config(proc.config_path)
+        if not (directory / "node.db").exists():
+            init_node(config)
+        self.progress(f"registering node {i} ({account.address}, {platform.upper()} membership evidence)")
+        register_node(config)
+        return proc
+
+    def add_node(self) -> NodeProcess:
+        """Set up, register and start one more node (governance must still approve it and reshare)."""
+        if len(self.node_processes) >= self.nodes + SPARE_ACCOUNTS:
+            raise DevnetError(f"this devnet has dev accounts for {SPARE_ACCOUNTS} extra nodes only")
+        proc = self._setup_node(len(self.node_processes) + 1)
+        self.node_processes.append(proc)
+        self.start_node(proc)
+        return proc
 
     def _node_toml(self, proc: NodeProcess, key_file: Path) -> str:
         lines = [

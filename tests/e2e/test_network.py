@@ -232,3 +232,23 @@ def test_node_removed_by_vote_reshare_keeps_keys(harness):
     key = harness.app(Platform.SEV_SNP, client=harness.client([1, 2, 3, 4])).get_key()
     assert key.ethereum_address == address and key.epoch == 2
     assert 5 not in key.contributors
+
+
+def test_new_member_joins_by_reshare_and_serves(harness):
+    """A node added by vote receives shares in a reshare (it fetches the old epoch's public keys from the
+    old members) and serves the same app key."""
+    from node.chain.actions import AddNode
+
+    net = harness.net
+    registry = net.registry_client()
+    address = harness.app(Platform.SEV_SNP, client=harness.client([1, 2, 3, 4])).get_key().ethereum_address
+    newcomer = net.add_node()
+    members = tuple(p.operator for p in net.node_processes[:4]) + (newcomer.operator,)
+    net.enact([AddNode(newcomer.operator), StartReshare(members, 3)], "add node 6, reshare 3-of-5")
+    epoch = registry.pending_epoch() or registry.current_epoch()
+    net.wait_for_epoch(epoch, timeout=90)
+    assert registry.epoch(epoch).pk_kd == registry.epoch(1).pk_kd
+    net.wait_confirmed()
+    key = harness.app(Platform.SEV_SNP, client=harness.client([newcomer.index])).get_key()
+    assert key.ethereum_address == address
+    assert 5 in key.contributors  # the newcomer holds index 5 in the new committee and contributed
