@@ -56,10 +56,19 @@ def generate(force: bool = False) -> None:
             (d / "__init__.py").touch()
 
 
+_loaded: dict = {}
+
+
 def load(name: str):
-    """Import a generated module, e.g. ``load("dkg_pb2")`` → ``derot.v1.dkg_pb2``."""
-    generate()
-    if str(PACKAGE_DIR) not in sys.path:
-        # generated code imports its siblings as ``derot.v1.x_pb2``
-        sys.path.insert(0, str(PACKAGE_DIR))
-    return importlib.import_module(f"derot.v1.{name}")
+    """Import a generated module, e.g. ``load("dkg_pb2")`` → ``derot.v1.dkg_pb2``.
+
+    The staleness check (a glob and stats) runs on a module's first load only: hot paths call this
+    per request, and a module already imported would not be re-imported anyway."""
+    module = _loaded.get(name)
+    if module is None:
+        generate()
+        if str(PACKAGE_DIR) not in sys.path:
+            # generated code imports its siblings as ``derot.v1.x_pb2``
+            sys.path.insert(0, str(PACKAGE_DIR))
+        module = _loaded[name] = importlib.import_module(f"derot.v1.{name}")
+    return module

@@ -24,6 +24,8 @@ KEY_VERSION_MISMATCH = "key_version_mismatch"
 NOT_ENOUGH_SHARES = "not_enough_shares"
 CERTIFICATE_MISMATCH = "certificate_mismatch"
 NOT_A_MEMBER = "not_a_member"
+NOTICE_MISMATCH = "notice_mismatch"
+NOT_CONFIRMED = "not_confirmed"
 DEADLINE_EXCEEDED = "deadline_exceeded"
 INTERNAL = "internal_error"
 
@@ -40,13 +42,16 @@ _STATUS = {
     KEY_VERSION_MISMATCH: grpc.StatusCode.FAILED_PRECONDITION,
     CERTIFICATE_MISMATCH: grpc.StatusCode.INVALID_ARGUMENT,
     NOT_A_MEMBER: grpc.StatusCode.PERMISSION_DENIED,
+    NOTICE_MISMATCH: grpc.StatusCode.INVALID_ARGUMENT,
+    NOT_CONFIRMED: grpc.StatusCode.UNAVAILABLE,
     DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
     INTERNAL: grpc.StatusCode.INTERNAL,
 }
 #: reasons a client may retry on another node (or later)
 UNAVAILABLE = "unavailable"  # transport failure: the node is down or unreachable
 RETRYABLE = frozenset(
-    {OVERLOADED, NO_ACTIVE_EPOCH, NOT_ENOUGH_SHARES, "collateral_unavailable", DEADLINE_EXCEEDED, UNAVAILABLE}
+    {OVERLOADED, NO_ACTIVE_EPOCH, NOT_ENOUGH_SHARES, "collateral_unavailable", DEADLINE_EXCEEDED, UNAVAILABLE,
+     NOT_CONFIRMED}
 )
 
 

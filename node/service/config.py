@@ -97,6 +97,8 @@ class DkgSection:
 class MqttSection:
     #: e.g. "mqtt://127.0.0.1:1883"; empty disables the notice publisher
     url: str = ""
+    #: seconds of chain time after which an unchanged notice is signed and published again (freshness)
+    heartbeat: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -206,6 +208,13 @@ def _validate(config: NodeConfig) -> None:
         raise ConfigError("[seal].method must be 'keyfile' or 'passphrase'")
     if config.chain.confirmations < 0:
         raise ConfigError("[chain].confirmations must be >= 0")
+    if config.mqtt.url:
+        from node.certs.notices import BrokerAddress
+
+        try:
+            BrokerAddress.parse(config.mqtt.url)
+        except ValueError as exc:
+            raise ConfigError(f"[mqtt].url: {exc}") from None
     for key in ("public_listen", "peer_listen"):
         value = getattr(config.node, key)
         if value.rpartition(":")[2].isdigit() is False:

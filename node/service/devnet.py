@@ -77,6 +77,7 @@ class Devnet:
     rpc_url: str = ""
     registry: str = ""
     deployment: object = None
+    broker_pid: int | None = None
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory).resolve()
@@ -93,6 +94,7 @@ class Devnet:
         self.directory.mkdir(parents=True, exist_ok=True)
         try:
             self._start_chain()
+            self._start_broker()
             self._deploy()
             self._make_roots()
             self._setup_nodes()
@@ -121,6 +123,17 @@ class Devnet:
         self.anvil_port = self._anvil.port
         self.anvil_pid = self._anvil._proc.pid
         self.rpc_url = self._anvil.url
+
+    def _start_broker(self) -> None:
+        """With ``mqtt_url == "embedded"``, start the embedded (amqtt) broker for the signed notice feed."""
+        if self.mqtt_url != "embedded":
+            return
+        from node.service.mqtt import BrokerProcess
+
+        self.progress("starting the embedded MQTT broker (no broker URL configured)")
+        self._broker = BrokerProcess.embedded(self.directory / "mqtt.log").start()
+        self.broker_pid = self._broker.pid
+        self.mqtt_url = self._broker.url
 
     @property
     def accounts(self):
@@ -358,6 +371,7 @@ class Devnet:
     def status(self) -> dict:
         state = self._load_state()
         out = {"directory": str(self.directory), "rpc_url": state.get("rpc_url"), "registry": state.get("registry"),
+               "mqtt_url": state.get("mqtt_url", ""),
                "anvil": "running" if _alive(state.get("anvil_pid")) else "stopped", "nodes": []}
         for node in state.get("nodes", []):
             out["nodes"].append({
@@ -407,9 +421,14 @@ class Devnet:
             _signal(anvil_pid, signal.SIGTERM)
             _wait_exit(anvil_pid, 10.0)
             stopped.append(anvil_pid)
+        broker_pid = state.get("broker_pid") or self.broker_pid
+        if broker_pid and _alive(broker_pid) and _is_ours(broker_pid, str(self.directory)):
+            _signal(broker_pid, signal.SIGTERM)
+            _wait_exit(broker_pid, 10.0)
+            stopped.append(broker_pid)
         for proc in self.node_processes:
             proc.pid = None
-        self.anvil_pid = None
+        self.anvil_pid = self.broker_pid = None
         if (self.directory / STATE_FILE).exists():
             (self.directory / STATE_FILE).unlink()
         return stopped
@@ -423,6 +442,8 @@ class Devnet:
             "registry": self.registry,
             "anvil_pid": self.anvil_pid,
             "anvil_port": self.anvil_port,
+            "mqtt_url": self.mqtt_url if self.mqtt_url != "embedded" else "",
+            "broker_pid": self.broker_pid,
             "threshold": self.threshold,
             "nodes": [
                 {"index": p.index, "operator": p.operator, "pid": p.pid, "public_port": p.public_port,
@@ -448,6 +469,7 @@ class Devnet:
             raise DevnetError(f"no devnet recorded in {directory}")
         devnet.rpc_url, devnet.registry = state["rpc_url"], state["registry"]
         devnet.anvil_pid, devnet.anvil_port = state["anvil_pid"], state["anvil_port"]
+        devnet.mqtt_url, devnet.broker_pid = state.get("mqtt_url", ""), state.get("broker_pid")
         devnet.threshold = state.get("threshold", devnet.threshold)
         devnet.nodes = len(state["nodes"])
         devnet.node_processes = [

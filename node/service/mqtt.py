@@ -1,0 +1,566 @@
+"""The node side of the notice feed: build notices from the confirmed registry state, have the committee
+threshold-sign them, publish them retained on MQTT; and an embedded broker for devnets.
+
+Who publishes. Every member of the active committee runs a :class:`NoticePublisher`; they coordinate through
+the feed itself, without a leader election. Each publisher subscribes to its own topics and tracks the
+newest notice there that verifies under the group key. A notice is *due* when the node's confirmed state
+differs from it (a revocation, a platform rule, a new epoch), when the feed is empty, or when the feed's
+notice is older than ``heartbeat`` seconds of chain time (so subscribers can tell a quiet registry from a
+withheld feed). Member ``i`` publishes a due notice only after it has been due for ``(i − 1) · stagger``
+seconds: member 1 publishes at once, the others see its notice arrive and stand down, and the next member
+takes over within ``stagger`` seconds when member 1 is down or cut off from the broker. Nobody publishes a
+notice older than the feed's (no regression of the retained message). Duplicates that slip through a race are
+harmless: BLS threshold signatures are unique, so two publishers of one notice publish identical bytes.
+Anything else that appears on a feed topic (a forgery, garbage, an older notice replayed with the retain flag)
+would displace the retained notice, so a publisher that sees it re-publishes the newest signed notice it holds
+(no signing round; at most once per ``RESTORE_INTERVAL``). Broker ACLs that let only the nodes write the
+feed topics remain the real defence against such a flood; subscribers refuse those messages either way.
+
+Signing (like certificate issuance): the publisher is the gateway. It asks every other member for a partial
+signature over the encoded notice (Peer ``SignNotice``), adds its own, and combines the first ``t`` with
+:func:`node.crypto.threshold.combine_verified`. A contributing member signs only a notice byte-identical to
+the one it builds itself: from its own confirmed state when it sits at the notice's block, otherwise by
+reading the registry pinned to the notice's block hash, after checking with its own RPC that the block is
+canonical and confirmed. It never signs a state more than ``MAX_NOTICE_LAG`` blocks older than its view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from prometheus_client import Counter, Gauge
+
+from node.chain.follower import TRANSIENT_ERRORS
+from node.chain.types import RevocationKind
+from node.constants import DST_CERT
+from node.crypto import threshold as th
+from node.crypto.bls import G1, PointDecodeError
+from node.net import status
+from node.net.gateway import collect
+from node.net.status import Refusal
+from node.certs.notices import (
+    BrokerAddress,
+    EpochInfo,
+    Notice,
+    NoticeDecodeError,
+    NoticeKind,
+    RevocationSet,
+    SignedNotice,
+    topic,
+)
+
+log = logging.getLogger("derot.mqtt")
+
+#: refusal reasons of SignNotice
+NOTICE_MISMATCH = status.NOTICE_MISMATCH
+NOT_CONFIRMED = status.NOT_CONFIRMED
+#: a member signs notices of blocks at most this far behind / ahead of its confirmed block
+MAX_NOTICE_LAG = 64
+MAX_NOTICE_LEAD = 16
+#: seconds between the publishing turns of consecutive members
+STAGGER = 2.0
+#: seconds to wait after (re)subscribing for the broker's retained notices before deciding anything
+SETTLE = 1.0
+#: seconds before a notice whose signing failed is tried again
+RETRY = 3.0
+#: minimum seconds between two re-publications of the newest notice after the feed was displaced
+RESTORE_INTERVAL = 5.0
+TICK = 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# notice content from the registry
+
+
+def revocations_of(state) -> RevocationSet:
+    """The revocation set of a ``node.chain.state.RegistryState``."""
+    snap = state.snapshot
+    return RevocationSet.of(
+        fmspcs=snap.revoked_fmspcs, chip_ids=snap.revoked_chip_ids, gpu_fwids=snap.revoked_gpu_fwids,
+        measurements=snap.revoked_measurements, cert_serials=state.revoked_serials,
+        evidence_hashes=state.revoked_evidence_hashes, platforms=snap.platforms,
+    )
+
+
+def epoch_info_of(record) -> EpochInfo:
+    """The feed's view of an activated ``node.chain.types.EpochRecord``."""
+    return EpochInfo(record.threshold, record.members, record.pk_sig, record.pk_kd, record.transcript_hash,
+                     record.activated_block)
+
+
+def notice_from_state(state, kind: NoticeKind) -> Notice | None:
+    """The notice of ``kind`` for a registry state; None while no epoch is active (nobody could sign)."""
+    committee = state.committee
+    if committee is None or committee.pk_sig is None:
+        return None
+    content = revocations_of(state) if kind is NoticeKind.REVOCATIONS else epoch_info_of(committee)
+    snap = state.snapshot
+    return Notice(snap.chain_id, snap.registry, snap.block_number, snap.block_hash, snap.block_timestamp,
+                  committee.id, content)
+
+
+def read_notice_at(registry, chain_id: int, kind: NoticeKind, number: int, block_hash: bytes,
+                   timestamp: int) -> Notice | None:
+    """The notice of ``kind`` read with view calls pinned to ``block_hash`` (blocking; a ``Registry``)."""
+    at = block_hash
+    epoch_id = registry.current_epoch(at)
+    if not epoch_id:
+        return None
+    if kind is NoticeKind.REVOCATIONS:
+        revoked = {k: registry.revocations(k, at) for k in RevocationKind if k is not RevocationKind.NONE}
+        content = RevocationSet.of(
+            fmspcs=revoked[RevocationKind.FMSPC], chip_ids=revoked[RevocationKind.CHIP_ID],
+            gpu_fwids=revoked[RevocationKind.GPU_FWID], measurements=revoked[RevocationKind.MEASUREMENT],
+            cert_serials=revoked[RevocationKind.CERT_SERIAL], evidence_hashes=revoked[RevocationKind.EVIDENCE_HASH],
+            platforms=registry.platform_rules(at),
+        )
+    else:
+        content = epoch_info_of(registry.epoch(epoch_id, at))
+    return Notice(chain_id, registry.address, number, bytes(block_hash), timestamp, epoch_id, content)
+
+
+# ---------------------------------------------------------------------------------------------
+# contributing a partial signature (Peer SignNotice)
+
+
+async def contribute_notice_signature(node, request):
+    """Check a proposed notice against this node's own view of the registry and partially sign it."""
+    try:
+        notice = Notice.decode(request.notice)
+    except NoticeDecodeError as exc:
+        raise Refusal(status.MALFORMED_REQUEST, f"notice: {exc}", metadata={"field": "notice"}) from None
+    state, keys = node._serving()
+    if notice.chain_id != node.chain_id or notice.registry != node.registry.address:
+        raise Refusal(NOTICE_MISMATCH, f"the notice names chain {notice.chain_id} / {notice.registry}, this node "
+                                       f"serves {node.chain_id} / {node.registry.address}")
+    if notice.epoch != keys.epoch:
+        raise Refusal(status.WRONG_EPOCH, f"the notice names epoch {notice.epoch}, this node serves {keys.epoch}")
+    confirmed = state.block_number
+    if not confirmed - MAX_NOTICE_LAG <= notice.block_number <= confirmed + MAX_NOTICE_LEAD:
+        raise Refusal(NOTICE_MISMATCH, f"block {notice.block_number} is too far from this node's confirmed block "
+                                       f"{confirmed}")
+    if notice.block_number < node.config.chain.start_block:
+        raise Refusal(NOTICE_MISMATCH, f"block {notice.block_number} precedes the registry's deployment")
+    if notice.block_number == confirmed:
+        if notice.block_hash != state.block_hash:
+            raise Refusal(NOTICE_MISMATCH, f"block {confirmed} has hash {state.block_hash.hex()} in this node's "
+                                           f"view, not {notice.block_hash.hex()}")
+        expected = notice_from_state(state, notice.kind)
+    else:
+        expected = await asyncio.to_thread(_read_confirmed, node, notice)
+    if expected != notice:
+        differing = ["content"] if expected is None else [
+            name for name in ("block_timestamp", "epoch", "content") if getattr(expected, name) != getattr(notice, name)
+        ]
+        raise Refusal(NOTICE_MISMATCH, f"the notice differs from this node's view at block {notice.block_number}: "
+                                       + ", ".join(differing))
+    partial = notice.sign(keys.shares.sig)
+    if "corrupt_shares" in getattr(node, "faults", ()):
+        from node.service import faults
+
+        partial = faults.corrupt_point(partial)
+    return node._pb.SignNoticeResponse(index=keys.index, epoch=keys.epoch, partial_signature=partial.to_bytes())
+
+
+def _read_confirmed(node, notice: Notice) -> Notice | None:
+    """The notice this node builds at ``notice``'s block, after checking that block with its own RPC."""
+    try:
+        head = node.w3.eth.block_number
+        if notice.block_number > head - node.config.chain.confirmations:
+            raise Refusal(NOT_CONFIRMED, f"block {notice.block_number} is not confirmed yet (head {head})")
+        block = node.w3.eth.get_block(notice.block_number)
+        if bytes(block["hash"]) != notice.block_hash or int(block["timestamp"]) != notice.block_timestamp:
+            raise Refusal(NOTICE_MISMATCH, f"block {notice.block_number} of this node's chain has another hash or "
+                                           "timestamp (another fork?)")
+        return read_notice_at(node.registry, node.chain_id, notice.kind, notice.block_number, notice.block_hash,
+                              notice.block_timestamp)
+    except TRANSIENT_ERRORS as exc:
+        raise Refusal(status.UNAVAILABLE, f"this node cannot read block {notice.block_number}: {exc}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# publishing
+
+
+class NoticePublisher:
+    """Keeps the feed's retained notices current (see the module docstring). One per node process."""
+
+    def __init__(self, node, url: str, *, heartbeat: float = 300.0, stagger: float = STAGGER,
+                 settle: float = SETTLE) -> None:
+        self.node = node
+        self.address = BrokerAddress.parse(url)
+        self.heartbeat = heartbeat
+        self.stagger = stagger
+        self.settle = settle
+        self.topics = {kind: topic(node.chain_id, node.registry.address, kind) for kind in NoticeKind}
+        self._kind_of_topic = {name: kind for kind, name in self.topics.items()}
+        self._latest: dict[NoticeKind, SignedNotice] = {}  # newest notice on each topic that verifies
+        self._displaced: set[NoticeKind] = set()  # topics whose retained message may no longer be the newest
+        self._unverified: dict[NoticeKind, bytes] = {}  # arrived before this node knew the group key
+        self._restored_at: dict[NoticeKind, float] = {}
+        self._due_since: dict[NoticeKind, float] = {}
+        self._retry_at: dict[NoticeKind, float] = {}
+        self._wake = asyncio.Event()
+        registry = node.metrics.registry
+        self.published = Counter("derot_notices_published_total", "Feed notices this node published", ["kind"],
+                                 registry=registry)
+        self.refused = Counter(
+            "derot_notices_refused_total", "Messages on the feed topics that are not its newest notice "
+            "(forged, malformed, for another registry, or older: stale)", ["reason"], registry=registry)
+        self.feed_block = Gauge("derot_notice_block", "Block of the newest verified notice on the feed", ["kind"],
+                                registry=registry)
+        self.connected = Gauge("derot_mqtt_connected", "1 while connected to the MQTT broker", registry=registry)
+
+    def start(self) -> asyncio.Task:
+        return asyncio.create_task(self._run(), name="mqtt")
+
+    def on_state(self, _state) -> None:
+        """A new confirmed state (the node's ``state`` attribute holds it): re-evaluate now."""
+        self._wake.set()
+
+    # connection ---------------------------------------------------------------------------------
+    async def _run(self) -> None:
+        import aiomqtt
+
+        delay = 1.0
+        while True:
+            try:
+                async with self.address.client() as client:
+                    for name in self.topics.values():
+                        await client.subscribe(name, qos=1)
+                    self.connected.set(1)
+                    log.info("connected to the MQTT broker", extra={"broker": str(self.address)})
+                    delay = 1.0
+                    publisher = asyncio.create_task(self._publish_loop(client), name="mqtt-publish")
+                    try:
+                        async for message in client.messages:
+                            try:
+                                self._observe(str(message.topic), bytes(message.payload))
+                            except Exception:  # one message must not end the subscription
+                                log.exception("failed to examine a feed message", extra={"topic": str(message.topic)})
+                    finally:
+                        publisher.cancel()
+                        await asyncio.gather(publisher, return_exceptions=True)
+            except (aiomqtt.MqttError, OSError) as exc:
+                log.warning("MQTT broker unreachable; retrying",
+                            extra={"broker": str(self.address), "error": str(exc), "retry_in": delay})
+            finally:
+                self.connected.set(0)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+    def _observe(self, name: str, payload: bytes) -> None:
+        """Track the newest verified notice on each topic; count (and log) what fails verification."""
+        kind = self._kind_of_topic.get(name)
+        if kind is None:
+            return
+        state = self.node.state
+        if state is None or state.group_key is None:
+            self._unverified[kind] = payload  # verified once the follower has seen the active epoch
+            return
+        try:
+            signed = SignedNotice.decode(payload)
+        except NoticeDecodeError as exc:
+            return self._refuse(kind, "malformed", name, str(exc))
+        notice = signed.notice
+        if notice.topic != name:
+            return self._refuse(kind, "wrong_topic", name, f"a {notice.kind.topic_suffix} notice for {notice.topic}")
+        if not signed.verify(state.group_key):
+            return self._refuse(kind, "bad_signature", name, f"block {notice.block_number}: does not verify under "
+                                                             "the group key")
+        latest = self._latest.get(kind)
+        if latest is not None and notice.block_number < latest.notice.block_number:
+            # replayed, or a late duplicate: it may now be the retained message
+            return self._refuse(kind, "stale", name, f"block {notice.block_number} is older than block "
+                                                     f"{latest.notice.block_number}")
+        self._latest[kind] = signed
+        self.feed_block.labels(kind.topic_suffix).set(notice.block_number)
+        self._wake.set()
+
+    def _refuse(self, kind: NoticeKind, reason: str, name: str, detail: str) -> None:
+        self.refused.labels(reason).inc()
+        log.warning("refused a message on the feed topic", extra={"topic": name, "reason": reason, "detail": detail})
+        self._displaced.add(kind)
+        self._wake.set()
+
+    # deciding and publishing --------------------------------------------------------------------
+    async def _publish_loop(self, client) -> None:
+        """Runs while connected; a lost connection ends the subscription, which restarts this loop."""
+        import aiomqtt
+
+        await asyncio.sleep(self.settle)
+        while True:
+            state = self.node.state
+            if self._unverified and state is not None and state.group_key is not None:
+                for kind, payload in list(self._unverified.items()):
+                    del self._unverified[kind]
+                    self._observe(self.topics[kind], payload)
+            for kind in NoticeKind:
+                try:
+                    await self._restore(client, kind)
+                    await self._consider(client, kind)
+                except aiomqtt.MqttError as exc:  # e.g. no PUBACK in time: try again later
+                    log.warning("publishing to the broker failed", extra={"kind": kind.topic_suffix,
+                                                                          "error": str(exc)})
+                    self._retry_at[kind] = time.monotonic() + RETRY
+                except Exception:  # one bad round must not stop the feed
+                    log.exception("notice round failed", extra={"kind": kind.topic_suffix})
+                    self._retry_at[kind] = time.monotonic() + RETRY
+            try:
+                await asyncio.wait_for(self._wake.wait(), TICK)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def _restore(self, client, kind: NoticeKind) -> None:
+        """Re-publish the newest signed notice after something else displaced it on the topic."""
+        latest = self._latest.get(kind)
+        now = time.monotonic()
+        if kind not in self._displaced or latest is None or now - self._restored_at.get(kind, -1e9) < RESTORE_INTERVAL:
+            return
+        self._displaced.discard(kind)
+        state = self.node.state
+        if state is None or state.group_key is None or not latest.verify(state.group_key):
+            return  # signed under a group key that is no longer current (a fresh DKG): nothing to restore
+        self._restored_at[kind] = now
+        await client.publish(self.topics[kind], latest.encode(), qos=1, retain=True)
+        log.info("restored the newest notice on the feed", extra={"kind": kind.topic_suffix,
+                                                                   "block": latest.notice.block_number})
+
+    def _due(self, notice: Notice, latest: Notice | None) -> bool:
+        if latest is None:
+            return True
+        if latest.block_number >= notice.block_number:
+            return False  # the feed is at least as new as this node's view
+        if latest.content != notice.content or latest.epoch != notice.epoch:
+            return True
+        return notice.block_timestamp - latest.block_timestamp >= self.heartbeat
+
+    async def _consider(self, client, kind: NoticeKind) -> None:
+        node = self.node
+        state, keys = node.state, node.keys
+        if state is None or keys is None or state.committee is None or state.committee.id != keys.epoch:
+            self._due_since.pop(kind, None)
+            return
+        notice = notice_from_state(state, kind)
+        latest = self._latest.get(kind)
+        if notice is None or not self._due(notice, latest.notice if latest else None):
+            self._due_since.pop(kind, None)
+            return
+        now = time.monotonic()
+        since = self._due_since.setdefault(kind, now)
+        if now < since + (keys.index - 1) * self.stagger or now < self._retry_at.get(kind, 0.0):
+            return
+        try:
+            signed = await self.sign(notice)
+        except Refusal as refusal:
+            self._retry_at[kind] = time.monotonic() + RETRY
+            log.warning("could not get the notice signed", extra={"kind": kind.topic_suffix, "block":
+                        notice.block_number, "reason": refusal.reason, "detail": refusal.detail})
+            return
+        await client.publish(self.topics[kind], signed.encode(), qos=1, retain=True)
+        self._latest[kind] = signed
+        self._due_since.pop(kind, None)
+        self.published.labels(kind.topic_suffix).inc()
+        self.feed_block.labels(kind.topic_suffix).set(notice.block_number)
+        log.info("published notice", extra={"kind": kind.topic_suffix, "block": notice.block_number,
+                                            "epoch": notice.epoch})
+
+    async def sign(self, notice: Notice) -> SignedNotice:
+        """Gateway: collect ``t`` partial signatures over ``notice`` from the committee and combine them."""
+        node = self.node
+        state, keys = node._serving()
+        digest, data = notice.digest, notice.encode()
+        pb = node._pb
+
+        async def own():
+            return notice.sign(keys.shares.sig)
+
+        def remote(info):
+            async def call():
+                reply = await node._peer_call(info, "SignNotice", pb.SignNoticeRequest(notice=data))
+                try:
+                    return G1.from_bytes(reply.partial_signature)
+                except PointDecodeError as exc:
+                    raise Refusal("invalid_share", str(exc)) from None
+            return call
+
+        calls = {keys.index: own}
+        calls.update({i: remote(info) for i, info in node.peer_info(state, state.committee).items()
+                      if i != keys.index})
+
+        def first(answers):
+            signature = th.combine(answers)
+            return signature if th.verify(keys.sig.group_key, digest, signature, DST_CERT) else None
+
+        def every(answers):
+            return th.combine_verified(answers, keys.threshold, keys.sig.group_key, keys.sig.share_keys, digest,
+                                       DST_CERT).signature
+
+        collected = await collect(calls, keys.threshold, first, every, deadline=node.config.limits.peer_deadline)
+        node._count_shares(collected)
+        return SignedNotice(notice, collected.result)
+
+
+# ---------------------------------------------------------------------------------------------
+# broker processes: the embedded one (devnets, no root needed) and mosquitto (tests, CI)
+
+
+class BrokerError(RuntimeError):
+    """A broker process did not start or exited."""
+
+
+def find_mosquitto() -> str | None:
+    """``mosquitto`` on PATH, else Debian's /usr/sbin/mosquitto (not on a normal user's PATH)."""
+    import shutil
+
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    return "/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None
+
+
+#: MQTT 3.1.1 CONNECT (clean session, keepalive 60, empty client id), the CONNACK accepting it, DISCONNECT
+_CONNECT = bytes.fromhex("100c00044d5154540402003c0000")
+_CONNACK_OK = bytes.fromhex("20020000")
+_DISCONNECT = bytes.fromhex("e000")
+
+
+def _answers_mqtt(port: int) -> bool:
+    """True when 127.0.0.1:port completes an MQTT handshake (a TCP accept alone is not enough)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+            sock.sendall(_CONNECT)
+            reply = sock.recv(4)
+            sock.sendall(_DISCONNECT)
+            return reply == _CONNACK_OK
+    except OSError:
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class BrokerProcess:
+    """A broker listening on 127.0.0.1 in a child process of its own session; :meth:`stop` ends exactly it.
+
+    - :meth:`embedded`: the pure-Python ``amqtt`` broker (``python -m node.service.mqtt``), what a devnet
+      uses when no broker URL is configured: it needs no root and nothing outside the venv;
+    - :meth:`mosquitto`: a real mosquitto with a minimal config (anonymous, loopback only).
+    """
+
+    def __init__(self, argv: list[str], port: int, log_path: Path):
+        self.argv, self.port, self.log_path = argv, port, Path(log_path)
+        self._proc: subprocess.Popen | None = None
+
+    @classmethod
+    def embedded(cls, log_path: Path, port: int | None = None) -> BrokerProcess:
+        port = port or _free_port()
+        argv = [sys.executable, "-m", "node.service.mqtt", "--listen", f"127.0.0.1:{port}", "--log",
+                str(Path(log_path).resolve())]
+        return cls(argv, port, log_path)
+
+    @classmethod
+    def mosquitto(cls, directory: Path, port: int | None = None) -> BrokerProcess:
+        binary = find_mosquitto()
+        if binary is None:
+            raise BrokerError("mosquitto is not installed (apt-get install mosquitto)")
+        port = port or _free_port()
+        directory = Path(directory).resolve()
+        directory.mkdir(parents=True, exist_ok=True)
+        config = directory / "mosquitto.conf"
+        config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        return cls([binary, "-c", str(config)], port, directory / "mosquitto.log")
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self, timeout: float = 15.0) -> BrokerProcess:
+        """Start the process and wait until it answers MQTT."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as out:
+            self._proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                          start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                tail = self.log_path.read_text(errors="replace")[-2000:]
+                raise BrokerError(f"{self.argv[0]} exited with {self._proc.returncode}:\n{tail}")
+            if _answers_mqtt(self.port):
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise BrokerError(f"broker did not listen on 127.0.0.1:{self.port} within {timeout:.0f} s")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        self._proc.send_signal(signal.SIGTERM)
+        try:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+    def __enter__(self) -> BrokerProcess:
+        return self.start() if self._proc is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def run_embedded_broker(listen: str) -> None:
+    """Serve an amqtt broker on ``host:port`` (anonymous, plain TCP) until SIGTERM or SIGINT."""
+    from amqtt.broker import Broker
+
+    config = {
+        "listeners": {"default": {"type": "tcp", "bind": listen}},
+        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+    }
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        broker = Broker(config)
+        await broker.start()
+        log.warning("embedded MQTT broker listening", extra={"listen": listen})
+        await stop.wait()
+        await broker.shutdown()
+
+    asyncio.run(serve())
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m node.service.mqtt", description="the embedded MQTT broker")
+    parser.add_argument("--listen", default="127.0.0.1:1883", help="host:port (default 127.0.0.1:1883)")
+    parser.add_argument("--log", help="append the broker's log to this file instead of stderr")
+    args = parser.parse_args(argv)
+    handler = logging.FileHandler(args.log) if args.log else logging.StreamHandler()
+    logging.basicConfig(level=logging.WARNING, handlers=[handler],
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_embedded_broker(args.listen)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
