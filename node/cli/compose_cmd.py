@@ -1,7 +1,8 @@
 """``derot compose``: what the containers of ``docker-compose.yml`` run besides ``derot node run``.
 
     derot compose deploy --shared /shared --rpc http://anvil:8545     the one-shot deploy job
-    derot compose health --grpc 127.0.0.1:7400                        a node container's health check
+    derot compose health --grpc 127.0.0.1:7400                        a node container's health check (gRPC
+                                                                      health: SERVING once it holds epoch shares)
     derot compose health --rpc http://127.0.0.1:8545                  the chain container's health check
 
 ``deploy`` reuses :class:`node.service.devnet.Devnet`'s steps (deploy the contracts, create the devnet
@@ -137,11 +138,20 @@ def _deploy(args) -> int:
     from node.chain.anvil import rpc
     from node.service.devnet import FIRST_OPERATOR, DevnetError
 
-    shared = args.shared.resolve()
+    try:
+        network = ComposeNetwork(
+            args.shared, nodes=args.nodes, threshold=args.threshold, phase_timeout=args.phase_timeout,
+            confirmations=args.confirmations, mqtt_url=args.mqtt, rpc_url=args.rpc,
+            host_template=args.host_template, public_port=args.public_port, peer_port=args.peer_port,
+            metrics_port=args.metrics_port, progress=lambda message: print(message, flush=True),
+        )
+    except DevnetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if not _wait_for_chain(args.rpc, args.wait):
         print(f"error: no JSON-RPC answer at {args.rpc} within {args.wait:.0f} s", file=sys.stderr)
         return 1
-    done = shared / DONE_FILE
+    done = network.directory / DONE_FILE
     if done.exists():
         registry = json.loads(done.read_text())["registry"]
         if rpc(args.rpc, "eth_getCode", [registry, "latest"]) not in ("0x", "0x0", None):
@@ -158,12 +168,6 @@ def _deploy(args) -> int:
               file=sys.stderr)
         return 1
     try:
-        network = ComposeNetwork(
-            shared, nodes=args.nodes, threshold=args.threshold, phase_timeout=args.phase_timeout,
-            confirmations=args.confirmations, mqtt_url=args.mqtt, rpc_url=args.rpc,
-            host_template=args.host_template, public_port=args.public_port, peer_port=args.peer_port,
-            metrics_port=args.metrics_port, progress=lambda message: print(message, flush=True),
-        )
         summary = network.deploy_only()
     except DevnetError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,0 +1,623 @@
+"""``derot app``: what an app owner and a TEE app do.
+
+    derot app register [--salt HEX]                        a new appId, owned by the signing key
+    derot app allow APP_ID --platform tdx --devnet-image "my-app v1"     (or --measurement HEX; --disallow)
+    derot app rotate APP_ID --key-version 2                raise the keyVersion (older keys stop)
+    derot app show APP_ID                                  owner, keyVersion, allowed measurements
+    derot app get-key APP_ID [DEVICE]                      the app's Ethereum address and public keys
+    derot app get-cert APP_ID [DEVICE] [--out PREFIX]      certificate → PREFIX.cert, signature → PREFIX.sig
+    derot app verify-cert PREFIX.cert PREFIX.sig [--onchain]
+
+Every command takes: ``--rpc`` ($DEROT_RPC) and ``--registry`` ($DEROT_REGISTRY), or ``--devnet DIR``
+($DEROT_DEVNET; reads DIR/devnet.json and DIR/deployment.json); ``--node HOST:PORT``, repeatable ($DEROT_NODES,
+comma-separated; default: the devnet's nodes, else the committee's public endpoints registered on-chain, whose
+TLS keys are then pinned); ``--json`` for machine-readable output.
+
+Signing key (register, allow, rotate): ``--key-file`` or ``$DEROT_KEY`` (hex), never a command-line value and
+never printed. With ``--devnet`` and neither, the devnet's app-owner dev account (a public test key) signs.
+
+DEVICE (get-key, get-cert): ``--tee devnet --devnet-roots DIR --platform tdx|snp --image NAME`` for a devnet
+TEE (roots default to DIR/roots with ``--devnet``), or ``--tee auto`` for this machine's TDX / SEV-SNP hardware.
+
+Refusals print their reason code and detail and exit 1. Private keys are never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PLATFORMS = {"tdx": "TDX", "sgx": "SGX", "snp": "SEV_SNP", "sev-snp": "SEV_SNP", "nvidia-gpu": "NVIDIA_GPU"}
+DEVNET_PLATFORMS = ("tdx", "snp")
+KEY_TYPES = ("secp256k1", "ed25519", "x25519", "p256")
+
+
+class CliError(Exception):
+    """A user-facing error: printed without a traceback, exit code 1."""
+
+
+# ------------------------------------------------------------------------------------------------
+# argument types
+
+
+def hex_bytes(size: int | None = None, what: str = "value"):
+    """An argparse type: hex (optional 0x), exactly ``size`` bytes when given."""
+
+    def parse(text: str) -> bytes:
+        digits = text[2:] if text.lower().startswith("0x") else text
+        try:
+            value = bytes.fromhex(digits)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be hex, got {text!r}") from None
+        if size is not None and len(value) != size:
+            raise argparse.ArgumentTypeError(f"{what} must be {size} bytes ({2 * size} hex digits), got {len(value)}")
+        return value
+
+    return parse
+
+
+app_id_type = hex_bytes(32, "APP_ID")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+# ------------------------------------------------------------------------------------------------
+# parser
+
+
+def register(subparsers) -> None:
+    app = subparsers.add_parser("app", help="app owners and TEE apps: register, allow, get-key, get-cert, verify",
+                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = app.add_subparsers(dest="app_command", metavar="COMMAND")
+
+    common = argparse.ArgumentParser(add_help=False)
+    where = common.add_argument_group("network")
+    where.add_argument("--rpc", default=os.environ.get("DEROT_RPC"), help="Ethereum JSON-RPC URL ($DEROT_RPC)")
+    where.add_argument("--registry", default=os.environ.get("DEROT_REGISTRY"),
+                       help="DerotRegistry address ($DEROT_REGISTRY)")
+    where.add_argument("--devnet", type=Path, default=_env_path("DEROT_DEVNET"),
+                       help="a devnet directory: its devnet.json and deployment.json ($DEROT_DEVNET)")
+    where.add_argument("--node", action="append", default=None, metavar="HOST:PORT",
+                       help="a node's public endpoint (repeatable; $DEROT_NODES, comma-separated)")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+
+    signer = argparse.ArgumentParser(add_help=False)
+    signer.add_argument("--key-file", type=Path, help="file holding the owner's Ethereum key (hex); default $DEROT_KEY")
+
+    device = argparse.ArgumentParser(add_help=False)
+    tee = device.add_argument_group("device")
+    tee.add_argument("--tee", choices=("devnet", "auto"),
+                     help="devnet TEE, or this machine's hardware (default: devnet when devnet roots are known)")
+    tee.add_argument("--devnet-roots", type=Path, help="devnet roots directory (default: DEVNET/roots)")
+    tee.add_argument("--platform", choices=DEVNET_PLATFORMS, default="tdx", help="devnet TEE platform (default tdx)")
+    tee.add_argument("--image", help="devnet image name whose measurement the TEE reports, e.g. 'my-app v1'")
+    tee.add_argument("--fmspc", type=hex_bytes(6, "--fmspc"), help="devnet TDX: the platform's FMSPC")
+    tee.add_argument("--chip-id", type=hex_bytes(64, "--chip-id"), help="devnet SEV-SNP: the chip id")
+
+    def command(name, func, text, parents=(), **kwargs):
+        parser = sub.add_parser(name, help=text, description=text, parents=[common, *parents], **kwargs)
+        parser.set_defaults(func=_run(func))
+        return parser
+
+    p = command("register", cmd_register, "register a new app (permissionless); prints its appId", [signer])
+    p.add_argument("--salt", type=hex_bytes(32, "--salt"), help="32-byte salt (default: random); "
+                                                                "appId = keccak256(owner, salt)")
+
+    p = command("allow", cmd_allow, "allow (or --disallow) a measurement digest for the app on a platform", [signer])
+    p.add_argument("app_id", type=app_id_type, metavar="APP_ID")
+    p.add_argument("--platform", required=True, choices=tuple(PLATFORMS))
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--measurement", type=hex_bytes(32, "--measurement"), help="the 32-byte measurement digest")
+    what.add_argument("--devnet-image", metavar="NAME", help="compute the digest a devnet TEE running NAME reports")
+    p.add_argument("--disallow", action="store_true", help="remove the measurement instead")
+
+    p = command("rotate", cmd_rotate, "raise the app's keyVersion: keys of older versions are no longer derived",
+                [signer])
+    p.add_argument("app_id", type=app_id_type, metavar="APP_ID")
+    p.add_argument("--key-version", type=_positive, required=True, help="the new keyVersion (> the current one)")
+
+    p = command("show", cmd_show, "show the app as registered: owner, keyVersion, allowed measurements")
+    p.add_argument("app_id", type=app_id_type, metavar="APP_ID")
+
+    p = command("get-key", cmd_get_key, "get the app's key from the committee; prints public keys only", [device])
+    p.add_argument("app_id", type=app_id_type, metavar="APP_ID")
+    p.add_argument("--key-version", type=_positive, help="default: the app's current keyVersion")
+    p.add_argument("--context", default="", help="derivation context (text); default empty")
+
+    p = command("get-cert", cmd_get_cert, "get a certificate for the app's derived key (or --subject-key)", [device])
+    p.add_argument("app_id", type=app_id_type, metavar="APP_ID")
+    p.add_argument("--key-type", choices=KEY_TYPES, default="secp256k1", help="type of the certified key")
+    p.add_argument("--subject-key", type=hex_bytes(None, "--subject-key"),
+                   help="certify this public key instead of the app's derived one")
+    p.add_argument("--key-version", type=_positive, help="default: the app's current keyVersion")
+    p.add_argument("--lifetime", type=_positive, help="seconds (default: the node's, 24 h)")
+    p.add_argument("--out", type=Path, default=Path("derot-cert"),
+                   help="writes OUT.cert (ABI-encoded certificate) and OUT.sig (128-byte EIP-2537 signature)")
+
+    p = command("verify-cert", cmd_verify_cert, "verify a certificate off-chain (and on-chain with --onchain)")
+    p.add_argument("cert_file", type=Path, metavar="CERT")
+    p.add_argument("sig_file", type=Path, metavar="SIG")
+    p.add_argument("--onchain", action="store_true", help="also ask DerotRegistry.verifyCertificate (eth_call)")
+    p.add_argument("--now", type=int, help="Unix time to check validity at (default: the latest block's time)")
+
+    _register_watch(sub)
+    app.set_defaults(func=lambda args: (app.print_help(), 2)[1])
+
+
+def _register_watch(sub) -> None:
+    """``derot app watch`` belongs to the MQTT notices module, when it exists."""
+    try:
+        watch = importlib.import_module("node.cli.watch_cmd")
+    except ModuleNotFoundError as exc:
+        if exc.name == "node.cli.watch_cmd":
+            return
+        raise
+    watch.register_watch(sub)
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
+
+
+def _run(handler):
+    def wrapped(args) -> int:
+        from node.app.client import RequestFailed
+        from node.app.sdk import AppError
+        from node.app.tee.errors import TeeError
+        from node.chain.registry import ChainReadError
+        from node.chain.tx import TransactionFailed
+        from web3.exceptions import Web3Exception
+
+        try:
+            return handler(args) or 0
+        except RequestFailed as exc:
+            return _fail(args, "refused", exc.reason, exc.refusal.detail,
+                         [f"{a.endpoint}: {a.reason}: {a.detail}" for a in exc.attempts])
+        except TransactionFailed as exc:
+            return _fail(args, "error", "transaction_failed", str(exc))
+        except AppError as exc:
+            return _fail(args, "error", "answer_not_verified", str(exc))
+        except TeeError as exc:
+            return _fail(args, "error", "tee_" + type(exc).__name__.lower(), str(exc))
+        except CliError as exc:
+            return _fail(args, "error", "invalid_input", str(exc))
+        except (ChainReadError, Web3Exception) as exc:
+            return _fail(args, "error", "chain_error", str(exc))
+        except OSError as exc:
+            return _fail(args, "error", "unreachable", str(exc))
+
+    return wrapped
+
+
+def _fail(args, kind: str, reason: str, detail: str, attempts: list[str] | None = None) -> int:
+    if args.json:
+        print(json.dumps({kind: reason, "detail": detail, "attempts": attempts or []}), file=sys.stderr)
+    else:
+        print(f"{kind}: {reason}: {detail}" if kind == "refused" else f"{kind}: {detail}", file=sys.stderr)
+        if attempts and len(attempts) > 1:
+            for line in attempts:
+                print(f"  {line}", file=sys.stderr)
+    return 1
+
+
+# ------------------------------------------------------------------------------------------------
+# where: chain, registry, nodes
+
+
+@dataclass(frozen=True)
+class Target:
+    """The network a command talks to."""
+
+    rpc_url: str
+    registry: str
+    nodes: tuple[str, ...]  # explicit or devnet endpoints; empty = the committee's registered ones
+    devnet: Path | None = None
+
+
+def resolve_target(args, environ=os.environ) -> Target:
+    """``--rpc``/``--registry``/``--node`` win over what ``--devnet DIR`` says."""
+    rpc, registry, nodes = args.rpc, args.registry, list(args.node or [])
+    if not nodes and environ.get("DEROT_NODES"):
+        nodes = [n.strip() for n in environ["DEROT_NODES"].split(",") if n.strip()]
+    devnet = args.devnet
+    if devnet is not None:
+        state = _read_json(devnet / "devnet.json", "devnet state", " (is the devnet up? derot devnet up)")
+        deployment = _read_json(devnet / "deployment.json", "deployment")
+        if state.get("registry") and deployment.get("registry") and \
+                state["registry"].lower() != deployment["registry"].lower():
+            raise CliError(f"{devnet}: devnet.json and deployment.json name different registries")
+        rpc = rpc or state.get("rpc_url")
+        registry = registry or deployment.get("registry") or state.get("registry")
+        if not nodes:
+            nodes = [f"127.0.0.1:{n['public_port']}" for n in state.get("nodes", [])]
+    if not rpc:
+        raise CliError("no chain: pass --rpc URL (or $DEROT_RPC) or --devnet DIR")
+    if not registry:
+        raise CliError("no registry: pass --registry ADDRESS (or $DEROT_REGISTRY) or --devnet DIR")
+    for endpoint in nodes:
+        host, sep, port = endpoint.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise CliError(f"--node wants HOST:PORT, got {endpoint!r}")
+    return Target(rpc, registry, tuple(nodes), devnet)
+
+
+def _read_json(path: Path, what: str, hint: str = "") -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CliError(f"no {what} at {path}{hint}") from None
+    except json.JSONDecodeError as exc:
+        raise CliError(f"{path} is not JSON: {exc}") from None
+
+
+def _registry(target: Target):
+    from web3 import Web3
+
+    from node.chain.registry import Registry
+
+    w3 = Web3(Web3.HTTPProvider(target.rpc_url, request_kwargs={"timeout": 15}))
+    if not w3.is_connected():
+        raise ConnectionError(f"no JSON-RPC node answers at {target.rpc_url}")
+    if not w3.eth.get_code(Web3.to_checksum_address(target.registry)):
+        raise CliError(f"no contract at {target.registry} on {target.rpc_url}")
+    return Registry(w3, target.registry)
+
+
+def committee_endpoints(registry) -> dict[str, bytes]:
+    """``{public endpoint: TLS key hash}`` of the current committee, as registered on-chain."""
+    epoch = registry.current_epoch()
+    if not epoch:
+        return {}
+    out = {}
+    for operator in registry.epoch(epoch).members:
+        node = registry.node(operator)
+        fields = dict(item.partition("=")[::2] for item in node.endpoint.split(";"))
+        if fields.get("public"):
+            out[fields["public"]] = bytes(node.tls_key_hash)
+    return out
+
+
+def _client(target: Target, registry):
+    from node.app.client import RootOfTrustClient
+
+    registered = committee_endpoints(registry)
+    endpoints = list(target.nodes) or list(registered)
+    if not endpoints:
+        raise CliError("no node endpoints: pass --node HOST:PORT (the registry has no active committee)")
+    pins = {e: registered[e] for e in endpoints if e in registered}
+    return RootOfTrustClient(endpoints, tls_key_hashes=pins)
+
+
+def _account(args, target: Target):
+    from eth_account import Account
+
+    if args.key_file:
+        try:
+            secret = args.key_file.read_text().strip()
+        except OSError as exc:
+            raise CliError(f"cannot read --key-file: {exc.strerror}") from None
+    else:
+        secret = os.environ.get("DEROT_KEY", "").strip()
+    if not secret and target.devnet is not None:
+        from node.chain.anvil import dev_accounts
+        from node.service.devnet import APP_OWNER
+
+        return dev_accounts(APP_OWNER + 1)[APP_OWNER]
+    if not secret:
+        raise CliError("no signing key: pass --key-file FILE or set $DEROT_KEY")
+    try:
+        return Account.from_key(secret)
+    except (ValueError, TypeError):
+        raise CliError("the signing key is not a valid secp256k1 private key (hex)") from None
+
+
+def _platform(name: str):
+    from node.constants import Platform
+
+    return Platform[PLATFORMS[name]]
+
+
+# ------------------------------------------------------------------------------------------------
+# output
+
+
+def emit(data: dict, as_json: bool, out=None) -> None:
+    """Print ``data``: JSON, or aligned ``key  value`` lines (nested dicts and lists indented)."""
+    out = out or sys.stdout
+    if as_json:
+        print(json.dumps(data, indent=2), file=out)
+        return
+    _emit_lines(data, 0, out)
+
+
+def _emit_lines(data: dict, indent: int, out) -> None:
+    width = max((len(k) for k in data), default=0)
+    pad = " " * indent
+    for key, value in data.items():
+        if isinstance(value, dict):
+            print(f"{pad}{key}", file=out)
+            _emit_lines(value, indent + 2, out)
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            print(f"{pad}{key}", file=out)
+            for item in value:
+                _emit_lines(item, indent + 2, out)
+        else:
+            text = ", ".join(str(v) for v in value) if isinstance(value, list) else value
+            print(f"{pad}{key:<{width}}  {text}", file=out)
+
+
+def _iso(ts: int) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _enum_name(enum_cls, value: int) -> str:
+    try:
+        return enum_cls(value).name.lower()
+    except ValueError:
+        return str(value)
+
+
+def certificate_summary(cert) -> dict:
+    from node.constants import KeyType, Platform, TcbStatus
+
+    return {
+        "serial": cert.serial.hex(),
+        "app_id": cert.app_id.hex(),
+        "key_version": cert.key_version,
+        "key_type": _enum_name(KeyType, cert.key_type),
+        "subject_key": cert.subject_key.hex(),
+        "platform": _enum_name(Platform, cert.platform),
+        "measurement": cert.measurement.hex(),
+        "tcb_status": _enum_name(TcbStatus, cert.tcb_status),
+        "epoch": cert.epoch,
+        "not_before": _iso(cert.not_before),
+        "not_after": _iso(cert.not_after),
+        "chain_id": cert.chain_id,
+        "registry": cert.registry,
+        "policy_block": cert.policy_block,
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# owner commands
+
+
+def cmd_register(args) -> int:
+    from node.app.owner import AppOwner
+
+    target = resolve_target(args)
+    account = _account(args, target)
+    registry = _registry(target)
+    salt = args.salt or os.urandom(32)
+    app_id = AppOwner(registry, account).register(salt)
+    emit({"app_id": app_id.hex(), "owner": account.address, "salt": salt.hex(),
+          "key_version": registry.app(app_id).key_version,
+          "next": f"derot app allow {app_id.hex()} --platform tdx --measurement DIGEST"}, args.json)
+    return 0
+
+
+def cmd_allow(args) -> int:
+    from node.app.owner import AppOwner
+
+    target = resolve_target(args)
+    platform = _platform(args.platform)
+    if args.devnet_image is not None:
+        if PLATFORMS[args.platform] not in ("TDX", "SEV_SNP"):
+            raise CliError(f"--devnet-image computes TDX or SEV-SNP digests, not {args.platform}")
+        from node.attest.devnet import devnet_measurement_digest, image_registers
+
+        measurement = devnet_measurement_digest(platform, image_registers(platform, args.devnet_image))
+    else:
+        measurement = args.measurement
+    account = _account(args, target)
+    registry = _registry(target)
+    _require_app(registry, args.app_id)
+    AppOwner(registry, account).allow(args.app_id, platform, measurement, allowed=not args.disallow)
+    emit({"app_id": args.app_id.hex(), "platform": platform.name.lower(), "measurement": measurement.hex(),
+          "allowed": not args.disallow, "block": registry.w3.eth.block_number,
+          "note": "nodes apply it once the block is confirmed"}, args.json)
+    return 0
+
+
+def cmd_rotate(args) -> int:
+    from node.app.owner import AppOwner
+
+    target = resolve_target(args)
+    account = _account(args, target)
+    registry = _registry(target)
+    before = _require_app(registry, args.app_id).key_version
+    AppOwner(registry, account).rotate(args.app_id, args.key_version)
+    emit({"app_id": args.app_id.hex(), "key_version": registry.app(args.app_id).key_version,
+          "previous_key_version": before, "block": registry.w3.eth.block_number,
+          "note": "nodes apply it once the block is confirmed"}, args.json)
+    return 0
+
+
+def cmd_show(args) -> int:
+    target = resolve_target(args)
+    app = _require_app(_registry(target), args.app_id)
+    emit({
+        "app_id": app.app_id.hex(),
+        "owner": app.owner,
+        "key_version": app.key_version,
+        "frozen": app.frozen,
+        "allow_debug": app.allow_debug,
+        "delegate": app.delegate or "none",
+        "measurements": sorted(f"{getattr(p, 'name', p)}:{m.hex()}".lower() for p, m in app.measurements),
+    }, args.json)
+    return 0
+
+
+def _require_app(registry, app_id: bytes):
+    app = registry.app(app_id)
+    if app is None:
+        raise CliError(f"app {app_id.hex()} is not registered in {registry.address}")
+    return app
+
+
+# ------------------------------------------------------------------------------------------------
+# app commands (in the TEE)
+
+
+def make_device(args, target: Target):
+    """The TEE device the options name (see the module docstring)."""
+    roots = args.devnet_roots or (target.devnet / "roots" if target.devnet else None)
+    tee = args.tee or ("devnet" if roots else "auto")
+    if tee == "auto":
+        from node.app.tee import detect_device
+
+        return detect_device()
+    if roots is None:
+        raise CliError("a devnet TEE needs --devnet-roots DIR (or --devnet DIR)")
+    if not args.image:
+        raise CliError("a devnet TEE needs --image NAME (the image whose measurement it reports)")
+    from node.app.tee.devnet import DevnetDevice
+    from node.attest.devnet import image_registers
+
+    platform = _platform(args.platform)
+    if not (Path(roots) / "devnet.json").exists():
+        raise CliError(f"{roots} holds no devnet roots (devnet.json missing)")
+    return DevnetDevice(roots, platform, image_registers(platform, args.image), fmspc=args.fmspc,
+                        chip_id=args.chip_id)
+
+
+def _app_session(args):
+    """(target, registry, App, key_version) for get-key and get-cert."""
+    from node.app.sdk import App, TrustAnchor
+
+    target = resolve_target(args)
+    device = make_device(args, target)  # local: fails before any network call
+    registry = _registry(target)
+    app = _require_app(registry, args.app_id)
+    key_version = args.key_version or app.key_version
+    anchor = TrustAnchor.from_chain(target.rpc_url, target.registry)
+    return App(_client(target, registry), device, anchor, args.app_id), key_version
+
+
+def _public_keys(keys) -> dict:
+    from node.constants import KeyType
+
+    return {name: keys.public_key(KeyType[name.upper()]).hex() for name in KEY_TYPES}
+
+
+def cmd_get_key(args) -> int:
+    app, key_version = _app_session(args)
+    try:
+        key = app.get_key(key_version=key_version, context=args.context.encode())
+    finally:
+        app.client.close()
+    emit({
+        "app_id": key.app_id.hex(),
+        "key_version": key.key_version,
+        "context": args.context,
+        "ethereum_address": key.ethereum_address,
+        "public_keys": _public_keys(key.keys),
+        "epoch": key.epoch,
+        "contributors": list(key.contributors),
+        "tee": _device_name(app.device),
+        "milliseconds": round(key.seconds * 1000, 1),
+    }, args.json)
+    return 0
+
+
+def cmd_get_cert(args) -> int:
+    from node.constants import KeyType
+
+    key_type = KeyType[args.key_type.upper()]
+    app, key_version = _app_session(args)
+    started = time.perf_counter()
+    try:
+        address = None
+        subject = args.subject_key
+        if subject is None:
+            key = app.get_key(key_version=key_version)
+            subject, address = key.keys.public_key(key_type), key.ethereum_address
+        issued = app.get_certificate(subject, key_type, key_version=key_version, lifetime=args.lifetime or 0)
+    finally:
+        app.client.close()
+    cert_path, sig_path = Path(f"{args.out}.cert"), Path(f"{args.out}.sig")
+    cert_path.write_bytes(issued.encoded)
+    sig_path.write_bytes(issued.signature_eip2537)
+    summary = certificate_summary(issued.certificate)
+    if address is not None:
+        summary["ethereum_address"] = address
+    summary.update(contributors=list(issued.contributors), tee=_device_name(app.device),
+                   certificate_file=str(cert_path), signature_file=str(sig_path),
+                   milliseconds=round((time.perf_counter() - started) * 1000, 1))
+    emit(summary, args.json)
+    return 0
+
+
+def _device_name(device) -> str:
+    platform = getattr(device, "platform", None)
+    return f"{type(device).__name__}({platform.name.lower()})" if platform is not None else type(device).__name__
+
+
+# ------------------------------------------------------------------------------------------------
+# relying party
+
+
+def read_blob(path: Path) -> bytes:
+    """A file's bytes; a file holding hex text (optional 0x, whitespace) is decoded."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from None
+    text = data.strip()
+    if text[:2].lower() == b"0x":
+        text = text[2:]
+    if text and len(text) % 2 == 0 and all(c in b"0123456789abcdefABCDEF" for c in text):
+        return bytes.fromhex(text.decode())
+    return data
+
+
+def cmd_verify_cert(args) -> int:
+    from node.certs import Certificate, CertificateDecodeError
+    from node.chain.state import read_state
+    from node.crypto.bls import G1, PointDecodeError
+
+    cert = read_blob(args.cert_file)
+    sig = read_blob(args.sig_file)
+    if len(sig) == G1.SIZE:  # the 48-byte compressed form: the contract takes EIP-2537
+        try:
+            sig = G1.from_bytes(sig).to_eip2537()
+        except PointDecodeError:
+            pass  # verification reports malformed_signature
+    target = resolve_target(args)
+    registry = _registry(target)
+    block = registry.w3.eth.get_block("latest")
+    now = args.now if args.now is not None else block["timestamp"]
+    state = read_state(registry, bytes(block["hash"]), block["number"], block["timestamp"])
+    verdict = state.verify_certificate(cert, sig, now=now)
+    out: dict = {"offchain": verdict.reason.name.lower(), "checked_at": _iso(now), "block": block["number"]}
+    ok = verdict.ok
+    if args.onchain:
+        onchain = registry.verify_certificate(cert, sig, at=args.now, block=block["number"])
+        out["onchain"] = onchain.name.lower()
+        if onchain.ok and args.now is None:
+            out["onchain_gas"] = registry.contract.functions.verifyCertificate(cert, sig).estimate_gas(
+                block_identifier=block["number"])
+        ok = ok and onchain.ok
+    try:
+        out["certificate"] = certificate_summary(Certificate.decode(cert))
+    except CertificateDecodeError as exc:
+        out["certificate"] = {"malformed": str(exc)}
+    out["valid"] = ok
+    emit(out, args.json)
+    return 0 if ok else 1
