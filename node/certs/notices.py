@@ -24,7 +24,8 @@ second DST: word 1 of a canonical certificate is its ``uint8 version`` (31 zero 
 a notice is the magic, so no byte string is both and their keccak256 digests never coincide.
 
 MQTT payload (:class:`SignedNotice`): ``notice encoding ‖ 48-byte compressed signature``. Topics are
-``derot/{chainId}/{registry lowercase hex}/revocations`` and ``.../epochs``.
+``derot/{chainId}/{registry lowercase hex}/revocations`` and ``.../epochs``; messages are retained, QoS 1.
+Brokers are named by URL (:class:`BrokerAddress`): ``mqtt://[user[:password]@]host[:port]`` or ``mqtts://``.
 
 This module is the format only: it must stay importable by the app SDK (no web3, no server code).
 """
@@ -32,8 +33,10 @@ This module is the format only: it must stay importable by the app SDK (no web3,
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import ClassVar
+from urllib.parse import unquote, urlsplit
 
 import eth_abi
 from eth_utils import keccak, to_checksum_address
@@ -253,7 +256,7 @@ class Notice:
                   self.block_hash, self.block_timestamp, self.epoch, body)
         return eth_abi.encode([HEADER_ABI_TYPE], [header])
 
-    @property
+    @cached_property
     def digest(self) -> bytes:
         """keccak256 of the encoding: the message the committee signs (with ``DST_CERT``)."""
         return keccak(self.encode())
@@ -350,3 +353,45 @@ class SignedNotice:
     def verify(self, group_key: G2) -> bool:
         """``e(σ, G2) == e(H_cert(digest), PK_sig)``."""
         return th.verify(group_key, self.notice.digest, self.signature, DST_CERT)
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """An MQTT broker named by ``mqtt://[user[:password]@]host[:port]`` (``mqtts://`` for TLS). ``str()``
+    never shows the password."""
+
+    host: str
+    port: int
+    tls: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerAddress:
+        parts = urlsplit(url.strip())
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError(f"broker URL must be mqtt://host[:port] or mqtts://host[:port], got {str(parts.scheme)!r}"
+                             f" scheme and host {parts.hostname!r}")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError("broker URL takes no path, query or fragment (the topics are fixed)")
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"broker URL port: {exc}") from None
+        tls = parts.scheme == "mqtts"
+        return cls(parts.hostname, port or (8883 if tls else 1883), tls,
+                   unquote(parts.username) if parts.username else None,
+                   unquote(parts.password) if parts.password else None)
+
+    def __str__(self) -> str:
+        user = f"{self.username}@" if self.username else ""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
+
+    def client(self, **kwargs):
+        """An ``aiomqtt.Client`` for this broker (use it with ``async with``)."""
+        import ssl
+
+        import aiomqtt
+
+        return aiomqtt.Client(self.host, self.port, username=self.username, password=self.password,
+                              tls_context=ssl.create_default_context() if self.tls else None, **kwargs)
