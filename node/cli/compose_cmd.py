@@ -77,46 +77,19 @@ class ComposeNetwork(Devnet):
     def host(self, index: int) -> str:
         return self.host_template.format(i=index)
 
-    def _node_toml(self, proc: NodeProcess, key_file: Path) -> str:
-        lines = [
-            "[node]",
-            f'name = "node-{proc.index}"',
-            f'data_dir = "{proc.directory}"',
-            f'public_listen = "0.0.0.0:{self.public_port}"',
-            f'peer_listen = "0.0.0.0:{self.peer_port}"',
-            f'advertise_host = "{self.host(proc.index)}"',
-            "",
-            "[chain]",
-            f'rpc_url = "{self.rpc_url}"',
-            f'registry = "{self.registry}"',
-            f"confirmations = {self.confirmations}",
-            "poll_interval = 0.5",
-            f"start_block = {self.deployment.deploy_block}",
-            f'operator_key_file = "{key_file}"',
-            "",
-            "[attest]",
-            'mode = "devnet"',
-            f'devnet_roots = "{self.directory / "roots"}"',
-            f'node_tee = "devnet:{proc.platform}"',
-            "",
-            "[dkg]",
-            f"phase_timeout = {self.phase_timeout}",
-            "",
-            "[metrics]",
-            f'listen = "0.0.0.0:{self.metrics_port}"',
-            "",
-        ]
-        if self.mqtt_url:
-            lines += ["[mqtt]", f'url = "{self.mqtt_url}"', ""]
-        return "\n".join(lines)
+    poll_interval = 0.5
+
+    def node_addresses(self, proc: NodeProcess) -> dict[str, str]:
+        return {
+            "public_listen": f"0.0.0.0:{self.public_port}",
+            "peer_listen": f"0.0.0.0:{self.peer_port}",
+            "advertise_host": self.host(proc.index),
+            "metrics_listen": f"0.0.0.0:{self.metrics_port}",
+        }
 
     def deploy_only(self) -> dict:
         """Every set-up step of :meth:`Devnet.up` except starting processes; returns what ``network.json`` holds."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._deploy()
-        self._make_roots()
-        self._setup_nodes()
-        self._bootstrap_governance()
+        super().deploy_only()
         summary = {
             "rpc_url": self.rpc_url,
             "chain_id": self.deployment.chain_id,

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from node.constants import DST_KD
 from node.crypto.bls import G1, G2, PointDecodeError, pairing_check, random_scalar
 from node.crypto.poly import lagrange_coefficients
-from node.crypto.threshold import NotEnoughShares
+from node.crypto.threshold import combine_with_fallback
 
 APP_ID_SIZE = 32
 MAX_CONTEXT = 0xFFFF
@@ -137,30 +137,18 @@ def combine_verified(
     hashed: G1,
     tpk: G1,
 ) -> CombinedKey:
-    """Gateway path: combine the first ``threshold`` shares and verify once; on failure check each
-    share against its ``PK_i``, drop the bad ones and combine ``threshold`` good ones."""
-    order = list(shares)
-    if len(order) >= threshold:
-        first = {i: shares[i] for i in order[:threshold]}
-        combined = combine_encrypted(first)
-        if verify_encrypted(combined, group_key, hashed, tpk):
-            return CombinedKey(combined, tuple(first), ())
-    good: dict[int, EncryptedKey] = {}
-    bad: list[int] = []
-    for i in order:
+    """Gateway path (:func:`node.crypto.threshold.combine_with_fallback`): combine the first ``threshold``
+    shares and verify once; on failure check each share against its ``PK_i`` and drop the bad ones."""
+
+    def share_ok(i: int, share: EncryptedKey) -> bool:
         key = share_keys.get(i)
-        if key is not None and verify_encrypted(shares[i], key, hashed, tpk):
-            good[i] = shares[i]
-            if len(good) == threshold:
-                break
-        else:
-            bad.append(i)
-    if len(good) < threshold:
-        raise NotEnoughShares(threshold, len(good), tuple(bad))
-    combined = combine_encrypted(good)
-    if not verify_encrypted(combined, group_key, hashed, tpk):
-        raise NotEnoughShares(threshold, 0, tuple(order))
-    return CombinedKey(combined, tuple(good), tuple(bad))
+        return key is not None and verify_encrypted(share, key, hashed, tpk)
+
+    combined, used, bad = combine_with_fallback(
+        shares, threshold, combine=combine_encrypted,
+        verify_combined=lambda key: verify_encrypted(key, group_key, hashed, tpk), verify_share=share_ok,
+    )
+    return CombinedKey(combined, used, bad)
 
 
 def decrypt(key: EncryptedKey, transport: TransportKey, group_key: G2, hashed: G1) -> G1:

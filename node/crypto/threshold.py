@@ -14,11 +14,15 @@ its ``PK_i`` and drop the bad ones. A bad partial never fails a request while ``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from node.crypto.bls import G1, G2, pairing_check
 from node.crypto.poly import lagrange_coefficients
+
+S = TypeVar("S")  # a share: a partial signature, an encrypted key share…
+C = TypeVar("C")  # what shares combine into
 
 
 class NotEnoughShares(Exception):
@@ -71,6 +75,43 @@ class CombineResult:
     bad: tuple[int, ...]
 
 
+def combine_with_fallback(
+    shares: Mapping[int, S],
+    threshold: int,
+    *,
+    combine: Callable[[dict[int, S]], C],
+    verify_combined: Callable[[C], bool],
+    verify_share: Callable[[int, S], bool],
+) -> tuple[C, tuple[int, ...], tuple[int, ...]]:
+    """The gateway's rule, for any kind of share: returns ``(combined, used, bad)``.
+
+    ``shares`` is in arrival order (a dict keeps insertion order). Optimistic path: combine the first
+    ``threshold`` and verify once. Fallback: verify shares one by one, drop the bad ones, combine
+    ``threshold`` good ones. Raises :class:`NotEnoughShares` when fewer than ``threshold`` are valid.
+    """
+    order = list(shares)
+    if len(order) >= threshold:
+        first = {i: shares[i] for i in order[:threshold]}
+        combined = combine(first)
+        if verify_combined(combined):
+            return combined, tuple(first), ()
+    good: dict[int, S] = {}
+    bad: list[int] = []
+    for i in order:
+        if verify_share(i, shares[i]):
+            good[i] = shares[i]
+            if len(good) == threshold:
+                break
+        else:
+            bad.append(i)
+    if len(good) < threshold:
+        raise NotEnoughShares(threshold, len(good), tuple(bad))
+    combined = combine(good)
+    if not verify_combined(combined):  # share keys inconsistent with the group key
+        raise NotEnoughShares(threshold, 0, tuple(order))
+    return combined, tuple(good), tuple(bad)
+
+
 def combine_verified(
     partials: Mapping[int, G1],
     threshold: int,
@@ -79,33 +120,16 @@ def combine_verified(
     msg: bytes,
     dst: bytes,
 ) -> CombineResult:
-    """Combine partials into a signature that verifies under ``group_key``.
-
-    ``partials`` is in arrival order (a dict keeps insertion order). Optimistic path: combine the
-    first ``threshold`` and verify once. Fallback: verify every partial against ``share_keys`` and
-    combine ``threshold`` good ones. Raises :class:`NotEnoughShares` when fewer than ``threshold``
-    partials are valid.
-    """
+    """Combine partial signatures into a signature that verifies under ``group_key``
+    (:func:`combine_with_fallback`, checking a partial against its ``share_keys`` entry)."""
     hashed = hash_message(msg, dst)
-    order = list(partials)
-    if len(order) >= threshold:
-        first = {i: partials[i] for i in order[:threshold]}
-        signature = combine(first)
-        if verify_hashed(group_key, hashed, signature):
-            return CombineResult(signature, tuple(first), ())
-    good: dict[int, G1] = {}
-    bad: list[int] = []
-    for i in order:
+
+    def share_ok(i: int, partial: G1) -> bool:
         key = share_keys.get(i)
-        if key is not None and verify_hashed(key, hashed, partials[i]):
-            good[i] = partials[i]
-            if len(good) == threshold:
-                break
-        else:
-            bad.append(i)
-    if len(good) < threshold:
-        raise NotEnoughShares(threshold, len(good), tuple(bad))
-    signature = combine(good)
-    if not verify_hashed(group_key, hashed, signature):  # share keys inconsistent with the group key
-        raise NotEnoughShares(threshold, 0, tuple(order))
-    return CombineResult(signature, tuple(good), tuple(bad))
+        return key is not None and verify_hashed(key, hashed, partial)
+
+    signature, used, bad = combine_with_fallback(
+        partials, threshold, combine=combine,
+        verify_combined=lambda sig: verify_hashed(group_key, hashed, sig), verify_share=share_ok,
+    )
+    return CombineResult(signature, used, bad)

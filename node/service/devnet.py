@@ -217,21 +217,34 @@ class Devnet:
         self.start_node(proc)
         return proc
 
+    def node_addresses(self, proc: NodeProcess) -> dict[str, str]:
+        """Where node ``proc`` listens and which host it advertises (a compose network overrides this)."""
+        return {
+            "public_listen": f"127.0.0.1:{proc.public_port}",
+            "peer_listen": f"127.0.0.1:{proc.peer_port}",
+            "advertise_host": "127.0.0.1",
+            "metrics_listen": f"127.0.0.1:{proc.metrics_port}",
+        }
+
+    #: how often nodes poll the chain (seconds)
+    poll_interval = 0.25
+
     def _node_toml(self, proc: NodeProcess, key_file: Path) -> str:
+        addresses = self.node_addresses(proc)
         lines = [
             "[node]",
             f'name = "node-{proc.index}"',
             f'data_dir = "{proc.directory}"',
-            f'public_listen = "127.0.0.1:{proc.public_port}"',
-            f'peer_listen = "127.0.0.1:{proc.peer_port}"',
-            'advertise_host = "127.0.0.1"',
+            f'public_listen = "{addresses["public_listen"]}"',
+            f'peer_listen = "{addresses["peer_listen"]}"',
+            f'advertise_host = "{addresses["advertise_host"]}"',
             f'faults = "{self.node_faults.get(proc.index, "")}"',
             "",
             "[chain]",
             f'rpc_url = "{self.rpc_url}"',
             f'registry = "{self.registry}"',
             f"confirmations = {self.confirmations}",
-            "poll_interval = 0.25",
+            f"poll_interval = {self.poll_interval}",
             f"start_block = {self.deployment.deploy_block}",
             f'operator_key_file = "{key_file}"',
             "",
@@ -244,12 +257,21 @@ class Devnet:
             f"phase_timeout = {self.phase_timeout}",
             "",
             "[metrics]",
-            f'listen = "127.0.0.1:{proc.metrics_port}"',
+            f'listen = "{addresses["metrics_listen"]}"',
             "",
         ]
         if self.mqtt_url:
             lines += ["[mqtt]", f'url = "{self.mqtt_url}"', ""]
         return "\n".join(lines)
+
+    def deploy_only(self) -> None:
+        """Every set-up step of :meth:`up` except starting processes (a compose deploy job runs this against an
+        existing chain): deploy, roots, node configs and registrations, the bootstrap governance vote."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._deploy()
+        self._make_roots()
+        self._setup_nodes()
+        self._bootstrap_governance()
 
     def _bootstrap_governance(self) -> None:
         from node.attest.devnet import devnet_measurement_digest, node_measurements

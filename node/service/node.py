@@ -579,26 +579,7 @@ class NodeService:
     async def derive_key(self, request):
         state, keys, checked = self._check(request.request, "derive")
         hashed = kd.kd_point(checked.app_id, checked.key_version, checked.context)
-        epoch = state.committee
-        peers = self.peer_info(state, epoch)
         pb = self._pb
-
-        async def own():
-            return issuance.derive_share(keys, checked)
-
-        def remote(info: PeerInfo):
-            async def call():
-                reply = await self._peer_call(info, "DeriveShare", pb.DeriveShareRequest(request=request.request,
-                                                                                           epoch=keys.epoch))
-                try:
-                    return kd.EncryptedKey.decode(reply.encrypted_share)
-                except PointDecodeError as exc:
-                    self.metrics.shares.labels(str(info.index), "malformed").inc()
-                    raise Refusal("invalid_share", str(exc)) from None
-            return call
-
-        calls = {keys.index: own}
-        calls.update({i: remote(info) for i, info in peers.items() if i != keys.index})
 
         def first(answers):
             combined = kd.combine_encrypted(answers)
@@ -609,8 +590,13 @@ class NodeService:
                                            checked.tpk)
             return combined.key, combined.used, combined.bad
 
-        collected = await collect(calls, keys.threshold, first, every, deadline=self.config.limits.peer_deadline)
-        self._count_shares(collected)
+        collected = await self._fan_out(
+            state, keys,
+            own=lambda: issuance.derive_share(keys, checked),
+            method="DeriveShare", message=pb.DeriveShareRequest(request=request.request, epoch=keys.epoch),
+            decode=lambda reply: kd.EncryptedKey.decode(reply.encrypted_share),
+            first=first, every=every,
+        )
         log.info("key derived", extra={
             "app_id": checked.app_id, "key_version": checked.key_version, "platform": checked.claims.platform.name,
             "measurement": checked.claims.measurement_digest, "contributors": sorted(collected.used),
@@ -619,7 +605,7 @@ class NodeService:
             epoch=keys.epoch,
             encrypted_key=collected.result.encode(),
             contributors=sorted(collected.used),
-            excluded=sorted(i for i, r in collected.failures.items() if r == "invalid_share"),
+            excluded=_invalid(collected),
         )
 
     async def issue_certificate(self, request):
@@ -635,25 +621,7 @@ class NodeService:
         )
         digest = cert.digest
         cert_bytes = cert.encode()
-        peers = self.peer_info(state, state.committee)
         pb = self._pb
-
-        async def own():
-            return issuance.partial_sign(keys, cert)
-
-        def remote(info: PeerInfo):
-            async def call():
-                reply = await self._peer_call(info, "PartialSign", pb.PartialSignRequest(request=request.request,
-                                                                                          certificate=cert_bytes))
-                try:
-                    return G1.from_bytes(reply.partial_signature)
-                except PointDecodeError as exc:
-                    self.metrics.shares.labels(str(info.index), "malformed").inc()
-                    raise Refusal("invalid_share", str(exc)) from None
-            return call
-
-        calls = {keys.index: own}
-        calls.update({i: remote(info) for i, info in peers.items() if i != keys.index})
 
         def first(answers):
             signature = th.combine(answers)
@@ -664,8 +632,13 @@ class NodeService:
                                            DST_CERT)
             return combined.signature, combined.used, combined.bad
 
-        collected = await collect(calls, keys.threshold, first, every, deadline=self.config.limits.peer_deadline)
-        self._count_shares(collected)
+        collected = await self._fan_out(
+            state, keys,
+            own=lambda: issuance.partial_sign(keys, cert),
+            method="PartialSign", message=pb.PartialSignRequest(request=request.request, certificate=cert_bytes),
+            decode=lambda reply: G1.from_bytes(reply.partial_signature),
+            first=first, every=every,
+        )
         signature = collected.result
         log.info("certificate issued", extra={
             "serial": cert.serial, "app_id": cert.app_id, "platform": checked.claims.platform.name,
@@ -679,8 +652,31 @@ class NodeService:
             signature_eip2537=signature_bytes(signature),
             epoch=keys.epoch,
             contributors=sorted(collected.used),
-            excluded=sorted(i for i, r in collected.failures.items() if r == "invalid_share"),
+            excluded=_invalid(collected),
         )
+
+    async def _fan_out(self, state, keys, *, own, method, message, decode, first, every):
+        """Ask every committee member (this node answers ``own()`` itself) and combine, as a gateway."""
+
+        async def mine():
+            return own()
+
+        def remote(info: PeerInfo):
+            async def call():
+                reply = await self._peer_call(info, method, message)
+                try:
+                    return decode(reply)
+                except PointDecodeError as exc:
+                    self.metrics.shares.labels(str(info.index), "malformed").inc()
+                    raise Refusal("invalid_share", str(exc)) from None
+            return call
+
+        calls = {keys.index: mine}
+        calls.update({i: remote(info) for i, info in self.peer_info(state, state.committee).items()
+                      if i != keys.index})
+        collected = await collect(calls, keys.threshold, first, every, deadline=self.config.limits.peer_deadline)
+        self._count_shares(collected)
+        return collected
 
     def _count_shares(self, collected) -> None:
         for index in collected.used:
@@ -787,6 +783,11 @@ class NodeService:
         verdict = state.verify_certificate(bytes(request.certificate), sig, now=int(time.time()))
         return self._pb.GetStatusResponse(valid=verdict.ok, reason=verdict.reason.name.lower(),
                                           confirmed_block=state.block_number)
+
+
+def _invalid(collected) -> list[int]:
+    """Members whose shares failed verification in a fan-out."""
+    return sorted(i for i, reason in collected.failures.items() if reason == "invalid_share")
 
 
 async def set_health_safely(node, serving: bool) -> None:
