@@ -122,6 +122,7 @@ class Follower:
                 self._events[bytes.fromhex(event.topic.removeprefix("0x"))] = event
         self._unreported_reorg: Reorg | None = None
         self.behind = False  # the last poll stopped short of head − confirmations (max_range)
+        self.head: int | None = None  # the chain head seen by the last poll (for lag metrics)
         self.failures = 0  # consecutive failed polls (for status and metrics)
         self.last_error: str | None = None
 
@@ -137,7 +138,7 @@ class Follower:
     def poll(self) -> Update | None:
         """One step. Returns None when there is nothing new; raises a TRANSIENT_ERRORS member or ReorgRace
         (cursor unchanged) when the RPC fails or the chain moves under the read."""
-        head = self.w3.eth.block_number
+        head = self.head = self.w3.eth.block_number
         target = head - self.confirmations
         reorg = self._check_reorg() or self._unreported_reorg
         if reorg is None and (target <= self.cursor or target < self.start_block):

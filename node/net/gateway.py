@@ -1,9 +1,15 @@
-"""Gateway fan-out: ask every member in parallel, keep the first ``t`` valid answers, combine.
+"""Gateway fan-out: ask members in parallel, keep the first ``t`` valid answers, combine.
 
-:func:`collect` runs one coroutine per member. As soon as ``t`` answers have arrived it tries the
-optimistic combine (one verification); if that fails it waits for the remaining answers and combines
-with per-share verification, so a bad share costs latency but never the request while ``t`` good ones
-exist. Refusals and transport failures are collected per member and reported if the request fails.
+:func:`collect` starts the first ``eager`` calls at once (the gateway itself and enough peers for ``t``
+answers) and *hedges*: it starts every other call as soon as one call fails, the optimistic combine fails,
+or ``hedge_after`` seconds pass without ``t`` answers. So an honest, live committee does ``t`` members'
+work per request instead of ``n``, and a dead, slow or lying member costs at most one hedge delay. With
+``eager >= len(calls)`` every member is asked at once.
+
+As soon as ``t`` answers have arrived it tries the optimistic combine (one verification); if that fails
+it waits for the remaining answers and combines with per-share verification, so a bad share costs latency
+but never the request while ``t`` good ones exist. Refusals and transport failures are collected per
+member and reported if the request fails.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ async def collect(
     combine_all: Callable[[dict[int, T]], tuple[R, tuple[int, ...], tuple[int, ...]]],
     *,
     deadline: float,
+    eager: int | None = None,
+    hedge_after: float = 0.05,
 ) -> Collected[R]:
     """Fan out ``calls`` (member index -> coroutine factory) and combine.
 
@@ -47,18 +55,32 @@ async def collect(
     Raises :class:`Refusal` when no result can be formed by ``deadline`` seconds.
     """
     started = time.monotonic()
-    tasks = {asyncio.ensure_future(factory()): index for index, factory in calls.items()}
+    waiting = list(calls.items())  # calls not started yet, in order of preference
+    eager = len(waiting) if eager is None else max(threshold, eager)
+    tasks: dict[asyncio.Future, int] = {}
     answers: dict[int, T] = {}
     failures: dict[int, str] = {}
     details: dict[int, str] = {}
     tried_first = False
+
+    def launch(count: int) -> None:
+        for index, factory in waiting[:count]:
+            tasks[asyncio.ensure_future(factory())] = index
+        del waiting[:count]
+
+    launch(eager)
     try:
         pending = set(tasks)
-        while pending:
-            remaining = deadline - (time.monotonic() - started)
+        while pending or waiting:
+            elapsed = time.monotonic() - started
+            remaining = deadline - elapsed
             if remaining <= 0:
                 break
-            done, pending = await asyncio.wait(pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            if waiting and (failures or tried_first or elapsed >= hedge_after or not pending):
+                launch(len(waiting))  # hedge: ask everyone else now
+                pending = {t for t in tasks if not t.done()}
+            timeout = remaining if not waiting else min(remaining, max(hedge_after - elapsed, 0.001))
+            done, pending = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 index = tasks[task]
                 try:

@@ -83,6 +83,10 @@ class LimitsSection:
     max_concurrent_requests: int = 64
     request_deadline: float = 10.0
     peer_deadline: float = 5.0
+    #: a gateway first asks t members (itself and t-1 peers) plus this many more; the rest only if one of
+    #: them fails, a share is bad, or ``hedge_after`` seconds pass without t answers
+    extra_peers: int = 0
+    hedge_after: float = 0.05
     certificate_lifetime: int = 24 * 3600
     max_certificate_lifetime: int = 7 * 24 * 3600
 

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -111,11 +113,11 @@ class Devnet:
         return self
 
     def _start_chain(self) -> None:
-        from node.chain.anvil import Anvil, free_port
+        from node.chain.anvil import Anvil
 
         self.progress("starting anvil")
         self._anvil = Anvil(
-            port=self.anvil_port or free_port(),
+            port=self.anvil_port or self._port(),
             accounts=FIRST_OPERATOR + self.nodes + SPARE_ACCOUNTS,
             log_path=self.directory / "anvil.log",
             detach=True,
@@ -188,7 +190,6 @@ class Devnet:
 
     def _setup_node(self, i: int) -> NodeProcess:
         """Write node ``i``'s config and keys, create its sealed store and register it on-chain."""
-        from node.chain.anvil import free_port
         from node.service.config import load_config
         from node.service.setup import init_node, register_node
 
@@ -198,8 +199,8 @@ class Devnet:
         key_file = directory / "operator.key"
         _write_private(key_file, account.key.hex())
         platform = "tdx" if i % 2 else "snp"
-        proc = NodeProcess(i, directory, directory / "node.toml", account.address, free_port(), free_port(),
-                           free_port(), platform=platform)
+        proc = NodeProcess(i, directory, directory / "node.toml", account.address, self._port(), self._port(),
+                           self._port(), platform=platform)
         proc.config_path.write_text(self._node_toml(proc, key_file))
         config = load_config(proc.config_path)
         if not (directory / "node.db").exists():
@@ -207,6 +208,24 @@ class Devnet:
         self.progress(f"registering node {i} ({account.address}, {platform.upper()} membership evidence)")
         register_node(config)
         return proc
+
+    def _port(self) -> int:
+        """A free port below the kernel's ephemeral range (32768+), so that outgoing connections made before
+        the node binds it (anvil, peers, the broker) cannot take it first; never the same one twice."""
+        taken = getattr(self, "_ports", set())
+        self._ports = taken
+        for _ in range(1000):
+            port = random.randint(20000, 32000)
+            if port in taken:
+                continue
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            taken.add(port)
+            return port
+        raise DevnetError("no free port found in 20000-32000")
 
     def add_node(self) -> NodeProcess:
         """Set up, register and start one more node (governance must still approve it and reshare)."""
@@ -226,8 +245,8 @@ class Devnet:
             "metrics_listen": f"127.0.0.1:{proc.metrics_port}",
         }
 
-    #: how often nodes poll the chain (seconds)
-    poll_interval = 0.25
+    #: how often nodes poll the chain (seconds): half the block time
+    poll_interval = 0.5
 
     def _node_toml(self, proc: NodeProcess, key_file: Path) -> str:
         addresses = self.node_addresses(proc)
@@ -387,7 +406,7 @@ class Devnet:
         follower poll); returns the newest block at that point."""
         target = self.w3().eth.block_number + self.confirmations
         self.wait_for_block(target)
-        time.sleep(0.6)  # nodes poll their follower every 0.25 s
+        time.sleep(self.poll_interval + 0.3)  # one follower poll of every node
         return target
 
     def status(self) -> dict:

@@ -131,7 +131,8 @@ class NodeService:
         self._dkg_buffer: dict[int, deque] = defaultdict(lambda: deque(maxlen=DKG_BUFFER))
         self._peer_certs: dict[bytes, bytes] = {}  # tls key hash -> PEM, for the Peer port's client auth
         self._server_cert_config = None
-        self._inflight = 0
+        self._served_cert_config = None
+        self._rotation = 0  # which peers a gateway asks first (round robin)
         self._tasks: list[asyncio.Task] = []
         self._server: grpc.aio.Server | None = None
         self.public_port = 0
@@ -175,6 +176,7 @@ class NodeService:
         self._server_cert_config = grpc.ssl_server_certificate_configuration(
             [(ident.key_pem, ident.cert_pem)], root_certificates=ident.cert_pem
         )
+        self._served_cert_config = self._server_cert_config
         peer_creds = grpc.dynamic_ssl_server_credentials(
             self._server_cert_config, self._peer_cert_config, require_client_authentication=True
         )
@@ -233,11 +235,8 @@ class NodeService:
                 await self._on_state(update.state)
             except Exception:  # a bug in handling one update must not stop following the chain
                 log.exception("failed to apply registry update", extra={"block": update.state.block_number})
-            try:
-                head = await asyncio.to_thread(lambda: follower.w3.eth.block_number)
-                self.metrics.chain_lag.set(head - update.state.block_number)
-            except Exception:  # metrics only
-                pass
+            if follower.head is not None:
+                self.metrics.chain_lag.set(follower.head - update.state.block_number)
 
     async def _on_state(self, state: RegistryState) -> None:
         self.state = state
@@ -332,8 +331,16 @@ class NodeService:
             )
 
     def _peer_cert_config(self):
-        """gRPC calls this before every Peer-port handshake: the current pinned client roots."""
-        return self._server_cert_config
+        """gRPC calls this before every Peer-port handshake: the pinned client roots if they changed, else None.
+
+        gRPC treats any returned configuration as new and rebuilds the port's TLS context, racing handshakes
+        in flight (seen as crashes inside grpc at n = 32), so an unchanged configuration must return None.
+        """
+        config = self._server_cert_config
+        if config is self._served_cert_config:
+            return None
+        self._served_cert_config = config
+        return config
 
     def caller_operator(self, context) -> str:
         """The registered operator whose pinned TLS key the calling peer presented."""
@@ -478,14 +485,17 @@ class NodeService:
         self._tasks.append(asyncio.create_task(run(), name=f"dkg-{epoch.id}"))
 
     async def _block_time(self, number: int) -> float:
+        """When the run began for everyone: the starting block's timestamp, but never later than our own clock
+        (a chain whose clock runs ahead, like a devnet after timelock warps, must not stretch the phases)."""
         try:
             block = await asyncio.to_thread(self.w3.eth.get_block, number)
-            return float(block["timestamp"])
+            return min(float(block["timestamp"]), time.time())
         except Exception:  # the RPC is down: fall back to our own clock
             return time.time()
 
     async def _check_members(self, state: RegistryState, epoch: EpochRecord) -> None:
-        """Refuse to take part if a member's registered TEE evidence fails the node-membership policy."""
+        """Refuse to take part if a member's registered TEE evidence fails the node-membership policy, or if the
+        member does not show it within half a phase: shares are never dealt to an unattested member."""
         now = int(time.time())
         peers = {i: p for i, p in self.peer_info(state, epoch).items()
                  if p.operator.lower() != self.account.address.lower()}
@@ -493,8 +503,8 @@ class NodeService:
         for (index, info), evidence in zip(peers.items(), fetched):
             node = state.nodes[info.operator]
             if evidence is None:
-                log.warning("member unreachable for its evidence", extra={"epoch": epoch.id, "member": index})
-                continue
+                raise MembershipRefused("evidence_unavailable",
+                                        f"member {index} ({info.operator}) did not show its TEE evidence in time")
             expected = node_report_data(self.network, info.operator, node.identity_key, node.x25519_key,
                                         node.tls_key_hash)
             try:
@@ -671,10 +681,16 @@ class NodeService:
                     raise Refusal("invalid_share", str(exc)) from None
             return call
 
+        peers = [i for i in self.peer_info(state, state.committee) if i != keys.index]
+        peer_info = self.peer_info(state, state.committee)
+        self._rotation += 1
+        shift = self._rotation % max(1, len(peers))
+        order = peers[shift:] + peers[:shift]  # round robin: spread the eager calls over the committee
         calls = {keys.index: mine}
-        calls.update({i: remote(info) for i, info in self.peer_info(state, state.committee).items()
-                      if i != keys.index})
-        collected = await collect(calls, keys.threshold, first, every, deadline=self.config.limits.peer_deadline)
+        calls.update({i: remote(peer_info[i]) for i in order})
+        collected = await collect(calls, keys.threshold, first, every, deadline=self.config.limits.peer_deadline,
+                                  eager=keys.threshold + self.config.limits.extra_peers,
+                                  hedge_after=self.config.limits.hedge_after)
         self._count_shares(collected)
         return collected
 
