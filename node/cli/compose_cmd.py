@@ -47,7 +47,8 @@ def register(subparsers) -> None:
     deploy.add_argument("--peer-port", type=int, default=7401, help="Peer (mutual TLS) port inside each node container")
     deploy.add_argument("--metrics-port", type=int, default=9100, help="Prometheus port inside each node container")
     deploy.add_argument("--mqtt", default="", help="broker URL for the nodes' notices, e.g. mqtt://mosquitto:1883")
-    deploy.add_argument("--phase-timeout", type=float, default=30.0, help="DKG phase timeout, seconds")
+    deploy.add_argument("--phase-timeout", type=float, default=60.0,
+                        help="DKG phase timeout, seconds (containers boot after the job starts the DKG)")
     deploy.add_argument("--confirmations", type=int, default=1)
     deploy.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the chain to answer")
     deploy.set_defaults(func=_deploy)

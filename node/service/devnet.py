@@ -100,9 +100,10 @@ class Devnet:
             self._deploy()
             self._make_roots()
             self._setup_nodes()
+            self._start_nodes()
+            self._wait_nodes_listening()
             self._bootstrap_governance()
             self._interval_mining()
-            self._start_nodes()
             self._save_state()
             if wait:
                 self.wait_for_epoch(1, timeout=timeout)
@@ -334,6 +335,28 @@ class Devnet:
     def _start_nodes(self) -> None:
         for proc in self.node_processes:
             self.start_node(proc)
+
+    def _wait_nodes_listening(self, timeout: float = 90.0) -> None:
+        """Wait until every node answers TLS on its public port (booted, following the chain), so that the DKG
+        the bootstrap vote starts finds every member up and its evidence already checked by its peers."""
+        from node.net import tls
+
+        self.progress(f"waiting for {len(self.node_processes)} nodes to boot")
+        deadline = time.monotonic() + timeout
+        waiting = list(self.node_processes)
+        while waiting:
+            self._check_nodes_alive()
+            if time.monotonic() > deadline:
+                raise DevnetError(f"nodes {[p.index for p in waiting]} did not start listening within {timeout:.0f} s")
+            still = []
+            for proc in waiting:
+                try:
+                    tls.fetch_certificate("127.0.0.1", proc.public_port, timeout=1.0)
+                except OSError:
+                    still.append(proc)
+            waiting = still
+            if waiting:
+                time.sleep(0.25)
 
     def start_node(self, proc: NodeProcess) -> None:
         log = open(proc.directory / "node.log", "ab")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 
+from node.attest.claims import Claims
 from node.attest.errors import AttestationError
 from node.attest.evidence import Evidence
 from node.attest.policy import PolicyEngine, PolicyRequest
@@ -37,6 +38,29 @@ def node_report_data(network: bytes, operator: str, identity_key: bytes, x25519_
     ).digest()
 
 
+def verify_member_evidence(evidence_bytes: bytes, *, registered_hash: bytes, trust: TrustConfig, now: int) -> Claims:
+    """The claims of a member's evidence, if it is the registered one and verifies (raises otherwise).
+
+    This is the expensive, policy-free part: nodes run it once per registered evidence hash, in the
+    background, as soon as a node registers."""
+    if hashlib.sha256(evidence_bytes).digest() != registered_hash:
+        raise MembershipRefused("evidence_hash_mismatch", "the evidence is not the one registered on-chain")
+    try:
+        return verify_evidence(Evidence.decode(evidence_bytes), trust, at=now)
+    except AttestationError as exc:
+        raise MembershipRefused(getattr(exc, "reason", "attestation_error"), str(exc)) from None
+
+
+def check_member_policy(claims: Claims, *, expected_report_data: bytes, policy: PolicyEngine,
+                        snapshot: GovernanceSnapshot, now: int) -> None:
+    """The node-membership policy at ``snapshot`` (cheap: run again for every DKG/reshare)."""
+    verdict = policy.decide(
+        claims, snapshot, PolicyRequest(purpose="node", now=now, expected_report_data=expected_report_data)
+    )
+    if not verdict.allowed:
+        raise MembershipRefused(verdict.code, verdict.detail)
+
+
 def check_member_evidence(
     evidence_bytes: bytes,
     *,
@@ -48,14 +72,5 @@ def check_member_evidence(
     now: int,
 ) -> None:
     """Raise :class:`MembershipRefused` unless the evidence is the registered one, verifies and is allowed."""
-    if hashlib.sha256(evidence_bytes).digest() != registered_hash:
-        raise MembershipRefused("evidence_hash_mismatch", "the evidence is not the one registered on-chain")
-    try:
-        claims = verify_evidence(Evidence.decode(evidence_bytes), trust, at=now)
-    except AttestationError as exc:
-        raise MembershipRefused(getattr(exc, "reason", "attestation_error"), str(exc)) from None
-    verdict = policy.decide(
-        claims, snapshot, PolicyRequest(purpose="node", now=now, expected_report_data=expected_report_data)
-    )
-    if not verdict.allowed:
-        raise MembershipRefused(verdict.code, verdict.detail)
+    claims = verify_member_evidence(evidence_bytes, registered_hash=registered_hash, trust=trust, now=now)
+    check_member_policy(claims, expected_report_data=expected_report_data, policy=policy, snapshot=snapshot, now=now)

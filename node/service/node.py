@@ -55,7 +55,12 @@ from node.service import faults, issuance
 from node.service.config import NodeConfig, operator_key
 from node.service.dkg_runner import DkgRunner
 from node.service.epoch import EpochKeys
-from node.service.membership import MembershipRefused, check_member_evidence, node_report_data
+from node.service.membership import (
+    MembershipRefused,
+    check_member_policy,
+    node_report_data,
+    verify_member_evidence,
+)
 from node.service.metrics import Metrics
 from node.service.requests import CheckedRequest, RequestChecker
 from node.service.storage import NodeStore
@@ -133,6 +138,12 @@ class NodeService:
         self._server_cert_config = None
         self._served_cert_config = None
         self._rotation = 0  # which peers a gateway asks first (round robin)
+        self._member_claims: dict[bytes, object] = {}  # evidence hash -> Claims, or the MembershipRefused
+        self._evidence_tasks: dict[bytes, asyncio.Task] = {}
+        self._evidence_retry: dict[bytes, float] = {}
+        self._evidence_slots = asyncio.Semaphore(4)
+        self._member_changed = asyncio.Event()
+        self._node_policy = PolicyEngine.default()
         self._tasks: list[asyncio.Task] = []
         self._server: grpc.aio.Server | None = None
         self.public_port = 0
@@ -242,6 +253,7 @@ class NodeService:
         self.state = state
         self.metrics.confirmed_block.set(state.block_number)
         await self._refresh_peer_certs(state)
+        self._watch_member_evidence(state)
         current = state.committee
         if current is not None and (self.keys is None or self.keys.epoch != current.id):
             self._activate(current)
@@ -446,7 +458,8 @@ class NodeService:
     def _start_runner(self, state: RegistryState, epoch: EpochRecord) -> None:
         async def run() -> None:
             try:
-                await self._check_members(state, epoch)
+                started_at = await self._block_time(epoch.started_block)
+                await self._check_members(state, epoch, started_at)
                 config, old_shares = await self._dkg_config(state, epoch)
                 session_class = faults.CheatingDealer if "dkg_cheat" in self.faults else DkgSession
                 session = session_class(config, self.identity.dkg, old_shares)
@@ -454,7 +467,7 @@ class NodeService:
                 runner = DkgRunner(
                     session,
                     phase_timeout=self.config.dkg.phase_timeout,
-                    started_at=await self._block_time(epoch.started_block),
+                    started_at=started_at,
                     broadcast=self._broadcast(state, epochs),
                     on_phase=lambda phase, seconds: self.metrics.dkg_phase.labels(phase).observe(seconds),
                 )
@@ -485,39 +498,94 @@ class NodeService:
         self._tasks.append(asyncio.create_task(run(), name=f"dkg-{epoch.id}"))
 
     async def _block_time(self, number: int) -> float:
-        """When the run began for everyone: the starting block's timestamp, but never later than our own clock
-        (a chain whose clock runs ahead, like a devnet after timelock warps, must not stretch the phases)."""
+        """When the run began, on this node's clock: the starting block's timestamp, corrected by how far the
+        chain's clock is from ours now (a devnet's clock runs ahead after timelock warps; a real chain's
+        lags by up to a block), so every member gets the same deadlines whenever it starts its session."""
         try:
-            block = await asyncio.to_thread(self.w3.eth.get_block, number)
-            return min(float(block["timestamp"]), time.time())
+            started, latest = await asyncio.to_thread(
+                lambda: (self.w3.eth.get_block(number)["timestamp"], self.w3.eth.get_block("latest")["timestamp"])
+            )
         except Exception:  # the RPC is down: fall back to our own clock
             return time.time()
+        now = time.time()
+        skew = latest - now
+        return min(started - skew, now) if skew > 0 else min(started, now)
 
-    async def _check_members(self, state: RegistryState, epoch: EpochRecord) -> None:
-        """Refuse to take part if a member's registered TEE evidence fails the node-membership policy, or if the
-        member does not show it within half a phase: shares are never dealt to an unattested member."""
-        now = int(time.time())
-        peers = {i: p for i, p in self.peer_info(state, epoch).items()
-                 if p.operator.lower() != self.account.address.lower()}
-        fetched = await asyncio.gather(*(self._fetch_evidence(info) for info in peers.values()))
-        for (index, info), evidence in zip(peers.items(), fetched):
-            node = state.nodes[info.operator]
-            if evidence is None:
-                raise MembershipRefused("evidence_unavailable",
-                                        f"member {index} ({info.operator}) did not show its TEE evidence in time")
-            expected = node_report_data(self.network, info.operator, node.identity_key, node.x25519_key,
-                                        node.tls_key_hash)
+    # ---------------------------------------------------------------------------------------------
+    # membership evidence: verified in the background once per registered evidence, checked per epoch
+
+    def _watch_member_evidence(self, state: RegistryState) -> None:
+        """Start verifying the evidence of every registered node not verified yet (bounded, with retries)."""
+        for operator, node in state.nodes.items():
+            if operator.lower() == self.account.address.lower() or node.evidence_hash in self._member_claims:
+                continue
+            if node.evidence_hash in self._evidence_tasks or time.monotonic() < self._evidence_retry.get(
+                    node.evidence_hash, 0):
+                continue
             try:
-                check_member_evidence(
-                    evidence, registered_hash=node.evidence_hash, expected_report_data=expected, trust=self.trust,
-                    policy=PolicyEngine.default(), snapshot=state.snapshot, now=now,
-                )
+                endpoint = Endpoint.parse(node.endpoint)
+            except ValueError:
+                continue
+            info = PeerInfo(0, operator, endpoint, node.tls_key_hash)
+            task = asyncio.create_task(self._verify_member(info, node.evidence_hash))
+            self._evidence_tasks[node.evidence_hash] = task
+            self._tasks.append(task)
+
+    async def _verify_member(self, info: PeerInfo, evidence_hash: bytes) -> None:
+        try:
+            async with self._evidence_slots:
+                evidence = await self._fetch_evidence(info)
+                if evidence is None:
+                    self._evidence_retry[evidence_hash] = time.monotonic() + 2.0
+                    return
+                try:
+                    self._member_claims[evidence_hash] = verify_member_evidence(
+                        evidence, registered_hash=evidence_hash, trust=self.trust, now=int(time.time()))
+                except MembershipRefused as exc:
+                    self._member_claims[evidence_hash] = exc
+                    log.warning("member evidence refused", extra={"operator": info.operator, "reason": exc.reason,
+                                                                  "detail": exc.detail})
+        finally:
+            self._evidence_tasks.pop(evidence_hash, None)
+            self._member_changed.set()
+
+    async def _check_members(self, state: RegistryState, epoch: EpochRecord, started_at: float) -> None:
+        """Refuse to take part if a member's registered TEE evidence fails the node-membership policy, or if the
+        member has not shown it half a phase after the run began: shares are never dealt to an unattested
+        member."""
+        deadline = max(started_at + self.config.dkg.phase_timeout / 2, time.time() + 2.0)
+        members = {i: p for i, p in self.peer_info(state, epoch).items()
+                   if p.operator.lower() != self.account.address.lower()}
+        while True:
+            missing = [i for i, p in members.items() if state.nodes[p.operator].evidence_hash not in self._member_claims]
+            if not missing:
+                break
+            if time.time() >= deadline:
+                info = members[missing[0]]
+                raise MembershipRefused("evidence_unavailable", f"member {missing[0]} ({info.operator}) and "
+                                        f"{len(missing) - 1} more did not show their TEE evidence in time")
+            self._watch_member_evidence(state)
+            self._member_changed.clear()
+            try:
+                await asyncio.wait_for(self._member_changed.wait(), timeout=min(1.0, max(deadline - time.time(), 0.01)))
+            except asyncio.TimeoutError:
+                pass
+        now = int(time.time())
+        for index, info in members.items():
+            node = state.nodes[info.operator]
+            claims = self._member_claims[node.evidence_hash]
+            try:
+                if isinstance(claims, MembershipRefused):
+                    raise claims
+                expected = node_report_data(self.network, info.operator, node.identity_key, node.x25519_key,
+                                            node.tls_key_hash)
+                check_member_policy(claims, expected_report_data=expected, policy=self._node_policy,
+                                    snapshot=state.snapshot, now=now)
             except MembershipRefused as exc:
                 raise MembershipRefused(exc.reason, f"member {index} ({info.operator}): {exc.detail}") from None
 
     async def _fetch_evidence(self, info: PeerInfo) -> bytes | None:
-        deadline = time.monotonic() + self.config.dkg.phase_timeout / 2
-        while time.monotonic() < deadline:
+        for _attempt in range(3):
             try:
                 stub = await self.peers.stub(info)
                 reply = await stub.GetNodeEvidence(self._pb.GetNodeEvidenceRequest(), timeout=5)
