@@ -1,7 +1,6 @@
 """`derot devnet up/status/down` as a user runs them: separate commands, background processes, clean stop."""
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -16,20 +15,7 @@ def _derot(*args, timeout=240):
                           timeout=timeout)
 
 
-def _pids_mentioning(marker: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != os.getpid():
-            try:
-                cmdline = open(f"/proc/{entry}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if marker in cmdline:
-                found.append(int(entry))
-    return found
-
-
-def test_devnet_up_status_down_leaves_no_process(tmp_path):
+def test_devnet_up_status_down_leaves_no_process(tmp_path, processes):
     directory = tmp_path / "dn"
     up = _derot("devnet", "up", "--nodes", "3", "--threshold", "2", "--dir", str(directory))
     try:
@@ -42,11 +28,11 @@ def test_devnet_up_status_down_leaves_no_process(tmp_path):
         info = json.loads(status.stdout)
         assert info["epoch"] == 1 and info["threshold"] == 2 and len(info["nodes"]) == 3
         assert all(node["state"] == "running" for node in info["nodes"])
-        assert len(_pids_mentioning(str(directory))) >= 4  # 3 nodes + the broker
+        assert len(processes(str(directory))) >= 4  # 3 nodes + the broker
     finally:
         down = _derot("devnet", "down", "--dir", str(directory), timeout=60)
     assert down.returncode == 0, down.stderr
-    assert _pids_mentioning(str(directory)) == []
+    assert processes(str(directory)) == []
     with socket.socket() as sock:  # anvil's port is closed
         assert sock.connect_ex(("127.0.0.1", state["anvil_port"])) != 0
     assert _derot("devnet", "status", "--dir", str(directory)).returncode == 1  # nothing recorded any more

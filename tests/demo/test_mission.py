@@ -1,6 +1,5 @@
 """`derot demo` (what `make demo` runs) completes the mission and leaves no process behind."""
 
-import os
 import subprocess
 import sys
 
@@ -9,22 +8,9 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def _children_named(pattern: str) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                cmdline = open(f"/proc/{entry}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if pattern in cmdline:
-                pids.append(int(entry))
-    return pids
-
-
-def test_demo_runs_the_mission_and_cleans_up(tmp_path):
+def test_demo_runs_the_mission_and_cleans_up(tmp_path, processes):
     directory = tmp_path / "demo"
-    anvils_before = set(_children_named("anvil-linux-amd64/bin/anvil"))
+    anvils_before = set(processes("anvil-linux-amd64/bin/anvil"))
     out = subprocess.run(
         [sys.executable, "-m", "node.cli.main", "demo", "--dir", str(directory)],
         capture_output=True, text=True, timeout=300,
@@ -42,5 +28,5 @@ def test_demo_runs_the_mission_and_cleans_up(tmp_path):
     ):
         assert marker in text, marker
     assert not directory.exists()  # the demo removed its devnet directory
-    assert _children_named(str(directory)) == []  # no node or broker process survived
-    assert set(_children_named("anvil-linux-amd64/bin/anvil")) <= anvils_before  # nor the demo's chain
+    assert processes(str(directory)) == []  # no node or broker process survived
+    assert set(processes("anvil-linux-amd64/bin/anvil")) <= anvils_before  # nor the demo's chain
