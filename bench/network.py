@@ -655,18 +655,18 @@ def print_report(args, boot, floor, runs, extra, dkg_rows) -> None:
                              f"{run['elapsed']:.0f} s)", f"{run['rps']:.1f} /s, {err} errors",
                              f">= {TARGET_RPS:.0f} /s" if run["method"] == "derive" else "", ANCHOR_THROUGHPUT,
                              _verdict(run["rps"] >= TARGET_RPS and not err) if run["method"] == "derive" else ""))
-                rows.append((f"  latency under that load p50 / p99",
+                rows.append(("  latency under that load p50 / p99",
                              f"{_ms(percentile(run['total'], 50))} / {_ms(percentile(run['total'], 99))}",
                              "", "", ""))
             if run["served"]:
                 f = floor["derive_floor" if run["method"] == "derive" else "certify_floor"]
                 per = run["node_cpu"] / run["served"]
                 net_per = run["node_cpu_net"] / run["served"]
-                rows.append((f"  node CPU / request (gross; minus idle)",
+                rows.append(("  node CPU / request (gross; minus idle)",
                              f"{_ms(per)}; {_ms(net_per)} = {net_per / f:.2f}x floor",
                              f"<= {TARGET_CPU_RATIO:.0f}x floor ({_ms(TARGET_CPU_RATIO * f)})", "",
                              _verdict(per <= TARGET_CPU_RATIO * f)))
-                rows.append((f"  client CPU / request; anvil CPU / request",
+                rows.append(("  client CPU / request; anvil CPU / request",
                              f"{_ms(run['client_cpu'] / run['served'])}; {_ms(run['anvil_cpu'] / run['served'])}",
                              "", "", ""))
             rows.append(("  CPU used by other processes on the machine", f"{run['others_cores']:.2f} cores",
@@ -674,7 +674,7 @@ def print_report(args, boot, floor, runs, extra, dkg_rows) -> None:
             refusals = {f"{m}:{o}": int(v) for (m, o), v in run["metrics"].items()
                         if o not in ("ok", "sum", "count") and v}
             if err or refusals:
-                rows.append((f"  errors (client) / refusals (nodes)", f"{dict(run['errors'])} / {refusals}",
+                rows.append(("  errors (client) / refusals (nodes)", f"{dict(run['errors'])} / {refusals}",
                              "", "", ""))
         rows.append(("crypto floor DeriveKey (in-process)", _ms(floor["derive_floor"]),
                      "", "", f"5x({_ms(floor['verify'])} verify + {_ms(floor['share'])} share) + "
@@ -694,7 +694,7 @@ def print_report(args, boot, floor, runs, extra, dkg_rows) -> None:
                          f"{fig['member_median_s']:.2f} / {fig['member_max_s']:.2f} s; "
                          f"{fig['after_last_start_s']:.2f} s", "", "", ""))
         if "active_s" in fig:
-            rows.append((f"  spawn -> epoch ACTIVE on-chain", f"{fig['active_s']:.1f} s", "", "",
+            rows.append(("  spawn -> epoch ACTIVE on-chain", f"{fig['active_s']:.1f} s", "", "",
                          f"boot {fig.get('boot_s', float('nan')):.1f} s, first/last dkg start "
                          f"{fig.get('first_start_s', float('nan')):.1f}/{fig.get('last_start_s', float('nan')):.1f} s, "
                          f"report {fig.get('report_s', float('nan')):.1f} s"))
@@ -707,7 +707,7 @@ def print_report(args, boot, floor, runs, extra, dkg_rows) -> None:
         if "error" in fig:
             rows.append((f"{head}: FAILED", fig["error"][:90], target, "", "MISSES" if target else ""))
         if "node_cpu_s" in fig:
-            rows.append((f"  node CPU total; peak RSS (all nodes)",
+            rows.append(("  node CPU total; peak RSS (all nodes)",
                          f"{fig['node_cpu_s']:.1f} s; {fig['peak_rss_mb']:.0f} MB", "", "",
                          f"setup {fig.get('setup_s', 0):.0f} s, phase max "
                          + ", ".join(f"{k} {v:.1f}s" for k, v in fig.get("phases", {}).items())))

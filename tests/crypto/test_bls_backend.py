@@ -121,9 +121,8 @@ def _non_subgroup_g1_point() -> bytes:
         rhs = (x**3 + 4) % P
         y = pow(rhs, (P + 1) // 4, P)
         if y * y % P == rhs:
-            point = (x, y)
-            # multiply by R with affine formulas would be slow; the cofactor of G1 is large, so a random
-            # curve point is outside the subgroup unless proven otherwise by the oracle:
+            # the cofactor of G1 is large, so a curve point is outside the subgroup unless the oracle
+            # shows R·P = O:
             from py_ecc.optimized_bls12_381 import FQ, is_inf, multiply as omul
             if not is_inf(omul((FQ(x), FQ(y), FQ(1)), R)):
                 flag = 0x80 | (0x20 if y > P - y else 0)

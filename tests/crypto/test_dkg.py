@@ -22,7 +22,6 @@ from node.crypto.dkg import (
     DkgFailed,
     DkgSession,
     FailReason,
-    Message,
     MessageKind,
     Phase,
 )
