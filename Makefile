@@ -30,16 +30,16 @@ contracts/node_modules/.installed: contracts/package.json contracts/package-lock
 	@touch $@
 
 proto: venv
-	$(PY) -m node._proto --generate
+	$(PY) -m derot._proto --generate
 
 contracts: setup
-	$(PY) -m node.chain.compile
+	$(PY) -m derot.devnet.compile
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: setup
-	$(PY) -m node.cli.main demo
+	$(PY) -m derot.cli.main demo
 
 bench: setup
 	@for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

@@ -25,11 +25,11 @@ sys.path.insert(0, str(ROOT))
 
 import dcap_qvl  # noqa: E402
 
-from node.attest.devnet import DevnetRoots, DevnetTee  # noqa: E402
-from node.attest.evidence import Evidence, GpuEvidence  # noqa: E402
-from node.attest.trust import TrustConfig  # noqa: E402
-from node.attest.verify import verify_evidence  # noqa: E402
-from node.constants import Platform  # noqa: E402
+from derot.attest.devnet import DevnetRoots, DevnetTee  # noqa: E402
+from derot.attest.evidence import Evidence, GpuEvidence  # noqa: E402
+from derot.attest.trust import TrustConfig  # noqa: E402
+from derot.attest.verify import verify_evidence  # noqa: E402
+from derot.constants import Platform  # noqa: E402
 
 V = ROOT / "tests" / "vectors"
 

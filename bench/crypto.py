@@ -19,11 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pyblst import BlstP1Element, final_verify, miller_loop  # noqa: E402
 
-from node.constants import DST_CERT  # noqa: E402
-from node.crypto import kd  # noqa: E402
-from node.crypto import threshold as th  # noqa: E402
-from node.crypto.bls import G1, G2, random_scalar  # noqa: E402
-from node.crypto.poly import Polynomial, lagrange_coefficients  # noqa: E402
+from derot.constants import DST_CERT  # noqa: E402
+from derot.crypto import kd  # noqa: E402
+from derot.crypto import threshold as th  # noqa: E402
+from derot.crypto.bls import G1, G2, random_scalar  # noqa: E402
+from derot.crypto.hazmat.poly import Polynomial, lagrange_coefficients  # noqa: E402
 
 
 def best_us(fn, reps: int, rounds: int = 5) -> float:

@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from node.crypto.bls import G2  # noqa: E402
-from node.crypto.dkg import DkgConfig, MessageKind  # noqa: E402
-from node.crypto.dkg.local import LocalBroadcast, committee_of, generate_identities, make_sessions  # noqa: E402
+from derot.crypto.bls import G2  # noqa: E402
+from derot.crypto.dkg import DkgConfig, MessageKind  # noqa: E402
+from derot.crypto.dkg.local import LocalBroadcast, committee_of, generate_identities, make_sessions  # noqa: E402
 
 NETWORK = (31337).to_bytes(32, "big") + bytes(20)
 

@@ -18,16 +18,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from web3 import Web3  # noqa: E402
 
-from node.certs import Certificate, Reason  # noqa: E402
-from node.chain import actions as A  # noqa: E402
-from node.chain.anvil import Anvil, mine, warp  # noqa: E402
-from node.chain.deploy import DeployParams, deploy  # noqa: E402
-from node.chain.governance import Governance, Support, enact  # noqa: E402
-from node.chain.registry import Registry  # noqa: E402
-from node.chain.tx import send  # noqa: E402
-from node.chain.types import RevocationKind  # noqa: E402
-from node.constants import Platform, TcbStatus  # noqa: E402
-from node.crypto.bls import G2, random_scalar  # noqa: E402
+from derot.certs import Certificate, Reason  # noqa: E402
+from derot.chain import actions as A  # noqa: E402
+from derot.devnet.anvil import Anvil, mine, warp  # noqa: E402
+from derot.chain.deploy import DeployParams, deploy  # noqa: E402
+from derot.chain.governance import Governance, Support  # noqa: E402
+from derot.devnet.governance import enact  # noqa: E402
+from derot.chain.registry import Registry  # noqa: E402
+from derot.chain.tx import send  # noqa: E402
+from derot.chain.types import RevocationKind  # noqa: E402
+from derot.constants import Platform, TcbStatus  # noqa: E402
+from derot.crypto.bls import G2, random_scalar  # noqa: E402
 
 TARGET_VERIFY = 150_000
 

@@ -161,17 +161,17 @@ def measure_floor(roots_dir: Path, network: bytes, app_id: bytes, threshold: int
     """CPU seconds per operation of the crypto every request needs on the nodes: the best of ``rounds``
     rounds, in process time (like the nodes' CPU it is compared with, and robust to other processes
     sharing the 2 cores)."""
-    from node.app.tee.devnet import DevnetDevice
-    from node.attest.binding import RequestBinding
-    from node.attest.devnet import DevnetRoots, image_registers
-    from node.attest.evidence import Evidence
-    from node.attest.trust import TrustConfig
-    from node.attest.verify import verify_evidence
-    from node.constants import DST_CERT, Platform
-    from node.crypto import kd
-    from node.crypto import threshold as th
-    from node.crypto.bls import G2
-    from node.crypto.poly import Polynomial
+    from derot.app.tee.devnet import DevnetDevice
+    from derot.attest.binding import RequestBinding
+    from derot.attest.devnet import DevnetRoots, image_registers
+    from derot.attest.evidence import Evidence
+    from derot.attest.trust import TrustConfig
+    from derot.attest.verify import verify_evidence
+    from derot.constants import DST_CERT, Platform
+    from derot.crypto import kd
+    from derot.crypto import threshold as th
+    from derot.crypto.bls import G2
+    from derot.crypto.hazmat.poly import Polynomial
 
     roots = DevnetRoots.load(roots_dir)
     trust = TrustConfig.devnet(roots)
@@ -240,12 +240,12 @@ class _TimedClient:
 
 
 def _client_thread(spec: dict, offset: int, window, out: dict, ready: threading.Barrier, go) -> None:
-    from node.app.client import RequestFailed, RootOfTrustClient
-    from node.app.sdk import App, AppError, TrustAnchor
-    from node.app.tee.devnet import DevnetDevice
-    from node.attest.devnet import image_registers
-    from node.constants import KeyType, Platform
-    from node.crypto.bls import G2
+    from derot.app.client import RequestFailed, RootOfTrustClient
+    from derot.app.sdk import App, AppError, TrustAnchor
+    from derot.app.tee.devnet import DevnetDevice
+    from derot.attest.devnet import image_registers
+    from derot.constants import KeyType, Platform
+    from derot.crypto.bls import G2
 
     op = None
     try:  # set up and warm up (channel, TLS session, caches); the certificate's subject is the app's own key
@@ -433,8 +433,8 @@ PORT_COLLISION = "Address already in use"
 def start_devnet(directory: Path, nodes: int, threshold: int, phase_timeout: float, timeout: float, progress):
     """Start a devnet and time its first epoch; returns (net, figures). On failure the devnet is down and
     :class:`DevnetRunFailed` carries the figures and ``error``."""
-    from node.chain.types import EpochPhase
-    from node.service.devnet import Devnet
+    from derot.chain.types import EpochPhase
+    from derot.devnet.network import Devnet
 
     net = Devnet(directory, nodes=nodes, threshold=threshold, phase_timeout=phase_timeout, progress=progress)
     figures: dict = {"n": nodes, "t": threshold, "phase_timeout": phase_timeout}
@@ -552,13 +552,13 @@ def dkg_benchmark(n: int, root: Path, phase_timeout: float, timeout: float, prog
 # the load benchmark
 
 def load_benchmark(args, root: Path, progress) -> tuple[dict, dict, list[dict], dict]:
-    from node.app.client import RootOfTrustClient
-    from node.app.owner import AppOwner
-    from node.app.sdk import App, TrustAnchor
-    from node.app.tee.devnet import DevnetDevice
-    from node.attest.devnet import devnet_measurement_digest, image_registers
-    from node.constants import Platform
-    from node.service.devnet import APP_OWNER
+    from derot.app.client import RootOfTrustClient
+    from derot.app.owner import AppOwner
+    from derot.app.sdk import App, TrustAnchor
+    from derot.app.tee.devnet import DevnetDevice
+    from derot.attest.devnet import devnet_measurement_digest, image_registers
+    from derot.constants import Platform
+    from derot.devnet.network import APP_OWNER
 
     net, boot = start_devnet_retrying(root / "load", 5, 3, 10.0, 180.0, progress)
     try:
@@ -601,7 +601,7 @@ def load_benchmark(args, root: Path, progress) -> tuple[dict, dict, list[dict], 
 def _wait_app_served(App, RootOfTrustClient, DevnetDevice, image_registers, Platform, net, anchor, app_id,
                      timeout: float = 30.0) -> None:
     """Every node must serve the app as gateway before we measure (nodes decide at a confirmed block)."""
-    from node.app.client import RequestFailed
+    from derot.app.client import RequestFailed
 
     device = DevnetDevice(net.directory / "roots", Platform.TDX, image_registers(Platform.TDX, APP_IMAGE))
     deadline = time.monotonic() + timeout

@@ -8,7 +8,6 @@ so an editable install works from any entry point (tests, CLI, benchmarks).
 from __future__ import annotations
 
 import importlib
-import sys
 import threading
 from pathlib import Path
 
@@ -54,21 +53,32 @@ def generate(force: bool = False) -> None:
             raise RuntimeError("protoc failed on " + ", ".join(s.name for s in sources))
         for d in (PACKAGE_DIR / "derot", PACKAGE_DIR / "derot" / "v1"):
             (d / "__init__.py").touch()
+        _relocate_imports(PACKAGE_DIR / "derot" / "v1")
+
+
+#: protoc writes ``from derot.v1 import x_pb2`` (from the .proto paths); the stubs live inside this
+#: package, whose own import name is ``derot``, so their sibling imports are rewritten to it.
+_GENERATED_PREFIX = "from derot.v1 import"
+_PACKAGED_PREFIX = "from derot._proto.derot.v1 import"
+
+
+def _relocate_imports(directory: Path) -> None:
+    for file in directory.glob("*.py*"):
+        text = file.read_text()
+        if _GENERATED_PREFIX in text:
+            file.write_text(text.replace(_GENERATED_PREFIX, _PACKAGED_PREFIX))
 
 
 _loaded: dict = {}
 
 
 def load(name: str):
-    """Import a generated module, e.g. ``load("dkg_pb2")`` → ``derot.v1.dkg_pb2``.
+    """Import a generated module, e.g. ``load("dkg_pb2")`` → ``derot._proto.derot.v1.dkg_pb2``.
 
     The staleness check (a glob and stats) runs on a module's first load only: hot paths call this
     per request, and a module already imported would not be re-imported anyway."""
     module = _loaded.get(name)
     if module is None:
         generate()
-        if str(PACKAGE_DIR) not in sys.path:
-            # generated code imports its siblings as ``derot.v1.x_pb2``
-            sys.path.insert(0, str(PACKAGE_DIR))
-        module = _loaded[name] = importlib.import_module(f"derot.v1.{name}")
+        module = _loaded[name] = importlib.import_module(f"derot._proto.derot.v1.{name}")
     return module

@@ -1,6 +1,6 @@
 import sys
 
-from node._proto import generate
+from derot._proto import generate
 
 if __name__ == "__main__":
     generate(force="--force" in sys.argv)

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import grpc
 
-from node import _proto
-from node.net import tls
-from node.net.status import Refusal, refusal_from_rpc_error
+from derot import _proto
+from derot.net import tls
+from derot.net.status import Refusal, refusal_from_rpc_error
 
 log = logging.getLogger("derot.app")
 

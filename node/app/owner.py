@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from node.constants import Platform
+from derot.constants import Platform
 
 
 @dataclass(frozen=True)
 class AppOwner:
-    """``account`` is an eth_account LocalAccount holding gas; ``registry`` a ``node.chain.registry.Registry``."""
+    """``account`` is an eth_account LocalAccount holding gas; ``registry`` a ``derot.chain.registry.Registry``."""
 
     registry: object
     account: object
@@ -21,7 +21,7 @@ class AppOwner:
     def connect(cls, rpc_url: str, registry: str, account) -> AppOwner:
         from web3 import Web3
 
-        from node.chain.registry import Registry
+        from derot.chain.registry import Registry
 
         return cls(Registry(Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 15})), registry), account)
 

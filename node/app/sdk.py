@@ -17,13 +17,13 @@ import os
 import time
 from dataclasses import dataclass
 
-from node.app.client import RootOfTrustClient
-from node.attest.binding import RequestBinding, network_id
-from node.certs.certificate import Certificate
-from node.constants import KeyType
-from node.crypto import kd
-from node.crypto.appkeys import AppKeys, derive_app_keys
-from node.crypto.bls import G1, G2
+from derot.app.client import RootOfTrustClient
+from derot.attest.binding import RequestBinding, network_id
+from derot.certs.certificate import Certificate
+from derot.constants import KeyType
+from derot.crypto import kd
+from derot.crypto.appkeys import AppKeys, derive_app_keys
+from derot.crypto.bls import G1, G2
 
 
 class AppError(Exception):
@@ -49,7 +49,7 @@ class TrustAnchor:
         """Read the current epoch's keys from ``DerotRegistry`` (needs an Ethereum RPC the app trusts)."""
         from web3 import Web3
 
-        from node.chain.registry import Registry
+        from derot.chain.registry import Registry
 
         reg = Registry(Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 15})), registry)
         epoch = reg.current_epoch(block)
@@ -149,8 +149,8 @@ class App:
     def get_certificate(self, subject_key: bytes, key_type: KeyType, *, key_version: int = 1,
                         lifetime: int = 0) -> IssuedCertificate:
         """Ask the committee to certify ``subject_key``; verify the signature against the group key."""
-        from node.constants import DST_CERT
-        from node.crypto import threshold as th
+        from derot.constants import DST_CERT
+        from derot.crypto import threshold as th
 
         started = time.perf_counter()
 

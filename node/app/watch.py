@@ -23,9 +23,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from node.constants import Platform, TcbStatus
-from node.crypto.bls import G2
-from node.certs.notices import (
+from derot.constants import Platform, TcbStatus
+from derot.crypto.bls import G2
+from derot.certs.notices import (
     BrokerAddress,
     EpochInfo,
     Notice,

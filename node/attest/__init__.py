@@ -2,11 +2,11 @@
 
 Entry points (import the submodules; this package imports nothing heavy):
 
-- ``node.attest.verify.verify_evidence(evidence, trust, at=None) -> Claims``
-- ``node.attest.evidence.Evidence`` (``encode``/``decode``, protobuf ``derot.v1.Evidence``)
-- ``node.attest.trust.TrustConfig`` (``production_defaults(...)`` / ``devnet(roots)``)
-- ``node.attest.policy.PolicyEngine.default(...).decide(claims, snapshot, request) -> Verdict``
-- ``node.attest.binding.RequestBinding`` (report_data of a request), ``node.attest.devnet`` (devnet roots/TEEs)
+- ``derot.attest.verify.verify_evidence(evidence, trust, at=None) -> Claims``
+- ``derot.attest.evidence.Evidence`` (``encode``/``decode``, protobuf ``derot.v1.Evidence``)
+- ``derot.attest.trust.TrustConfig`` (``production_defaults(...)`` / ``devnet(roots)``)
+- ``derot.attest.policy.PolicyEngine.default(...).decide(claims, snapshot, request) -> Verdict``
+- ``derot.attest.binding.RequestBinding`` (report_data of a request), ``derot.attest.devnet`` (devnet roots/TEEs)
 
 Modules, one concern each: ``errors`` (exception types and reason codes), ``claims``, ``evidence``,
 ``intel_quote`` (DCAP quote parser), ``intel`` (dcap-qvl verification), ``intel_dcap`` (independent

@@ -6,7 +6,7 @@ field and its absolute byte offset, so a parser built on it cannot raise anythin
 
 from __future__ import annotations
 
-from node.attest.errors import EvidenceParseError
+from derot.attest.errors import EvidenceParseError
 
 
 class Reader:

@@ -9,7 +9,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.utils import CryptographyDeprecationWarning
 
-from node.attest.errors import EvidenceParseError
+from derot.attest.errors import EvidenceParseError
 
 
 def _touch(cert: x509.Certificate) -> x509.Certificate:

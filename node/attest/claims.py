@@ -1,7 +1,7 @@
 """The one result every verifier returns: :class:`Claims`.
 
 Claims are facts established by verification, never decisions: a debug TD or an out-of-date TCB still
-yields Claims; :mod:`node.attest.policy` decides.
+yields Claims; :mod:`derot.attest.policy` decides.
 
 Canonical measurement digest (the ``bytes32 measurement`` of certificates and of the registry's
 allow-lists)::
@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
-from node.constants import Platform, TcbStatus
+from derot.constants import Platform, TcbStatus
 
 MEASUREMENT_DOMAIN = b"DEROT-V1-MEASUREMENT"
 

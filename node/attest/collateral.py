@@ -34,7 +34,8 @@ from types import MappingProxyType
 import dcap_qvl
 from cryptography import x509
 
-from node.attest.errors import CollateralError, CollateralStale, CollateralUnavailable
+from derot import untrusted
+from derot.attest.errors import CollateralError, CollateralStale, CollateralUnavailable
 
 _REQUIRED = (
     "pck_crl_issuer_chain", "root_ca_crl", "pck_crl", "tcb_info_issuer_chain", "tcb_info",
@@ -73,17 +74,17 @@ class Collateral:
         if isinstance(text, bytes):
             text = text.decode("utf-8", "replace")
         try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise CollateralError(f"collateral is not JSON: {exc}") from None
+            doc = untrusted.json_loads(text, what="collateral")
+        except untrusted.UntrustedInputError as exc:
+            raise CollateralError(str(exc)) from None
         if not isinstance(doc, dict):
             raise CollateralError("collateral JSON is not an object")
         missing = [k for k in _REQUIRED if k not in doc]
         if missing:
             raise CollateralError(f"collateral lacks {', '.join(missing)}")
         try:
-            tcb = json.loads(doc["tcb_info"])
-            qe = json.loads(doc["qe_identity"])
+            tcb = untrusted.json_loads(doc["tcb_info"], what="collateral tcb_info")
+            qe = untrusted.json_loads(doc["qe_identity"], what="collateral qe_identity")
             crls = [x509.load_der_x509_crl(bytes.fromhex(doc[k])) for k in ("root_ca_crl", "pck_crl")]
             fmspc = bytes.fromhex(tcb["fmspc"])
             tee = tcb.get("id", "SGX")
@@ -91,6 +92,8 @@ class Collateral:
             ends = [_parse_time(tcb["nextUpdate"], "tcbInfo.nextUpdate"), _parse_time(qe["nextUpdate"], "qeIdentity.nextUpdate")]
         except CollateralError:
             raise
+        except untrusted.UntrustedInputError as exc:
+            raise CollateralError(str(exc)) from None
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CollateralError(f"collateral is malformed: {type(exc).__name__}: {exc}") from None
         for crl in crls:
@@ -255,7 +258,10 @@ def _run_async(make_coro, timeout: float):
 
 def _raw_member(text: str, key: str) -> tuple[str, object]:
     """The exact source text of a top-level JSON object member (signatures cover these bytes)."""
-    doc = json.loads(text)
+    try:
+        doc = untrusted.json_loads(text, what="PCS response")
+    except untrusted.UntrustedInputError as exc:
+        raise CollateralError(str(exc)) from None
     if not isinstance(doc, dict) or key not in doc:
         raise CollateralError(f"PCS response lacks {key!r}")
     idx = text.index(f'"{key}"') + len(key) + 2

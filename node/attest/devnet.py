@@ -11,10 +11,10 @@
 :class:`DevnetTee` makes TDX v4 quotes and SEV-SNP v3 reports with chosen measurements and report_data,
 signed with keys generated once per TEE (about a millisecond per piece of evidence; no certificate is
 made per quote). The evidence goes through exactly the production verifiers: dcap-qvl with the devnet
-root CA for TDX, and :mod:`node.attest.sev_snp` with the devnet ARK pinned for SNP.
+root CA for TDX, and :mod:`derot.attest.sev_snp` with the devnet ARK pinned for SNP.
 
 Every devnet certificate carries ``O=derot devnet``; production trust configurations refuse them
-(:class:`node.attest.errors.RootNotTrusted`). Devnet VCEKs use serial number 1: ``cryptography``
+(:class:`derot.attest.errors.RootNotTrusted`). Devnet VCEKs use serial number 1: ``cryptography``
 cannot issue AMD's serial 0.
 
 On disk (``DevnetRoots.generate(dir)`` / ``DevnetRoots.load(dir)``), so separate node processes share one
@@ -41,10 +41,10 @@ from cryptography.x509.oid import NameOID
 from pyasn1.codec.der import encoder as der_encoder
 from pyasn1.type import char, univ
 
-from node.attest import intel_quote as iq
-from node.attest import sev_snp
-from node.attest.collateral import Collateral
-from node.constants import Platform
+from derot.attest import intel_quote as iq
+from derot.attest import sev_snp
+from derot.attest.collateral import Collateral
+from derot.constants import Platform
 
 DEVNET_ORG = "derot devnet"
 FORMAT_VERSION = 1
@@ -281,7 +281,7 @@ class DevnetRoots:
         return sev_snp.AmdRoots.from_pem_files(self.amd_root_pems(), "devnet")
 
     def nvidia_roots(self):
-        from node.attest.nvidia_gpu import NvidiaRoots
+        from derot.attest.nvidia_gpu import NvidiaRoots
 
         return NvidiaRoots([self._pki.certs["nvidia_ca"]], "devnet")
 
@@ -498,7 +498,7 @@ class DevnetTee:
 
     def quote(self, report_data: bytes):
         """Evidence binding ``report_data`` (64 bytes): a TDX v4 quote or an SNP v3 report."""
-        from node.attest.evidence import Evidence
+        from derot.attest.evidence import Evidence
 
         if len(report_data) != 64:
             raise ValueError("report_data must be 64 bytes")
@@ -560,8 +560,8 @@ class DevnetGpu:
 
     def evidence_for(self, report_data: bytes):
         """GpuEvidence paired with CPU evidence carrying ``report_data``."""
-        from node.attest.binding import gpu_nonce
-        from node.attest.evidence import GpuEvidence
+        from derot.attest.binding import gpu_nonce
+        from derot.attest.evidence import GpuEvidence
 
         return GpuEvidence(self.report(gpu_nonce(report_data)), self.cert_chain)
 
@@ -585,7 +585,7 @@ def image_registers(platform: Platform, image: str) -> dict[str, bytes]:
 def devnet_measurement_digest(platform: Platform, registers: dict[str, bytes]) -> bytes:
     """The canonical measurement digest (``claims.measurement_digest``) devnet evidence with these
     registers will carry: what an app owner or governance allow-lists."""
-    from node.attest.claims import measurement_digest
+    from derot.attest.claims import measurement_digest
 
     sizes = REGISTER_SIZES[Platform(platform)]
     full = {name: registers.get(name, bytes(size)) for name, size in sizes.items()}

@@ -7,14 +7,16 @@ Two families, one type per failure class:
 - :class:`VerificationError` subclasses say which check failed on well-formed evidence. Each has a
   stable, machine-readable ``reason`` (snake_case) that the CLI, logs and network replies carry.
 
-Policy refusals are not exceptions: :mod:`node.attest.policy` returns a verdict with its own reason code.
+Policy refusals are not exceptions: :mod:`derot.attest.policy` returns a verdict with its own reason code.
 """
 
 from __future__ import annotations
 
+from derot.errors import DerotError
 
-class AttestationError(Exception):
-    """Base of every error raised by ``node.attest``."""
+
+class AttestationError(DerotError):
+    """Base of every error raised by ``derot.attest``."""
 
     reason = "attestation_error"
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from node.attest.errors import EvidenceParseError
-from node.constants import Platform
+from derot.attest.errors import EvidenceParseError
+from derot.constants import Platform
 
 ENVELOPE_VERSION = 1
 MAX_ENCODED_SIZE = 1 << 20
 
 
 def _pb():
-    from node import _proto
+    from derot import _proto
 
     return _proto.load("attestation_pb2")
 

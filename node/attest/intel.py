@@ -13,8 +13,8 @@ on every API path including ``QuoteVerifier.verify_with_policy`` with ``QuotePol
 debug TDs and enclaves, TDs without SEPT_VE_DISABLE, with migration/profiling/SERVTD_EXT, and a
 non-zero MRSERVICETD, without returning any facts (``allow_debug``/``allow_service_td`` exist only
 in its Rust API). For exactly those refusals derot verifies the quote with its own independent
-verifier (:mod:`node.attest.intel_dcap`) and reports the facts in :class:`Claims` (``debug``,
-``details``), so :mod:`node.attest.policy` decides with a named reason. ``claims_only`` adds no
+verifier (:mod:`derot.attest.intel_dcap`) and reports the facts in :class:`Claims` (``debug``,
+``details``), so :mod:`derot.attest.policy` decides with a named reason. ``claims_only`` adds no
 facts derot needs and costs a JSON round trip, so it is not used. The validity window is the
 collateral's intersected with the PCK chain's.
 """
@@ -27,9 +27,9 @@ from dataclasses import dataclass, replace
 
 import dcap_qvl
 
-from node.attest.claims import Claims, HardwareIds, measurement_digest
-from node.attest.collateral import Collateral, CollateralKey, CollateralStore
-from node.attest.errors import (
+from derot.attest.claims import Claims, HardwareIds, measurement_digest
+from derot.attest.collateral import Collateral, CollateralKey, CollateralStore
+from derot.attest.errors import (
     CertificateExpired,
     CertificateRevoked,
     ChainInvalid,
@@ -42,10 +42,10 @@ from node.attest.errors import (
     UnsupportedEvidence,
     VerificationError,
 )
-from node.attest import intel_dcap
-from node.attest._x509 import load_certificates
-from node.attest.intel_quote import IntelQuote, SgxReportBody, TdReportBody, parse_quote
-from node.constants import Platform, TcbStatus
+from derot.attest import intel_dcap
+from derot.attest._x509 import load_certificates
+from derot.attest.intel_quote import IntelQuote, SgxReportBody, TdReportBody, parse_quote
+from derot.constants import Platform, TcbStatus
 
 DEVNET_MARKER = "derot devnet"
 #: dcap-qvl refusals that are attribute policy, not verification failures (see intel_dcap's docstring).

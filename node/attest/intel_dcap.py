@@ -6,7 +6,7 @@ Why it exists: dcap-qvl 0.7.0's Python API applies its own attribute policy on e
 profiling or SERVTD_EXT, and non-zero MRSERVICETD are refused with no facts returned, and
 ``allow_debug``/``allow_service_td`` exist only in its Rust API. derot must report those facts and let
 its policy engine decide (an app may allow debug TEEs), so for exactly those refusals
-:mod:`node.attest.intel` re-verifies the quote here. Every other quote is verified by dcap-qvl.
+:mod:`derot.attest.intel` re-verifies the quote here. Every other quote is verified by dcap-qvl.
 The tests also use this module as an oracle against dcap-qvl on the vectors.
 
 Checks, all against the pinned root at time ``at``:
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import json
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -38,8 +37,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from node.attest.collateral import Collateral
-from node.attest.errors import (
+from derot import untrusted
+from derot.attest.collateral import Collateral
+from derot.attest.errors import (
     CertificateExpired,
     CertificateRevoked,
     ChainInvalid,
@@ -48,7 +48,7 @@ from node.attest.errors import (
     SignatureInvalid,
     TcbNotSupported,
 )
-from node.attest.intel_quote import IntelQuote, TdReportBody
+from derot.attest.intel_quote import IntelQuote, TdReportBody
 
 _SEVERITY = {
     "UpToDate": 0, "SWHardeningNeeded": 1, "ConfigurationNeeded": 2, "ConfigurationAndSWHardeningNeeded": 3,
@@ -107,9 +107,16 @@ def _check_crl(crl: x509.CertificateRevocationList, issuer: x509.Certificate, at
         raise CollateralStale(f"{what} valid {crl.last_update_utc:%Y-%m-%d}..{nxt:%Y-%m-%d}, not at the verification time")
 
 
+def _bounded_json(text: str, what: str):
+    try:
+        return untrusted.json_loads(text, what=what)
+    except untrusted.UntrustedInputError as exc:
+        raise CollateralError(str(exc)) from None
+
+
 def verify_crypto(quote: IntelQuote, collateral: Collateral, root_der: bytes, at: int) -> dict:
     """Checks 1-5 of the module docstring; returns the verified TCB info and QE identity."""
-    doc = json.loads(collateral.json_text)
+    doc = _bounded_json(collateral.json_text, "collateral")
     root = x509.load_der_x509_certificate(root_der)
     try:
         root_crl = x509.load_der_x509_crl(bytes.fromhex(doc["root_ca_crl"]))
@@ -135,7 +142,8 @@ def verify_crypto(quote: IntelQuote, collateral: Collateral, root_der: bytes, at
     for name, chain in (("tcb_info", tcb_chain), ("qe_identity", qe_chain)):
         _chain_to_root(chain, root, at, f"{name} issuer chain")
         _p256_raw_verify(chain[0].public_key(), bytes.fromhex(doc[f"{name}_signature"]), doc[name].encode(), name)
-    tcb_info, qe_identity = json.loads(doc["tcb_info"]), json.loads(doc["qe_identity"])
+    tcb_info = _bounded_json(doc["tcb_info"], "collateral tcb_info")
+    qe_identity = _bounded_json(doc["qe_identity"], "collateral qe_identity")
     for name, body in (("TCB info", tcb_info), ("QE identity", qe_identity)):
         if not _ts(body["issueDate"]) <= at <= _ts(body["nextUpdate"]):
             raise CollateralStale(f"{name} valid {body['issueDate']}..{body['nextUpdate']}, not at the verification time")

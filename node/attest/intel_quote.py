@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from node.attest._reader import Reader
+from derot.attest._reader import Reader
 
 TEE_SGX = 0x00000000
 TEE_TDX = 0x00000081

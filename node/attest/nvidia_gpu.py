@@ -30,10 +30,11 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from pyasn1.codec.der import decoder as der_decoder
 from pyasn1.error import PyAsn1Error
 
-from node.attest._reader import Reader
-from node.attest._x509 import load_certificates
-from node.attest.claims import Claims, HardwareIds, measurement_digest
-from node.attest.errors import (
+from derot import untrusted
+from derot.attest._reader import Reader
+from derot.attest._x509 import load_certificates
+from derot.attest.claims import Claims, HardwareIds, measurement_digest
+from derot.attest.errors import (
     CertificateExpired,
     ChainInvalid,
     EvidenceParseError,
@@ -41,7 +42,7 @@ from node.attest.errors import (
     RootNotTrusted,
     SignatureInvalid,
 )
-from node.constants import Platform, TcbStatus
+from derot.constants import Platform, TcbStatus
 
 REQUEST_SIZE = 37
 SIGNATURE_SIZE = 96
@@ -184,9 +185,10 @@ def cert_fwid(cert: x509.Certificate) -> bytes | None:
     except x509.ExtensionNotFound:
         return None
     try:
+        untrusted.der_check_depth(raw, what="GPU certificate FWID extension")
         value, _ = der_decoder.decode(raw)
         return bytes(value[len(value) - 1][1])
-    except (PyAsn1Error, IndexError, TypeError, KeyError):
+    except (untrusted.UntrustedInputError, PyAsn1Error, IndexError, TypeError, KeyError, RecursionError):
         raise ChainInvalid("GPU certificate FWID extension is malformed") from None
 
 

@@ -17,11 +17,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from node.attest.snapshot import AppRecord, DelegateOracle, GovernanceSnapshot
-from node.attest.binding import RequestBinding
-from node.attest.claims import Claims
-from node.attest.replay import ReplayStore
-from node.constants import TcbStatus
+from derot.attest.snapshot import AppRecord, DelegateOracle, GovernanceSnapshot
+from derot.attest.binding import RequestBinding
+from derot.attest.claims import Claims
+from derot.attest.replay import ReplayStore
+from derot.constants import TcbStatus
 
 
 class Reason(str, enum.Enum):

@@ -2,7 +2,7 @@
 
 :class:`ReplayCache` is the in-memory implementation; the node's SQLite store can implement the same
 :class:`ReplayStore` protocol so a restart does not reopen the window. Entries expire at the end of
-the freshness window, after which :mod:`node.attest.policy` refuses the request as stale anyway, so
+the freshness window, after which :mod:`derot.attest.policy` refuses the request as stale anyway, so
 memory stays bounded by the request rate times the window.
 """
 

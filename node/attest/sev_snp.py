@@ -29,10 +29,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from node.attest._reader import Reader
-from node.attest._x509 import load_certificates
-from node.attest.claims import Claims, HardwareIds, measurement_digest
-from node.attest.errors import (
+from derot.attest._reader import Reader
+from derot.attest._x509 import load_certificates
+from derot.attest.claims import Claims, HardwareIds, measurement_digest
+from derot.attest.errors import (
     CertificateExpired,
     ChainInvalid,
     EvidenceParseError,
@@ -42,7 +42,7 @@ from node.attest.errors import (
     TcbMismatch,
     UnsupportedEvidence,
 )
-from node.constants import Platform, TcbStatus
+from derot.constants import Platform, TcbStatus
 
 REPORT_SIZE = 0x4A0
 SIGNED_SIZE = 0x2A0

@@ -1,6 +1,6 @@
 """The governance state the policy engine decides from, as of one confirmed block.
 
-A :class:`GovernanceSnapshot` is a plain immutable value. ``node.chain`` builds it from
+A :class:`GovernanceSnapshot` is a plain immutable value. ``derot.chain`` builds it from
 ``DerotRegistry`` at ``head - confirmations``; tests and tools may build it by hand.
 
 Invariants:
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol
 
-from node.constants import Platform, TcbStatus
+from derot.constants import Platform, TcbStatus
 
 
 @dataclass(frozen=True)

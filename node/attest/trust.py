@@ -20,17 +20,17 @@ from types import MappingProxyType
 
 from cryptography import x509
 
-from node.attest.collateral import CollateralStore
-from node.attest.intel import DEVNET_MARKER, IntelVerifier
-from node.attest.nvidia_gpu import NvidiaRoots
-from node.attest.sev_snp import AmdRoots
+from derot.attest.collateral import CollateralStore
+from derot.attest.intel import DEVNET_MARKER, IntelVerifier
+from derot.attest.nvidia_gpu import NvidiaRoots
+from derot.attest.sev_snp import AmdRoots
 
 INTEL_ROOT_SHA256 = "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3"
 DEFAULT_PCCS_URL = "https://api.trustedservices.intel.com"
 
 
 def _root_file(name: str) -> bytes:
-    return resources.files("node.attest").joinpath("roots", name).read_bytes()
+    return resources.files("derot.attest").joinpath("roots", name).read_bytes()
 
 
 def production_intel_root() -> bytes:
@@ -102,7 +102,7 @@ class TrustConfig:
     @classmethod
     def devnet(cls, roots, *, include_production: bool = False, pccs_url: str | None = None,
                cache_dir: str | os.PathLike | None = None) -> "TrustConfig":
-        """Trust a :class:`node.attest.devnet.DevnetRoots` (and, optionally, the production roots)."""
+        """Trust a :class:`derot.attest.devnet.DevnetRoots` (and, optionally, the production roots)."""
         intel = {"devnet": roots.intel_root_der}
         amd = roots.amd_roots()
         nvidia = roots.nvidia_roots()

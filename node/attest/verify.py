@@ -1,7 +1,7 @@
 """The single entry point: :func:`verify_evidence` (evidence + trust -> Claims, or an error).
 
 Dispatch by platform to the one verifier for it; a GPU TEE's GPUs are verified after the CPU evidence
-with their nonce bound to its report_data (:func:`node.attest.binding.gpu_nonce`), and every GPU must
+with their nonce bound to its report_data (:func:`derot.attest.binding.gpu_nonce`), and every GPU must
 pass. Evidence that carries Intel collateral uses it (collateral is signed by Intel, so a requester can
 supply it; it must still be fresh at ``at``); otherwise the trust config's collateral store provides it.
 """
@@ -12,14 +12,15 @@ import hashlib
 import threading
 import time
 
-from node.attest import nvidia_gpu, sev_snp
-from node.attest.binding import gpu_nonce
-from node.attest.claims import Claims
-from node.attest.collateral import Collateral
-from node.attest.errors import RootNotTrusted, UnsupportedEvidence
-from node.attest.evidence import Evidence
-from node.attest.trust import TrustConfig
-from node.constants import Platform
+from derot import untrusted
+from derot.attest import nvidia_gpu, sev_snp
+from derot.attest.binding import gpu_nonce
+from derot.attest.claims import Claims
+from derot.attest.collateral import Collateral
+from derot.attest.errors import RootNotTrusted, UnsupportedEvidence
+from derot.attest.evidence import Evidence
+from derot.attest.trust import TrustConfig
+from derot.constants import Platform
 
 _collateral_cache: dict[bytes, Collateral] = {}
 _collateral_lock = threading.Lock()
@@ -44,6 +45,7 @@ def verify_evidence(evidence: Evidence, trust: TrustConfig, *, at: int | None = 
     Raises :class:`EvidenceParseError` for malformed bytes and a :class:`VerificationError` subclass for
     every failed check. ``gpu_nonce_override`` verifies standalone GPU evidence against a caller's nonce.
     """
+    untrusted.pin_recursion_limit()
     at = int(time.time()) if at is None else int(at)
     platform = evidence.platform
     if platform in (Platform.TDX, Platform.SGX):

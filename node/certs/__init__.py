@@ -1,11 +1,11 @@
 """Certificates (DESIGN.md §4): format, encoding, signing message and verification.
 
-Importable by the app SDK: depends on eth_abi/eth_utils and node.crypto only (no web3, no server code).
+Importable by the app SDK: depends on eth_abi/eth_utils and derot.crypto only (no web3, no server code).
 """
 
-from node.certs.certificate import CERT_ABI_TYPE, Certificate, CertificateDecodeError
-from node.certs.reasons import Reason
-from node.certs.verify import (
+from derot.certs.certificate import CERT_ABI_TYPE, Certificate, CertificateDecodeError
+from derot.certs.reasons import Reason
+from derot.certs.verify import (
     CertEpoch,
     CertificateTrust,
     EpochPhase,

@@ -6,7 +6,7 @@ reads it with ``abi.decode(cert, (Certificate))``. Only the canonical encoding i
 re-encodes and compares, which is exactly the set the on-chain decoder accepts.
 
 The BLS signature is a G1 point over :attr:`Certificate.digest` (keccak256 of the encoding) with
-``node.constants.DST_CERT``, made by the epoch's ``sig`` key.
+``derot.constants.DST_CERT``, made by the epoch's ``sig`` key.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from dataclasses import dataclass, fields
 import eth_abi
 from eth_utils import keccak, to_checksum_address
 
-from node.constants import DST_CERT
-from node.crypto.bls import G1
+from derot.constants import DST_CERT
+from derot.crypto.bls import G1
 
 #: The ABI type of the certificate tuple, in field order.
 CERT_ABI_TYPE = (

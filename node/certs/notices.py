@@ -41,9 +41,9 @@ from urllib.parse import unquote, urlsplit
 import eth_abi
 from eth_utils import keccak, to_checksum_address
 
-from node.constants import DST_CERT
-from node.crypto import threshold as th
-from node.crypto.bls import G1, G2, PointDecodeError
+from derot.constants import DST_CERT
+from derot.crypto import threshold as th
+from derot.crypto.bls import G1, G2, PointDecodeError
 
 NOTICE_VERSION = 1
 MAGIC = b"DEROT-NOTICE".ljust(32, b"\0")
@@ -101,7 +101,7 @@ def _length(low: int, high: int):
 
 @dataclass(frozen=True)
 class PlatformStatus:
-    """A platform rule: enabled flag and TCB floor (``node.constants.TcbStatus`` value)."""
+    """A platform rule: enabled flag and TCB floor (``derot.constants.TcbStatus`` value)."""
 
     platform: int
     enabled: bool

@@ -1,7 +1,7 @@
 """Why a certificate is accepted or refused: one code shared by the contract and the SDK.
 
 ``Reason`` mirrors ``DerotRegistry.Reason`` value for value (a test compares it with the Solidity source),
-so ``verifyCertificate`` on-chain and :func:`node.certs.verify_certificate` off-chain name the same reason
+so ``verifyCertificate`` on-chain and :func:`derot.certs.verify_certificate` off-chain name the same reason
 for the same input. The checks run in this order; the first failing one is reported.
 """
 

@@ -3,7 +3,7 @@
 A relying party needs, at one registry block: the governance snapshot (platforms, apps, revoked
 measurements), the epochs (which ones activated and with which signing key) and the certificate
 revocations. :func:`verify_certificate` runs the contract's checks in the contract's order and returns
-the first failing :class:`~node.certs.reasons.Reason`.
+the first failing :class:`~derot.certs.reasons.Reason`.
 
 Accepted epochs: a certificate from epoch *e* is accepted iff *e* was activated (ACTIVE or RETIRED) and its
 ``PK_sig`` equals the current group key. A reshare keeps the group key, so certificates survive membership
@@ -19,11 +19,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from node.attest.snapshot import GovernanceSnapshot
-from node.certs.certificate import Certificate, CertificateDecodeError
-from node.certs.reasons import Reason
-from node.constants import CERT_VERSION
-from node.crypto.bls import G1, G2, PointDecodeError, pairing_check
+from derot.attest.snapshot import GovernanceSnapshot
+from derot.certs.certificate import Certificate, CertificateDecodeError
+from derot.certs.reasons import Reason
+from derot.constants import CERT_VERSION
+from derot.crypto.bls import G1, G2, PointDecodeError, pairing_check
 
 SIGNATURE_SIZE = 128  # EIP-2537 G1
 

@@ -2,7 +2,7 @@
 
 Modules (import what you need; this package imports nothing heavy by itself):
 
-- ``compile``   solc-js build of ``contracts/src`` into ``contracts/build`` (``python -m node.chain.compile``)
+- ``compile``   solc-js build of ``contracts/src`` into ``contracts/build`` (``python -m derot.devnet.compile``)
 - ``anvil``     start/stop a real anvil; dev accounts; ``mine``/``warp``/``snapshot``/``revert``/``reorg``
 - ``deploy``    ``deploy(w3, deployer, DeployParams.devnet(...))`` → ``Deployment`` (JSON round trip)
 - ``registry``  ``Registry``: typed reads (at a block hash) and writes for operators, members, app owners

@@ -17,8 +17,8 @@ from typing import ClassVar
 
 from eth_utils import to_checksum_address
 
-from node.chain.types import RevocationKind
-from node.constants import Platform, TcbStatus
+from derot.chain.types import RevocationKind
+from derot.constants import Platform, TcbStatus
 
 
 class ActionError(ValueError):
@@ -121,7 +121,7 @@ class Action:
         return tuple(getattr(self, f.name) for f in fields(self))
 
     def encode(self, registry) -> tuple[str, bytes]:
-        """(target address, calldata) for ``registry`` (a node.chain.registry.Registry)."""
+        """(target address, calldata) for ``registry`` (a derot.chain.registry.Registry)."""
         data = registry.contract.encode_abi(self.function, args=list(self.args()))
         return registry.address, bytes.fromhex(data.removeprefix("0x"))
 

@@ -23,8 +23,8 @@ from pathlib import Path
 from eth_utils import to_checksum_address
 from web3 import Web3
 
-from node.chain.compile import load_artifact
-from node.chain.tx import deploy_contract, deploy_contract_receipt, send
+from derot.chain.artifacts import load_artifact
+from derot.chain.tx import deploy_contract, deploy_contract_receipt, send
 
 ZERO_ADDRESS = "0x" + "00" * 20
 TOKEN_UNIT = 10**18
@@ -43,7 +43,7 @@ class DeployParams:
     timelock_delay: int = 2 * 24 * 3600
     token_name: str = "derot governance"
     token_symbol: str = "DEROT"
-    bootstrap: tuple = ()  # node.chain.actions.Action values, applied before ownership moves
+    bootstrap: tuple = ()  # derot.chain.actions.Action values, applied before ownership moves
 
     @classmethod
     def production(cls, holders, council: str | None, **overrides) -> DeployParams:
@@ -121,7 +121,7 @@ def deploy(w3: Web3, deployer, params: DeployParams, *, self_delegate: Sequence 
         w3, deployer, load_artifact("DerotRegistry"), deployer.address, council
     )
     if params.bootstrap:
-        from node.chain.registry import Registry
+        from derot.chain.registry import Registry
 
         Registry(w3, registry.address).apply(deployer, params.bootstrap)
     send(w3, deployer, registry.functions.transferOwnership(timelock.address), what="registry → timelock")

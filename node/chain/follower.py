@@ -3,7 +3,7 @@
 Each :meth:`Follower.poll` advances from the last processed block (the *cursor*) towards
 ``head − confirmations`` by at most ``max_range`` blocks and returns an :class:`Update` holding
 
-- ``state``: the :class:`~node.chain.state.RegistryState` at the new cursor, read with view calls pinned to
+- ``state``: the :class:`~derot.chain.state.RegistryState` at the new cursor, read with view calls pinned to
   the cursor's block hash (EIP-1898 ``requireCanonical``), so it is internally consistent;
 - ``events``: the registry's events in the new blocks, in chain order;
 - ``reorg``: set when blocks the follower had already processed were replaced. Their events are void;
@@ -42,9 +42,9 @@ from eth_utils import to_checksum_address
 from web3 import Web3
 from web3.exceptions import BlockNotFound, Web3Exception
 
-from node.chain.registry import ChainReadError, Registry
-from node.chain.state import RegistryState, apply_changes, read_state
-from node.chain.types import RevocationKind
+from derot.chain.registry import ChainReadError, Registry
+from derot.chain.state import RegistryState, apply_changes, read_state
+from derot.chain.types import RevocationKind
 
 log = logging.getLogger("derot.chain.follower")
 

@@ -3,10 +3,9 @@
 ``Governance(w3, deployment)`` drives the OpenZeppelin Governor the way any DAO tool would: a proposal is
 (targets, values, calldatas, description); its id is ``hashProposal``; ``queue`` and ``execute`` need the
 same four values, which are recovered from the ``ProposalCreated`` event. Actions are the typed values of
-:mod:`node.chain.actions`, so a proposal's summary lists exactly what the calldata will do.
+:mod:`derot.chain.actions`, so a proposal's summary lists exactly what the calldata will do.
 
-``pass_proposal`` pushes a proposal through on anvil (mining blocks, warping time past the timelock); it is
-for devnets, demos and tests only.
+``derot.devnet.governance.pass_proposal`` pushes a proposal through on anvil (devnets, demos, tests).
 """
 
 from __future__ import annotations
@@ -18,12 +17,11 @@ from dataclasses import dataclass
 from eth_utils import keccak, to_checksum_address
 from web3 import Web3
 
-from node.chain.actions import Action, ActionError, decode_action
-from node.chain.anvil import mine, warp
-from node.chain.compile import load_artifact
-from node.chain.deploy import Deployment
-from node.chain.registry import Registry
-from node.chain.tx import send
+from derot.chain.actions import Action, ActionError, decode_action
+from derot.chain.artifacts import load_artifact
+from derot.chain.deploy import Deployment
+from derot.chain.registry import Registry
+from derot.chain.tx import send
 
 
 class ProposalState(enum.IntEnum):
@@ -224,32 +222,3 @@ class Governance:
             quorum=quorum,
             eta=self.governor.functions.proposalEta(pid).call(),
         )
-
-
-# ------------------------------------------------------------------------------------------------
-# devnet helpers (anvil only)
-
-
-def pass_proposal(gov: Governance, proposal_id: int, voters: Sequence, executor=None) -> dict:
-    """Vote FOR with every voter, then queue and execute, mining and warping anvil as needed.
-    Returns the receipts of the votes, the queue and the execute."""
-    w3 = gov.w3
-    snapshot = gov.governor.functions.proposalSnapshot(proposal_id).call()
-    if w3.eth.block_number <= snapshot:
-        mine(w3, snapshot - w3.eth.block_number + 1)
-    votes = [gov.vote(voter, proposal_id, Support.FOR) for voter in voters]
-    deadline = gov.governor.functions.proposalDeadline(proposal_id).call()
-    if w3.eth.block_number <= deadline:
-        mine(w3, deadline - w3.eth.block_number + 1)
-    caller = executor or voters[0]
-    queued = gov.queue(caller, proposal_id)
-    warp(w3, gov.timelock_delay() + 1)
-    executed = gov.execute(caller, proposal_id)
-    return {"votes": votes, "queue": queued, "execute": executed}
-
-
-def enact(gov: Governance, proposer, actions: Sequence[Action], description: str, voters: Sequence) -> int:
-    """Propose and pass ``actions`` on anvil; returns the proposal id."""
-    proposal_id = gov.propose(proposer, actions, description)
-    pass_proposal(gov, proposal_id, voters)
-    return proposal_id

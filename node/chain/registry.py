@@ -3,12 +3,12 @@
 Reads accept ``block`` (a number, a block hash as bytes/hex, or ``"latest"``): reading several values at
 one block *hash* gives a consistent view even while the chain reorganises. Writes take the signing
 ``account`` (an eth_account ``LocalAccount``) and return the receipt; a revert raises
-:class:`node.chain.tx.TransactionFailed` naming the contract error.
+:class:`derot.chain.tx.TransactionFailed` naming the contract error.
 
 Who calls what:
 - node operators: :meth:`register_node`, :meth:`update_node`, :meth:`report_epoch`;
 - app owners: :meth:`register_app` and the ``set_app_*`` / :meth:`raise_key_version` methods;
-- governance and the council: :meth:`apply` with a typed action from :mod:`node.chain.governance`
+- governance and the council: :meth:`apply` with a typed action from :mod:`derot.chain.governance`
   (through the Governor for the owner, directly for the council or during deployment bootstrap);
 - relying parties: :meth:`verify_certificate`.
 """
@@ -23,13 +23,13 @@ from eth_utils.abi import get_abi_output_types
 from hexbytes import HexBytes
 from web3 import Web3
 
-from node.attest.snapshot import AppRecord, PlatformRule
-from node.certs.reasons import Reason
-from node.chain.compile import load_artifact
-from node.chain.tx import send
-from node.chain.types import EpochPhase, EpochRecord, NodeRecord, NodeStatus, RevocationKind
-from node.constants import Platform, TcbStatus
-from node.crypto.bls import G1, G2
+from derot.attest.snapshot import AppRecord, PlatformRule
+from derot.certs.reasons import Reason
+from derot.chain.artifacts import load_artifact
+from derot.chain.tx import send
+from derot.chain.types import EpochPhase, EpochRecord, NodeRecord, NodeStatus, RevocationKind
+from derot.constants import Platform, TcbStatus
+from derot.crypto.bls import G1, G2
 
 PAGE = 100  # items per paged view call
 
@@ -286,7 +286,7 @@ def _app_record(raw) -> AppRecord | None:
 
 
 class DelegateOracleAt:
-    """``node.attest.snapshot.DelegateOracle`` for one block: asks an app's delegate contract
+    """``derot.attest.snapshot.DelegateOracle`` for one block: asks an app's delegate contract
     (``isAppAllowed``) with an eth_call pinned to ``block_hash``. A delegate that reverts, or is not a
     contract, answers "not allowed", exactly as ``DerotRegistry.isAppAllowed`` does."""
 

@@ -1,6 +1,6 @@
 """``RegistryState``: the whole DerotRegistry state at one block, as plain immutable values.
 
-It bundles the :class:`~node.attest.snapshot.GovernanceSnapshot` the policy engine consumes with the nodes,
+It bundles the :class:`~derot.attest.snapshot.GovernanceSnapshot` the policy engine consumes with the nodes,
 epochs and certificate revocations a node or relying party needs. :func:`read_state` reads it with view
 calls pinned to one block hash, so it is consistent even while the chain reorganises.
 """
@@ -11,11 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
-from node.attest.snapshot import AppRecord, GovernanceSnapshot
-from node.certs import CertEpoch, CertificateTrust, Verdict, verify_certificate
-from node.chain.registry import ChainReadError
-from node.chain.types import EpochRecord, NodeRecord, NodeStatus, RevocationKind
-from node.crypto.bls import G2
+from derot.attest.snapshot import AppRecord, GovernanceSnapshot
+from derot.certs import CertEpoch, CertificateTrust, Verdict, verify_certificate
+from derot.chain.registry import ChainReadError
+from derot.chain.types import EpochRecord, NodeRecord, NodeStatus, RevocationKind
+from derot.crypto.bls import G2
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ class RegistryState:
 
 
 def read_state(registry, block_hash: bytes, block_number: int, timestamp: int) -> RegistryState:
-    """Read everything with view calls pinned to ``block_hash`` (a ``node.chain.registry.Registry``)."""
+    """Read everything with view calls pinned to ``block_hash`` (a ``derot.chain.registry.Registry``)."""
     at = block_hash
     if not registry.w3.eth.get_code(registry.address, block_number):
         raise ChainReadError(f"no registry code at {registry.address} in block {block_number} (before deployment?)")

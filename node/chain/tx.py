@@ -1,6 +1,6 @@
 """Sending transactions signed by a local key, with revert reasons decoded from the contracts' ABIs.
 
-Every write in ``node.chain`` goes through :func:`send`: it estimates gas (which surfaces a revert before
+Every write in ``derot.chain`` goes through :func:`send`: it estimates gas (which surfaces a revert before
 anything is broadcast), signs locally, broadcasts and waits for the receipt. A revert becomes a
 :class:`TransactionFailed` whose message names the custom error and its arguments, e.g.
 ``NotOwnerOrCouncil(0x70997970C51812dc3A010C7d01b50e0d17dc79C8)``.
@@ -16,7 +16,7 @@ from eth_utils import function_abi_to_4byte_selector
 from web3 import Web3
 from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError
 
-from node.chain.compile import BUILD_DIR
+from derot.chain.artifacts import BUILD_DIR
 
 GAS_MARGIN = 1.25
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from node.certs.verify import EpochPhase
-from node.crypto.bls import G2
+from derot.certs.verify import EpochPhase
+from derot.crypto.bls import G2
 
 __all__ = ["EpochPhase", "EpochRecord", "NodeRecord", "NodeStatus", "RevocationKind"]
 

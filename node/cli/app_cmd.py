@@ -162,9 +162,9 @@ def register(subparsers) -> None:
 def _register_watch(sub) -> None:
     """``derot app watch`` belongs to the MQTT notices module, when it exists."""
     try:
-        watch = importlib.import_module("node.cli.watch_cmd")
+        watch = importlib.import_module("derot.cli.watch_cmd")
     except ModuleNotFoundError as exc:
-        if exc.name == "node.cli.watch_cmd":
+        if exc.name == "derot.cli.watch_cmd":
             return
         raise
     watch.register_watch(sub)
@@ -177,11 +177,11 @@ def _env_path(name: str) -> Path | None:
 
 def _run(handler):
     def wrapped(args) -> int:
-        from node.app.client import RequestFailed
-        from node.app.sdk import AppError
-        from node.app.tee.errors import TeeError
-        from node.chain.registry import ChainReadError
-        from node.chain.tx import TransactionFailed
+        from derot.app.client import RequestFailed
+        from derot.app.sdk import AppError
+        from derot.app.tee.errors import TeeError
+        from derot.chain.registry import ChainReadError
+        from derot.chain.tx import TransactionFailed
         from web3.exceptions import Web3Exception
 
         try:
@@ -269,7 +269,7 @@ def _read_json(path: Path, what: str, hint: str = "") -> dict:
 def _registry(target: Target):
     from web3 import Web3
 
-    from node.chain.registry import Registry
+    from derot.chain.registry import Registry
 
     w3 = Web3(Web3.HTTPProvider(target.rpc_url, request_kwargs={"timeout": 15}))
     if not w3.is_connected():
@@ -294,7 +294,7 @@ def committee_endpoints(registry) -> dict[str, bytes]:
 
 
 def _client(target: Target, registry):
-    from node.app.client import RootOfTrustClient
+    from derot.app.client import RootOfTrustClient
 
     registered = committee_endpoints(registry)
     endpoints = list(target.nodes) or list(registered)
@@ -315,8 +315,8 @@ def _account(args, target: Target):
     else:
         secret = os.environ.get("DEROT_KEY", "").strip()
     if not secret and target.devnet is not None:
-        from node.chain.anvil import dev_accounts
-        from node.service.devnet import APP_OWNER
+        from derot.devnet.anvil import dev_accounts
+        from derot.devnet.network import APP_OWNER
 
         return dev_accounts(APP_OWNER + 1)[APP_OWNER]
     if not secret:
@@ -328,7 +328,7 @@ def _account(args, target: Target):
 
 
 def _platform(name: str):
-    from node.constants import Platform
+    from derot.constants import Platform
 
     return Platform[PLATFORMS[name]]
 
@@ -374,7 +374,7 @@ def _enum_name(enum_cls, value: int) -> str:
 
 
 def certificate_summary(cert) -> dict:
-    from node.constants import KeyType, Platform, TcbStatus
+    from derot.constants import KeyType, Platform, TcbStatus
 
     return {
         "serial": cert.serial.hex(),
@@ -399,7 +399,7 @@ def certificate_summary(cert) -> dict:
 
 
 def cmd_register(args) -> int:
-    from node.app.owner import AppOwner
+    from derot.app.owner import AppOwner
 
     target = resolve_target(args)
     account = _account(args, target)
@@ -413,14 +413,14 @@ def cmd_register(args) -> int:
 
 
 def cmd_allow(args) -> int:
-    from node.app.owner import AppOwner
+    from derot.app.owner import AppOwner
 
     target = resolve_target(args)
     platform = _platform(args.platform)
     if args.devnet_image is not None:
         if PLATFORMS[args.platform] not in ("TDX", "SEV_SNP"):
             raise CliError(f"--devnet-image computes TDX or SEV-SNP digests, not {args.platform}")
-        from node.attest.devnet import devnet_measurement_digest, image_registers
+        from derot.attest.devnet import devnet_measurement_digest, image_registers
 
         measurement = devnet_measurement_digest(platform, image_registers(platform, args.devnet_image))
     else:
@@ -436,7 +436,7 @@ def cmd_allow(args) -> int:
 
 
 def cmd_rotate(args) -> int:
-    from node.app.owner import AppOwner
+    from derot.app.owner import AppOwner
 
     target = resolve_target(args)
     account = _account(args, target)
@@ -480,15 +480,15 @@ def make_device(args, target: Target):
     roots = args.devnet_roots or (target.devnet / "roots" if target.devnet else None)
     tee = args.tee or ("devnet" if roots else "auto")
     if tee == "auto":
-        from node.app.tee import detect_device
+        from derot.app.tee import detect_device
 
         return detect_device()
     if roots is None:
         raise CliError("a devnet TEE needs --devnet-roots DIR (or --devnet DIR)")
     if not args.image:
         raise CliError("a devnet TEE needs --image NAME (the image whose measurement it reports)")
-    from node.app.tee.devnet import DevnetDevice
-    from node.attest.devnet import image_registers
+    from derot.app.tee.devnet import DevnetDevice
+    from derot.attest.devnet import image_registers
 
     platform = _platform(args.platform)
     if not (Path(roots) / "devnet.json").exists():
@@ -499,7 +499,7 @@ def make_device(args, target: Target):
 
 def _app_session(args):
     """(target, registry, App, key_version) for get-key and get-cert."""
-    from node.app.sdk import App, TrustAnchor
+    from derot.app.sdk import App, TrustAnchor
 
     target = resolve_target(args)
     device = make_device(args, target)  # local: fails before any network call
@@ -511,7 +511,7 @@ def _app_session(args):
 
 
 def _public_keys(keys) -> dict:
-    from node.constants import KeyType
+    from derot.constants import KeyType
 
     return {name: keys.public_key(KeyType[name.upper()]).hex() for name in KEY_TYPES}
 
@@ -537,7 +537,7 @@ def cmd_get_key(args) -> int:
 
 
 def cmd_get_cert(args) -> int:
-    from node.constants import KeyType
+    from derot.constants import KeyType
 
     key_type = KeyType[args.key_type.upper()]
     app, key_version = _app_session(args)
@@ -588,9 +588,9 @@ def read_blob(path: Path) -> bytes:
 
 
 def cmd_verify_cert(args) -> int:
-    from node.certs import Certificate, CertificateDecodeError
-    from node.chain.state import read_state
-    from node.crypto.bls import G1, PointDecodeError
+    from derot.certs import Certificate, CertificateDecodeError
+    from derot.chain.state import read_state
+    from derot.crypto.bls import G1, PointDecodeError
 
     cert = read_blob(args.cert_file)
     sig = read_blob(args.sig_file)

@@ -60,8 +60,8 @@ def _read_blob(path: str) -> bytes:
 
 
 def _detect(raw: bytes, args):
-    from node.attest.evidence import Evidence, GpuEvidence
-    from node.constants import Platform
+    from derot.attest.evidence import Evidence, GpuEvidence
+    from derot.constants import Platform
 
     if len(raw) == 0x4A0 and int.from_bytes(raw[:4], "little") in (2, 3, 5):
         if not args.vek:
@@ -102,12 +102,12 @@ def _iso(ts: int) -> str:
 def cmd_verify(args) -> int:
     import time
 
-    from node.attest import policy as P
-    from node.attest.errors import AttestationError
-    from node.attest.snapshot import AppRecord, GovernanceSnapshot, PlatformRule
-    from node.attest.trust import TrustConfig
-    from node.attest.verify import verify_evidence
-    from node.constants import Platform, TcbStatus
+    from derot.attest import policy as P
+    from derot.attest.errors import AttestationError
+    from derot.attest.snapshot import AppRecord, GovernanceSnapshot, PlatformRule
+    from derot.attest.trust import TrustConfig
+    from derot.attest.verify import verify_evidence
+    from derot.constants import Platform, TcbStatus
 
     try:
         at = _parse_at(args.at)
@@ -116,7 +116,7 @@ def cmd_verify(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.devnet:
-        from node.attest.devnet import DevnetRoots
+        from derot.attest.devnet import DevnetRoots
 
         trust = TrustConfig.devnet(DevnetRoots.load(args.devnet), pccs_url=args.pccs, cache_dir=args.cache_dir)
     else:
@@ -194,8 +194,8 @@ def _print_claims(claims, indent: str = "") -> None:
 
 
 def cmd_devnet_evidence(args) -> int:
-    from node.attest.devnet import DevnetRoots, DevnetTee
-    from node.constants import Platform
+    from derot.attest.devnet import DevnetRoots, DevnetTee
+    from derot.constants import Platform
 
     path = Path(args.devnet)
     roots = DevnetRoots.load(path) if (path / "devnet.json").exists() else DevnetRoots.generate(path)

@@ -5,7 +5,7 @@
                                                                       health: SERVING once it holds epoch shares)
     derot compose health --rpc http://127.0.0.1:8545                  the chain container's health check
 
-``deploy`` reuses :class:`node.service.devnet.Devnet`'s steps (deploy the contracts, create the devnet
+``deploy`` reuses :class:`derot.devnet.network.Devnet`'s steps (deploy the contracts, create the devnet
 TEE roots, init and register every node, pass the bootstrap governance vote) against an anvil it does
 not start, and writes each node's config for the compose network: nodes listen on ``0.0.0.0`` and
 advertise their compose service name (``node-1`` …), so peers find each other by DNS on that network.
@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from node.service.devnet import Devnet, NodeProcess
+from derot.devnet.network import Devnet, NodeProcess
 
 DONE_FILE = "network.json"
 
@@ -109,8 +109,8 @@ class ComposeNetwork(Devnet):
 
 
 def _deploy(args) -> int:
-    from node.chain.anvil import rpc
-    from node.service.devnet import FIRST_OPERATOR, DevnetError
+    from derot.devnet.anvil import rpc
+    from derot.devnet.network import FIRST_OPERATOR, DevnetError
 
     try:
         network = ComposeNetwork(
@@ -155,7 +155,7 @@ def _deploy(args) -> int:
 
 
 def _wait_for_chain(url: str, seconds: float) -> bool:
-    from node.chain.anvil import rpc
+    from derot.devnet.anvil import rpc
 
     deadline = time.monotonic() + seconds
     while True:
@@ -198,7 +198,7 @@ def _grpc_health(endpoint: str, timeout: float) -> str:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from node.net import tls
+    from derot.net import tls
 
     host, _, port = endpoint.rpartition(":")
     cert = tls.fetch_certificate(host, int(port), timeout)

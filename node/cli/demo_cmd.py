@@ -1,6 +1,6 @@
 """``derot demo``: narrated demonstrations.
 
-``derot demo`` runs the mission end to end on a devnet (:mod:`node.cli.mission`).
+``derot demo`` runs the mission end to end on a devnet (:mod:`derot.cli.mission`).
 ``derot demo crypto`` runs the threshold cryptography in one process (no chain, no network): a DKG,
 key derivation for an app, a threshold signature, and a reshare that keeps the group keys and the
 app's key.
@@ -26,7 +26,7 @@ def register(subparsers) -> None:
 
 
 def _default_demo(args) -> int:
-    from node.cli import mission
+    from derot.cli import mission
 
     return mission.run(args)
 
@@ -36,13 +36,13 @@ def _step(n: int, text: str) -> None:
 
 
 def run_crypto_demo(args) -> int:
-    from node.constants import DST_CERT
-    from node.crypto import kd
-    from node.crypto import threshold as th
-    from node.crypto.appkeys import derive_app_keys
-    from node.crypto.bls import G1
-    from node.crypto.dkg import DkgConfig
-    from node.crypto.dkg.local import LocalBroadcast, committee_of, generate_identities, make_sessions
+    from derot.constants import DST_CERT
+    from derot.crypto import kd
+    from derot.crypto import threshold as th
+    from derot.crypto.appkeys import derive_app_keys
+    from derot.crypto.bls import G1
+    from derot.crypto.dkg import DkgConfig
+    from derot.crypto.dkg.local import LocalBroadcast, committee_of, generate_identities, make_sessions
 
     n, t = args.nodes, args.threshold
     network = b"derot-crypto-demo"

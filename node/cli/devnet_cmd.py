@@ -45,7 +45,7 @@ def _progress(started: float):
 
 
 def _up(args) -> int:
-    from node.service.devnet import Devnet, DevnetError
+    from derot.devnet.network import Devnet, DevnetError
 
     started = time.monotonic()
     print(f"starting a {args.threshold}-of-{args.nodes} devnet in {args.dir}")
@@ -64,7 +64,7 @@ def _up(args) -> int:
 
 
 def _status(args) -> int:
-    from node.service.devnet import Devnet, DevnetError
+    from derot.devnet.network import Devnet, DevnetError
 
     try:
         status = Devnet.attach(args.dir).status()
@@ -97,7 +97,7 @@ def _print_status(status: dict) -> None:
 
 
 def _down(args) -> int:
-    from node.service.devnet import Devnet, DevnetError
+    from derot.devnet.network import Devnet, DevnetError
 
     try:
         stopped = Devnet.attach(args.dir).down()

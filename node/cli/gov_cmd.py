@@ -99,8 +99,8 @@ def _proposal_id(text: str) -> int:
 
 def _run(handler):
     def wrapped(args) -> int:
-        from node.chain.actions import ActionError
-        from node.chain.tx import TransactionFailed
+        from derot.chain.actions import ActionError
+        from derot.chain.tx import TransactionFailed
 
         try:
             return handler(args) or 0
@@ -125,7 +125,7 @@ def _w3(args):
 
 
 def _deployment(args):
-    from node.chain.deploy import Deployment
+    from derot.chain.deploy import Deployment
 
     if not args.deployment.is_file():
         raise CliError(f"no deployment file at {args.deployment} (use --deployment or $DEROT_DEPLOYMENT)")
@@ -133,7 +133,7 @@ def _deployment(args):
 
 
 def _governance(args):
-    from node.chain.governance import Governance
+    from derot.chain.governance import Governance
 
     w3 = _w3(args)
     deployment = _deployment(args)
@@ -166,7 +166,7 @@ def _tx_line(receipt) -> str:
 
 
 def cmd_actions(args) -> int:
-    from node.chain.actions import ACTIONS, SET_THRESHOLD, action_parser
+    from derot.chain.actions import ACTIONS, SET_THRESHOLD, action_parser
 
     print("Proposal actions (combine several with '+'); [council] = the SecurityCouncil may do it at once:\n")
     for name, cls in ACTIONS.items():
@@ -179,7 +179,7 @@ def cmd_actions(args) -> int:
 
 
 def _parse_actions(gov, words):
-    from node.chain.actions import ActionError, parse_action, split_actions
+    from derot.chain.actions import ActionError, parse_action, split_actions
 
     groups = split_actions(words)
     if not groups:
@@ -210,7 +210,7 @@ def cmd_propose(args) -> int:
 
 
 def cmd_vote(args) -> int:
-    from node.chain.governance import Support
+    from derot.chain.governance import Support
 
     gov = _governance(args)
     account = _account(args)
@@ -264,7 +264,7 @@ def cmd_delegate(args) -> int:
 
 
 def cmd_council(args) -> int:
-    from node.chain.actions import ActionError, parse_action
+    from derot.chain.actions import ActionError, parse_action
 
     gov = _governance(args)
     action = parse_action(args.words)
@@ -281,7 +281,7 @@ def cmd_council(args) -> int:
 
 
 def cmd_state(args) -> int:
-    from node.chain.state import read_state
+    from derot.chain.state import read_state
 
     gov = _governance(args)
     block = gov.w3.eth.get_block("latest")
@@ -315,7 +315,7 @@ def cmd_state(args) -> int:
 def cmd_deploy(args) -> int:
     from eth_utils import to_checksum_address
 
-    from node.chain.deploy import TOKEN_UNIT, DeployParams, deploy
+    from derot.chain.deploy import TOKEN_UNIT, DeployParams, deploy
 
     holders = []
     for item in args.holder:

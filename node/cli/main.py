@@ -1,6 +1,6 @@
 """``derot`` entry point.
 
-Each command group lives in its own module under ``node.cli`` and exposes
+Each command group lives in its own module under ``derot.cli`` and exposes
 ``register(subparsers)``, which adds its parser and sets ``func`` on every leaf command.
 Group modules import heavy libraries (web3, grpc) inside their handlers, so ``derot --help``
 stays fast. A handler returns an exit code (0 = success).
@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+
+from derot import untrusted
 
 # (module, group) in help order; a module that is not written yet is skipped.
 GROUPS = ("node", "gov", "app", "attest", "devnet", "demo", "compose")
@@ -25,9 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="group", metavar="COMMAND")
     for name in GROUPS:
         try:
-            module = importlib.import_module(f"node.cli.{name}_cmd")
+            module = importlib.import_module(f"derot.cli.{name}_cmd")
         except ModuleNotFoundError as exc:
-            if exc.name == f"node.cli.{name}_cmd":
+            if exc.name == f"derot.cli.{name}_cmd":
                 continue
             raise
         module.register(sub)
@@ -35,13 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from node import __version__
+    from derot import __version__
 
     return __version__
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    untrusted.pin_recursion_limit()
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:

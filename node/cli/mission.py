@@ -37,7 +37,7 @@ class Narrator:
 
 
 def run(args) -> int:
-    from node.service.devnet import Devnet
+    from derot.devnet.network import Devnet
 
     keep = getattr(args, "keep", False)
     directory = Path(getattr(args, "dir", None) or tempfile.mkdtemp(prefix="derot-demo-"))
@@ -58,15 +58,15 @@ def run(args) -> int:
 
 
 def _mission(net, narrator: Narrator) -> None:
-    from node.app.client import RequestFailed, RootOfTrustClient
-    from node.app.owner import AppOwner
-    from node.app.sdk import App, TrustAnchor
-    from node.app.tee.devnet import DevnetDevice
-    from node.attest.devnet import DevnetRoots, devnet_measurement_digest, image_registers
-    from node.chain.actions import RemoveNode, Revoke, StartReshare
-    from node.chain.types import RevocationKind
-    from node.constants import KeyType, Platform
-    from node.service.devnet import APP_OWNER
+    from derot.app.client import RequestFailed, RootOfTrustClient
+    from derot.app.owner import AppOwner
+    from derot.app.sdk import App, TrustAnchor
+    from derot.app.tee.devnet import DevnetDevice
+    from derot.attest.devnet import DevnetRoots, devnet_measurement_digest, image_registers
+    from derot.chain.actions import RemoveNode, Revoke, StartReshare
+    from derot.chain.types import RevocationKind
+    from derot.constants import KeyType, Platform
+    from derot.devnet.network import APP_OWNER
 
     narrator.step("A devnet starts: anvil, the governance contracts, devnet TEE roots, 5 nodes, a 3-of-5 DKG")
     net.up(timeout=180)

@@ -33,7 +33,7 @@ def register(subparsers) -> None:
 
 
 def _config(args):
-    from node.service.config import ConfigError, load_config
+    from derot.service.config import ConfigError, load_config
 
     try:
         return load_config(args.config)
@@ -43,8 +43,8 @@ def _config(args):
 
 
 def _init(args) -> int:
-    from node.service.config import load_config
-    from node.service.setup import SetupError, init_node
+    from derot.service.config import load_config
+    from derot.service.setup import SetupError, init_node
 
     config = load_config(args.config) if args.config else load_config()
     try:
@@ -58,7 +58,7 @@ def _init(args) -> int:
 
 
 def _register(args) -> int:
-    from node.service.setup import register_node
+    from derot.service.setup import register_node
 
     config = _config(args)
     reg = register_node(config)
@@ -72,9 +72,9 @@ def _run(args) -> int:
     import asyncio
     import signal
 
-    from node.service import logs
-    from node.service.node import NodeService
-    from node.service.setup import open_store, trust_config
+    from derot.service import logs
+    from derot.service.node import NodeService
+    from derot.service.setup import open_store, trust_config
 
     config = _config(args)
     logs.configure(config.log.level, config.log.format, node=config.node.name)
@@ -95,8 +95,8 @@ def _run(args) -> int:
 
 
 def _status(args) -> int:
-    from node.service.node import NodeIdentity
-    from node.service.setup import endpoint_of, open_store
+    from derot.service.node import NodeIdentity
+    from derot.service.setup import endpoint_of, open_store
 
     config = _config(args)
     store = open_store(config)

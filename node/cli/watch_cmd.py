@@ -9,7 +9,7 @@ Every notice is verified against the group key (read from the registry through `
 misrouted notices are printed as REFUSED. Exit status: 0, or 3 when anything was refused, or 1 on an error
 (including ``--count`` not reached within ``--timeout``).
 
-The ``app`` command group calls :func:`register_watch`; ``python -m node.cli.watch_cmd`` runs it alone.
+The ``app`` command group calls :func:`register_watch`; ``python -m derot.cli.watch_cmd`` runs it alone.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def _fill_from_devnet(args) -> None:
 
 def _trust(args):
     """(chain_id, registry, group key, refresh function or None) from the arguments."""
-    from node.crypto.bls import G2, PointDecodeError
+    from derot.crypto.bls import G2, PointDecodeError
 
     registry = args.registry
     if registry is None:
@@ -89,7 +89,7 @@ def _trust(args):
             return args.chain_id, registry, G2.from_bytes(bytes.fromhex(args.group_key.removeprefix("0x"))), None
         except (ValueError, PointDecodeError) as exc:
             raise WatchError(f"--group-key: {exc}") from None
-    from node.app.sdk import AppError, TrustAnchor
+    from derot.app.sdk import AppError, TrustAnchor
 
     try:
         anchor = TrustAnchor.from_chain(args.rpc, registry)
@@ -107,7 +107,7 @@ def _when(timestamp: int) -> str:
 
 def format_event(event, as_json: bool) -> str:
     """One line (text or JSON) for a watch event."""
-    from node.app.watch import Accepted, Connection, Refused, Stale
+    from derot.app.watch import Accepted, Connection, Refused, Stale
 
     if isinstance(event, Accepted):
         n = event.notice
@@ -144,8 +144,8 @@ def format_event(event, as_json: bool) -> str:
 def run_watch(args) -> int:
     import asyncio
 
-    from node.app.watch import Accepted, FeedVerifier, Refused, watch
-    from node.certs.notices import BrokerAddress
+    from derot.app.watch import Accepted, FeedVerifier, Refused, watch
+    from derot.certs.notices import BrokerAddress
 
     try:
         _fill_from_devnet(args)

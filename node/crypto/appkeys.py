@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, x25519
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from eth_keys import keys as eth_keys
 
-from node.constants import KeyType
-from node.crypto.bls import G1
+from derot.constants import KeyType
+from derot.crypto.bls import G1
 
 SALT = b"DEROT-V1-APPKEY"
 LABELS = {

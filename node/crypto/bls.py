@@ -5,7 +5,7 @@ Backend choice (measured on the 2-core reference VM, see ``bench/crypto.py``): `
 (G1/G2 scalar multiplication, hash-to-G1, pairing, decompression), so it backs :class:`G1` and
 :class:`G2`. blst exposes neither affine (uncompressed) coordinates nor variable-time arithmetic, so
 arkworks is used for exactly two things: the EIP-2537 affine encodings (not on a hot path) and the
-batched commitment arithmetic in :mod:`node.crypto.batch`.
+batched commitment arithmetic in :mod:`derot.crypto.hazmat.batch`.
 
 Invariants:
 - every :class:`G1`/:class:`G2` value is a point of the prime-order subgroup (decoding checks it);

@@ -19,10 +19,10 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from node.constants import DST_KD
-from node.crypto.bls import G1, G2, PointDecodeError, pairing_check, random_scalar
-from node.crypto.poly import lagrange_coefficients
-from node.crypto.threshold import combine_with_fallback
+from derot.constants import DST_KD
+from derot.crypto.bls import G1, G2, PointDecodeError, pairing_check, random_scalar
+from derot.crypto.hazmat.poly import lagrange_coefficients
+from derot.crypto.threshold import combine_with_fallback
 
 APP_ID_SIZE = 32
 MAX_CONTEXT = 0xFFFF
@@ -137,7 +137,7 @@ def combine_verified(
     hashed: G1,
     tpk: G1,
 ) -> CombinedKey:
-    """Gateway path (:func:`node.crypto.threshold.combine_with_fallback`): combine the first ``threshold``
+    """Gateway path (:func:`derot.crypto.threshold.combine_with_fallback`): combine the first ``threshold``
     shares and verify once; on failure check each share against its ``PK_i`` and drop the bad ones."""
 
     def share_ok(i: int, share: EncryptedKey) -> bool:

@@ -18,8 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from node.crypto.bls import G1, G2, pairing_check
-from node.crypto.poly import lagrange_coefficients
+from derot.crypto.bls import G1, G2, pairing_check
+from derot.crypto.hazmat.poly import lagrange_coefficients
 
 S = TypeVar("S")  # a share: a partial signature, an encrypted key share…
 C = TypeVar("C")  # what shares combine into

@@ -21,9 +21,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from node.crypto.threshold import NotEnoughShares
-from node.net import status
-from node.net.status import Refusal
+from derot.crypto.threshold import NotEnoughShares
+from derot.net import status
+from derot.net.status import Refusal
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import grpc
 
-from node import _proto
-from node.net import tls
+from derot import _proto
+from derot.net import tls
 
 log = logging.getLogger("derot.net.peers")
 

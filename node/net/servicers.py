@@ -1,4 +1,4 @@
-"""gRPC servicers: thin adapters from the wire to :class:`node.service.node.NodeService`.
+"""gRPC servicers: thin adapters from the wire to :class:`derot.service.node.NodeService`.
 
 Every handler bounds the request (size, concurrency, deadline), turns a :class:`Refusal` into a gRPC status
 with the reason in its details, and counts the outcome. An unexpected exception is logged and answered
@@ -15,10 +15,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from node import _proto
-from node.crypto.dkg import DkgMessageRejected
-from node.net import status
-from node.net.status import Refusal, abort_with
+from derot import _proto
+from derot.crypto.dkg import DkgMessageRejected
+from derot.net import status
+from derot.net.status import Refusal, abort_with
 
 log = logging.getLogger("derot.net")
 

@@ -41,7 +41,7 @@ class NodeSection:
     peer_listen: str = "127.0.0.1:7401"
     advertise_host: str = "127.0.0.1"
     name: str = "derot-node"
-    #: devnet-only deliberate misbehaviour for fault tests (node.service.faults); empty in production
+    #: devnet-only deliberate misbehaviour for fault tests (derot.service.faults); empty in production
     faults: str = ""
 
 
@@ -200,7 +200,7 @@ def _validate(config: NodeConfig) -> None:
     if config.attest.mode == "devnet" and not config.attest.devnet_roots:
         raise ConfigError("[attest].devnet_roots is required in devnet mode")
     if config.node.faults:
-        from node.service import faults
+        from derot.service import faults
 
         try:
             faults.parse(config.node.faults)
@@ -213,7 +213,7 @@ def _validate(config: NodeConfig) -> None:
     if config.chain.confirmations < 0:
         raise ConfigError("[chain].confirmations must be >= 0")
     if config.mqtt.url:
-        from node.certs.notices import BrokerAddress
+        from derot.certs.notices import BrokerAddress
 
         try:
             BrokerAddress.parse(config.mqtt.url)

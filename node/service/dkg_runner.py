@@ -1,6 +1,6 @@
 """Driving one DKG/reshare session with real deadlines, independent of how messages travel.
 
-The runner owns a :class:`~node.crypto.dkg.DkgSession`. Incoming messages are fed with :meth:`receive`
+The runner owns a :class:`~derot.crypto.dkg.DkgSession`. Incoming messages are fed with :meth:`receive`
 (from the Peer service); every message the session emits is handed to ``broadcast``. Each phase has a
 timeout; a phase ends earlier when the session advances by itself (every expected message arrived).
 Messages that arrive before the runner exists are buffered by the caller and replayed in order.
@@ -13,8 +13,8 @@ import logging
 import time
 from collections.abc import Callable
 
-from node.crypto.dkg import DkgMessageRejected, DkgResult, DkgSession, Phase, RejectReason
-from node.crypto.dkg.messages import Message
+from derot.crypto.dkg import DkgMessageRejected, DkgResult, DkgSession, Phase, RejectReason
+from derot.crypto.dkg.messages import Message
 
 log = logging.getLogger("derot.dkg")
 
@@ -64,7 +64,7 @@ class DkgRunner:
             self._broadcast(messages)
 
     async def run(self, backlog: list[bytes] = ()) -> DkgResult:
-        """Run to the end; returns the result or raises :class:`~node.crypto.dkg.DkgFailed`.
+        """Run to the end; returns the result or raises :class:`~derot.crypto.dkg.DkgFailed`.
 
         ``backlog`` holds messages that arrived before this node started its session; they are applied
         right after the session starts.

@@ -1,7 +1,7 @@
 """An epoch's key material as one node holds it, and its stored form.
 
 :class:`EpochKeys` is what the node serves with: its index, its two secret shares, the group keys and
-every member's public share keys. It is built from a :class:`~node.crypto.dkg.DkgResult` when a DKG or
+every member's public share keys. It is built from a :class:`~derot.crypto.dkg.DkgResult` when a DKG or
 reshare finishes, stored (public part in clear, shares sealed), and reloaded after a restart.
 """
 
@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from node.crypto.bls import G2, scalar_from_bytes, scalar_to_bytes
-from node.crypto.dkg import DkgResult, KeyShares, PublicKeys
+from derot.crypto.bls import G2, scalar_from_bytes, scalar_to_bytes
+from derot.crypto.dkg import DkgResult, KeyShares, PublicKeys
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@
 
 from __future__ import annotations
 
-from node.crypto.bls import G1, R
-from node.crypto.dkg import DkgSession
+from derot.crypto.bls import G1, R
+from derot.crypto.dkg import DkgSession
 
 KNOWN = frozenset({"corrupt_shares", "dkg_cheat"})
 

@@ -11,15 +11,15 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from node.certs.certificate import Certificate, CertificateDecodeError
-from node.constants import CERT_VERSION, DST_CERT
-from node.crypto import kd
-from node.crypto import threshold as th
-from node.crypto.bls import G1
-from node.net import status
-from node.net.status import Refusal
-from node.service.epoch import EpochKeys
-from node.service.requests import CheckedRequest
+from derot.certs.certificate import Certificate, CertificateDecodeError
+from derot.constants import CERT_VERSION, DST_CERT
+from derot.crypto import kd
+from derot.crypto import threshold as th
+from derot.crypto.bls import G1
+from derot.net import status
+from derot.net.status import Refusal
+from derot.service.epoch import EpochKeys
+from derot.service.requests import CheckedRequest
 
 SERIAL_DOMAIN = b"DEROT-V1-SERIAL"
 #: how far a gateway's notBefore may lie from a contributor's clock

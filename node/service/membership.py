@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 
-from node.attest.claims import Claims
-from node.attest.errors import AttestationError
-from node.attest.evidence import Evidence
-from node.attest.policy import PolicyEngine, PolicyRequest
-from node.attest.snapshot import GovernanceSnapshot
-from node.attest.trust import TrustConfig
-from node.attest.verify import verify_evidence
+from derot.attest.claims import Claims
+from derot.attest.errors import AttestationError
+from derot.attest.evidence import Evidence
+from derot.attest.policy import PolicyEngine, PolicyRequest
+from derot.attest.snapshot import GovernanceSnapshot
+from derot.attest.trust import TrustConfig
+from derot.attest.verify import verify_evidence
 
 NODE_DOMAIN = b"DEROT-V1-NODE"
 

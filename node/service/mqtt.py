@@ -18,7 +18,7 @@ feed topics remain the real defence against such a flood; subscribers refuse tho
 
 Signing (like certificate issuance): the publisher is the gateway. It asks every other member for a partial
 signature over the encoded notice (Peer ``SignNotice``), adds its own, and combines the first ``t`` with
-:func:`node.crypto.threshold.combine_verified`. A contributing member signs only a notice byte-identical to
+:func:`derot.crypto.threshold.combine_verified`. A contributing member signs only a notice byte-identical to
 the one it builds itself: from its own confirmed state when it sits at the notice's block, otherwise by
 reading the registry pinned to the notice's block hash, after checking with its own RPC that the block is
 canonical and confirmed. It never signs a state more than ``MAX_NOTICE_LAG`` blocks older than its view.
@@ -38,15 +38,15 @@ from pathlib import Path
 
 from prometheus_client import Counter, Gauge
 
-from node.chain.follower import TRANSIENT_ERRORS
-from node.chain.types import RevocationKind
-from node.constants import DST_CERT
-from node.crypto import threshold as th
-from node.crypto.bls import G1, PointDecodeError
-from node.net import status
-from node.net.gateway import collect
-from node.net.status import Refusal
-from node.certs.notices import (
+from derot.chain.follower import TRANSIENT_ERRORS
+from derot.chain.types import RevocationKind
+from derot.constants import DST_CERT
+from derot.crypto import threshold as th
+from derot.crypto.bls import G1, PointDecodeError
+from derot.net import status
+from derot.net.gateway import collect
+from derot.net.status import Refusal
+from derot.certs.notices import (
     BrokerAddress,
     EpochInfo,
     Notice,
@@ -81,7 +81,7 @@ TICK = 1.0
 
 
 def revocations_of(state) -> RevocationSet:
-    """The revocation set of a ``node.chain.state.RegistryState``."""
+    """The revocation set of a ``derot.chain.state.RegistryState``."""
     snap = state.snapshot
     return RevocationSet.of(
         fmspcs=snap.revoked_fmspcs, chip_ids=snap.revoked_chip_ids, gpu_fwids=snap.revoked_gpu_fwids,
@@ -91,7 +91,7 @@ def revocations_of(state) -> RevocationSet:
 
 
 def epoch_info_of(record) -> EpochInfo:
-    """The feed's view of an activated ``node.chain.types.EpochRecord``."""
+    """The feed's view of an activated ``derot.chain.types.EpochRecord``."""
     return EpochInfo(record.threshold, record.members, record.pk_sig, record.pk_kd, record.transcript_hash,
                      record.activated_block)
 
@@ -164,7 +164,7 @@ async def contribute_notice_signature(node, request):
                                        + ", ".join(differing))
     partial = notice.sign(keys.shares.sig)
     if "corrupt_shares" in getattr(node, "faults", ()):
-        from node.service import faults
+        from derot.service import faults
 
         partial = faults.corrupt_point(partial)
     return node._pb.SignNoticeResponse(index=keys.index, epoch=keys.epoch, partial_signature=partial.to_bytes())
@@ -455,7 +455,7 @@ def _free_port() -> int:
 class BrokerProcess:
     """A broker listening on 127.0.0.1 in a child process of its own session; :meth:`stop` ends exactly it.
 
-    - :meth:`embedded`: the pure-Python ``amqtt`` broker (``python -m node.service.mqtt``), what a devnet
+    - :meth:`embedded`: the pure-Python ``amqtt`` broker (``python -m derot.service.mqtt``), what a devnet
       uses when no broker URL is configured: it needs no root and nothing outside the venv;
     - :meth:`mosquitto`: a real mosquitto with a minimal config (anonymous, loopback only).
     """
@@ -467,7 +467,7 @@ class BrokerProcess:
     @classmethod
     def embedded(cls, log_path: Path, port: int | None = None) -> BrokerProcess:
         port = port or _free_port()
-        argv = [sys.executable, "-m", "node.service.mqtt", "--listen", f"127.0.0.1:{port}", "--log",
+        argv = [sys.executable, "-m", "derot.service.mqtt", "--listen", f"127.0.0.1:{port}", "--log",
                 str(Path(log_path).resolve())]
         return cls(argv, port, log_path)
 
@@ -551,7 +551,7 @@ def run_embedded_broker(listen: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m node.service.mqtt", description="the embedded MQTT broker")
+    parser = argparse.ArgumentParser(prog="python -m derot.service.mqtt", description="the embedded MQTT broker")
     parser.add_argument("--listen", default="127.0.0.1:1883", help="host:port (default 127.0.0.1:1883)")
     parser.add_argument("--log", help="append the broker's log to this file instead of stderr")
     args = parser.parse_args(argv)

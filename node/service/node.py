@@ -23,21 +23,21 @@ import grpc
 from eth_account import Account
 from web3 import Web3
 
-from node import __version__, _proto
-from node.attest.binding import network_id
-from node.attest.evidence import Evidence
-from node.attest.policy import PolicyEngine
-from node.attest.trust import TrustConfig
-from node.certs.verify import signature_bytes
-from node.chain.follower import Follower
-from node.chain.registry import Registry
-from node.chain.state import RegistryState
-from node.chain.types import EpochPhase, EpochRecord
-from node.constants import DST_CERT
-from node.crypto import kd
-from node.crypto import threshold as th
-from node.crypto.bls import G1, G2, PointDecodeError
-from node.crypto.dkg import (
+from derot import __version__, _proto, untrusted
+from derot.attest.binding import network_id
+from derot.attest.evidence import Evidence
+from derot.attest.policy import PolicyEngine
+from derot.attest.trust import TrustConfig
+from derot.certs.verify import signature_bytes
+from derot.chain.follower import Follower
+from derot.chain.registry import Registry
+from derot.chain.state import RegistryState
+from derot.chain.types import EpochPhase, EpochRecord
+from derot.constants import DST_CERT
+from derot.crypto import kd
+from derot.crypto import threshold as th
+from derot.crypto.bls import G1, G2, PointDecodeError
+from derot.crypto.dkg import (
     Committee,
     DkgConfig,
     DkgFailed,
@@ -47,23 +47,23 @@ from node.crypto.dkg import (
     PreviousEpoch,
     PublicKeys,
 )
-from node.net import status, tls
-from node.net.gateway import collect
-from node.net.peers import Endpoint, PeerInfo, PeerPool, fetch_peer_certificate
-from node.net.status import Refusal, refusal_from_rpc_error
-from node.service import faults, issuance
-from node.service.config import NodeConfig, operator_key
-from node.service.dkg_runner import DkgRunner
-from node.service.epoch import EpochKeys
-from node.service.membership import (
+from derot.net import status, tls
+from derot.net.gateway import collect
+from derot.net.peers import Endpoint, PeerInfo, PeerPool, fetch_peer_certificate
+from derot.net.status import Refusal, refusal_from_rpc_error
+from derot.service import faults, issuance
+from derot.service.config import NodeConfig, operator_key
+from derot.service.dkg_runner import DkgRunner
+from derot.service.epoch import EpochKeys
+from derot.service.membership import (
     MembershipRefused,
     check_member_policy,
     node_report_data,
     verify_member_evidence,
 )
-from node.service.metrics import Metrics
-from node.service.requests import CheckedRequest, RequestChecker
-from node.service.storage import NodeStore
+from derot.service.metrics import Metrics
+from derot.service.requests import CheckedRequest, RequestChecker
+from derot.service.storage import NodeStore
 
 log = logging.getLogger("derot.node")
 
@@ -154,9 +154,9 @@ class NodeService:
         self.faults = faults.parse(config.node.faults)
         if self.faults:
             log.warning("devnet fault injection active", extra={"faults": sorted(self.faults)})
-        self.notices = None  # the signed revocation/epoch feed (node.service.mqtt), when [mqtt].url is set
+        self.notices = None  # the signed revocation/epoch feed (derot.service.mqtt), when [mqtt].url is set
         if config.mqtt.url:
-            from node.service.mqtt import NoticePublisher
+            from derot.service.mqtt import NoticePublisher
 
             self.notices = NoticePublisher(self, config.mqtt.url, heartbeat=config.mqtt.heartbeat)
         self._load_active_epoch()
@@ -172,7 +172,8 @@ class NodeService:
             log.info("loaded epoch keys", extra={"epoch": self.keys.epoch, "index": self.keys.index})
 
     async def start(self) -> None:
-        from node.net.servicers import add_services
+        untrusted.pin_recursion_limit()
+        from derot.net.servicers import add_services
 
         self._server = grpc.aio.server(
             options=[
@@ -215,7 +216,7 @@ class NodeService:
         )
 
     async def _update_health(self) -> None:
-        from node.net.servicers import set_health
+        from derot.net.servicers import set_health
 
         serving = self.keys is not None and (self.state is None or (
             self.state.committee is not None and self.state.committee.id == self.keys.epoch))
@@ -807,7 +808,7 @@ class NodeService:
 
     async def sign_notice(self, request, caller: str):
         """Peer SignNotice: a partial signature over a feed notice this node rebuilds identically."""
-        from node.service.mqtt import contribute_notice_signature
+        from derot.service.mqtt import contribute_notice_signature
 
         return await contribute_notice_signature(self, request)
 
@@ -875,7 +876,7 @@ def _invalid(collected) -> list[int]:
 
 
 async def set_health_safely(node, serving: bool) -> None:
-    from node.net.servicers import set_health
+    from derot.net.servicers import set_health
 
     try:
         await set_health(node, serving)
@@ -889,16 +890,16 @@ def make_node_evidence(config: NodeConfig, network: bytes, operator: str, identi
     report_data = node_report_data(network, operator, identity_key, x25519_key, tls_key_hash)
     source = config.attest.node_tee
     if source.startswith("devnet:"):
-        from node.app.tee.devnet import DevnetDevice
-        from node.attest.devnet import NODE_FMSPC, node_measurements
-        from node.constants import Platform
+        from derot.app.tee.devnet import DevnetDevice
+        from derot.attest.devnet import NODE_FMSPC, node_measurements
+        from derot.constants import Platform
 
         platform = Platform.TDX if source == "devnet:tdx" else Platform.SEV_SNP
         extra = {"fmspc": NODE_FMSPC} if platform == Platform.TDX else {}
         device = DevnetDevice(config.attest.devnet_roots, platform, node_measurements(platform), **extra)
         return device.evidence(report_data)
     if source in ("tdx", "snp"):
-        from node.app.tee import detect_device
+        from derot.app.tee import detect_device
 
         return detect_device().evidence(report_data)
     raise ValueError("[attest].node_tee must be devnet:tdx, devnet:snp, tdx or snp")

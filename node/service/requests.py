@@ -2,7 +2,7 @@
 contributing node, each against its own confirmed view of the registry.
 
 :meth:`RequestChecker.check` turns a ``derot.v1.AppRequest`` into a :class:`CheckedRequest` or raises a
-:class:`~node.net.status.Refusal` naming the reason. Nothing is recorded for a refused request except
+:class:`~derot.net.status.Refusal` naming the reason. Nothing is recorded for a refused request except
 (on success of every other rule) its replay-cache entry, which the policy engine writes last.
 """
 
@@ -11,18 +11,18 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from node.attest.binding import RequestBinding
-from node.attest.claims import Claims
-from node.attest.errors import AttestationError
-from node.attest.evidence import Evidence
-from node.attest.policy import PolicyEngine, PolicyRequest
-from node.attest.snapshot import GovernanceSnapshot
-from node.attest.trust import TrustConfig
-from node.attest.verify import verify_evidence
-from node.constants import KeyType
-from node.crypto.bls import G1, PointDecodeError
-from node.net import status
-from node.net.status import Refusal
+from derot.attest.binding import RequestBinding
+from derot.attest.claims import Claims
+from derot.attest.errors import AttestationError
+from derot.attest.evidence import Evidence
+from derot.attest.policy import PolicyEngine, PolicyRequest
+from derot.attest.snapshot import GovernanceSnapshot
+from derot.attest.trust import TrustConfig
+from derot.attest.verify import verify_evidence
+from derot.constants import KeyType
+from derot.crypto.bls import G1, PointDecodeError
+from derot.net import status
+from derot.net.status import Refusal
 
 APP_ID_SIZE = 32
 NONCE_SIZE = 16

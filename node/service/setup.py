@@ -9,7 +9,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 
-from node.service.config import NodeConfig
+from derot.service.config import NodeConfig
 
 
 class SetupError(Exception):
@@ -18,8 +18,8 @@ class SetupError(Exception):
 
 def open_store(config: NodeConfig, *, create: bool = False):
     """Open the node's sealed store as its config says (key file, or passphrase from the environment)."""
-    from node.service.sealing import key_from_file
-    from node.service.storage import NodeStore
+    from derot.service.sealing import key_from_file
+    from derot.service.storage import NodeStore
 
     if config.seal.method == "passphrase":
         passphrase = os.environ.get("DEROT_SEAL_PASSPHRASE", "")
@@ -31,8 +31,8 @@ def open_store(config: NodeConfig, *, create: bool = False):
 
 def trust_config(config: NodeConfig):
     """The attestation roots a node trusts: pinned vendor roots, plus the devnet roots in devnet mode."""
-    from node.attest.devnet import DevnetRoots
-    from node.attest.trust import TrustConfig
+    from derot.attest.devnet import DevnetRoots
+    from derot.attest.trust import TrustConfig
 
     cache = config.attest.collateral_cache or str(config.data_dir / "collateral")
     if config.attest.mode == "devnet":
@@ -43,7 +43,7 @@ def trust_config(config: NodeConfig):
 
 def endpoint_of(config: NodeConfig) -> str:
     """The endpoint string the node registers: ``public=HOST:PORT;peer=HOST:PORT``."""
-    from node.net.peers import Endpoint
+    from derot.net.peers import Endpoint
 
     public_port = config.node.public_listen.rpartition(":")[2]
     peer_port = config.node.peer_listen.rpartition(":")[2]
@@ -60,7 +60,7 @@ class PublicIdentity:
 
 def init_node(config: NodeConfig, *, force: bool = False) -> PublicIdentity:
     """Create the sealed store and the node's Ed25519, X25519 and TLS keys."""
-    from node.service.node import NodeIdentity, create_identity
+    from derot.service.node import NodeIdentity, create_identity
 
     config.data_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(config, create=True)
@@ -87,10 +87,10 @@ def register_node(config: NodeConfig) -> Registration:
     from eth_account import Account
     from web3 import Web3
 
-    from node.attest.binding import network_id
-    from node.chain.registry import Registry
-    from node.service.config import operator_key
-    from node.service.node import NodeIdentity, make_node_evidence
+    from derot.attest.binding import network_id
+    from derot.chain.registry import Registry
+    from derot.service.config import operator_key
+    from derot.service.node import NodeIdentity, make_node_evidence
 
     account = Account.from_key(operator_key(config))
     w3 = Web3(Web3.HTTPProvider(config.chain.rpc_url, request_kwargs={"timeout": 15}))

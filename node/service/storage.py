@@ -1,7 +1,7 @@
 """The node's SQLite store (WAL): sealed identity keys and shares, epochs, issued certificates, replay cache.
 
 Invariants:
-- every secret (identity private keys, key shares) is stored sealed (:mod:`node.service.sealing`),
+- every secret (identity private keys, key shares) is stored sealed (:mod:`derot.service.sealing`),
   with the row's slot name as AAD; public data is stored in clear;
 - an epoch's shares are written once (``pending``) and become ``active`` in one transaction that also
   erases the shares of every older epoch, so a crash never leaves two active epochs or a half-erased one;
@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from node.service.sealing import Sealer, UnsealError, key_from_passphrase
+from derot.service.sealing import Sealer, UnsealError, key_from_passphrase
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -227,7 +227,7 @@ class NodeStore:
     def add_if_absent(self, key: bytes, expires_at: int, now: int | None = None) -> bool:
         """Record ``key`` until ``expires_at``; False if it is already recorded and not expired.
 
-        Implements :class:`node.attest.replay.ReplayStore`, so the policy engine can use the node store.
+        Implements :class:`derot.attest.replay.ReplayStore`, so the policy engine can use the node store.
         """
         now = int(time.time()) if now is None else now
         with self._tx():

@@ -1,6 +1,6 @@
 """``derot app``: argument parsing and output (no network), then the whole flow against a real devnet.
 
-The devnet test runs every command as a user would, ``python -m node.cli.main app ...`` in a subprocess,
+The devnet test runs every command as a user would, ``python -m derot.cli.main app ...`` in a subprocess,
 against anvil and three node processes (t = 2): register → allow (TDX and SEV-SNP) → get-key on both (same
 address) → get-cert → verify-cert off-chain and on-chain → a tampered certificate → rotate.
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from eth_keys import keys as eth_keys
 
-from node.cli import app_cmd
-from node.cli.main import build_parser, main
+from derot.cli import app_cmd
+from derot.cli.main import build_parser, main
 
 APP_ID = "ab" * 32
 REGISTRY = "0x5FC8d32690cc91D4c39d9d3abcBD16989F875707"
@@ -47,7 +47,7 @@ def run_main(capsys, *argv: str) -> tuple[int, str, str]:
 
 def test_every_command_is_registered_and_has_help():
     for command in ("register", "allow", "rotate", "show", "get-key", "get-cert", "verify-cert"):
-        result = subprocess.run([sys.executable, "-m", "node.cli.main", "app", command, "--help"],
+        result = subprocess.run([sys.executable, "-m", "derot.cli.main", "app", command, "--help"],
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, (command, result.stderr)
         assert f"derot app {command}" in result.stdout
@@ -247,9 +247,9 @@ def test_watch_is_added_only_when_its_module_exists(monkeypatch):
                         ._subparsers._group_actions[0].choices)
     real = Path(app_cmd.__file__).with_name("watch_cmd.py").exists()
     assert ("watch" in names()) == real
-    fake = types.ModuleType("node.cli.watch_cmd")
+    fake = types.ModuleType("derot.cli.watch_cmd")
     fake.register_watch = lambda sub: sub.add_parser("watch").set_defaults(func=lambda args: 0)
-    monkeypatch.setitem(sys.modules, "node.cli.watch_cmd", fake)
+    monkeypatch.setitem(sys.modules, "derot.cli.watch_cmd", fake)
     assert "watch" in names()
 
 
@@ -259,7 +259,7 @@ def test_watch_is_added_only_when_its_module_exists(monkeypatch):
 
 @pytest.fixture(scope="module")
 def devnet(tmp_path_factory):
-    from node.service.devnet import Devnet
+    from derot.devnet.network import Devnet
 
     net = Devnet(tmp_path_factory.mktemp("app-devnet"), nodes=3, threshold=2)
     try:
@@ -272,7 +272,7 @@ def devnet(tmp_path_factory):
 def derot(devnet, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
     env = dict(os.environ, GRPC_VERBOSITY="ERROR")
     env.pop("DEROT_KEY", None)
-    result = subprocess.run([sys.executable, "-m", "node.cli.main", "app", *argv, "--devnet", str(devnet.directory)],
+    result = subprocess.run([sys.executable, "-m", "derot.cli.main", "app", *argv, "--devnet", str(devnet.directory)],
                             capture_output=True, text=True, timeout=120, env=env, cwd=devnet.directory)
     if check:
         assert result.returncode == 0, (argv, result.stdout, result.stderr)
@@ -308,11 +308,11 @@ def private_key_encodings(devnet, app_id: str) -> list[str]:
     """The app's private keys, derived in-process through the SDK (to prove the CLI never prints them)."""
     from cryptography.hazmat.primitives import serialization
 
-    from node.app.client import RootOfTrustClient
-    from node.app.sdk import App, TrustAnchor
-    from node.app.tee.devnet import DevnetDevice
-    from node.attest.devnet import image_registers
-    from node.constants import Platform
+    from derot.app.client import RootOfTrustClient
+    from derot.app.sdk import App, TrustAnchor
+    from derot.app.tee.devnet import DevnetDevice
+    from derot.attest.devnet import image_registers
+    from derot.constants import Platform
 
     device = DevnetDevice(devnet.directory / "roots", Platform.TDX, image_registers(Platform.TDX, "my-app v1"))
     with RootOfTrustClient([p.public_endpoint for p in devnet.node_processes]) as client:
@@ -331,8 +331,8 @@ def address_of(public_key_hex: str) -> str:
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_register_allow_get_key_get_cert_verify_rotate(devnet, tmp_path):
-    from node.certs import Certificate
-    from node.service.devnet import APP_OWNER
+    from derot.certs import Certificate
+    from derot.devnet.network import APP_OWNER
 
     registered = derot_json(devnet, "register")
     app_id = registered["app_id"]
@@ -352,7 +352,7 @@ def test_register_allow_get_key_get_cert_verify_rotate(devnet, tmp_path):
         lambda: derot_json(devnet, "show", app_id),
         lambda: private_key_encodings(devnet, app_id),
         # the docker-compose node health check, against a node that holds its epoch shares
-        lambda: subprocess.run([sys.executable, "-m", "node.cli.main", "compose", "health", "--grpc", endpoint],
+        lambda: subprocess.run([sys.executable, "-m", "derot.cli.main", "compose", "health", "--grpc", endpoint],
                                capture_output=True, text=True, timeout=60),
     )
     assert health.returncode == 0 and health.stdout.strip() == f"{endpoint} SERVING", health.stderr

@@ -15,8 +15,8 @@ import sys
 
 import pytest
 
-SDK_MODULES = ("node.app.sdk", "node.app.client", "node.app.tee", "node.certs")
-SERVER_PREFIXES = ("node.service", "node.net.servicers", "node.net.gateway", "node.net.peers", "node.chain.follower")
+SDK_MODULES = ("derot.app.sdk", "derot.app.client", "derot.app.tee", "derot.certs")
+SERVER_PREFIXES = ("derot.service", "derot.net.servicers", "derot.net.gateway", "derot.net.peers", "derot.chain.follower")
 
 PROBE = """
 import importlib, json, sys
@@ -29,13 +29,13 @@ print(json.dumps({{"server": server, "web3": sorted(m for m in sys.modules if m.
 
 USE_THE_SDK = """
 import time
-from node.app.sdk import App, TrustAnchor, DerivedKey
-from node.app.client import RootOfTrustClient
-from node.certs import Certificate, CertEpoch, CertificateTrust, EpochPhase, Reason, verify_certificate
-from node.attest.snapshot import AppRecord, GovernanceSnapshot, PlatformRule
-from node.constants import CERT_VERSION, Platform, TcbStatus
-from node.crypto import kd
-from node.crypto.bls import G2, random_scalar
+from derot.app.sdk import App, TrustAnchor, DerivedKey
+from derot.app.client import RootOfTrustClient
+from derot.certs import Certificate, CertEpoch, CertificateTrust, EpochPhase, Reason, verify_certificate
+from derot.attest.snapshot import AppRecord, GovernanceSnapshot, PlatformRule
+from derot.constants import CERT_VERSION, Platform, TcbStatus
+from derot.crypto import kd
+from derot.crypto.bls import G2, random_scalar
 
 kd.TransportKey.generate()
 RootOfTrustClient(["127.0.0.1:1"])  # builds stubs; connects lazily
@@ -70,8 +70,8 @@ def test_using_the_sdk_offline_imports_no_server_code():
     assert loaded == {"server": [], "web3": []}
 
 
-@pytest.mark.parametrize("module, expected", [("node.service.node", "node.service.node"),
-                                              ("node.chain.follower", "node.chain.follower")])
+@pytest.mark.parametrize("module, expected", [("derot.service.node", "derot.service.node"),
+                                              ("derot.chain.follower", "derot.chain.follower")])
 def test_the_probe_sees_server_modules(module, expected):
     """Control: the same probe reports server code when it is imported."""
     assert expected in probe((*SDK_MODULES, module))["server"]

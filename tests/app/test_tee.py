@@ -1,4 +1,4 @@
-"""TEE devices (node.app.tee) against recorded byte layouts and real evidence.
+"""TEE devices (derot.app.tee) against recorded byte layouts and real evidence.
 
 The kernel side is played by fakes that follow the kernel ABIs, never by our own code:
 - configfs-tsm: a report instance directory in tmp_path. ``outblob``/``auxblob`` are FIFOs served by a
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from node.app.tee import (
+from derot.app.tee import (
     ConcurrentReport,
     DevnetDevice,
     FirmwareError,
@@ -47,13 +47,13 @@ from node.app.tee import (
     TeeUnavailable,
     detect_device,
 )
-from node.attest import sev_snp
-from node.attest.devnet import DevnetRoots, DevnetTee
-from node.attest.errors import RootNotTrusted
-from node.attest.intel_quote import parse_quote
-from node.attest.trust import TrustConfig
-from node.attest.verify import verify_evidence
-from node.constants import Platform, TcbStatus
+from derot.attest import sev_snp
+from derot.attest.devnet import DevnetRoots, DevnetTee
+from derot.attest.errors import RootNotTrusted
+from derot.attest.intel_quote import parse_quote
+from derot.attest.trust import TrustConfig
+from derot.attest.verify import verify_evidence
+from derot.constants import Platform, TcbStatus
 
 # _IOWR('S', nr, struct snp_guest_request_ioctl /* 32 bytes */) = 3<<30 | 32<<16 | 0x53<<8 | nr
 SNP_GET_REPORT = 0xC0205300
@@ -601,8 +601,8 @@ def test_report_data_must_be_64_bytes(roots, device_node):
 
 
 def test_sdk_devices_import_no_node_server_code():
-    """The app SDK must not pull in node.net / node.service / node.chain (DESIGN.md §2)."""
-    code = ("import sys, node.app.tee, node.app.tee.devnet, node.attest.devnet, node.attest.verify; "
-            "print(sorted(m for m in sys.modules if m.startswith(('node.net', 'node.service', 'node.chain'))))")
+    """The app SDK must not pull in derot.net / derot.service / derot.chain (DESIGN.md §2)."""
+    code = ("import sys, derot.app.tee, derot.app.tee.devnet, derot.attest.devnet, derot.attest.verify; "
+            "print(sorted(m for m in sys.modules if m.startswith(('derot.net', 'derot.service', 'derot.chain'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from node.attest.collateral import Collateral, from_pcs_responses
-from node.attest.devnet import DevnetRoots
-from node.attest.trust import TrustConfig
+from derot.attest.collateral import Collateral, from_pcs_responses
+from derot.attest.devnet import DevnetRoots
+from derot.attest.trust import TrustConfig
 
 
 def _ts(iso: str) -> int:

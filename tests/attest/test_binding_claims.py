@@ -8,9 +8,9 @@ from dataclasses import replace
 
 import pytest
 
-from node.attest.binding import RequestBinding, gpu_nonce, network_id
-from node.attest.claims import measurement_digest
-from node.constants import Platform
+from derot.attest.binding import RequestBinding, gpu_nonce, network_id
+from derot.attest.claims import measurement_digest
+from derot.constants import Platform
 
 B = RequestBinding(network=network_id(1, "0x" + "ab" * 20), app_id=b"\x01" * 32, key_version=7, context=b"ctx",
                    tpk=b"\x02" * 48, subject_key=b"\x03" * 33, timestamp=1_700_000_000, nonce=b"\x04" * 16)

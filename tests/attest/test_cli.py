@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from node.cli.main import main
+from derot.cli.main import main
 
 V = None
 

@@ -13,12 +13,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from node.attest.collateral import Collateral, CollateralStore
-from node.attest.devnet import DevnetTee
-from node.attest.errors import CollateralError, CollateralStale, CollateralUnavailable
-from node.attest.trust import TrustConfig
-from node.attest.verify import verify_evidence
-from node.constants import Platform
+from derot.attest.collateral import Collateral, CollateralStore
+from derot.attest.devnet import DevnetTee
+from derot.attest.errors import CollateralError, CollateralStale, CollateralUnavailable
+from derot.attest.trust import TrustConfig
+from derot.attest.verify import verify_evidence
+from derot.constants import Platform
 
 
 class Pccs:
@@ -176,7 +176,7 @@ def test_malformed_collateral(text):
 
 def test_store_without_anything():
     store = CollateralStore()
-    from node.attest.collateral import CollateralKey
+    from derot.attest.collateral import CollateralKey
 
     with pytest.raises(CollateralUnavailable):
         store.get(CollateralKey("TDX", bytes(6), "platform"), b"", 0)

@@ -8,8 +8,8 @@ from dataclasses import replace
 
 import pytest
 
-from node.attest.devnet import DevnetGpu, DevnetRoots, DevnetTee
-from node.attest.errors import (
+from derot.attest.devnet import DevnetGpu, DevnetRoots, DevnetTee
+from derot.attest.errors import (
     CertificateExpired,
     ChainInvalid,
     HardwareIdMismatch,
@@ -17,11 +17,11 @@ from node.attest.errors import (
     RootNotTrusted,
     TcbMismatch,
 )
-from node.attest.evidence import Evidence
-from node.attest.sev_snp import TcbVersion
-from node.attest.trust import TrustConfig
-from node.attest.verify import verify_evidence
-from node.constants import Platform, TcbStatus
+from derot.attest.evidence import Evidence
+from derot.attest.sev_snp import TcbVersion
+from derot.attest.trust import TrustConfig
+from derot.attest.verify import verify_evidence
+from derot.constants import Platform, TcbStatus
 
 TDX_REGS = {"MRTD": b"\x01" * 48, "RTMR0": b"\x02" * 48, "RTMR3": b"\x03" * 48, "MRCONFIGID": b"\x04" * 48}
 SNP_REGS = {"MEASUREMENT": b"\x05" * 48, "HOST_DATA": b"\x06" * 32}
@@ -60,7 +60,7 @@ def test_devnet_and_production_together(devnet, vectors, ts):
 
 
 def test_production_config_refuses_devnet_roots(devnet):
-    from node.attest.collateral import CollateralStore
+    from derot.attest.collateral import CollateralStore
 
     with pytest.raises(ValueError, match="devnet"):
         TrustConfig(production=True, intel_roots={"x": devnet.intel_root_der}, amd=None, nvidia=None,
@@ -73,7 +73,7 @@ def test_separate_process_shares_the_devnet(devnet_dir, tmp_path):
     """A second process loads the directory and makes evidence this process verifies."""
     out = tmp_path / "ev.pb"
     code = (
-        "import sys; from node.attest.devnet import DevnetRoots, DevnetTee; from node.constants import Platform;"
+        "import sys; from derot.attest.devnet import DevnetRoots, DevnetTee; from derot.constants import Platform;"
         f"r = DevnetRoots.load({str(devnet_dir)!r});"
         "t = DevnetTee(r, Platform.TDX, {'MRTD': bytes([9]) * 48});"
         f"open({str(out)!r}, 'wb').write(t.quote(bytes(64)).encode())"
@@ -103,7 +103,7 @@ def test_snp_tcb_and_hwid_must_match_the_vcek(devnet, devnet_trust):
     with pytest.raises(HardwareIdMismatch):
         verify_evidence(replace(ev, vek=wrong_chip), devnet_trust)
     _, other_key = devnet.issue_vek(tee.chip_id, tee.tcb)
-    from node.attest.errors import SignatureInvalid
+    from derot.attest.errors import SignatureInvalid
 
     with pytest.raises(SignatureInvalid):
         verify_evidence(replace(ev, vek=other_key), devnet_trust)
@@ -149,7 +149,7 @@ def test_gpu_tee_pair(devnet, devnet_trust):
     # the CPU half fails: the pair fails
     bad_cpu = bytearray(ev.quote)
     bad_cpu[100] ^= 1
-    from node.attest.errors import AttestationError
+    from derot.attest.errors import AttestationError
 
     with pytest.raises(AttestationError):
         verify_evidence(replace(ev, quote=bytes(bad_cpu)), devnet_trust)

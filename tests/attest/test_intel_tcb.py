@@ -13,12 +13,12 @@ import json
 
 import pytest
 
-from node.attest import intel_dcap
-from node.attest.devnet import DevnetTee
-from node.attest.errors import TcbNotSupported
-from node.attest.intel_quote import parse_quote
-from node.attest.verify import verify_evidence
-from node.constants import Platform, TcbStatus
+from derot.attest import intel_dcap
+from derot.attest.devnet import DevnetTee
+from derot.attest.errors import TcbNotSupported
+from derot.attest.intel_quote import parse_quote
+from derot.attest.verify import verify_evidence
+from derot.constants import Platform, TcbStatus
 
 # tee_tcb_svn[0:3], Intel status (None = TCB_NOT_SUPPORTED), naive all-16 status
 CASES = [

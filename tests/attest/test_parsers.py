@@ -15,11 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from node.attest import nvidia_gpu, sev_snp
-from node.attest.errors import AttestationError, EvidenceParseError
-from node.attest.evidence import Evidence, GpuEvidence
-from node.attest.intel_quote import parse_quote
-from node.constants import Platform
+from derot.attest import nvidia_gpu, sev_snp
+from derot.attest.errors import AttestationError, EvidenceParseError
+from derot.attest.evidence import Evidence, GpuEvidence
+from derot.attest.intel_quote import parse_quote
+from derot.constants import Platform
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 
@@ -118,7 +118,7 @@ def test_wrong_version_or_type(name, offset, value, size):
 
 
 def test_envelope_version_and_garbage():
-    from node import _proto
+    from derot import _proto
 
     pb = _proto.load("attestation_pb2")
     bad_version = pb.Evidence(version=2, platform=1, quote=b"x").SerializeToString()
@@ -142,7 +142,7 @@ def test_padding_and_trailers_still_parse():
 
 def test_fuzz_verification_path(production_trust, ts):
     """Mutated evidence through the full verifiers: only AttestationError subclasses escape."""
-    from node.attest.verify import verify_evidence
+    from derot.attest.verify import verify_evidence
 
     coll = (VECTORS / "phala_dcap_qvl/tdx_quote_collateral.json").read_bytes()
     vek = (VECTORS / "virtee_sev/vcek_milan.der").read_bytes()

@@ -11,13 +11,13 @@ from dataclasses import replace
 
 import pytest
 
-from node.attest import policy as P
-from node.attest.binding import RequestBinding, network_id
-from node.attest.devnet import DevnetGpu, DevnetTee
-from node.attest.replay import ReplayCache
-from node.attest.snapshot import AppRecord, GovernanceSnapshot, PlatformRule
-from node.attest.verify import verify_evidence
-from node.constants import Platform, TcbStatus
+from derot.attest import policy as P
+from derot.attest.binding import RequestBinding, network_id
+from derot.attest.devnet import DevnetGpu, DevnetTee
+from derot.attest.replay import ReplayCache
+from derot.attest.snapshot import AppRecord, GovernanceSnapshot, PlatformRule
+from derot.attest.verify import verify_evidence
+from derot.constants import Platform, TcbStatus
 
 APP = hashlib.sha256(b"app").digest()
 NET = network_id(31337, "0x" + "11" * 20)
@@ -121,7 +121,7 @@ def test_debug(devnet, devnet_trust, vectors, production_trust, tdx, now, ts):
     assert check(rule, dbg, allow, request(now)).allowed
     node_req = P.PolicyRequest("node", now, expected_report_data=dbg.report_data)
     assert check(rule, dbg, allow, node_req).reason == P.Reason.DEBUG_NOT_ALLOWED  # never for nodes
-    from node.attest.evidence import Evidence
+    from derot.attest.evidence import Evidence
 
     real_debug = verify_evidence(  # go-sev-guest's report has the DEBUG policy bit set
         Evidence(Platform.SEV_SNP, quote=vectors.bytes("google_go_sev_guest/attestation.bin"),

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import pytest
 
-from node.attest.errors import AttestationError
-from node.attest.evidence import Evidence, GpuEvidence
-from node.attest.intel_quote import parse_quote
-from node.attest.verify import verify_evidence
-from node.constants import Platform
+from derot.attest.errors import AttestationError
+from derot.attest.evidence import Evidence, GpuEvidence
+from derot.attest.intel_quote import parse_quote
+from derot.attest.verify import verify_evidence
+from derot.constants import Platform
 
 
 def _flip(data: bytes, offset: int) -> bytes:
@@ -79,7 +79,7 @@ def test_devnet_flip_sweep(platform, devnet, devnet_trust):
     """The same holds for devnet evidence, which goes through the same verifiers."""
     from dataclasses import replace
 
-    from node.attest.devnet import DevnetTee
+    from derot.attest.devnet import DevnetTee
 
     tee = DevnetTee(devnet, platform)
     ev = tee.quote(bytes(range(64)))

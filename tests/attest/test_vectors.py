@@ -1,7 +1,7 @@
 """Every vector in tests/vectors reaches the outcome tests/vectors/EXPECTED.md gives.
 
 Intel rows are verified by derot (dcap-qvl underneath) and, independently, by the pure-Python
-verifier in node.attest.intel_dcap; the two must agree. Rows whose status is TCB_NOT_SUPPORTED must
+verifier in derot.attest.intel_dcap; the two must agree. Rows whose status is TCB_NOT_SUPPORTED must
 raise TcbNotSupported, and their MRTD/report_data facts are checked on the parsed quote.
 """
 
@@ -11,12 +11,12 @@ import json
 
 import pytest
 
-from node.attest import intel_dcap, nvidia_gpu, sev_snp
-from node.attest.errors import CollateralStale, TcbNotSupported
-from node.attest.evidence import Evidence, GpuEvidence
-from node.attest.intel_quote import parse_quote
-from node.attest.verify import verify_evidence
-from node.constants import Platform, TcbStatus
+from derot.attest import intel_dcap, nvidia_gpu, sev_snp
+from derot.attest.errors import CollateralStale, TcbNotSupported
+from derot.attest.evidence import Evidence, GpuEvidence
+from derot.attest.intel_quote import parse_quote
+from derot.attest.verify import verify_evidence
+from derot.constants import Platform, TcbStatus
 
 P = "phala_dcap_qvl/"
 G = "google_go_tdx_guest/"
@@ -144,7 +144,7 @@ def test_snp_vector(row, vectors, production_trust, ts):
 
 def test_snp_vek_expiry(vectors, production_trust):
     """The VCEK's notAfter bounds verification: the second after it, CertificateExpired."""
-    from node.attest.errors import CertificateExpired
+    from derot.attest.errors import CertificateExpired
 
     report, vek = vectors.bytes(SNP_ROWS[0][0]), vectors.bytes(SNP_ROWS[0][1])
     not_after = int(sev_snp.load_vek(vek).not_valid_after_utc.timestamp())
@@ -207,7 +207,7 @@ def test_gpu_vector(row, vectors, production_trust):
 
 
 def test_gpu_wrong_nonce(vectors, production_trust):
-    from node.attest.errors import NonceMismatch
+    from derot.attest.errors import NonceMismatch
 
     report_file, chain_file, nonce, *_ = GPU_ROWS[0]
     gpu = GpuEvidence(vectors.bytes(report_file), vectors.bytes(chain_file))

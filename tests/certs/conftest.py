@@ -6,10 +6,10 @@ import os
 
 import pytest
 
-from node.attest.snapshot import AppRecord, GovernanceSnapshot, PlatformRule
-from node.certs import CertEpoch, Certificate, CertificateTrust, EpochPhase
-from node.constants import Platform, TcbStatus
-from node.crypto.bls import G2, random_scalar
+from derot.attest.snapshot import AppRecord, GovernanceSnapshot, PlatformRule
+from derot.certs import CertEpoch, Certificate, CertificateTrust, EpochPhase
+from derot.constants import Platform, TcbStatus
+from derot.crypto.bls import G2, random_scalar
 
 REGISTRY = "0x5FC8d32690cc91D4c39d9d3abcBD16989F875707"
 CHAIN_ID = 31337

@@ -11,8 +11,8 @@ from Crypto.Hash import keccak as pycryptodome_keccak
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.certs import Certificate, CertificateDecodeError
-from node.certs.certificate import MIN_ENCODED_SIZE
+from derot.certs import Certificate, CertificateDecodeError
+from derot.certs.certificate import MIN_ENCODED_SIZE
 
 from .conftest import make_cert
 
@@ -113,8 +113,8 @@ def test_constructor_refuses_out_of_range_fields(field, value):
 
 def test_certs_package_does_not_import_web3_or_server_code():
     code = (
-        "import sys, node.certs\n"
-        "bad = [m for m in sys.modules if m.split('.')[0] in ('web3', 'grpc') or m.startswith(('node.chain', 'node.service', 'node.net'))]\n"
+        "import sys, derot.certs\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('web3', 'grpc') or m.startswith(('derot.chain', 'derot.service', 'derot.net'))]\n"
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -11,10 +11,10 @@ import pytest
 from py_ecc.bls.hash_to_curve import hash_to_G1 as py_ecc_hash_to_g1
 from py_ecc.optimized_bls12_381 import normalize
 
-from node.certs import Reason, verify_certificate
-from node.certs.verify import SIGNATURE_SIZE
-from node.constants import DST_CERT, TcbStatus
-from node.crypto.bls import G1, random_scalar
+from derot.certs import Reason, verify_certificate
+from derot.certs.verify import SIGNATURE_SIZE
+from derot.constants import DST_CERT, TcbStatus
+from derot.crypto.bls import G1, random_scalar
 
 from .conftest import NOW, make_cert
 

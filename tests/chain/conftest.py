@@ -13,14 +13,15 @@ from dataclasses import dataclass, field
 import pytest
 from web3 import Web3
 
-from node.certs import Certificate
-from node.chain import actions as A
-from node.chain.anvil import Anvil, revert, snapshot
-from node.chain.deploy import DeployParams, Deployment, deploy
-from node.chain.governance import Governance, enact
-from node.chain.registry import Registry
-from node.constants import Platform, TcbStatus
-from node.crypto.bls import G2, random_scalar
+from derot.certs import Certificate
+from derot.chain import actions as A
+from derot.devnet.anvil import Anvil, revert, snapshot
+from derot.chain.deploy import DeployParams, Deployment, deploy
+from derot.chain.governance import Governance
+from derot.devnet.governance import enact
+from derot.chain.registry import Registry
+from derot.constants import Platform, TcbStatus
+from derot.crypto.bls import G2, random_scalar
 
 UNIT = 10**18
 

@@ -7,12 +7,12 @@ import shutil
 
 import pytest
 
-from node.chain import compile as build
+from derot.devnet import compile as build
 
 
 def test_artifacts_are_fresh():
     problems = build.staleness()
-    assert not problems, "run `python -m node.chain.compile`:\n" + "\n".join(problems)
+    assert not problems, "run `python -m derot.devnet.compile`:\n" + "\n".join(problems)
 
 
 def test_staleness_check_notices_a_changed_source(tmp_path, monkeypatch):

@@ -12,14 +12,14 @@ import pytest
 from py_ecc.bls.hash_to_curve import hash_to_G1 as py_ecc_hash_to_g1
 from py_ecc.optimized_bls12_381 import normalize
 
-from node.certs import Reason
-from node.chain import actions as A
-from node.chain.state import read_state
-from node.chain.types import RevocationKind
-from node.constants import DST_CERT, Platform, TcbStatus
-from node.crypto import threshold
-from node.crypto.bls import G1, G2, random_scalar
-from node.crypto.poly import Polynomial
+from derot.certs import Reason
+from derot.chain import actions as A
+from derot.chain.state import read_state
+from derot.chain.types import RevocationKind
+from derot.constants import DST_CERT, Platform, TcbStatus
+from derot.crypto import threshold
+from derot.crypto.bls import G1, G2, random_scalar
+from derot.crypto.hazmat.poly import Polynomial
 
 
 def test_hash_to_g1_matches_blst_and_py_ecc(chain):

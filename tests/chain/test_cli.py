@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from node.chain.anvil import mine, warp
-from node.chain.types import RevocationKind
-from node.cli.main import main
+from derot.devnet.anvil import mine, warp
+from derot.chain.types import RevocationKind
+from derot.cli.main import main
 
 FMSPC = "00906ed50000"
 
@@ -98,8 +98,8 @@ def test_deploy_from_the_cli(chain, gov_cli, tmp_path):
     code, stdout, err = gov_cli("deploy", "--devnet", "--holder", f"{chain.whale.address}:1000",
                                 "--council", chain.council.address, "--out", str(out), key=chain.deployer)
     assert code == 0, err
-    from node.chain.deploy import Deployment
-    from node.chain.registry import Registry
+    from derot.chain.deploy import Deployment
+    from derot.chain.registry import Registry
 
     deployment = Deployment.load(out)
     assert deployment.registry in stdout and deployment.registry != chain.deployment.registry

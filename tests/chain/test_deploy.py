@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from node.chain import actions as A
-from node.chain.deploy import Deployment
-from node.chain.tx import TransactionFailed, send
+from derot.chain import actions as A
+from derot.chain.deploy import Deployment
+from derot.chain.tx import TransactionFailed, send
 
 
 def test_roles_after_deploy(chain):

@@ -7,10 +7,10 @@ import os
 import pytest
 from web3.logs import DISCARD
 
-from node.chain import actions as A
-from node.chain.tx import TransactionFailed, revert_reason, send
-from node.chain.types import EpochPhase
-from node.crypto.bls import G2, random_scalar
+from derot.chain import actions as A
+from derot.chain.tx import TransactionFailed, revert_reason, send
+from derot.chain.types import EpochPhase
+from derot.crypto.bls import G2, random_scalar
 
 
 def call_error(call, tx) -> str:

@@ -10,16 +10,17 @@ import time
 import pytest
 from web3 import Web3
 
-from node.chain import actions as A
-from node.chain.anvil import Anvil, mine, reorg
-from node.chain.deploy import DeployParams, deploy
-from node.chain.follower import Follower
-from node.chain.governance import Governance, enact
-from node.chain.registry import Registry
-from node.chain.state import read_state
-from node.chain.types import EpochPhase, RevocationKind
-from node.constants import Platform
-from node.crypto.bls import G2, random_scalar
+from derot.chain import actions as A
+from derot.devnet.anvil import Anvil, mine, reorg
+from derot.chain.deploy import DeployParams, deploy
+from derot.chain.follower import Follower
+from derot.chain.governance import Governance
+from derot.devnet.governance import enact
+from derot.chain.registry import Registry
+from derot.chain.state import read_state
+from derot.chain.types import EpochPhase, RevocationKind
+from derot.constants import Platform
+from derot.crypto.bls import G2, random_scalar
 
 from .proxy import TcpProxy
 

@@ -8,13 +8,14 @@ import pytest
 from eth_utils import keccak
 from web3.logs import DISCARD
 
-from node.chain import actions as A
-from node.chain.anvil import mine, warp
-from node.chain.governance import ProposalState, Support, pass_proposal
-from node.chain.registry import DelegateOracleAt
-from node.chain.tx import TransactionFailed, send
-from node.chain.types import NodeStatus, RevocationKind
-from node.constants import Platform, TcbStatus
+from derot.chain import actions as A
+from derot.devnet.anvil import mine, warp
+from derot.chain.governance import ProposalState, Support
+from derot.devnet.governance import pass_proposal
+from derot.chain.registry import DelegateOracleAt
+from derot.chain.tx import TransactionFailed, send
+from derot.chain.types import NodeStatus, RevocationKind
+from derot.constants import Platform, TcbStatus
 
 FMSPC = bytes.fromhex("00906ed50000")
 
@@ -215,8 +216,8 @@ def test_app_registration_is_permissionless_and_unsquattable(chain):
 
 
 def test_app_delegate_decides(chain):
-    from node.chain.compile import load_artifact
-    from node.chain.tx import deploy_contract
+    from derot.devnet.compile import load_artifact
+    from derot.chain.tx import deploy_contract
 
     reg = chain.registry
     delegate = deploy_contract(chain.w3, chain.app_owner, load_artifact("AllowlistDelegate"), chain.app_owner.address)

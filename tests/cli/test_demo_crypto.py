@@ -6,7 +6,7 @@ import sys
 
 def test_crypto_demo_runs_and_keeps_keys_across_reshare():
     out = subprocess.run(
-        [sys.executable, "-m", "node.cli.main", "demo", "crypto"], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "derot.cli.main", "demo", "crypto"], capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0, out.stderr
     assert "group keys unchanged: True" in out.stdout

@@ -1,7 +1,7 @@
-"""Batched commitment arithmetic on raw points, checked against blst (node.crypto.bls/poly) and py_ecc.
+"""Batched commitment arithmetic on raw points, checked against blst (derot.crypto.bls/poly) and py_ecc.
 
 The torsion tests build a point of E'(Fp2) outside G2 with py_ecc's own Fp2 arithmetic (an independent
-implementation), and show that the projection semantics of node.crypto.batch hold.
+implementation), and show that the projection semantics of derot.crypto.hazmat.batch hold.
 """
 
 import math
@@ -13,9 +13,9 @@ from py_arkworks_bls12381 import G2Point
 from py_ecc.bls.point_compression import modular_squareroot_in_FQ2
 from py_ecc.optimized_bls12_381 import FQ2, b2, is_inf, is_on_curve, multiply, normalize
 
-from node.crypto import batch
-from node.crypto.bls import G2, R, random_scalar
-from node.crypto.poly import Polynomial, eval_commitment
+from derot.crypto.hazmat import batch
+from derot.crypto.bls import G2, R, random_scalar
+from derot.crypto.hazmat.poly import Polynomial, eval_commitment
 
 P = 0x1A0111EA397FE69A4B1BA7B6434BACD764774B84F38512BF6730D2A0F6B0F6241EABFFFEB153FFFFB9FEFFFFFFFFAAAB
 

@@ -12,7 +12,7 @@ from py_ecc.optimized_bls12_381 import G2 as O_G2
 from py_ecc.optimized_bls12_381 import FQ12, add, multiply, neg, normalize, pairing
 from hashlib import sha256
 
-from node.crypto.bls import G1, G2, P, R, PointDecodeError, pairing_check
+from derot.crypto.bls import G1, G2, P, R, PointDecodeError, pairing_check
 
 scalars = st.integers(min_value=1, max_value=R - 1)
 

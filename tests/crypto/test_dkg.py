@@ -2,7 +2,7 @@
 
 Misbehaving dealers are real sessions with one overridden dealing hook (they sign with their real keys);
 honest members never share state: each decodes and checks every message itself. Results are checked
-against py_ecc (an independent BLS12-381 implementation) and against node.crypto.threshold.
+against py_ecc (an independent BLS12-381 implementation) and against derot.crypto.threshold.
 """
 
 import random
@@ -13,10 +13,11 @@ from py_ecc.bls.point_compression import compress_G2, modular_squareroot_in_FQ2
 from py_ecc.optimized_bls12_381 import FQ2, b2, is_inf, multiply, normalize
 from py_ecc.optimized_bls12_381 import G2 as ECC_G2
 
-from node.constants import DST_CERT
-from node.crypto import batch, threshold
-from node.crypto.bls import G2, R
-from node.crypto.dkg import (
+from derot.constants import DST_CERT
+from derot.crypto import threshold
+from derot.crypto.hazmat import batch
+from derot.crypto.bls import G2, R
+from derot.crypto.dkg import (
     ComplaintReason,
     DkgConfig,
     DkgFailed,
@@ -25,9 +26,9 @@ from node.crypto.dkg import (
     MessageKind,
     Phase,
 )
-from node.crypto.dkg.local import LocalBroadcast, committee_of, generate_identities, make_sessions
-from node.crypto.dkg.messages import DealBody, ResponseBody
-from node.crypto.poly import interpolate_at
+from derot.crypto.dkg.local import LocalBroadcast, committee_of, generate_identities, make_sessions
+from derot.crypto.dkg.messages import DealBody, ResponseBody
+from derot.crypto.hazmat.poly import interpolate_at
 
 NETWORK = (31337).to_bytes(32, "big") + bytes.fromhex("5fbdb2315678afecb367f032d93f642f64180aa3")
 
@@ -85,7 +86,7 @@ def test_honest_dkg_completes_without_waiting(n, t):
     assert result.qualified == result.used == tuple(range(1, n + 1))
     assert result.excluded == {}
     assert all(s.phase is Phase.FINISHED for s in sessions.values())
-    # the key works as a threshold signing key (node.crypto.threshold, certificate DST)
+    # the key works as a threshold signing key (derot.crypto.threshold, certificate DST)
     msg = b"certificate bytes"
     signers = random.sample(range(1, n + 1), t)
     partials = {i: threshold.sign(sessions[i].result.shares.sig, msg, DST_CERT) for i in signers}
@@ -226,7 +227,7 @@ class LyingEchoer(DkgSession):
 
     def _sign(self, kind, sender, body):
         if kind is MessageKind.RESPONSE:
-            from node.crypto.dkg.messages import Echo
+            from derot.crypto.dkg.messages import Echo
             parsed = ResponseBody.decode(body, dealers=frozenset(range(1, 8)))
             echoes = tuple(Echo(e.dealer, secrets.token_bytes(32), e.dealer_signature) if e.dealer == 2 else e
                            for e in parsed.echoes)
@@ -281,7 +282,7 @@ def test_result_before_the_end_is_an_error():
 
 
 # --------------------------------------------------------------------------------------------------
-# torsion components in commitments (see node.crypto.batch)
+# torsion components in commitments (see derot.crypto.hazmat.batch)
 
 
 @pytest.fixture(scope="module")

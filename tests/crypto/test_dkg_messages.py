@@ -6,10 +6,10 @@ import dataclasses
 import pytest
 from google.protobuf.message import DecodeError
 
-from node import _proto
-from node.crypto import batch
-from node.crypto.bls import R
-from node.crypto.dkg import (
+from derot import _proto
+from derot.crypto.hazmat import batch
+from derot.crypto.bls import R
+from derot.crypto.dkg import (
     DkgConfig,
     DkgMessageRejected,
     DkgSession,
@@ -19,8 +19,8 @@ from node.crypto.dkg import (
     Phase,
     RejectReason,
 )
-from node.crypto.dkg.local import LocalBroadcast, committee_of, generate_identities, make_sessions
-from node.crypto.dkg.messages import (
+from derot.crypto.dkg.local import LocalBroadcast, committee_of, generate_identities, make_sessions
+from derot.crypto.dkg.messages import (
     VERSION,
     Complaint,
     ComplaintReason,

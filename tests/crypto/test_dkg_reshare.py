@@ -4,10 +4,10 @@ import random
 
 import pytest
 
-from node.constants import DST_CERT
-from node.crypto import threshold
-from node.crypto.bls import G2, random_scalar
-from node.crypto.dkg import (
+from derot.constants import DST_CERT
+from derot.crypto import threshold
+from derot.crypto.bls import G2, random_scalar
+from derot.crypto.dkg import (
     Committee,
     DkgConfig,
     DkgConfigError,
@@ -18,8 +18,8 @@ from node.crypto.dkg import (
     Member,
     RejectReason,
 )
-from node.crypto.dkg.local import LocalBroadcast, committee_of, generate_identities, make_sessions
-from node.crypto.poly import interpolate_at
+from derot.crypto.dkg.local import LocalBroadcast, committee_of, generate_identities, make_sessions
+from derot.crypto.hazmat.poly import interpolate_at
 
 NETWORK = b"\x00" * 31 + b"\x01" + b"\x22" * 20
 

@@ -7,12 +7,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives import hashes
 from eth_keys import keys as eth_keys
 
-from node.constants import KeyType
-from node.crypto import kd
-from node.crypto.appkeys import SECP256K1_N, derive_app_keys
-from node.crypto.bls import G1, G2, PointDecodeError
-from node.crypto.poly import Polynomial, interpolate_at, lagrange_coefficients
-from node.crypto.threshold import NotEnoughShares
+from derot.constants import KeyType
+from derot.crypto import kd
+from derot.crypto.appkeys import SECP256K1_N, derive_app_keys
+from derot.crypto.bls import G1, G2, PointDecodeError
+from derot.crypto.hazmat.poly import Polynomial, interpolate_at, lagrange_coefficients
+from derot.crypto.threshold import NotEnoughShares
 
 APP = bytes(range(32))
 
@@ -153,8 +153,8 @@ def test_app_keys_are_well_formed_and_labelled_independently():
 
 def test_same_key_after_a_real_dkg_reshare():
     """The DKG's own reshare (5 → 7 members, 3-of-5 → 4-of-7) keeps the app key."""
-    from node.crypto.dkg import DkgConfig
-    from node.crypto.dkg.local import LocalBroadcast, committee_of, generate_identities, make_sessions
+    from derot.crypto.dkg import DkgConfig
+    from derot.crypto.dkg.local import LocalBroadcast, committee_of, generate_identities, make_sessions
 
     ids = generate_identities(7)
     names = {i: ident for i, ident in enumerate(ids, start=1)}

@@ -5,10 +5,10 @@ import random
 
 import pytest
 
-from node.constants import DST_CERT
-from node.crypto import threshold as th
-from node.crypto.bls import G1, G2, R
-from node.crypto.poly import Polynomial
+from derot.constants import DST_CERT
+from derot.crypto import threshold as th
+from derot.crypto.bls import G1, G2, R
+from derot.crypto.hazmat.poly import Polynomial
 
 
 def deal(n, t):

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.slow
 
 
 def _derot(*args, timeout=240):
-    return subprocess.run([sys.executable, "-m", "node.cli.main", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "derot.cli.main", *args], capture_output=True, text=True,
                           timeout=timeout)
 
 

@@ -12,7 +12,7 @@ def test_demo_runs_the_mission_and_cleans_up(tmp_path, processes):
     directory = tmp_path / "demo"
     anvils_before = set(processes("anvil-linux-amd64/bin/anvil"))
     out = subprocess.run(
-        [sys.executable, "-m", "node.cli.main", "demo", "--dir", str(directory)],
+        [sys.executable, "-m", "derot.cli.main", "demo", "--dir", str(directory)],
         capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

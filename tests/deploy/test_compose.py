@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from node.cli.main import build_parser
+from derot.cli.main import build_parser
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -162,7 +162,7 @@ def test_commands_are_real_derot_commands(services):
         args = parser.parse_args(argv[1:])  # every option exists and parses
         assert callable(args.func), argv
     for group, command in sorted({tuple(argv[1:3]) for argv in commands}):
-        result = subprocess.run([sys.executable, "-m", "node.cli.main", group, command, "--help"],
+        result = subprocess.run([sys.executable, "-m", "derot.cli.main", group, command, "--help"],
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, (group, command, result.stderr)
 
@@ -171,7 +171,7 @@ def test_the_console_script_is_derot():
     import tomllib
 
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["derot"] == "node.cli.main:main"
+    assert scripts["derot"] == "derot.cli.main:main"
 
 
 def test_deploy_refuses_a_bad_threshold_before_touching_anything(tmp_path):
@@ -239,8 +239,8 @@ def test_dockerfile_copy_sources_exist(dockerfile):
 
 def test_the_image_holds_what_the_package_reads_beside_it(dockerfile):
     """The package is installed editable: node/ reads ../protocol and ../contracts at run time."""
-    from node import _proto
-    from node.chain import compile as contracts
+    from derot import _proto
+    from derot.devnet import compile as contracts
 
     workdir = [rest for keyword, rest in dockerfile if keyword == "WORKDIR"][-1]
     copied = {Path(workdir, dest).resolve() for stage, _, dest in copies(dockerfile) if stage is None}
@@ -254,7 +254,7 @@ def test_the_image_holds_what_the_package_reads_beside_it(dockerfile):
     readme = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["readme"]
     assert any(readme in sources for stage, sources, _ in copies(dockerfile) if stage is None)
     # the anvil the compose file runs is the npm package's binary, linked onto PATH
-    from node.chain.anvil import ANVIL_BIN
+    from derot.devnet.anvil import ANVIL_BIN
 
     link = re.search(r"ln -s (\S+) /usr/local/bin/anvil", run)
     assert link and Path(link.group(1)) == Path(workdir, ANVIL_BIN.relative_to(REPO))
@@ -286,10 +286,10 @@ def test_the_image_file_set_is_enough_to_run(dockerfile, tmp_path):
     script = (
         "import node, sys\n"
         f"assert node.__file__.startswith({str(image)!r}), node.__file__\n"
-        "from node import _proto; _proto.generate(force=True); _proto.load('node_pb2')\n"
-        "from node.chain.compile import load_artifact; assert load_artifact('DerotRegistry')['abi']\n"
-        "from node.chain.anvil import find_anvil; assert find_anvil().is_file()\n"
-        "from node.cli.main import main; sys.exit(main(['compose', 'deploy', '--help']))\n"
+        "from derot import _proto; _proto.generate(force=True); _proto.load('node_pb2')\n"
+        "from derot.devnet.compile import load_artifact; assert load_artifact('DerotRegistry')['abi']\n"
+        "from derot.devnet.anvil import find_anvil; assert find_anvil().is_file()\n"
+        "from derot.cli.main import main; sys.exit(main(['compose', 'deploy', '--help']))\n"
     )
     env = dict(os.environ, PYTHONPATH=str(image))
     env.pop("DEROT_ANVIL", None)
@@ -337,7 +337,7 @@ def local(argv: list[str], replace: dict[str, str]) -> list[str]:
 
 
 def start_anvil(command: list[str], port: int, state: Path, log: Path) -> subprocess.Popen:
-    from node.chain.anvil import find_anvil, rpc
+    from derot.devnet.anvil import find_anvil, rpc
 
     argv = [str(find_anvil()), *local(command[1:], {"--host": "127.0.0.1", "--port": str(port),
                                                      "--state": str(state)})]
@@ -363,7 +363,7 @@ def stop(proc: subprocess.Popen | None) -> None:
 
 
 def derot(*argv: str, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "node.cli.main", *argv], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "derot.cli.main", *argv], capture_output=True, text=True,
                           timeout=timeout, env=env)
 
 
@@ -372,10 +372,10 @@ def derot(*argv: str, env: dict | None = None, timeout: float = 180) -> subproce
 def test_deploy_job_output_runs_a_node(services, nodes, deploy_args, tmp_path):
     from web3 import Web3
 
-    from node.chain.anvil import free_port
-    from node.chain.registry import Registry
-    from node.chain.types import EpochPhase
-    from node.service.config import load_config
+    from derot.devnet.anvil import free_port
+    from derot.chain.registry import Registry
+    from derot.chain.types import EpochPhase
+    from derot.service.config import load_config
 
     shared, port = tmp_path / "shared", free_port()
     rpc_url = f"http://127.0.0.1:{port}"
@@ -414,7 +414,7 @@ def test_deploy_job_output_runs_a_node(services, nodes, deploy_args, tmp_path):
                    DEROT_NODE_PEER_LISTEN=f"127.0.0.1:{free_port()}", DEROT_METRICS_LISTEN=f"127.0.0.1:{free_port()}")
         in_volume = shared / Path(option(nodes[1]["command"], "--config")).relative_to(deploy_args.shared)
         node_command = local(nodes[1]["command"][1:], {"--config": str(in_volume)})
-        node = subprocess.Popen([sys.executable, "-m", "node.cli.main", *node_command],
+        node = subprocess.Popen([sys.executable, "-m", "derot.cli.main", *node_command],
                                 stdout=open(tmp_path / "node-1.log", "ab"), stderr=subprocess.STDOUT, env=env,
                                 cwd=tmp_path)
         # Alone, it cannot finish the DKG (its peers are other containers), so gRPC health answers NOT_SERVING:

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 
 import pytest
 
-from node.app.client import RootOfTrustClient
-from node.app.owner import AppOwner
-from node.app.sdk import App, TrustAnchor
-from node.app.tee.devnet import DevnetDevice
-from node.attest.devnet import DevnetRoots, devnet_measurement_digest, image_registers
-from node.constants import Platform
-from node.service.devnet import APP_OWNER, Devnet
+from derot.app.client import RootOfTrustClient
+from derot.app.owner import AppOwner
+from derot.app.sdk import App, TrustAnchor
+from derot.app.tee.devnet import DevnetDevice
+from derot.attest.devnet import DevnetRoots, devnet_measurement_digest, image_registers
+from derot.constants import Platform
+from derot.devnet.network import APP_OWNER, Devnet
 
 APP_IMAGE = "e2e-app v1"
 

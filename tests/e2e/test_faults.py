@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from node.constants import KeyType, Platform
+from derot.constants import KeyType, Platform
 
 pytestmark = pytest.mark.slow
 

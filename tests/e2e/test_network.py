@@ -10,21 +10,22 @@ from __future__ import annotations
 import os
 import threading
 import time
+from pathlib import Path
 
 import grpc
 import pytest
 
-from node import _proto
-from node.app.client import RequestFailed
-from node.chain.actions import RemoveNode, Revoke, StartReshare
-from node.chain.types import RevocationKind
-from node.constants import KeyType, Platform
-from node.crypto import kd
-from node.net import tls
-from node.net.status import refusal_from_rpc_error
-from node.service.config import load_config
-from node.service.node import NodeIdentity
-from node.service.setup import open_store
+from derot import _proto
+from derot.app.client import RequestFailed
+from derot.chain.actions import RemoveNode, Revoke, StartReshare
+from derot.chain.types import RevocationKind
+from derot.constants import KeyType, Platform
+from derot.crypto import kd
+from derot.net import tls
+from derot.net.status import refusal_from_rpc_error
+from derot.service.config import load_config
+from derot.service.node import NodeIdentity
+from derot.service.setup import open_store
 
 pytestmark = pytest.mark.slow
 pb = _proto.load("node_pb2")
@@ -51,7 +52,7 @@ def test_certificate_verifies_offchain_and_onchain(harness):
     assert cert.certificate.platform == Platform.TDX and cert.certificate.app_id == harness.app_id
     registry = harness.net.registry_client()
     assert registry.verify_certificate(cert.encoded, cert.signature) == 0
-    from node.chain.state import read_state
+    from derot.chain.state import read_state
 
     w3 = harness.net.w3()
     block = w3.eth.get_block("latest")
@@ -68,7 +69,7 @@ def test_certificate_verifies_offchain_and_onchain(harness):
 def _raw_request(harness, platform=Platform.TDX, timestamp=None, **overrides):
     """A well-formed DeriveKey request built by hand (what an app SDK sends); ``overrides`` change
     fields after the evidence was made, ``timestamp`` changes what the evidence binds."""
-    from node.attest.binding import RequestBinding
+    from derot.attest.binding import RequestBinding
 
     tpk = kd.TransportKey.generate().public.to_bytes()
     timestamp, nonce = timestamp or int(time.time()), os.urandom(16)
@@ -110,6 +111,22 @@ def test_bad_requests_are_refused_with_reasons_and_nodes_keep_serving(harness):
     future_version = _raw_request(harness, key_version=7)
     assert _call(harness, "DeriveKey", future_version).reason == "key_version_mismatch"
     # still serving
+    assert harness.app(Platform.TDX).get_key().ethereum_address
+
+
+def test_nested_collateral_bomb_does_not_kill_any_node(harness):
+    """Finding 1 of the node-under-attack issue: 100,000 nested arrays in the collateral JSON of an
+    unauthenticated DeriveKey segfaulted every node. Each node must refuse it by name and keep serving."""
+    from derot.attest.evidence import Evidence
+
+    bomb = ("[" * 100_000 + "]" * 100_000).encode()
+    evidence = Evidence(Platform.TDX, quote=b"\x04\x00" + bytes(100), collateral=bomb).encode()
+    for node in range(1, len(harness.net.node_processes) + 1):
+        refusal = _call(harness, "DeriveKey", _raw_request(harness, evidence=evidence), node=node)
+        assert refusal.reason in ("collateral_invalid", "evidence_malformed", "malformed_request"), refusal
+    for proc in harness.net.node_processes:
+        state = Path(f"/proc/{proc.pid}/status").read_text()
+        assert "\nState:\tZ" not in state, f"node {proc.index} died"
     assert harness.app(Platform.TDX).get_key().ethereum_address
 
 
@@ -237,7 +254,7 @@ def test_node_removed_by_vote_reshare_keeps_keys(harness):
 def test_new_member_joins_by_reshare_and_serves(harness):
     """A node added by vote receives shares in a reshare (it fetches the old epoch's public keys from the
     old members) and serves the same app key."""
-    from node.chain.actions import AddNode
+    from derot.chain.actions import AddNode
 
     net = harness.net
     registry = net.registry_client()

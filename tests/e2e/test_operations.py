@@ -16,15 +16,15 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from node.app.client import RequestFailed
-from node.attest.binding import RequestBinding
-from node.constants import KeyType, Platform
-from node.crypto import kd
-from node.crypto.appkeys import derive_app_keys
-from node.net import tls
-from node.service.config import load_config
-from node.service.epoch import EpochKeys
-from node.service.setup import open_store
+from derot.app.client import RequestFailed
+from derot.attest.binding import RequestBinding
+from derot.constants import KeyType, Platform
+from derot.crypto import kd
+from derot.crypto.appkeys import derive_app_keys
+from derot.net import tls
+from derot.service.config import load_config
+from derot.service.epoch import EpochKeys
+from derot.service.setup import open_store
 
 pytestmark = pytest.mark.slow
 

@@ -13,12 +13,12 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from node.constants import DST_CERT, Platform, TcbStatus
-from node.crypto import threshold as th
-from node.crypto.bls import G2
-from node.crypto.poly import Polynomial
-from node.service.mqtt import BrokerProcess, find_mosquitto
-from node.certs.notices import EpochInfo, Notice, PlatformStatus, RevocationSet, SignedNotice
+from derot.constants import DST_CERT, Platform, TcbStatus
+from derot.crypto import threshold as th
+from derot.crypto.bls import G2
+from derot.crypto.hazmat.poly import Polynomial
+from derot.service.mqtt import BrokerProcess, find_mosquitto
+from derot.certs.notices import EpochInfo, Notice, PlatformStatus, RevocationSet, SignedNotice
 
 CHAIN_ID = 31337
 REGISTRY = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
@@ -86,7 +86,7 @@ def broker(tmp_path):
 def run_watch_process(args: list[str]) -> tuple[subprocess.Popen, queue.Queue]:
     """``derot app watch`` as its own process; its stdout lines arrive on the returned queue."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    process = subprocess.Popen([sys.executable, "-m", "node.cli.watch_cmd", *args], stdout=subprocess.PIPE,
+    process = subprocess.Popen([sys.executable, "-m", "derot.cli.watch_cmd", *args], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env=env)
     lines: queue.Queue = queue.Queue()
 

@@ -9,10 +9,10 @@ import os
 import aiomqtt
 import pytest
 
-from node.app.watch import Accepted, Connection, FeedVerifier, watch
-from node.crypto.poly import Polynomial
-from node.service.mqtt import BrokerProcess, find_mosquitto
-from node.certs.notices import BrokerAddress
+from derot.app.watch import Accepted, Connection, FeedVerifier, watch
+from derot.crypto.hazmat.poly import Polynomial
+from derot.service.mqtt import BrokerProcess, find_mosquitto
+from derot.certs.notices import BrokerAddress
 
 from .conftest import (
     CHAIN_ID,

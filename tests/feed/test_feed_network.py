@@ -13,21 +13,21 @@ from dataclasses import replace
 import grpc
 import pytest
 
-from node import _proto
-from node.chain.actions import Revoke
-from node.chain.types import RevocationKind
-from node.constants import DST_CERT
-from node.crypto import threshold as th
-from node.crypto.bls import G1, G2
-from node.crypto.poly import Polynomial
-from node.net import tls
-from node.net.status import refusal_from_rpc_error
-from node.service.config import load_config
-from node.service.devnet import COUNCIL, Devnet
-from node.service.mqtt import BrokerProcess, find_mosquitto, read_notice_at
-from node.service.node import NodeIdentity
-from node.certs.notices import BrokerAddress, NoticeKind, SignedNotice, topic
-from node.service.setup import open_store
+from derot import _proto
+from derot.chain.actions import Revoke
+from derot.chain.types import RevocationKind
+from derot.constants import DST_CERT
+from derot.crypto import threshold as th
+from derot.crypto.bls import G1, G2
+from derot.crypto.hazmat.poly import Polynomial
+from derot.net import tls
+from derot.net.status import refusal_from_rpc_error
+from derot.service.config import load_config
+from derot.devnet.network import COUNCIL, Devnet
+from derot.service.mqtt import BrokerProcess, find_mosquitto, read_notice_at
+from derot.service.node import NodeIdentity
+from derot.certs.notices import BrokerAddress, NoticeKind, SignedNotice, topic
+from derot.service.setup import open_store
 
 from .conftest import Committee, run_watch_process, wait_for_line
 

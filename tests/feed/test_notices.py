@@ -15,10 +15,10 @@ from py_ecc.bls.hash_to_curve import hash_to_G1 as py_ecc_hash_to_g1
 from py_ecc.optimized_bls12_381 import FQ, FQ2, final_exponentiate, normalize, pairing
 from py_ecc.optimized_bls12_381 import G2 as PY_G2
 
-from node.certs import Certificate, CertificateDecodeError
-from node.constants import DST_CERT
-from node.crypto.bls import G1, G2
-from node.certs.notices import (
+from derot.certs import Certificate, CertificateDecodeError
+from derot.constants import DST_CERT
+from derot.crypto.bls import G1, G2
+from derot.certs.notices import (
     HEADER_ABI_TYPE,
     MAGIC,
     BrokerAddress,

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from node.app.watch import (
+from derot.app.watch import (
     BAD_SIGNATURE,
     CONFLICT,
     MALFORMED,
@@ -16,10 +16,10 @@ from node.app.watch import (
     NoticeRefused,
     changes,
 )
-from node.constants import Platform
-from node.crypto.bls import G2
-from node.crypto.poly import Polynomial
-from node.certs.notices import NoticeKind, PlatformStatus, SignedNotice
+from derot.constants import Platform
+from derot.crypto.bls import G2
+from derot.crypto.hazmat.poly import Polynomial
+from derot.certs.notices import NoticeKind, PlatformStatus, SignedNotice
 
 from .conftest import CHAIN_ID, FMSPC, REGISTRY, Committee, epochs, revocations
 

@@ -4,9 +4,9 @@ import asyncio
 
 import pytest
 
-from node.crypto.threshold import NotEnoughShares
-from node.net.gateway import collect
-from node.net.status import Refusal
+from derot.crypto.threshold import NotEnoughShares
+from derot.net.gateway import collect
+from derot.net.status import Refusal
 
 
 def _calls(behaviour: dict[int, tuple[float, object]], started: list[int]):

@@ -7,7 +7,7 @@ import socket
 import grpc
 import pytest
 
-from node.net import tls
+from derot.net import tls
 
 
 def test_spki_hash_is_stable_and_distinct():

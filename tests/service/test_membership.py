@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from node.attest.devnet import (
+from derot.attest.devnet import (
     NODE_FMSPC,
     DevnetRoots,
     DevnetTee,
@@ -14,11 +14,11 @@ from node.attest.devnet import (
     image_registers,
     node_measurements,
 )
-from node.attest.policy import PolicyEngine
-from node.attest.snapshot import GovernanceSnapshot, PlatformRule
-from node.attest.trust import TrustConfig
-from node.constants import Platform
-from node.service.membership import MembershipRefused, check_member_evidence, node_report_data
+from derot.attest.policy import PolicyEngine
+from derot.attest.snapshot import GovernanceSnapshot, PlatformRule
+from derot.attest.trust import TrustConfig
+from derot.constants import Platform
+from derot.service.membership import MembershipRefused, check_member_evidence, node_report_data
 
 OPERATOR = "0x" + "ab" * 20
 NETWORK = b"\x00" * 8 + b"\x11" * 20

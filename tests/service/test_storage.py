@@ -4,8 +4,8 @@ import sqlite3
 
 import pytest
 
-from node.service.sealing import Sealer, UnsealError, key_from_file
-from node.service.storage import NodeStore, StoreError
+from derot.service.sealing import Sealer, UnsealError, key_from_file
+from derot.service.storage import NodeStore, StoreError
 
 
 def test_sealed_blob_binds_its_slot_and_key():

@@ -1,4 +1,4 @@
-"""TEE devices for the app SDK: each produces :class:`node.attest.evidence.Evidence` for a 64-byte
+"""TEE devices for the app SDK: each produces :class:`derot.attest.evidence.Evidence` for a 64-byte
 report_data through the :class:`TeeDevice` interface.
 
 - :class:`DevnetDevice`: a devnet TDX/SNP TEE (optionally with GPUs) signed under devnet roots, for a laptop.
@@ -7,15 +7,15 @@ report_data through the :class:`TeeDevice` interface.
 - :class:`SnpDevice`: an SEV-SNP guest's reports through the ``/dev/sev-guest`` ioctls.
 - :func:`detect_device`: the hardware interface present, or :class:`TeeUnavailable`.
 
-Every failure is a :class:`TeeError` subclass (see :mod:`node.app.tee.errors`). Only ``node.attest``,
-``node.constants``, the standard library and ``cryptography`` are imported: no node server code.
+Every failure is a :class:`TeeError` subclass (see :mod:`derot.app.tee.errors`). Only ``derot.attest``,
+``derot.constants``, the standard library and ``cryptography`` are imported: no node server code.
 """
 
-from node.app.tee.configfs import SnpConfigfsDevice, TdxConfigfsDevice
-from node.app.tee.detect import detect_device
-from node.app.tee.devnet import DevnetDevice
-from node.app.tee.device import InvalidReportData, TeeDevice
-from node.app.tee.errors import (
+from derot.app.tee.configfs import SnpConfigfsDevice, TdxConfigfsDevice
+from derot.app.tee.detect import detect_device
+from derot.app.tee.devnet import DevnetDevice
+from derot.app.tee.device import InvalidReportData, TeeDevice
+from derot.app.tee.errors import (
     ConcurrentReport,
     FirmwareError,
     MalformedResponse,
@@ -28,7 +28,7 @@ from node.app.tee.errors import (
     TeePermissionDenied,
     TeeUnavailable,
 )
-from node.app.tee.sev_guest import SnpDevice
+from derot.app.tee.sev_guest import SnpDevice
 
 __all__ = [
     "TeeDevice", "DevnetDevice", "TdxConfigfsDevice", "SnpConfigfsDevice", "SnpDevice", "detect_device",

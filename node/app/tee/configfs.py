@@ -25,11 +25,11 @@ import struct
 import threading
 import time
 
-from node.attest.evidence import Evidence
-from node.constants import Platform
+from derot.attest.evidence import Evidence
+from derot.constants import Platform
 
-from node.app.tee.device import ConfiguredFile, check_report_data
-from node.app.tee.errors import (
+from derot.app.tee.device import ConfiguredFile, check_report_data
+from derot.app.tee.errors import (
     ConcurrentReport,
     MalformedResponse,
     ProviderMismatch,
@@ -40,7 +40,7 @@ from node.app.tee.errors import (
     TeePermissionDenied,
     TeeUnavailable,
 )
-from node.app.tee.snp import snp_evidence
+from derot.app.tee.snp import snp_evidence
 
 log = logging.getLogger("derot.app.tee")
 
@@ -191,8 +191,8 @@ class ConfigfsTsm:
 
 def _check_tdx_quote(raw: bytes, report_data: bytes, what: str) -> None:
     """``raw`` is a complete TDX quote binding ``report_data`` (parsed with the verifier's parser)."""
-    from node.attest.errors import EvidenceParseError
-    from node.attest.intel_quote import parse_quote
+    from derot.attest.errors import EvidenceParseError
+    from derot.attest.intel_quote import parse_quote
 
     if len(raw) < 56:
         raise ShortRead(f"{what}: {len(raw)} bytes is shorter than a quote header", len(raw))
@@ -241,10 +241,10 @@ class TdxConfigfsDevice:
     def _collateral_for(self, quote: bytes) -> bytes:
         if self._bundle is None:
             return b""
-        from node.attest.collateral import Collateral
-        from node.attest.errors import AttestationError
-        from node.attest.intel import pck_info
-        from node.attest.intel_quote import parse_quote
+        from derot.attest.collateral import Collateral
+        from derot.attest.errors import AttestationError
+        from derot.attest.intel import pck_info
+        from derot.attest.intel_quote import parse_quote
 
         data = self._bundle.read()
         if self._parsed is None or self._parsed[0] != data:
@@ -274,7 +274,7 @@ class SnpConfigfsDevice:
     """An SEV-SNP guest's reports through configfs-tsm (provider ``sev_guest``).
 
     ``auxblob`` carries the host's certificate table (VCEK/VLEK); ``vek_path`` is the fallback (see
-    :mod:`node.app.tee.snp`). ``privlevel`` (0..3), when given, is written as the report's VMPL.
+    :mod:`derot.app.tee.snp`). ``privlevel`` (0..3), when given, is written as the report's VMPL.
     """
 
     platform = Platform.SEV_SNP

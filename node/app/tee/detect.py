@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from node.app.tee.configfs import (
+from derot.app.tee.configfs import (
     DEFAULT_ROOT,
     SNP_PROVIDER,
     TDX_PROVIDER,
@@ -16,9 +16,9 @@ from node.app.tee.configfs import (
     SnpConfigfsDevice,
     TdxConfigfsDevice,
 )
-from node.app.tee.device import TeeDevice
-from node.app.tee.errors import TeeUnavailable
-from node.app.tee.sev_guest import DEFAULT_DEVICE, SnpDevice
+from derot.app.tee.device import TeeDevice
+from derot.app.tee.errors import TeeUnavailable
+from derot.app.tee.sev_guest import DEFAULT_DEVICE, SnpDevice
 
 TDX_GUEST_DEVICE = "/dev/tdx_guest"
 

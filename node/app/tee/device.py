@@ -7,10 +7,10 @@ import os
 import threading
 from typing import Protocol, runtime_checkable
 
-from node.attest.evidence import Evidence
-from node.constants import Platform
+from derot.attest.evidence import Evidence
+from derot.constants import Platform
 
-from node.app.tee.errors import TeeConfigError
+from derot.app.tee.errors import TeeConfigError
 
 REPORT_DATA_SIZE = 64
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 
-from node.attest.evidence import Evidence
-from node.constants import Platform
+from derot.attest.evidence import Evidence
+from derot.constants import Platform
 
-from node.app.tee.device import check_report_data
+from derot.app.tee.device import check_report_data
 
 
 class DevnetDevice:
@@ -39,7 +39,7 @@ class DevnetDevice:
         vlek: bool = False,
         gpus: int = 0,
     ):
-        from node.attest.devnet import DevnetGpu, DevnetRoots, DevnetTee
+        from derot.attest.devnet import DevnetGpu, DevnetRoots, DevnetTee
 
         if not isinstance(roots, DevnetRoots):
             roots = DevnetRoots.load(os.fspath(roots))

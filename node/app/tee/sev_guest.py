@@ -22,11 +22,11 @@ import fcntl
 import os
 import struct
 
-from node.attest.evidence import Evidence
-from node.constants import Platform
+from derot.attest.evidence import Evidence
+from derot.constants import Platform
 
-from node.app.tee.device import ConfiguredFile, check_report_data
-from node.app.tee.errors import (
+from derot.app.tee.device import ConfiguredFile, check_report_data
+from derot.app.tee.errors import (
     FirmwareError,
     MalformedResponse,
     ShortRead,
@@ -34,7 +34,7 @@ from node.app.tee.errors import (
     TeePermissionDenied,
     TeeUnavailable,
 )
-from node.app.tee.snp import snp_evidence
+from derot.app.tee.snp import snp_evidence
 
 DEFAULT_DEVICE = "/dev/sev-guest"
 MSG_VERSION = 1
@@ -83,7 +83,7 @@ class SnpDevice:
 
     ``extended`` (default: when no ``vek_path`` is given) asks with ``SNP_GET_EXT_REPORT`` for the
     host's certificate table, which normally carries the VCEK/VLEK. ``vek_path`` names a VEK file
-    (DER or PEM) used when the host supplies none; see :mod:`node.app.tee.snp`. ``vmpl`` is the
+    (DER or PEM) used when the host supplies none; see :mod:`derot.app.tee.snp`. ``vmpl`` is the
     privilege level the report is requested for. ``ioctl`` defaults to :func:`fcntl.ioctl`
     (tests pass recorded responses through it).
     """

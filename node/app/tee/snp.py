@@ -24,13 +24,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from node.attest import sev_snp
-from node.attest.errors import EvidenceParseError
-from node.attest.evidence import Evidence
-from node.constants import Platform
+from derot.attest import sev_snp
+from derot.attest.errors import EvidenceParseError
+from derot.attest.evidence import Evidence
+from derot.constants import Platform
 
-from node.app.tee.device import ConfiguredFile
-from node.app.tee.errors import MalformedResponse, ReportDataMismatch, ShortRead, TeeConfigError
+from derot.app.tee.device import ConfiguredFile
+from derot.app.tee.errors import MalformedResponse, ReportDataMismatch, ShortRead, TeeConfigError
 
 VCEK_GUID = uuid.UUID("63da758d-e664-4564-adc5-f4b93be8accd")
 VLEK_GUID = uuid.UUID("a8074bc2-a25a-483e-aae6-39c045a0b8a1")

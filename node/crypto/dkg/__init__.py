@@ -1,12 +1,12 @@
 """Distributed key generation and resharing for the two BLS12-381 master secrets (sig, kd).
 
 Pure, network-free state machines (:class:`DkgSession`): messages in, messages out, phases ended by
-completeness or by a deadline input. See :mod:`node.crypto.dkg.session` for the protocol and the
-delivery model, :mod:`node.crypto.dkg.messages` for the wire format (``protocol/derot/v1/dkg.proto``)
-and :mod:`node.crypto.batch` for the batched, subgroup-check-free commitment arithmetic.
+completeness or by a deadline input. See :mod:`derot.crypto.dkg.session` for the protocol and the
+delivery model, :mod:`derot.crypto.dkg.messages` for the wire format (``protocol/derot/v1/dkg.proto``)
+and :mod:`derot.crypto.hazmat.batch` for the batched, subgroup-check-free commitment arithmetic.
 """
 
-from node.crypto.dkg.config import (
+from derot.crypto.dkg.config import (
     SECRETS,
     Committee,
     DkgConfig,
@@ -16,10 +16,10 @@ from node.crypto.dkg.config import (
     PreviousEpoch,
     PublicKeys,
 )
-from node.crypto.dkg.errors import DkgConfigError, DkgFailed, DkgMessageRejected, FailReason, RejectReason
-from node.crypto.dkg.messages import ComplaintReason, Message, MessageKind
-from node.crypto.dkg.result import DkgResult
-from node.crypto.dkg.session import DkgSession, Phase, Progress
+from derot.crypto.dkg.errors import DkgConfigError, DkgFailed, DkgMessageRejected, FailReason, RejectReason
+from derot.crypto.dkg.messages import ComplaintReason, Message, MessageKind
+from derot.crypto.dkg.result import DkgResult
+from derot.crypto.dkg.session import DkgSession, Phase, Progress
 
 __all__ = [
     "SECRETS",

@@ -20,8 +20,8 @@ from types import MappingProxyType
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from node.crypto.bls import G2, R
-from node.crypto.dkg.errors import DkgConfigError
+from derot.crypto.bls import G2, R
+from derot.crypto.dkg.errors import DkgConfigError
 
 #: The two secrets one run produces: ``sig`` signs certificates, ``kd`` derives app keys.
 SECRETS = ("sig", "kd")

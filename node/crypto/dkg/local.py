@@ -14,10 +14,10 @@ from collections import deque
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 
-from node.crypto.dkg.config import Committee, DkgConfig, Identity, KeyShares
-from node.crypto.dkg.errors import DkgMessageRejected, RejectReason
-from node.crypto.dkg.messages import Message
-from node.crypto.dkg.session import DkgSession
+from derot.crypto.dkg.config import Committee, DkgConfig, Identity, KeyShares
+from derot.crypto.dkg.errors import DkgMessageRejected, RejectReason
+from derot.crypto.dkg.messages import Message
+from derot.crypto.dkg.session import DkgSession
 
 #: ``intercept(sender, recipient, message, data)`` returns the bytes to deliver, or None to drop them.
 Intercept = Callable[[Hashable, Hashable, Message, bytes], "bytes | None"]

@@ -22,11 +22,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from google.protobuf.message import DecodeError
 
-from node import _proto
-from node.crypto import box
-from node.crypto.batch import AFFINE_SIZE
-from node.crypto.bls import R
-from node.crypto.dkg.errors import DkgMessageRejected, RejectReason
+from derot import _proto
+from derot.crypto import box
+from derot.crypto.hazmat.batch import AFFINE_SIZE
+from derot.crypto.bls import R
+from derot.crypto.dkg.errors import DkgMessageRejected, RejectReason
 
 VERSION = 1
 SIGNATURE_DOMAIN = b"DEROT-V1-DKG-MESSAGE\x00"

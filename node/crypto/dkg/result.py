@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from node.crypto.dkg.config import Committee, KeyShares, PreviousEpoch, PublicKeys
+from derot.crypto.dkg.config import Committee, KeyShares, PreviousEpoch, PublicKeys
 
 TRANSCRIPT_DOMAIN = b"DEROT-V1-DKG-TRANSCRIPT\x00"
 

@@ -36,11 +36,12 @@ from enum import Enum
 
 from py_arkworks_bls12381 import G2Point
 
-from node.crypto import batch, box
-from node.crypto.bls import G2, R
-from node.crypto.dkg.config import SECRETS, DkgConfig, DkgConfigError, Identity, KeyShares, PublicKeys
-from node.crypto.dkg.errors import DkgFailed, DkgMessageRejected, FailReason, RejectReason
-from node.crypto.dkg.messages import (
+from derot.crypto import box
+from derot.crypto.hazmat import batch
+from derot.crypto.bls import G2, R
+from derot.crypto.dkg.config import SECRETS, DkgConfig, DkgConfigError, Identity, KeyShares, PublicKeys
+from derot.crypto.dkg.errors import DkgFailed, DkgMessageRejected, FailReason, RejectReason
+from derot.crypto.dkg.messages import (
     SCALAR_SIZE,
     Complaint,
     ComplaintReason,
@@ -55,8 +56,8 @@ from node.crypto.dkg.messages import (
     signed_payload,
     verify_signature,
 )
-from node.crypto.dkg.result import DkgResult, transcript_hash
-from node.crypto.poly import Polynomial, lagrange_coefficients
+from derot.crypto.dkg.result import DkgResult, transcript_hash
+from derot.crypto.hazmat.poly import Polynomial, lagrange_coefficients
 
 
 class Phase(str, Enum):

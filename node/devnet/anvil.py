@@ -25,7 +25,7 @@ from pathlib import Path
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from node.chain.compile import CONTRACTS_DIR
+from derot.chain.artifacts import CONTRACTS_DIR
 
 #: Foundry's default dev mnemonic (public test keys; never use on a real network).
 DEV_MNEMONIC = "test test test test test test test test test test test junk"

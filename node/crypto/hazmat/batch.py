@@ -27,7 +27,7 @@ A received commitment ``C`` *means* ``π(C)``. Then:
 - A random linear combination does NOT prove subgroup membership of the points (T has elements of order
   13 and 23, which a random weight kills with probability 1/13 or 1/23). That is why the projection
   semantics, not a batched subgroup check, carries the argument.
-- Outputs leave this module through :func:`to_g2`, which returns ``π(X)`` as a :class:`node.crypto.bls.G2`
+- Outputs leave this module through :func:`to_g2`, which returns ``π(X)`` as a :class:`derot.crypto.bls.G2`
   (blst, subgroup-checked); in an honest run ``X`` already is in G2 and the check costs one decode.
 
 Invariants: arkworks points handled here are on E'(Fp2) (never off-curve); :func:`to_g2` output is in G2.
@@ -40,7 +40,7 @@ from collections.abc import Sequence
 
 from py_arkworks_bls12381 import G2Point, Scalar
 
-from node.crypto.bls import G2, R, PointDecodeError, inv
+from derot.crypto.bls import G2, R, PointDecodeError, inv
 
 #: Size of a G2 point on the DKG wire: affine x.c0 ‖ x.c1 ‖ y.c0 ‖ y.c1, 48 bytes each, big-endian.
 AFFINE_SIZE = 192

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from node.crypto.bls import G2, R, random_scalar
+from derot.crypto.bls import G2, R, random_scalar
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from node.constants import Platform, TcbStatus
+from derot.constants import Platform, TcbStatus
 
 STATE_FILE = "devnet.json"
 #: dev accounts: 0 deployer + voter, 1 voter, 2 council, 3 app owner, 4.. node operators
@@ -70,7 +70,7 @@ class Devnet:
     confirmations: int = 1
     block_time: float = 1.0
     mqtt_url: str = ""
-    #: devnet fault injection per node index, e.g. {4: "corrupt_shares"} (node.service.faults)
+    #: devnet fault injection per node index, e.g. {4: "corrupt_shares"} (derot.service.faults)
     node_faults: dict = field(default_factory=dict)
     progress: Callable[[str], None] = field(default=lambda message: None, repr=False)
     anvil_port: int | None = None
@@ -114,7 +114,7 @@ class Devnet:
         return self
 
     def _start_chain(self) -> None:
-        from node.chain.anvil import Anvil
+        from derot.devnet.anvil import Anvil
 
         self.progress("starting anvil")
         self._anvil = Anvil(
@@ -131,7 +131,7 @@ class Devnet:
         """With ``mqtt_url == "embedded"``, start the embedded (amqtt) broker for the signed notice feed."""
         if self.mqtt_url != "embedded":
             return
-        from node.service.mqtt import BrokerProcess
+        from derot.service.mqtt import BrokerProcess
 
         self.progress("starting the embedded MQTT broker (no broker URL configured)")
         self._broker = BrokerProcess.embedded(self.directory / "mqtt.log").start()
@@ -140,7 +140,7 @@ class Devnet:
 
     @property
     def accounts(self):
-        from node.chain.anvil import dev_accounts
+        from derot.devnet.anvil import dev_accounts
 
         return dev_accounts(FIRST_OPERATOR + self.nodes + SPARE_ACCOUNTS)
 
@@ -150,8 +150,8 @@ class Devnet:
         return Web3(Web3.HTTPProvider(self.rpc_url, request_kwargs={"timeout": 15}))
 
     def _deploy(self) -> None:
-        from node.chain.actions import AllowPlatform, SetTcbFloor
-        from node.chain.deploy import TOKEN_UNIT, DeployParams, deploy
+        from derot.chain.actions import AllowPlatform, SetTcbFloor
+        from derot.chain.deploy import TOKEN_UNIT, DeployParams, deploy
 
         self.progress("deploying the contracts (token, timelock, governor, registry)")
         accounts = self.accounts
@@ -178,7 +178,7 @@ class Devnet:
         (self.directory / "accounts.json").write_text(json.dumps(roles, indent=2) + "\n")
 
     def _make_roots(self) -> None:
-        from node.attest.devnet import DevnetRoots
+        from derot.attest.devnet import DevnetRoots
 
         roots_dir = self.directory / "roots"
         if (roots_dir / "devnet.json").exists():
@@ -191,8 +191,8 @@ class Devnet:
 
     def _setup_node(self, i: int) -> NodeProcess:
         """Write node ``i``'s config and keys, create its sealed store and register it on-chain."""
-        from node.service.config import load_config
-        from node.service.setup import init_node, register_node
+        from derot.service.config import load_config
+        from derot.service.setup import init_node, register_node
 
         directory = self.directory / f"node-{i}"
         directory.mkdir(exist_ok=True)
@@ -294,8 +294,8 @@ class Devnet:
         self._bootstrap_governance()
 
     def _bootstrap_governance(self) -> None:
-        from node.attest.devnet import devnet_measurement_digest, node_measurements
-        from node.chain.actions import AddNode, AllowNodeMeasurement, StartDkg
+        from derot.attest.devnet import devnet_measurement_digest, node_measurements
+        from derot.chain.actions import AddNode, AllowNodeMeasurement, StartDkg
 
         actions = [
             AllowNodeMeasurement(int(p), devnet_measurement_digest(p, node_measurements(p)))
@@ -311,7 +311,8 @@ class Devnet:
 
     def enact(self, actions, description: str) -> int:
         """Propose, vote, queue and execute ``actions`` through the Governor (anvil time travel)."""
-        from node.chain.governance import Governance, enact
+        from derot.chain.governance import Governance
+        from derot.devnet.governance import enact
 
         accounts = self.accounts
         gov = Governance(self.w3(), self._deployment())
@@ -320,13 +321,13 @@ class Devnet:
     def _interval_mining(self) -> None:
         """Setup ran with automine (one block per transaction); from now on blocks come every
         ``block_time`` seconds too, so confirmations advance on a quiet chain."""
-        from node.chain.anvil import rpc
+        from derot.devnet.anvil import rpc
 
         if self.block_time:
             rpc(self.rpc_url, "evm_setIntervalMining", [max(1, int(self.block_time))])
 
     def _deployment(self):
-        from node.chain.deploy import Deployment
+        from derot.chain.deploy import Deployment
 
         if self.deployment is None:
             self.deployment = Deployment.load(self.directory / "deployment.json")
@@ -339,7 +340,7 @@ class Devnet:
     def _wait_nodes_listening(self, timeout: float = 90.0) -> None:
         """Wait until every node answers TLS on its public port (booted, following the chain), so that the DKG
         the bootstrap vote starts finds every member up and its evidence already checked by its peers."""
-        from node.net import tls
+        from derot.net import tls
 
         self.progress(f"waiting for {len(self.node_processes)} nodes to boot")
         deadline = time.monotonic() + timeout
@@ -362,7 +363,7 @@ class Devnet:
         log = open(proc.directory / "node.log", "ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1", GRPC_VERBOSITY="ERROR")
         process = subprocess.Popen(
-            [sys.executable, "-m", "node.cli.main", "node", "run", "--config", str(proc.config_path)],
+            [sys.executable, "-m", "derot.cli.main", "node", "run", "--config", str(proc.config_path)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
         )
         proc.pid = process.pid
@@ -381,13 +382,13 @@ class Devnet:
     # waiting and inspecting
 
     def registry_client(self):
-        from node.chain.registry import Registry
+        from derot.chain.registry import Registry
 
         return Registry(self.w3(), self.registry)
 
     def wait_for_epoch(self, epoch: int, *, timeout: float = 120.0, poll: float = 0.5) -> None:
         """Wait until ``epoch`` is ACTIVE on-chain (progress shows the members' reports)."""
-        from node.chain.types import EpochPhase
+        from derot.chain.types import EpochPhase
 
         registry = self.registry_client()
         deadline = time.monotonic() + timeout

@@ -1,6 +1,6 @@
 """Compile the Solidity sources in ``contracts/src`` with solc-js and write ABI/bytecode artifacts.
 
-``python -m node.chain.compile`` (or ``make contracts``) compiles; ``--check`` exits 1 if the checked-in
+``python -m derot.devnet.compile`` (or ``make contracts``) compiles; ``--check`` exits 1 if the checked-in
 artifacts in ``contracts/build`` are stale against the sources (the test suite runs the same check).
 
 How it works: every source file reachable from ``contracts/src`` (including OpenZeppelin files from
@@ -28,12 +28,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-CONTRACTS_DIR = Path(__file__).resolve().parents[2] / "contracts"
+from derot.chain.artifacts import BUILD_DIR, CONTRACTS_DIR, MANIFEST, load_artifact  # noqa: F401 (re-export)
+
 SRC_DIR = CONTRACTS_DIR / "src"
-BUILD_DIR = CONTRACTS_DIR / "build"
 NODE_MODULES = CONTRACTS_DIR / "node_modules"
 SOLCJS = NODE_MODULES / "solc" / "solc.js"
-MANIFEST = BUILD_DIR / "manifest.json"
 
 SETTINGS: dict = {
     "optimizer": {"enabled": True, "runs": 200},
@@ -207,16 +206,8 @@ def staleness() -> list[str]:
     return problems
 
 
-def load_artifact(name: str) -> dict:
-    """The checked-in artifact of contract ``name`` (``abi``, ``bytecode``, ...)."""
-    file = BUILD_DIR / f"{name}.json"
-    if not file.is_file():
-        raise FileNotFoundError(f"no artifact for {name}; run `python -m node.chain.compile`")
-    return json.loads(file.read_text())
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m node.chain.compile", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m derot.devnet.compile", description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="only check that contracts/build is fresh")
     args = parser.parse_args(argv)
     if args.check:
