@@ -54,3 +54,32 @@ def test_disabled_vmpck_is_reported_as_unavailable_until_reboot(capsys):
     assert app_cmd._run(handler)(Args()) == 1
     err = json.loads(capsys.readouterr().err)
     assert err["error"] == "tee_attestation_disabled" and "until the guest reboots" in err["detail"]
+
+
+def test_sdk_raises_attestation_disabled_with_its_reason(tmp_path):
+    """App.get_key on a guest whose VMPCK is gone: the SDK caller gets AttestationDisabled, not a mystery."""
+    from derot.app.sdk import App, TrustAnchor
+    from derot.app.tee import RequestGate, SnpDevice
+    from derot.attest.devnet import DevnetRoots, DevnetTee
+    from derot.constants import Platform
+    from derot.crypto.bls import G2
+
+    from .tee_kernel import SnpGuest
+
+    guest = SnpGuest(DevnetTee(DevnetRoots.generate(tmp_path / "roots"), Platform.SEV_SNP))
+    guest.vmpck_alive = False
+    node = tmp_path / "sev-guest"
+    node.write_bytes(b"")
+    device = SnpDevice(node, ioctl=guest.ioctl, gate=RequestGate(), vmpl=0)
+
+    class Client:
+        class pb:  # noqa: N801 - mirrors RootOfTrustClient.pb
+            pass
+
+        def call(self, method, make):
+            return make()
+
+    anchor = TrustAnchor(31337, REGISTRY, 1, G2.generator(), G2.generator())
+    with pytest.raises(AttestationDisabled, match="until the guest reboots") as info:
+        App(Client(), device, anchor, bytes(32)).get_key()
+    assert info.value.reason == "tee_attestation_disabled"
