@@ -101,9 +101,10 @@ def key_from_snp(device=None, *, bind_tcb: bool = False, tcb_version: int = 0) -
     POLICY, at the guest's own VMPL: another image, a debug policy or another chip gets another key.
     ``bind_tcb`` also mixes in ``tcb_version`` (a firmware rollback then loses the key, and so does
     an update unless the old TCB is still named). Raises :class:`derot.app.tee.TeeError` subclasses."""
+    from derot.app.tee.configfs import DEFAULT_ROOT
     from derot.app.tee.sev_guest import FIELD_MEASUREMENT, FIELD_POLICY, FIELD_TCB, SnpDevice
 
-    device = device if device is not None else SnpDevice(extended=False)
+    device = device if device is not None else SnpDevice(extended=False, configfs_root=DEFAULT_ROOT)
     fields = FIELD_MEASUREMENT | FIELD_POLICY | (FIELD_TCB if bind_tcb else 0)
     raw = device.derived_key(fields=fields, tcb_version=tcb_version if bind_tcb else 0)
     return HKDF(hashes.SHA256(), KEY_SIZE, salt=None, info=SNP_SEAL_INFO).derive(raw)
