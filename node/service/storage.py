@@ -30,6 +30,7 @@ log = logging.getLogger("derot.service.storage")
 
 SCHEMA_VERSION = 1
 _SIDE_FILES = ("-wal", "-shm", "-journal")
+_warned_folders: set[str] = set()
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS identity (name TEXT PRIMARY KEY, public BLOB, sealed BLOB NOT NULL);
@@ -60,7 +61,7 @@ class StoreError(Exception):
 
 def private_dir(path: Path) -> None:
     """Create ``path`` and its missing parents with mode 0700. An existing folder is left as it is, with
-    a warning if others may enter it (the operator chose it; derot's own files in it are 0600)."""
+    a warning (once per process) if others may enter it (the operator chose it; derot's files in it are 0600)."""
     path = Path(path)
     missing = []
     for parent in (path, *path.parents):
@@ -74,7 +75,8 @@ def private_dir(path: Path) -> None:
             continue
         os.chmod(folder, 0o700)  # mkdir's mode is masked by the umask; 0700 is what we mean
     mode = path.stat().st_mode
-    if not missing and mode & 0o077:
+    if not missing and mode & 0o077 and str(path) not in _warned_folders:
+        _warned_folders.add(str(path))
         log.warning("folder %s is mode %o: other users may list it (derot's files in it are 0600)",
                     path, stat.S_IMODE(mode))
 
