@@ -159,3 +159,16 @@ def test_node_config_exposes_the_device_options(tmp_path):
                                                            "privlevel": None}
     with pytest.raises(ConfigError, match="privlevel"):
         load_config(env={"DEROT_ATTEST_PRIVLEVEL": "4"})
+
+
+def test_snp_seal_method_off_an_snp_guest_is_a_clear_setup_error(tmp_path, monkeypatch):
+    from derot.app.tee.gate import RequestGate as Gate
+    from derot.service.setup import SetupError, open_store
+
+    if os.path.exists("/dev/sev-guest"):
+        pytest.skip("this machine is an SEV-SNP guest")
+    monkeypatch.setattr("derot.app.tee.gate._snp_gate", Gate(0.0))
+    config = load_config(env={"DEROT_NODE_DATA_DIR": str(tmp_path / "d"), "DEROT_SEAL_METHOD": "snp"})
+    with pytest.raises(SetupError, match="method = 'snp'.*/dev/sev-guest does not exist"):
+        open_store(config, create=True)
+    assert not (tmp_path / "d" / "node.db").exists()
