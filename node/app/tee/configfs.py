@@ -230,11 +230,11 @@ class ConfigfsTsm:
             try:
                 return self._read(attr, READ_LIMIT)
             except TeeIOError as exc:
-                if not (self.busy_retry and exc.errno == errno.EBUSY) or waited >= BUSY_BUDGET:
-                    if exc.errno == errno.EBUSY and self.busy_retry:
-                        raise TeeIOError(f"{exc}; still busy after {waited:.1f} s of retries (an earlier quote "
-                                         "request is still in flight with the host)", exc.errno) from None
+                if not self.busy_retry or exc.errno != errno.EBUSY:
                     raise
+                if waited >= BUSY_BUDGET:
+                    raise TeeIOError(f"{exc}; still busy after {waited:.1f} s of retries (an earlier quote "
+                                     "request is still in flight with the host)", exc.errno) from None
             log.info("configfs-tsm %s busy (an earlier request in flight); retrying in %.2f s", attr, delay)
             self.clock.sleep(delay)
             waited += delay
