@@ -330,3 +330,10 @@ def test_configfs_permission_falls_back_to_a_group_device():
         assert out.startswith("TeePermissionDenied") and str(node) in out
     finally:
         shutil.rmtree(base)
+
+
+def test_device_status_for_every_device(roots):
+    from derot.app.tee import DevnetDevice, TeeStatus
+
+    assert device_status(DevnetDevice(roots, Platform.TDX)) == TeeStatus("ok")
+    assert device_status(object()).state == "unknown" and device_status(object()).available
