@@ -111,7 +111,8 @@ def classify_dcap_error(message: str) -> VerificationError:
     """Map a dcap-qvl error message onto derot's failure classes (the message is kept)."""
     m = message.lower()
     text = f"dcap-qvl: {message}"
-    if any(k in m for k in ("no matching tcb level", "below minimum required", "tdx module tcb level", "no tdx module identity")):
+    if any(k in m for k in ("no matching tcb level", "below minimum required", "tdx module tcb level", "no tdx module identity",
+                            "tdx module identity check")):
         return TcbNotSupported(text)
     if "tcb status is invalid" in m and "revoked" in m:
         return TcbRevoked(text)
