@@ -269,9 +269,10 @@ def _check_tdx_module(body: TdReportBody, tcb_info: dict) -> dict | None:
         raise CollateralError("TDX TCB info has no tdxModule")
     expected, identity = base, None
     version = body.tee_tcb_svn[1]
-    if version > 0 and tcb_info.get("tdxModuleIdentities"):
+    if version > 0:  # a module of version > 0 must have its identity (Intel QVL; dcap-qvl 0.7.0)
         wanted = f"TDX_{version:02X}"
-        identity = next((m for m in tcb_info["tdxModuleIdentities"] if str(m.get("id", "")).upper() == wanted), None)
+        identities = tcb_info.get("tdxModuleIdentities") or []
+        identity = next((m for m in identities if isinstance(m, dict) and str(m.get("id", "")).upper() == wanted), None)
         if identity is None:
             raise TcbNotSupported(f"no TDX module identity {wanted} in the TCB info")
         expected = identity
