@@ -52,6 +52,8 @@ class Reason(str, enum.Enum):
     SEAM_ATTRIBUTES_SET = "seam_attributes_set"
     SNP_VMPL_NOT_ALLOWED = "snp_vmpl_not_allowed"
     SNP_GUEST_POLICY = "snp_guest_policy"
+    GPU_RIM_MISMATCH = "gpu_rim_mismatch"
+    GPU_RIM_UNAVAILABLE = "gpu_rim_unavailable"
 
 
 @dataclass(frozen=True)
@@ -278,7 +280,8 @@ class PolicyEngine:
             PlatformEnabled(), TcbAtLeastFloor(), MeasurementAllowed(delegates), DebugAllowed(), NotRevoked(),
             ReportDataBinds(), RequestFresh(max_age, max_skew), EvidenceWindow(),
         ]
-        rules[4:4] = [policy_tee.TdAttributesAllowed(), policy_tee.SnpVmplAllowed(), policy_tee.SnpGuestPolicyAllowed()]
+        rules[4:4] = [policy_tee.TdAttributesAllowed(), policy_tee.SnpVmplAllowed(), policy_tee.SnpGuestPolicyAllowed(),
+                        policy_tee.GpuRimMatches()]
         if replay is not None:
             rules.append(NotReplayed(replay, max_age, max_skew))
         return cls(rules)

@@ -16,7 +16,11 @@ TD 1.5 MRSERVICETD non-zero  td_mr_service_td            ``service_td``
 SEAMATTRIBUTES non-zero      seam_attributes_set         ``seam_attributes``
 SNP VMPL above the floor     snp_vmpl_not_allowed        ``vmpl``
 SNP guest policy bit         snp_guest_policy            ``snp_policy:<bit>``
+GPU block differs from RIM   gpu_rim_mismatch            ``gpu_rim``
+GPU RIM not found            gpu_rim_unavailable         ``gpu_rim``
 ===========================  ==========================  =================
+
+The RIM rules apply only when the verifier compared RIMs (``TrustConfig.rims`` set).
 
 The SNP VMPL floor (``GovernanceSnapshot.snp_max_vmpl``, default 0), the required guest policy bits
 (``snp_guest_policy``, default ``{"migrate_ma": False}``) and the minimum TCB per product and component
@@ -109,6 +113,24 @@ class SnpGuestPolicyAllowed:
                     return refuse(Reason.SNP_GUEST_POLICY,
                                   f"guest policy {name.upper()} is {'set' if bits[name] else 'clear'}; "
                                   f"governance requires it {'set' if want else 'clear'}")
+        return None
+
+
+class GpuRimMatches:
+    """Every GPU measurement block a driver or VBIOS RIM makes active equals a golden value."""
+
+    name = "gpu_rim"
+
+    def check(self, claims, snapshot, request):
+        for c in _all(claims):
+            rim = c.tee_attributes.get("rim") if c.platform == Platform.NVIDIA_GPU else None
+            if rim is None or rim["ok"] or _waived(snapshot, request, "gpu_rim"):
+                continue
+            if rim["mismatches"]:
+                names = sorted(rim["mismatches"], key=lambda n: int(n[n.index("[") + 1 : -1]))
+                return refuse(Reason.GPU_RIM_MISMATCH, f"{len(names)} GPU measurements differ from the RIMs: "
+                              + "; ".join(f"{n} {rim['mismatches'][n]}" for n in names[:4]))
+            return refuse(Reason.GPU_RIM_UNAVAILABLE, "; ".join(rim["unavailable"]))
         return None
 
 

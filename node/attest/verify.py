@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from dataclasses import replace
 
 from derot import untrusted
 from derot.attest import nvidia_gpu, sev_snp
@@ -89,7 +90,11 @@ def _verify(evidence: Evidence, trust: TrustConfig, at: int, gpu_nonce_override:
 def _verify_gpu(gpu, trust: TrustConfig, at: int, nonce: bytes | None) -> Claims:
     if trust.nvidia is None:
         raise RootNotTrusted("this verifier trusts no NVIDIA roots")
-    return nvidia_gpu.verify_report(gpu.report, gpu.cert_chain, trust.nvidia, at, expected_nonce=nonce)
+    claims = nvidia_gpu.verify_report(gpu.report, gpu.cert_chain, trust.nvidia, at, expected_nonce=nonce)
+    rims = getattr(trust, "rims", None)
+    if rims is None:
+        return claims
+    return replace(claims, tee_attributes={**claims.tee_attributes, "rim": rims.check(claims, at)})
 
 
 def _check_supplied_ask(pem: bytes, roots: sev_snp.AmdRoots) -> None:

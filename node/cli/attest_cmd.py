@@ -38,6 +38,9 @@ def register(subparsers) -> None:
     v.add_argument("--allow-exception", action="append", default=[], metavar="NAME",
                    help="waive a named TEE check (sept_ve, td_migratable, td_profiling, service_td, seam_attributes, "
                         "vmpl, snp_policy:<bit>); repeatable")
+    v.add_argument("--rim-dir", help="NVIDIA: directory of driver/VBIOS RIMs (<rim id>[.swidtag]); enables RIM checks")
+    v.add_argument("--rim-url", help="NVIDIA: RIM service base URL (e.g. https://rim.attestation.nvidia.com/v1/rim); "
+                                     "enables RIM checks, fetched RIMs cached under --cache-dir")
     v.add_argument("--snp-max-vmpl", type=int, default=0, help="SEV-SNP: highest VMPL accepted (default 0)")
     v.add_argument("--snp-require", action="append", default=[], metavar="BIT=0|1",
                    help="SEV-SNP: require a guest policy bit (e.g. smt=0, single_socket=1); default migrate_ma=0")
@@ -130,6 +133,18 @@ def cmd_verify(args) -> int:
         trust = TrustConfig.devnet(DevnetRoots.load(args.devnet), pccs_url=args.pccs, cache_dir=args.cache_dir)
     else:
         trust = TrustConfig.production_defaults(pccs_url=args.pccs, cache_dir=args.cache_dir)
+    if args.rim_dir or args.rim_url:
+        from dataclasses import replace as _replace
+
+        from derot.attest.trust import production_rim_verifier
+
+        rims = production_rim_verifier(bundle_dir=args.rim_dir, service_url=args.rim_url,
+                                       cache_dir=Path(args.cache_dir) / "rim" if args.cache_dir else None)
+        if args.devnet:
+            from derot.attest.nvidia_rim import RimVerifier
+
+            rims = RimVerifier(rims.roots + _devnet_rim_roots(args.devnet), rims.store)
+        trust = _replace(trust, rims=rims)
     try:
         evidence = _detect(_read_blob(args.evidence), args)
         nonce = bytes.fromhex(args.nonce) if args.nonce else None
@@ -145,7 +160,8 @@ def cmd_verify(args) -> int:
     from derot.attest import policy_tee
 
     rules: list = [P.PlatformEnabled(), P.TcbAtLeastFloor(), P.DebugAllowed(), policy_tee.TdAttributesAllowed(),
-                   policy_tee.SnpVmplAllowed(), policy_tee.SnpGuestPolicyAllowed(), P.EvidenceWindow()]
+                   policy_tee.SnpVmplAllowed(), policy_tee.SnpGuestPolicyAllowed(), policy_tee.GpuRimMatches(),
+                   P.EvidenceWindow()]
     if args.expect_measurement:
         digest = bytes.fromhex(args.expect_measurement)
         measurements = frozenset((c.platform, digest) for c in (claims, *claims.gpus))
@@ -170,6 +186,14 @@ def cmd_verify(args) -> int:
         _print_claims(claims)
         print(f"{'verdict':16}{'ALLOW' if verdict.allowed else 'REFUSE ' + verdict.code + ': ' + verdict.detail}")
     return 0 if verdict.allowed else 1
+
+
+def _devnet_rim_roots(directory: str) -> list:
+    """A devnet's RIM signing root (``rim_root.pem`` in the devnet directory), if it has one."""
+    from cryptography import x509
+
+    path = Path(directory) / "rim_root.pem"
+    return x509.load_pem_x509_certificates(path.read_bytes()) if path.exists() else []
 
 
 def _snp_policy_args(args) -> dict:
