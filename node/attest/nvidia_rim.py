@@ -275,14 +275,19 @@ def gpu_rim_ids(claims) -> tuple[str | None, str | None]:
 
 
 class RimVerifier:
-    """Pinned RIM roots + a :class:`RimStore`; verified RIMs are cached by content digest."""
+    """Pinned RIM roots + a :class:`RimStore`; verified RIMs are cached by content digest and by id (a RIM
+    id names one published manifest; its chain's validity is checked on every use)."""
 
     def __init__(self, roots: list[x509.Certificate], store: RimStore):
         self.roots, self.store = list(roots), store
         self._cache: dict[bytes, Rim] = {}
+        self._by_id: dict[str, Rim] = {}  # verified RIMs by id: a store is read once per id
         self._lock = threading.Lock()
 
     def _rim(self, rim_id: str | None, at: int) -> tuple[Rim | None, str | None]:
+        known = self._by_id.get(rim_id) if rim_id else None
+        if known is not None and known.not_before <= at <= known.not_after:
+            return known, None
         data = self.store.get(rim_id, at) if rim_id else None
         if data is None:
             return None, f"RIM {rim_id} not found" if rim_id else "RIM id unknown (report lacks its fields)"
@@ -296,6 +301,9 @@ class RimVerifier:
                 if len(self._cache) > 256:
                     self._cache.clear()
                 self._cache[key] = hit
+                if len(self._by_id) > 256:
+                    self._by_id.clear()
+                self._by_id[rim_id] = hit
         return hit, None
 
     def check(self, claims, at: int) -> dict:

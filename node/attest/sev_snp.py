@@ -244,14 +244,32 @@ def split_vek_bundle(data: bytes) -> tuple[bytes, list[x509.Certificate]]:
     (as cloud providers ship it). The VEK is the one certificate with an EC key that is not a CA and
     may sign (keyUsage digitalSignature when present); returns its DER and the other certificates,
     which the caller checks against the pinned roots."""
+    if not data.lstrip().startswith(b"-----BEGIN"):
+        return bytes(data), []  # one DER certificate: load_vek parses (and caches) it
+    key = hashlib.sha256(data).digest()
+    hit = _BUNDLES.get(key)
+    if hit is None:
+        hit = _split_pem(data)
+        with _BUNDLES_LOCK:
+            if len(_BUNDLES) > 1024:
+                _BUNDLES.clear()
+            _BUNDLES[key] = hit
+    return hit[0], list(hit[1])
+
+
+_BUNDLES: dict[bytes, tuple[bytes, tuple[x509.Certificate, ...]]] = {}
+_BUNDLES_LOCK = threading.Lock()
+
+
+def _split_pem(data: bytes) -> tuple[bytes, tuple[x509.Certificate, ...]]:
     certs = load_certificates(data, "SEV-SNP VEK certificate", allow_serial_zero=True)
     if len(certs) == 1:
-        return certs[0].public_bytes(serialization.Encoding.DER), []
+        return certs[0].public_bytes(serialization.Encoding.DER), ()
     leaves = [c for c in certs if _is_report_signer(c)]
     if len(leaves) != 1:
         raise EvidenceParseError(f"SEV-SNP VEK bundle: {len(leaves)} of {len(certs)} certificates can sign reports, "
                                  "expected exactly one VCEK/VLEK", 0)
-    return leaves[0].public_bytes(serialization.Encoding.DER), [c for c in certs if c is not leaves[0]]
+    return leaves[0].public_bytes(serialization.Encoding.DER), tuple(c for c in certs if c is not leaves[0])
 
 
 def _is_report_signer(cert: x509.Certificate) -> bool:
