@@ -84,3 +84,13 @@ def test_cli_text_names_td_attributes(vectors, capsys):
                  str(vectors.root / "phala_dcap_qvl/tdx_quote_collateral.json"), "--at", "2025-07-01T00:00:00Z"])
     out = capsys.readouterr().out
     assert code == 0 and "td_attributes" in out and "sept_ve_disable" in out and "seam_attributes" in out
+
+
+def test_sdk_picks_the_vcek_out_of_a_bundle(azure):
+    """The app SDK's VEK selection accepts the Azure-style bundle and sends only the VCEK (DER)."""
+    from derot.app.tee.snp import _signs
+
+    report, vcek, ask, ark = azure
+    der = _signs(ark + vcek + ask, sev_snp.parse_report(report))
+    assert der is not None and sev_snp.load_vek(der).public_bytes(Encoding.PEM) == vcek
+    assert _signs(ask + ark, sev_snp.parse_report(report)) is None
