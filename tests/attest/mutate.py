@@ -75,3 +75,18 @@ def snp_report(tee: DevnetTee, report_data: bytes = bytes(64), *, vmpl: int | No
     body[0x2A0:0x2E8] = r.to_bytes(72, "little")
     body[0x2E8:0x330] = s.to_bytes(72, "little")
     return bytes(body)
+
+
+def td15_quote(tee: DevnetTee, report_data: bytes = bytes(64), *, mr_service_td: bytes = bytes(48),
+               td_attributes: int | None = None) -> bytes:
+    """A devnet TDX v5 quote with a TD 1.5 body (TEE_TCB_SVN2 = TEE_TCB_SVN, the given MRSERVICETD)."""
+    v4 = tee.tdx_quote(report_data)
+    body = bytearray(v4[HEADER: HEADER + TD10])
+    if td_attributes is not None:
+        body[TDATTRIBUTES: TDATTRIBUTES + 8] = td_attributes.to_bytes(8, "little")
+    body += body[TEE_TCB_SVN: TEE_TCB_SVN + 16] + mr_service_td
+    header = bytearray(v4[:HEADER])
+    header[0:2] = (5).to_bytes(2, "little")
+    signed = bytes(header) + struct.pack("<HI", 3, len(body)) + bytes(body)
+    sig = _sign_p256_raw(tee._att_key, signed) + tee._tail
+    return signed + struct.pack("<I", len(sig)) + sig

@@ -206,3 +206,21 @@ def test_unknown_tcb_floor_refuses_by_name(devnet, devnet_trust, tdx_tee, now, f
     s = snap(claims, platforms={p: PlatformRule(True, floor) for p in Platform})
     verdict = decide(claims, s, app_req(claims, now))
     assert verdict.reason == R.TCB_FLOOR_UNKNOWN and str(floor) in verdict.detail
+
+
+def test_td15_mr_service_td_is_refused_by_name(devnet, devnet_trust, tdx_tee, now):
+    """The issue's case: a TD 1.5 bound to a service TD verified as UpToDate and was allowed."""
+    bound = mutate.td15_quote(tdx_tee, mr_service_td=b"\x05" * 48)
+    with pytest.raises(ValueError, match="MR service TD"):
+        dcap_qvl.verify_with_root_ca(bound, tdx_tee.collateral.qvl, devnet.intel_root_der, now)
+    claims = verify_evidence(Evidence(Platform.TDX, quote=bound, collateral=tdx_tee.collateral.json_text.encode()),
+                             devnet_trust, at=now)
+    assert claims.details["body"] == "TD15" and claims.details["verified_by"] == "derot intel_dcap"
+    assert claims.tee_attributes["mr_service_td"] == "05" * 48
+    verdict = decide(claims, snap(claims), app_req(claims, now))
+    assert verdict.reason == R.TD_MR_SERVICE_TD
+    assert decide(claims, snap(claims, ["service_td"]), app_req(claims, now)).allowed
+    free = mutate.td15_quote(tdx_tee)
+    claims = verify_evidence(Evidence(Platform.TDX, quote=free, collateral=tdx_tee.collateral.json_text.encode()),
+                             devnet_trust, at=now)
+    assert claims.details["verified_by"] == "dcap-qvl" and decide(claims, snap(claims), app_req(claims, now)).allowed
