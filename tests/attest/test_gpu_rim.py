@@ -123,8 +123,6 @@ def _gpu_setup(devnet, rim_signer, tmp_path, *, bad_index: int | None = None):
     golden = {i: [m] for i, m in enumerate(gpu.measurements)}
     if bad_index is not None:
         golden[bad_index] = [bytes(48), b"\x11" * 48]
-    from derot.attest.binding import gpu_nonce  # noqa: F401 - nonce comes from the override below
-
     (tmp_path / "NV_GPU_DRIVER_GH100_550.90.07").write_bytes(rim_signer.sign("drv", "550.90.07", golden))
     store = nvidia_rim.RimStore(bundle_dir=tmp_path)
     return gpu, nvidia_rim.RimVerifier([rim_signer.root], store)

@@ -6,7 +6,6 @@ its own attribute policy are not compared (derot decides those by policy; test_p
 
 from __future__ import annotations
 
-import json
 import os
 import random
 
@@ -138,4 +137,4 @@ def test_tcb_info_signed_by_another_certificate_under_the_root(devnet):
     qvl, own = outcomes(tee.tdx_quote(bytes(64)), coll, devnet.intel_root_der, devnet.created + 3600)
     assert own.startswith("error") and "TCB signing certificate" in own, own
     print("dcap-qvl on the same collateral:", qvl)
-    json.dumps([qvl, own])
+    assert qvl.startswith("error")  # dcap-qvl 0.7.0 refuses it too (webpki: the PCK CA is no end entity)
