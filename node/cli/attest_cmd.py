@@ -140,10 +140,6 @@ def cmd_verify(args) -> int:
 
         rims = production_rim_verifier(bundle_dir=args.rim_dir, service_url=args.rim_url,
                                        cache_dir=Path(args.cache_dir) / "rim" if args.cache_dir else None)
-        if args.devnet:
-            from derot.attest.nvidia_rim import RimVerifier
-
-            rims = RimVerifier(rims.roots + _devnet_rim_roots(args.devnet), rims.store)
         trust = _replace(trust, rims=rims)
     try:
         evidence = _detect(_read_blob(args.evidence), args)
@@ -186,14 +182,6 @@ def cmd_verify(args) -> int:
         _print_claims(claims)
         print(f"{'verdict':16}{'ALLOW' if verdict.allowed else 'REFUSE ' + verdict.code + ': ' + verdict.detail}")
     return 0 if verdict.allowed else 1
-
-
-def _devnet_rim_roots(directory: str) -> list:
-    """A devnet's RIM signing root (``rim_root.pem`` in the devnet directory), if it has one."""
-    from cryptography import x509
-
-    path = Path(directory) / "rim_root.pem"
-    return x509.load_pem_x509_certificates(path.read_bytes()) if path.exists() else []
 
 
 def _snp_policy_args(args) -> dict:

@@ -200,3 +200,26 @@ def test_rim_refuses_xml_bombs_and_oversize(rim_roots, at):
         nvidia_rim.load_rim(bomb, rim_roots, at)
     with pytest.raises(EvidenceParseError):
         nvidia_rim.load_rim(b"<a>" + b"x" * (nvidia_rim.MAX_RIM_SIZE + 1) + b"</a>", rim_roots, at)
+
+
+def test_cli_rim_dir_names_mismatches_on_the_real_hopper_report(vectors, tmp_path, capsys):
+    from derot.cli.main import main
+
+    (tmp_path / "NV_GPU_DRIVER_GH100_550.90.07").write_bytes(vectors.bytes(NV + "Driver_RIM_test_no_gpu.swidtag"))
+    (tmp_path / "NV_GPU_VBIOS_1010_0200_882_96009F0001.swidtag").write_bytes(
+        vectors.bytes(NV + "vbios_RIM_test_no_gpu.swidtag"))
+    base = ["attest", "verify", str(vectors.root / NV / "hopperAttestationReport.bin"), "--gpu-certs",
+            str(vectors.root / NV / "hopperCertChain.txt"), "--at", "2025-01-01T00:00:00Z", "--json"]
+    assert main(base) == 0  # without RIMs: verified and allowed
+    capsys.readouterr()
+    assert main(base + ["--rim-dir", str(tmp_path)]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    rim = doc["claims"]["tee_attributes"]["rim"]
+    assert rim["checked"] == 33 and "MEASUREMENT[2]" in rim["mismatches"] and rim["unavailable"] == []
+    assert doc["verdict"]["reason"] == "gpu_rim_mismatch" and "MEASUREMENT[2]" in doc["verdict"]["detail"]
+    assert main(base + ["--rim-dir", str(tmp_path), "--allow-exception", "gpu_rim"]) == 0
+    capsys.readouterr()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(base + ["--rim-dir", str(empty)]) == 1
+    assert json.loads(capsys.readouterr().out)["verdict"]["reason"] == "gpu_rim_unavailable"
