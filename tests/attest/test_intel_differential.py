@@ -1,8 +1,9 @@
 """Differential test: derot's own Intel verifier (intel_dcap) and dcap-qvl reach the same status wherever
 dcap-qvl gives one (and both refuse where dcap-qvl refuses), on the real quotes and on a seeded corpus of
-devnet quotes (TD 1.0 in v4, some TD 1.5 in v5) and collateral mutated in the fields a QVL checks (module identity, SEAMATTRIBUTES, TEE TCB
-SVN, TCB info and QE identity kind and version, PCEID, FMSPC, TCB levels). Quotes that dcap-qvl refuses by
-its own attribute policy are not compared (derot decides those by policy; test_policy_tee)."""
+devnet quotes (TD 1.0 in v4, some TD 1.5 in v5) and collateral mutated in the fields a QVL checks (module
+identity, SEAMATTRIBUTES, TEE TCB SVN, TCB info and QE identity kind and version, PCEID, FMSPC, TCB levels).
+Quotes that dcap-qvl refuses by its own attribute policy are not compared (policy decides those;
+test_policy_tee)."""
 
 from __future__ import annotations
 
