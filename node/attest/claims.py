@@ -98,10 +98,15 @@ class Claims:
     root: str = "production"
     details: Mapping[str, object] = field(default_factory=dict)
     gpus: tuple["Claims", ...] = ()
+    #: named security attributes policy checks (JSON-ready): TDX ``td_attributes`` (by name),
+    #: ``mr_service_td``, ``seam_attributes``; SEV-SNP ``vmpl``, ``guest_policy`` (by name),
+    #: ``product`` and ``tcb`` (per component); NVIDIA ``rim`` results
+    tee_attributes: Mapping[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "measurements", MappingProxyType(dict(self.measurements)))
         object.__setattr__(self, "details", MappingProxyType(dict(self.details)))
+        object.__setattr__(self, "tee_attributes", MappingProxyType(dict(self.tee_attributes)))
 
     def with_gpus(self, gpus: tuple["Claims", ...]) -> "Claims":
         """A copy of these claims paired with verified GPU claims."""
@@ -125,6 +130,7 @@ class Claims:
             "root": self.root,
             "details": {k: _jsonable(v) for k, v in self.details.items()},
             "gpus": [g.to_json_dict() for g in self.gpus],
+            "tee_attributes": _jsonable(self.tee_attributes),
         }
 
 

@@ -124,9 +124,10 @@ def kds_vcek_url(report: sev_snp.SnpReport) -> str:
 
 @functools.lru_cache(maxsize=16)
 def _vek_key(vek_data: bytes) -> tuple[bytes, ec.EllipticCurvePublicKey] | None:
-    """(DER, P-384 public key) of a VEK certificate (DER or PEM), or None if it is not one."""
+    """(DER, P-384 public key) of a VEK certificate (DER or PEM, alone or in a VCEK+ASK+ARK PEM bundle,
+    as Azure ships it; the verifier checks the chain against its pinned roots), or None if it is not one."""
     try:
-        cert = sev_snp.load_vek(vek_data)
+        cert = sev_snp.load_vek(sev_snp.split_vek_bundle(vek_data)[0])
     except EvidenceParseError:
         return None
     key = cert.public_key()
