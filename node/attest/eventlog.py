@@ -106,10 +106,12 @@ class Event:
 
 @dataclass(frozen=True)
 class EventLog:
-    """A parsed CCEL log: the algorithms its header declares and its events (header excluded)."""
+    """A parsed CCEL log: the algorithms its header declares, its events (header excluded) and ``size``, the
+    bytes up to the end of the last event (where padding begins)."""
 
     algorithms: Mapping[int, int]
     events: tuple[Event, ...]
+    size: int
 
     def replay(self) -> tuple[bytes, bytes, bytes, bytes]:
         """RTMR0..3 as the log's SHA-384 digests extend them."""
@@ -158,7 +160,8 @@ def parse_event_log(raw: bytes) -> EventLog:
         algorithms[alg] = size
     if ALG_SHA384 not in algorithms:
         raise spec.fail("the log has no SHA-384 digests")
-    events = []
+    events: list[Event] = []
+    end = r.pos
     while r.remaining() >= 8:
         head = r.data[r.pos:r.pos + 8]
         if head in (b"\0" * 8, b"\xff" * 8):
@@ -166,7 +169,8 @@ def parse_event_log(raw: bytes) -> EventLog:
         if len(events) >= MAX_EVENTS:
             raise r.fail(f"more than {MAX_EVENTS} events")
         events.append(_event(r, algorithms))
-    return EventLog(algorithms, tuple(events))
+        end = r.pos
+    return EventLog(algorithms, tuple(events), end)
 
 
 def _event(r: Reader, algorithms: Mapping[int, int]) -> Event:
