@@ -34,7 +34,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-PLATFORMS = {"tdx": "TDX", "sgx": "SGX", "snp": "SEV_SNP", "sev-snp": "SEV_SNP", "nvidia-gpu": "NVIDIA_GPU"}
+PLATFORMS = {"tdx": "TDX", "sgx": "SGX", "snp": "SEV_SNP", "sev-snp": "SEV_SNP", "nvidia-gpu": "NVIDIA_GPU",
+             "azure-snp": "AZURE_SNP", "azure-tdx": "AZURE_TDX"}
 DEVNET_PLATFORMS = ("tdx", "snp")
 KEY_TYPES = ("secp256k1", "ed25519", "x25519", "p256")
 
