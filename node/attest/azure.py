@@ -33,6 +33,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -136,13 +137,29 @@ def _b64url_int(text: object, what: str) -> int:
         raise AkNotBound(f"AK JWK field {what} is not base64url") from None
 
 
+_RUNTIME_CACHE: dict[bytes, RuntimeData] = {}
+_RUNTIME_LOCK = threading.Lock()
+
+
 def runtime_data(hcl: HclReport, hardware_report_data: bytes) -> RuntimeData:
-    """Check that the hardware report binds the runtime data, then parse it (bounded JSON) for the AK."""
+    """Check that the hardware report binds the runtime data, then parse it (bounded JSON) for the AK.
+    Parsed runtime data is cached by its SHA-256 (the value the hardware binds), so a VM's AK is parsed once."""
     digest = hashlib.sha256(hcl.runtime_data).digest()
     if hardware_report_data[:32] != digest:
         raise AkNotBound("SHA-256 of the HCL runtime data is not the hardware report_data: "
                          "the attestation key is not bound to this TEE")
-    doc = _json(hcl.runtime_data, "HCL runtime data", len(hcl.runtime_data), 8)
+    hit = _RUNTIME_CACHE.get(digest)
+    if hit is None:
+        hit = _parse_runtime(hcl.runtime_data)
+        with _RUNTIME_LOCK:
+            if len(_RUNTIME_CACHE) > 4096:
+                _RUNTIME_CACHE.clear()
+            _RUNTIME_CACHE[digest] = hit
+    return hit
+
+
+def _parse_runtime(raw: bytes) -> RuntimeData:
+    doc = _json(raw, "HCL runtime data", len(raw), 8)
     keys = doc.get("keys") if isinstance(doc, dict) else None
     jwk = next((k for k in keys if isinstance(k, dict) and k.get("kid") == AK_KID), None) \
         if isinstance(keys, list) else None
