@@ -95,7 +95,8 @@ def cmd_measurement(args) -> int:
         used, digest = compute(args.platform, registers, event_log=log,
                                app_events=_pairs(args.app_event, "app event"))
     except (ValueError, KeyError, OSError) as exc:
-        print(f"error: {getattr(exc, 'diagnostics', lambda: exc)()}", file=sys.stderr)
+        text = exc.diagnostics() if hasattr(exc, "diagnostics") else str(exc)
+        print(f"error: {text}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps({"platform": args.platform, "measurement": digest.hex(),
