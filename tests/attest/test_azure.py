@@ -277,3 +277,21 @@ def test_devnet_azure_and_policy(devnet, devnet_trust, platform):
     stale = replace(binding, nonce=os.urandom(16))
     bad = engine.decide(claims, snapshot, PolicyRequest("app", now=now, app_id=app_id, binding=stale))
     assert bad.reason == Reason.REPORT_DATA_MISMATCH
+
+
+def test_azure_gpu_tee_pair(devnet, devnet_trust):
+    """An Azure GPU CVM (vTPM-attested CPU + H100s): each GPU's nonce is bound to the TPM-quoted report_data."""
+    from derot.attest.binding import gpu_nonce
+    from derot.attest.devnet import DevnetGpu
+    from derot.attest.errors import NonceMismatch as GpuNonceMismatch
+
+    vm = DevnetAzureVm(devnet, Platform.AZURE_SNP)
+    gpus = [DevnetGpu(devnet), DevnetGpu(devnet)]
+    rd = os.urandom(64)
+    ev = replace(vm.evidence(rd), gpus=tuple(g.evidence_for(rd) for g in gpus))
+    claims = verify_evidence(ev, devnet_trust)
+    assert [g.details["nonce"] for g in claims.gpus] == [gpu_nonce(rd)] * 2
+    assert {g.hardware_ids.gpu_fwid for g in claims.gpus} == {g.fwid for g in gpus}
+    stale = replace(ev, gpus=(gpus[0].evidence_for(rd), gpus[1].evidence_for(os.urandom(64))))
+    with pytest.raises(GpuNonceMismatch):
+        verify_evidence(stale, devnet_trust)
