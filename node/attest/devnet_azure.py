@@ -98,3 +98,24 @@ class DevnetAzureVm:
             tpm_quote=attest, tpm_signature=sig, tpm_pcrs=tuple(self.pcrs),
             td_quote=b"" if snp else hw, hcl_user_data_bound=user_data_bound,
         )
+
+
+def image_registers(platform: Platform, image: str) -> tuple[dict[str, bytes], dict[int, bytes]]:
+    """(hardware registers, PCRs) a devnet Azure VM running ``image`` reports: the paravisor is one fixed
+    devnet build (MEASUREMENT or MRTD), the image is measured into PCR4 (boot manager) and PCR9 (kernel)."""
+    paravisor = hashlib.sha384(b"derot devnet paravisor").digest()
+    hw = {"MEASUREMENT": paravisor} if Platform(platform) == Platform.AZURE_SNP else {"MRTD": paravisor}
+    image_digest = hashlib.sha256(b"derot devnet image\x00" + image.encode()).digest()
+    return hw, {4: image_digest, 9: hashlib.sha256(b"kernel\x00" + image_digest).digest()}
+
+
+def measurement_digest_for(platform: Platform, image: str) -> bytes:
+    """The measurement digest devnet Azure evidence for ``image`` carries (what an owner allows)."""
+    from derot.attest.claims import measurement_digest
+    from derot.attest.devnet import REGISTER_SIZES
+
+    hw, pcrs = image_registers(platform, image)
+    hw_platform = Platform.SEV_SNP if Platform(platform) == Platform.AZURE_SNP else Platform.TDX
+    registers = {name: hw.get(name, bytes(size)) for name, size in REGISTER_SIZES[hw_platform].items()}
+    registers.update({f"PCR{i:02d}": pcrs.get(i, bytes(32)) for i in range(tpm.NUM_PCRS)})
+    return measurement_digest(Platform(platform), registers)

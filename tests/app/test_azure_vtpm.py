@@ -232,3 +232,17 @@ def test_detect_skips_a_tpm_without_hcl_report(tmp_path):
     with pytest.raises(TeeUnavailable) as e:
         detect_device(configfs_root=tmp_path / "none", sev_guest=tmp_path / "none2", tpm_device=fake)
     assert "not an Azure CVM vTPM" in str(e.value)
+
+
+@pytest.mark.parametrize("platform", [Platform.AZURE_SNP, Platform.AZURE_TDX])
+def test_devnet_azure_device_measurement_is_the_owner_value(devnet, devnet_trust, platform):
+    """What `derot app allow --devnet-image` computes is what the devnet Azure device's evidence carries."""
+    from derot.app.tee.devnet_azure import DevnetAzureDevice
+    from derot.attest.devnet_azure import measurement_digest_for
+
+    device = DevnetAzureDevice(devnet, platform, "my-app v1", gpus=1)
+    ev = device.evidence(os.urandom(64))
+    claims = verify_evidence(ev, devnet_trust)
+    assert claims.measurement_digest == measurement_digest_for(platform, "my-app v1")
+    assert claims.measurement_digest != measurement_digest_for(platform, "my-app v2")
+    assert len(claims.gpus) == 1
