@@ -163,3 +163,34 @@ def test_event_log_must_match_the_quote(vectors, devnet, devnet_trust):
     assert "RTMR0" in str(e.value)
     # the untampered log passes
     assert _claims(devnet, devnet_trust, log, tee).details["event_log_events"] == 21
+
+
+def test_sdk_attaches_the_log_and_app_events(vectors_dir, devnet, devnet_trust, tmp_path):
+    """A launcher extends app events into RTMR3 and logs them; the SDK's device attaches CCEL + runtime log;
+    the verifier replays it against the quote (here a devnet TD whose RTMRs follow the same extends)."""
+    from derot.app.tee.eventlog_device import WithEventLog, extend_app_event
+
+    ccel = vectors_dir / "trustee_tdx_eventlog/CCEL_data"  # 1 MiB with padding: trimmed to fit the envelope
+    rtmr3_file, runtime = tmp_path / "rtmr3", tmp_path / "runtime.log"
+    extended = []
+    for name, payload in (("app.compose", b"\x05" * 32), ("instance.id", b"vm-17")):
+        extended.append(extend_app_event(name, payload, runtime_log=str(runtime), rtmr3_path=str(rtmr3_file)))
+        assert rtmr3_file.read_bytes() == extended[-1]  # what the kernel receives: the digest to extend
+    rtmr3 = bytes(48)
+    for d in extended:
+        rtmr3 = hashlib.sha384(rtmr3 + d).digest()
+    base = el.parse_event_log(ccel.read_bytes()).replay()
+
+    class Td:
+        platform = Platform.TDX
+        tee = DevnetTee(devnet, Platform.TDX, {"MRTD": b"\x11" * 48, "RTMR0": base[0], "RTMR1": base[1],
+                                               "RTMR2": base[2], "RTMR3": rtmr3})
+
+        def evidence(self, rd):
+            return self.tee.quote(rd)
+
+    device = WithEventLog(Td(), ccel_path=str(ccel), runtime_log=str(runtime))
+    ev = device.evidence(os.urandom(64))
+    assert len(ev.encode()) < 64 * 1024
+    claims = verify_evidence(ev, devnet_trust)
+    assert [e["name"] for e in claims.details["app_events"]] == ["app.compose", "instance.id"]
