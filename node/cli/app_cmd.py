@@ -422,7 +422,8 @@ def cmd_allow(args) -> int:
     platform = _platform(args.platform)
     if args.devnet_image is not None:
         if PLATFORMS[args.platform] not in ("TDX", "SEV_SNP", "AZURE_SNP", "AZURE_TDX"):
-            raise CliError(f"--devnet-image computes TDX, SEV-SNP or Azure digests, not {args.platform}")
+            raise CliError(f"--devnet-image computes TDX or SEV-SNP digests, not {args.platform} "
+                           "(also azure-snp and azure-tdx)")
         from derot.attest.devnet import devnet_measurement_digest, image_registers
 
         if platform.name.startswith("AZURE"):
