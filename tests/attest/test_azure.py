@@ -295,3 +295,18 @@ def test_azure_gpu_tee_pair(devnet, devnet_trust):
     stale = replace(ev, gpus=(gpus[0].evidence_for(rd), gpus[1].evidence_for(os.urandom(64))))
     with pytest.raises(GpuNonceMismatch):
         verify_evidence(stale, devnet_trust)
+
+
+def test_quote_must_cover_every_pcr_and_be_a_quote(vectors):
+    """A quote over fewer PCRs (the legacy {0-7,14} selection) cannot vouch for the identity PCRs; a TPMS_ATTEST
+    of another type (e.g. TPM2_Certify's 0x8017) is not a quote."""
+    legacy = tpm.parse_quote_attest(vectors.bytes(D + "az-snp-vtpm/tpm-quote.msg"))
+    with pytest.raises(tpm.PcrDigestMismatch) as e:
+        tpm.check_pcrs(legacy, tuple(bytes(32) for _ in range(24)))
+    assert "0-23" in str(e.value)
+    ev = _load(vectors, "az-snp-vtpm/evidence-v1.json")
+    certify = ev.tpm_quote[:4] + bytes.fromhex("8017") + ev.tpm_quote[6:]
+    with pytest.raises(EvidenceParseError):
+        tpm.parse_quote_attest(certify)
+    with pytest.raises(EvidenceParseError):
+        tpm.parse_quote_attest(ev.tpm_quote + b"\x00")  # trailing bytes
