@@ -2,8 +2,9 @@
 
 Dispatch by platform to the one verifier for it; a GPU TEE's GPUs are verified after the CPU evidence
 with their nonce bound to its report_data (:func:`derot.attest.binding.gpu_nonce`), and every GPU must
-pass. Evidence that carries Intel collateral uses it (collateral is signed by Intel, so a requester can
-supply it; it must still be fresh at ``at``); otherwise the trust config's collateral store provides it.
+pass. TDX evidence with an event log is replayed against its RTMRs (:mod:`derot.attest.eventlog`); Azure
+CVM evidence goes to :mod:`derot.attest.azure`. Evidence that carries Intel collateral uses it (collateral
+is signed by Intel, so a requester can supply it; it must still be fresh at ``at``); otherwise the trust config's collateral store provides it.
 """
 
 from __future__ import annotations
@@ -62,6 +63,10 @@ def _verify(evidence: Evidence, trust: TrustConfig, at: int, gpu_nonce_override:
     if platform in (Platform.TDX, Platform.SGX):
         collateral = _parsed_collateral(evidence.collateral) if evidence.collateral else None
         claims = trust.intel.verify(evidence.quote, at, collateral)
+        if evidence.event_log:
+            from derot.attest.eventlog import apply_event_log
+
+            claims = apply_event_log(claims, evidence.event_log)
     elif platform == Platform.SEV_SNP:
         if trust.amd is None:
             raise RootNotTrusted("this verifier trusts no AMD roots")
@@ -73,6 +78,8 @@ def _verify(evidence: Evidence, trust: TrustConfig, at: int, gpu_nonce_override:
             _check_pinned_amd(bundled, trust.amd)
         if evidence.ask:
             _check_supplied_ask(evidence.ask, trust.amd)
+    elif platform in (Platform.AZURE_SNP, Platform.AZURE_TDX):
+        claims = _verify_azure(evidence, trust, at)
     elif platform == Platform.NVIDIA_GPU:
         if len(evidence.gpus) != 1 or evidence.quote:
             raise UnsupportedEvidence("standalone GPU evidence carries exactly one GPU and no CPU quote")
@@ -85,6 +92,24 @@ def _verify(evidence: Evidence, trust: TrustConfig, at: int, gpu_nonce_override:
         nonce = gpu_nonce(claims.report_data)
         claims = claims.with_gpus(tuple(_verify_gpu(g, trust, at, nonce) for g in evidence.gpus))
     return claims
+
+
+def _verify_azure(evidence: Evidence, trust: TrustConfig, at: int) -> Claims:
+    from derot.attest import azure
+
+    if evidence.platform == Platform.AZURE_SNP:
+        if trust.amd is None:
+            raise RootNotTrusted("this verifier trusts no AMD roots")
+        return azure.verify(evidence, azure.snp_hardware(evidence.vek, trust.amd, at))
+    collateral = _parsed_collateral(evidence.collateral) if evidence.collateral else None
+
+    def tdx(hcl) -> Claims:
+        claims = trust.intel.verify(evidence.td_quote, at, collateral)
+        if claims.platform != Platform.TDX:
+            raise UnsupportedEvidence("AZURE_TDX evidence whose td_quote is not a TDX quote")
+        return claims
+
+    return azure.verify(evidence, tdx)
 
 
 def _verify_gpu(gpu, trust: TrustConfig, at: int, nonce: bytes | None) -> Claims:

@@ -1,10 +1,11 @@
 """``derot attest``: verify evidence standalone (like dcap-qvl's or snpguest's verifiers), make devnet evidence.
 
     derot attest verify EVIDENCE [--collateral FILE] [--at ISO8601] [--json] ...
-    derot attest devnet-evidence --devnet DIR --platform tdx|snp --report-data HEX --out FILE
+    derot attest devnet-evidence --devnet DIR --platform tdx|snp|azure-snp|azure-tdx --report-data HEX --out FILE
+    derot attest measurement --platform P --register NAME=HEX ... [--event-log FILE] [--app-event NAME=HEX]
 
 EVIDENCE is a derot Evidence envelope, or a raw Intel quote, SEV-SNP report or NVIDIA SPDM report
-(binary or hex text; the kind is detected). Exit codes: 0 verified and allowed by the standalone
+(binary or hex text; the kind is detected), or Azure vTPM evidence in trustee's JSON form. Exit codes: 0 verified and allowed by the standalone
 policy, 1 verified but refused (the reason is printed), 2 not verified (malformed or a failed check).
 """
 
@@ -46,17 +47,22 @@ def register(subparsers) -> None:
                    help="SEV-SNP: require a guest policy bit (e.g. smt=0, single_socket=1); default migrate_ma=0")
     v.add_argument("--snp-min-tcb", action="append", default=[], metavar="PRODUCT:NAME=SVN,...",
                    help="SEV-SNP: minimum TCB, e.g. Milan:bootloader=3,tee=0,snp=8,microcode=115; repeatable")
+    v.add_argument("--event-log", help="TDX: the CCEL event log to replay against the quote's RTMRs")
     v.set_defaults(func=cmd_verify)
 
     d = sub.add_parser("devnet-evidence", help="make devnet TDX or SNP evidence")
     d.add_argument("--devnet", metavar="DIR", required=True, help="devnet roots directory (created if missing)")
-    d.add_argument("--platform", choices=["tdx", "snp"], required=True)
+    d.add_argument("--platform", choices=["tdx", "snp", "azure-snp", "azure-tdx"], required=True)
     d.add_argument("--report-data", default="00" * 64, help="64 bytes, hex")
     d.add_argument("--measurement", action="append", default=[], metavar="NAME=HEX",
                    help="identity register, e.g. MRTD=... or MEASUREMENT=... (repeatable)")
     d.add_argument("--debug", action="store_true")
     d.add_argument("--out", required=True, help="output file (derot Evidence envelope)")
     d.set_defaults(func=cmd_devnet_evidence)
+
+    from derot.cli.attest_measure import register as register_measurement
+
+    register_measurement(sub)
 
 
 def _read_blob(path: str) -> bytes:
@@ -81,12 +87,21 @@ def _detect(raw: bytes, args):
     if len(raw) > 4 and int.from_bytes(raw[:2], "little") in (3, 4, 5) and int.from_bytes(raw[2:4], "little") == 2:
         platform = Platform.TDX if int.from_bytes(raw[4:8], "little") == 0x81 else Platform.SGX
         coll = Path(args.collateral).read_bytes() if args.collateral else b""
-        return Evidence(platform, quote=raw, collateral=coll)
+        log = Path(args.event_log).read_bytes() if args.event_log else b""
+        return Evidence(platform, quote=raw, collateral=coll, event_log=log)
     if len(raw) > 2 and raw[0] in (0x10, 0x11, 0x12) and raw[1] == 0xE0:
         if not args.gpu_certs:
             raise SystemExit("error: a GPU report needs --gpu-certs")
         return Evidence(Platform.NVIDIA_GPU, gpus=(GpuEvidence(raw, Path(args.gpu_certs).read_bytes()),))
+    if raw.lstrip()[:1] == b"{":
+        from derot.attest.azure import from_trustee_json
+
+        return from_trustee_json(raw)
     ev = Evidence.decode(raw)
+    if args.event_log:
+        from dataclasses import replace
+
+        ev = replace(ev, event_log=Path(args.event_log).read_bytes())
     if args.collateral and not ev.collateral:
         from dataclasses import replace
 
@@ -171,8 +186,8 @@ def cmd_verify(args) -> int:
                                 tee_exceptions=frozenset(args.allow_exception))},
         **snp_policy,
     )
-    request = P.PolicyRequest("app", now, app_id=app_id,
-                              expected_report_data=bytes.fromhex(args.expect_report_data) if args.expect_report_data else None)
+    expected = bytes.fromhex(args.expect_report_data).ljust(64, b"\0") if args.expect_report_data else None
+    request = P.PolicyRequest("app", now, app_id=app_id, expected_report_data=expected)
     verdict = P.PolicyEngine(rules).decide(claims, snapshot, request)
     if args.json:
         print(json.dumps({"verified": True, "claims": claims.to_json_dict(),
@@ -229,7 +244,9 @@ def _print_claims(claims, indent: str = "") -> None:
         ("hardware ids", ", ".join(f"{k}={v.hex()}" for k, v in vars(claims.hardware_ids).items() if v is not None)),
         ("valid", f"{_iso(claims.not_before)} .. {_iso(claims.not_after)}"),
     ]
-    for key in ("nonce", "dcap_qvl_policy_objections"):
+    for key in ("sept_ve_disable", "mr_service_td_zero", "policy_flags", "vmpl", "reported_tcb", "nonce",
+                "dcap_qvl_policy_objections", "tpm_nonce", "vm_configuration", "event_log_events", "app_events",
+                "full_measurement_digest"):
         if key in d:
             value = d[key]
             rows.append((key, value.hex() if isinstance(value, bytes) else value))
@@ -270,9 +287,16 @@ def cmd_devnet_evidence(args) -> int:
     for item in args.measurement:
         name, _, value = item.partition("=")
         measurements[name.upper()] = bytes.fromhex(value)
-    platform = Platform.TDX if args.platform == "tdx" else Platform.SEV_SNP
-    tee = DevnetTee(roots, platform, measurements, debug=args.debug)
-    evidence = tee.quote(bytes.fromhex(args.report_data))
+    platform = {"tdx": Platform.TDX, "snp": Platform.SEV_SNP, "azure-snp": Platform.AZURE_SNP,
+                "azure-tdx": Platform.AZURE_TDX}[args.platform]
+    if platform in (Platform.AZURE_SNP, Platform.AZURE_TDX):
+        from derot.attest.devnet_azure import DevnetAzureVm
+
+        pcrs = {int(k[3:]): v for k, v in measurements.items() if k.startswith("PCR")}
+        hw = {k: v for k, v in measurements.items() if not k.startswith("PCR")}
+        evidence = DevnetAzureVm(roots, platform, hw, pcrs, debug=args.debug).evidence(bytes.fromhex(args.report_data))
+    else:
+        evidence = DevnetTee(roots, platform, measurements, debug=args.debug).quote(bytes.fromhex(args.report_data))
     Path(args.out).write_bytes(evidence.encode())
     print(f"wrote {platform.name} devnet evidence to {args.out}")
     return 0

@@ -1,9 +1,10 @@
 """Pick the hardware TEE interface of the machine this process runs in.
 
-Order: configfs-tsm (its ``provider`` says TDX or SEV-SNP), then ``/dev/sev-guest``. When configfs-tsm
-is there but this user may not create report instances (it is root-only), a ``/dev/sev-guest`` the
-user can open (e.g. through a group) is used instead. Nothing falls back to a devnet device here:
-only the caller (``derot app --devnet``) decides that.
+Order: configfs-tsm (its ``provider`` says TDX or SEV-SNP), then an Azure CVM's vTPM (``/dev/tpmrm0`` with
+the paravisor's HCL report in NV index 0x01400001), then ``/dev/sev-guest``. When configfs-tsm is there but
+this user may not create report instances (it is root-only), a ``/dev/sev-guest`` the user can open (e.g.
+through a group) is used instead. Nothing falls back to a devnet device here: only the caller
+(``derot app --devnet``) decides that.
 """
 
 from __future__ import annotations
@@ -32,20 +33,22 @@ TDX_GUEST_DEVICE = "/dev/tdx_guest"
 
 def detect_device(*, configfs_root: str | os.PathLike = DEFAULT_ROOT, sev_guest: str | os.PathLike = DEFAULT_DEVICE,
                   vek_path: str | os.PathLike | None = None, collateral_path: str | os.PathLike | None = None,
-                  privlevel: int | None = None, expect: Platform | None = None) -> TeeDevice:
+                  privlevel: int | None = None, expect: Platform | None = None,
+                  tpm_device: str | os.PathLike = "/dev/tpmrm0") -> TeeDevice:
     """The TEE device for this machine; :class:`TeeUnavailable` naming every path looked at if none.
 
     ``vek_path`` and ``privlevel`` (the report's VMPL; None: the guest's own) apply to SEV-SNP,
     ``collateral_path`` to TDX. ``expect`` (the platform the configuration names) raises
     :class:`PlatformMismatch` if this machine is another TEE."""
-    device = _detect(os.fspath(configfs_root), os.fspath(sev_guest), vek_path, collateral_path, privlevel)
+    device = _detect(os.fspath(configfs_root), os.fspath(sev_guest), vek_path, collateral_path, privlevel,
+                     os.fspath(tpm_device))
     if expect is not None and device.platform != Platform(expect):
         raise PlatformMismatch(f"this machine is a {device.platform.name} guest ({type(device).__name__}), but the "
                                f"configuration names {Platform(expect).name}")
     return device
 
 
-def _detect(configfs_root: str, sev_guest: str, vek_path, collateral_path, privlevel) -> TeeDevice:
+def _detect(configfs_root: str, sev_guest: str, vek_path, collateral_path, privlevel, tpm_device: str) -> TeeDevice:
     reasons = []
     if os.path.isdir(configfs_root):
         try:
@@ -69,9 +72,31 @@ def _detect(configfs_root: str, sev_guest: str, vek_path, collateral_path, privl
         reasons.append(f"{configfs_root} not found (configfs-tsm: TDX or SEV-SNP guest on Linux >= 6.7)")
         if os.path.exists(TDX_GUEST_DEVICE):
             reasons.append(f"{TDX_GUEST_DEVICE} exists: this is a TDX guest; mount configfs at /sys/kernel/config")
+    if os.path.exists(tpm_device):
+        device = _azure(tpm_device, vek_path, reasons)
+        if device is not None:
+            return device
     if os.path.exists(sev_guest):
         root = configfs_root if os.path.isdir(configfs_root) else None
         return SnpDevice(sev_guest, vek_path=vek_path, vmpl=privlevel, configfs_root=root)
     reasons.append(f"{sev_guest} not found (SEV-SNP guest driver)")
     raise TeeUnavailable("no TEE attestation interface: " + "; ".join(reasons)
                          + ". On a laptop, use a devnet device instead.")
+
+
+def _azure(path: str, vek_path, reasons: list[str]):
+    """An Azure vTPM device if ``path`` is a TPM holding an HCL report, else None (the reason recorded)."""
+    from derot.app.tee.azure_vm import AzureVtpmDevice
+    from derot.app.tee.errors import TeeError, TeePermissionDenied
+    from derot.app.tee.vtpm import DeviceTransport
+    from derot.attest.errors import EvidenceParseError
+
+    device = AzureVtpmDevice(DeviceTransport(path), vek_path=vek_path)
+    try:
+        device.platform  # reads and parses the HCL report
+    except TeePermissionDenied:
+        raise
+    except (TeeError, EvidenceParseError) as exc:
+        reasons.append(f"{path}: not an Azure CVM vTPM ({exc})")
+        return None
+    return device
