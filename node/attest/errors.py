@@ -119,3 +119,9 @@ class UnsupportedEvidence(VerificationError):
     """Evidence of a kind this verifier does not handle (unknown platform, key type, algorithm)."""
 
     reason = "unsupported_evidence"
+
+
+class PckChainMismatch(ChainInvalid):
+    """The collateral's PCK certificate chain is not the one embedded in the quote."""
+
+    reason = "pck_chain_mismatch"
