@@ -66,22 +66,22 @@ def pck_id(issuer_der: bytes, serial: int) -> bytes:
 def _one(claims: Claims) -> Iterator[MachineId]:
     ids = claims.hardware_ids
     candidates = (
-        (RevocationKind.FMSPC, ids.fmspc),
-        (RevocationKind.PPID, ids.ppid),
-        (RevocationKind.PCK_CERT, getattr(ids, "pck_cert", None)),
-        (RevocationKind.CHIP_ID, ids.chip_id),
-        (RevocationKind.GPU_FWID, ids.gpu_fwid),
-        (RevocationKind.GPU_DEVICE, getattr(ids, "gpu_device", None)),
-        (RevocationKind.GPU_DEVICE, getattr(ids, "gpu_ueid", None)),
+        (RevocationKind.FMSPC, ids.fmspc, None),
+        (RevocationKind.PPID, ids.ppid, None),
+        (RevocationKind.PCK_CERT, ids.pck_cert, None),
+        (RevocationKind.CHIP_ID, ids.chip_id, None),
+        (RevocationKind.GPU_FWID, ids.gpu_fwid, None),
+        (RevocationKind.GPU_DEVICE, ids.gpu_device, "NVIDIA GPU device certificate serial (the GPU)"),
+        (RevocationKind.GPU_DEVICE, ids.gpu_ueid, "NVIDIA GPU UEID (attestation certificate serial)"),
     )
-    for kind, ident in candidates:
+    for kind, ident, label in candidates:
         if ident is None or not any(ident):  # a masked (all-zero) id names no machine
             continue
         try:
             kind.check_length(ident)
         except ValueError:
             continue  # not an id the registry could hold, so nothing can revoke it
-        yield MachineId(kind, bytes(ident), _LABELS[kind])
+        yield MachineId(kind, bytes(ident), label or _LABELS[kind])
 
 
 def identities(claims: Claims) -> tuple[MachineId, ...]:

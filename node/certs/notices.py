@@ -20,7 +20,7 @@ offset where the input goes wrong.
 Signature: BLS (G1) by the epoch's ``sig`` key over ``digest = keccak256(encoding)`` with ``DST_CERT``, the
 DST DESIGN.md §3 assigns to "certificates and signed notices" (so ``DerotRegistry.hashToG1`` and the
 EIP-2537 pairing check can verify a notice on-chain too). The two message sets are disjoint without a
-second DST: word 1 of a canonical certificate is its ``uint8 version`` (31 zero bytes, then 1), word 1 of
+second DST: word 1 of a canonical certificate is its ``uint8 version`` (31 zero bytes, then the version), word 1 of
 a notice is the magic, so no byte string is both and their keccak256 digests never coincide.
 
 MQTT payload (:class:`SignedNotice`): ``notice encoding ‖ 48-byte compressed signature``. Topics are

@@ -305,6 +305,8 @@ def cmd_state(args) -> int:
     print(f"  nodes: {len(s.nodes)} registered, {len(s.approved_nodes())} approved; apps: {len(snap.apps)}")
     for label, values in (("FMSPCs", snap.revoked_fmspcs), ("chip ids", snap.revoked_chip_ids),
                           ("GPU FWIDs", snap.revoked_gpu_fwids), ("measurements", snap.revoked_measurements),
+                          ("Intel PPIDs", snap.revoked_ppids), ("Intel PCK certificates", snap.revoked_pck_certs),
+                          ("GPU devices", snap.revoked_gpu_devices),
                           ("certificate serials", s.revoked_serials),
                           ("evidence hashes", s.revoked_evidence_hashes)):
         if values:

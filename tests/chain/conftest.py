@@ -20,7 +20,7 @@ from derot.chain.deploy import DeployParams, Deployment, deploy
 from derot.chain.governance import Governance
 from derot.devnet.governance import enact
 from derot.chain.registry import Registry
-from derot.constants import Platform, TcbStatus
+from derot.constants import CERT_VERSION, Platform, TcbStatus
 from derot.crypto.bls import G2, random_scalar
 
 UNIT = 10**18

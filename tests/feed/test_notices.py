@@ -251,7 +251,7 @@ def test_signed_payload_errors_name_their_offset(committee):
 
 def test_notices_and_certificates_never_share_a_message():
     """Same DST, disjoint encodings: a notice is never a certificate and a certificate is never a notice."""
-    cert = Certificate(1, CHAIN_ID, REGISTRY, 1, bytes(32), bytes(32), 1, 1, b"\x02" * 33, 1, bytes(32), bytes(32),
+    cert = Certificate(2, CHAIN_ID, REGISTRY, 1, bytes(32), bytes(32), 1, 1, b"\x02" * 33, 1, bytes(32), bytes(32),
                        7, 1_790_000_000, 1_790_086_400, 100)
     for notice in (revocations(5), epochs(5)):
         with pytest.raises(CertificateDecodeError):
