@@ -183,6 +183,9 @@ contract DerotRegistry is Ownable {
     /// @dev keccak256(uint8 kind ‖ id) of every revoked hardware id (FMSPC, CHIP_ID, GPU_FWID, PPID, PCK_CERT,
     /// GPU_DEVICE): what a certificate's `hardware` list is checked against.
     mapping(bytes32 hardwareKey => bool) private _hardwareRevoked;
+    /// @dev A 256-bit Bloom filter over the keys ever set in `_hardwareRevoked` (3 bits per key, never cleared), so
+    /// `verifyCertificate` reads one slot for all of a certificate's keys and the mapping only on a filter hit.
+    uint256 private _hardwareBloom;
 
     EnumerableSet.Bytes32Set private _nodeMeasurements;
     /// @dev keccak256(platform, digest) → the pair, for app and node measurement sets.
@@ -537,7 +540,11 @@ contract DerotRegistry is Ownable {
         if (!valid) revert BadRevocationId(kind, id.length);
         if (_revoked[kind].add(key)) {
             if (_isVariableKind(kind)) _variableIds[key] = id;
-            if (_isHardwareKind(kind)) _hardwareRevoked[keccak256(abi.encodePacked(uint8(kind), id))] = true;
+            if (_isHardwareKind(kind)) {
+                bytes32 hardwareKey = keccak256(abi.encodePacked(uint8(kind), id));
+                _hardwareRevoked[hardwareKey] = true;
+                _hardwareBloom |= _bloomBits(hardwareKey);
+            }
             emit Revoked(kind, id, msg.sender);
         }
     }
@@ -587,6 +594,12 @@ contract DerotRegistry is Ownable {
         else if (kind == RevocationKind.GPU_DEVICE) valid = len != 0 && len <= 32 && !_isZero(id);
         else valid = len != 0 && len <= 64;
         key = keccak256(abi.encodePacked(uint8(kind), id));
+    }
+
+    /// @dev The Bloom filter bits of a hardware key: bytes 0, 1 and 2 of the (uniform) keccak256 key as bit indices.
+    function _bloomBits(bytes32 hardwareKey) private pure returns (uint256) {
+        return (uint256(1) << uint8(hardwareKey[0])) | (uint256(1) << uint8(hardwareKey[1]))
+            | (uint256(1) << uint8(hardwareKey[2]));
     }
 
     function _isZero(bytes calldata id) private pure returns (bool) {
@@ -675,8 +688,13 @@ contract DerotRegistry is Ownable {
         if (!rule.enabled) return Reason.PLATFORM_DISABLED;
         if (c.tcbStatus < rule.tcbFloor) return Reason.TCB_BELOW_FLOOR;
         if (_revoked[RevocationKind.MEASUREMENT].contains(c.measurement)) return Reason.MEASUREMENT_REVOKED;
-        for (uint256 i = 0; i < c.hardware.length; i++) {
-            if (_hardwareRevoked[c.hardware[i]]) return Reason.HARDWARE_REVOKED;
+        uint256 n = c.hardware.length;
+        if (n == 0) return Reason.OK;
+        uint256 bloom = _hardwareBloom;
+        for (uint256 i = 0; i < n; i++) {
+            bytes32 h = c.hardware[i];
+            uint256 bits = _bloomBits(h);
+            if (bloom & bits == bits && _hardwareRevoked[h]) return Reason.HARDWARE_REVOKED;
         }
         return Reason.OK;
     }

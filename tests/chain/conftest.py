@@ -62,7 +62,7 @@ class Env:
         """A certificate that verifies against the session world."""
         now = self.now()
         fields = dict(
-            version=1,
+            version=CERT_VERSION,
             chain_id=self.w3.eth.chain_id,
             registry=self.registry.address,
             epoch=self.registry.current_epoch(),
