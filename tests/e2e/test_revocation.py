@@ -119,3 +119,60 @@ def test_council_revokes_one_tdx_machine_and_governance_one_snp_chip(harness, ca
     with capsys.disabled():
         print(f"\nverifyCertificate estimate_gas, TDX certificate with 3 hardware keys: {gas_before:,} before, "
               f"{gas_after:,} after its PPID was revoked")
+
+
+def _node_ppid(net, proc) -> bytes:
+    """The PPID of a node's own machine, from the evidence it registered (fetched like `gov state` does)."""
+    from derot.cli.gov_members import grpc_fetch
+    from derot.attest.evidence import Evidence
+
+    node = net.registry_client().node(proc.operator)
+    evidence = grpc_fetch()(node)
+    claims = verify_evidence(Evidence.decode(evidence), TrustConfig.devnet(_roots(net)), at=int(time.time()))
+    return claims.hardware_ids.ppid
+
+
+def _roots(net):
+    from derot.attest.devnet import DevnetRoots
+
+    return DevnetRoots.load(net.directory / "roots")
+
+
+def _gov_state(net, capsys) -> str:
+    from derot.cli.main import main
+
+    capsys.readouterr()
+    code = main(["gov", "--rpc", net.rpc_url, "--deployment", str(net.directory / "deployment.json"), "state",
+                 "--members", "--devnet", str(net.directory / "roots")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    return out
+
+
+def test_a_member_on_a_revoked_machine_is_named_by_gov_state_and_refused_by_its_peers(harness, capsys):
+    net = harness.net
+    victim = net.node_processes[2]
+    out = _gov_state(net, capsys)
+    assert out.count("machine not revoked") == len(net.node_processes), out
+    ppid = _node_ppid(net, victim)
+    receipt = net.registry_client().apply(net.accounts[COUNCIL], [Revoke(RevocationKind.PPID, ppid)])
+    net.wait_for_block(receipt["blockNumber"] + net.confirmations)
+    out = _gov_state(net, capsys)
+    line = next(row for row in out.splitlines() if victim.operator in row and "member" in row)
+    assert "MACHINE REVOKED [ppid_revoked]" in line and ppid.hex() in line, out
+    assert out.count("machine not revoked") == len(net.node_processes) - 1, out
+    # the next reshare with the same members: peers refuse to deal to it, naming the member and the PPID
+    _wait_all_nodes_confirmed(net, receipt["blockNumber"])
+    from derot.chain.actions import StartReshare
+
+    members = tuple(p.operator for p in net.node_processes)
+    net.enact([StartReshare(members, 2)], "reshare including a revoked machine")
+    deadline = time.monotonic() + 90
+    wanted = f"member 3 ({victim.operator})"
+    peers = [p for p in net.node_processes if p is not victim]
+    while True:
+        logs = [(p.directory / "node.log").read_text() for p in peers]
+        if all("ppid_revoked" in log and wanted in log for log in logs):
+            break
+        assert time.monotonic() < deadline, "peers did not refuse the reshare naming the revoked member"
+        time.sleep(0.5)
