@@ -237,3 +237,24 @@ def test_hardware_keys_are_kind_separated(tdx_a):
     ppid = tdx_a.hardware_ids.ppid
     assert identity.hardware_key(RevocationKind.PPID, ppid) in keys
     assert identity.hardware_key(RevocationKind.GPU_DEVICE, ppid) not in keys
+
+
+def test_attest_verify_prints_every_revocable_identity_as_a_gov_action(vectors, capsys):
+    """An operator copies the action from `derot attest verify` of the compromised machine into `derot gov`."""
+    from derot.chain.actions import Revoke, parse_action
+    from derot.cli.main import main
+
+    args = ["attest", "verify", str(vectors.root / "nvidia_nvtrust/ppcie_gpu0_report.bin"), "--gpu-certs",
+            str(vectors.root / "nvidia_nvtrust/ppcie_gpu0_certs.pem"), "--nonce", PPCIE_NONCE.hex(), "--json"]
+    assert main(args) == 0
+    doc = json.loads(capsys.readouterr().out)
+    rows = {(r["kind"], r["id"]): r for r in doc["revocable"]}
+    assert set(rows) == {("GPU_FWID", doc["claims"]["hardware_ids"]["gpu_fwid"]),
+                         ("GPU_DEVICE", "412921ce551e4eeda3"),
+                         ("GPU_DEVICE", "72ca27239f0e96f6535f73af84eb1542471a17b2")}
+    for (kind, ident), row in rows.items():
+        action = parse_action(row["action"].split())
+        assert isinstance(action, Revoke) and action.kind.name == kind and action.ident.hex() == ident
+    assert not rows[("GPU_FWID", doc["claims"]["hardware_ids"]["gpu_fwid"])]["per_machine"]
+    assert main(args[:-1]) == 0
+    assert "derot gov council revoke-gpu-device 412921ce551e4eeda3" in capsys.readouterr().out
