@@ -131,3 +131,9 @@ class FwidMissing(ChainInvalid):
     """A GPU attestation certificate carries no FWID extension."""
 
     reason = "gpu_fwid_missing"
+
+
+class PckChainMismatch(ChainInvalid):
+    """The collateral's PCK certificate chain is not the one embedded in the quote."""
+
+    reason = "pck_chain_mismatch"

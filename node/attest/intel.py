@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import dcap_qvl
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from derot.attest.claims import Claims, HardwareIds, measurement_digest
 from derot.attest.collateral import Collateral, CollateralKey, CollateralStore
@@ -36,6 +37,7 @@ from derot.attest.errors import (
     CertificateRevoked,
     ChainInvalid,
     CollateralError,
+    PckChainMismatch,
     CollateralStale,
     RootNotTrusted,
     SignatureInvalid,
@@ -44,7 +46,9 @@ from derot.attest.errors import (
     UnsupportedEvidence,
     VerificationError,
 )
+from derot import untrusted
 from derot.attest import intel_attributes, intel_dcap
+from derot.attest.identity import pck_id
 from derot.attest._x509 import load_certificates
 from derot.attest.intel_quote import IntelQuote, SgxReportBody, TdReportBody, parse_quote
 from derot.constants import Platform, TcbStatus
@@ -64,6 +68,8 @@ class PckInfo:
     sgx_type: int
     not_before: int  # intersection of the chain's validity periods
     not_after: int
+    pck_cert: bytes = b""  # derot.attest.identity.pck_id of the leaf (issuer Name DER + serial)
+    chain_der: tuple[bytes, ...] = ()  # every certificate, leaf first, DER
 
 
 _pck_cache: dict[bytes, PckInfo] = {}
@@ -88,8 +94,6 @@ def pck_info(quote: IntelQuote) -> PckInfo:
     if len(certs) < 2:
         raise ChainInvalid("embedded PCK certificate chain has fewer than two certificates")
     issuer = certs[0].issuer.rfc4514_string()
-    from cryptography.hazmat.primitives.serialization import Encoding
-
     info = PckInfo(
         fmspc=bytes(ext.fmspc),
         ppid=bytes(ext.ppid),
@@ -99,12 +103,47 @@ def pck_info(quote: IntelQuote) -> PckInfo:
         sgx_type=int(ext.sgx_type),
         not_before=max(int(c.not_valid_before_utc.timestamp()) for c in certs),
         not_after=min(int(c.not_valid_after_utc.timestamp()) for c in certs),
+        pck_cert=pck_id(certs[0].issuer.public_bytes(), certs[0].serial_number),
+        chain_der=tuple(c.public_bytes(Encoding.DER) for c in certs),
     )
     with _pck_lock:
         if len(_pck_cache) > 4096:
             _pck_cache.clear()
         _pck_cache[pem] = info
     return info
+
+
+def require_same_pck_chain(pck: PckInfo, collateral: Collateral, root_der: bytes) -> None:
+    """dcap-qvl verifies against the collateral's ``pck_certificate_chain`` when it has one, while the claims
+    (FMSPC, PPID, PCK certificate, CA type, validity) come from the chain embedded in the quote. Refuse a
+    collateral chain that differs from the embedded one (a pinned root at the end of either is ignored), so
+    the claims always come from the chain that was verified."""
+    pem = _collateral_pck_chain(collateral)
+    if pem is None:
+        return
+    theirs = [c.public_bytes(Encoding.DER) for c in load_certificates(pem, "collateral PCK certificate chain")]
+    ours = list(pck.chain_der)
+    for chain in (theirs, ours):
+        if chain and chain[-1] == root_der:
+            chain.pop()
+    if theirs != ours:
+        raise PckChainMismatch(
+            "the collateral's pck_certificate_chain differs from the PCK chain embedded in the quote "
+            "(dcap-qvl would verify one and derot would read the hardware ids from the other)"
+        )
+
+
+def _collateral_pck_chain(collateral: Collateral) -> bytes | None:
+    try:
+        doc = untrusted.json_loads(collateral.json_text, what="collateral")
+    except untrusted.UntrustedInputError as exc:
+        raise CollateralError(str(exc)) from None
+    value = doc.get("pck_certificate_chain") if isinstance(doc, dict) else None
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise CollateralError("collateral pck_certificate_chain is not a PEM string")
+    return value.encode()
 
 
 def classify_dcap_error(message: str) -> VerificationError:
@@ -160,6 +199,7 @@ class IntelVerifier:
                 f"collateral is for FMSPC {collateral.fmspc.hex()}, the quote's PCK says {pck.fmspc.hex()}"
             )
         collateral.require_fresh(at)
+        require_same_pck_chain(pck, collateral, self.roots[label])
         objections = intel_attributes.dcap_policy_objections(quote.body)
         if objections:  # dcap-qvl could only refuse by its own policy: verify here, policy decides
             return self._verify_own(quote, pck, collateral, label, at, objections)
@@ -234,7 +274,7 @@ def _claims(quote: IntelQuote, status_name: str, advisories: tuple[str, ...], ve
         tcb_status=TcbStatus.from_intel(status_name),
         advisory_ids=tuple(advisories),
         debug=body.debug,
-        hardware_ids=HardwareIds(fmspc=pck.fmspc, ppid=pck.ppid),
+        hardware_ids=HardwareIds(fmspc=pck.fmspc, ppid=pck.ppid, pck_cert=pck.pck_cert or None),
         not_before=max(pck.not_before, collateral.not_before),
         not_after=min(pck.not_after, collateral.not_after),
         root=label,

@@ -34,6 +34,7 @@ from derot import untrusted
 from derot.attest._reader import Reader
 from derot.attest._x509 import load_certificates
 from derot.attest.claims import Claims, HardwareIds, measurement_digest
+from derot.attest.identity import serial_bytes
 from derot.attest.errors import (
     CertificateExpired,
     ChainIncomplete,
@@ -329,6 +330,12 @@ def _check_link(cert: x509.Certificate, issuer: x509.Certificate) -> None:
         ) from None
 
 
+def _device_serial(pem_chain: bytes) -> bytes | None:
+    """Serial of the leaf's issuer, the device identity certificate NVIDIA provisioned (a verified link)."""
+    certs = load_chain(pem_chain)
+    return serial_bytes(certs[1].serial_number) if len(certs) > 2 else None
+
+
 def verify_report(
     raw_report: bytes,
     pem_chain: bytes,
@@ -380,7 +387,7 @@ def verify_report(
         tcb_status=TcbStatus.UP_TO_DATE,
         advisory_ids=(),
         debug=False,
-        hardware_ids=HardwareIds(gpu_fwid=fwid),
+        hardware_ids=HardwareIds(gpu_fwid=fwid, gpu_device=_device_serial(pem_chain), gpu_ueid=serial_bytes(leaf.serial_number)),
         not_before=not_before,
         not_after=not_after,
         root=label,

@@ -20,8 +20,9 @@ from typing import Protocol
 from derot.attest.snapshot import AppRecord, DelegateOracle, GovernanceSnapshot
 from derot.attest.binding import RequestBinding
 from derot.attest.claims import Claims
+from derot.attest.identity import identities
 from derot.attest.replay import ReplayStore
-from derot.constants import TcbStatus
+from derot.constants import RevocationKind, TcbStatus
 
 
 class Reason(str, enum.Enum):
@@ -54,6 +55,9 @@ class Reason(str, enum.Enum):
     SNP_GUEST_POLICY = "snp_guest_policy"
     GPU_RIM_MISMATCH = "gpu_rim_mismatch"
     GPU_RIM_UNAVAILABLE = "gpu_rim_unavailable"
+    PPID_REVOKED = "ppid_revoked"
+    PCK_REVOKED = "pck_revoked"
+    GPU_DEVICE_REVOKED = "gpu_device_revoked"
 
 
 @dataclass(frozen=True)
@@ -182,17 +186,21 @@ class DebugAllowed:
 
 
 class NotRevoked:
+    """No hardware identity (derot.attest.identity) and no measurement of the evidence is revoked."""
+
     name = "not_revoked"
+    REASONS = {
+        RevocationKind.FMSPC: Reason.FMSPC_REVOKED, RevocationKind.CHIP_ID: Reason.CHIP_REVOKED,
+        RevocationKind.GPU_FWID: Reason.GPU_FWID_REVOKED, RevocationKind.PPID: Reason.PPID_REVOKED,
+        RevocationKind.PCK_CERT: Reason.PCK_REVOKED, RevocationKind.GPU_DEVICE: Reason.GPU_DEVICE_REVOKED,
+    }
 
     def check(self, claims, snapshot, request):
+        revoked = snapshot.revoked_hardware()
+        for mid in identities(claims):
+            if mid.ident in revoked[mid.kind]:
+                return refuse(self.REASONS[mid.kind], f"{mid.label} {mid.ident.hex()} is revoked")
         for c in _all(claims):
-            ids = c.hardware_ids
-            if ids.fmspc is not None and ids.fmspc in snapshot.revoked_fmspcs:
-                return refuse(Reason.FMSPC_REVOKED, f"FMSPC {ids.fmspc.hex()} is revoked")
-            if ids.chip_id is not None and ids.chip_id in snapshot.revoked_chip_ids:
-                return refuse(Reason.CHIP_REVOKED, f"chip {ids.chip_id.hex()[:32]}... is revoked")
-            if ids.gpu_fwid is not None and ids.gpu_fwid in snapshot.revoked_gpu_fwids:
-                return refuse(Reason.GPU_FWID_REVOKED, f"GPU FWID {ids.gpu_fwid.hex()[:32]}... is revoked")
             if c.measurement_digest in snapshot.revoked_measurements:
                 return refuse(Reason.MEASUREMENT_REVOKED, f"measurement {c.measurement_digest.hex()} is revoked")
         return None

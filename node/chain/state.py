@@ -107,6 +107,9 @@ def read_state(registry, block_hash: bytes, block_number: int, timestamp: int) -
         revoked_measurements=revoked[RevocationKind.MEASUREMENT],
         node_measurements=registry.node_measurements(at),
         apps=registry.apps(at),
+        revoked_ppids=revoked[RevocationKind.PPID],
+        revoked_pck_certs=revoked[RevocationKind.PCK_CERT],
+        revoked_gpu_devices=revoked[RevocationKind.GPU_DEVICE],
     )
     return RegistryState(
         snapshot=snapshot,
@@ -154,6 +157,9 @@ def apply_changes(
         RevocationKind.MEASUREMENT: snap.revoked_measurements,
         RevocationKind.CERT_SERIAL: state.revoked_serials,
         RevocationKind.EVIDENCE_HASH: state.revoked_evidence_hashes,
+        RevocationKind.PPID: snap.revoked_ppids,
+        RevocationKind.PCK_CERT: snap.revoked_pck_certs,
+        RevocationKind.GPU_DEVICE: snap.revoked_gpu_devices,
     }
     for kind in kinds:
         revoked[kind] = registry.revocations(kind, at)
@@ -169,6 +175,9 @@ def apply_changes(
         revoked_measurements=revoked[RevocationKind.MEASUREMENT],
         node_measurements=registry.node_measurements(at) if node_measurements else snap.node_measurements,
         apps=new_apps,
+        revoked_ppids=revoked[RevocationKind.PPID],
+        revoked_pck_certs=revoked[RevocationKind.PCK_CERT],
+        revoked_gpu_devices=revoked[RevocationKind.GPU_DEVICE],
     )
     new_nodes = dict(state.nodes)
     for operator in nodes:

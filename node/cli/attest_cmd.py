@@ -190,11 +190,12 @@ def cmd_verify(args) -> int:
     request = P.PolicyRequest("app", now, app_id=app_id, expected_report_data=expected)
     verdict = P.PolicyEngine(rules).decide(claims, snapshot, request)
     if args.json:
-        print(json.dumps({"verified": True, "claims": claims.to_json_dict(),
+        print(json.dumps({"verified": True, "claims": claims.to_json_dict(), "revocable": _revocable(claims),
                           "verdict": {"allowed": verdict.allowed, "reason": verdict.code, "detail": verdict.detail}},
                          indent=2))
     else:
         _print_claims(claims)
+        _print_revocable(claims)
         print(f"{'verdict':16}{'ALLOW' if verdict.allowed else 'REFUSE ' + verdict.code + ': ' + verdict.detail}")
     return 0 if verdict.allowed else 1
 
@@ -218,6 +219,21 @@ def _snp_policy_args(args) -> dict:
                 raise ValueError(f"--snp-min-tcb {item!r}: unknown component {name!r}")
             minimums.setdefault(product, {})[name] = int(value)
     return {"snp_max_vmpl": args.snp_max_vmpl, "snp_guest_policy": required, "snp_min_tcb": minimums}
+
+
+# -- revocable identities (issue 16): what `derot gov` can revoke, copied from the evidence of a machine --
+
+def _revocable(claims) -> list[dict]:
+    from derot.attest.identity import identities
+    from derot.chain.actions import revoke_word
+
+    return [{"kind": m.kind.name, "id": m.ident.hex(), "what": m.label, "per_machine": m.per_machine,
+             "action": f"revoke-{revoke_word(m.kind)} {m.ident.hex()}"} for m in identities(claims)]
+
+
+def _print_revocable(claims) -> None:
+    for row in _revocable(claims):
+        print(f"{'revocable':16}{row['what']}: derot gov council {row['action']}")
 
 
 def _fail(args, reason: str, message: str) -> int:
