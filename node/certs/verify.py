@@ -106,12 +106,19 @@ def verify_certificate(
     ``group_key`` is the current ``PK_sig``; ``snapshot`` and ``trust`` describe the registry at one block.
     Never raises on bad input: every refusal is a :class:`Reason`.
     """
+    sig_ok = isinstance(sig_bytes, (bytes, bytearray, memoryview)) and len(sig_bytes) == SIGNATURE_SIZE
     try:
         cert = Certificate.decode(cert_bytes)
     except CertificateDecodeError:
         wrong = isinstance(cert_bytes, (bytes, bytearray, memoryview)) and other_version(bytes(cert_bytes)) is not None
-        return Verdict(Reason.WRONG_VERSION if wrong else Reason.MALFORMED)
-    if not isinstance(sig_bytes, (bytes, bytearray, memoryview)) or len(sig_bytes) != SIGNATURE_SIZE:
+        if not wrong:
+            return Verdict(Reason.MALFORMED)
+        # the contract decodes any version word in this layout, checks the signature's length, and only then
+        # the version (CertificateCodec.decode, then _checkIssuer): keep that order
+        if not sig_ok and _layout_decodes(bytes(cert_bytes)):
+            return Verdict(Reason.MALFORMED_SIGNATURE)
+        return Verdict(Reason.WRONG_VERSION)
+    if not sig_ok:
         return Verdict(Reason.MALFORMED_SIGNATURE, cert)
     reason = (
         _check_issuer(cert, snapshot, trust, group_key)
@@ -119,6 +126,18 @@ def verify_certificate(
         or _check_state(cert, snapshot, trust, now)
     )
     return Verdict(reason or Reason.OK, cert)
+
+
+def _layout_decodes(data: bytes) -> bool:
+    """Whether ``data`` decodes as this version's layout once its version word (a uint8, as the contract
+    reads it) is set to this version."""
+    if (other_version(data) or 0) > 0xFF:
+        return False
+    try:
+        Certificate.decode(data[:32] + CERT_VERSION.to_bytes(32, "big") + data[64:])
+        return True
+    except CertificateDecodeError:
+        return False
 
 
 def _check_issuer(cert: Certificate, snapshot: GovernanceSnapshot, trust: CertificateTrust, key: G2) -> Reason | None:
