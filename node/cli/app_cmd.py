@@ -281,16 +281,9 @@ def _registry(target: Target):
 
 def committee_endpoints(registry) -> dict[str, bytes]:
     """``{public endpoint: TLS key hash}`` of the current committee, as registered on-chain."""
-    epoch = registry.current_epoch()
-    if not epoch:
-        return {}
-    out = {}
-    for operator in registry.epoch(epoch).members:
-        node = registry.node(operator)
-        fields = dict(item.partition("=")[::2] for item in node.endpoint.split(";"))
-        if fields.get("public"):
-            out[fields["public"]] = bytes(node.tls_key_hash)
-    return out
+    from derot.app.discovery import committee_endpoints as registered
+
+    return registered(registry)
 
 
 def _client(target: Target, registry):
