@@ -22,6 +22,8 @@ Value = bytes | str | None
 
 def _register(name: str, value: Value, size: int) -> bytes:
     if value is None:
+        if name in ("MRTD", "MEASUREMENT"):
+            raise ValueError(f"{name} is required: it is the launch measurement")
         return bytes(size)
     if isinstance(value, str):
         text = value.strip()
