@@ -148,6 +148,7 @@ class NodeService:
         self._server = grpc.aio.server(
             interceptors=[MalformedRequests()],
             options=[
+                ("grpc.so_reuseport", 0),  # a port in use is an error, never a port shared with another process
                 ("grpc.max_receive_message_length", 2 * self.config.limits.max_request_bytes),
                 ("grpc.max_send_message_length", 4 * 1024 * 1024),
             ]
