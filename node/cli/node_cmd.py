@@ -128,6 +128,10 @@ def _run(args) -> int:
 
     config = _config(args)
     _preflight(config)
+    if config.log.format == "json":
+        from derot.cli import native_stderr
+
+        native_stderr.capture(config.node.name)  # gRPC C-core lines become JSON too
     logs.configure(config.log.level, config.log.format, node=config.node.name)
     store = open_store(config)
     try:

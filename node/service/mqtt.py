@@ -401,9 +401,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen", default="127.0.0.1:1883", help="host:port (default 127.0.0.1:1883)")
     parser.add_argument("--log", help="append the broker's log to this file instead of stderr")
     args = parser.parse_args(argv)
+    from derot.service.logs import JsonFormatter
+
     handler = logging.FileHandler(args.log) if args.log else logging.StreamHandler()
-    logging.basicConfig(level=logging.WARNING, handlers=[handler],
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler.setFormatter(JsonFormatter("mqtt-broker"))  # JSON lines, like the nodes' logs
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     run_embedded_broker(args.listen)
     return 0
 
