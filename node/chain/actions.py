@@ -289,8 +289,8 @@ class SetTcbFloor(Action):
 
 _KIND_WORDS = {
     RevocationKind.FMSPC: ("fmspc", "FMSPC", 6),
-    RevocationKind.CHIP_ID: ("chip", "chip id", None),
-    RevocationKind.GPU_FWID: ("gpu-fwid", "GPU FWID", None),
+    RevocationKind.CHIP_ID: ("chip", "chip id", None),  # 64 (SEV-SNP CHIP_ID) or 16 (PPID): check_length
+    RevocationKind.GPU_FWID: ("gpu-fwid", "GPU FWID", 48),  # NVIDIA FWID (SHA-384)
     RevocationKind.MEASUREMENT: ("measurement", "measurement", 32),
     RevocationKind.CERT_SERIAL: ("cert", "certificate serial", 32),
     RevocationKind.EVIDENCE_HASH: ("evidence", "evidence hash", 32),

@@ -31,14 +31,16 @@ class RevocationKind(enum.IntEnum):
     EVIDENCE_HASH = 6  # 32 bytes
 
     def check_length(self, ident: bytes) -> None:
-        n = len(ident)
-        ok = {
-            RevocationKind.FMSPC: n == 6,
-            RevocationKind.CHIP_ID: 1 <= n <= 64,
-            RevocationKind.GPU_FWID: 1 <= n <= 64,
-        }.get(self, n == 32 and self is not RevocationKind.NONE)
-        if not ok:
-            raise ValueError(f"a {self.name} id cannot be {n} bytes long")
+        """Hardware ids have their platform's exact sizes: FMSPC 6; chip id 64 (SEV-SNP CHIP_ID) or 16 (an
+        Intel PPID); NVIDIA FWID 48 bytes; measurements, serials and evidence hashes 32."""
+        if self is RevocationKind.NONE:
+            raise ValueError("no revocation kind given")
+        sizes = {RevocationKind.FMSPC: (6,), RevocationKind.CHIP_ID: (64, 16),
+                 RevocationKind.GPU_FWID: (48,)}.get(self, (32,))
+        if len(ident) not in sizes:
+            label = {RevocationKind.FMSPC: "FMSPC", RevocationKind.CHIP_ID: "chip id (SEV-SNP CHIP_ID; 16: Intel PPID)",
+                     RevocationKind.GPU_FWID: "GPU FWID"}.get(self, self.name.lower().replace("_", " "))
+            raise ValueError(f"{label} must be {' or '.join(map(str, sizes))} bytes, got {len(ident)}")
 
 
 @dataclass(frozen=True)

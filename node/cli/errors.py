@@ -96,6 +96,9 @@ def guarded(handler):
         except KeyboardInterrupt:
             print("derot: interrupted", file=sys.stderr)
             return INTERRUPTED
+        except BrokenPipeError:  # the reader went away (`derot ... | head`): nothing left to say
+            sys.stderr = open(os.devnull, "w")
+            return FAILED
         except SystemExit:
             raise
         except Exception as exc:
