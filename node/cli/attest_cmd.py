@@ -1,7 +1,7 @@
 """``derot attest``: verify evidence standalone (like dcap-qvl's or snpguest's verifiers), make devnet evidence.
 
     derot attest verify EVIDENCE [--collateral FILE] [--at ISO8601] [--json] ...
-    derot attest devnet-evidence --devnet DIR --platform tdx|snp --report-data HEX --out FILE
+    derot attest devnet-evidence --devnet DIR --platform tdx|sev-snp --report-data HEX --out FILE
 
 EVIDENCE is a derot Evidence envelope, or a raw Intel quote, SEV-SNP report or NVIDIA SPDM report
 (binary or hex text; the kind is detected). Exit codes: 0 verified and allowed by the standalone
@@ -14,6 +14,8 @@ import datetime
 import json
 import sys
 from pathlib import Path
+
+from derot.cli.errors import guarded
 
 
 def register(subparsers) -> None:
@@ -35,17 +37,18 @@ def register(subparsers) -> None:
     v.add_argument("--allow-debug", action="store_true", help="accept debug TEEs")
     v.add_argument("--expect-report-data", help="require this report_data (hex, 64 bytes)")
     v.add_argument("--expect-measurement", help="require this measurement digest (hex, 32 bytes)")
-    v.set_defaults(func=cmd_verify)
+    v.set_defaults(func=guarded(cmd_verify))
 
     d = sub.add_parser("devnet-evidence", help="make devnet TDX or SNP evidence")
     d.add_argument("--devnet", metavar="DIR", required=True, help="devnet roots directory (created if missing)")
-    d.add_argument("--platform", choices=["tdx", "snp"], required=True)
+    d.add_argument("--platform", type=lambda t: "sev-snp" if t.lower() in ("snp", "sev_snp") else t.lower(),
+                   choices=["tdx", "sev-snp"], required=True)
     d.add_argument("--report-data", default="00" * 64, help="64 bytes, hex")
     d.add_argument("--measurement", action="append", default=[], metavar="NAME=HEX",
                    help="identity register, e.g. MRTD=... or MEASUREMENT=... (repeatable)")
     d.add_argument("--debug", action="store_true")
     d.add_argument("--out", required=True, help="output file (derot Evidence envelope)")
-    d.set_defaults(func=cmd_devnet_evidence)
+    d.set_defaults(func=guarded(cmd_devnet_evidence))
 
 
 def _read_blob(path: str) -> bytes:
@@ -203,7 +206,7 @@ def cmd_devnet_evidence(args) -> int:
     for item in args.measurement:
         name, _, value = item.partition("=")
         measurements[name.upper()] = bytes.fromhex(value)
-    platform = Platform.TDX if args.platform == "tdx" else Platform.SEV_SNP
+    platform = Platform.TDX if args.platform == "tdx" else Platform.SEV_SNP  # "sev-snp"
     tee = DevnetTee(roots, platform, measurements, debug=args.debug)
     evidence = tee.quote(bytes.fromhex(args.report_data))
     Path(args.out).write_bytes(evidence.encode())
