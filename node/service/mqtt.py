@@ -373,7 +373,11 @@ class BrokerProcess:
 
 def run_embedded_broker(listen: str) -> None:
     """Serve an amqtt broker on ``host:port`` (anonymous, plain TCP) until SIGTERM or SIGINT."""
-    from amqtt.broker import Broker
+    try:
+        from amqtt.broker import Broker
+    except ImportError:
+        raise SystemExit("the embedded MQTT broker needs amqtt: pip install 'derot[devnet]' "
+                         "(or give the devnet a broker: derot devnet up --mqtt URL, or --no-mqtt)") from None
 
     config = {
         "listeners": {"default": {"type": "tcp", "bind": listen}},
