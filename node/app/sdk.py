@@ -142,12 +142,17 @@ class App:
         self.device = device
         self.anchor = anchor
         self.app_id = parse_app_id(app_id)
-        self._known_key_version = 1  # for anchors without a chain: corrected by the nodes' refusal
+        self._known_key_version: int | None = None  # the current keyVersion as last learned
 
-    def current_key_version(self) -> int:
-        """The app's keyVersion on-chain (anchors from the chain), else the last one the nodes named."""
+    def current_key_version(self, *, refresh: bool = False) -> int:
+        """The app's current keyVersion: read from the chain once (anchors from the chain) and again after
+        the nodes refuse a version; for anchors without a chain, the version the nodes last named (1 at
+        first). An app the registry does not know gets 1: the nodes then refuse it with their reason."""
+        known = self._known_key_version
+        if known is not None and not refresh:
+            return known
         if not self.anchor.rpc_url:
-            return self._known_key_version
+            return known or 1
         from web3 import Web3
 
         from derot.chain.registry import Registry
@@ -155,25 +160,34 @@ class App:
         registry = Registry(Web3(Web3.HTTPProvider(self.anchor.rpc_url, request_kwargs={"timeout": 15})),
                             self.anchor.registry)
         record = registry.app(self.app_id)
-        if record is None:
-            raise AppError(f"app {self.app_id.hex()} is not registered in {self.anchor.registry}")
-        return record.key_version
+        self._known_key_version = record.key_version if record is not None else 1
+        return self._known_key_version
 
     def _with_key_version(self, key_version: int | None, call):
-        """``call(version)`` with the given version, or the current one; when the nodes say the version has
-        moved on (a rotation since it was read), once more with the version they name."""
+        """``call(version)`` with the given version, or the current one. When the nodes refuse the version
+        (a rotation since it was learned), once more with the current one: re-read from the chain, which a
+        gateway cannot forge (so it cannot push the app back to a rotated-out key); only an anchor without a
+        chain takes the version the nodes name."""
         from derot.app.client import RequestFailed
 
         if key_version is not None:
             return call(key_version)
+        version = self.current_key_version()
         try:
-            return call(self.current_key_version())
+            return call(version)
         except RequestFailed as exc:
-            named = exc.refusal.metadata.get("current_key_version", "") if exc.reason == KEY_VERSION_MISMATCH else ""
-            if not named.isdigit():
+            if exc.reason != KEY_VERSION_MISMATCH:
                 raise
-            self._known_key_version = int(named)
-            return call(self._known_key_version)
+            if self.anchor.rpc_url:
+                fresh = self.current_key_version(refresh=True)
+            else:
+                named = exc.refusal.metadata.get("current_key_version", "")
+                if not named.isdigit():
+                    raise
+                fresh = self._known_key_version = int(named)
+            if fresh == version:
+                raise  # the nodes have not caught up with the chain yet: the caller retries later
+            return call(fresh)
 
     def _request(self, *, key_version: int, context: bytes, tpk: bytes = b"", subject_key: bytes = b"",
                  key_type: int = 0):
