@@ -134,15 +134,17 @@ class RootOfTrustClient:
         return stub
 
     def _drop(self, endpoint: str) -> None:
+        """Forget an endpoint's channel so the next attempt reconnects. It is not closed here: other calls
+        may still be in flight on it (closing would cancel them); it closes when the last reference goes."""
         with self._lock:
-            hit = self._channels.pop(endpoint, None)
-        if hit is not None:
-            hit[0].close()
+            self._channels.pop(endpoint, None)
 
     def close(self) -> None:
         """Close every channel (the client reconnects on its next call)."""
-        for endpoint in list(self._channels):
-            self._drop(endpoint)
+        with self._lock:
+            channels, self._channels = list(self._channels.values()), {}
+        for channel, _stub in channels:
+            channel.close()
 
     def __enter__(self) -> RootOfTrustClient:
         return self
@@ -163,22 +165,35 @@ class RootOfTrustClient:
             recent = list(self._latencies)
         return max(self.hedge_after, 3 * statistics.median(recent)) if recent else self.hedge_after
 
-    def _attempt(self, method: str, make_request: Callable[[], object], endpoint: str, outcomes: queue.Queue,
-                 calls: list, cancelled: threading.Event) -> None:
-        """Run one attempt in its own thread; put ``(endpoint, reply, refusal)`` on ``outcomes``."""
+    def _launch(self, method: str, make_request: Callable[[], object], endpoint: str, outcomes: queue.Queue,
+                calls: list, cancelled: threading.Event, connect: bool = True) -> None:
+        """Start one attempt: on a connected channel, the call goes out from this thread at once (its
+        outcome arrives through a callback); otherwise a thread connects first (a TLS fetch may hang)."""
+        with self._lock:
+            hit = self._channels.get(endpoint)
+        if hit is None and not connect:  # dropped again right after connecting
+            outcomes.put((endpoint, None, Refusal(UNAVAILABLE, f"{endpoint}: connection lost")))
+            return
+        if hit is None:
+            threading.Thread(target=self._attempt, name=f"derot-{method}", daemon=True,
+                             args=(method, make_request, endpoint, outcomes, calls, cancelled)).start()
+            return
         try:
-            stub = self._stub(endpoint)
-            if cancelled.is_set():
-                raise grpc.FutureCancelledError()
-            call = getattr(stub, method).future(make_request(), timeout=self.timeout)
-            calls.append(call)
-            if cancelled.is_set():
-                call.cancel()
-            started = time.monotonic()
+            call = getattr(hit[1], method).future(make_request(), timeout=self.timeout)
+        except ValueError as exc:  # the channel was closed under us
+            self._drop(endpoint)
+            outcomes.put((endpoint, None, Refusal(UNAVAILABLE, f"{endpoint}: {exc}")))
+            return
+        except BaseException as exc:  # a bug or a device failure in make_request: the caller sees it
+            outcomes.put((endpoint, None, exc))
+            return
+        calls.append(call)
+        started = time.monotonic()
+        call.add_done_callback(lambda done: self._finished(endpoint, done, started, outcomes))
+
+    def _finished(self, endpoint: str, call, started: float, outcomes: queue.Queue) -> None:
+        try:
             reply = call.result()
-            with self._lock:
-                self._latencies.append(time.monotonic() - started)
-            outcomes.put((endpoint, reply, None))
         except grpc.FutureCancelledError:
             outcomes.put((endpoint, None, Refusal(UNAVAILABLE, "cancelled: another gateway answered")))
         except grpc.RpcError as exc:
@@ -186,10 +201,26 @@ class RootOfTrustClient:
             if refusal.reason == UNAVAILABLE:
                 self._drop(endpoint)
             outcomes.put((endpoint, None, refusal))
+        else:
+            with self._lock:
+                self._latencies.append(time.monotonic() - started)
+            outcomes.put((endpoint, reply, None))
+
+    def _attempt(self, method: str, make_request: Callable[[], object], endpoint: str, outcomes: queue.Queue,
+                 calls: list, cancelled: threading.Event) -> None:
+        """Connect to ``endpoint`` (in its own thread), then launch the call on the new channel."""
+        try:
+            self._stub(endpoint)
         except (OSError, tls.PinMismatch) as exc:
             outcomes.put((endpoint, None, Refusal(UNAVAILABLE, f"{endpoint}: {exc}")))
-        except BaseException as exc:  # a bug or a device failure in make_request: the caller sees it
+            return
+        except BaseException as exc:  # a bug: the caller sees it
             outcomes.put((endpoint, None, exc))
+            return
+        if cancelled.is_set():
+            outcomes.put((endpoint, None, Refusal(UNAVAILABLE, "cancelled: another gateway answered")))
+            return
+        self._launch(method, make_request, endpoint, outcomes, calls, cancelled, connect=False)
 
     def call(self, method: str, make_request: Callable[[], object]):
         """Call ``method`` hedged across gateways (module docstring); :class:`RequestFailed` if all fail."""
@@ -204,9 +235,7 @@ class RootOfTrustClient:
                 if started < self.max_attempts and in_flight < self.max_in_flight:
                     if started >= len(self.endpoints) and in_flight == 0:
                         time.sleep(min(self.backoff * (started // len(self.endpoints)), 2.0))
-                    endpoint = self._endpoint()
-                    threading.Thread(target=self._attempt, name=f"derot-{method}-{started}", daemon=True,
-                                     args=(method, make_request, endpoint, outcomes, calls, cancelled)).start()
+                    self._launch(method, make_request, self._endpoint(), outcomes, calls, cancelled)
                     started += 1
                     in_flight += 1
                 if in_flight == 0:
