@@ -9,7 +9,7 @@ PY      = $(VENV)/bin/python
 PIP     = $(PY) -m pip
 PYTEST_ARGS ?=
 
-.PHONY: all setup venv npm proto test demo bench clean contracts
+.PHONY: all setup venv npm proto test demo bench clean contracts wheel
 
 all: setup
 
@@ -17,10 +17,10 @@ setup: venv npm proto
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
-	@echo "== creating $(VENV) and installing derot with test extras"
+	@echo "== creating $(VENV) and installing derot with the test and devnet extras"
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q -e '.[test,devnet]'
 	@touch $@
 
 npm: contracts/node_modules/.installed
@@ -31,6 +31,10 @@ contracts/node_modules/.installed: contracts/package.json contracts/package-lock
 
 proto: venv
 	$(PY) -m derot._proto --generate
+
+# a wheel that works on its own: stubs, .proto files, contract artifacts and attestation roots inside
+wheel: venv
+	$(PIP) wheel --no-deps --no-build-isolation -w dist .
 
 contracts: setup
 	$(PY) -m derot.devnet.compile
@@ -45,4 +49,4 @@ bench: setup
 	@for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 clean:
-	rm -rf $(VENV) contracts/node_modules node/_proto/derot .pytest_cache .hypothesis
+	rm -rf $(VENV) contracts/node_modules node/_proto/derot .pytest_cache .hypothesis build dist

@@ -19,6 +19,7 @@ class AppOwner:
 
     @classmethod
     def connect(cls, rpc_url: str, registry: str, account) -> AppOwner:
+        """An owner acting through ``rpc_url`` on the registry at ``registry``."""
         from web3 import Web3
 
         from derot.chain.registry import Registry
@@ -40,6 +41,7 @@ class AppOwner:
         self.registry.raise_key_version(self.account, app_id, key_version)
 
     def key_version(self, app_id: bytes) -> int:
+        """The app's current keyVersion on-chain; :class:`LookupError` if it is not registered."""
         record = self.registry.app(app_id)
         if record is None:
             raise LookupError(f"app {app_id.hex()} is not registered")

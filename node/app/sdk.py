@@ -1,9 +1,14 @@
-"""The SDK for TEE apps: get your identity key and a certificate from the committee.
+"""The SDK's building blocks for TEE apps: get your identity key and a certificate from the committee.
+
+Most apps use the one-call :class:`derot.app.DerotClient`; this module is what it is built from:
 
     anchor = TrustAnchor.from_chain(rpc_url, registry)          # group keys, from the registry
     app = App(RootOfTrustClient(endpoints), device, anchor, app_id)
     key = app.get_key()                                          # AppKeys: Ethereum address, Ed25519, ...
     cert = app.get_certificate(key.keys.public_key(KeyType.SECP256K1), KeyType.SECP256K1)
+
+Without an explicit ``key_version`` both calls use the app's current keyVersion: read from the chain
+when the anchor came from it, otherwise learned from the node's ``key_version_mismatch`` refusal.
 
 Every request binds a fresh ``(timestamp, nonce)`` and, for a key, a fresh transport key into the TEE's
 report_data, so evidence is never reused. The encrypted key is decrypted and verified against the group
@@ -24,21 +29,42 @@ from derot.constants import KeyType
 from derot.crypto import kd
 from derot.crypto.appkeys import AppKeys, derive_app_keys
 from derot.crypto.bls import G1, G2
+from derot.errors import DerotError
+from derot.net.status import KEY_VERSION_MISMATCH
 
 
-class AppError(Exception):
+class AppError(DerotError):
     """The committee's answer does not verify (wrong key, wrong certificate): never use it."""
+
+    reason = "answer_not_verified"
+
+
+def parse_app_id(app_id: bytes | str) -> bytes:
+    """An appId as 32 bytes: raw bytes, or the hex text the CLI prints (``0x`` optional)."""
+    if isinstance(app_id, str):
+        text = app_id.strip()
+        try:
+            app_id = bytes.fromhex(text[2:] if text.lower().startswith("0x") else text)
+        except ValueError:
+            raise ValueError(f"app_id must be 32 bytes of hex, got {text[:80]!r}") from None
+    if not isinstance(app_id, (bytes, bytearray)) or len(app_id) != 32:
+        raise ValueError("app_id must be 32 bytes (64 hex digits)")
+    return bytes(app_id)
 
 
 @dataclass(frozen=True)
 class TrustAnchor:
-    """What an app trusts: the registry and its current group keys (read from the chain)."""
+    """What an app trusts: the registry and its current group keys (read from the chain).
+
+    ``rpc_url`` is the Ethereum RPC the keys were read from ("" when they came from elsewhere); the app's
+    current keyVersion is read through it."""
 
     chain_id: int
     registry: str
     epoch: int
     group_key_sig: G2
     group_key_kd: G2
+    rpc_url: str = ""
 
     @property
     def network(self) -> bytes:
@@ -56,7 +82,7 @@ class TrustAnchor:
         if not epoch:
             raise AppError("the registry has no active epoch yet")
         record = reg.epoch(epoch, block)
-        return cls(reg.w3.eth.chain_id, reg.address, epoch, record.pk_sig, record.pk_kd)
+        return cls(reg.w3.eth.chain_id, reg.address, epoch, record.pk_sig, record.pk_kd, rpc_url)
 
     @classmethod
     def from_node(cls, client: RootOfTrustClient) -> TrustAnchor:
@@ -91,6 +117,10 @@ class DerivedKey:
 
 @dataclass(frozen=True)
 class IssuedCertificate:
+    """A certificate the committee issued, already checked against the group key: the decoded
+    ``certificate``, its ABI ``encoded`` bytes (what relying parties and the contract take) and the BLS
+    ``signature`` (``signature_eip2537`` is the 128-byte form ``verifyCertificate`` takes)."""
+
     certificate: Certificate
     encoded: bytes
     signature: G1
@@ -105,15 +135,59 @@ class IssuedCertificate:
 
 
 class App:
-    """One app (``app_id``) running in the TEE behind ``device``."""
+    """One app (``app_id``: 32 bytes or hex) running in the TEE behind ``device``; thread-safe."""
 
-    def __init__(self, client: RootOfTrustClient, device, anchor: TrustAnchor, app_id: bytes):
-        if len(app_id) != 32:
-            raise ValueError("app_id must be 32 bytes")
+    def __init__(self, client: RootOfTrustClient, device, anchor: TrustAnchor, app_id: bytes | str):
         self.client = client
         self.device = device
         self.anchor = anchor
-        self.app_id = bytes(app_id)
+        self.app_id = parse_app_id(app_id)
+        self._known_key_version: int | None = None  # the current keyVersion as last learned
+
+    def current_key_version(self, *, refresh: bool = False) -> int:
+        """The app's current keyVersion: read from the chain once (anchors from the chain) and again after
+        the nodes refuse a version; for anchors without a chain, the version the nodes last named (1 at
+        first). An app the registry does not know gets 1: the nodes then refuse it with their reason."""
+        known = self._known_key_version
+        if known is not None and not refresh:
+            return known
+        if not self.anchor.rpc_url:
+            return known or 1
+        from web3 import Web3
+
+        from derot.chain.registry import Registry
+
+        registry = Registry(Web3(Web3.HTTPProvider(self.anchor.rpc_url, request_kwargs={"timeout": 15})),
+                            self.anchor.registry)
+        record = registry.app(self.app_id)
+        self._known_key_version = record.key_version if record is not None else 1
+        return self._known_key_version
+
+    def _with_key_version(self, key_version: int | None, call):
+        """``call(version)`` with the given version, or the current one. When the nodes refuse the version
+        (a rotation since it was learned), once more with the current one: re-read from the chain, which a
+        gateway cannot forge (so it cannot push the app back to a rotated-out key); only an anchor without a
+        chain takes the version the nodes name."""
+        from derot.app.client import RequestFailed
+
+        if key_version is not None:
+            return call(key_version)
+        version = self.current_key_version()
+        try:
+            return call(version)
+        except RequestFailed as exc:
+            if exc.reason != KEY_VERSION_MISMATCH:
+                raise
+            if self.anchor.rpc_url:
+                fresh = self.current_key_version(refresh=True)
+            else:
+                named = exc.refusal.metadata.get("current_key_version", "")
+                if not named.isdigit():
+                    raise
+                fresh = self._known_key_version = int(named)
+            if fresh == version:
+                raise  # the nodes have not caught up with the chain yet: the caller retries later
+            return call(fresh)
 
     def _request(self, *, key_version: int, context: bytes, tpk: bytes = b"", subject_key: bytes = b"",
                  key_type: int = 0):
@@ -126,8 +200,12 @@ class App:
             transport_public_key=tpk, subject_key=subject_key, key_type=key_type, timestamp=timestamp, nonce=nonce,
         )
 
-    def get_key(self, *, key_version: int = 1, context: bytes = b"") -> DerivedKey:
-        """Ask the committee for this app's key; decrypt and verify it against the group key."""
+    def get_key(self, *, key_version: int | None = None, context: bytes = b"") -> DerivedKey:
+        """Ask the committee for this app's key (default: the current keyVersion); decrypt and verify it
+        against the group key."""
+        return self._with_key_version(key_version, lambda version: self._get_key(version, context))
+
+    def _get_key(self, key_version: int, context: bytes) -> DerivedKey:
         started = time.perf_counter()
         transport = kd.TransportKey.generate()  # one transport key for all attempts of this call
         tpk = transport.public.to_bytes()
@@ -146,9 +224,15 @@ class App:
         return DerivedKey(derive_app_keys(root), self.app_id, key_version, context, reply.epoch,
                           tuple(reply.contributors), time.perf_counter() - started, tuple(reply.excluded))
 
-    def get_certificate(self, subject_key: bytes, key_type: KeyType, *, key_version: int = 1,
+    def get_certificate(self, subject_key: bytes, key_type: KeyType, *, key_version: int | None = None,
                         lifetime: int = 0) -> IssuedCertificate:
-        """Ask the committee to certify ``subject_key``; verify the signature against the group key."""
+        """Ask the committee to certify ``subject_key`` (default: under the current keyVersion); verify
+        the signature against the group key. ``lifetime`` 0 is the nodes' default (24 h)."""
+        return self._with_key_version(
+            key_version, lambda version: self._get_certificate(subject_key, key_type, version, lifetime))
+
+    def _get_certificate(self, subject_key: bytes, key_type: KeyType, key_version: int,
+                         lifetime: int) -> IssuedCertificate:
         from derot.constants import DST_CERT
         from derot.crypto import threshold as th
 

@@ -9,14 +9,13 @@ anything is broadcast), signs locally, broadcasts and waits for the receipt. A r
 from __future__ import annotations
 
 import functools
-import json
 
 from eth_abi import decode as abi_decode
 from eth_utils import function_abi_to_4byte_selector
 from web3 import Web3
 from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError
 
-from derot.chain.artifacts import BUILD_DIR
+from derot.chain.artifacts import artifact_names, load_artifact
 
 GAS_MARGIN = 1.25
 
@@ -35,10 +34,8 @@ class TransactionFailed(RuntimeError):
 def _error_table() -> dict[bytes, tuple[str, list[str], list[str]]]:
     """Selector → (error name, argument types, argument names) over every checked-in artifact."""
     table = {}
-    for file in sorted(BUILD_DIR.glob("*.json")):
-        if file.name == "manifest.json":
-            continue
-        for item in json.loads(file.read_text())["abi"]:
+    for name in artifact_names():
+        for item in load_artifact(name)["abi"]:
             if item.get("type") == "error":
                 selector = function_abi_to_4byte_selector(item)
                 types = [_abi_type(i) for i in item["inputs"]]

@@ -16,12 +16,14 @@ TLS keys are then pinned); ``--json`` for machine-readable output.
 Signing key (register, allow, rotate): ``--key-file`` or ``$DEROT_KEY`` (hex), never a command-line value and
 never printed. With ``--devnet`` and neither, the devnet's app-owner dev account (a public test key) signs.
 
-DEVICE (get-key, get-cert): ``--tee devnet --devnet-roots DIR --platform tdx|snp|azure-snp|azure-tdx --image NAME
-[--gpus N]`` for a devnet TEE (roots default to DIR/roots with ``--devnet``), or ``--tee auto`` for this machine's
-TDX / SEV-SNP hardware or Azure CVM vTPM, with ``--vek-path`` ($DEROT_TEE_VEK_PATH), ``--collateral-path``
-($DEROT_TEE_COLLATERAL_PATH) and ``--privlevel`` ($DEROT_TEE_PRIVLEVEL) as in docs/tee-guests.md.
+DEVICE (get-key, get-cert): ``--tee devnet --devnet-roots DIR --platform tdx|sev-snp|azure-snp|azure-tdx --image
+NAME [--gpus N]`` for a devnet TEE (roots default to DIR/roots with ``--devnet``), or ``--tee auto`` for this
+machine's TDX / SEV-SNP hardware or Azure CVM vTPM, with ``--vek-path`` ($DEROT_TEE_VEK_PATH),
+``--collateral-path`` ($DEROT_TEE_COLLATERAL_PATH) and ``--privlevel`` ($DEROT_TEE_PRIVLEVEL) as in
+docs/tee-guests.md.
 
-Refusals print their reason code and detail and exit 1. Private keys are never printed.
+Refusals print their reason code and detail and exit 1; a missing or bad input exits 2, an unreachable chain
+or committee 3 (:mod:`derot.cli.errors`). Private keys are never printed.
 """
 
 from __future__ import annotations
@@ -36,9 +38,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-PLATFORMS = {"tdx": "TDX", "sgx": "SGX", "snp": "SEV_SNP", "sev-snp": "SEV_SNP", "nvidia-gpu": "NVIDIA_GPU",
+from derot.cli.errors import FAILED, UNREACHABLE, USAGE, classify, report
+
+#: one spelling per platform, everywhere (input and output); "snp"/"sev_snp" are read as "sev-snp"
+PLATFORMS = {"tdx": "TDX", "sgx": "SGX", "sev-snp": "SEV_SNP", "nvidia-gpu": "NVIDIA_GPU",
              "azure-snp": "AZURE_SNP", "azure-tdx": "AZURE_TDX"}
-DEVNET_PLATFORMS = ("tdx", "snp", "azure-snp", "azure-tdx")
+DEVNET_PLATFORMS = ("tdx", "sev-snp", "azure-snp", "azure-tdx")
+
+
+def platform_word(text: str) -> str:
+    """A platform as typed, in its one spelling (``snp`` → ``sev-snp``)."""
+    word = text.strip().lower().replace("_", "-")
+    return "sev-snp" if word == "snp" else word
 KEY_TYPES = ("secp256k1", "ed25519", "x25519", "p256")
 
 
@@ -107,7 +118,8 @@ def register(subparsers) -> None:
     tee.add_argument("--tee", choices=("devnet", "auto"),
                      help="devnet TEE, or this machine's hardware (default: devnet when devnet roots are known)")
     tee.add_argument("--devnet-roots", type=Path, help="devnet roots directory (default: DEVNET/roots)")
-    tee.add_argument("--platform", choices=DEVNET_PLATFORMS, default="tdx", help="devnet TEE platform (default tdx)")
+    tee.add_argument("--platform", type=platform_word, choices=DEVNET_PLATFORMS, default="tdx",
+                     help="devnet TEE platform (default tdx)")
     tee.add_argument("--image", help="devnet image name whose measurement the TEE reports, e.g. 'my-app v1'")
     tee.add_argument("--fmspc", type=hex_bytes(6, "--fmspc"), help="devnet TDX: the platform's FMSPC")
     tee.add_argument("--chip-id", type=hex_bytes(64, "--chip-id"), help="devnet SEV-SNP: the chip id")
@@ -132,7 +144,7 @@ def register(subparsers) -> None:
 
     p = command("allow", cmd_allow, "allow (or --disallow) a measurement digest for the app on a platform", [signer])
     p.add_argument("app_id", type=app_id_type, metavar="APP_ID")
-    p.add_argument("--platform", required=True, choices=tuple(PLATFORMS))
+    p.add_argument("--platform", type=platform_word, required=True, choices=tuple(PLATFORMS))
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--measurement", type=hex_bytes(32, "--measurement"), help="the 32-byte measurement digest")
     what.add_argument("--devnet-image", metavar="NAME", help="compute the digest a devnet TEE running NAME reports")
@@ -206,8 +218,9 @@ def _run(handler):
         try:
             return handler(args) or 0
         except RequestFailed as exc:
+            code = UNREACHABLE if exc.reason == "unavailable" else FAILED
             return _fail(args, "refused", exc.reason, exc.refusal.detail,
-                         [f"{a.endpoint}: {a.reason}: {a.detail}" for a in exc.attempts])
+                         [f"{a.endpoint}: {a.reason}: {a.detail}" for a in exc.attempts], code)
         except TransactionFailed as exc:
             return _fail(args, "error", "transaction_failed", str(exc))
         except AppError as exc:
@@ -215,16 +228,20 @@ def _run(handler):
         except TeeError as exc:
             return _fail(args, "error", exc.reason, str(exc))
         except CliError as exc:
-            return _fail(args, "error", "invalid_input", str(exc))
+            return _fail(args, "error", "invalid_input", str(exc), code=USAGE)
+        except (ConnectionError, TimeoutError) as exc:
+            return _fail(args, "error", "unreachable", str(exc), code=UNREACHABLE)
         except (ChainReadError, Web3Exception) as exc:
             return _fail(args, "error", "chain_error", str(exc))
         except OSError as exc:
-            return _fail(args, "error", "unreachable", str(exc))
+            return _fail(args, "error", "unreachable", str(exc), code=UNREACHABLE)
+        except Exception as exc:  # a bug: one line, like every derot command
+            return report(classify(exc), args.json)
 
     return wrapped
 
 
-def _fail(args, kind: str, reason: str, detail: str, attempts: list[str] | None = None) -> int:
+def _fail(args, kind: str, reason: str, detail: str, attempts: list[str] | None = None, code: int = FAILED) -> int:
     if args.json:
         print(json.dumps({kind: reason, "detail": detail, "attempts": attempts or []}), file=sys.stderr)
     else:
@@ -232,7 +249,7 @@ def _fail(args, kind: str, reason: str, detail: str, attempts: list[str] | None 
         if attempts and len(attempts) > 1:
             for line in attempts:
                 print(f"  {line}", file=sys.stderr)
-    return 1
+    return code
 
 
 # ------------------------------------------------------------------------------------------------
@@ -300,16 +317,9 @@ def _registry(target: Target):
 
 def committee_endpoints(registry) -> dict[str, bytes]:
     """``{public endpoint: TLS key hash}`` of the current committee, as registered on-chain."""
-    epoch = registry.current_epoch()
-    if not epoch:
-        return {}
-    out = {}
-    for operator in registry.epoch(epoch).members:
-        node = registry.node(operator)
-        fields = dict(item.partition("=")[::2] for item in node.endpoint.split(";"))
-        if fields.get("public"):
-            out[fields["public"]] = bytes(node.tls_key_hash)
-    return out
+    from derot.app.discovery import committee_endpoints as registered
+
+    return registered(registry)
 
 
 def _client(target: Target, registry):
@@ -386,8 +396,9 @@ def _iso(ts: int) -> str:
 
 
 def _enum_name(enum_cls, value: int) -> str:
+    """``sev-snp``, ``up-to-date``, ``secp256k1``: enum names in the CLI's one spelling."""
     try:
-        return enum_cls(value).name.lower()
+        return enum_cls(value).name.lower().replace("_", "-")
     except ValueError:
         return str(value)
 
@@ -454,7 +465,7 @@ def cmd_allow(args) -> int:
     registry = _registry(target)
     _require_app(registry, args.app_id)
     AppOwner(registry, account).allow(args.app_id, platform, measurement, allowed=not args.disallow)
-    emit({"app_id": args.app_id.hex(), "platform": platform.name.lower(), "measurement": measurement.hex(),
+    emit({"app_id": args.app_id.hex(), "platform": _platform_name(platform), "measurement": measurement.hex(),
           "allowed": not args.disallow, "block": registry.w3.eth.block_number,
           "note": "nodes apply it once the block is confirmed"}, args.json)
     return 0
@@ -484,7 +495,7 @@ def cmd_show(args) -> int:
         "frozen": app.frozen,
         "allow_debug": app.allow_debug,
         "delegate": app.delegate or "none",
-        "measurements": sorted(f"{getattr(p, 'name', p)}:{m.hex()}".lower() for p, m in app.measurements),
+        "measurements": sorted(f"{_platform_name(p)}:{m.hex()}" for p, m in app.measurements),
     }, args.json)
     return 0
 
@@ -595,8 +606,18 @@ def cmd_get_cert(args) -> int:
 
 
 def _device_name(device) -> str:
+    """``devnet tdx``, ``configfs-tsm sev-snp``, ``sev-guest sev-snp``: which TEE interface, which platform."""
+    kinds = {"DevnetDevice": "devnet", "TdxConfigfsDevice": "configfs-tsm", "SnpConfigfsDevice": "configfs-tsm",
+             "SnpDevice": "sev-guest"}
+    kind = kinds.get(type(device).__name__, type(device).__name__)
     platform = getattr(device, "platform", None)
-    return f"{type(device).__name__}({platform.name.lower()})" if platform is not None else type(device).__name__
+    return f"{kind} {_platform_name(platform)}" if platform is not None else kind
+
+
+def _platform_name(platform) -> str:
+    from derot.constants import Platform
+
+    return _enum_name(Platform, int(platform))
 
 
 # ------------------------------------------------------------------------------------------------

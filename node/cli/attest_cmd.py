@@ -1,7 +1,7 @@
 """``derot attest``: verify evidence standalone (like dcap-qvl's or snpguest's verifiers), make devnet evidence.
 
     derot attest verify EVIDENCE [--collateral FILE] [--at ISO8601] [--json] ...
-    derot attest devnet-evidence --devnet DIR --platform tdx|snp|azure-snp|azure-tdx --report-data HEX --out FILE
+    derot attest devnet-evidence --devnet DIR --platform tdx|sev-snp|azure-snp|azure-tdx --report-data HEX --out FILE
     derot attest measurement --platform P --register NAME=HEX ... [--event-log FILE] [--app-event NAME=HEX]
 
 EVIDENCE is a derot Evidence envelope, or a raw Intel quote, SEV-SNP report or NVIDIA SPDM report
@@ -15,6 +15,8 @@ import datetime
 import json
 import sys
 from pathlib import Path
+
+from derot.cli.errors import guarded
 
 
 def register(subparsers) -> None:
@@ -48,17 +50,18 @@ def register(subparsers) -> None:
     v.add_argument("--snp-min-tcb", action="append", default=[], metavar="PRODUCT:NAME=SVN,...",
                    help="SEV-SNP: minimum TCB, e.g. Milan:bootloader=3,tee=0,snp=8,microcode=115; repeatable")
     v.add_argument("--event-log", help="TDX: the CCEL event log to replay against the quote's RTMRs")
-    v.set_defaults(func=cmd_verify)
+    v.set_defaults(func=guarded(cmd_verify))
 
     d = sub.add_parser("devnet-evidence", help="make devnet TDX or SNP evidence")
     d.add_argument("--devnet", metavar="DIR", required=True, help="devnet roots directory (created if missing)")
-    d.add_argument("--platform", choices=["tdx", "snp", "azure-snp", "azure-tdx"], required=True)
+    d.add_argument("--platform", type=lambda t: "sev-snp" if t.lower() in ("snp", "sev_snp") else t.lower(),
+                   choices=["tdx", "sev-snp", "azure-snp", "azure-tdx"], required=True)
     d.add_argument("--report-data", default="00" * 64, help="64 bytes, hex")
     d.add_argument("--measurement", action="append", default=[], metavar="NAME=HEX",
                    help="identity register, e.g. MRTD=... or MEASUREMENT=... (repeatable)")
     d.add_argument("--debug", action="store_true")
     d.add_argument("--out", required=True, help="output file (derot Evidence envelope)")
-    d.set_defaults(func=cmd_devnet_evidence)
+    d.set_defaults(func=guarded(cmd_devnet_evidence))
 
     from derot.cli.attest_measure import register as register_measurement
 
@@ -303,7 +306,7 @@ def cmd_devnet_evidence(args) -> int:
     for item in args.measurement:
         name, _, value = item.partition("=")
         measurements[name.upper()] = bytes.fromhex(value)
-    platform = {"tdx": Platform.TDX, "snp": Platform.SEV_SNP, "azure-snp": Platform.AZURE_SNP,
+    platform = {"tdx": Platform.TDX, "sev-snp": Platform.SEV_SNP, "azure-snp": Platform.AZURE_SNP,
                 "azure-tdx": Platform.AZURE_TDX}[args.platform]
     if platform in (Platform.AZURE_SNP, Platform.AZURE_TDX):
         from derot.attest.devnet_azure import DevnetAzureVm

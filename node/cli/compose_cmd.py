@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from derot.cli.errors import guarded
 from derot.devnet.network import Devnet, NodeProcess
 
 DONE_FILE = "network.json"
@@ -51,14 +52,14 @@ def register(subparsers) -> None:
                         help="DKG phase timeout, seconds (containers boot after the job starts the DKG)")
     deploy.add_argument("--confirmations", type=int, default=1)
     deploy.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the chain to answer")
-    deploy.set_defaults(func=_deploy)
+    deploy.set_defaults(func=guarded(_deploy))
 
     health = sub.add_parser("health", help="exit 0 when the service answers (for container health checks)")
     target = health.add_mutually_exclusive_group(required=True)
     target.add_argument("--grpc", metavar="HOST:PORT", help="a node's public port: gRPC health over TLS says SERVING")
     target.add_argument("--rpc", metavar="URL", help="a JSON-RPC node: eth_chainId answers")
     health.add_argument("--timeout", type=float, default=3.0)
-    health.set_defaults(func=_health)
+    health.set_defaults(func=guarded(_health))
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
 

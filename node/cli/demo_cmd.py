@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import time
 
+from derot.cli.errors import guarded
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -21,7 +23,7 @@ def register(subparsers) -> None:
     crypto = sub.add_parser("crypto", help="in-process DKG, key derivation, threshold signing and resharing")
     crypto.add_argument("--nodes", type=int, default=5)
     crypto.add_argument("--threshold", type=int, default=3)
-    crypto.set_defaults(func=run_crypto_demo)
+    crypto.set_defaults(func=guarded(run_crypto_demo))
     parser.set_defaults(func=_default_demo)
 
 

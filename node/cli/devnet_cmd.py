@@ -13,6 +13,8 @@ import json
 import sys
 import time
 
+from derot.cli.errors import guarded
+
 DEFAULT_DIR = ".devnet"
 
 
@@ -27,12 +29,12 @@ def register(subparsers) -> None:
                     help="broker URL for the signed notice feed (default: start an embedded broker)")
     up.add_argument("--no-mqtt", action="store_true", help="run without the notice feed")
     up.add_argument("--timeout", type=float, default=180.0)
-    up.set_defaults(func=_up)
-    status = sub.add_parser("status", help="show nodes, epoch and chain head")
+    up.set_defaults(func=guarded(_up))
+    status = sub.add_parser("status", help="show the chain head, the epoch, and each node's readiness and epoch")
     status.add_argument("--json", action="store_true")
-    status.set_defaults(func=_status)
+    status.set_defaults(func=guarded(_status))
     down = sub.add_parser("down", help="stop every process the devnet started")
-    down.set_defaults(func=_down)
+    down.set_defaults(func=guarded(_down))
     for command in (up, status, down):
         command.add_argument("--dir", default=DEFAULT_DIR, help=f"devnet directory (default {DEFAULT_DIR})")
 
@@ -71,11 +73,31 @@ def _status(args) -> int:
     except DevnetError as exc:
         print(exc, file=sys.stderr)
         return 1
+    _probe_nodes(status)
     if args.json:
         print(json.dumps(status, indent=2))
     else:
         _print_status(status)
     return 0
+
+
+def _probe_nodes(status: dict) -> None:
+    """Ask each running node for its readiness (gRPC health) and the epoch it serves."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from derot.cli import probe
+
+    def ask(node: dict) -> None:
+        if node.get("state") != "running":
+            node.update(health="stopped", serving_epoch=None)
+            return
+        node["health"] = probe.health(node["public"])
+        info = probe.network_info(node["public"]) if not node["health"].startswith("unreachable") else {}
+        node["serving_epoch"] = info.get("epoch")
+
+    nodes = status.get("nodes", [])
+    with ThreadPoolExecutor(max(1, min(8, len(nodes)))) as pool:
+        list(pool.map(ask, nodes))
 
 
 def _print_status(status: dict) -> None:
@@ -92,8 +114,11 @@ def _print_status(status: dict) -> None:
         print("epoch       none active yet")
     print("nodes")
     for node in status.get("nodes", []):
-        print(f"  {node['index']:>2}  {node['state']:<8} public {node['public']:<21} metrics {node['metrics']:<21}"
-              f" {node['operator']}")
+        ready = node.get("health", "")
+        epoch = node.get("serving_epoch")
+        shown = f"{ready:<12} epoch {epoch if epoch is not None else '-':<3} " if ready else ""
+        print(f"  {node['index']:>2}  {node['state']:<8} {shown}public {node['public']:<21} "
+              f"metrics {node['metrics']:<21} {node['operator']}")
 
 
 def _down(args) -> int:

@@ -12,15 +12,25 @@
 
 Connection: ``--rpc`` (``$DEROT_RPC``), ``--deployment`` file (``$DEROT_DEPLOYMENT``, written by
 ``gov deploy`` and ``derot devnet up``). Signing key: ``--key-file`` or ``$DEROT_KEY`` (hex). Keys are never
-printed; only the signer's address is.
+printed; only the signer's address is. These options and ``--json`` are accepted before or after the command
+(``derot gov council revoke fmspc 00906ed50000 --key-file K``).
+
+Proposal ids are shown as a short unique hex prefix (``#3f2a9c1b``); every command accepts that prefix, the full
+hex id or the full decimal id. Times are ISO 8601 UTC; voting windows are shown in blocks and in time (estimated
+from the chain's recent block rate while in the future). Reverts are decoded ("proposal is Defeated").
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import os
+import re
 import sys
 from pathlib import Path
+
+from derot.cli.errors import UNREACHABLE, CommandError, guarded
 
 DEFAULT_RPC = "http://127.0.0.1:8545"
 DEFAULT_DEPLOYMENT = ".devnet/deployment.json"
@@ -37,7 +47,14 @@ def register(subparsers) -> None:
     gov.add_argument("--deployment", type=Path, default=Path(os.environ.get("DEROT_DEPLOYMENT", DEFAULT_DEPLOYMENT)),
                      help="deployment JSON ($DEROT_DEPLOYMENT)")
     gov.add_argument("--key-file", type=Path, help="file holding the signing key (hex); default $DEROT_KEY")
-    sub = gov.add_subparsers(dest="gov_command", metavar="COMMAND")
+    gov.add_argument("--json", action="store_true", help="machine-readable output")
+    # the same options after the command; SUPPRESS keeps a value given before the command
+    late = argparse.ArgumentParser(add_help=False)
+    late.add_argument("--rpc", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    late.add_argument("--deployment", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    late.add_argument("--key-file", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    late.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+    sub = _Subparsers(gov.add_subparsers(dest="gov_command", metavar="COMMAND"), late)
 
     p = sub.add_parser("actions", help="list the typed proposal actions")
     p.set_defaults(func=_run(cmd_actions))
@@ -46,10 +63,11 @@ def register(subparsers) -> None:
     p.add_argument("-m", "--description", required=True, help="proposal text (first line is the title)")
     p.add_argument("--dry-run", action="store_true", help="print the summary and calldata, send nothing")
     p.add_argument("words", nargs=argparse.REMAINDER, help="actions separated by '+'; see `derot gov actions`")
+    p.add_argument("--no-summary", action="store_true", help="do not append the actions' summary to the description")
     p.set_defaults(func=_run(cmd_propose))
 
     p = sub.add_parser("vote", help="cast a vote")
-    p.add_argument("proposal", type=_proposal_id)
+    p.add_argument("proposal", type=_proposal_ref)
     p.add_argument("support", choices=["for", "against", "abstain"])
     p.add_argument("--reason", default="")
     p.set_defaults(func=_run(cmd_vote))
@@ -57,14 +75,14 @@ def register(subparsers) -> None:
     for name, helptext in (("queue", "queue a succeeded proposal in the timelock"),
                            ("execute", "execute a queued proposal once the timelock delay passed")):
         p = sub.add_parser(name, help=helptext)
-        p.add_argument("proposal", type=_proposal_id)
+        p.add_argument("proposal", type=_proposal_ref)
         p.set_defaults(func=_run(cmd_queue if name == "queue" else cmd_execute))
 
     p = sub.add_parser("list", help="list proposals with their state")
     p.set_defaults(func=_run(cmd_list))
 
     p = sub.add_parser("show", help="show a proposal: actions, votes, state")
-    p.add_argument("proposal", type=_proposal_id)
+    p.add_argument("proposal", type=_proposal_ref)
     p.set_defaults(func=_run(cmd_show))
 
     p = sub.add_parser("delegate", help="delegate your voting power (to yourself by default)")
@@ -93,11 +111,105 @@ def register(subparsers) -> None:
     gov.set_defaults(func=lambda args: (gov.print_help(), 2)[1])
 
 
-def _proposal_id(text: str) -> int:
-    try:
-        return int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a proposal id: {text!r}") from None
+class _Subparsers:
+    """``add_subparsers()`` whose every command also takes the late (after-the-command) options."""
+
+    def __init__(self, inner, late):
+        self.inner, self.late = inner, late
+
+    def add_parser(self, name, **kwargs):
+        return self.inner.add_parser(name, parents=[self.late], **kwargs)
+
+
+def _proposal_ref(text: str) -> str:
+    """A proposal reference as typed: a full decimal id, a full hex id, or a hex prefix (``#`` optional)."""
+    ref = text.strip().lower().removeprefix("#")
+    body = ref[2:] if ref.startswith("0x") else ref
+    if not body or not re.fullmatch(r"[0-9a-f]+", body):
+        raise argparse.ArgumentTypeError(f"not a proposal id or id prefix: {text!r}")
+    return ref
+
+
+def resolve_proposal(gov, ref: str) -> int:
+    """The proposal id ``ref`` names: decimal ids longer than 20 digits are taken as they are; anything
+    else is a hex prefix that must match exactly one proposal."""
+    if ref.isdigit() and len(ref) > 20:
+        return int(ref)
+    prefix = ref.removeprefix("0x")
+    matches = [p.id for p in gov.proposals() if _hex_id(p.id).startswith(prefix)]
+    if ref.isdigit() and not matches:
+        matches = [p.id for p in gov.proposals() if str(p.id) == ref]
+    if not matches:
+        raise CliError(f"no proposal matches {ref!r} (see `derot gov list`)")
+    if len(set(matches)) > 1:
+        raise CliError(f"{ref!r} matches {len(set(matches))} proposals: give more digits")
+    return matches[0]
+
+
+def _hex_id(pid: int) -> str:
+    return f"{pid:064x}"
+
+
+def short_ids(ids) -> dict[int, str]:
+    """The shortest unique hex prefix (at least 8 digits) of each id, as ``#prefix``."""
+    ids = list(dict.fromkeys(ids))
+    out = {}
+    for pid in ids:
+        full = _hex_id(pid)
+        size = 8
+        while any(other != pid and _hex_id(other).startswith(full[:size]) for other in ids):
+            size += 2
+        out[pid] = "#" + full[:size]
+    return out
+
+
+_STATE_ERROR = re.compile(r"GovernorUnexpectedProposalState\((?:proposalId=)?\d+, (?:current=)?(\d+), "
+                          r"(?:expectedStates=)?(0x[0-9a-fA-F]+)\)")
+
+
+def humanize_revert(text: str) -> str:
+    """Governor custom errors in words: ``proposal is Defeated (needs Succeeded)``, not the raw tuple."""
+    from derot.chain.governance import ProposalState
+
+    def state_words(match) -> str:
+        current = ProposalState(int(match.group(1))).name.capitalize()
+        mask = int(match.group(2), 16)
+        wanted = [s.name.capitalize() for s in ProposalState if mask >> int(s) & 1]
+        return f"proposal is {current}" + (f" (needs {' or '.join(wanted)})" if wanted else "")
+
+    text = _STATE_ERROR.sub(state_words, text)
+    for raw, words in (("GovernorAlreadyCastVote", "this account already voted on the proposal"),
+                       ("GovernorInsufficientProposerVotes", "the proposer has too few votes to propose"),
+                       ("GovernorNonexistentProposal", "no such proposal"),
+                       ("TimelockUnexpectedOperationState", "the timelock operation is not ready (delay not passed?)")):
+        text = re.sub(raw + r"\([^)]*\)", words, text)
+    return text
+
+
+_LATE_VALUES = {"--rpc": ("rpc", str), "--deployment": ("deployment", Path), "--key-file": ("key_file", Path)}
+
+
+def take_late_options(args) -> None:
+    """Commands whose action words run to the end of the line (propose, council) still accept the global
+    options among them: ``council revoke fmspc X --key-file K``. They are taken out of ``args.words``."""
+    words = getattr(args, "words", None)
+    if not words:
+        return
+    rest, i = [], 0
+    while i < len(words):
+        word = words[i]
+        name, eq, inline = word.partition("=")
+        if word == "--json":
+            args.json = True
+        elif name in _LATE_VALUES and (eq or i + 1 < len(words)):
+            attr, kind = _LATE_VALUES[name]
+            value = inline if eq else words[i + 1]
+            setattr(args, attr, kind(value))
+            i += 0 if eq else 1
+        else:
+            rest.append(word)
+        i += 1
+    args.words = rest
 
 
 def _run(handler):
@@ -105,13 +217,76 @@ def _run(handler):
         from derot.chain.actions import ActionError
         from derot.chain.tx import TransactionFailed
 
+        take_late_options(args)
         try:
             return handler(args) or 0
-        except (CliError, ActionError, TransactionFailed, KeyError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
+        except TransactionFailed as exc:
+            raise CommandError("transaction_failed", humanize_revert(str(exc))) from None
+        except (CliError, ActionError, KeyError) as exc:
+            raise CommandError("invalid_input", str(exc).strip("'\"")) from None
 
-    return wrapped
+    return guarded(wrapped)
+
+
+def emit(args, data: dict, lines: list[str]) -> None:
+    """``data`` as JSON with ``--json``, else the human ``lines``."""
+    if getattr(args, "json", False):
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        print("\n".join(lines))
+
+
+def iso(ts: int | float) -> str:
+    return datetime.datetime.fromtimestamp(int(ts), datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def votes_text(amount: int, unit: int = 10**18) -> str:
+    """``1,000,000`` (whole tokens) or ``12.5`` (fractions kept, up to 4 decimals)."""
+    whole, frac = divmod(int(amount), unit)
+    if not frac:
+        return f"{whole:,}"
+    return f"{amount / unit:,.4f}".rstrip("0").rstrip(".")
+
+
+def block_time(w3, number: int) -> tuple[int, bool]:
+    """(Unix time of block ``number``, estimated?): a past block's own timestamp, else an estimate from the
+    last 100 blocks' rate."""
+    latest = w3.eth.get_block("latest")
+    if number <= latest["number"]:
+        return int(w3.eth.get_block(number)["timestamp"]), False
+    back = max(0, latest["number"] - 100)
+    earlier = w3.eth.get_block(back)
+    span = latest["number"] - back
+    rate = (latest["timestamp"] - earlier["timestamp"]) / span if span else 12.0
+    return int(latest["timestamp"] + (number - latest["number"]) * max(rate, 0.001)), True
+
+
+def window(w3, start: int, end: int) -> dict:
+    """A voting window in blocks and time."""
+    (t0, e0), (t1, e1) = block_time(w3, start), block_time(w3, end)
+    return {"start_block": start, "end_block": end, "opens": iso(t0), "closes": iso(t1), "estimated": e0 or e1}
+
+
+def window_text(w: dict) -> str:
+    est = " (estimated)" if w["estimated"] else ""
+    return f"blocks {w['start_block']}..{w['end_block']}, {w['opens']} .. {w['closes']}{est}"
+
+
+def proposal_view(gov, p, short: str) -> dict:
+    """A proposal as plain values (the JSON of show/list)."""
+    from derot.chain.actions import Action
+
+    return {
+        "id": str(p.id), "short_id": short, "state": p.state.name.lower(), "proposer": p.proposer,
+        "title": p.description.splitlines()[0] if p.description else "",
+        "voting": window(gov.w3, p.vote_start, p.vote_end),
+        "votes": {"for": votes_text(p.votes_for), "against": votes_text(p.votes_against),
+                  "abstain": votes_text(p.votes_abstain), "quorum": votes_text(p.quorum)},
+        "eta": iso(p.eta) if p.eta else None,
+        "actions": [{"summary": a.summary() if isinstance(a, Action) else str(a),
+                     "council_may_act_at_once": bool(isinstance(a, Action) and a.council_allowed)}
+                    for a in p.actions],
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -123,7 +298,7 @@ def _w3(args):
 
     w3 = Web3(Web3.HTTPProvider(args.rpc, request_kwargs={"timeout": 30}))
     if not w3.is_connected():
-        raise CliError(f"no JSON-RPC node answers at {args.rpc}")
+        raise CommandError("unreachable", f"no JSON-RPC node answers at {args.rpc}", UNREACHABLE)
     return w3
 
 
@@ -171,13 +346,16 @@ def _tx_line(receipt) -> str:
 def cmd_actions(args) -> int:
     from derot.chain.actions import ACTIONS, SET_THRESHOLD, action_parser
 
-    print("Proposal actions (combine several with '+'); [council] = the SecurityCouncil may do it at once:\n")
-    for name, cls in ACTIONS.items():
-        usage = action_parser(name).format_usage().replace("usage: ", "").strip()
-        flag = " [council]" if cls.council_allowed else ""
-        print(f"  {usage}\n      {cls.help}{flag}")
-    print(f"  {action_parser(SET_THRESHOLD).format_usage().replace('usage: ', '').strip()}\n"
-          "      reshare to the current members with a new threshold")
+    def usage(name: str) -> str:
+        return action_parser(name).format_usage().replace("usage: ", "").strip()
+
+    items = [{"name": name, "usage": usage(name), "help": cls.help, "council": bool(cls.council_allowed)}
+             for name, cls in ACTIONS.items()]
+    items.append({"name": SET_THRESHOLD, "usage": usage(SET_THRESHOLD), "council": False,
+                  "help": "reshare to the current members with a new threshold"})
+    lines = ["Proposal actions (combine several with '+'); [council] = the SecurityCouncil may do it at once:\n"]
+    lines += [f"  {i['usage']}\n      {i['help']}{' [council]' if i['council'] else ''}" for i in items]
+    emit(args, {"actions": items}, lines)
     return 0
 
 
@@ -192,69 +370,122 @@ def _parse_actions(gov, words):
     return [parse_action(group, current_members=members) for group in groups]
 
 
+def describe(description: str, actions) -> str:
+    """The proposal description with the actions' human summary appended (what Tally-style indexers show
+    voters), unless the description already carries it."""
+    marker = "Actions:"
+    if marker in description:
+        return description
+    lines = [f"{i}. {a.summary()}" for i, a in enumerate(actions, start=1)]
+    return description.rstrip() + "\n\n" + marker + "\n" + "\n".join(lines)
+
+
 def cmd_propose(args) -> int:
     gov = _governance(args)
     actions = _parse_actions(gov, args.words)
-    print("Proposal: " + args.description.splitlines()[0])
-    for i, action in enumerate(actions, start=1):
-        print(f"  {i}. {action.summary()}")
+    description = args.description if args.no_summary else describe(args.description, actions)
+    summaries = [a.summary() for a in actions]
+    head = ["Proposal: " + description.splitlines()[0]] + [f"  {i}. {t}" for i, t in enumerate(summaries, start=1)]
     if args.dry_run:
-        for action in actions:
-            target, data = action.encode(gov.registry)
-            print(f"  call {target} 0x{data.hex()}")
-        print(f"  proposal id would be {gov.proposal_id(actions, args.description)}")
+        pid = gov.proposal_id(actions, description)
+        calls = [action.encode(gov.registry) for action in actions]
+        emit(args, {"dry_run": True, "id": str(pid), "short_id": "#" + _hex_id(pid)[:8], "actions": summaries,
+                    "description": description, "calls": [{"target": t, "data": "0x" + d.hex()} for t, d in calls]},
+             head + [f"  call {t} 0x{d.hex()}" for t, d in calls]
+             + [f"  proposal id would be {pid} (#{_hex_id(pid)[:8]})"])
         return 0
     account = _account(args)
-    proposal_id = gov.propose(account, actions, args.description)
+    _warn_without_votes(gov, account.address, None, "propose")
+    proposal_id = gov.propose(account, actions, description)
     p = gov.proposal(proposal_id)
-    print(f"proposed by {account.address}: id {proposal_id}")
-    print(f"voting opens after block {p.vote_start} and closes at block {p.vote_end}")
+    short = short_ids([q.id for q in gov.proposals()])[proposal_id]
+    voting = window(gov.w3, p.vote_start, p.vote_end)
+    emit(args, {"id": str(proposal_id), "short_id": short, "proposer": account.address, "actions": summaries,
+                "voting": voting},
+         head + [f"proposed by {account.address}: id {proposal_id} ({short})", f"voting: {window_text(voting)}"])
     return 0
+
+
+def _warn_without_votes(gov, address: str, block: int | None, doing: str) -> int:
+    weight = gov.votes(address, block)
+    if weight == 0:
+        print(f"warning: {address} has 0 votes" + (f" at the proposal's snapshot block {block}" if block else "")
+              + f" and will {doing} with no weight; delegate first (derot gov delegate) — delegation counts only "
+              "for proposals created after it", file=sys.stderr)
+    return weight
 
 
 def cmd_vote(args) -> int:
     from derot.chain.governance import Support
 
     gov = _governance(args)
+    pid = resolve_proposal(gov, args.proposal)
     account = _account(args)
-    receipt = gov.vote(account, args.proposal, Support[args.support.upper()], args.reason)
-    weight = gov.votes(account.address, gov.proposal(args.proposal).vote_start)
-    print(f"{account.address} voted {args.support} with {weight / 10**18:g} votes; {_tx_line(receipt)}")
+    snapshot = gov.proposal(pid).vote_start
+    weight = _warn_without_votes(gov, account.address, snapshot if snapshot < gov.w3.eth.block_number else None,
+                                 "vote")
+    receipt = gov.vote(account, pid, Support[args.support.upper()], args.reason)
+    emit(args, {"id": str(pid), "voter": account.address, "support": args.support, "votes": votes_text(weight),
+                **_tx_data(receipt)},
+         [f"{account.address} voted {args.support} with {votes_text(weight)} votes; {_tx_line(receipt)}"])
     return 0
+
+
+def _tx_data(receipt) -> dict:
+    return {"tx": receipt["transactionHash"].hex(), "block": receipt["blockNumber"], "gas": receipt["gasUsed"]}
 
 
 def cmd_queue(args) -> int:
     gov = _governance(args)
-    receipt = gov.queue(_account(args), args.proposal)
-    eta = gov.proposal(args.proposal).eta
-    print(f"queued; executable from Unix time {eta}; {_tx_line(receipt)}")
+    pid = resolve_proposal(gov, args.proposal)
+    receipt = gov.queue(_account(args), pid)
+    eta = gov.proposal(pid).eta
+    emit(args, {"id": str(pid), "state": "queued", "executable_from": iso(eta), **_tx_data(receipt)},
+         [f"queued; executable from {iso(eta)}; {_tx_line(receipt)}"])
     return 0
 
 
 def cmd_execute(args) -> int:
     gov = _governance(args)
-    receipt = gov.execute(_account(args), args.proposal)
-    print(f"executed; {_tx_line(receipt)}")
-    for action in gov.proposal(args.proposal).actions:
-        print(f"  done: {action.summary() if hasattr(action, 'summary') else action}")
+    pid = resolve_proposal(gov, args.proposal)
+    receipt = gov.execute(_account(args), pid)
+    done = [a.summary() if hasattr(a, "summary") else str(a) for a in gov.proposal(pid).actions]
+    emit(args, {"id": str(pid), "state": "executed", "actions": done, **_tx_data(receipt)},
+         [f"executed; {_tx_line(receipt)}"] + [f"  done: {text}" for text in done])
     return 0
 
 
 def cmd_list(args) -> int:
     gov = _governance(args)
     proposals = gov.proposals()
-    if not proposals:
-        print("no proposals")
-        return 0
-    for p in proposals:
-        title = p.description.splitlines()[0] if p.description else ""
-        print(f"{p.id}\n    {p.state.name.lower():9s} {len(p.actions)} action(s)  {title}")
+    shorts = short_ids([p.id for p in proposals])
+    views = [proposal_view(gov, p, shorts[p.id]) for p in proposals]
+    lines = [f"{v['short_id']}  {v['state']:9s} {len(v['actions'])} action(s)  {v['title']}\n"
+             f"    voting {window_text(v['voting'])}" for v in views] or ["no proposals"]
+    emit(args, {"proposals": views}, lines)
     return 0
 
 
 def cmd_show(args) -> int:
     gov = _governance(args)
-    print(gov.proposal(args.proposal).summary())
+    pid = resolve_proposal(gov, args.proposal)
+    v = proposal_view(gov, gov.proposal(pid), short_ids([p.id for p in gov.proposals()])[pid])
+    lines = [
+        f"proposal {v['short_id']} ({v['id']})",
+        f"  state:    {v['state']}",
+        f"  proposer: {v['proposer']}",
+        f"  title:    {v['title'] or '(none)'}",
+        f"  voting:   {window_text(v['voting'])}",
+        f"  votes:    for {v['votes']['for']}, against {v['votes']['against']}, abstain {v['votes']['abstain']} "
+        f"(quorum {v['votes']['quorum']})",
+    ]
+    if v["eta"]:
+        lines.append(f"  eta:      {v['eta']}")
+    lines.append("  actions:")
+    for i, action in enumerate(v["actions"], start=1):
+        council = " [council may also do this at once]" if action["council_may_act_at_once"] else ""
+        lines.append(f"    {i}. {action['summary']}{council}")
+    emit(args, v, lines)
     return 0
 
 
@@ -262,7 +493,11 @@ def cmd_delegate(args) -> int:
     gov = _governance(args)
     account = _account(args)
     receipt = gov.delegate(account, args.to)
-    print(f"{account.address} delegated to {args.to or 'itself'}; {_tx_line(receipt)}")
+    weight = gov.votes(args.to or account.address)
+    emit(args, {"delegator": account.address, "delegate": args.to or account.address,
+                "delegate_votes": votes_text(weight), **_tx_data(receipt)},
+         [f"{account.address} delegated to {args.to or 'itself'} ({votes_text(weight)} votes now); "
+          f"{_tx_line(receipt)}"])
     return 0
 
 
@@ -279,41 +514,60 @@ def cmd_council(args) -> int:
     if council != account.address:
         raise CliError(f"{account.address} is not the SecurityCouncil ({council or 'none set'})")
     receipt = gov.registry.apply(account, [action])
-    print(f"council: {action.summary()}; {_tx_line(receipt)}")
+    emit(args, {"council": account.address, "action": action.summary(), **_tx_data(receipt)},
+         [f"council: {action.summary()}; {_tx_line(receipt)}"])
     return 0
 
 
 def cmd_state(args) -> int:
     from derot.chain.state import read_state
+    from derot.chain.types import EpochPhase
 
     gov = _governance(args)
     block = gov.w3.eth.get_block("latest")
     s = read_state(gov.registry, bytes(block["hash"]), block["number"], block["timestamp"])
     snap = s.snapshot
-    print(f"registry {snap.registry} on chain {snap.chain_id} at block {snap.block_number}")
-    print(f"  owner {s.owner}; council {s.council or 'none'}")
+    data: dict = {"registry": snap.registry, "chain_id": snap.chain_id, "block": snap.block_number,
+                  "time": iso(snap.block_timestamp), "owner": s.owner, "council": s.council or None}
+    lines = [f"registry {snap.registry} on chain {snap.chain_id} at block {snap.block_number} "
+             f"({iso(snap.block_timestamp)})", f"  owner {s.owner}; council {s.council or 'none'}"]
     if s.committee:
         c = s.committee
-        print(f"  epoch {c.id} ACTIVE: {len(c.members)} members, threshold {c.threshold}")
-        print(f"    PK_sig {c.pk_sig.to_bytes().hex()}")
+        data["active_epoch"] = {"epoch": c.id, "members": len(c.members), "threshold": c.threshold,
+                                "pk_sig": c.pk_sig.to_bytes().hex()}
+        lines += [f"  epoch {c.id} active: {len(c.members)} members, threshold {c.threshold}",
+                  f"    PK_sig {c.pk_sig.to_bytes().hex()}"]
     else:
-        print("  no active epoch")
+        data["active_epoch"] = None
+        lines.append("  no active epoch")
     if s.pending:
-        print(f"  epoch {s.pending.id} {s.pending.phase.name} pending: {len(s.pending.members)} members, "
-              f"threshold {s.pending.threshold}")
+        data["pending_epoch"] = {"epoch": s.pending.id, "phase": s.pending.phase.name.lower(),
+                                 "members": len(s.pending.members), "threshold": s.pending.threshold}
+        lines.append(f"  epoch {s.pending.id} {s.pending.phase.name.lower()} pending: {len(s.pending.members)} "
+                     f"members, threshold {s.pending.threshold}")
+    failed = sorted((e for e in s.epochs.values() if e.phase == EpochPhase.ABORTED), key=lambda e: e.id)
+    data["aborted_epochs"] = [{"epoch": e.id, "members": len(e.members), "threshold": e.threshold} for e in failed]
+    for e in failed[-5:]:
+        lines.append(f"  epoch {e.id} aborted (failed run): {len(e.members)} members, threshold {e.threshold}")
+    data["platforms"] = {}
     for platform, rule in sorted(snap.platforms.items()):
-        name = getattr(platform, "name", str(platform))
-        print(f"  platform {name}: {'enabled' if rule.enabled else 'disabled'}, TCB floor "
-              f"{getattr(rule.tcb_floor, 'name', rule.tcb_floor)}")
-    print(f"  nodes: {len(s.nodes)} registered, {len(s.approved_nodes())} approved; apps: {len(snap.apps)}")
+        name = _platform_word(platform)
+        floor = _tcb_word(rule.tcb_floor)
+        data["platforms"][name] = {"enabled": rule.enabled, "tcb_floor": floor}
+        lines.append(f"  platform {name}: {'enabled' if rule.enabled else 'disabled'}, TCB floor {floor}")
+    data.update(nodes_registered=len(s.nodes), nodes_approved=len(s.approved_nodes()), apps=len(snap.apps))
+    lines.append(f"  nodes: {len(s.nodes)} registered, {len(s.approved_nodes())} approved; apps: {len(snap.apps)}")
+    data["revoked"] = {}
     for label, values in (("FMSPCs", snap.revoked_fmspcs), ("chip ids", snap.revoked_chip_ids),
                           ("GPU FWIDs", snap.revoked_gpu_fwids), ("measurements", snap.revoked_measurements),
                           ("Intel PPIDs", snap.revoked_ppids), ("Intel PCK certificates", snap.revoked_pck_certs),
                           ("GPU devices", snap.revoked_gpu_devices),
                           ("certificate serials", s.revoked_serials),
                           ("evidence hashes", s.revoked_evidence_hashes)):
+        data["revoked"][label.replace(" ", "_").lower()] = sorted(v.hex() for v in values)
         if values:
-            print(f"  revoked {label}: " + ", ".join(sorted(v.hex() for v in values)))
+            lines.append(f"  revoked {label}: " + ", ".join(sorted(v.hex() for v in values)))
+    emit(args, data, lines)
     if getattr(args, "members", False):
         _print_member_machines(args, s)
     return 0
@@ -332,6 +586,25 @@ def _print_member_machines(args, state) -> None:
         trust = TrustConfig.production_defaults()
     for machine in check_member_machines(state, grpc_fetch(), trust):
         print("  " + describe(machine))
+
+
+def _platform_word(platform) -> str:
+    """One spelling per platform: tdx, sgx, sev-snp, nvidia-gpu."""
+    from derot.chain.actions import platform_name
+
+    try:
+        return platform_name(platform)
+    except Exception:
+        return str(getattr(platform, "name", platform)).lower().replace("_", "-")
+
+
+def _tcb_word(floor) -> str:
+    from derot.chain.actions import tcb_name
+
+    try:
+        return tcb_name(floor)
+    except Exception:
+        return str(getattr(floor, "name", floor)).lower().replace("_", "-")
 
 
 def cmd_deploy(args) -> int:
@@ -355,8 +628,10 @@ def cmd_deploy(args) -> int:
     out = args.out or args.deployment
     out.parent.mkdir(parents=True, exist_ok=True)
     deployment.save(out)
-    print(f"deployed on chain {deployment.chain_id} by {account.address}; wrote {out}")
-    for name in ("registry", "governor", "timelock", "token"):
-        print(f"  {name:9s} {getattr(deployment, name)}")
-    print("token holders must delegate (derot gov delegate) before their votes count")
+    names = ("registry", "governor", "timelock", "token")
+    emit(args, {"chain_id": deployment.chain_id, "deployer": account.address, "file": str(out),
+                **{name: getattr(deployment, name) for name in names}},
+         [f"deployed on chain {deployment.chain_id} by {account.address}; wrote {out}"]
+         + [f"  {name:9s} {getattr(deployment, name)}" for name in names]
+         + ["token holders must delegate (derot gov delegate) before their votes count"])
     return 0

@@ -131,7 +131,7 @@ def _mission(net, narrator: Narrator) -> None:
     same = snp_key.ethereum_address == key.ethereum_address
     narrator.say(f"Ethereum address {snp_key.ethereum_address}  — {'the SAME address' if same else 'DIFFERENT (bug!)'}")
     snp_cert = snp.get_certificate(snp_key.keys.public_key(KeyType.SECP256K1), KeyType.SECP256K1)
-    narrator.say(f"new certificate, platform SEV_SNP, on-chain: {registry.verify_certificate(snp_cert.encoded, snp_cert.signature).name}")
+    narrator.say(f"new certificate, platform sev-snp, on-chain: {registry.verify_certificate(snp_cert.encoded, snp_cert.signature).name}")
     if not same:
         raise RuntimeError("the key changed across vendors")
 

@@ -2,70 +2,120 @@
 
     derot node init     --config node.toml   create the sealed store and the identity keys
     derot node register --config node.toml   record the node (keys, endpoint, TEE evidence) in the registry
+    derot node update   --config node.toml   new endpoint, TLS key or evidence (after an image upgrade)
     derot node run      --config node.toml   serve until SIGTERM / SIGINT
-    derot node status   --config node.toml   what this node holds and what it sees
+    derot node status   --config node.toml   ask the running node (health, epoch, chain lag) and its store
+    derot node health   --config node.toml   one line; exit 0 when SERVING (for probes and systemd)
 
 Secrets come from the environment, never from the command line: ``DEROT_SEAL_PASSPHRASE`` (when
 ``[seal].method = "passphrase"``) and ``DEROT_OPERATOR_KEY`` (or ``[chain].operator_key_file``).
+Errors are one line with a documented exit code (:mod:`derot.cli.errors`).
 """
 
 from __future__ import annotations
 
 import json
-import sys
+import logging
+import socket
+
+from derot.cli.errors import ADDRESS_IN_USE, FAILED, UNREACHABLE, USAGE, CommandError, guarded
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("node", help="run a committee node (init, register, run, status)")
+    parser = subparsers.add_parser("node", help="run a committee node (init, register, update, run, status, health)")
     sub = parser.add_subparsers(dest="node_command", metavar="COMMAND")
     for name, func, text in (
         ("init", _init, "create the sealed store and the node's identity keys (Ed25519, X25519, TLS)"),
-        ("register", _register, "record this node and its TEE evidence in the registry"),
+        ("register", _register, "record this node and its TEE evidence in the registry (safe to re-run)"),
+        ("update", _update, "replace the registered endpoint, TLS key hash and TEE evidence"),
         ("run", _run, "serve until SIGTERM or SIGINT"),
-        ("status", _status, "show the node's keys, epoch and view of the registry"),
+        ("status", _status, "ask the running node (health, epoch, chain lag) and show its store"),
+        ("health", _health, "print the running node's gRPC health; exit 0 only when SERVING"),
     ):
         command = sub.add_parser(name, help=text, description=text)
         command.add_argument("--config", "-c", required=(name != "init"), help="node TOML config file")
         if name == "init":
             command.add_argument("--force", action="store_true", help="replace existing identity keys")
         command.add_argument("--json", action="store_true", help="machine-readable output")
-        command.set_defaults(func=func)
+        command.set_defaults(func=guarded(func))
+    parser.set_defaults(func=lambda args: (parser.print_help(), USAGE)[1])
 
 
 def _config(args):
-    from derot.service.config import ConfigError, load_config
+    from derot.service.config import load_config
 
-    try:
-        return load_config(args.config)
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    return load_config(args.config) if args.config else load_config()
 
 
 def _init(args) -> int:
-    from derot.service.config import load_config
-    from derot.service.setup import SetupError, init_node
+    from derot.service.setup import init_node
 
-    config = load_config(args.config) if args.config else load_config()
-    try:
-        ident = init_node(config, force=args.force)
-    except SetupError as exc:
-        print(exc, file=sys.stderr)
-        return 1
+    config = _config(args)
+    ident = init_node(config, force=args.force)
     _print({"store": str(config.store_path), "identity_key": ident.identity_key.hex(),
             "x25519_key": ident.x25519_key.hex(), "tls_key_hash": ident.tls_key_hash.hex()}, args.json)
     return 0
 
 
-def _register(args) -> int:
+def _register(args, update: bool = False) -> int:
     from derot.service.setup import register_node
 
     config = _config(args)
-    reg = register_node(config)
-    _print({"operator": reg.operator, "endpoint": reg.endpoint, "evidence_hash": reg.evidence_hash.hex(),
-            "next": "governance approves the node (derot gov propose add-node OPERATOR) before it joins a committee"},
-           args.json)
+    reg = register_node(config, update=update)
+    out = {"operator": reg.operator, "endpoint": reg.endpoint, "evidence_hash": reg.evidence_hash.hex(),
+           "outcome": reg.outcome}
+    if reg.outcome == "registered":
+        out["next"] = f"governance approves the node: derot gov propose -m '...' add-node {reg.operator}"
+    _print(out, args.json)
     return 0
+
+
+def _update(args) -> int:
+    return _register(args, update=True)
+
+
+def _preflight(config) -> None:
+    """What ``node run`` needs before it starts: a known log level, free listen addresses, an RPC that
+    answers and a registry with code. Each failure is one line (exit 2, 3 or 4)."""
+    if config.log.level.lower() not in LOG_LEVELS:
+        raise CommandError("config_error", f"[log].level must be one of {', '.join(LOG_LEVELS)}, "
+                                           f"got {config.log.level!r}", USAGE)
+    listens = {"[node].public_listen": config.node.public_listen, "[node].peer_listen": config.node.peer_listen}
+    if config.metrics.listen:
+        listens["[metrics].listen"] = config.metrics.listen
+    for key, listen in listens.items():
+        _check_free(key, listen)
+    from web3 import Web3
+
+    w3 = Web3(Web3.HTTPProvider(config.chain.rpc_url, request_kwargs={"timeout": 10}))
+    try:
+        code = w3.eth.get_code(Web3.to_checksum_address(config.chain.registry))
+    except ValueError as exc:
+        raise CommandError("config_error", f"[chain].registry: {exc}", USAGE) from None
+    except Exception as exc:
+        raise CommandError("unreachable", f"the chain RPC {config.chain.rpc_url} does not answer "
+                                          f"({type(exc).__name__})", UNREACHABLE) from None
+    if not code:
+        raise CommandError("config_error", f"no contract at [chain].registry {config.chain.registry} on "
+                                           f"{config.chain.rpc_url}", USAGE)
+
+
+def _check_free(key: str, listen: str) -> None:
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except (OSError, ValueError) as exc:
+        raise CommandError("config_error", f"{key} {listen}: {exc}", USAGE) from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise CommandError("address_in_use", f"{key} {listen}: {exc.strerror}", ADDRESS_IN_USE) from None
 
 
 def _run(args) -> int:
@@ -77,33 +127,57 @@ def _run(args) -> int:
     from derot.service.setup import open_store, trust_config
 
     config = _config(args)
+    _preflight(config)
+    if config.log.format == "json":
+        from derot.cli import native_stderr
+
+        native_stderr.capture(config.node.name)  # gRPC C-core lines become JSON too
     logs.configure(config.log.level, config.log.format, node=config.node.name)
     store = open_store(config)
-    service = NodeService(config, store, trust_config(config))
+    try:
+        service = NodeService(config, store, trust_config(config))
+    except BaseException:
+        store.close()
+        raise
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await service.start()
+        try:
+            await service.start()
+        except BaseException:
+            await service.stop(grace=0)
+            raise
         await stop.wait()
         await service.stop(grace=5.0)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except Exception as exc:
+        logging.getLogger("derot.node").error("node stopped on an error", extra={"error": type(exc).__name__})
+        raise
     return 0
 
 
 def _status(args) -> int:
+    from derot.cli import probe
     from derot.service.node import NodeIdentity
     from derot.service.setup import endpoint_of, open_store
 
     config = _config(args)
+    public = _local(config.node.public_listen)
+    running = {"health": probe.health(public)}
+    if not running["health"].startswith("unreachable"):
+        running.update(probe.network_info(public))
+        if config.metrics.listen:
+            running.update(probe.gauges(config.metrics.listen))
     store = open_store(config)
     try:
         identity = NodeIdentity(store)
         active = store.active_epoch()
-        out = {
+        stored = {
             "store": str(config.store_path),
             "identity_key": identity.identity_key.hex(),
             "tls_key_hash": identity.tls.key_hash.hex(),
@@ -116,14 +190,39 @@ def _status(args) -> int:
         }
     finally:
         store.close()
-    _print(out, args.json)
+    _print({"node": running, "store": stored}, args.json)
     return 0
 
 
-def _print(data: dict, as_json: bool) -> None:
+def _health(args) -> int:
+    from derot.cli import probe
+
+    config = _config(args)
+    answer = probe.health(_local(config.node.public_listen))
+    if args.json:
+        print(json.dumps({"health": answer}))
+    else:
+        print(answer)
+    if answer.startswith("unreachable"):
+        return UNREACHABLE
+    return 0 if answer == "SERVING" else FAILED
+
+
+def _local(listen: str) -> str:
+    """Where this host reaches a listen address (a wildcard host means localhost)."""
+    host, _, port = listen.rpartition(":")
+    return f"{'127.0.0.1' if host in ('', '0.0.0.0', '::', '[::]') else host}:{port}"
+
+
+def _print(data: dict, as_json: bool, indent: int = 0) -> None:
     if as_json:
         print(json.dumps(data, indent=2))
         return
     width = max(len(k) for k in data)
     for key, value in data.items():
-        print(f"{key:<{width}}  {value}")
+        if isinstance(value, dict):
+            print(f"{' ' * indent}{key}")
+            _print(value, False, indent + 2)
+        else:
+            shown = "none" if value is None else ("yes" if value is True else "no" if value is False else value)
+            print(f"{' ' * indent}{key:<{width}}  {shown}")

@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from derot.cli.errors import guarded
+
 DEFAULT_MQTT = "mqtt://127.0.0.1:1883"
 DEFAULT_RPC = "http://127.0.0.1:8545"
 
@@ -32,7 +34,7 @@ def register_watch(app_subparsers) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(parser)
-    parser.set_defaults(func=run_watch)
+    parser.set_defaults(func=guarded(run_watch))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+import platform
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector, start_http_server
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class Metrics:
     def __init__(self) -> None:
+        from derot import __version__
+
         self.registry = CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, open fds...
+        self.build = Info("derot_build", "The running derot build", registry=r)  # exported as derot_build_info
+        self.build.info({"version": __version__, "python": platform.python_version()})
         self.requests = Counter(
             "derot_requests_total", "Requests handled, by method and outcome (ok or the refusal reason)",
             ["method", "outcome"], registry=r,

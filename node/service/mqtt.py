@@ -373,7 +373,11 @@ class BrokerProcess:
 
 def run_embedded_broker(listen: str) -> None:
     """Serve an amqtt broker on ``host:port`` (anonymous, plain TCP) until SIGTERM or SIGINT."""
-    from amqtt.broker import Broker
+    try:
+        from amqtt.broker import Broker
+    except ImportError:
+        raise SystemExit("the embedded MQTT broker needs amqtt: pip install 'derot[devnet]' "
+                         "(or give the devnet a broker: derot devnet up --mqtt URL, or --no-mqtt)") from None
 
     config = {
         "listeners": {"default": {"type": "tcp", "bind": listen}},
@@ -401,9 +405,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen", default="127.0.0.1:1883", help="host:port (default 127.0.0.1:1883)")
     parser.add_argument("--log", help="append the broker's log to this file instead of stderr")
     args = parser.parse_args(argv)
+    from derot.service.logs import JsonFormatter
+
     handler = logging.FileHandler(args.log) if args.log else logging.StreamHandler()
-    logging.basicConfig(level=logging.WARNING, handlers=[handler],
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler.setFormatter(JsonFormatter("mqtt-broker"))  # JSON lines, like the nodes' logs
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     run_embedded_broker(args.listen)
     return 0
 

@@ -33,6 +33,7 @@ from derot.chain.registry import Registry
 from derot.chain.state import RegistryState
 from derot.crypto.dkg import Identity
 from derot.net import tls
+from derot.net.malformed import MalformedRequests
 from derot.net.servicers import Health, add_services
 from derot.service import faults, issuance
 from derot.service.api import ServiceApi
@@ -145,7 +146,9 @@ class NodeService:
     async def start(self) -> None:
         untrusted.pin_recursion_limit()
         self._server = grpc.aio.server(
+            interceptors=[MalformedRequests()],
             options=[
+                ("grpc.so_reuseport", 0),  # a port in use is an error, never a port shared with another process
                 ("grpc.max_receive_message_length", 2 * self.config.limits.max_request_bytes),
                 ("grpc.max_send_message_length", 4 * 1024 * 1024),
             ]

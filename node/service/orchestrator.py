@@ -166,8 +166,10 @@ class EpochOrchestrator:
         else:
             self.store.erase_shares_before(epoch.id)
             self.view.keys = None
-            log.info("epoch active without this node", extra={
-                "epoch": epoch.id, "was_pending": run is not None and run.state is EpochState.FINISHED})
+            if getattr(self, "_inactive_logged", None) != epoch.id:  # once per epoch, not once per chain update
+                self._inactive_logged = epoch.id
+                log.info("epoch active without this node", extra={
+                    "epoch": epoch.id, "was_pending": run is not None and run.state is EpochState.FINISHED})
         self.metrics.epoch.set(self.view.keys.epoch if self.view.keys else 0)
 
     def _start(self, state: RegistryState, epoch: EpochRecord) -> None:
@@ -247,9 +249,23 @@ class EpochOrchestrator:
                 log.info("reported epoch result", extra={"epoch": epoch_id, "transcript": result.transcript_hash})
                 return
             except Exception as exc:  # RPC down or a revert; retried, then logged
+                if await self._already_active(epoch_id, result):
+                    log.info("epoch already active with this node's keys; its late report is not needed",
+                             extra={"epoch": epoch_id})
+                    return
                 log.warning("epoch report failed", extra={"epoch": epoch_id, "error": str(exc)})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, REPORT_MAX_DELAY)
+
+    async def _already_active(self, epoch_id: int, result) -> bool:
+        """Whether the registry activated ``epoch_id`` with the keys this node computed (a report that
+        lands after activation reverts: that is agreement, not a failure)."""
+        try:
+            record = await asyncio.to_thread(self.registry.epoch, epoch_id)
+        except Exception:
+            return False
+        return (record.phase == EpochPhase.ACTIVE and record.pk_sig == result.sig.group_key
+                and record.pk_kd == result.kd.group_key)
 
     async def _block_time(self, number: int) -> float:
         """When the run began, on this node's clock: the starting block's timestamp, corrected by how far the

@@ -79,6 +79,7 @@ class RequestChecker:
             raise Refusal(
                 status.KEY_VERSION_MISMATCH,
                 f"the app's current keyVersion is {app.key_version}, the request asks for {request.key_version}",
+                metadata={"current_key_version": str(app.key_version)},
             )
         verdict = self.policy.decide(
             claims, snapshot, PolicyRequest(purpose="app", now=now, app_id=fields["app_id"], binding=binding)

@@ -90,35 +90,65 @@ class Registration:
     operator: str
     endpoint: str
     evidence_hash: bytes
+    outcome: str  # "registered", "updated" or "unchanged"
 
 
-def register_node(config: NodeConfig) -> Registration:
-    """Make the node's membership evidence (if ``[attest].node_tee`` is set), store it, and record the node
-    (keys, endpoint, TLS key hash, evidence hash) in the registry from the operator account."""
+def register_node(config: NodeConfig, *, update: bool = False) -> Registration:
+    """Record the node (keys, endpoint, TLS key hash, fresh membership evidence if ``[attest].node_tee`` is
+    set) in the registry from the operator account; with ``update``, replace the endpoint, TLS key hash and
+    evidence of a registered node.
+
+    Safe to re-run: the registry must have contract code; nothing is stored before the transaction
+    succeeds; registering a node already registered with this store's keys, endpoint and evidence
+    changes nothing, and with anything else is refused with a pointer to ``derot node update``."""
     from eth_account import Account
     from web3 import Web3
 
     from derot.attest.binding import network_id
     from derot.chain.registry import Registry
+    from derot.chain.types import NodeStatus
     from derot.service.config import operator_key
     from derot.service.node import NodeIdentity, make_node_evidence
 
     account = Account.from_key(operator_key(config))
     w3 = Web3(Web3.HTTPProvider(config.chain.rpc_url, request_kwargs={"timeout": 15}))
-    registry = Registry(w3, config.chain.registry)
+    registry_address = Web3.to_checksum_address(config.chain.registry)
+    if not w3.eth.get_code(registry_address):
+        raise SetupError(f"no contract at {registry_address} on {config.chain.rpc_url}: check [chain].registry")
+    registry = Registry(w3, registry_address)
     store = open_store(config)
     try:
         identity = NodeIdentity(store)
+        endpoint = endpoint_of(config)
+        existing = registry.node(account.address)
+        registered = existing.status != NodeStatus.NONE
+        if update and not registered:
+            raise SetupError(f"{account.address} is not registered yet: run `derot node register` first")
+        if registered and not update:
+            stored = store.meta("node_evidence")
+            stored_hash = hashlib.sha256(stored).digest() if stored else bytes(32)
+            if (bytes(existing.identity_key), existing.endpoint, bytes(existing.tls_key_hash),
+                    bytes(existing.evidence_hash)) == (identity.identity_key, endpoint, identity.tls.key_hash,
+                                                       stored_hash):
+                return Registration(account.address, endpoint, stored_hash, "unchanged")
+            if bytes(existing.identity_key) != identity.identity_key:
+                raise SetupError(f"{account.address} is registered with another identity key than this store's")
+            raise SetupError(f"{account.address} is already registered ({existing.status.name.lower()}) with another "
+                             "endpoint, TLS key or evidence: use `derot node update`")
         evidence = b""
         if config.attest.node_tee:
             network = network_id(w3.eth.chain_id, registry.address)
             evidence = make_node_evidence(config, network, account.address, identity.identity_key,
                                           identity.x25519_key, identity.tls.key_hash).encode()
-            store.put_meta("node_evidence", evidence)
         evidence_hash = hashlib.sha256(evidence).digest() if evidence else bytes(32)
-        endpoint = endpoint_of(config)
-        registry.register_node(account, identity_key=identity.identity_key, x25519_key=identity.x25519_key,
-                               endpoint=endpoint, tls_key_hash=identity.tls.key_hash, evidence_hash=evidence_hash)
-        return Registration(account.address, endpoint, evidence_hash)
+        if update:
+            registry.update_node(account, endpoint=endpoint, tls_key_hash=identity.tls.key_hash,
+                                 evidence_hash=evidence_hash)
+        else:
+            registry.register_node(account, identity_key=identity.identity_key, x25519_key=identity.x25519_key,
+                                   endpoint=endpoint, tls_key_hash=identity.tls.key_hash, evidence_hash=evidence_hash)
+        if evidence:  # only once the chain holds its hash: the stored evidence always matches the chain
+            store.put_meta("node_evidence", evidence)
+        return Registration(account.address, endpoint, evidence_hash, "updated" if update else "registered")
     finally:
         store.close()

@@ -57,7 +57,7 @@ def test_get_key_arguments():
     args = parse("get-key", APP_ID, "--devnet", "/d", "--platform", "snp", "--image", "my-app v1",
                  "--node", "h1:1", "--node", "h2:2", "--key-version", "3", "--json")
     assert args.app_id == bytes.fromhex(APP_ID)
-    assert (args.platform, args.image, args.key_version, args.json) == ("snp", "my-app v1", 3, True)
+    assert (args.platform, args.image, args.key_version, args.json) == ("sev-snp", "my-app v1", 3, True)
     assert args.node == ["h1:1", "h2:2"] and args.devnet == Path("/d")
     assert args.func is not None
 
@@ -84,7 +84,7 @@ def test_allow_takes_exactly_one_measurement_source(capsys):
 def test_devnet_image_digest_is_refused_for_platforms_without_devnet_tees(capsys):
     code, _, err = run_main(capsys, "allow", APP_ID, "--platform", "sgx", "--devnet-image", "x",
                             "--rpc", CLOSED_RPC, "--registry", REGISTRY)
-    assert code == 1 and "computes TDX or SEV-SNP digests, not sgx" in err
+    assert code == 2 and "computes TDX or SEV-SNP digests, not sgx" in err  # usage
 
 
 # ------------------------------------------------------------------------------------------------
@@ -146,7 +146,7 @@ def test_devnet_problems_are_named(tmp_path):
 
 def test_unreachable_chain_is_an_error_not_a_traceback(capsys):
     code, out, err = run_main(capsys, "show", APP_ID, "--rpc", CLOSED_RPC, "--registry", REGISTRY)
-    assert code == 1 and out == ""
+    assert code == 3 and out == ""  # unreachable
     assert err.startswith("error: no JSON-RPC node answers at " + CLOSED_RPC)
 
 
@@ -166,26 +166,26 @@ def test_committee_endpoints_come_with_their_registered_tls_pins():
 def test_owner_commands_need_a_key(capsys, monkeypatch):
     monkeypatch.delenv("DEROT_KEY", raising=False)
     code, _, err = run_main(capsys, "register", "--rpc", CLOSED_RPC, "--registry", REGISTRY)
-    assert code == 1 and "no signing key: pass --key-file FILE or set $DEROT_KEY" in err
+    assert code == 2 and "no signing key: pass --key-file FILE or set $DEROT_KEY" in err
 
 
 def test_a_bad_key_is_refused_without_echoing_it(capsys, monkeypatch, tmp_path):
     secret = "11" * 31 + "zz"
     monkeypatch.setenv("DEROT_KEY", secret)
     code, out, err = run_main(capsys, "register", "--rpc", CLOSED_RPC, "--registry", REGISTRY)
-    assert code == 1 and "not a valid secp256k1 private key" in err
+    assert code == 2 and "not a valid secp256k1 private key" in err
     assert secret not in out + err
     monkeypatch.delenv("DEROT_KEY")
     code, _, err = run_main(capsys, "rotate", APP_ID, "--key-version", "2", "--key-file", str(tmp_path / "missing"),
                             "--rpc", CLOSED_RPC, "--registry", REGISTRY)
-    assert code == 1 and "cannot read --key-file" in err
+    assert code == 2 and "cannot read --key-file" in err
 
 
 def test_a_valid_key_reaches_the_chain_and_is_never_printed(capsys, monkeypatch):
     secret = "0x" + "59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
     monkeypatch.setenv("DEROT_KEY", secret)
     code, out, err = run_main(capsys, "register", "--rpc", CLOSED_RPC, "--registry", REGISTRY, "--json")
-    assert code == 1 and json.loads(err) == {"error": "unreachable", "attempts": [],  # got past the key
+    assert code == 3 and json.loads(err) == {"error": "unreachable", "attempts": [],  # got past the key
                                              "detail": f"no JSON-RPC node answers at {CLOSED_RPC}"}
     assert secret[2:] not in out + err
 
@@ -193,13 +193,13 @@ def test_a_valid_key_reaches_the_chain_and_is_never_printed(capsys, monkeypatch)
 def test_devnet_device_needs_roots_and_an_image(capsys, tmp_path):
     code, _, err = run_main(capsys, "get-key", APP_ID, "--tee", "devnet", "--image", "x",
                             "--rpc", CLOSED_RPC, "--registry", REGISTRY)
-    assert code == 1 and "needs --devnet-roots DIR" in err
+    assert code == 2 and "needs --devnet-roots DIR" in err
     code, _, err = run_main(capsys, "get-key", APP_ID, "--devnet-roots", str(tmp_path),
                             "--rpc", CLOSED_RPC, "--registry", REGISTRY)
-    assert code == 1 and "needs --image NAME" in err
+    assert code == 2 and "needs --image NAME" in err
     code, _, err = run_main(capsys, "get-key", APP_ID, "--devnet-roots", str(tmp_path), "--image", "x",
                             "--rpc", CLOSED_RPC, "--registry", REGISTRY)
-    assert code == 1 and "holds no devnet roots" in err
+    assert code == 2 and "holds no devnet roots" in err
 
 
 def test_hardware_tee_absent_is_reported(capsys):
@@ -359,7 +359,7 @@ def test_register_allow_get_key_get_cert_verify_rotate(devnet, tmp_path):
     # TDX and SEV-SNP: one identity; public keys only, in JSON and for people
     assert tdx["ethereum_address"] == snp["ethereum_address"] == address_of(tdx["public_keys"]["secp256k1"])
     assert tdx["public_keys"] == snp["public_keys"] and tdx["key_version"] == 1
-    assert (tdx["tee"], snp["tee"]) == ("DevnetDevice(tdx)", "DevnetDevice(sev_snp)")
+    assert (tdx["tee"], snp["tee"]) == ("devnet tdx", "devnet sev-snp")  # no Python reprs, one spelling
     assert len(tdx["contributors"]) >= 2
     assert f"ethereum_address  {tdx['ethereum_address']}" in human
     assert f"  secp256k1  {tdx['public_keys']['secp256k1']}" in human
@@ -376,7 +376,7 @@ def test_register_allow_get_key_get_cert_verify_rotate(devnet, tmp_path):
     assert (cert_file, sig_file) == (prefix.with_suffix(".cert"), prefix.with_suffix(".sig"))
     cert = Certificate.decode(cert_file.read_bytes())
     assert cert.subject_key.hex() == tdx["public_keys"]["secp256k1"] == issued["subject_key"]
-    assert cert.app_id.hex() == app_id and issued["platform"] == "sev_snp" and len(sig_file.read_bytes()) == 128
+    assert cert.app_id.hex() == app_id and issued["platform"] == "sev-snp" and len(sig_file.read_bytes()) == 128
     assert not [s for s in secrets if s in json.dumps(issued)]
 
     # verified off-chain and on-chain; one flipped bit in the measurement fails both for the same reason

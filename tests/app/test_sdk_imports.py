@@ -15,7 +15,8 @@ import sys
 
 import pytest
 
-SDK_MODULES = ("derot.app.sdk", "derot.app.client", "derot.app.tee", "derot.certs")
+SDK_MODULES = ("derot.app", "derot.app.sdk", "derot.app.client", "derot.app.tee", "derot.certs", "derot.app.api",
+               "derot.app.relying", "derot.app.measure", "derot.app.settings", "derot.app.discovery")
 SERVER_PREFIXES = ("derot.service", "derot.net.servicers", "derot.net.fanout", "derot.net.peers", "derot.chain.follower")
 
 PROBE = """

@@ -1,0 +1,134 @@
+"""`derot gov` output: --json on every command (options after the command too), short unique proposal ids,
+ISO 8601 times with voting windows in blocks and time, decoded reverts, readable numbers, a warning for zero
+voting power, the actions' summary in the description, hardware-id lengths, aborted epochs in `gov state`.
+Against the session anvil."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from derot.chain import actions as A
+from derot.cli.gov_cmd import short_ids, votes_text
+from derot.cli.main import main
+from derot.devnet.anvil import mine, warp
+
+FMSPC = "00906ed50000"
+ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+
+
+@pytest.fixture
+def gov(chain, tmp_path, monkeypatch, capsys):
+    path = tmp_path / "deployment.json"
+    chain.deployment.save(path)
+    monkeypatch.delenv("DEROT_RPC", raising=False)
+    monkeypatch.delenv("DEROT_DEPLOYMENT", raising=False)
+    monkeypatch.delenv("DEROT_KEY", raising=False)
+
+    def run(*argv, key=None):
+        extra = ["--rpc", chain.anvil.url, "--deployment", str(path)]  # after the command
+        if key is not None:
+            key_file = tmp_path / f"{key.address}.key"
+            key_file.write_text(key.key.hex())
+            extra += ["--key-file", str(key_file)]
+        code = main(["gov", *argv, *extra])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    def run_json(*argv, key=None):
+        code, out, err = run(*argv, "--json", key=key)
+        assert code == 0, err
+        return json.loads(out), err
+
+    run.json = run_json
+    return run
+
+
+def test_numbers_and_short_ids_are_readable():
+    assert votes_text(10**6 * 10**18) == "1,000,000"
+    assert votes_text(25 * 10**17) == "2.5"
+    ids = [int("ab" * 32, 16), int("ab" * 31 + "cd", 16), int("12" * 32, 16)]
+    shorts = short_ids(ids)
+    assert shorts[ids[2]] == "#12121212"
+    assert len(set(shorts.values())) == 3 and all(len(s) > 9 for i, s in shorts.items() if i != ids[2])
+
+
+def test_every_command_speaks_json_with_options_after_the_command(chain, gov):
+    actions, _ = gov.json("actions")
+    assert any(a["name"] == "revoke-fmspc" and a["council"] for a in actions["actions"])
+    dry, _ = gov.json("propose", "--dry-run", "-m", "Revoke it", "revoke-fmspc", FMSPC)
+    assert dry["dry_run"] and "Actions:\n1. Revoke FMSPC 00906ed50000" in dry["description"]
+
+    proposed, _ = gov.json("propose", "-m", "Revoke a leaked FMSPC", "revoke-fmspc", FMSPC, key=chain.whale)
+    short = proposed["short_id"]
+    assert re.fullmatch(r"#[0-9a-f]{8,}", short)
+    voting = proposed["voting"]
+    assert ISO.match(voting["opens"]) and ISO.match(voting["closes"]) and voting["estimated"] is True
+    assert voting["end_block"] > voting["start_block"]
+
+    listed, _ = gov.json("list")
+    assert short in [p["short_id"] for p in listed["proposals"]]
+    mine(chain.w3, chain.gov.voting_delay() + 1)
+    voted, _ = gov.json("vote", short, "for", key=chain.whale)
+    assert voted["votes"] == "600" and voted["id"] == proposed["id"]
+    gov.json("vote", short.lstrip("#"), "for", key=chain.mid)  # the prefix without '#'
+    mine(chain.w3, chain.gov.voting_period())
+    shown, _ = gov.json("show", short)
+    assert shown["state"] == "succeeded" and shown["votes"]["for"] == "960"
+    assert shown["voting"]["estimated"] is False and ISO.match(shown["voting"]["closes"])
+    queued, _ = gov.json("queue", short, key=chain.stranger)
+    assert ISO.match(queued["executable_from"])
+    warp(chain.w3, chain.gov.timelock_delay() + 1)
+    executed, _ = gov.json("execute", short, key=chain.stranger)
+    assert executed["actions"] == ["Revoke FMSPC 00906ed50000"]
+    on_chain = chain.gov.proposal(int(proposed["id"])).description
+    assert on_chain.startswith("Revoke a leaked FMSPC\n\nActions:\n1. Revoke FMSPC 00906ed50000")
+
+    state, _ = gov.json("state")
+    assert FMSPC in state["revoked"]["fmspcs"] and state["platforms"]["tdx"]["enabled"]
+    assert ISO.match(state["time"])
+    delegated, _ = gov.json("delegate", key=chain.small)
+    assert delegated["delegate_votes"] == "30"
+    council, _ = gov.json("council", "revoke", "chip", "ab" * 64, key=chain.council)
+    assert council["action"].startswith("Revoke chip id")
+
+
+def test_readme_council_command_with_the_key_file_last(chain, gov):
+    code, out, err = gov("council", "revoke", "fmspc", FMSPC, key=chain.council)
+    assert code == 0, err
+    assert "council: Revoke FMSPC 00906ed50000" in out
+
+
+def test_reverts_are_decoded(chain, gov):
+    proposed, _ = gov.json("propose", "-m", "Revoke early", "revoke-fmspc", FMSPC, key=chain.whale)
+    code, _, err = gov("queue", proposed["short_id"], key=chain.stranger)
+    assert code == 1 and "proposal is Pending (needs Succeeded)" in err, err
+    assert "GovernorUnexpectedProposalState" not in err and err.count("\n") == 1
+
+
+def test_voting_with_zero_power_warns(chain, gov):
+    proposed, _ = gov.json("propose", "-m", "Zero power", "revoke-fmspc", FMSPC, key=chain.whale)
+    mine(chain.w3, chain.gov.voting_delay() + 1)
+    code, out, err = gov("vote", proposed["short_id"], "for", key=chain.app_owner)  # holds no tokens
+    assert code == 0, err
+    assert "warning:" in err and "has 0 votes" in err and "with 0 votes" in out
+
+
+@pytest.mark.parametrize("kind, size", [("chip", 64), ("gpu-fwid", 48), ("fmspc", 6)])
+def test_hardware_ids_are_checked_for_length(chain, gov, kind, size):
+    code, _, err = gov("council", "revoke", kind, "ab" * (size - 1), key=chain.council)
+    assert code == 1 and re.search(rf"must be ({size}|{size} or \d+) bytes, got {size - 1}", err), err
+
+
+def test_state_shows_an_aborted_epoch(chain, gov):
+    members = [n.address for n in chain.nodes[:3]]
+    chain.enact([A.StartReshare(tuple(members), 3)], "reshare to abort")
+    code, _, err = gov("council", "abort-epoch", key=chain.council)
+    assert code == 0, err
+    code, out, err = gov("state")
+    assert code == 0, err
+    assert re.search(r"epoch \d+ aborted \(failed run\)", out), out
+    state, _ = gov.json("state")
+    assert state["aborted_epochs"]
