@@ -92,7 +92,7 @@ def test_every_command_speaks_json_with_options_after_the_command(chain, gov):
     delegated, _ = gov.json("delegate", key=chain.small)
     assert delegated["delegate_votes"] == "30"
     council, _ = gov.json("council", "revoke", "chip", "ab" * 64, key=chain.council)
-    assert council["action"].startswith("Revoke chip id")
+    assert council["action"].startswith("Revoke SEV-SNP chip id")
 
 
 def test_readme_council_command_with_the_key_file_last(chain, gov):
