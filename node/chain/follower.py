@@ -42,6 +42,8 @@ from eth_utils import to_checksum_address
 from web3 import Web3
 from web3.exceptions import BlockNotFound, Web3Exception
 
+from derot.chain.headers import bloom_may_contain
+from derot.chain.quorum import QuorumProvider
 from derot.chain.registry import ChainReadError, Registry
 from derot.chain.state import RegistryState, apply_changes, read_state
 from derot.chain.types import RevocationKind
@@ -54,6 +56,40 @@ TRANSIENT_ERRORS = (OSError, requests.RequestException, Web3Exception, ChainRead
 
 class ReorgRace(RuntimeError):
     """The chain changed while a poll was reading it; the poll is retried."""
+
+
+def check_logs_against_blooms(w3: Web3, address: str, logs, headers: dict[int, tuple[bytes, int, bytes]]) -> None:
+    """Raise :class:`LogsIncomplete` unless ``logs`` (eth_getLogs of ``address`` over the blocks of ``headers``)
+    are consistent with those blocks' logs blooms: every log's address and topics are in its block's bloom,
+    and a block whose bloom may hold ``address`` but got no log has no such log in its receipts."""
+    addr = bytes.fromhex(address[2:])
+    with_logs = set()
+    for entry in logs:
+        number = entry["blockNumber"]
+        if number not in headers:
+            raise LogsIncomplete(f"eth_getLogs answered a log of block {number}, outside the range asked")
+        bloom = headers[number][2]
+        if not all(bloom_may_contain(bloom, v) for v in (addr, *(bytes(t) for t in entry["topics"]))):
+            raise LogsIncomplete(f"a log of block {number} is not in the block's logs bloom")
+        with_logs.add(number)
+    for number, (block_hash, _time, bloom) in sorted(headers.items()):
+        if number in with_logs or not bloom_may_contain(bloom, addr):
+            continue
+        # the bloom says "maybe": the receipts decide (a false positive is common on busy chains)
+        receipts = w3.provider.make_request("eth_getBlockReceipts", ["0x" + block_hash.hex()])
+        result = receipts.get("result") if isinstance(receipts, dict) else None
+        if not isinstance(result, list):
+            raise LogsIncomplete(f"block {number}'s bloom may hold registry logs and its receipts are unavailable")
+        for receipt in result:
+            for entry in (receipt.get("logs") or []) if isinstance(receipt, dict) else []:
+                if isinstance(entry, dict) and str(entry.get("address", "")).lower() == address.lower():
+                    raise LogsIncomplete(f"eth_getLogs left out registry logs of block {number}")
+
+
+class LogsIncomplete(ChainReadError):
+    """eth_getLogs answered logs inconsistent with the blocks' blooms or receipts; the poll is retried."""
+
+    reason = "chain_unverified"
 
 
 @dataclass(frozen=True)
@@ -127,11 +163,12 @@ class Follower:
         self.last_error: str | None = None
 
     @classmethod
-    def connect(cls, rpc_url: str, registry: str, *, timeout: float = 5.0, **kwargs) -> Follower:
-        """A follower with its own HTTP provider whose requests time out after ``timeout`` seconds. web3's
-        own retry loop is off: the follower retries whole polls with its own backoff."""
-        provider = Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None)
-        w3 = Web3(provider)
+    def connect(cls, rpc_url, registry: str, *, quorum: int = 1, timeout: float = 5.0, **kwargs) -> Follower:
+        """A follower over one RPC URL or a list of them, of which ``quorum`` must agree on every read
+        (:class:`~derot.chain.quorum.QuorumProvider`; requests time out after ``timeout`` seconds). It
+        retries whole polls with its own backoff."""
+        urls = [rpc_url] if isinstance(rpc_url, str) else list(rpc_url)
+        w3 = Web3(QuorumProvider(urls, quorum, timeout=timeout))
         return cls(w3, registry, **kwargs)
 
     # ---------------------------------------------------------------------------------------------
@@ -150,17 +187,20 @@ class Follower:
             return None
         first = self.cursor + 1
         last = max(self.cursor, min(target, self.cursor + self.max_range))
-        headers = self._headers(first, last, head)
-        end_hash, end_time = headers[last]
-        events = self._logs(first, last, headers) if last >= first else []
-        if self.state is None or reorg is not None:
+        # Incremental updates trust the logs, so every block of the range is fetched and its logs are
+        # checked against its bloom. A first read, a reorg or a gap wider than the window re-reads in full.
+        full = self.state is None or reorg is not None or first < head - self.reorg_window
+        headers = self._headers(first, last, head, every=not full)
+        end_hash, end_time, _bloom = headers[last]
+        events = self._logs(first, last, headers, verify=not full) if last >= first else []
+        if full:
             state = read_state(self.registry, end_hash, last, end_time)
         else:
             state = self._incremental(events, end_hash, last, end_time)
         if self._canonical_hash(last) != end_hash:
             raise ReorgRace(f"block {last} changed while reading it")
         # commit: nothing above may have changed the follower
-        for number, (block_hash, _time) in headers.items():
+        for number, (block_hash, _time, _bloom) in headers.items():
             if number >= head - self.reorg_window:
                 self._hashes[number] = block_hash
         for number in [n for n in self._hashes if n < head - self.reorg_window]:
@@ -200,29 +240,38 @@ class Follower:
         self.cursor = fork
         return Reorg(fork_block=fork, old_cursor=old)
 
-    def _headers(self, first: int, last: int, head: int) -> dict[int, tuple[bytes, int]]:
-        """(hash, timestamp) of block ``last`` and of every block of [first, last] within the reorg window,
-        checking that consecutive ones chain by parentHash, starting from the remembered cursor hash."""
-        numbers = sorted({*range(max(first, head - self.reorg_window), last + 1), last})
-        out: dict[int, tuple[bytes, int]] = {}
+    def _headers(self, first: int, last: int, head: int, *, every: bool) -> dict[int, tuple[bytes, int, bytes]]:
+        """(hash, timestamp, logs bloom) of block ``last`` and of every block of [first, last] (``every``) or of
+        those within the reorg window, checking that consecutive ones chain by parentHash, starting from the
+        remembered cursor hash."""
+        low = first if every else max(first, head - self.reorg_window)
+        numbers = sorted({*range(low, last + 1), last})
+        out: dict[int, tuple[bytes, int, bytes]] = {}
         for number in numbers:
             block = self.w3.eth.get_block(number)
             parent = bytes(block["parentHash"])
             expected = out[number - 1][0] if number - 1 in out else self._hashes.get(number - 1)
             if number >= first and expected is not None and parent != expected:
                 raise ReorgRace(f"block {number} does not extend the block {number - 1} seen before")
-            out[number] = (bytes(block["hash"]), int(block["timestamp"]))
+            out[number] = (bytes(block["hash"]), int(block["timestamp"]), bytes(block["logsBloom"]))
         return out
 
-    def _logs(self, first: int, last: int, headers) -> list[RegistryEvent]:
+    def _logs(self, first: int, last: int, headers, *, verify: bool) -> list[RegistryEvent]:
         raw = self.w3.eth.get_logs({"address": self.registry.address, "fromBlock": first, "toBlock": last})
-        events = []
-        for entry in sorted(raw, key=lambda e: (e["blockNumber"], e["logIndex"])):
+        for entry in raw:
             number = entry["blockNumber"]
             if number in headers and bytes(entry["blockHash"]) != headers[number][0]:
                 raise ReorgRace(f"log of block {number} comes from another fork")
             if entry.get("removed"):
                 raise ReorgRace(f"log of block {number} was removed")
+            if to_checksum_address(entry["address"]) != self.registry.address:
+                raise LogsIncomplete(f"eth_getLogs answered a log of another contract in block {number}")
+        if verify:
+            check_logs_against_blooms(self.w3, self.registry.address, raw, {n: h for n, h in headers.items()
+                                                                              if first <= n <= last})
+        events = []
+        for entry in sorted(raw, key=lambda e: (e["blockNumber"], e["logIndex"])):
+            number = entry["blockNumber"]
             event = self._events.get(bytes(entry["topics"][0])) if entry["topics"] else None
             if event is None:
                 continue
@@ -242,7 +291,7 @@ class Follower:
     def _incremental(self, events, block_hash: bytes, number: int, timestamp: int) -> RegistryState:
         if not events:
             return self.state.with_block(number, block_hash, timestamp)
-        nodes, epochs, apps, kinds = set(), set(), set(), set()
+        nodes, epochs, apps, revocations = set(), set(), set(), []
         platforms = node_measurements = governance = False
         for e in events:
             a = e.args
@@ -253,7 +302,7 @@ class Follower:
             if "appId" in a:
                 apps.add(bytes(a["appId"]))
             if e.name in ("Revoked", "Unrevoked"):
-                kinds.add(RevocationKind(a["kind"]))
+                revocations.append((RevocationKind(a["kind"]), bytes(a["id"]), e.name == "Revoked"))
             platforms |= e.name == "PlatformRuleSet"
             node_measurements |= e.name == "NodeMeasurementSet"
             governance |= e.name in ("SecurityCouncilChanged", "OwnershipTransferred")
@@ -266,7 +315,7 @@ class Follower:
             nodes=nodes,
             epochs=epochs,
             apps=apps,
-            kinds=kinds,
+            revocations=revocations,
             platforms=platforms,
             node_measurements=node_measurements,
             governance=governance,

@@ -7,7 +7,7 @@ calls pinned to one block hash, so it is consistent even while the chain reorgan
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
@@ -131,13 +131,15 @@ def apply_changes(
     nodes: set[str] = frozenset(),
     epochs: set[int] = frozenset(),
     apps: set[bytes] = frozenset(),
-    kinds: set[RevocationKind] = frozenset(),
+    revocations: Sequence[tuple[RevocationKind, bytes, bool]] = (),
     platforms: bool = False,
     node_measurements: bool = False,
     governance: bool = False,
 ) -> RegistryState:
     """Re-read only what events said changed (everything else is unchanged by construction: every
-    registry change emits an event) and return the new state at ``block_hash``."""
+    registry change emits an event) and return the new state at ``block_hash``. ``revocations`` are the
+    (kind, id, revoked) of Revoked/Unrevoked events in chain order, applied as they are (no re-read), so the
+    cost is proportional to the change, not to the size of the revocation lists."""
     at = block_hash
     snap = state.snapshot
     new_apps: dict[bytes, AppRecord] = dict(snap.apps)
@@ -155,8 +157,8 @@ def apply_changes(
         RevocationKind.CERT_SERIAL: state.revoked_serials,
         RevocationKind.EVIDENCE_HASH: state.revoked_evidence_hashes,
     }
-    for kind in kinds:
-        revoked[kind] = registry.revocations(kind, at)
+    for kind, ident, added in revocations:
+        revoked[kind] = revoked[kind] | {ident} if added else revoked[kind] - {ident}
     snapshot = replace(
         snap,
         block_number=block_number,
