@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import enum
 import logging
+import threading
 from dataclasses import dataclass
+from typing import Protocol
 
 from eth_utils import keccak
 
@@ -132,3 +134,60 @@ class EraseGuard:
             if bytes(entry["blockHash"]) == header.hash and len(data) == 64 and data[32:] == transcript:
                 return None
         return f"block {number} has no EpochActivated({epoch_id}) log with the activated transcript"
+
+
+class ShareStore(Protocol):
+    """The two one-way operations of a node's key store (``derot.service.storage.NodeStore``)."""
+
+    def activate_epoch(self, epoch: int) -> None: ...
+
+    def erase_shares_before(self, epoch: int) -> None: ...
+
+
+class ShareRetirement:
+    """The one place a node erases key shares, and only after :class:`EraseGuard` allows it.
+
+    The node calls :meth:`want` when its confirmed view shows epoch E active (the newest call wins) and
+    :meth:`attempt` (blocking: run it in a worker thread) on every update until it returns an allowed
+    verdict. With its own result for E it then makes E the stored active epoch (``activate_epoch``, which
+    erases older shares); without one it erases the shares of every epoch before E.
+    """
+
+    def __init__(self, guard: EraseGuard, store: ShareStore) -> None:
+        self.guard = guard
+        self.store = store
+        self._lock = threading.Lock()
+        self._wanted: tuple[int, OwnResult | None] | None = None
+        self.last_verdict: EraseVerdict | None = None
+
+    @property
+    def pending(self) -> int | None:
+        """The epoch whose older shares wait for finality, if any."""
+        wanted = self._wanted
+        return None if wanted is None else wanted[0]
+
+    def want(self, epoch_id: int, own: OwnResult | None) -> None:
+        with self._lock:
+            self._wanted = (epoch_id, own)
+
+    def attempt(self) -> EraseVerdict | None:
+        """Ask the guard about the wanted epoch; erase if allowed. None when nothing is wanted."""
+        wanted = self._wanted
+        if wanted is None:
+            return None
+        epoch_id, own = wanted
+        verdict = self.guard.may_erase(epoch_id, own)
+        self.last_verdict = verdict
+        if not verdict.allowed:
+            log.info("share erasure deferred", extra={"epoch": epoch_id, "reason": verdict.reason,
+                                                      "detail": verdict.detail})
+            return verdict
+        with self._lock:
+            if own is not None:
+                self.store.activate_epoch(epoch_id)
+            else:
+                self.store.erase_shares_before(epoch_id)
+            if self._wanted == wanted:
+                self._wanted = None
+        log.info("older key shares erased", extra={"epoch": epoch_id, "finalized_block": verdict.finalized_block})
+        return verdict

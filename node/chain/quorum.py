@@ -124,9 +124,9 @@ class Endpoint:
 class QuorumProvider(JSONBaseProvider):
     """A web3 provider over ``urls`` that needs ``quorum`` agreeing endpoints per read (see module doc)."""
 
-    def __init__(self, urls: Sequence[str], quorum: int = 1, *, timeout: float = 5.0) -> None:
+    def __init__(self, urls: str | Sequence[str], quorum: int = 1, *, timeout: float = 5.0) -> None:
         super().__init__()
-        urls = list(dict.fromkeys(urls))
+        urls = list(dict.fromkeys([urls] if isinstance(urls, str) else urls))
         if not urls or not 1 <= quorum <= len(urls):
             raise ValueError(f"need 1 <= quorum <= number of distinct RPC URLs, got {quorum} of {len(urls)}")
         self.endpoints = [Endpoint(u, timeout) for u in urls]
@@ -272,6 +272,6 @@ class QuorumProvider(JSONBaseProvider):
                                f"{self.quorum} ({'; '.join(failures)})")
 
 
-def connect(urls: Sequence[str], quorum: int = 1, *, timeout: float = 5.0) -> Web3:
+def connect(urls: str | Sequence[str], quorum: int = 1, *, timeout: float = 5.0) -> Web3:
     """A Web3 whose every read needs ``quorum`` of ``urls`` to agree."""
     return Web3(QuorumProvider(urls, quorum, timeout=timeout))
