@@ -289,7 +289,7 @@ class Follower:
         return events
 
     def _incremental(self, events, block_hash: bytes, number: int, timestamp: int) -> RegistryState:
-        if not events:
+        if not events and not self.state.unreadable_apps:
             return self.state.with_block(number, block_hash, timestamp)
         nodes, epochs, apps, revocations = set(), set(), set(), []
         platforms = node_measurements = governance = False

@@ -31,6 +31,9 @@ class RegistryState:
     council: str | None = None
     revoked_serials: frozenset[bytes] = frozenset()
     revoked_evidence_hashes: frozenset[bytes] = frozenset()
+    #: apps the node answered an error for (skipped, reported, re-read on every update; requests for them
+    #: are refused as unknown apps)
+    unreadable_apps: frozenset[bytes] = frozenset()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "nodes", MappingProxyType(dict(self.nodes)))
@@ -69,7 +72,8 @@ class RegistryState:
 
     def certificate_trust(self) -> CertificateTrust:
         return CertificateTrust(
-            epochs={i: CertEpoch(e.phase, e.pk_sig) for i, e in self.epochs.items()},
+            epochs={i: CertEpoch(e.phase, e.pk_sig, e.pk_kd) for i, e in self.epochs.items()},
+            current_epoch=self.current_epoch or None,
             revoked_serials=self.revoked_serials,
             revoked_evidence_hashes=self.revoked_evidence_hashes,
         )
@@ -94,6 +98,7 @@ def read_state(registry, block_hash: bytes, block_number: int, timestamp: int) -
     if not registry.w3.eth.get_code(registry.address, block_number):
         raise ChainReadError(f"no registry code at {registry.address} in block {block_number} (before deployment?)")
     revoked = {kind: registry.revocations(kind, at) for kind in RevocationKind if kind is not RevocationKind.NONE}
+    apps, unreadable = registry.apps_report(at)
     snapshot = GovernanceSnapshot(
         chain_id=registry.w3.eth.chain_id,
         registry=registry.address,
@@ -106,7 +111,7 @@ def read_state(registry, block_hash: bytes, block_number: int, timestamp: int) -
         revoked_gpu_fwids=revoked[RevocationKind.GPU_FWID],
         revoked_measurements=revoked[RevocationKind.MEASUREMENT],
         node_measurements=registry.node_measurements(at),
-        apps=registry.apps(at),
+        apps=apps,
     )
     return RegistryState(
         snapshot=snapshot,
@@ -118,6 +123,7 @@ def read_state(registry, block_hash: bytes, block_number: int, timestamp: int) -
         council=registry.security_council(at),
         revoked_serials=revoked[RevocationKind.CERT_SERIAL],
         revoked_evidence_hashes=revoked[RevocationKind.EVIDENCE_HASH],
+        unreadable_apps=unreadable,
     )
 
 
@@ -143,8 +149,15 @@ def apply_changes(
     at = block_hash
     snap = state.snapshot
     new_apps: dict[bytes, AppRecord] = dict(snap.apps)
-    for app_id in apps:
-        record = registry.app(app_id, at)
+    unreadable = set()
+    for app_id in set(apps) | state.unreadable_apps:
+        try:
+            record = registry.app(app_id, at)
+        except ChainReadError as exc:
+            if getattr(exc, "reason", None) in ("chain_unverified", "chain_unavailable"):
+                raise
+            unreadable.add(app_id)
+            record = None
         if record is None:
             new_apps.pop(app_id, None)
         else:
@@ -194,4 +207,5 @@ def apply_changes(
         council=council,
         revoked_serials=revoked[RevocationKind.CERT_SERIAL],
         revoked_evidence_hashes=revoked[RevocationKind.EVIDENCE_HASH],
+        unreadable_apps=frozenset(unreadable),
     )
