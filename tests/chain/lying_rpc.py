@@ -3,7 +3,7 @@ request and rewrites chosen answers, the way a malicious, compromised or lagging
 
 Lies it can tell (each an attribute tests set and clear while it runs):
 - ``calls``: eth_call answers replaced by calldata prefix (hex without 0x → result hex), e.g. a fake
-  ``currentEpoch`` or ``getEpoch(7)``;
+  ``currentEpoch`` or ``getEpoch(7)``; ``call_errors``: calldata prefixes answered "out of gas";
 - ``drop_log``: a predicate; matching logs are left out of eth_getLogs answers;
 - ``frozen_head``: eth_blockNumber and the ``latest`` block stay at this number;
 - ``header_lie``: a function that edits block objects (e.g. a fake timestamp) without fixing their hash.
@@ -22,6 +22,7 @@ class LyingRpc:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.calls: dict[str, str] = {}
+        self.call_errors: set[str] = set()
         self.drop_log = None
         self.frozen_head: int | None = None
         self.header_lie = None
@@ -53,6 +54,7 @@ class LyingRpc:
 
     def honest(self) -> None:
         self.calls, self.drop_log, self.frozen_head, self.header_lie = {}, None, None, None
+        self.call_errors = set()
 
     def close(self) -> None:
         self._server.shutdown()
@@ -69,8 +71,10 @@ class LyingRpc:
         if method == "eth_getBlockByNumber" and params and params[0] == "latest" and self.frozen_head is not None:
             params[0] = hex(self.frozen_head)
             request = {**request, "params": params}
-        if method == "eth_call" and self.calls:
+        if method == "eth_call" and (self.calls or self.call_errors):
             data = str(params[0].get("data") or params[0].get("input") or "").removeprefix("0x")
+            if any(data.startswith(prefix) for prefix in self.call_errors):
+                return {"jsonrpc": "2.0", "id": request.get("id"), "error": {"code": -32000, "message": "out of gas"}}
             for prefix, result in self.calls.items():
                 if data.startswith(prefix):
                     return {"jsonrpc": "2.0", "id": request.get("id"), "result": "0x" + result}

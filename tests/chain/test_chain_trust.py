@@ -312,3 +312,28 @@ def test_two_rpcs_that_disagree_give_chain_unverified(w):
         assert follower.cursor == w.w3.eth.block_number
     finally:
         honest_twin.close()
+
+
+def test_an_unreadable_app_is_skipped_and_reported_not_a_stop(w):
+    """The measurement-flood failure mode: the RPC refuses to read one app (out of gas). The follower
+    loads everything else, reports the app, keeps following, and reads it again once it can."""
+    reg = w.registry
+    owner = w.nodes[3]
+    apps = [reg.register_app(owner, os.urandom(32)) for _ in range(3)]
+    reg.set_app_measurement(owner, apps[1], 1, os.urandom(32), True)
+    fns = reg.contract.functions
+    w.proxy.call_errors = {fns.getApp(apps[1])._encode_transaction_data()[2:],
+                           fns.apps(0, 0)._encode_transaction_data()[2:10]}  # every apps() page
+    follower = w.follower(w.proxy.url)
+    drain(follower)
+    state = follower.state
+    assert state.unreadable_apps == {apps[1]}
+    assert apps[0] in state.snapshot.apps and apps[2] in state.snapshot.apps and apps[1] not in state.snapshot.apps
+    fmspc = os.urandom(6)
+    w.registry.apply(w.council, [A.Revoke(RevocationKind.FMSPC, fmspc)])
+    drain(follower)
+    assert fmspc in follower.state.snapshot.revoked_fmspcs  # still following
+    w.proxy.honest()
+    reg.set_app_measurement(owner, apps[0], 1, os.urandom(32), True)  # any event: unreadable apps are retried
+    drain(follower)
+    assert follower.state.unreadable_apps == frozenset() and apps[1] in follower.state.snapshot.apps
