@@ -1,4 +1,4 @@
-"""gRPC servicers: thin adapters from the wire to :class:`derot.service.node.NodeService`.
+"""gRPC servicers: thin adapters from the wire to a :class:`derot.net.api.NodeApi`.
 
 Every handler bounds the request (size, concurrency, deadline), turns a :class:`Refusal` into a gRPC status
 with the reason in its details, and counts the outcome. An unexpected exception is logged and answered
@@ -16,8 +16,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from derot import _proto
-from derot.crypto.dkg import DkgMessageRejected
 from derot.net import status
+from derot.net.api import NodeApi
 from derot.net.status import Refusal, abort_with
 
 log = logging.getLogger("derot.net")
@@ -26,16 +26,16 @@ log = logging.getLogger("derot.net")
 class _Bounded:
     """Shared request bounds: size, concurrent requests, deadline; outcome metrics."""
 
-    def __init__(self, node):
-        self.node = node
-        limits = node.config.limits
+    def __init__(self, api: NodeApi):
+        self.metrics = api.metrics
+        limits = api.limits
         self.max_bytes = limits.max_request_bytes
         self.max_inflight = limits.max_concurrent_requests
         self.deadline = limits.request_deadline
         self.inflight = 0
 
     async def handle(self, method: str, request, context, work):
-        metrics = self.node.metrics
+        metrics = self.metrics
         started = time.perf_counter()
         outcome = "ok"
         try:
@@ -79,70 +79,70 @@ def _servicer_bases():
 HEALTH_SERVICES = ("", "derot.v1.RootOfTrust", "derot.v1.Peer")
 
 
-async def set_health(node, serving: bool) -> None:
-    """SERVING once the node holds the active epoch's shares, NOT_SERVING otherwise (and while stopping)."""
-    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-    for service in HEALTH_SERVICES:
-        await node.health.set(service, status)
+class Health:
+    """The gRPC health service's answers: SERVING once the node holds the active epoch's shares, NOT_SERVING
+    otherwise (and while stopping)."""
+
+    def __init__(self, servicer: health.aio.HealthServicer):
+        self._servicer = servicer
+
+    async def set_serving(self, serving: bool) -> None:
+        answer = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for service in HEALTH_SERVICES:
+            await self._servicer.set(service, answer)
 
 
-def add_services(server: grpc.aio.Server, node) -> None:
-    """Register RootOfTrust, Peer, gRPC health and reflection on ``server``."""
+def add_services(server: grpc.aio.Server, api: NodeApi) -> Health:
+    """Register RootOfTrust, Peer, gRPC health and reflection on ``server``; returns the health reporter."""
     root_base, peer_base, grpc_mod = _servicer_bases()
     pb = _proto.load("node_pb2")
-    bounded = _Bounded(node)
+    bounded = _Bounded(api)
 
     class RootOfTrust(root_base):
         async def GetNetworkInfo(self, request, context):
-            return await bounded.handle("GetNetworkInfo", request, context, node.network_info)
+            return await bounded.handle("GetNetworkInfo", request, context, api.network_info)
 
         async def DeriveKey(self, request, context):
-            return await bounded.handle("DeriveKey", request, context, lambda: node.derive_key(request))
+            return await bounded.handle("DeriveKey", request, context, lambda: api.derive_key(request, context.peer()))
 
         async def IssueCertificate(self, request, context):
-            return await bounded.handle("IssueCertificate", request, context, lambda: node.issue_certificate(request))
+            return await bounded.handle("IssueCertificate", request, context, lambda: api.issue_certificate(request, context.peer()))
 
         async def GetStatus(self, request, context):
-            return await bounded.handle("GetStatus", request, context, lambda: node.certificate_status(request))
+            return await bounded.handle("GetStatus", request, context, lambda: api.certificate_status(request))
 
     class Peer(peer_base):
         async def SubmitDkgMessage(self, request, context):
             def work():
-                node.caller_operator(context)
-                try:
-                    node.receive_dkg(request.epoch, request.message)
-                except DkgMessageRejected as exc:
-                    raise Refusal(f"dkg_{exc.reason.value}", exc.detail) from None
+                api.receive_dkg(request.epoch, request.message, api.caller_operator(context))
                 return pb.Ack()
 
             return await bounded.handle("SubmitDkgMessage", request, context, work)
 
         async def GetNodeEvidence(self, request, context):
-            return await bounded.handle("GetNodeEvidence", request, context, node.node_evidence)
+            return await bounded.handle("GetNodeEvidence", request, context,
+                                        lambda: api.node_evidence(api.caller_operator(context)))
 
         async def GetEpochKeys(self, request, context):
-            return await bounded.handle("GetEpochKeys", request, context, lambda: node.epoch_keys(request))
+            return await bounded.handle("GetEpochKeys", request, context,
+                                        lambda: api.epoch_keys(request, api.caller_operator(context)))
 
         async def PartialSign(self, request, context):
-            return await bounded.handle(
-                "PartialSign", request, context, lambda: node.contribute_signature(request, node.caller_operator(context))
-            )
+            return await bounded.handle("PartialSign", request, context,
+                                        lambda: api.partial_sign(request, api.caller_operator(context)))
 
         async def DeriveShare(self, request, context):
-            return await bounded.handle(
-                "DeriveShare", request, context, lambda: node.contribute_share(request, node.caller_operator(context))
-            )
+            return await bounded.handle("DeriveShare", request, context,
+                                        lambda: api.derive_share(request, api.caller_operator(context)))
 
         async def SignNotice(self, request, context):
-            return await bounded.handle(
-                "SignNotice", request, context, lambda: node.sign_notice(request, node.caller_operator(context))
-            )
+            return await bounded.handle("SignNotice", request, context,
+                                        lambda: api.sign_notice(request, api.caller_operator(context)))
 
     grpc_mod.add_RootOfTrustServicer_to_server(RootOfTrust(), server)
     grpc_mod.add_PeerServicer_to_server(Peer(), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    node.health = health_servicer
     names = [
         pb.DESCRIPTOR.services_by_name["RootOfTrust"].full_name,
         pb.DESCRIPTOR.services_by_name["Peer"].full_name,
@@ -150,3 +150,4 @@ def add_services(server: grpc.aio.Server, node) -> None:
         reflection.SERVICE_NAME,
     ]
     reflection.enable_server_reflection(names, server)
+    return Health(health_servicer)

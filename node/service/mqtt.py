@@ -16,12 +16,9 @@ would displace the retained notice, so a publisher that sees it re-publishes the
 (no signing round; at most once per ``RESTORE_INTERVAL``). Broker ACLs that let only the nodes write the
 feed topics remain the real defence against such a flood; subscribers refuse those messages either way.
 
-Signing (like certificate issuance): the publisher is the gateway. It asks every other member for a partial
-signature over the encoded notice (Peer ``SignNotice``), adds its own, and combines the first ``t`` with
-:func:`derot.crypto.threshold.combine_verified`. A contributing member signs only a notice byte-identical to
-the one it builds itself: from its own confirmed state when it sits at the notice's block, otherwise by
-reading the registry pinned to the notice's block hash, after checking with its own RPC that the block is
-canonical and confirmed. It never signs a state more than ``MAX_NOTICE_LAG`` blocks older than its view.
+Signing (like certificate issuance): the publisher is the gateway. It gets the encoded notice threshold-signed
+through :meth:`derot.service.signing.FanOut.threshold_sign` (Peer ``SignNotice``); each contributing member
+signs only the notice it rebuilds itself (:class:`derot.service.notice_source.NoticeSource`).
 """
 
 from __future__ import annotations
@@ -36,35 +33,18 @@ import sys
 import time
 from pathlib import Path
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from derot.chain.follower import TRANSIENT_ERRORS
-from derot.chain.types import RevocationKind
+from derot import _proto
+from derot.certs.notices import BrokerAddress, Notice, NoticeDecodeError, NoticeKind, SignedNotice, topic
 from derot.constants import DST_CERT
-from derot.crypto import threshold as th
-from derot.crypto.bls import G1, PointDecodeError
-from derot.net import status
-from derot.net.gateway import collect
 from derot.net.status import Refusal
-from derot.certs.notices import (
-    BrokerAddress,
-    EpochInfo,
-    Notice,
-    NoticeDecodeError,
-    NoticeKind,
-    RevocationSet,
-    SignedNotice,
-    topic,
-)
+from derot.service.notice_source import notice_from_state
+from derot.service.signing import FanOut
+from derot.service.view import NodeView
 
 log = logging.getLogger("derot.mqtt")
 
-#: refusal reasons of SignNotice
-NOTICE_MISMATCH = status.NOTICE_MISMATCH
-NOT_CONFIRMED = status.NOT_CONFIRMED
-#: a member signs notices of blocks at most this far behind / ahead of its confirmed block
-MAX_NOTICE_LAG = 64
-MAX_NOTICE_LEAD = 16
 #: seconds between the publishing turns of consecutive members
 STAGGER = 2.0
 #: seconds to wait after (re)subscribing for the broker's retained notices before deciding anything
@@ -77,130 +57,23 @@ TICK = 1.0
 
 
 # ---------------------------------------------------------------------------------------------
-# notice content from the registry
-
-
-def revocations_of(state) -> RevocationSet:
-    """The revocation set of a ``derot.chain.state.RegistryState``."""
-    snap = state.snapshot
-    return RevocationSet.of(
-        fmspcs=snap.revoked_fmspcs, chip_ids=snap.revoked_chip_ids, gpu_fwids=snap.revoked_gpu_fwids,
-        measurements=snap.revoked_measurements, cert_serials=state.revoked_serials,
-        evidence_hashes=state.revoked_evidence_hashes, platforms=snap.platforms,
-    )
-
-
-def epoch_info_of(record) -> EpochInfo:
-    """The feed's view of an activated ``derot.chain.types.EpochRecord``."""
-    return EpochInfo(record.threshold, record.members, record.pk_sig, record.pk_kd, record.transcript_hash,
-                     record.activated_block)
-
-
-def notice_from_state(state, kind: NoticeKind) -> Notice | None:
-    """The notice of ``kind`` for a registry state; None while no epoch is active (nobody could sign)."""
-    committee = state.committee
-    if committee is None or committee.pk_sig is None:
-        return None
-    content = revocations_of(state) if kind is NoticeKind.REVOCATIONS else epoch_info_of(committee)
-    snap = state.snapshot
-    return Notice(snap.chain_id, snap.registry, snap.block_number, snap.block_hash, snap.block_timestamp,
-                  committee.id, content)
-
-
-def read_notice_at(registry, chain_id: int, kind: NoticeKind, number: int, block_hash: bytes,
-                   timestamp: int) -> Notice | None:
-    """The notice of ``kind`` read with view calls pinned to ``block_hash`` (blocking; a ``Registry``)."""
-    at = block_hash
-    epoch_id = registry.current_epoch(at)
-    if not epoch_id:
-        return None
-    if kind is NoticeKind.REVOCATIONS:
-        revoked = {k: registry.revocations(k, at) for k in RevocationKind if k is not RevocationKind.NONE}
-        content = RevocationSet.of(
-            fmspcs=revoked[RevocationKind.FMSPC], chip_ids=revoked[RevocationKind.CHIP_ID],
-            gpu_fwids=revoked[RevocationKind.GPU_FWID], measurements=revoked[RevocationKind.MEASUREMENT],
-            cert_serials=revoked[RevocationKind.CERT_SERIAL], evidence_hashes=revoked[RevocationKind.EVIDENCE_HASH],
-            platforms=registry.platform_rules(at),
-        )
-    else:
-        content = epoch_info_of(registry.epoch(epoch_id, at))
-    return Notice(chain_id, registry.address, number, bytes(block_hash), timestamp, epoch_id, content)
-
-
-# ---------------------------------------------------------------------------------------------
-# contributing a partial signature (Peer SignNotice)
-
-
-async def contribute_notice_signature(node, request):
-    """Check a proposed notice against this node's own view of the registry and partially sign it."""
-    try:
-        notice = Notice.decode(request.notice)
-    except NoticeDecodeError as exc:
-        raise Refusal(status.MALFORMED_REQUEST, f"notice: {exc}", metadata={"field": "notice"}) from None
-    state, keys = node._serving()
-    if notice.chain_id != node.chain_id or notice.registry != node.registry.address:
-        raise Refusal(NOTICE_MISMATCH, f"the notice names chain {notice.chain_id} / {notice.registry}, this node "
-                                       f"serves {node.chain_id} / {node.registry.address}")
-    if notice.epoch != keys.epoch:
-        raise Refusal(status.WRONG_EPOCH, f"the notice names epoch {notice.epoch}, this node serves {keys.epoch}")
-    confirmed = state.block_number
-    if not confirmed - MAX_NOTICE_LAG <= notice.block_number <= confirmed + MAX_NOTICE_LEAD:
-        raise Refusal(NOTICE_MISMATCH, f"block {notice.block_number} is too far from this node's confirmed block "
-                                       f"{confirmed}")
-    if notice.block_number < node.config.chain.start_block:
-        raise Refusal(NOTICE_MISMATCH, f"block {notice.block_number} precedes the registry's deployment")
-    if notice.block_number == confirmed:
-        if notice.block_hash != state.block_hash:
-            raise Refusal(NOTICE_MISMATCH, f"block {confirmed} has hash {state.block_hash.hex()} in this node's "
-                                           f"view, not {notice.block_hash.hex()}")
-        expected = notice_from_state(state, notice.kind)
-    else:
-        expected = await asyncio.to_thread(_read_confirmed, node, notice)
-    if expected != notice:
-        differing = ["content"] if expected is None else [
-            name for name in ("block_timestamp", "epoch", "content") if getattr(expected, name) != getattr(notice, name)
-        ]
-        raise Refusal(NOTICE_MISMATCH, f"the notice differs from this node's view at block {notice.block_number}: "
-                                       + ", ".join(differing))
-    partial = notice.sign(keys.shares.sig)
-    if "corrupt_shares" in getattr(node, "faults", ()):
-        from derot.service import faults
-
-        partial = faults.corrupt_point(partial)
-    return node._pb.SignNoticeResponse(index=keys.index, epoch=keys.epoch, partial_signature=partial.to_bytes())
-
-
-def _read_confirmed(node, notice: Notice) -> Notice | None:
-    """The notice this node builds at ``notice``'s block, after checking that block with its own RPC."""
-    try:
-        head = node.w3.eth.block_number
-        if notice.block_number > head - node.config.chain.confirmations:
-            raise Refusal(NOT_CONFIRMED, f"block {notice.block_number} is not confirmed yet (head {head})")
-        block = node.w3.eth.get_block(notice.block_number)
-        if bytes(block["hash"]) != notice.block_hash or int(block["timestamp"]) != notice.block_timestamp:
-            raise Refusal(NOTICE_MISMATCH, f"block {notice.block_number} of this node's chain has another hash or "
-                                           "timestamp (another fork?)")
-        return read_notice_at(node.registry, node.chain_id, notice.kind, notice.block_number, notice.block_hash,
-                              notice.block_timestamp)
-    except TRANSIENT_ERRORS as exc:
-        raise Refusal(status.UNAVAILABLE, f"this node cannot read block {notice.block_number}: {exc}") from None
-
-
-# ---------------------------------------------------------------------------------------------
 # publishing
 
 
 class NoticePublisher:
     """Keeps the feed's retained notices current (see the module docstring). One per node process."""
 
-    def __init__(self, node, url: str, *, heartbeat: float = 300.0, stagger: float = STAGGER,
+    def __init__(self, view: NodeView, signer: FanOut, *, chain_id: int, registry: str,
+                 metrics_registry: CollectorRegistry, url: str, heartbeat: float = 300.0, stagger: float = STAGGER,
                  settle: float = SETTLE) -> None:
-        self.node = node
+        self.view = view
+        self.signer = signer
         self.address = BrokerAddress.parse(url)
         self.heartbeat = heartbeat
         self.stagger = stagger
         self.settle = settle
-        self.topics = {kind: topic(node.chain_id, node.registry.address, kind) for kind in NoticeKind}
+        self._pb = _proto.load("node_pb2")
+        self.topics = {kind: topic(chain_id, registry, kind) for kind in NoticeKind}
         self._kind_of_topic = {name: kind for kind, name in self.topics.items()}
         self._latest: dict[NoticeKind, SignedNotice] = {}  # newest notice on each topic that verifies
         self._displaced: set[NoticeKind] = set()  # topics whose retained message may no longer be the newest
@@ -209,7 +82,7 @@ class NoticePublisher:
         self._due_since: dict[NoticeKind, float] = {}
         self._retry_at: dict[NoticeKind, float] = {}
         self._wake = asyncio.Event()
-        registry = node.metrics.registry
+        registry = metrics_registry
         self.published = Counter("derot_notices_published_total", "Feed notices this node published", ["kind"],
                                  registry=registry)
         self.refused = Counter(
@@ -223,7 +96,7 @@ class NoticePublisher:
         return asyncio.create_task(self._run(), name="mqtt")
 
     def on_state(self, _state) -> None:
-        """A new confirmed state (the node's ``state`` attribute holds it): re-evaluate now."""
+        """A new confirmed state (the view holds it): re-evaluate now."""
         self._wake.set()
 
     # connection ---------------------------------------------------------------------------------
@@ -262,7 +135,7 @@ class NoticePublisher:
         kind = self._kind_of_topic.get(name)
         if kind is None:
             return
-        state = self.node.state
+        state = self.view.state
         if state is None or state.group_key is None:
             self._unverified[kind] = payload  # verified once the follower has seen the active epoch
             return
@@ -298,7 +171,7 @@ class NoticePublisher:
 
         await asyncio.sleep(self.settle)
         while True:
-            state = self.node.state
+            state = self.view.state
             if self._unverified and state is not None and state.group_key is not None:
                 for kind, payload in list(self._unverified.items()):
                     del self._unverified[kind]
@@ -327,7 +200,7 @@ class NoticePublisher:
         if kind not in self._displaced or latest is None or now - self._restored_at.get(kind, -1e9) < RESTORE_INTERVAL:
             return
         self._displaced.discard(kind)
-        state = self.node.state
+        state = self.view.state
         if state is None or state.group_key is None or not latest.verify(state.group_key):
             return  # signed under a group key that is no longer current (a fresh DKG): nothing to restore
         self._restored_at[kind] = now
@@ -345,8 +218,7 @@ class NoticePublisher:
         return notice.block_timestamp - latest.block_timestamp >= self.heartbeat
 
     async def _consider(self, client, kind: NoticeKind) -> None:
-        node = self.node
-        state, keys = node.state, node.keys
+        state, keys = self.view.state, self.view.keys
         if state is None or keys is None or state.committee is None or state.committee.id != keys.epoch:
             self._due_since.pop(kind, None)
             return
@@ -376,37 +248,11 @@ class NoticePublisher:
 
     async def sign(self, notice: Notice) -> SignedNotice:
         """Gateway: collect ``t`` partial signatures over ``notice`` from the committee and combine them."""
-        node = self.node
-        state, keys = node._serving()
-        digest, data = notice.digest, notice.encode()
-        pb = node._pb
-
-        async def own():
-            return notice.sign(keys.shares.sig)
-
-        def remote(info):
-            async def call():
-                reply = await node._peer_call(info, "SignNotice", pb.SignNoticeRequest(notice=data))
-                try:
-                    return G1.from_bytes(reply.partial_signature)
-                except PointDecodeError as exc:
-                    raise Refusal("invalid_share", str(exc)) from None
-            return call
-
-        calls = {keys.index: own}
-        calls.update({i: remote(info) for i, info in node.peer_info(state, state.committee).items()
-                      if i != keys.index})
-
-        def first(answers):
-            signature = th.combine(answers)
-            return signature if th.verify(keys.sig.group_key, digest, signature, DST_CERT) else None
-
-        def every(answers):
-            return th.combine_verified(answers, keys.threshold, keys.sig.group_key, keys.sig.share_keys, digest,
-                                       DST_CERT).signature
-
-        collected = await collect(calls, keys.threshold, first, every, deadline=node.config.limits.peer_deadline)
-        node._count_shares(collected)
+        state, keys = self.view.serving()
+        collected = await self.signer.threshold_sign(
+            state, keys, digest=notice.digest, dst=DST_CERT, own=lambda: notice.sign(keys.shares.sig),
+            method="SignNotice", message=self._pb.SignNoticeRequest(notice=notice.encode()),
+        )
         return SignedNotice(notice, collected.result)
 
 

@@ -1,74 +1,57 @@
-"""The node process: follows the registry, runs DKGs and reshares with its peers, serves apps.
+"""The node process: wiring and lifecycle.
 
-One asyncio loop runs everything:
+:class:`NodeService` builds the node's components and runs them on one asyncio loop:
 
-- the chain task follows ``DerotRegistry`` at ``head − confirmations``; every update may activate an
-  epoch (shares of older epochs are erased in the same store transaction), start a DKG/reshare runner,
-  or refresh the peer certificates the Peer port trusts;
-- the gRPC server listens on two ports: RootOfTrust (TLS) for apps, Peer (mutual TLS, client certificates
-  pinned by the registry) for nodes;
-- gateway requests fan out to the committee; contributing requests are checked here again, against this
-  node's own view of the chain.
+- the chain task follows ``DerotRegistry`` at ``head − confirmations``; every update replaces the
+  :class:`~derot.service.view.NodeView`'s state, refreshes the Peer port's TLS pins
+  (:class:`~derot.service.peering.Peering`), starts verifying new registrants' evidence
+  (:class:`~derot.service.member_evidence.MemberEvidence`) and lets the
+  :class:`~derot.service.orchestrator.EpochOrchestrator` activate epochs and run DKGs/reshares;
+- the gRPC server listens on two ports: RootOfTrust (TLS) for apps, answered by the
+  :class:`~derot.service.gateway.Gateway`; Peer (mutual TLS, client certificates pinned by the registry) for
+  nodes, answered by the :class:`~derot.service.contributor.Contributor`. Servicers reach the node only through
+  :class:`~derot.service.api.ServiceApi` (a :class:`derot.net.api.NodeApi`);
+- the notice publisher (when ``[mqtt].url`` is set) keeps the signed revocation/epoch feed current.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections import defaultdict, deque
-from dataclasses import dataclass
 
 import grpc
 from eth_account import Account
 from web3 import Web3
 
-from derot import __version__, _proto, untrusted
+from derot import __version__, untrusted
 from derot.attest.binding import network_id
 from derot.attest.evidence import Evidence
 from derot.attest.policy import PolicyEngine
 from derot.attest.trust import TrustConfig
-from derot.certs.verify import signature_bytes
 from derot.chain.follower import Follower
 from derot.chain.registry import Registry
 from derot.chain.state import RegistryState
-from derot.chain.types import EpochPhase, EpochRecord
-from derot.constants import DST_CERT
-from derot.crypto import kd
-from derot.crypto import threshold as th
-from derot.crypto.bls import G1, G2, PointDecodeError
-from derot.crypto.dkg import (
-    Committee,
-    DkgConfig,
-    DkgFailed,
-    DkgSession,
-    Identity,
-    Member,
-    PreviousEpoch,
-    PublicKeys,
-)
-from derot.net import status, tls
-from derot.net.gateway import collect
-from derot.net.peers import Endpoint, PeerInfo, PeerPool, fetch_peer_certificate
-from derot.net.status import Refusal, refusal_from_rpc_error
+from derot.crypto.dkg import Identity
+from derot.net import tls
+from derot.net.servicers import Health, add_services
 from derot.service import faults, issuance
+from derot.service.api import ServiceApi
 from derot.service.config import NodeConfig, operator_key
-from derot.service.dkg_runner import DkgRunner
-from derot.service.epoch import EpochKeys
-from derot.service.membership import (
-    MembershipRefused,
-    check_member_policy,
-    node_report_data,
-    verify_member_evidence,
-)
+from derot.service.contributor import Contributor
+from derot.service.gateway import Gateway
+from derot.service.member_evidence import MemberEvidence
+from derot.service.membership import node_report_data
 from derot.service.metrics import Metrics
-from derot.service.requests import CheckedRequest, RequestChecker
+from derot.service.notice_source import NoticeSource
+from derot.service.orchestrator import EpochOrchestrator
+from derot.service.peering import Peering
+from derot.service.requests import RequestChecker
+from derot.service.signing import FanOut
 from derot.service.storage import NodeStore
+from derot.service.tasks import TaskSet
+from derot.service.view import Admission, NodeView
 
 log = logging.getLogger("derot.node")
-
-#: messages buffered per epoch for a DKG this node has not started yet
-DKG_BUFFER = 4096
 
 
 class NodeIdentity:
@@ -105,19 +88,12 @@ def create_identity(store: NodeStore) -> None:
     store.put_identity("tls", tls_id.key_pem, tls_id.cert_pem)
 
 
-@dataclass
-class _Pending:
-    """A finished DKG/reshare waiting for the registry to activate its epoch."""
-
-    keys: EpochKeys | None
-    reported: bool = False
-
-
 class NodeService:
+    """Wiring and lifecycle: ``start()``, ``wait_ready()``, ``stop()``; ``public_port``/``peer_port``/
+    ``metrics_port`` once started."""
+
     def __init__(self, config: NodeConfig, store: NodeStore, trust: TrustConfig):
-        self.config = config
-        self.store = store
-        self.trust = trust
+        self.config, self.store = config, store
         self.identity = NodeIdentity(store)
         self.account = Account.from_key(operator_key(config))
         self.metrics = Metrics()
@@ -125,76 +101,63 @@ class NodeService:
         self.registry = Registry(self.w3, config.chain.registry)
         self.chain_id = self.w3.eth.chain_id
         self.network = network_id(self.chain_id, self.registry.address)
-        self.deployment = issuance.Deployment(self.chain_id, self.registry.address)
-        self.policy = PolicyEngine.default(replay=store, max_age=config.attest.freshness_window)
-        self.checker = RequestChecker(network=self.network, trust=trust, policy=self.policy)
-        self.peers = PeerPool(self.identity.tls)
-        self.state: RegistryState | None = None
-        self.keys: EpochKeys | None = None
-        self._pending: dict[int, _Pending] = {}
-        self._runners: dict[int, DkgRunner] = {}
-        self._dkg_buffer: dict[int, deque] = defaultdict(lambda: deque(maxlen=DKG_BUFFER))
-        self._peer_certs: dict[bytes, bytes] = {}  # tls key hash -> PEM, for the Peer port's client auth
-        self._server_cert_config = None
-        self._served_cert_config = None
-        self._rotation = 0  # which peers a gateway asks first (round robin)
-        self._member_claims: dict[bytes, object] = {}  # evidence hash -> Claims, or the MembershipRefused
-        self._evidence_tasks: dict[bytes, asyncio.Task] = {}
-        self._evidence_retry: dict[bytes, float] = {}
-        self._evidence_slots = asyncio.Semaphore(4)
-        self._member_changed = asyncio.Event()
-        self._node_policy = PolicyEngine.default()
-        self._tasks: list[asyncio.Task] = []
-        self._server: grpc.aio.Server | None = None
-        self.public_port = 0
-        self.peer_port = 0
-        self.metrics_port = 0
-        self._ready = asyncio.Event()
-        self._pb = _proto.load("node_pb2")
-        self.faults = faults.parse(config.node.faults)
-        if self.faults:
-            log.warning("devnet fault injection active", extra={"faults": sorted(self.faults)})
+        deployment = issuance.Deployment(self.chain_id, self.registry.address)
+        policy = PolicyEngine.default(replay=store, max_age=config.attest.freshness_window)
+        active_faults = faults.parse(config.node.faults)
+        if active_faults:
+            log.warning("devnet fault injection active", extra={"faults": sorted(active_faults)})
+        limits = config.limits
+
+        self.view = NodeView()
+        self.tasks = TaskSet()
+        self.peering = Peering(self.identity.tls, self.account.address, peer_deadline=limits.peer_deadline)
+        admission = Admission(self.view, RequestChecker(network=self.network, trust=trust, policy=policy),
+                              self.metrics)
+        fanout = FanOut(self.peering, self.metrics, limits)
+        self.evidence = MemberEvidence(self.peering, trust, self.network, self.account.address, self.tasks)
+        self.epochs = EpochOrchestrator(
+            view=self.view, store=store, peering=self.peering, evidence=self.evidence, registry=self.registry,
+            w3=self.w3, account=self.account, network=self.network, identity=self.identity.dkg,
+            metrics=self.metrics, phase_timeout=config.dkg.phase_timeout, faults_active=active_faults,
+            tasks=self.tasks,
+        )
+        notice_source = NoticeSource(self.registry, self.w3, chain_id=self.chain_id,
+                                     start_block=config.chain.start_block, confirmations=config.chain.confirmations)
+        self.api = ServiceApi(
+            limits=limits, metrics=self.metrics, view=self.view,
+            gateway=Gateway(self.view, admission, fanout, store, deployment, limits),
+            contributor=Contributor(self.view, admission, notice_source, store, deployment, limits, active_faults),
+            epochs=self.epochs, chain_id=self.chain_id, registry=self.registry.address,
+        )
         self.notices = None  # the signed revocation/epoch feed (derot.service.mqtt), when [mqtt].url is set
         if config.mqtt.url:
             from derot.service.mqtt import NoticePublisher
 
-            self.notices = NoticePublisher(self, config.mqtt.url, heartbeat=config.mqtt.heartbeat)
-        self._load_active_epoch()
-
-    # ---------------------------------------------------------------------------------------------
-    # lifecycle
-
-    def _load_active_epoch(self) -> None:
-        record = self.store.active_epoch()
-        if record is not None and record.shares is not None:
-            self.keys = EpochKeys.load(record.public, record.shares)
-            self.metrics.epoch.set(self.keys.epoch)
-            log.info("loaded epoch keys", extra={"epoch": self.keys.epoch, "index": self.keys.index})
+            self.notices = NoticePublisher(
+                self.view, fanout, chain_id=self.chain_id, registry=self.registry.address,
+                metrics_registry=self.metrics.registry, url=config.mqtt.url, heartbeat=config.mqtt.heartbeat)
+        self._server: grpc.aio.Server | None = None
+        self._health: Health | None = None
+        self._ready = asyncio.Event()
+        self.public_port = self.peer_port = self.metrics_port = 0
+        self.epochs.load_active()
 
     async def start(self) -> None:
         untrusted.pin_recursion_limit()
-        from derot.net.servicers import add_services
-
         self._server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", 2 * self.config.limits.max_request_bytes),
                 ("grpc.max_send_message_length", 4 * 1024 * 1024),
             ]
         )
-        add_services(self._server, self)
+        self._health = add_services(self._server, self.api)
         ident = self.identity.tls
         public_creds = grpc.ssl_server_credentials([(ident.key_pem, ident.cert_pem)])
         self.public_port = self._server.add_secure_port(self.config.node.public_listen, public_creds)
-        self._server_cert_config = grpc.ssl_server_certificate_configuration(
-            [(ident.key_pem, ident.cert_pem)], root_certificates=ident.cert_pem
-        )
-        self._served_cert_config = self._server_cert_config
-        peer_creds = grpc.dynamic_ssl_server_credentials(
-            self._server_cert_config, self._peer_cert_config, require_client_authentication=True
-        )
-        self.peer_port = self._server.add_secure_port(self.config.node.peer_listen, peer_creds)
+        self.peer_port = self._server.add_secure_port(self.config.node.peer_listen,
+                                                      self.peering.server_credentials())
         await self._server.start()
-        await self._update_health()
+        await self._health.set_serving(self.view.healthy)
         if self.config.metrics.listen:
             self.metrics_port = self.metrics.serve(self.config.metrics.listen)
         follower = Follower.connect(
@@ -204,9 +167,9 @@ class NodeService:
             confirmations=self.config.chain.confirmations,
             poll_interval=self.config.chain.poll_interval,
         )
-        self._tasks.append(asyncio.create_task(self._follow(follower), name="chain"))
+        self.tasks.spawn(self._follow(follower), name="chain")
         if self.notices is not None:
-            self._tasks.append(self.notices.start())
+            self.tasks.add(self.notices.start())
         log.info(
             "node serving",
             extra={
@@ -215,13 +178,6 @@ class NodeService:
             },
         )
 
-    async def _update_health(self) -> None:
-        from derot.net.servicers import set_health
-
-        serving = self.keys is not None and (self.state is None or (
-            self.state.committee is not None and self.state.committee.id == self.keys.epoch))
-        await set_health(self, serving)
-
     async def wait_ready(self, timeout: float | None = None) -> None:
         await asyncio.wait_for(self._ready.wait(), timeout)
 
@@ -229,17 +185,15 @@ class NodeService:
         """Graceful stop: refuse new calls, let in-flight ones finish (up to ``grace``), close storage."""
         log.info("stopping: finishing in-flight requests", extra={"grace_seconds": grace})
         if self._server is not None:
-            await set_health_safely(self, False)
+            try:
+                await self._health.set_serving(False)
+            except Exception:  # reporting health must never block a shutdown
+                log.debug("health update failed", exc_info=True)
             await self._server.stop(grace)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.peers.close()
+        await self.tasks.cancel_all()
+        await self.peering.close()
         self.store.close()
         log.info("node stopped")
-
-    # ---------------------------------------------------------------------------------------------
-    # following the registry
 
     async def _follow(self, follower: Follower) -> None:
         async for update in follower.updates():
@@ -251,637 +205,16 @@ class NodeService:
                 self.metrics.chain_lag.set(follower.head - update.state.block_number)
 
     async def _on_state(self, state: RegistryState) -> None:
-        self.state = state
+        self.view.state = state
         self.metrics.confirmed_block.set(state.block_number)
-        await self._refresh_peer_certs(state)
-        self._watch_member_evidence(state)
-        current = state.committee
-        if current is not None and (self.keys is None or self.keys.epoch != current.id):
-            self._activate(current)
-        pending = state.pending
-        if (
-            pending is not None
-            and pending.phase in (EpochPhase.DKG, EpochPhase.RESHARE)
-            and pending.id not in self._runners
-            and pending.id not in self._pending
-            and self.store.epoch(pending.id) is None
-            and self._involved(state, pending)
-        ):
-            self._start_runner(state, pending)
-        if current is not None:
+        await self.peering.refresh_certs(state)
+        self.evidence.watch(state)
+        self.epochs.on_state(state)
+        if state.committee is not None:
             self._ready.set()
-        await self._update_health()
+        await self._health.set_serving(self.view.healthy)
         if self.notices is not None:
             self.notices.on_state(state)
-
-    def _involved(self, state: RegistryState, epoch: EpochRecord) -> bool:
-        me = self.account.address
-        if epoch.index_of(me):
-            return True
-        previous = state.epochs.get(epoch.previous) if epoch.phase == EpochPhase.RESHARE else None
-        return previous is not None and bool(previous.index_of(me))
-
-    def _activate(self, epoch: EpochRecord) -> None:
-        pending = self._pending.pop(epoch.id, None)
-        record = self.store.epoch(epoch.id)
-        if record is not None and record.shares is not None:
-            keys = EpochKeys.load(record.public, record.shares)
-            if keys.sig.group_key != epoch.pk_sig or keys.kd.group_key != epoch.pk_kd:
-                log.error("registry activated keys this node does not hold", extra={"epoch": epoch.id})
-                return
-            self.store.activate_epoch(epoch.id)
-            self.keys = keys
-            log.info("epoch active; older shares erased", extra={"epoch": epoch.id, "index": keys.index})
-        else:
-            self.store.erase_shares_before(epoch.id)
-            self.keys = None
-            log.info("epoch active without this node", extra={"epoch": epoch.id, "was_pending": pending is not None})
-        self.metrics.epoch.set(self.keys.epoch if self.keys else 0)
-
-    # ---------------------------------------------------------------------------------------------
-    # peers
-
-    def peer_info(self, state: RegistryState, epoch: EpochRecord) -> dict[int, PeerInfo]:
-        out = {}
-        for index, operator in enumerate(epoch.members, start=1):
-            node = state.nodes.get(operator)
-            if node is None:
-                continue
-            try:
-                endpoint = Endpoint.parse(node.endpoint)
-            except ValueError:
-                log.warning("member has a malformed endpoint", extra={"operator": operator})
-                continue
-            out[index] = PeerInfo(index, operator, endpoint, node.tls_key_hash)
-        return out
-
-    async def _refresh_peer_certs(self, state: RegistryState) -> None:
-        """Fetch (and pin) the certificate of every registered node not fetched yet."""
-        wanted = {n.tls_key_hash: n for n in state.nodes.values() if n.operator.lower() != self.account.address.lower()}
-        missing = [n for h, n in wanted.items() if h not in self._peer_certs]
-        if not missing and set(self._peer_certs) <= set(wanted):
-            return
-
-        async def fetch(node):
-            try:
-                endpoint = Endpoint.parse(node.endpoint)
-                return node.tls_key_hash, await asyncio.to_thread(
-                    fetch_peer_certificate, endpoint, node.tls_key_hash, 2.0
-                )
-            except (OSError, ValueError, tls.PinMismatch) as exc:
-                log.debug("peer certificate not fetched yet", extra={"operator": node.operator, "error": str(exc)})
-                return None
-
-        results = await asyncio.gather(*(fetch(n) for n in missing))
-        certs = {h: pem for h, pem in self._peer_certs.items() if h in wanted}
-        certs.update(r for r in results if r is not None)
-        if certs != self._peer_certs:
-            self._peer_certs = certs
-            ident = self.identity.tls
-            roots = b"".join(certs.values()) or ident.cert_pem
-            self._server_cert_config = grpc.ssl_server_certificate_configuration(
-                [(ident.key_pem, ident.cert_pem)], root_certificates=roots
-            )
-
-    def _peer_cert_config(self):
-        """gRPC calls this before every Peer-port handshake: the pinned client roots if they changed, else None.
-
-        gRPC treats any returned configuration as new and rebuilds the port's TLS context, racing handshakes
-        in flight (seen as crashes inside grpc at n = 32), so an unchanged configuration must return None.
-        """
-        config = self._server_cert_config
-        if config is self._served_cert_config:
-            return None
-        self._served_cert_config = config
-        return config
-
-    def caller_operator(self, context) -> str:
-        """The registered operator whose pinned TLS key the calling peer presented."""
-        certs = context.auth_context().get("x509_pem_cert")
-        if not certs or self.state is None:
-            raise Refusal(status.NOT_A_MEMBER, "no client certificate")
-        key_hash = tls.spki_hash(certs[0])
-        for operator, node in self.state.nodes.items():
-            if node.tls_key_hash == key_hash:
-                return operator
-        raise Refusal(status.NOT_A_MEMBER, "the client certificate is not registered")
-
-    def _broadcast(self, state: RegistryState, epochs: list[EpochRecord]):
-        """A broadcast function for DKG messages to every other participant of ``epochs``."""
-        targets: dict[str, PeerInfo] = {}
-        for epoch in epochs:
-            for info in self.peer_info(state, epoch).values():
-                if info.operator.lower() != self.account.address.lower():
-                    targets[info.operator.lower()] = info
-        deadline = self.config.dkg.phase_timeout
-
-        async def send(info: PeerInfo, epoch_id: int, data: bytes) -> None:
-            pb = self._pb
-            started = time.monotonic()
-            delay = 0.1
-            while time.monotonic() - started < deadline:
-                try:
-                    stub = await self.peers.stub(info)
-                    await stub.SubmitDkgMessage(pb.DkgEnvelope(epoch=epoch_id, message=data), timeout=5)
-                    return
-                except grpc.aio.AioRpcError as exc:
-                    if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                        log.warning("peer refused a DKG message",
-                                    extra={"peer": info.index, "reason": refusal_from_rpc_error(exc).reason})
-                        return
-                    await self.peers.drop(info)
-                except (OSError, tls.PinMismatch):
-                    pass
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-            log.warning("DKG message not delivered", extra={"peer": info.index, "epoch": epoch_id})
-
-        def broadcast(messages) -> None:
-            epoch_id = epochs[0].id
-            for message in messages:
-                data = message.encode()
-                for info in targets.values():
-                    task = asyncio.ensure_future(send(info, epoch_id, data))
-                    self._tasks.append(task)
-            self._tasks[:] = [t for t in self._tasks if not t.done()]
-
-        return broadcast
-
-    # ---------------------------------------------------------------------------------------------
-    # DKG / reshare
-
-    def _committee(self, state: RegistryState, epoch: EpochRecord) -> Committee:
-        members = []
-        for index, operator in enumerate(epoch.members, start=1):
-            node = state.nodes.get(operator)
-            if node is None:
-                raise ValueError(f"epoch {epoch.id} member {operator} is not registered")
-            members.append(Member(index, node.identity_key, node.x25519_key))
-        return Committee(tuple(members), epoch.threshold)
-
-    async def _previous_keys(self, state: RegistryState, previous: EpochRecord) -> PreviousEpoch:
-        """The old committee's public keys: from this node's store if it was a member; otherwise from the old
-        members, accepted when ``t_old`` of them give identical keys that match the group keys on-chain."""
-        committee = self._committee(state, previous)
-        record = self.store.epoch(previous.id)
-        if record is not None:
-            held = EpochKeys.load_public(record.public)
-            return PreviousEpoch(committee, held.sig, held.kd)
-        peers = self.peer_info(state, previous)
-        request = self._pb.GetEpochKeysRequest(epoch=previous.id)
-
-        async def ask(info: PeerInfo):
-            try:
-                return await self._peer_call(info, "GetEpochKeys", request)
-            except Refusal:
-                return None
-
-        votes: dict[bytes, list] = defaultdict(list)
-        for reply in await asyncio.gather(*(ask(info) for info in peers.values())):
-            if reply is not None and reply.epoch == previous.id:
-                votes[reply.SerializeToString(deterministic=True)].append(reply)
-        for replies in votes.values():
-            if len(replies) < previous.threshold:
-                continue
-            reply = replies[0]
-            try:
-                sig = PublicKeys(G2.from_bytes(reply.group_key_sig),
-                                 {k.index: G2.from_bytes(k.sig) for k in reply.share_keys})
-                kd_keys = PublicKeys(G2.from_bytes(reply.group_key_kd),
-                                     {k.index: G2.from_bytes(k.kd) for k in reply.share_keys})
-            except PointDecodeError:
-                continue
-            if sig.group_key == previous.pk_sig and kd_keys.group_key == previous.pk_kd:
-                return PreviousEpoch(committee, sig, kd_keys)
-        raise Refusal(status.NO_ACTIVE_EPOCH, f"fewer than {previous.threshold} old members agree on the keys "
-                                              f"of epoch {previous.id}")
-
-    def _start_runner(self, state: RegistryState, epoch: EpochRecord) -> None:
-        async def run() -> None:
-            try:
-                started_at = await self._block_time(epoch.started_block)
-                await self._check_members(state, epoch, started_at)
-                config, old_shares = await self._dkg_config(state, epoch)
-                session_class = faults.CheatingDealer if "dkg_cheat" in self.faults else DkgSession
-                session = session_class(config, self.identity.dkg, old_shares)
-                epochs = [epoch] + ([state.epochs[epoch.previous]] if config.is_reshare else [])
-                runner = DkgRunner(
-                    session,
-                    phase_timeout=self.config.dkg.phase_timeout,
-                    started_at=started_at,
-                    broadcast=self._broadcast(state, epochs),
-                    on_phase=lambda phase, seconds: self.metrics.dkg_phase.labels(phase).observe(seconds),
-                )
-                self._runners[epoch.id] = runner
-                result = await runner.run(list(self._dkg_buffer.pop(epoch.id, ())))
-            except DkgFailed as exc:
-                self.metrics.dkg_runs.labels("failed").inc()
-                log.error("dkg failed", extra={"epoch": epoch.id, "reason": exc.reason.value, "detail": exc.detail})
-                return
-            except (MembershipRefused, Refusal) as exc:
-                self.metrics.dkg_runs.labels("refused").inc()
-                log.error("not taking part in the dkg", extra={"epoch": epoch.id, "reason": exc.reason,
-                                                               "detail": getattr(exc, "detail", str(exc))})
-                return
-            except Exception:
-                self.metrics.dkg_runs.labels("error").inc()
-                log.exception("dkg crashed", extra={"epoch": epoch.id})
-                return
-            self.metrics.dkg_runs.labels("ok").inc()
-            keys = EpochKeys.from_result(result) if result.shares is not None else None
-            if keys is not None:
-                self.store.save_epoch(epoch.id, keys.public_record(), keys.secret_record())
-            self._pending[epoch.id] = _Pending(keys)
-            if epoch.index_of(self.account.address):
-                await self._report(epoch.id, result)
-
-        self._runners[epoch.id] = None  # reserve: a later update must not start a second runner
-        self._tasks.append(asyncio.create_task(run(), name=f"dkg-{epoch.id}"))
-
-    async def _block_time(self, number: int) -> float:
-        """When the run began, on this node's clock: the starting block's timestamp, corrected by how far the
-        chain's clock is from ours now (a devnet's clock runs ahead after timelock warps; a real chain's
-        lags by up to a block), so every member gets the same deadlines whenever it starts its session."""
-        try:
-            started, latest = await asyncio.to_thread(
-                lambda: (self.w3.eth.get_block(number)["timestamp"], self.w3.eth.get_block("latest")["timestamp"])
-            )
-        except Exception:  # the RPC is down: fall back to our own clock
-            return time.time()
-        now = time.time()
-        skew = latest - now
-        return min(started - skew, now) if skew > 0 else min(started, now)
-
-    # ---------------------------------------------------------------------------------------------
-    # membership evidence: verified in the background once per registered evidence, checked per epoch
-
-    def _watch_member_evidence(self, state: RegistryState) -> None:
-        """Start verifying the evidence of every registered node not verified yet (bounded, with retries)."""
-        for operator, node in state.nodes.items():
-            if operator.lower() == self.account.address.lower() or node.evidence_hash in self._member_claims:
-                continue
-            if node.evidence_hash in self._evidence_tasks or time.monotonic() < self._evidence_retry.get(
-                    node.evidence_hash, 0):
-                continue
-            try:
-                endpoint = Endpoint.parse(node.endpoint)
-            except ValueError:
-                continue
-            info = PeerInfo(0, operator, endpoint, node.tls_key_hash)
-            task = asyncio.create_task(self._verify_member(info, node.evidence_hash))
-            self._evidence_tasks[node.evidence_hash] = task
-            self._tasks.append(task)
-
-    async def _verify_member(self, info: PeerInfo, evidence_hash: bytes) -> None:
-        try:
-            async with self._evidence_slots:
-                evidence = await self._fetch_evidence(info)
-                if evidence is None:
-                    self._evidence_retry[evidence_hash] = time.monotonic() + 2.0
-                    return
-                try:
-                    self._member_claims[evidence_hash] = verify_member_evidence(
-                        evidence, registered_hash=evidence_hash, trust=self.trust, now=int(time.time()))
-                except MembershipRefused as exc:
-                    self._member_claims[evidence_hash] = exc
-                    log.warning("member evidence refused", extra={"operator": info.operator, "reason": exc.reason,
-                                                                  "detail": exc.detail})
-        finally:
-            self._evidence_tasks.pop(evidence_hash, None)
-            self._member_changed.set()
-
-    async def _check_members(self, state: RegistryState, epoch: EpochRecord, started_at: float) -> None:
-        """Refuse to take part if a member's registered TEE evidence fails the node-membership policy, or if the
-        member has not shown it half a phase after the run began: shares are never dealt to an unattested
-        member."""
-        deadline = max(started_at + self.config.dkg.phase_timeout / 2, time.time() + 2.0)
-        members = {i: p for i, p in self.peer_info(state, epoch).items()
-                   if p.operator.lower() != self.account.address.lower()}
-        while True:
-            missing = [i for i, p in members.items() if state.nodes[p.operator].evidence_hash not in self._member_claims]
-            if not missing:
-                break
-            if time.time() >= deadline:
-                info = members[missing[0]]
-                raise MembershipRefused("evidence_unavailable", f"member {missing[0]} ({info.operator}) and "
-                                        f"{len(missing) - 1} more did not show their TEE evidence in time")
-            self._watch_member_evidence(state)
-            self._member_changed.clear()
-            try:
-                await asyncio.wait_for(self._member_changed.wait(), timeout=min(1.0, max(deadline - time.time(), 0.01)))
-            except asyncio.TimeoutError:
-                pass
-        now = int(time.time())
-        for index, info in members.items():
-            node = state.nodes[info.operator]
-            claims = self._member_claims[node.evidence_hash]
-            try:
-                if isinstance(claims, MembershipRefused):
-                    raise claims
-                expected = node_report_data(self.network, info.operator, node.identity_key, node.x25519_key,
-                                            node.tls_key_hash)
-                check_member_policy(claims, expected_report_data=expected, policy=self._node_policy,
-                                    snapshot=state.snapshot, now=now)
-            except MembershipRefused as exc:
-                raise MembershipRefused(exc.reason, f"member {index} ({info.operator}): {exc.detail}") from None
-
-    async def _fetch_evidence(self, info: PeerInfo) -> bytes | None:
-        for _attempt in range(3):
-            try:
-                stub = await self.peers.stub(info)
-                reply = await stub.GetNodeEvidence(self._pb.GetNodeEvidenceRequest(), timeout=5)
-                return bytes(reply.evidence)
-            except grpc.aio.AioRpcError:
-                await self.peers.drop(info)
-            except (OSError, tls.PinMismatch):
-                pass
-            await asyncio.sleep(0.5)
-        return None
-
-    async def _dkg_config(self, state: RegistryState, epoch: EpochRecord):
-        committee = self._committee(state, epoch)
-        if epoch.phase != EpochPhase.RESHARE:
-            return DkgConfig(self.network, epoch.id, committee), None
-        previous_record = state.epochs[epoch.previous]
-        previous = await self._previous_keys(state, previous_record)
-        old_shares = None
-        if previous_record.index_of(self.account.address):
-            record = self.store.epoch(previous_record.id)
-            if record is None or record.shares is None:
-                raise Refusal(status.NO_ACTIVE_EPOCH, f"this node holds no shares of epoch {previous_record.id}")
-            old_shares = EpochKeys.load(record.public, record.shares).shares
-        return DkgConfig(self.network, epoch.id, committee, previous), old_shares
-
-    async def _report(self, epoch_id: int, result) -> None:
-        delay = 1.0
-        for _attempt in range(8):
-            try:
-                await asyncio.to_thread(
-                    self.registry.report_epoch, self.account, epoch_id, result.sig.group_key, result.kd.group_key,
-                    result.transcript_hash,
-                )
-                log.info("reported epoch result", extra={"epoch": epoch_id, "transcript": result.transcript_hash})
-                return
-            except Exception as exc:  # RPC down or a revert; retried, then logged
-                log.warning("epoch report failed", extra={"epoch": epoch_id, "error": str(exc)})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 15)
-
-    def receive_dkg(self, epoch: int, data: bytes) -> None:
-        runner = self._runners.get(epoch)
-        if runner is None:
-            self._dkg_buffer[epoch].append(bytes(data))
-            return
-        runner.receive(data)
-
-    # ---------------------------------------------------------------------------------------------
-    # serving apps (gateway)
-
-    def _serving(self) -> tuple[RegistryState, EpochKeys]:
-        if self.state is None or self.keys is None or self.state.committee is None:
-            raise Refusal(status.NO_ACTIVE_EPOCH, "this node serves no active epoch yet")
-        if self.state.committee.id != self.keys.epoch:
-            raise Refusal(status.NO_ACTIVE_EPOCH, "this node is not in the active committee")
-        return self.state, self.keys
-
-    def _check(self, request, purpose: str) -> tuple[RegistryState, EpochKeys, CheckedRequest]:
-        state, keys = self._serving()
-        try:
-            checked = self.checker.check(request, state.snapshot, purpose=purpose)
-        except Refusal as refusal:
-            platform = "unknown"
-            self.metrics.evidence.labels(platform, refusal.reason).inc()
-            raise
-        self.metrics.evidence.labels(checked.claims.platform.name.lower(), "allowed").inc()
-        return state, keys, checked
-
-    async def derive_key(self, request):
-        state, keys, checked = self._check(request.request, "derive")
-        hashed = kd.kd_point(checked.app_id, checked.key_version, checked.context)
-        pb = self._pb
-
-        def first(answers):
-            combined = kd.combine_encrypted(answers)
-            return combined if kd.verify_encrypted(combined, keys.kd.group_key, hashed, checked.tpk) else None
-
-        def every(answers):
-            combined = kd.combine_verified(answers, keys.threshold, keys.kd.group_key, keys.kd.share_keys, hashed,
-                                           checked.tpk)
-            return combined.key, combined.used, combined.bad
-
-        collected = await self._fan_out(
-            state, keys,
-            own=lambda: issuance.derive_share(keys, checked),
-            method="DeriveShare", message=pb.DeriveShareRequest(request=request.request, epoch=keys.epoch),
-            decode=lambda reply: kd.EncryptedKey.decode(reply.encrypted_share),
-            first=first, every=every,
-        )
-        log.info("key derived", extra={
-            "app_id": checked.app_id, "key_version": checked.key_version, "platform": checked.claims.platform.name,
-            "measurement": checked.claims.measurement_digest, "contributors": sorted(collected.used),
-            "failures": dict(collected.failures), "ms": round(collected.seconds * 1000, 1)})
-        return pb.DeriveKeyResponse(
-            epoch=keys.epoch,
-            encrypted_key=collected.result.encode(),
-            contributors=sorted(collected.used),
-            excluded=_invalid(collected),
-        )
-
-    async def issue_certificate(self, request):
-        state, keys, checked = self._check(request.request, "certify")
-        limits = self.config.limits
-        lifetime = request.lifetime_seconds or limits.certificate_lifetime
-        if not 0 < lifetime <= limits.max_certificate_lifetime:
-            raise Refusal(status.MALFORMED_REQUEST, f"lifetime must be 1..{limits.max_certificate_lifetime} s",
-                          metadata={"field": "lifetime_seconds"})
-        cert = issuance.build_certificate(
-            checked, self.deployment, keys.epoch, now=int(time.time()), lifetime=lifetime,
-            policy_block=state.block_number,
-        )
-        digest = cert.digest
-        cert_bytes = cert.encode()
-        pb = self._pb
-
-        def first(answers):
-            signature = th.combine(answers)
-            return signature if th.verify(keys.sig.group_key, digest, signature, DST_CERT) else None
-
-        def every(answers):
-            combined = th.combine_verified(answers, keys.threshold, keys.sig.group_key, keys.sig.share_keys, digest,
-                                           DST_CERT)
-            return combined.signature, combined.used, combined.bad
-
-        collected = await self._fan_out(
-            state, keys,
-            own=lambda: issuance.partial_sign(keys, cert),
-            method="PartialSign", message=pb.PartialSignRequest(request=request.request, certificate=cert_bytes),
-            decode=lambda reply: G1.from_bytes(reply.partial_signature),
-            first=first, every=every,
-        )
-        signature = collected.result
-        log.info("certificate issued", extra={
-            "serial": cert.serial, "app_id": cert.app_id, "platform": checked.claims.platform.name,
-            "key_type": cert.key_type, "not_after": cert.not_after, "contributors": sorted(collected.used),
-            "failures": dict(collected.failures), "ms": round(collected.seconds * 1000, 1)})
-        self.store.log_certificate(cert.serial, keys.epoch, cert.app_id, cert.not_after, cert_bytes,
-                                   signature.to_bytes())
-        return pb.IssueCertificateResponse(
-            certificate=cert_bytes,
-            signature=signature.to_bytes(),
-            signature_eip2537=signature_bytes(signature),
-            epoch=keys.epoch,
-            contributors=sorted(collected.used),
-            excluded=_invalid(collected),
-        )
-
-    async def _fan_out(self, state, keys, *, own, method, message, decode, first, every):
-        """Ask every committee member (this node answers ``own()`` itself) and combine, as a gateway."""
-
-        async def mine():
-            return own()
-
-        def remote(info: PeerInfo):
-            async def call():
-                reply = await self._peer_call(info, method, message)
-                try:
-                    return decode(reply)
-                except PointDecodeError as exc:
-                    self.metrics.shares.labels(str(info.index), "malformed").inc()
-                    raise Refusal("invalid_share", str(exc)) from None
-            return call
-
-        peers = [i for i in self.peer_info(state, state.committee) if i != keys.index]
-        peer_info = self.peer_info(state, state.committee)
-        self._rotation += 1
-        shift = self._rotation % max(1, len(peers))
-        order = peers[shift:] + peers[:shift]  # round robin: spread the eager calls over the committee
-        calls = {keys.index: mine}
-        calls.update({i: remote(peer_info[i]) for i in order})
-        collected = await collect(calls, keys.threshold, first, every, deadline=self.config.limits.peer_deadline,
-                                  eager=keys.threshold + self.config.limits.extra_peers,
-                                  hedge_after=self.config.limits.hedge_after)
-        self._count_shares(collected)
-        return collected
-
-    def _count_shares(self, collected) -> None:
-        for index in collected.used:
-            self.metrics.shares.labels(str(index), "accepted").inc()
-        for index, reason in collected.failures.items():
-            self.metrics.shares.labels(str(index), reason).inc()
-
-    async def _peer_call(self, info: PeerInfo, method: str, message):
-        try:
-            stub = await self.peers.stub(info)
-        except (OSError, tls.PinMismatch) as exc:
-            raise Refusal(status.UNAVAILABLE, f"peer {info.index}: {exc}") from None
-        try:
-            return await getattr(stub, method)(message, timeout=self.config.limits.peer_deadline)
-        except grpc.aio.AioRpcError as exc:
-            refusal = refusal_from_rpc_error(exc)
-            if refusal.reason == status.UNAVAILABLE:
-                await self.peers.drop(info)
-            raise refusal from None
-
-    # ---------------------------------------------------------------------------------------------
-    # serving peers (contributor)
-
-    def contribute_share(self, request, caller: str):
-        state, keys, checked = self._check(request.request, "derive")
-        if request.epoch != keys.epoch:
-            raise Refusal(status.WRONG_EPOCH, f"asked for epoch {request.epoch}, this node serves {keys.epoch}")
-        share = issuance.derive_share(keys, checked)
-        if "corrupt_shares" in self.faults:
-            share = kd.EncryptedKey(share.c1, share.c2, faults.corrupt_point(share.c3))
-        return self._pb.DeriveShareResponse(index=keys.index, epoch=keys.epoch, encrypted_share=share.encode())
-
-    def contribute_signature(self, request, caller: str):
-        state, keys, checked = self._check(request.request, "certify")
-        cert = issuance.check_proposed_certificate(
-            request.certificate, checked, self.deployment, keys.epoch, now=int(time.time()),
-            max_lifetime=self.config.limits.max_certificate_lifetime, confirmed_block=state.block_number,
-        )
-        partial = issuance.partial_sign(keys, cert)
-        if "corrupt_shares" in self.faults:
-            partial = faults.corrupt_point(partial)
-        return self._pb.PartialSignResponse(index=keys.index, epoch=keys.epoch,
-                                            partial_signature=partial.to_bytes())
-
-    async def sign_notice(self, request, caller: str):
-        """Peer SignNotice: a partial signature over a feed notice this node rebuilds identically."""
-        from derot.service.mqtt import contribute_notice_signature
-
-        return await contribute_notice_signature(self, request)
-
-    def epoch_keys(self, request):
-        record = self.store.epoch(request.epoch)
-        if record is None or record.status == "pending":
-            raise Refusal(status.WRONG_EPOCH, f"this node holds no keys of epoch {request.epoch}")
-        keys = EpochKeys.load_public(record.public)
-        pb = self._pb
-        return pb.EpochKeys(
-            epoch=request.epoch, threshold=keys.threshold, group_key_sig=keys.sig.group_key.to_bytes(),
-            group_key_kd=keys.kd.group_key.to_bytes(),
-            share_keys=[pb.ShareKeys(index=i, sig=keys.sig.share_keys[i].to_bytes(), kd=keys.kd.share_keys[i].to_bytes())
-                        for i in keys.sig.share_keys],
-        )
-
-    def node_evidence(self):
-        evidence = self.store.meta("node_evidence")
-        if evidence is None:
-            raise Refusal(status.NOT_A_MEMBER, "this node has no registered evidence")
-        return self._pb.NodeEvidence(evidence=evidence, timestamp=int(time.time()))
-
-    # ---------------------------------------------------------------------------------------------
-    # public information
-
-    def network_info(self):
-        state = self.state
-        pb = self._pb
-        info = pb.NetworkInfo(chain_id=self.chain_id, registry=self.registry.address, version=__version__)
-        if state is None:
-            return info
-        info.confirmed_block = state.block_number
-        epoch = state.committee
-        if epoch is not None:
-            info.epoch, info.threshold = epoch.id, epoch.threshold
-            info.group_key_sig = epoch.pk_sig.to_bytes()
-            info.group_key_kd = epoch.pk_kd.to_bytes()
-            for index, operator in enumerate(epoch.members, start=1):
-                node = state.nodes.get(operator)
-                if node is not None:
-                    info.members.append(pb.Member(index=index, operator=operator, endpoint=node.endpoint,
-                                                  tls_key_hash=node.tls_key_hash, identity_key=node.identity_key))
-        if self.keys is not None:
-            info.node_index = self.keys.index
-        return info
-
-    def certificate_status(self, request):
-        state = self.state
-        if state is None:
-            raise Refusal(status.NO_ACTIVE_EPOCH, "this node has not read the registry yet")
-        sig = bytes(request.signature)
-        if len(sig) == G1.SIZE:
-            try:
-                sig = G1.from_bytes(sig, allow_identity=True).to_eip2537()
-            except PointDecodeError:
-                sig = b""
-        verdict = state.verify_certificate(bytes(request.certificate), sig, now=int(time.time()))
-        return self._pb.GetStatusResponse(valid=verdict.ok, reason=verdict.reason.name.lower(),
-                                          confirmed_block=state.block_number)
-
-
-def _invalid(collected) -> list[int]:
-    """Members whose shares failed verification in a fan-out."""
-    return sorted(i for i, reason in collected.failures.items() if reason == "invalid_share")
-
-
-async def set_health_safely(node, serving: bool) -> None:
-    from derot.net.servicers import set_health
-
-    try:
-        await set_health(node, serving)
-    except Exception:  # reporting health must never block a shutdown
-        log.debug("health update failed", exc_info=True)
 
 
 def make_node_evidence(config: NodeConfig, network: bytes, operator: str, identity_key: bytes, x25519_key: bytes,

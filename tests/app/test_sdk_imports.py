@@ -16,7 +16,7 @@ import sys
 import pytest
 
 SDK_MODULES = ("derot.app.sdk", "derot.app.client", "derot.app.tee", "derot.certs")
-SERVER_PREFIXES = ("derot.service", "derot.net.servicers", "derot.net.gateway", "derot.net.peers", "derot.chain.follower")
+SERVER_PREFIXES = ("derot.service", "derot.net.servicers", "derot.net.fanout", "derot.net.peers", "derot.chain.follower")
 
 PROBE = """
 import importlib, json, sys

@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 from derot.crypto.threshold import NotEnoughShares
-from derot.net.gateway import collect
+from derot.net.fanout import collect
 from derot.net.status import Refusal
 
 

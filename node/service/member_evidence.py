@@ -1,0 +1,115 @@
+"""Membership evidence of the other registered nodes: verified in the background once per registered
+evidence hash, and checked against the node-membership policy for every DKG/reshare.
+
+:meth:`MemberEvidence.watch` starts fetching and verifying the evidence of every registrant not verified
+yet (a bounded number at a time, unreachable ones retried later). :meth:`MemberEvidence.check_members` is
+the gate of a DKG run: shares are never dealt to a member whose evidence is missing or refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from derot.attest.claims import Claims
+from derot.attest.policy import PolicyEngine
+from derot.attest.trust import TrustConfig
+from derot.chain.state import RegistryState
+from derot.chain.types import EpochRecord
+from derot.net.peers import Endpoint, PeerInfo
+from derot.service.membership import (
+    MembershipRefused,
+    check_member_policy,
+    node_report_data,
+    verify_member_evidence,
+)
+from derot.service.peering import Peering, peer_info
+from derot.service.tasks import TaskSet
+
+log = logging.getLogger("derot.node")
+
+#: evidence verifications running at once
+VERIFY_SLOTS = 4
+#: seconds before an unreachable registrant's evidence is fetched again
+RETRY_AFTER = 2.0
+
+
+class MemberEvidence:
+    def __init__(self, peering: Peering, trust: TrustConfig, network: bytes, operator: str, tasks: TaskSet):
+        self.peering, self.trust, self.network = peering, trust, network
+        self.operator = operator.lower()
+        self.tasks = tasks
+        self.policy = PolicyEngine.default()
+        self._claims: dict[bytes, Claims | MembershipRefused] = {}  # evidence hash -> verdict
+        self._running: dict[bytes, asyncio.Task] = {}
+        self._retry_at: dict[bytes, float] = {}
+        self._slots = asyncio.Semaphore(VERIFY_SLOTS)
+        self._changed = asyncio.Event()
+
+    def watch(self, state: RegistryState) -> None:
+        """Start verifying the evidence of every registered node not verified yet (bounded, with retries)."""
+        for operator, node in state.nodes.items():
+            if operator.lower() == self.operator or node.evidence_hash in self._claims:
+                continue
+            if node.evidence_hash in self._running or time.monotonic() < self._retry_at.get(node.evidence_hash, 0):
+                continue
+            try:
+                endpoint = Endpoint.parse(node.endpoint)
+            except ValueError:
+                continue
+            info = PeerInfo(0, operator, endpoint, node.tls_key_hash)
+            self._running[node.evidence_hash] = self.tasks.spawn(self._verify(info, node.evidence_hash))
+
+    async def _verify(self, info: PeerInfo, evidence_hash: bytes) -> None:
+        try:
+            async with self._slots:
+                evidence = await self.peering.fetch_evidence(info)
+                if evidence is None:
+                    self._retry_at[evidence_hash] = time.monotonic() + RETRY_AFTER
+                    return
+                try:
+                    self._claims[evidence_hash] = verify_member_evidence(
+                        evidence, registered_hash=evidence_hash, trust=self.trust, now=int(time.time()))
+                except MembershipRefused as exc:
+                    self._claims[evidence_hash] = exc
+                    log.warning("member evidence refused", extra={"operator": info.operator, "reason": exc.reason,
+                                                                  "detail": exc.detail})
+        finally:
+            self._running.pop(evidence_hash, None)
+            self._changed.set()
+
+    async def check_members(self, state: RegistryState, epoch: EpochRecord, started_at: float,
+                            phase_timeout: float) -> None:
+        """Refuse to take part if a member's registered TEE evidence fails the node-membership policy, or if the
+        member has not shown it half a phase after the run began: shares are never dealt to an unattested
+        member."""
+        deadline = max(started_at + phase_timeout / 2, time.time() + 2.0)
+        members = {i: p for i, p in peer_info(state, epoch).items() if p.operator.lower() != self.operator}
+        while True:
+            missing = [i for i, p in members.items() if state.nodes[p.operator].evidence_hash not in self._claims]
+            if not missing:
+                break
+            if time.time() >= deadline:
+                info = members[missing[0]]
+                raise MembershipRefused("evidence_unavailable", f"member {missing[0]} ({info.operator}) and "
+                                        f"{len(missing) - 1} more did not show their TEE evidence in time")
+            self.watch(state)
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout=min(1.0, max(deadline - time.time(), 0.01)))
+            except asyncio.TimeoutError:
+                pass
+        now = int(time.time())
+        for index, info in members.items():
+            node = state.nodes[info.operator]
+            claims = self._claims[node.evidence_hash]
+            try:
+                if isinstance(claims, MembershipRefused):
+                    raise claims
+                expected = node_report_data(self.network, info.operator, node.identity_key, node.x25519_key,
+                                            node.tls_key_hash)
+                check_member_policy(claims, expected_report_data=expected, policy=self.policy,
+                                    snapshot=state.snapshot, now=now)
+            except MembershipRefused as exc:
+                raise MembershipRefused(exc.reason, f"member {index} ({info.operator}): {exc.detail}") from None

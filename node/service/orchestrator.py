@@ -1,0 +1,329 @@
+"""Epoch orchestration: activating epochs the registry activates, and running this node's part of every
+DKG/reshare the registry starts.
+
+Each pending epoch this node takes part in has one :class:`EpochRun` whose :class:`EpochState` moves forward
+only: ``PREPARING`` (membership evidence checked, previous keys gathered) → ``RUNNING`` (a
+:class:`~derot.service.dkg_runner.DkgRunner` exchanges messages) → ``FINISHED`` (result stored and reported,
+waiting for the registry) or ``FAILED``. A run exists from the first update that sees the epoch pending, so a
+later update never starts a second one. DKG messages that arrive before the runner exists are buffered and
+replayed when it starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+
+from derot import _proto
+from derot.chain.registry import Registry
+from derot.chain.state import RegistryState
+from derot.chain.types import EpochPhase, EpochRecord
+from derot.crypto.bls import G2, PointDecodeError
+from derot.crypto.dkg import (
+    Committee,
+    DkgConfig,
+    DkgFailed,
+    DkgMessageRejected,
+    DkgSession,
+    Identity,
+    Member,
+    PreviousEpoch,
+    PublicKeys,
+)
+from derot.net import status
+from derot.net.peers import PeerInfo
+from derot.net.status import Refusal
+from derot.service import faults
+from derot.service.dkg_runner import DkgRunner
+from derot.service.epoch import EpochKeys
+from derot.service.member_evidence import MemberEvidence
+from derot.service.membership import MembershipRefused
+from derot.service.metrics import Metrics
+from derot.service.peering import Peering, peer_info
+from derot.service.storage import NodeStore
+from derot.service.tasks import TaskSet
+from derot.service.view import NodeView
+
+log = logging.getLogger("derot.node")
+
+#: messages buffered per epoch for a DKG this node has not started yet
+DKG_BUFFER = 4096
+#: attempts to report a finished run to the registry (exponential backoff, capped at REPORT_MAX_DELAY s)
+REPORT_ATTEMPTS = 8
+REPORT_MAX_DELAY = 15.0
+
+
+class EpochState(enum.Enum):
+    PREPARING = "preparing"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+
+
+#: the only allowed moves of an EpochRun
+_NEXT = {
+    EpochState.PREPARING: {EpochState.RUNNING, EpochState.FAILED},
+    EpochState.RUNNING: {EpochState.FINISHED, EpochState.FAILED},
+    EpochState.FINISHED: set(),
+    EpochState.FAILED: set(),
+}
+
+
+@dataclass
+class EpochRun:
+    """This node's part in one DKG/reshare. ``keys`` is set once FINISHED if this node holds shares."""
+
+    epoch: int
+    state: EpochState = EpochState.PREPARING
+    runner: DkgRunner | None = None
+    keys: EpochKeys | None = None
+    backlog: deque = field(default_factory=lambda: deque(maxlen=DKG_BUFFER))
+
+    def advance(self, to: EpochState) -> None:
+        if to not in _NEXT[self.state]:
+            raise RuntimeError(f"epoch {self.epoch}: no move from {self.state.value} to {to.value}")
+        self.state = to
+
+
+class EpochOrchestrator:
+    def __init__(self, *, view: NodeView, store: NodeStore, peering: Peering, evidence: MemberEvidence,
+                 registry: Registry, w3, account, network: bytes, identity: Identity, metrics: Metrics,
+                 phase_timeout: float, faults_active: frozenset[str], tasks: TaskSet):
+        self.view, self.store, self.peering, self.evidence = view, store, peering, evidence
+        self.registry, self.w3, self.account, self.network = registry, w3, account, network
+        self.identity, self.metrics, self.phase_timeout = identity, metrics, phase_timeout
+        self.faults, self.tasks = faults_active, tasks
+        self._runs: dict[int, EpochRun] = {}
+        self._early: dict[int, deque] = defaultdict(lambda: deque(maxlen=DKG_BUFFER))  # before a run exists
+        self._pb = _proto.load("node_pb2")
+
+    @property
+    def operator(self) -> str:
+        return self.account.address
+
+    def run_of(self, epoch: int) -> EpochRun | None:
+        return self._runs.get(epoch)
+
+    def load_active(self) -> None:
+        """After a restart: serve the active epoch held in the store."""
+        record = self.store.active_epoch()
+        if record is not None and record.shares is not None:
+            self.view.keys = EpochKeys.load(record.public, record.shares)
+            self.metrics.epoch.set(self.view.keys.epoch)
+            log.info("loaded epoch keys", extra={"epoch": self.view.keys.epoch, "index": self.view.keys.index})
+
+    def on_state(self, state: RegistryState) -> None:
+        """A new confirmed registry state: activate its epoch, start a run for its pending epoch."""
+        current = state.committee
+        keys = self.view.keys
+        if current is not None and (keys is None or keys.epoch != current.id):
+            self._activate(current)
+        pending = state.pending
+        if (
+            pending is not None
+            and pending.phase in (EpochPhase.DKG, EpochPhase.RESHARE)
+            and pending.id not in self._runs
+            and self.store.epoch(pending.id) is None
+            and self._involved(state, pending)
+        ):
+            self._start(state, pending)
+
+    def receive_dkg(self, epoch: int, data: bytes) -> None:
+        """A DKG message from a peer: to the running session, or buffered until the session starts."""
+        run = self._runs.get(epoch)
+        if run is None or run.runner is None:
+            (run.backlog if run is not None else self._early[epoch]).append(bytes(data))
+            return
+        try:
+            run.runner.receive(data)
+        except DkgMessageRejected as exc:
+            raise Refusal(f"dkg_{exc.reason.value}", exc.detail) from None
+
+    # ---------------------------------------------------------------------------------------------
+
+    def _involved(self, state: RegistryState, epoch: EpochRecord) -> bool:
+        me = self.operator
+        if epoch.index_of(me):
+            return True
+        previous = state.epochs.get(epoch.previous) if epoch.phase == EpochPhase.RESHARE else None
+        return previous is not None and bool(previous.index_of(me))
+
+    def _activate(self, epoch: EpochRecord) -> None:
+        run = self._runs.get(epoch.id)
+        record = self.store.epoch(epoch.id)
+        if record is not None and record.shares is not None:
+            keys = EpochKeys.load(record.public, record.shares)
+            if keys.sig.group_key != epoch.pk_sig or keys.kd.group_key != epoch.pk_kd:
+                log.error("registry activated keys this node does not hold", extra={"epoch": epoch.id})
+                return
+            self.store.activate_epoch(epoch.id)
+            self.view.keys = keys
+            log.info("epoch active; older shares erased", extra={"epoch": epoch.id, "index": keys.index})
+        else:
+            self.store.erase_shares_before(epoch.id)
+            self.view.keys = None
+            log.info("epoch active without this node", extra={
+                "epoch": epoch.id, "was_pending": run is not None and run.state is EpochState.FINISHED})
+        self.metrics.epoch.set(self.view.keys.epoch if self.view.keys else 0)
+
+    def _start(self, state: RegistryState, epoch: EpochRecord) -> None:
+        run = EpochRun(epoch.id)
+        run.backlog.extend(self._early.pop(epoch.id, ()))
+        self._runs[epoch.id] = run
+        self.tasks.spawn(self._run(run, state, epoch), name=f"dkg-{epoch.id}")
+
+    async def _run(self, run: EpochRun, state: RegistryState, epoch: EpochRecord) -> None:
+        try:
+            started_at = await self._block_time(epoch.started_block)
+            await self.evidence.check_members(state, epoch, started_at, self.phase_timeout)
+            config, old_shares = await self._dkg_config(state, epoch)
+            session_class = faults.CheatingDealer if "dkg_cheat" in self.faults else DkgSession
+            session = session_class(config, self.identity, old_shares)
+            epochs = [epoch] + ([state.epochs[epoch.previous]] if config.is_reshare else [])
+            run.runner = DkgRunner(
+                session,
+                phase_timeout=self.phase_timeout,
+                started_at=started_at,
+                broadcast=self._broadcaster(state, epochs),
+                on_phase=lambda phase, seconds: self.metrics.dkg_phase.labels(phase).observe(seconds),
+            )
+            run.advance(EpochState.RUNNING)
+            backlog = list(run.backlog)
+            run.backlog.clear()
+            result = await run.runner.run(backlog)
+        except DkgFailed as exc:
+            run.advance(EpochState.FAILED)
+            self.metrics.dkg_runs.labels("failed").inc()
+            log.error("dkg failed", extra={"epoch": epoch.id, "reason": exc.reason.value, "detail": exc.detail})
+            return
+        except (MembershipRefused, Refusal) as exc:
+            run.advance(EpochState.FAILED)
+            self.metrics.dkg_runs.labels("refused").inc()
+            log.error("not taking part in the dkg", extra={"epoch": epoch.id, "reason": exc.reason,
+                                                           "detail": exc.detail})
+            return
+        except Exception:
+            run.advance(EpochState.FAILED)
+            self.metrics.dkg_runs.labels("error").inc()
+            log.exception("dkg crashed", extra={"epoch": epoch.id})
+            return
+        self.metrics.dkg_runs.labels("ok").inc()
+        run.keys = EpochKeys.from_result(result) if result.shares is not None else None
+        if run.keys is not None:
+            self.store.save_epoch(epoch.id, run.keys.public_record(), run.keys.secret_record())
+        run.advance(EpochState.FINISHED)
+        if epoch.index_of(self.operator):
+            await self._report(epoch.id, result)
+
+    def _broadcaster(self, state: RegistryState, epochs: list[EpochRecord]):
+        """A broadcast function for DKG messages to every other participant of ``epochs``."""
+        targets: dict[str, PeerInfo] = {}
+        for epoch in epochs:
+            for info in peer_info(state, epoch).values():
+                if info.operator.lower() != self.operator.lower():
+                    targets[info.operator.lower()] = info
+        epoch_id = epochs[0].id
+
+        def broadcast(messages) -> None:
+            for message in messages:
+                data = message.encode()
+                for info in targets.values():
+                    self.tasks.spawn(self.peering.submit_dkg(info, epoch_id, data, self.phase_timeout))
+
+        return broadcast
+
+    async def _report(self, epoch_id: int, result) -> None:
+        delay = 1.0
+        for _attempt in range(REPORT_ATTEMPTS):
+            try:
+                await asyncio.to_thread(
+                    self.registry.report_epoch, self.account, epoch_id, result.sig.group_key, result.kd.group_key,
+                    result.transcript_hash,
+                )
+                log.info("reported epoch result", extra={"epoch": epoch_id, "transcript": result.transcript_hash})
+                return
+            except Exception as exc:  # RPC down or a revert; retried, then logged
+                log.warning("epoch report failed", extra={"epoch": epoch_id, "error": str(exc)})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, REPORT_MAX_DELAY)
+
+    async def _block_time(self, number: int) -> float:
+        """When the run began, on this node's clock: the starting block's timestamp, corrected by how far the
+        chain's clock is from ours now (a devnet's clock runs ahead after timelock warps; a real chain's
+        lags by up to a block), so every member gets the same deadlines whenever it starts its session."""
+        try:
+            started, latest = await asyncio.to_thread(
+                lambda: (self.w3.eth.get_block(number)["timestamp"], self.w3.eth.get_block("latest")["timestamp"])
+            )
+        except Exception:  # the RPC is down: fall back to our own clock
+            return time.time()
+        now = time.time()
+        skew = latest - now
+        return min(started - skew, now) if skew > 0 else min(started, now)
+
+    # ---------------------------------------------------------------------------------------------
+    # the session's configuration
+
+    @staticmethod
+    def _committee(state: RegistryState, epoch: EpochRecord) -> Committee:
+        members = []
+        for index, operator in enumerate(epoch.members, start=1):
+            node = state.nodes.get(operator)
+            if node is None:
+                raise ValueError(f"epoch {epoch.id} member {operator} is not registered")
+            members.append(Member(index, node.identity_key, node.x25519_key))
+        return Committee(tuple(members), epoch.threshold)
+
+    async def _dkg_config(self, state: RegistryState, epoch: EpochRecord):
+        committee = self._committee(state, epoch)
+        if epoch.phase != EpochPhase.RESHARE:
+            return DkgConfig(self.network, epoch.id, committee), None
+        previous_record = state.epochs[epoch.previous]
+        previous = await self._previous_keys(state, previous_record)
+        old_shares = None
+        if previous_record.index_of(self.operator):
+            record = self.store.epoch(previous_record.id)
+            if record is None or record.shares is None:
+                raise Refusal(status.NO_ACTIVE_EPOCH, f"this node holds no shares of epoch {previous_record.id}")
+            old_shares = EpochKeys.load(record.public, record.shares).shares
+        return DkgConfig(self.network, epoch.id, committee, previous), old_shares
+
+    async def _previous_keys(self, state: RegistryState, previous: EpochRecord) -> PreviousEpoch:
+        """The old committee's public keys: from this node's store if it was a member; otherwise from the old
+        members, accepted when ``t_old`` of them give identical keys that match the group keys on-chain."""
+        committee = self._committee(state, previous)
+        record = self.store.epoch(previous.id)
+        if record is not None:
+            held = EpochKeys.load_public(record.public)
+            return PreviousEpoch(committee, held.sig, held.kd)
+        request = self._pb.GetEpochKeysRequest(epoch=previous.id)
+
+        async def ask(info: PeerInfo):
+            try:
+                return await self.peering.call(info, "GetEpochKeys", request)
+            except Refusal:
+                return None
+
+        votes: dict[bytes, list] = defaultdict(list)
+        for reply in await asyncio.gather(*(ask(info) for info in peer_info(state, previous).values())):
+            if reply is not None and reply.epoch == previous.id:
+                votes[reply.SerializeToString(deterministic=True)].append(reply)
+        for replies in votes.values():
+            if len(replies) < previous.threshold:
+                continue
+            reply = replies[0]
+            try:
+                sig = PublicKeys(G2.from_bytes(reply.group_key_sig),
+                                 {k.index: G2.from_bytes(k.sig) for k in reply.share_keys})
+                kd_keys = PublicKeys(G2.from_bytes(reply.group_key_kd),
+                                     {k.index: G2.from_bytes(k.kd) for k in reply.share_keys})
+            except PointDecodeError:
+                continue
+            if sig.group_key == previous.pk_sig and kd_keys.group_key == previous.pk_kd:
+                return PreviousEpoch(committee, sig, kd_keys)
+        raise Refusal(status.NO_ACTIVE_EPOCH, f"fewer than {previous.threshold} old members agree on the keys "
+                                              f"of epoch {previous.id}")

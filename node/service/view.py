@@ -1,0 +1,60 @@
+"""What this node serves with right now, and the admission check every app request passes.
+
+:class:`NodeView` holds the confirmed registry state (replaced by the chain follower on every update) and
+the epoch keys this node holds (replaced when an epoch activates). Invariant: the node *serves* only while
+it holds the keys of the epoch the registry says is active.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from derot.chain.state import RegistryState
+from derot.net import status
+from derot.net.status import Refusal
+from derot.service.epoch import EpochKeys
+from derot.service.metrics import Metrics
+from derot.service.requests import CheckedRequest, RequestChecker
+
+
+@dataclass
+class NodeView:
+    """The node's current view: written only by the chain follower (``state``) and the epoch
+    orchestrator (``keys``); everything else reads it."""
+
+    state: RegistryState | None = None
+    keys: EpochKeys | None = None
+
+    def serving(self) -> tuple[RegistryState, EpochKeys]:
+        """The state and keys to serve with, or a ``no_active_epoch`` refusal."""
+        state, keys = self.state, self.keys
+        if state is None or keys is None or state.committee is None:
+            raise Refusal(status.NO_ACTIVE_EPOCH, "this node serves no active epoch yet")
+        if state.committee.id != keys.epoch:
+            raise Refusal(status.NO_ACTIVE_EPOCH, "this node is not in the active committee")
+        return state, keys
+
+    @property
+    def healthy(self) -> bool:
+        """What health reports: keys held, and (once the registry is read) they are the active epoch's."""
+        state, keys = self.state, self.keys
+        return keys is not None and (
+            state is None or (state.committee is not None and state.committee.id == keys.epoch))
+
+
+class Admission:
+    """Checks an app request against the current view and counts the verdict (gateway and contributor)."""
+
+    def __init__(self, view: NodeView, checker: RequestChecker, metrics: Metrics):
+        self.view, self.checker, self.metrics = view, checker, metrics
+
+    def check(self, request, purpose: str, source: str) -> tuple[RegistryState, EpochKeys, CheckedRequest]:
+        """``source``: who asked (a gateway's peer address, or a contributing member's operator)."""
+        state, keys = self.view.serving()
+        try:
+            checked = self.checker.check(request, state.snapshot, purpose=purpose)
+        except Refusal as refusal:
+            self.metrics.evidence.labels("unknown", refusal.reason).inc()
+            raise
+        self.metrics.evidence.labels(checked.claims.platform.name.lower(), "allowed").inc()
+        return state, keys, checked
