@@ -158,6 +158,7 @@ class ShareRetirement:
         self.store = store
         self._lock = threading.Lock()
         self._wanted: tuple[int, OwnResult | None] | None = None
+        self._done: tuple[int, OwnResult | None] | None = None
         self.last_verdict: EraseVerdict | None = None
 
     @property
@@ -168,7 +169,8 @@ class ShareRetirement:
 
     def want(self, epoch_id: int, own: OwnResult | None) -> None:
         with self._lock:
-            self._wanted = (epoch_id, own)
+            if self._done != (epoch_id, own):
+                self._wanted = (epoch_id, own)
 
     def attempt(self) -> EraseVerdict | None:
         """Ask the guard about the wanted epoch; erase if allowed. None when nothing is wanted."""
@@ -189,5 +191,6 @@ class ShareRetirement:
                 self.store.erase_shares_before(epoch_id)
             if self._wanted == wanted:
                 self._wanted = None
+            self._done = wanted
         log.info("older key shares erased", extra={"epoch": epoch_id, "finalized_block": verdict.finalized_block})
         return verdict
