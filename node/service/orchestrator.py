@@ -171,7 +171,8 @@ class EpochOrchestrator:
             if keys.sig.group_key != epoch.pk_sig or keys.kd.group_key != epoch.pk_kd:
                 log.error("registry activated keys this node does not hold", extra={"epoch": epoch.id})
                 return
-            self.view.keys = keys  # serve now; older shares go only once the activation is final
+            self.store.activate_epoch(epoch.id, erase_older=False)  # older shares go once the activation is final
+            self.view.keys = keys
             self.retirement.want(epoch.id, OwnResult(keys.transcript_hash, keys.sig.group_key, keys.kd.group_key))
             log.info("epoch active; older shares kept until final", extra={"epoch": epoch.id, "index": keys.index})
         else:

@@ -337,3 +337,11 @@ def test_an_unreadable_app_is_skipped_and_reported_not_a_stop(w):
     reg.set_app_measurement(owner, apps[0], 1, os.urandom(32), True)  # any event: unreadable apps are retried
     drain(follower)
     assert follower.state.unreadable_apps == frozenset() and apps[1] in follower.state.snapshot.apps
+
+
+def test_the_store_keeps_older_shares_until_retirement(store):
+    store.save_epoch(2, {"epoch": 2}, b"\x02" * 64)
+    store.activate_epoch(2, erase_older=False)  # what a node does on a confirmed, not yet final activation
+    assert store.active_epoch().epoch == 2 and store.epoch(1).shares == b"\x01" * 64
+    store.activate_epoch(2)  # what ShareRetirement does once it is final
+    assert store.epoch(1).shares is None and store.epoch(2).shares == b"\x02" * 64

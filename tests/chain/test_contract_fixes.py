@@ -15,7 +15,7 @@ from derot.chain.tx import TransactionFailed, send
 from derot.certs import Reason
 from derot.constants import Platform
 from derot.crypto.bls import G2, random_scalar
-from derot.devnet.anvil import mine
+from derot.devnet.anvil import mine, warp
 
 CALL_GAS_CAP = 30_000_000  # anvil's and many providers' eth_call gas limit; geth's default is 50M
 
@@ -75,32 +75,48 @@ def test_a_stuck_epoch_expires(chain):
     assert reg.current_epoch() == 1  # the active epoch is untouched
 
 
-# finding 6: the council cancels a queued proposal -----------------------------------------------------
-def test_council_cancels_a_queued_proposal(chain):
+# finding 6: the council cancels a queued proposal, but never its own replacement ------------------------
+def queue(chain, actions) -> tuple[int, bytes]:
+    """A proposal passed by the whale alone (> 4 % quorum) and queued; returns (proposal id, operation id)."""
     gov = chain.gov
-    takeover = [A.SetCouncil(chain.small.address)]
-    description = f"make myself the council {os.urandom(4).hex()}"
-    proposal = gov.propose(chain.whale, takeover, description)
+    description = f"whale alone {os.urandom(4).hex()}"
+    proposal = gov.propose(chain.whale, actions, description)
     mine(chain.w3, gov.voting_delay() + 1)
     gov.vote(chain.whale, proposal, Support.FOR)
     mine(chain.w3, gov.voting_period() + 1)
     gov.queue(chain.whale, proposal)
-    targets, values, calldatas = gov.encode(takeover)
-    timelock = gov.timelock
+    targets, values, calldatas = gov.encode(actions)
     # GovernorTimelockControl's salt: the governor's address (left-aligned) XOR the description hash
     salt = bytes(a ^ b for a, b in zip(bytes.fromhex(gov.governor.address[2:]) + bytes(12),
                                        gov.proposal(proposal).description_hash))
-    operation = timelock.functions.hashOperationBatch(targets, values, calldatas, bytes(32), salt).call()
-    assert timelock.functions.isOperationPending(operation).call()
+    operation = gov.timelock.functions.hashOperationBatch(targets, values, calldatas, bytes(32), salt).call()
+    assert gov.timelock.functions.isOperationPending(operation).call()
+    return proposal, operation
+
+
+def test_council_cancels_a_queued_proposal(chain):
+    gov, timelock = chain.gov, chain.gov.timelock
+    proposal, operation = queue(chain, [A.AllowPlatform(int(Platform.SGX))])
     send(chain.w3, chain.council, timelock.functions.cancel(operation), what="council cancels")
     assert gov.state(proposal) is ProposalState.CANCELED
     with pytest.raises(TransactionFailed):
         gov.execute(chain.whale, proposal)
-    assert chain.registry.security_council() == chain.council.address
+    assert not chain.registry.platform_rules().get(Platform.SGX, None)
     # cancelling is all it can do: it cannot schedule
     with pytest.raises(TransactionFailed, match="AccessControlUnauthorizedAccount"):
         send(chain.w3, chain.council, timelock.functions.schedule(
             chain.registry.address, 0, b"", bytes(32), os.urandom(32), gov.timelock_delay()))
+
+
+def test_council_cannot_veto_its_own_replacement(chain):
+    gov, timelock = chain.gov, chain.gov.timelock
+    proposal, operation = queue(chain, [A.SetCouncil(chain.small.address)])
+    assert timelock.functions.councilProof(operation).call()
+    with pytest.raises(TransactionFailed, match="CancelNotAllowed"):
+        send(chain.w3, chain.council, timelock.functions.cancel(operation), what="council cancels")
+    warp(chain.w3, gov.timelock_delay() + 1)
+    gov.execute(chain.whale, proposal)
+    assert chain.registry.security_council() == chain.small.address
 
 
 # finding 8: one key rule for the contract and the SDK --------------------------------------------------
