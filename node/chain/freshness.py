@@ -1,9 +1,12 @@
 """How stale the node's chain view is, measured against wall-clock time, never against the RPC's head.
 
-Invariant: :meth:`FreshnessClock.check` reports stale when the newest block the follower has verified
-(``observe``) is older than ``max_staleness`` seconds by this machine's clock, or when nothing was ever
-observed. A frozen, hung or lying-about-its-head RPC therefore makes the view stale on its own; no RPC
-answer is needed to notice.
+Invariant: :meth:`FreshnessClock.check` reports stale when the view's lag exceeds ``max_staleness`` seconds,
+or when nothing was ever observed. The lag is the larger of
+- this machine's clock minus the timestamp of the newest block the follower verified (``observe``), and
+- this machine's clock minus when the view last advanced to a new block (so a chain whose clock runs ahead
+  of ours, like a devnet after timelock warps, still goes stale when it stops).
+A frozen, hung or lying-about-its-head RPC therefore makes the view stale on its own; no RPC answer is
+needed to notice.
 """
 
 from __future__ import annotations
@@ -41,17 +44,20 @@ class FreshnessClock:
             raise ValueError("max_staleness must be positive")
         self.max_staleness = float(max_staleness)
         self._clock = clock
-        self._block: tuple[int, int] | None = None
+        self._block: tuple[int, int, float] | None = None  # number, timestamp, when the view advanced to it
 
     def observe(self, block_number: int, block_timestamp: int) -> None:
         """The follower verified ``block_number`` (its state now reflects it)."""
-        self._block = (int(block_number), int(block_timestamp))
+        number = int(block_number)
+        if self._block is None or self._block[0] != number:
+            self._block = (number, int(block_timestamp), self._clock())
 
     def status(self) -> Freshness:
         if self._block is None:
             return Freshness(None, None, None, self.max_staleness)
-        number, timestamp = self._block
-        lag = max(0.0, self._clock() - timestamp)
+        number, timestamp, advanced_at = self._block
+        now = self._clock()
+        lag = max(0.0, now - timestamp, now - advanced_at)
         return Freshness(number, timestamp, lag, self.max_staleness)
 
     def check(self) -> Freshness:

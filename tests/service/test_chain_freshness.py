@@ -63,3 +63,17 @@ def test_chain_trust_settings_are_validated(tmp_path):
     for bad in ('rpc_quorum = 2', 'finality = "soon"', 'finality_depth = 0', 'max_staleness = 0'):
         with pytest.raises(ConfigError):
             config(f"[chain]\n{bad}\n")
+
+
+def test_a_chain_clock_ahead_of_ours_still_goes_stale_when_it_stops():
+    """A devnet after timelock warps runs minutes ahead: the block's timestamp alone would never look old."""
+    clock = Clock(5_000.0)
+    freshness = FreshnessClock(30, clock=clock)
+    freshness.observe(7, int(clock.now) + 600)
+    assert not freshness.status().stale
+    clock.now += 20
+    freshness.observe(7, int(clock.now) + 600)  # the same block again: the view did not advance
+    clock.now += 11
+    assert freshness.status().stale and freshness.status().lag_seconds == pytest.approx(31)
+    freshness.observe(8, int(clock.now) + 601)
+    assert not freshness.status().stale
