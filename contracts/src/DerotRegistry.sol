@@ -249,6 +249,7 @@ contract DerotRegistry is Ownable {
     error CouncilCannotLower(uint8 platform, uint8 currentFloor, uint8 requestedFloor);
     error ZeroAddress();
     error TooManyMeasurements(bytes32 appId);
+    error CouncilWouldHalt(uint64 epoch, uint256 approvedMembers, uint8 threshold);
     error NotPendingAppOwner(bytes32 appId, address caller);
     error EpochNotExpired(uint64 epoch, uint64 expiresAt);
     error BadEpochTimeout(uint64 blocks);
@@ -318,8 +319,23 @@ contract DerotRegistry is Ownable {
         _setNodeStatus(operator, NodeStatus.APPROVED, NodeStatus.PENDING, NodeStatus.SUSPENDED);
     }
 
+    /// @notice Suspends a node at once. The council (not governance) may not suspend so many members of the
+    /// current epoch that fewer than its threshold remain approved: it can stop bad nodes, never halt the network.
     function suspendNode(address operator) external onlyOwnerOrCouncil {
         _setNodeStatus(operator, NodeStatus.SUSPENDED, NodeStatus.PENDING, NodeStatus.APPROVED);
+        if (msg.sender != owner()) _requireLiveCommittee();
+    }
+
+    function _requireLiveCommittee() private view {
+        uint64 id = _current.epoch;
+        if (id == 0) return;
+        Epoch storage e = _epochs[id];
+        uint256 approved;
+        uint256 n = e.members.length;
+        for (uint256 i = 0; i < n; i++) {
+            if (_nodes[e.members[i]].status == NodeStatus.APPROVED) approved++;
+        }
+        if (approved < e.threshold) revert CouncilWouldHalt(id, approved, e.threshold);
     }
 
     function removeNode(address operator) external onlyOwner {

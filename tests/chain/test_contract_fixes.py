@@ -119,6 +119,17 @@ def test_council_cannot_veto_its_own_replacement(chain):
     assert chain.registry.security_council() == chain.small.address
 
 
+# finding 5: the council cannot halt the committee by suspending it -----------------------------------
+def test_council_cannot_suspend_the_committee_below_its_threshold(chain):
+    reg = chain.registry
+    reg.apply(chain.council, [A.SuspendNode(chain.nodes[4].address)])  # not a member: fine
+    reg.apply(chain.council, [A.SuspendNode(chain.nodes[0].address)])  # 2 of 3 approved remain, t = 2
+    with pytest.raises(TransactionFailed, match="CouncilWouldHalt"):
+        reg.apply(chain.council, [A.SuspendNode(chain.nodes[1].address)])
+    chain.enact([A.SuspendNode(chain.nodes[1].address)], "governance may")
+    assert reg.node(chain.nodes[1].address).status.name == "SUSPENDED"
+
+
 # finding 8: one key rule for the contract and the SDK --------------------------------------------------
 def test_sdk_and_contract_agree_when_only_pk_kd_changes(chain):
     reg = chain.registry
