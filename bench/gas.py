@@ -100,6 +100,8 @@ def main() -> int:
         row("council revoke (FMSPC)", reg.apply(council, [A.Revoke(RevocationKind.FMSPC, os.urandom(6))]))
         row("council revoke (SNP chip id)", reg.apply(council, [A.Revoke(RevocationKind.CHIP_ID, os.urandom(64))]))
         row("council raise TCB floor", reg.apply(council, [A.SetTcbFloor(1, int(TcbStatus.SW_HARDENING_NEEDED))]))
+        row("council suspendNode", reg.apply(council, [A.SuspendNode(nodes[4].address)]),
+            "loops the current committee: t approved must remain")
 
         description = f"revoke an FMSPC {os.urandom(4).hex()}"
         revoke = [A.Revoke(RevocationKind.FMSPC, os.urandom(6))]
