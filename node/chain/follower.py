@@ -44,6 +44,7 @@ from web3.exceptions import BlockNotFound, Web3Exception
 
 from derot.chain.headers import bloom_may_contain
 from derot.chain.quorum import QuorumProvider
+from derot.chain.receipts import ReceiptsInvalid, verified_receipts
 from derot.chain.registry import ChainReadError, Registry
 from derot.chain.state import RegistryState, apply_changes, read_state
 from derot.chain.types import RevocationKind
@@ -58,32 +59,48 @@ class ReorgRace(RuntimeError):
     """The chain changed while a poll was reading it; the poll is retried."""
 
 
-def check_logs_against_blooms(w3: Web3, address: str, logs, headers: dict[int, tuple[bytes, int, bytes]]) -> None:
+def check_logs_against_blooms(w3: Web3, address: str, logs, headers: dict[int, tuple[bytes, int, bytes, bytes]]) -> None:
     """Raise :class:`LogsIncomplete` unless ``logs`` (eth_getLogs of ``address`` over the blocks of ``headers``)
-    are consistent with those blocks' logs blooms: every log's address and topics are in its block's bloom,
-    and a block whose bloom may hold ``address`` but got no log has no such log in its receipts."""
+    are exactly the registry's logs of those blocks. A block whose (re-hashed) header's bloom cannot hold
+    ``address`` must have no log; for every other block the receipts are fetched, checked against the
+    header's receiptsRoot, and their registry logs must equal the returned ones. So an RPC can neither hide
+    nor invent a log, even in a block that has other registry logs. The cost is one receipts call per block
+    whose bloom may hold the registry: proportional to the registry's activity, not to the chain's."""
     addr = bytes.fromhex(address[2:])
-    with_logs = set()
+    returned: dict[int, list] = {}
     for entry in logs:
         number = entry["blockNumber"]
         if number not in headers:
             raise LogsIncomplete(f"eth_getLogs answered a log of block {number}, outside the range asked")
-        bloom = headers[number][2]
-        if not all(bloom_may_contain(bloom, v) for v in (addr, *(bytes(t) for t in entry["topics"]))):
-            raise LogsIncomplete(f"a log of block {number} is not in the block's logs bloom")
-        with_logs.add(number)
-    for number, (block_hash, _time, bloom) in sorted(headers.items()):
-        if number in with_logs or not bloom_may_contain(bloom, addr):
+        returned.setdefault(number, []).append(entry)
+    for number, (block_hash, _time, bloom, receipts_root) in sorted(headers.items()):
+        got = [(tuple(bytes(t) for t in e["topics"]), bytes(e["data"]))
+               for e in sorted(returned.get(number, ()), key=lambda e: e["logIndex"])]
+        if not bloom_may_contain(bloom, addr):
+            if got:
+                raise LogsIncomplete(f"a log of block {number} is not in the block's logs bloom")
             continue
-        # the bloom says "maybe": the receipts decide (a false positive is common on busy chains)
-        receipts = w3.provider.make_request("eth_getBlockReceipts", ["0x" + block_hash.hex()])
-        result = receipts.get("result") if isinstance(receipts, dict) else None
+        reply = w3.provider.make_request("eth_getBlockReceipts", ["0x" + block_hash.hex()])
+        result = reply.get("result") if isinstance(reply, dict) else None
         if not isinstance(result, list):
             raise LogsIncomplete(f"block {number}'s bloom may hold registry logs and its receipts are unavailable")
-        for receipt in result:
-            for entry in (receipt.get("logs") or []) if isinstance(receipt, dict) else []:
-                if isinstance(entry, dict) and str(entry.get("address", "")).lower() == address.lower():
-                    raise LogsIncomplete(f"eth_getLogs left out registry logs of block {number}")
+        try:
+            receipts = verified_receipts(result, receipts_root)
+        except ReceiptsInvalid as exc:
+            raise LogsIncomplete(f"block {number}: {exc}") from None
+        expected = [
+            (tuple(_hex_bytes(t) for t in e["topics"]), _hex_bytes(e["data"]))
+            for r in sorted(receipts, key=lambda r: int(r["transactionIndex"], 16))
+            for e in r.get("logs") or []
+            if str(e.get("address", "")).lower() == address.lower()
+        ]
+        if got != expected:
+            raise LogsIncomplete(f"eth_getLogs answered {len(got)} registry logs for block {number}; its receipts "
+                                 f"hold {len(expected)}")
+
+
+def _hex_bytes(value) -> bytes:
+    return bytes.fromhex(value[2:]) if isinstance(value, str) else bytes(value)
 
 
 class LogsIncomplete(ChainReadError):
@@ -191,7 +208,7 @@ class Follower:
         # checked against its bloom. A first read, a reorg or a gap wider than the window re-reads in full.
         full = self.state is None or reorg is not None or first < head - self.reorg_window
         headers = self._headers(first, last, head, every=not full)
-        end_hash, end_time, _bloom = headers[last]
+        end_hash, end_time, _bloom, _root = headers[last]
         events = self._logs(first, last, headers, verify=not full) if last >= first else []
         if full:
             state = read_state(self.registry, end_hash, last, end_time)
@@ -200,7 +217,7 @@ class Follower:
         if self._canonical_hash(last) != end_hash:
             raise ReorgRace(f"block {last} changed while reading it")
         # commit: nothing above may have changed the follower
-        for number, (block_hash, _time, _bloom) in headers.items():
+        for number, (block_hash, *_rest) in headers.items():
             if number >= head - self.reorg_window:
                 self._hashes[number] = block_hash
         for number in [n for n in self._hashes if n < head - self.reorg_window]:
@@ -240,8 +257,8 @@ class Follower:
         self.cursor = fork
         return Reorg(fork_block=fork, old_cursor=old)
 
-    def _headers(self, first: int, last: int, head: int, *, every: bool) -> dict[int, tuple[bytes, int, bytes]]:
-        """(hash, timestamp, logs bloom) of block ``last`` and of every block of [first, last] (``every``) or of
+    def _headers(self, first: int, last: int, head: int, *, every: bool) -> dict[int, tuple[bytes, int, bytes, bytes]]:
+        """(hash, timestamp, logs bloom, receipts root) of block ``last`` and of every block of [first, last] (``every``) or of
         those within the reorg window, checking that consecutive ones chain by parentHash, starting from the
         remembered cursor hash."""
         low = first if every else max(first, head - self.reorg_window)
@@ -253,7 +270,8 @@ class Follower:
             expected = out[number - 1][0] if number - 1 in out else self._hashes.get(number - 1)
             if number >= first and expected is not None and parent != expected:
                 raise ReorgRace(f"block {number} does not extend the block {number - 1} seen before")
-            out[number] = (bytes(block["hash"]), int(block["timestamp"]), bytes(block["logsBloom"]))
+            out[number] = (bytes(block["hash"]), int(block["timestamp"]), bytes(block["logsBloom"]),
+                           bytes(block["receiptsRoot"]))
         return out
 
     def _logs(self, first: int, last: int, headers, *, verify: bool) -> list[RegistryEvent]:

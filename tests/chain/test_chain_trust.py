@@ -345,3 +345,68 @@ def test_the_store_keeps_older_shares_until_retirement(store):
     assert store.active_epoch().epoch == 2 and store.epoch(1).shares == b"\x01" * 64
     store.activate_epoch(2)  # what ShareRetirement does once it is final
     assert store.epoch(1).shares is None and store.epoch(2).shares == b"\x02" * 64
+
+
+def test_receipts_rebuild_the_receipts_root(w):
+    """The trie code against anvil's own roots, on blocks with 0, 1 and several receipts of several types."""
+    from derot.chain.receipts import ReceiptsInvalid, verified_receipts
+
+    owner = w.nodes[3]
+    w.w3.provider.make_request("evm_setAutomine", [False])
+    try:
+        for i in range(5):
+            tx = w.registry.contract.functions.registerApp(os.urandom(32)).build_transaction({
+                "from": owner.address, "nonce": w.w3.eth.get_transaction_count(owner.address, "pending"),
+                "gas": 200_000, **({"gasPrice": 2 * 10**9} if i % 2 else {})})
+            w.w3.eth.send_raw_transaction(owner.sign_transaction(tx).raw_transaction)
+        mine(w.w3, 1)
+    finally:
+        w.w3.provider.make_request("evm_setAutomine", [True])
+    for number in (w.w3.eth.block_number, w.w3.eth.block_number - 1, 0):
+        block = w.w3.eth.get_block(number)
+        receipts = w.w3.provider.make_request("eth_getBlockReceipts", [hex(number)])["result"]
+        assert verified_receipts(receipts, bytes(block["receiptsRoot"])) is receipts
+    assert len(receipts) == 0 and len(w.w3.provider.make_request(
+        "eth_getBlockReceipts", [hex(w.w3.eth.block_number)])["result"]) == 5
+    receipts = w.w3.provider.make_request("eth_getBlockReceipts", [hex(w.w3.eth.block_number)])["result"]
+    root = bytes(w.w3.eth.get_block("latest")["receiptsRoot"])
+    receipts[2]["logs"] = []  # a liar drops a log from the receipts too
+    with pytest.raises(ReceiptsInvalid):
+        verified_receipts(receipts, root)
+
+
+def test_a_log_dropped_from_logs_and_receipts_in_a_busy_block_is_caught(w):
+    """Two registry logs in one block; the liar drops the revocation from eth_getLogs AND the receipts."""
+    follower = w.follower(w.proxy.url)
+    drain(follower)
+    fmspc = os.urandom(6)
+    w.w3.provider.make_request("evm_setAutomine", [False])
+    try:
+        for account, call in ((w.nodes[3], w.registry.contract.functions.registerApp(os.urandom(32))),
+                              (w.council, w.registry.contract.functions.revoke(1, fmspc))):
+            tx = call.build_transaction({"from": account.address, "gas": 300_000,
+                                         "nonce": w.w3.eth.get_transaction_count(account.address, "pending")})
+            w.w3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction)
+        mine(w.w3, 1)
+    finally:
+        w.w3.provider.make_request("evm_setAutomine", [True])
+    revoked = "0x" + REVOKED_TOPIC.hex()
+    w.proxy.drop_log = lambda entry: entry["topics"] and entry["topics"][0] == revoked
+    original = w.proxy._forward
+
+    def forward(request):
+        reply = original(request)
+        if request.get("method") == "eth_getBlockReceipts" and isinstance(reply.get("result"), list):
+            for receipt in reply["result"]:
+                receipt["logs"] = [e for e in receipt["logs"] if not e["topics"] or e["topics"][0] != revoked]
+        return reply
+
+    w.proxy._forward = forward
+    try:
+        with pytest.raises(LogsIncomplete):
+            follower.poll()
+    finally:
+        w.proxy._forward = original
+    w.proxy.honest()
+    drain(follower)
+    assert fmspc in follower.state.snapshot.revoked_fmspcs
