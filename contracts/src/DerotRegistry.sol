@@ -888,14 +888,28 @@ contract DerotRegistry is Ownable {
         }
     }
 
+    /// @notice Every allowed node measurement (unbounded: prefer the pages).
     function nodeMeasurements() external view returns (uint8[] memory platforms, bytes32[] memory digests) {
-        uint256 n = _nodeMeasurements.length();
-        platforms = new uint8[](n);
-        digests = new bytes32[](n);
-        for (uint256 i = 0; i < n; i++) {
+        return nodeMeasurementsPage(0, type(uint256).max);
+    }
+
+    function nodeMeasurementCount() external view returns (uint256) {
+        return _nodeMeasurements.length();
+    }
+
+    /// @notice Allowed node measurements [start, start+count).
+    function nodeMeasurementsPage(uint256 start, uint256 count)
+        public
+        view
+        returns (uint8[] memory platforms, bytes32[] memory digests)
+    {
+        uint256 end = _clamp(start, count, _nodeMeasurements.length());
+        platforms = new uint8[](end - start);
+        digests = new bytes32[](end - start);
+        for (uint256 i = start; i < end; i++) {
             Measurement memory m = _measurementOf[_nodeMeasurements.at(i)];
-            platforms[i] = m.platform;
-            digests[i] = m.digest;
+            platforms[i - start] = m.platform;
+            digests[i - start] = m.digest;
         }
     }
 

@@ -215,8 +215,12 @@ class Registry:
         return self._call(self.contract.functions.isRevoked(int(kind), ident), block)
 
     def node_measurements(self, block="latest") -> frozenset[tuple]:
-        platforms, digests = self._call(self.contract.functions.nodeMeasurements(), block)
-        return frozenset((_platform(p), bytes(d)) for p, d in zip(platforms, digests))
+        count = self._call(self.contract.functions.nodeMeasurementCount(), block)
+        out: set[tuple] = set()
+        for start in range(0, count, PAGE):
+            platforms, digests = self._call(self.contract.functions.nodeMeasurementsPage(start, PAGE), block)
+            out.update((_platform(p), bytes(d)) for p, d in zip(platforms, digests))
+        return frozenset(out)
 
     # reads: certificates --------------------------------------------------------------------------
     def verify_certificate(self, cert: bytes, sig: bytes | G1, *, at: int | None = None, block="latest") -> Reason:

@@ -190,3 +190,29 @@ def test_measurement_flood_is_refused_at_the_cap(chain):
     gone = next(iter(reg.app(app).measurements))[1]
     reg.set_app_measurement(chain.stranger, app, Platform.TDX, gone, False)
     reg.set_app_measurement(chain.stranger, app, Platform.TDX, os.urandom(32), True)
+
+
+def test_list_views_are_paged(chain):
+    """Revocations and node measurements come in pages (the client reads PAGE at a time), and the pages add
+    up to the whole list across a page boundary."""
+    from derot.chain.registry import PAGE
+    from derot.chain.types import RevocationKind
+
+    reg = chain.registry
+    fns = reg.contract.functions
+    before = reg.revocations(RevocationKind.FMSPC)
+    added = {os.urandom(6) for _ in range(PAGE + 3)}
+    reg.apply(chain.council, [A.Revoke(RevocationKind.FMSPC, f) for f in added])
+    count = fns.revocationCount(int(RevocationKind.FMSPC)).call()
+    assert count == len(before) + len(added)
+    pages = [set(map(bytes, fns.revocationsPage(int(RevocationKind.FMSPC), start, PAGE).call()))
+             for start in range(0, count, PAGE)]
+    assert len(pages) == 2 and len(pages[0]) == PAGE and set().union(*pages) == before | added
+    assert reg.revocations(RevocationKind.FMSPC) == before | added
+    assert fns.revocationsPage(int(RevocationKind.FMSPC), count + 5, PAGE).call() == []
+    digests = [os.urandom(32) for _ in range(3)]
+    chain.enact([A.AllowNodeMeasurement(int(Platform.TDX), d) for d in digests], "node images")
+    assert fns.nodeMeasurementCount().call() >= 3
+    platforms, page = fns.nodeMeasurementsPage(1, 2).call()
+    assert len(page) == 2 and set(map(bytes, page)) <= set(digests)
+    assert {(Platform.TDX, d) for d in digests} <= reg.node_measurements()
