@@ -127,11 +127,7 @@ def main() -> int:
         gov.vote(mid, pid, Support.FOR)
         mine(w3, gov.voting_period())
         gov.queue(whale, pid)
-        salt = bytes(a ^ b for a, b in zip(bytes.fromhex(gov.governor.address[2:]) + bytes(12),
-                                           gov.proposal(pid).description_hash))
-        operation = gov.timelock.functions.hashOperationBatch(*gov.encode(revoke), bytes(32), salt).call()
-        row("council cancel (timelock)", send(w3, council, gov.timelock.functions.cancel(operation)),
-            "CANCELLER role")
+        row("council cancel (timelock)", gov.council_cancel(council, pid), "CANCELLER role")
 
         now = w3.eth.get_block("latest")["timestamp"]
 

@@ -85,11 +85,7 @@ def queue(chain, actions) -> tuple[int, bytes]:
     gov.vote(chain.whale, proposal, Support.FOR)
     mine(chain.w3, gov.voting_period() + 1)
     gov.queue(chain.whale, proposal)
-    targets, values, calldatas = gov.encode(actions)
-    # GovernorTimelockControl's salt: the governor's address (left-aligned) XOR the description hash
-    salt = bytes(a ^ b for a, b in zip(bytes.fromhex(gov.governor.address[2:]) + bytes(12),
-                                       gov.proposal(proposal).description_hash))
-    operation = gov.timelock.functions.hashOperationBatch(targets, values, calldatas, bytes(32), salt).call()
+    operation = gov.timelock_operation(proposal)
     assert gov.timelock.functions.isOperationPending(operation).call()
     return proposal, operation
 
@@ -97,8 +93,9 @@ def queue(chain, actions) -> tuple[int, bytes]:
 def test_council_cancels_a_queued_proposal(chain):
     gov, timelock = chain.gov, chain.gov.timelock
     proposal, operation = queue(chain, [A.AllowPlatform(int(Platform.SGX))])
-    send(chain.w3, chain.council, timelock.functions.cancel(operation), what="council cancels")
+    gov.council_cancel(chain.council, proposal)
     assert gov.state(proposal) is ProposalState.CANCELED
+    assert not timelock.functions.isOperationPending(operation).call()
     with pytest.raises(TransactionFailed):
         gov.execute(chain.whale, proposal)
     assert not chain.registry.platform_rules().get(Platform.SGX, None)
