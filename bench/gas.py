@@ -27,7 +27,8 @@ from derot.devnet.governance import enact  # noqa: E402
 from derot.chain.registry import Registry  # noqa: E402
 from derot.chain.tx import send  # noqa: E402
 from derot.chain.types import RevocationKind  # noqa: E402
-from derot.constants import Platform, TcbStatus  # noqa: E402
+from derot.attest.identity import hardware_key  # noqa: E402
+from derot.constants import CERT_VERSION, Platform, TcbStatus  # noqa: E402
 from derot.crypto.bls import G2, random_scalar  # noqa: E402
 
 TARGET_VERIFY = 150_000
@@ -99,6 +100,10 @@ def main() -> int:
 
         row("council revoke (FMSPC)", reg.apply(council, [A.Revoke(RevocationKind.FMSPC, os.urandom(6))]))
         row("council revoke (SNP chip id)", reg.apply(council, [A.Revoke(RevocationKind.CHIP_ID, os.urandom(64))]))
+        revoked_ppid = os.urandom(16)
+        row("council revoke (Intel PPID)", reg.apply(council, [A.Revoke(RevocationKind.PPID, revoked_ppid)]))
+        row("council revoke (Intel PCK cert)", reg.apply(council, [A.Revoke(RevocationKind.PCK_CERT, os.urandom(32))]))
+        row("council revoke (GPU device)", reg.apply(council, [A.Revoke(RevocationKind.GPU_DEVICE, os.urandom(9))]))
         row("council raise TCB floor", reg.apply(council, [A.SetTcbFloor(1, int(TcbStatus.SW_HARDENING_NEEDED))]))
         row("council suspendNode", reg.apply(council, [A.SuspendNode(nodes[4].address)]),
             "loops the current committee: t approved must remain")
@@ -131,17 +136,28 @@ def main() -> int:
 
         now = w3.eth.get_block("latest")["timestamp"]
 
-        def certificate(subject_len: int) -> Certificate:
-            return Certificate(1, w3.eth.chain_id, reg.address, 2, os.urandom(32), app_id, 1, 1,
+        def certificate(subject_len: int, hardware: int = 3, revoked: bool = False) -> Certificate:
+            keys = sorted(os.urandom(32) for _ in range(hardware - revoked))
+            if revoked:
+                keys = sorted(keys + [hardware_key(RevocationKind.PPID, revoked_ppid)])
+            return Certificate(CERT_VERSION, w3.eth.chain_id, reg.address, 2, os.urandom(32), app_id, 1, 1,
                                os.urandom(subject_len), int(Platform.TDX), measurement, os.urandom(32),
-                               int(TcbStatus.UP_TO_DATE), now - 60, now + 86_400, w3.eth.block_number)
+                               int(TcbStatus.UP_TO_DATE), now - 60, now + 86_400, w3.eth.block_number, tuple(keys))
 
-        for subject_len, label in ((33, "secp256k1 key"), (32, "Ed25519 key")):
-            cert = certificate(subject_len)
+        # hardware keys: an Intel TEE lists 3 (FMSPC, PPID, PCK), SEV-SNP 1, each NVIDIA GPU 3 more
+        for subject_len, hardware, label in ((33, 3, "secp256k1 key"), (32, 3, "Ed25519 key"),
+                                             (33, 0, "no hardware keys"), (33, 1, "SNP, 1 hardware key"),
+                                             (33, 27, "TDX + 8 GPUs, 27 keys")):
+            cert = certificate(subject_len, hardware)
             sig = cert.sign(sk).to_eip2537()
             assert reg.verify_certificate(cert.encode(), sig) is Reason.OK
             receipt = send(w3, relying, reg.contract.functions.verifyCertificate(cert.encode(), sig))
-            row(f"verifyCertificate ({label})", receipt, "OK")
+            row(f"verifyCertificate ({label})", receipt, f"OK; {hardware} hardware keys")
+        revoked_cert = certificate(33, 3, revoked=True)
+        revoked_sig = revoked_cert.sign(sk).to_eip2537()
+        assert reg.verify_certificate(revoked_cert.encode(), revoked_sig) is Reason.HARDWARE_REVOKED
+        receipt = send(w3, relying, reg.contract.functions.verifyCertificate(revoked_cert.encode(), revoked_sig))
+        row("verifyCertificate (revoked PPID)", receipt, "HARDWARE_REVOKED")
         bad = bytearray(sig)
         bad[100] ^= 1
         receipt = send(w3, relying, reg.contract.functions.verifyCertificate(cert.encode(), bytes(bad)))
@@ -153,10 +169,10 @@ def main() -> int:
 
     print(f"derot contract gas (anvil {hardfork} hardfork; EIP-2537 prices: pairing 2 pairs 102,900, "
           "map_fp_to_g1 5,500, g1add 375)\n")
-    print(f"{'call':36s} {'tx gasUsed':>11s} {'execution':>10s}  note")
+    print(f"{'call':42s} {'tx gasUsed':>11s} {'execution':>10s}  note")
     print("-" * 100)
     for name, used, execution, note in rows:
-        print(f"{name:36s} {used:>11,} {execution:>10,}  {note}")
+        print(f"{name:42s} {used:>11,} {execution:>10,}  {note}")
     verify = [r for r in rows if r[0] == "verifyCertificate (secp256k1 key)"][0]
     verdict = "meets" if verify[2] <= TARGET_VERIFY else "MISSES"
     print(f"\nverifyCertificate execution gas {verify[2]:,} {verdict} the {TARGET_VERIFY:,} target "

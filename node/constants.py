@@ -13,7 +13,7 @@ DST_CERT = b"DEROT-V1-CERT-BLS12381G1_XMD:SHA-256_SSWU_RO_"
 DST_KD = b"DEROT-V1-KD-BLS12381G1_XMD:SHA-256_SSWU_RO_"
 
 #: Certificate format version (DESIGN.md §4).
-CERT_VERSION = 1
+CERT_VERSION = 2  # 2: adds ``bytes32[] hardware`` (docs/revocation.md)
 #: Default certificate lifetime: short, renewed by re-attesting.
 CERT_DEFAULT_LIFETIME_S = 24 * 3600
 
@@ -25,6 +25,8 @@ class Platform(enum.IntEnum):
     SGX = 2
     SEV_SNP = 3
     NVIDIA_GPU = 4
+    AZURE_SNP = 5  # SEV-SNP behind Azure's paravisor: SNP report + HCL runtime data + vTPM quote
+    AZURE_TDX = 6  # TDX behind Azure's paravisor: TD quote + HCL runtime data + vTPM quote
 
 
 class TcbStatus(enum.IntEnum):
@@ -65,3 +67,46 @@ class KeyType(enum.IntEnum):
     ED25519 = 2
     X25519 = 3
     P256 = 4
+
+
+class RevocationKind(enum.IntEnum):
+    """Kinds of revocable identifiers (``DerotRegistry.RevocationKind``) and their lengths.
+
+    The per-machine kinds are CHIP_ID (SEV-SNP, VCEK-signed), PPID and PCK_CERT (Intel) and GPU_DEVICE
+    (NVIDIA); FMSPC and GPU_FWID name a whole platform family or firmware build. See docs/revocation.md.
+    """
+
+    NONE = 0
+    FMSPC = 1  # Intel platform family, 6 bytes
+    CHIP_ID = 2  # SEV-SNP chip_id, 64 bytes, not all zero (a VLEK report's masked chip_id is no identity)
+    GPU_FWID = 3  # NVIDIA firmware id, 1..64 bytes
+    MEASUREMENT = 4  # 32 bytes
+    CERT_SERIAL = 5  # 32 bytes
+    EVIDENCE_HASH = 6  # 32 bytes
+    PPID = 7  # Intel platform provisioning id, 16 bytes, not all zero
+    PCK_CERT = 8  # Intel PCK certificate: SHA-256 over its issuer and serial (derot.attest.identity.pck_id), 32 bytes
+    GPU_DEVICE = 9  # NVIDIA device certificate serial or UEID (leaf certificate serial), 1..32 bytes
+
+    def check_length(self, ident: bytes) -> None:
+        """Raise ValueError unless ``ident`` has a length (and form) the registry accepts for this kind."""
+        n = len(ident)
+        ok = {
+            RevocationKind.NONE: False,
+            RevocationKind.FMSPC: n == 6,
+            RevocationKind.CHIP_ID: n == 64 and any(ident),
+            RevocationKind.GPU_FWID: 1 <= n <= 64,
+            RevocationKind.PPID: n == 16 and any(ident),
+            RevocationKind.GPU_DEVICE: 1 <= n <= 32 and any(ident),
+        }.get(self, n == 32)
+        if not ok:
+            zero = " (all zero)" if n and not any(ident) else ""
+            raise ValueError(f"a {self.name} id cannot be {n} bytes long{zero}")
+
+    @property
+    def machine(self) -> bool:
+        """Kinds that name hardware (a machine or a family); a certificate lists the ones it was issued on."""
+        return self in HARDWARE_KINDS
+
+
+HARDWARE_KINDS = frozenset({RevocationKind.FMSPC, RevocationKind.CHIP_ID, RevocationKind.GPU_FWID,
+                            RevocationKind.PPID, RevocationKind.PCK_CERT, RevocationKind.GPU_DEVICE})

@@ -43,11 +43,14 @@ contract DerotRegistry is Ownable {
     enum RevocationKind {
         NONE,
         FMSPC, // Intel platform family, 6 bytes
-        CHIP_ID, // SEV-SNP chip_id (64 bytes) or Intel PPID (16 bytes): 1..64 bytes
+        CHIP_ID, // SEV-SNP chip_id of a VCEK-signed report: 64 bytes, not all zero
         GPU_FWID, // NVIDIA GPU firmware id: 1..64 bytes
         MEASUREMENT, // a measurement digest, 32 bytes (applies to every app and to nodes)
         CERT_SERIAL, // a certificate serial, 32 bytes
-        EVIDENCE_HASH // the evidence hash a certificate was issued for, 32 bytes
+        EVIDENCE_HASH, // the evidence hash a certificate was issued for, 32 bytes
+        PPID, // Intel platform provisioning id: 16 bytes, not all zero
+        PCK_CERT, // Intel PCK certificate: SHA-256 over its issuer and serial (docs/revocation.md), 32 bytes
+        GPU_DEVICE // NVIDIA GPU device: device certificate serial or UEID (leaf serial), 1..32 bytes, not all zero
     }
 
     /// @notice Result of `verifyCertificate`, in the order the checks run. Mirrored by node.certs.Reason.
@@ -70,7 +73,8 @@ contract DerotRegistry is Ownable {
         KEY_VERSION_MISMATCH, // the app's keyVersion has moved on
         PLATFORM_DISABLED,
         TCB_BELOW_FLOOR,
-        MEASUREMENT_REVOKED
+        MEASUREMENT_REVOKED,
+        HARDWARE_REVOKED // a hardware identity the certificate lists (`hardware`) is revoked
     }
 
     struct Node {
@@ -143,7 +147,7 @@ contract DerotRegistry is Ownable {
     // ----------------------------------------------------------------------------------------------
     // constants
 
-    uint8 public constant CERT_VERSION = 1;
+    uint8 public constant CERT_VERSION = 2;
     bytes public constant DST_CERT = "DEROT-V1-CERT-BLS12381G1_XMD:SHA-256_SSWU_RO_";
     uint256 public constant MAX_COMMITTEE = 255;
     /// @notice Allowed (platform, measurement) pairs per app: bounds getApp and every app page, so no app
@@ -180,10 +184,16 @@ contract DerotRegistry is Ownable {
     mapping(uint8 platform => PlatformRule) private _platforms;
     EnumerableSet.Bytes32Set private _platformIds;
 
-    /// @dev Per kind, the set of revoked ids: the id itself (left-aligned) for fixed-size kinds, keccak256(id)
-    /// for CHIP_ID and GPU_FWID (then `_variableIds` keeps the bytes for enumeration).
+    /// @dev Per kind, the set of revoked ids: the id itself (left-aligned) for FMSPC and the 32-byte kinds, and
+    /// keccak256(uint8 kind ‖ id) for the others (then `_variableIds` keeps the bytes for enumeration).
     mapping(RevocationKind kind => EnumerableSet.Bytes32Set) private _revoked;
     mapping(bytes32 idHash => bytes id) private _variableIds;
+    /// @dev keccak256(uint8 kind ‖ id) of every revoked hardware id (FMSPC, CHIP_ID, GPU_FWID, PPID, PCK_CERT,
+    /// GPU_DEVICE): what a certificate's `hardware` list is checked against.
+    mapping(bytes32 hardwareKey => bool) private _hardwareRevoked;
+    /// @dev A 256-bit Bloom filter over the keys ever set in `_hardwareRevoked` (3 bits per key, never cleared), so
+    /// `verifyCertificate` reads one slot for all of a certificate's keys and the mapping only on a filter hit.
+    uint256 private _hardwareBloom;
 
     EnumerableSet.Bytes32Set private _nodeMeasurements;
     /// @dev keccak256(platform, digest) → the pair, for app and node measurement sets.
@@ -592,13 +602,20 @@ contract DerotRegistry is Ownable {
         emit PlatformRuleSet(platform, enabled, tcbFloor, msg.sender);
     }
 
-    /// @notice Revokes an identifier at once (owner or council). Lengths: FMSPC 6; CHIP_ID and GPU_FWID 1..64;
-    /// MEASUREMENT, CERT_SERIAL and EVIDENCE_HASH 32. Revoking twice is a no-op.
+    /// @notice Revokes an identifier at once (owner or council). Lengths: FMSPC 6; CHIP_ID 64; GPU_FWID 1..64;
+    /// PPID 16; GPU_DEVICE 1..32; MEASUREMENT, CERT_SERIAL, EVIDENCE_HASH and PCK_CERT 32. CHIP_ID, PPID and
+    /// GPU_DEVICE must not be all zero (a masked id names no machine). Revoking twice is a no-op.
+    /// A revoked hardware id also fails every certificate that lists it (`verifyCertificate`).
     function revoke(RevocationKind kind, bytes calldata id) external onlyOwnerOrCouncil {
         (bool valid, bytes32 key) = _revocationKey(kind, id);
         if (!valid) revert BadRevocationId(kind, id.length);
         if (_revoked[kind].add(key)) {
             if (_isVariableKind(kind)) _variableIds[key] = id;
+            if (_isHardwareKind(kind)) {
+                bytes32 hardwareKey = keccak256(abi.encodePacked(uint8(kind), id));
+                _hardwareRevoked[hardwareKey] = true;
+                _hardwareBloom |= _bloomBits(hardwareKey);
+            }
             emit Revoked(kind, id, msg.sender);
         }
     }
@@ -609,6 +626,7 @@ contract DerotRegistry is Ownable {
         if (!valid) revert BadRevocationId(kind, id.length);
         if (!_revoked[kind].remove(key)) revert NotRevoked(kind);
         if (_isVariableKind(kind)) delete _variableIds[key];
+        if (_isHardwareKind(kind)) delete _hardwareRevoked[keccak256(abi.encodePacked(uint8(kind), id))];
         emit Unrevoked(kind, id, msg.sender);
     }
 
@@ -624,17 +642,42 @@ contract DerotRegistry is Ownable {
         emit NodeMeasurementSet(platform, digest, false, msg.sender);
     }
 
+    /// @dev Kinds whose set key is a hash, so `_variableIds` keeps their bytes for enumeration.
     function _isVariableKind(RevocationKind kind) private pure returns (bool) {
-        return kind == RevocationKind.CHIP_ID || kind == RevocationKind.GPU_FWID;
+        return kind == RevocationKind.CHIP_ID || kind == RevocationKind.GPU_FWID || kind == RevocationKind.PPID
+            || kind == RevocationKind.GPU_DEVICE;
     }
 
-    /// @dev Set key of a revocation: the id left-aligned for fixed-size kinds, keccak256(id) for variable ones.
+    /// @dev Kinds that name hardware: a certificate lists keccak256(uint8 kind ‖ id) for each of them.
+    function _isHardwareKind(RevocationKind kind) private pure returns (bool) {
+        return kind == RevocationKind.FMSPC || _isVariableKind(kind) || kind == RevocationKind.PCK_CERT;
+    }
+
+    /// @dev Set key of a revocation: the id left-aligned for FMSPC and the 32-byte kinds, keccak256(kind ‖ id) for
+    /// the variable ones; `valid` is false for a length (or an all-zero id) the kind does not accept.
     function _revocationKey(RevocationKind kind, bytes calldata id) private pure returns (bool valid, bytes32 key) {
         uint256 len = id.length;
-        if (_isVariableKind(kind)) return (len != 0 && len <= 64, keccak256(id));
-        if (kind == RevocationKind.FMSPC) return (len == 6, bytes32(id));
         if (kind == RevocationKind.NONE) return (false, bytes32(0));
-        return (len == 32, bytes32(id));
+        if (kind == RevocationKind.FMSPC) return (len == 6, bytes32(id));
+        if (!_isVariableKind(kind)) return (len == 32, bytes32(id));
+        if (kind == RevocationKind.CHIP_ID) valid = len == 64 && !_isZero(id);
+        else if (kind == RevocationKind.PPID) valid = len == 16 && !_isZero(id);
+        else if (kind == RevocationKind.GPU_DEVICE) valid = len != 0 && len <= 32 && !_isZero(id);
+        else valid = len != 0 && len <= 64;
+        key = keccak256(abi.encodePacked(uint8(kind), id));
+    }
+
+    /// @dev The Bloom filter bits of a hardware key: bytes 0, 1 and 2 of the (uniform) keccak256 key as bit indices.
+    function _bloomBits(bytes32 hardwareKey) private pure returns (uint256) {
+        return (uint256(1) << uint8(hardwareKey[0])) | (uint256(1) << uint8(hardwareKey[1]))
+            | (uint256(1) << uint8(hardwareKey[2]));
+    }
+
+    function _isZero(bytes calldata id) private pure returns (bool) {
+        for (uint256 i = 0; i < id.length; i++) {
+            if (id[i] != 0) return false;
+        }
+        return true;
     }
 
     function _measurementKey(uint8 platform, bytes32 digest) private pure returns (bytes32) {
@@ -669,7 +712,7 @@ contract DerotRegistry is Ownable {
         returns (Reason)
     {
         (bool decoded, Certificate memory c) = CertificateCodec.decode(cert);
-        if (!decoded) return Reason.MALFORMED;
+        if (!decoded) return CertificateCodec.otherVersion(cert, CERT_VERSION) ? Reason.WRONG_VERSION : Reason.MALFORMED;
         if (sig.length != BLS12381.G1_SIZE) return Reason.MALFORMED_SIGNATURE;
         (Reason reason, address store) = _checkIssuer(c);
         if (reason != Reason.OK) return reason;
@@ -716,6 +759,14 @@ contract DerotRegistry is Ownable {
         if (!rule.enabled) return Reason.PLATFORM_DISABLED;
         if (c.tcbStatus < rule.tcbFloor) return Reason.TCB_BELOW_FLOOR;
         if (_revoked[RevocationKind.MEASUREMENT].contains(c.measurement)) return Reason.MEASUREMENT_REVOKED;
+        uint256 n = c.hardware.length;
+        if (n == 0) return Reason.OK;
+        uint256 bloom = _hardwareBloom;
+        for (uint256 i = 0; i < n; i++) {
+            bytes32 h = c.hardware[i];
+            uint256 bits = _bloomBits(h);
+            if (bloom & bits == bits && _hardwareRevoked[h]) return Reason.HARDWARE_REVOKED;
+        }
         return Reason.OK;
     }
 
@@ -866,17 +917,13 @@ contract DerotRegistry is Ownable {
         return valid && _revoked[kind].contains(key);
     }
 
-    /// @notice All revoked ids of one kind, as bytes of their original length (unbounded: prefer the pages).
-    function revocations(RevocationKind kind) external view returns (bytes[] memory ids) {
-        return revocationsPage(kind, 0, type(uint256).max);
-    }
-
     function revocationCount(RevocationKind kind) external view returns (uint256) {
         return _revoked[kind].length();
     }
 
-    /// @notice Revoked ids of one kind [start, start+count).
-    function revocationsPage(RevocationKind kind, uint256 start, uint256 count) public view returns (bytes[] memory ids) {
+    /// @notice Revoked ids of one kind [start, start+count), as bytes of their original length. Lists are only
+    /// read in pages, so no list can outgrow a node's eth_call gas limit.
+    function revocationsPage(RevocationKind kind, uint256 start, uint256 count) external view returns (bytes[] memory ids) {
         EnumerableSet.Bytes32Set storage set = _revoked[kind];
         uint256 end = _clamp(start, count, set.length());
         ids = new bytes[](end - start);
@@ -888,18 +935,13 @@ contract DerotRegistry is Ownable {
         }
     }
 
-    /// @notice Every allowed node measurement (unbounded: prefer the pages).
-    function nodeMeasurements() external view returns (uint8[] memory platforms, bytes32[] memory digests) {
-        return nodeMeasurementsPage(0, type(uint256).max);
-    }
-
     function nodeMeasurementCount() external view returns (uint256) {
         return _nodeMeasurements.length();
     }
 
     /// @notice Allowed node measurements [start, start+count).
     function nodeMeasurementsPage(uint256 start, uint256 count)
-        public
+        external
         view
         returns (uint8[] memory platforms, bytes32[] memory digests)
     {

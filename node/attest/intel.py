@@ -12,9 +12,11 @@ advisories for any status but Revoked, so the TCB floor is derot's decision. dca
 on every API path including ``QuoteVerifier.verify_with_policy`` with ``QuotePolicy.claims_only``,
 debug TDs and enclaves, TDs without SEPT_VE_DISABLE, with migration/profiling/SERVTD_EXT, and a
 non-zero MRSERVICETD, without returning any facts (``allow_debug``/``allow_service_td`` exist only
-in its Rust API). For exactly those refusals derot verifies the quote with its own independent
-verifier (:mod:`derot.attest.intel_dcap`) and reports the facts in :class:`Claims` (``debug``,
-``details``), so :mod:`derot.attest.policy` decides with a named reason. ``claims_only`` adds no
+in its Rust API). When the quote body carries any of those (a structured signal computed from the
+parsed quote, :func:`derot.attest.intel_attributes.dcap_policy_objections`, never from dcap-qvl's error
+text), derot verifies the quote with its own verifier (:mod:`derot.attest.intel_dcap`, which checks
+what a QVL checks) and reports the facts in :class:`Claims` (``debug``, ``tee_attributes``), so
+:mod:`derot.attest.policy_tee` decides with a named reason. ``claims_only`` adds no
 facts derot needs and costs a JSON round trip, so it is not used. The validity window is the
 collateral's intersected with the PCK chain's.
 """
@@ -26,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import dcap_qvl
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from derot.attest.claims import Claims, HardwareIds, measurement_digest
 from derot.attest.collateral import Collateral, CollateralKey, CollateralStore
@@ -34,6 +37,7 @@ from derot.attest.errors import (
     CertificateRevoked,
     ChainInvalid,
     CollateralError,
+    PckChainMismatch,
     CollateralStale,
     RootNotTrusted,
     SignatureInvalid,
@@ -42,17 +46,14 @@ from derot.attest.errors import (
     UnsupportedEvidence,
     VerificationError,
 )
-from derot.attest import intel_dcap
+from derot import untrusted
+from derot.attest import intel_attributes, intel_dcap
+from derot.attest.identity import pck_id
 from derot.attest._x509 import load_certificates
 from derot.attest.intel_quote import IntelQuote, SgxReportBody, TdReportBody, parse_quote
 from derot.constants import Platform, TcbStatus
 
 DEVNET_MARKER = "derot devnet"
-#: dcap-qvl refusals that are attribute policy, not verification failures (see intel_dcap's docstring).
-DCAP_POLICY_REFUSALS = (
-    "debug mode is enabled", "sept_ve_disable is not enabled", "invalid mr service td", "td profiling is enabled",
-    "servtd_ext is enabled", "td migration is enabled", "reserved bits in td attributes",
-)
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ class PckInfo:
     sgx_type: int
     not_before: int  # intersection of the chain's validity periods
     not_after: int
+    pck_cert: bytes = b""  # derot.attest.identity.pck_id of the leaf (issuer Name DER + serial)
+    chain_der: tuple[bytes, ...] = ()  # every certificate, leaf first, DER
 
 
 _pck_cache: dict[bytes, PckInfo] = {}
@@ -91,8 +94,6 @@ def pck_info(quote: IntelQuote) -> PckInfo:
     if len(certs) < 2:
         raise ChainInvalid("embedded PCK certificate chain has fewer than two certificates")
     issuer = certs[0].issuer.rfc4514_string()
-    from cryptography.hazmat.primitives.serialization import Encoding
-
     info = PckInfo(
         fmspc=bytes(ext.fmspc),
         ppid=bytes(ext.ppid),
@@ -102,6 +103,8 @@ def pck_info(quote: IntelQuote) -> PckInfo:
         sgx_type=int(ext.sgx_type),
         not_before=max(int(c.not_valid_before_utc.timestamp()) for c in certs),
         not_after=min(int(c.not_valid_after_utc.timestamp()) for c in certs),
+        pck_cert=pck_id(certs[0].issuer.public_bytes(), certs[0].serial_number),
+        chain_der=tuple(c.public_bytes(Encoding.DER) for c in certs),
     )
     with _pck_lock:
         if len(_pck_cache) > 4096:
@@ -110,11 +113,45 @@ def pck_info(quote: IntelQuote) -> PckInfo:
     return info
 
 
+def require_same_pck_chain(pck: PckInfo, collateral: Collateral, root_der: bytes) -> None:
+    """dcap-qvl verifies against the collateral's ``pck_certificate_chain`` when it has one, while the claims
+    (FMSPC, PPID, PCK certificate, CA type, validity) come from the chain embedded in the quote. Refuse a
+    collateral chain that differs from the embedded one (a pinned root at the end of either is ignored), so
+    the claims always come from the chain that was verified."""
+    pem = _collateral_pck_chain(collateral)
+    if pem is None:
+        return
+    theirs = [c.public_bytes(Encoding.DER) for c in load_certificates(pem, "collateral PCK certificate chain")]
+    ours = list(pck.chain_der)
+    for chain in (theirs, ours):
+        if chain and chain[-1] == root_der:
+            chain.pop()
+    if theirs != ours:
+        raise PckChainMismatch(
+            "the collateral's pck_certificate_chain differs from the PCK chain embedded in the quote "
+            "(dcap-qvl would verify one and derot would read the hardware ids from the other)"
+        )
+
+
+def _collateral_pck_chain(collateral: Collateral) -> bytes | None:
+    try:
+        doc = untrusted.json_loads(collateral.json_text, what="collateral")
+    except untrusted.UntrustedInputError as exc:
+        raise CollateralError(str(exc)) from None
+    value = doc.get("pck_certificate_chain") if isinstance(doc, dict) else None
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise CollateralError("collateral pck_certificate_chain is not a PEM string")
+    return value.encode()
+
+
 def classify_dcap_error(message: str) -> VerificationError:
     """Map a dcap-qvl error message onto derot's failure classes (the message is kept)."""
     m = message.lower()
     text = f"dcap-qvl: {message}"
-    if any(k in m for k in ("no matching tcb level", "below minimum required", "tdx module tcb level", "no tdx module identity")):
+    if any(k in m for k in ("no matching tcb level", "below minimum required", "tdx module tcb level", "no tdx module identity",
+                            "tdx module identity check")):
         return TcbNotSupported(text)
     if "tcb status is invalid" in m and "revoked" in m:
         return TcbRevoked(text)
@@ -162,20 +199,21 @@ class IntelVerifier:
                 f"collateral is for FMSPC {collateral.fmspc.hex()}, the quote's PCK says {pck.fmspc.hex()}"
             )
         collateral.require_fresh(at)
+        require_same_pck_chain(pck, collateral, self.roots[label])
+        objections = intel_attributes.dcap_policy_objections(quote.body)
+        if objections:  # dcap-qvl could only refuse by its own policy: verify here, policy decides
+            return self._verify_own(quote, pck, collateral, label, at, objections)
         try:
             report = dcap_qvl.verify_with_root_ca(quote.raw, collateral.qvl, pck.root_der, at)
         except ValueError as exc:
-            message = str(exc)
-            if not any(k in message.lower() for k in DCAP_POLICY_REFUSALS):
-                raise classify_dcap_error(message) from None
-            return self._verify_refused(quote, pck, collateral, label, at, message)
+            raise classify_dcap_error(str(exc)) from None
         return _claims(quote, report.status, tuple(report.advisory_ids), "dcap-qvl", pck, collateral, label)
 
-    def _verify_refused(self, quote, pck, collateral, label, at, message) -> Claims:
-        """dcap-qvl refused by its own attribute policy: verify independently and report the facts."""
+    def _verify_own(self, quote, pck, collateral, label, at, objections: tuple[str, ...]) -> Claims:
+        """Verify with derot's own QVL (:mod:`derot.attest.intel_dcap`) and report the facts."""
         result, _ = intel_dcap.verify_quote(quote, collateral, self.roots[label], at)
         claims = _claims(quote, result.status, result.advisory_ids, "derot intel_dcap", pck, collateral, label)
-        return replace(claims, details={**claims.details, "dcap_qvl_refusal": message})
+        return replace(claims, details={**claims.details, "dcap_qvl_policy_objections": list(objections)})
 
 
 def _claims(quote: IntelQuote, status_name: str, advisories: tuple[str, ...], verified_by: str, pck: PckInfo,
@@ -236,9 +274,10 @@ def _claims(quote: IntelQuote, status_name: str, advisories: tuple[str, ...], ve
         tcb_status=TcbStatus.from_intel(status_name),
         advisory_ids=tuple(advisories),
         debug=body.debug,
-        hardware_ids=HardwareIds(fmspc=pck.fmspc, ppid=pck.ppid),
+        hardware_ids=HardwareIds(fmspc=pck.fmspc, ppid=pck.ppid, pck_cert=pck.pck_cert or None),
         not_before=max(pck.not_before, collateral.not_before),
         not_after=min(pck.not_after, collateral.not_after),
         root=label,
         details=details,
+        tee_attributes=intel_attributes.tdx_facts(body) if platform == Platform.TDX else {"debug": body.debug},
     )

@@ -20,8 +20,9 @@ from typing import Protocol
 from derot.attest.snapshot import AppRecord, DelegateOracle, GovernanceSnapshot
 from derot.attest.binding import RequestBinding
 from derot.attest.claims import Claims
+from derot.attest.identity import identities
 from derot.attest.replay import ReplayStore
-from derot.constants import TcbStatus
+from derot.constants import RevocationKind, TcbStatus
 
 
 class Reason(str, enum.Enum):
@@ -42,6 +43,21 @@ class Reason(str, enum.Enum):
     REQUEST_STALE = "request_stale"
     EVIDENCE_OUTSIDE_VALIDITY = "evidence_outside_validity"
     REPLAYED = "replayed"
+    TCB_FLOOR_UNKNOWN = "tcb_floor_unknown"
+    TD_ATTRIBUTES_RESERVED = "td_attributes_reserved"
+    TD_SEPT_VE_ENABLED = "td_sept_ve_enabled"
+    TD_MIGRATABLE = "td_migratable"
+    TD_PROFILING = "td_profiling"
+    TD_SERVTD_EXT = "td_servtd_ext"
+    TD_MR_SERVICE_TD = "td_mr_service_td"
+    SEAM_ATTRIBUTES_SET = "seam_attributes_set"
+    SNP_VMPL_NOT_ALLOWED = "snp_vmpl_not_allowed"
+    SNP_GUEST_POLICY = "snp_guest_policy"
+    GPU_RIM_MISMATCH = "gpu_rim_mismatch"
+    GPU_RIM_UNAVAILABLE = "gpu_rim_unavailable"
+    PPID_REVOKED = "ppid_revoked"
+    PCK_REVOKED = "pck_revoked"
+    GPU_DEVICE_REVOKED = "gpu_device_revoked"
 
 
 @dataclass(frozen=True)
@@ -106,10 +122,19 @@ class TcbAtLeastFloor:
     name = "tcb_floor"
 
     def check(self, claims, snapshot, request):
+        from derot.attest.policy_tee import effective_tcb_status, snp_tcb_shortfall
+
         for c in _all(claims):
             floor = snapshot.platform_rule(c.platform).tcb_floor
-            if c.tcb_status == TcbStatus.UNKNOWN or c.tcb_status < floor:
-                return refuse(Reason.TCB_BELOW_FLOOR, f"{c.platform.name} TCB {c.tcb_status.name} is below {floor.name}")
+            try:
+                floor = TcbStatus(floor)
+            except ValueError:  # e.g. setTcbFloor(TDX, 8): no status satisfies an unknown floor
+                return refuse(Reason.TCB_FLOOR_UNKNOWN, f"{c.platform.name} TCB floor {floor!r} is not a known TCB status")
+            status = effective_tcb_status(c, snapshot)
+            if status == TcbStatus.UNKNOWN or status < floor:
+                why = snp_tcb_shortfall(c, snapshot) if status != c.tcb_status else None
+                return refuse(Reason.TCB_BELOW_FLOOR, f"{c.platform.name} TCB {status.name}"
+                              + (f" ({why})" if why else "") + f" is below {floor.name}")
         return None
 
 
@@ -161,17 +186,21 @@ class DebugAllowed:
 
 
 class NotRevoked:
+    """No hardware identity (derot.attest.identity) and no measurement of the evidence is revoked."""
+
     name = "not_revoked"
+    REASONS = {
+        RevocationKind.FMSPC: Reason.FMSPC_REVOKED, RevocationKind.CHIP_ID: Reason.CHIP_REVOKED,
+        RevocationKind.GPU_FWID: Reason.GPU_FWID_REVOKED, RevocationKind.PPID: Reason.PPID_REVOKED,
+        RevocationKind.PCK_CERT: Reason.PCK_REVOKED, RevocationKind.GPU_DEVICE: Reason.GPU_DEVICE_REVOKED,
+    }
 
     def check(self, claims, snapshot, request):
+        revoked = snapshot.revoked_hardware()
+        for mid in identities(claims):
+            if mid.ident in revoked[mid.kind]:
+                return refuse(self.REASONS[mid.kind], f"{mid.label} {mid.ident.hex()} is revoked")
         for c in _all(claims):
-            ids = c.hardware_ids
-            if ids.fmspc is not None and ids.fmspc in snapshot.revoked_fmspcs:
-                return refuse(Reason.FMSPC_REVOKED, f"FMSPC {ids.fmspc.hex()} is revoked")
-            if ids.chip_id is not None and ids.chip_id in snapshot.revoked_chip_ids:
-                return refuse(Reason.CHIP_REVOKED, f"chip {ids.chip_id.hex()[:32]}... is revoked")
-            if ids.gpu_fwid is not None and ids.gpu_fwid in snapshot.revoked_gpu_fwids:
-                return refuse(Reason.GPU_FWID_REVOKED, f"GPU FWID {ids.gpu_fwid.hex()[:32]}... is revoked")
             if c.measurement_digest in snapshot.revoked_measurements:
                 return refuse(Reason.MEASUREMENT_REVOKED, f"measurement {c.measurement_digest.hex()} is revoked")
         return None
@@ -253,10 +282,14 @@ class PolicyEngine:
     @classmethod
     def default(cls, *, replay: ReplayStore | None = None, delegates: DelegateOracle | None = None,
                 max_age: int = 300, max_skew: int = 30) -> "PolicyEngine":
+        from derot.attest import policy_tee
+
         rules: list[Rule] = [
             PlatformEnabled(), TcbAtLeastFloor(), MeasurementAllowed(delegates), DebugAllowed(), NotRevoked(),
             ReportDataBinds(), RequestFresh(max_age, max_skew), EvidenceWindow(),
         ]
+        rules[4:4] = [policy_tee.TdAttributesAllowed(), policy_tee.SnpVmplAllowed(), policy_tee.SnpGuestPolicyAllowed(),
+                        policy_tee.GpuRimMatches()]
         if replay is not None:
             rules.append(NotReplayed(replay, max_age, max_skew))
         return cls(rules)

@@ -4,8 +4,9 @@ A :class:`GovernanceSnapshot` is a plain immutable value. ``derot.chain`` builds
 ``DerotRegistry`` at ``head - confirmations``; tests and tools may build it by hand.
 
 Invariants:
-- hardware ids and measurements are raw bytes (FMSPC 6 bytes, SNP chip_id 64 bytes,
-  GPU FWID as reported, measurement digests 32 bytes);
+- hardware ids and measurements are raw bytes (FMSPC 6 bytes, SNP chip_id 64 bytes, Intel PPID 16
+  bytes, PCK certificate id 32 bytes, GPU FWID as reported, GPU device serials 1..32 bytes, measurement
+  digests 32 bytes);
 - ``apps`` is keyed by the 32-byte appId;
 - a platform missing from ``platforms`` is disabled.
 """
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol
 
-from derot.constants import Platform, TcbStatus
+from derot.constants import Platform, RevocationKind, TcbStatus
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class AppRecord:
     allow_debug: bool = False
     measurements: frozenset[tuple[Platform, bytes]] = frozenset()
     delegate: str | None = None
+    #: named TEE checks governance waives for this app (``policy_tee`` docstring), like ``allow_debug``
+    tee_exceptions: frozenset[str] = frozenset()
 
 
 class DelegateOracle(Protocol):
@@ -71,10 +74,29 @@ class GovernanceSnapshot:
     revoked_measurements: frozenset[bytes] = frozenset()
     node_measurements: frozenset[tuple[Platform, bytes]] = frozenset()
     apps: Mapping[bytes, AppRecord] = field(default_factory=dict)
+    #: SEV-SNP governance inputs (defaults until the registry stores them; see docs/attestation.md):
+    #: the highest VMPL accepted, the guest policy bits required (name -> value), and the minimum TCB
+    #: per product ("Milan"/"Genoa"/"Turin") per component (bootloader, tee, snp, microcode, fmc)
+    snp_max_vmpl: int = 0
+    snp_guest_policy: Mapping[str, bool] = field(default_factory=lambda: {"migrate_ma": False})
+    snp_min_tcb: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    revoked_ppids: frozenset[bytes] = frozenset()
+    revoked_pck_certs: frozenset[bytes] = frozenset()
+    revoked_gpu_devices: frozenset[bytes] = frozenset()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "platforms", _frozen_map(self.platforms))
         object.__setattr__(self, "apps", _frozen_map(self.apps))
+        object.__setattr__(self, "snp_guest_policy", _frozen_map(self.snp_guest_policy))
+        object.__setattr__(self, "snp_min_tcb", _frozen_map({k: _frozen_map(v) for k, v in self.snp_min_tcb.items()}))
 
     def platform_rule(self, platform: Platform) -> PlatformRule:
         return self.platforms.get(platform, PlatformRule(enabled=False))
+
+    def revoked_hardware(self) -> dict[RevocationKind, frozenset[bytes]]:
+        """The revoked ids of every hardware kind, by kind."""
+        return {
+            RevocationKind.FMSPC: self.revoked_fmspcs, RevocationKind.CHIP_ID: self.revoked_chip_ids,
+            RevocationKind.GPU_FWID: self.revoked_gpu_fwids, RevocationKind.PPID: self.revoked_ppids,
+            RevocationKind.PCK_CERT: self.revoked_pck_certs, RevocationKind.GPU_DEVICE: self.revoked_gpu_devices,
+        }

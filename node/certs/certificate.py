@@ -1,9 +1,13 @@
 """The derot certificate (DESIGN.md §4): a frozen value, its canonical ABI encoding and its digest.
 
 Wire form: ``abi.encode(Certificate)`` of the Solidity struct in ``contracts/src/lib/CertificateCodec.sol``,
-i.e. the 16-field tuple encoded as one ABI parameter (the first word is the offset 0x20), so a contract
+i.e. the 17-field tuple encoded as one ABI parameter (the first word is the offset 0x20), so a contract
 reads it with ``abi.decode(cert, (Certificate))``. Only the canonical encoding is accepted: decoding
 re-encodes and compares, which is exactly the set the on-chain decoder accepts.
+
+Version 2 adds ``bytes32[] hardware``: ``keccak256(uint8 RevocationKind ‖ id)`` of every hardware identity
+the evidence was verified with (``derot.attest.identity.hardware_keys``), sorted ascending, at most
+:data:`MAX_HARDWARE`, so a certificate stops verifying once its machine is revoked (docs/revocation.md).
 
 The BLS signature is a G1 point over :attr:`Certificate.digest` (keccak256 of the encoding) with
 ``derot.constants.DST_CERT``, made by the epoch's ``sig`` key.
@@ -16,13 +20,13 @@ from dataclasses import dataclass, fields
 import eth_abi
 from eth_utils import keccak, to_checksum_address
 
-from derot.constants import DST_CERT
+from derot.constants import CERT_VERSION, DST_CERT
 from derot.crypto.bls import G1
 
 #: The ABI type of the certificate tuple, in field order.
 CERT_ABI_TYPE = (
     "(uint8,uint256,address,uint64,bytes32,bytes32,uint32,uint8,bytes,"
-    "uint8,bytes32,bytes32,uint8,uint64,uint64,uint64)"
+    "uint8,bytes32,bytes32,uint8,uint64,uint64,uint64,bytes32[])"
 )
 _INT_BITS = {
     "version": 8,
@@ -37,8 +41,10 @@ _INT_BITS = {
     "policy_block": 64,
 }
 _BYTES32 = ("serial", "app_id", "measurement", "evidence_hash")
-#: Smallest possible encoding: outer offset + 16 head words + subjectKey length word.
-MIN_ENCODED_SIZE = 0x240
+#: Smallest possible encoding: outer offset + 17 head words + subjectKey and hardware length words.
+MIN_ENCODED_SIZE = 0x280
+#: The most hardware keys a certificate holds (``CertificateCodec.MAX_HARDWARE``).
+MAX_HARDWARE = 32
 
 
 class CertificateDecodeError(ValueError):
@@ -70,6 +76,7 @@ class Certificate:
     not_before: int
     not_after: int
     policy_block: int
+    hardware: tuple[bytes, ...] = ()
 
     def __post_init__(self) -> None:
         for name, bits in _INT_BITS.items():
@@ -85,6 +92,10 @@ class Certificate:
         if not isinstance(self.subject_key, (bytes, bytearray)):
             raise ValueError("certificate field subject_key must be bytes")
         object.__setattr__(self, "subject_key", bytes(self.subject_key))
+        hardware = tuple(bytes(h) if isinstance(h, (bytes, bytearray)) else h for h in self.hardware)
+        if len(hardware) > MAX_HARDWARE or not all(isinstance(h, bytes) and len(h) == 32 for h in hardware):
+            raise ValueError(f"certificate field hardware must be at most {MAX_HARDWARE} 32-byte keys")
+        object.__setattr__(self, "hardware", hardware)
         try:
             object.__setattr__(self, "registry", to_checksum_address(self.registry))
         except (ValueError, TypeError):
@@ -101,6 +112,9 @@ class Certificate:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise CertificateDecodeError(f"expected bytes, got {type(data).__name__}")
         data = bytes(data)
+        version = other_version(data)
+        if version is not None:
+            raise CertificateDecodeError(f"certificate version {version}, this decoder reads version {CERT_VERSION}", 0x20)
         if len(data) < MIN_ENCODED_SIZE:
             raise CertificateDecodeError(
                 f"certificate is {len(data)} bytes, shorter than the minimum {MIN_ENCODED_SIZE}", len(data)
@@ -109,7 +123,10 @@ class Certificate:
             (values,) = eth_abi.decode([CERT_ABI_TYPE], data)
         except Exception as exc:  # eth_abi raises several DecodingError subclasses and ValueErrors
             raise CertificateDecodeError(f"not an ABI-encoded certificate tuple: {exc}") from None
-        cert = cls(*values)
+        try:
+            cert = cls(*values)
+        except ValueError as exc:
+            raise CertificateDecodeError(str(exc)) from None
         canonical = cert.encode()
         if canonical != data:
             offset = next(
@@ -131,3 +148,12 @@ class Certificate:
     def sign(self, secret: int) -> G1:
         """Single-key signature ``secret · H_cert(digest)`` (a committee combines partials instead)."""
         return self.hash_point() * secret
+
+
+def other_version(data: bytes) -> int | None:
+    """The version word of an encoding that names a version other than :data:`CERT_VERSION` (else ``None``);
+    such bytes are not decoded, and verifiers answer WRONG_VERSION (``CertificateCodec.otherVersion``)."""
+    if len(data) < 0x40 or int.from_bytes(data[:32], "big") != 0x20:
+        return None
+    version = int.from_bytes(data[32:64], "big")
+    return None if version == CERT_VERSION else version

@@ -20,7 +20,7 @@ offset where the input goes wrong.
 Signature: BLS (G1) by the epoch's ``sig`` key over ``digest = keccak256(encoding)`` with ``DST_CERT``, the
 DST DESIGN.md §3 assigns to "certificates and signed notices" (so ``DerotRegistry.hashToG1`` and the
 EIP-2537 pairing check can verify a notice on-chain too). The two message sets are disjoint without a
-second DST: word 1 of a canonical certificate is its ``uint8 version`` (31 zero bytes, then 1), word 1 of
+second DST: word 1 of a canonical certificate is its ``uint8 version`` (31 zero bytes, then the version), word 1 of
 a notice is the magic, so no byte string is both and their keccak256 digests never coincide.
 
 MQTT payload (:class:`SignedNotice`): ``notice encoding ‖ 48-byte compressed signature``. Topics are
@@ -45,7 +45,7 @@ from derot.constants import DST_CERT
 from derot.crypto import threshold as th
 from derot.crypto.bls import G1, G2, PointDecodeError
 
-NOTICE_VERSION = 1
+NOTICE_VERSION = 2  # 2: revocation sets carry Intel PPIDs, PCK certificates and GPU devices
 MAGIC = b"DEROT-NOTICE".ljust(32, b"\0")
 HEADER_ABI_TYPE = "(bytes32,uint8,uint8,uint256,address,uint64,bytes32,uint64,uint64,bytes)"
 #: outer offset word + 10 head words + the body's length word
@@ -113,11 +113,13 @@ class RevocationSet:
     """Everything the registry revokes or restricts at one block, each list sorted strictly ascending."""
 
     KIND: ClassVar[NoticeKind] = NoticeKind.REVOCATIONS
-    ABI_TYPE: ClassVar[str] = "(bytes6[],bytes[],bytes[],bytes32[],bytes32[],bytes32[],(uint8,bool,uint8)[])"
-    #: display name of each identifier list, for change listings
+    ABI_TYPE: ClassVar[str] = ("(bytes6[],bytes[],bytes[],bytes32[],bytes32[],bytes32[],(uint8,bool,uint8)[],"
+                               "bytes16[],bytes32[],bytes[])")
+    #: display name of each identifier list, for change listings (ABI order, the platforms between the groups)
     LABELS: ClassVar[dict[str, str]] = {
         "fmspcs": "FMSPC", "chip_ids": "chip id", "gpu_fwids": "GPU FWID", "measurements": "measurement",
         "cert_serials": "certificate serial", "evidence_hashes": "evidence hash",
+        "ppids": "Intel PPID", "pck_certs": "Intel PCK certificate", "gpu_devices": "GPU device",
     }
 
     fmspcs: tuple[bytes, ...] = ()
@@ -127,10 +129,14 @@ class RevocationSet:
     cert_serials: tuple[bytes, ...] = ()
     evidence_hashes: tuple[bytes, ...] = ()
     platforms: tuple[PlatformStatus, ...] = ()
+    ppids: tuple[bytes, ...] = ()
+    pck_certs: tuple[bytes, ...] = ()
+    gpu_devices: tuple[bytes, ...] = ()
 
     def __post_init__(self) -> None:
         sizes = {"fmspcs": (6, 6), "chip_ids": (1, 64), "gpu_fwids": (1, 64), "measurements": (32, 32),
-                 "cert_serials": (32, 32), "evidence_hashes": (32, 32)}
+                 "cert_serials": (32, 32), "evidence_hashes": (32, 32), "ppids": (16, 16), "pck_certs": (32, 32),
+                 "gpu_devices": (1, 32)}
         for name, (low, high) in sizes.items():
             object.__setattr__(self, name, _sorted_unique(name, getattr(self, name), _length(low, high)))
         platforms = tuple(self.platforms)
@@ -154,13 +160,15 @@ class RevocationSet:
         return {name: getattr(self, name) for name in self.LABELS}
 
     def to_abi(self) -> tuple:
-        return (*self.identifier_lists().values(), [(r.platform, r.enabled, r.tcb_floor) for r in self.platforms])
+        lists = list(self.identifier_lists().values())
+        return (*lists[:6], [(r.platform, r.enabled, r.tcb_floor) for r in self.platforms], *lists[6:])
 
     @classmethod
     def from_abi(cls, values) -> RevocationSet:
-        *lists, rules = values
-        return cls(*(tuple(bytes(v) for v in items) for items in lists),
-                   platforms=tuple(PlatformStatus(p, e, f) for p, e, f in rules))
+        values = list(values)
+        rules = values.pop(6)
+        lists = {name: tuple(bytes(v) for v in items) for name, items in zip(cls.LABELS, values)}
+        return cls(**lists, platforms=tuple(PlatformStatus(p, e, f) for p, e, f in rules))
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ class Reason(enum.IntEnum):
     PLATFORM_DISABLED = 16
     TCB_BELOW_FLOOR = 17
     MEASUREMENT_REVOKED = 18
+    HARDWARE_REVOKED = 19  #: a hardware identity the certificate lists is revoked (docs/revocation.md)
 
     @property
     def ok(self) -> bool:

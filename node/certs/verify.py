@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from derot.attest.snapshot import GovernanceSnapshot
-from derot.certs.certificate import Certificate, CertificateDecodeError
+from derot.attest.identity import revoked_keys
+from derot.certs.certificate import Certificate, CertificateDecodeError, other_version
 from derot.certs.reasons import Reason
 from derot.constants import CERT_VERSION
 from derot.crypto.bls import G1, G2, PointDecodeError, pairing_check
@@ -69,6 +70,9 @@ class CertificateTrust:
     #: the registry's current epoch; when set, epochs are compared by both keys (:func:`keys_current`),
     #: exactly as the contract does. Without it only PK_sig can be compared (``group_key``).
     current_epoch: int | None = None
+    #: keccak256(uint8 kind ‖ id) of every revoked hardware id (derot.attest.identity.revoked_keys); empty means
+    #: "derive them from the snapshot's revocation sets"
+    revoked_hardware: frozenset[bytes] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "epochs", MappingProxyType(dict(self.epochs)))
@@ -116,7 +120,8 @@ def verify_certificate(
     try:
         cert = Certificate.decode(cert_bytes)
     except CertificateDecodeError:
-        return Verdict(Reason.MALFORMED)
+        wrong = isinstance(cert_bytes, (bytes, bytearray, memoryview)) and other_version(bytes(cert_bytes)) is not None
+        return Verdict(Reason.WRONG_VERSION if wrong else Reason.MALFORMED)
     if not isinstance(sig_bytes, (bytes, bytearray, memoryview)) or len(sig_bytes) != SIGNATURE_SIZE:
         return Verdict(Reason.MALFORMED_SIGNATURE, cert)
     reason = (
@@ -178,4 +183,9 @@ def _check_state(cert: Certificate, snapshot: GovernanceSnapshot, trust: Certifi
         return Reason.TCB_BELOW_FLOOR
     if cert.measurement in snapshot.revoked_measurements:
         return Reason.MEASUREMENT_REVOKED
+    revoked = trust.revoked_hardware
+    if revoked is None:
+        revoked = revoked_keys(snapshot.revoked_hardware().items())
+    if any(h in revoked for h in cert.hardware):
+        return Reason.HARDWARE_REVOKED
     return None

@@ -287,18 +287,27 @@ class SetTcbFloor(Action):
         return f"Set the TCB floor of {platform_name(self.platform)} to {tcb_name(self.floor)}"
 
 
+#: kind -> (CLI word, label, exact size or None); lengths and forms are checked by RevocationKind.check_length
 _KIND_WORDS = {
     RevocationKind.FMSPC: ("fmspc", "FMSPC", 6),
-    RevocationKind.CHIP_ID: ("chip", "chip id", None),
+    RevocationKind.CHIP_ID: ("chip", "SEV-SNP chip id", 64),
     RevocationKind.GPU_FWID: ("gpu-fwid", "GPU FWID", None),
     RevocationKind.MEASUREMENT: ("measurement", "measurement", 32),
     RevocationKind.CERT_SERIAL: ("cert", "certificate serial", 32),
     RevocationKind.EVIDENCE_HASH: ("evidence", "evidence hash", 32),
+    RevocationKind.PPID: ("ppid", "Intel PPID", 16),
+    RevocationKind.PCK_CERT: ("pck", "Intel PCK certificate id", 32),
+    RevocationKind.GPU_DEVICE: ("gpu-device", "NVIDIA GPU device serial or UEID", None),
 }
 
 
+def revoke_word(kind: RevocationKind) -> str:
+    """The CLI word of a revocation kind (``revoke-<word>`` is its action)."""
+    return _KIND_WORDS[RevocationKind(kind)][0]
+
+
 def parse_kind(text: str) -> RevocationKind:
-    """fmspc, chip, gpu-fwid, measurement, cert or evidence (or the enum name)."""
+    """fmspc, chip, gpu-fwid, measurement, cert, evidence, ppid, pck or gpu-device (or the enum name)."""
     for kind, (word, _label, _size) in _KIND_WORDS.items():
         if text.lower() in (word, kind.name.lower(), kind.name.lower().replace("_", "-")):
             return kind
@@ -310,7 +319,8 @@ class Revoke(Action):
     name = "revoke"
     function = "revoke"
     council_allowed = True
-    help = "revoke an identifier at once: KIND (fmspc, chip, gpu-fwid, measurement, cert, evidence) HEX"
+    help = ("revoke an identifier at once: KIND (fmspc, chip, gpu-fwid, measurement, cert, evidence, ppid, pck, "
+            "gpu-device) HEX")
     kind: RevocationKind
     ident: bytes
 

@@ -112,6 +112,9 @@ def read_state(registry, block_hash: bytes, block_number: int, timestamp: int) -
         revoked_measurements=revoked[RevocationKind.MEASUREMENT],
         node_measurements=registry.node_measurements(at),
         apps=apps,
+        revoked_ppids=revoked[RevocationKind.PPID],
+        revoked_pck_certs=revoked[RevocationKind.PCK_CERT],
+        revoked_gpu_devices=revoked[RevocationKind.GPU_DEVICE],
     )
     return RegistryState(
         snapshot=snapshot,
@@ -169,6 +172,9 @@ def apply_changes(
         RevocationKind.MEASUREMENT: snap.revoked_measurements,
         RevocationKind.CERT_SERIAL: state.revoked_serials,
         RevocationKind.EVIDENCE_HASH: state.revoked_evidence_hashes,
+        RevocationKind.PPID: snap.revoked_ppids,
+        RevocationKind.PCK_CERT: snap.revoked_pck_certs,
+        RevocationKind.GPU_DEVICE: snap.revoked_gpu_devices,
     }
     for kind, ident, added in revocations:
         revoked[kind] = revoked[kind] | {ident} if added else revoked[kind] - {ident}
@@ -184,6 +190,9 @@ def apply_changes(
         revoked_measurements=revoked[RevocationKind.MEASUREMENT],
         node_measurements=registry.node_measurements(at) if node_measurements else snap.node_measurements,
         apps=new_apps,
+        revoked_ppids=revoked[RevocationKind.PPID],
+        revoked_pck_certs=revoked[RevocationKind.PCK_CERT],
+        revoked_gpu_devices=revoked[RevocationKind.GPU_DEVICE],
     )
     new_nodes = dict(state.nodes)
     for operator in nodes:

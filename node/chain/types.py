@@ -6,6 +6,7 @@ import enum
 from dataclasses import dataclass
 
 from derot.certs.verify import EpochPhase
+from derot.constants import RevocationKind
 from derot.crypto.bls import G2
 
 __all__ = ["EpochPhase", "EpochRecord", "NodeRecord", "NodeStatus", "RevocationKind"]
@@ -17,28 +18,6 @@ class NodeStatus(enum.IntEnum):
     APPROVED = 2
     SUSPENDED = 3
     REMOVED = 4
-
-
-class RevocationKind(enum.IntEnum):
-    """Kinds of revocable identifiers and their lengths (``DerotRegistry.revoke``)."""
-
-    NONE = 0
-    FMSPC = 1  # 6 bytes
-    CHIP_ID = 2  # 1..64 bytes (SEV-SNP chip_id 64, Intel PPID 16)
-    GPU_FWID = 3  # 1..64 bytes
-    MEASUREMENT = 4  # 32 bytes
-    CERT_SERIAL = 5  # 32 bytes
-    EVIDENCE_HASH = 6  # 32 bytes
-
-    def check_length(self, ident: bytes) -> None:
-        n = len(ident)
-        ok = {
-            RevocationKind.FMSPC: n == 6,
-            RevocationKind.CHIP_ID: 1 <= n <= 64,
-            RevocationKind.GPU_FWID: 1 <= n <= 64,
-        }.get(self, n == 32 and self is not RevocationKind.NONE)
-        if not ok:
-            raise ValueError(f"a {self.name} id cannot be {n} bytes long")
 
 
 @dataclass(frozen=True)

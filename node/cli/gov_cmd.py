@@ -78,6 +78,9 @@ def register(subparsers) -> None:
     p.set_defaults(func=_run(cmd_council))
 
     p = sub.add_parser("state", help="summarise the registry state")
+    p.add_argument("--members", action="store_true",
+                   help="also fetch and verify each committee member's TEE evidence: is its machine revoked?")
+    p.add_argument("--devnet", type=Path, metavar="DIR", help="with --members: trust this devnet's roots")
     p.set_defaults(func=_run(cmd_state))
 
     p = sub.add_parser("deploy", help="deploy token, timelock, governor and registry")
@@ -311,11 +314,30 @@ def cmd_state(args) -> int:
     print(f"  nodes: {len(s.nodes)} registered, {len(s.approved_nodes())} approved; apps: {len(snap.apps)}")
     for label, values in (("FMSPCs", snap.revoked_fmspcs), ("chip ids", snap.revoked_chip_ids),
                           ("GPU FWIDs", snap.revoked_gpu_fwids), ("measurements", snap.revoked_measurements),
+                          ("Intel PPIDs", snap.revoked_ppids), ("Intel PCK certificates", snap.revoked_pck_certs),
+                          ("GPU devices", snap.revoked_gpu_devices),
                           ("certificate serials", s.revoked_serials),
                           ("evidence hashes", s.revoked_evidence_hashes)):
         if values:
             print(f"  revoked {label}: " + ", ".join(sorted(v.hex() for v in values)))
+    if getattr(args, "members", False):
+        _print_member_machines(args, s)
     return 0
+
+
+def _print_member_machines(args, state) -> None:
+    """Issue 16: say which committee members run on a revoked machine (derot.cli.gov_members)."""
+    from derot.attest.trust import TrustConfig
+    from derot.cli.gov_members import check_member_machines, describe, grpc_fetch
+
+    if args.devnet:
+        from derot.attest.devnet import DevnetRoots
+
+        trust = TrustConfig.devnet(DevnetRoots.load(args.devnet))
+    else:
+        trust = TrustConfig.production_defaults()
+    for machine in check_member_machines(state, grpc_fetch(), trust):
+        print("  " + describe(machine))
 
 
 def cmd_deploy(args) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from derot.attest.identity import hardware_keys
 from derot.certs.certificate import Certificate, CertificateDecodeError
 from derot.constants import CERT_VERSION, DST_CERT
 from derot.crypto import kd
@@ -63,6 +64,7 @@ def build_certificate(
         not_before=now,
         not_after=now + lifetime,
         policy_block=policy_block,
+        hardware=hardware_keys(checked.claims),
     )
 
 

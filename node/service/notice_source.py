@@ -33,7 +33,8 @@ def revocations_of(state) -> RevocationSet:
     return RevocationSet.of(
         fmspcs=snap.revoked_fmspcs, chip_ids=snap.revoked_chip_ids, gpu_fwids=snap.revoked_gpu_fwids,
         measurements=snap.revoked_measurements, cert_serials=state.revoked_serials,
-        evidence_hashes=state.revoked_evidence_hashes, platforms=snap.platforms,
+        evidence_hashes=state.revoked_evidence_hashes, platforms=snap.platforms, ppids=snap.revoked_ppids,
+        pck_certs=snap.revoked_pck_certs, gpu_devices=snap.revoked_gpu_devices,
     )
 
 

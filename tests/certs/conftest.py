@@ -8,7 +8,7 @@ import pytest
 
 from derot.attest.snapshot import AppRecord, GovernanceSnapshot, PlatformRule
 from derot.certs import CertEpoch, Certificate, CertificateTrust, EpochPhase
-from derot.constants import Platform, TcbStatus
+from derot.constants import CERT_VERSION, Platform, TcbStatus
 from derot.crypto.bls import G2, random_scalar
 
 REGISTRY = "0x5FC8d32690cc91D4c39d9d3abcBD16989F875707"
@@ -18,7 +18,7 @@ NOW = 1_750_000_000
 
 def make_cert(**overrides) -> Certificate:
     fields = dict(
-        version=1,
+        version=CERT_VERSION,
         chain_id=CHAIN_ID,
         registry=REGISTRY,
         epoch=2,
@@ -55,6 +55,8 @@ class World:
                 Platform.SEV_SNP: PlatformRule(False),
             },
             revoked_measurements=frozenset({b"\x66" * 32}),
+            revoked_ppids=frozenset({b"\x77" * 16}),
+            revoked_gpu_devices=frozenset({b"\x99" * 9}),
             apps={
                 b"\xaa" * 32: AppRecord(app_id=b"\xaa" * 32, owner="0x" + "11" * 20, key_version=3),
                 b"\xbb" * 32: AppRecord(app_id=b"\xbb" * 32, owner="0x" + "11" * 20, key_version=1, frozen=True),

@@ -12,7 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from derot.certs import Certificate, CertificateDecodeError
-from derot.certs.certificate import MIN_ENCODED_SIZE
+from dataclasses import fields
+
+import eth_abi
+
+from derot.certs.certificate import CERT_ABI_TYPE, MAX_HARDWARE, MIN_ENCODED_SIZE, other_version
+from derot.constants import CERT_VERSION
 
 from .conftest import make_cert
 
@@ -32,7 +37,7 @@ def hand_encoding(c: Certificate) -> bytes:
         c.app_id,
         _word(c.key_version),
         _word(c.key_type),
-        _word(16 * 32),  # offset of subjectKey inside the tuple
+        _word(17 * 32),  # offset of subjectKey inside the tuple
         _word(c.platform),
         c.measurement,
         c.evidence_hash,
@@ -43,12 +48,14 @@ def hand_encoding(c: Certificate) -> bytes:
     ]
     key = c.subject_key
     padded = key + bytes(-len(key) % 32)
-    return _word(0x20) + b"".join(head) + _word(len(key)) + padded
+    head.append(_word(17 * 32 + 32 + len(padded)))  # offset of hardware (version 2)
+    hardware = _word(len(c.hardware)) + b"".join(c.hardware)
+    return _word(0x20) + b"".join(head) + _word(len(key)) + padded + hardware
 
 
 certs = st.builds(
     make_cert,
-    version=st.integers(0, 255),
+    version=st.just(CERT_VERSION),
     chain_id=st.integers(0, 2**256 - 1),
     epoch=st.integers(0, 2**64 - 1),
     key_version=st.integers(0, 2**32 - 1),
@@ -59,6 +66,7 @@ certs = st.builds(
     not_before=st.integers(0, 2**64 - 1),
     not_after=st.integers(0, 2**64 - 1),
     policy_block=st.integers(0, 2**64 - 1),
+    hardware=st.lists(st.binary(min_size=32, max_size=32), max_size=MAX_HARDWARE).map(tuple),
 )
 
 
@@ -82,17 +90,39 @@ def test_digest_is_keccak256_of_encoding():
         (lambda b: b[:-1], None),  # truncated: length no longer matches
         (lambda b: b + bytes(32), None),  # trailing word
         (lambda b: b[:31] + b"\x40" + b[32:], 31),  # outer offset is not 0x20
-        (lambda b: b[:0x20 + 30] + b"\x01" + b[0x20 + 31 :], 0x20 + 30),  # dirty high byte of uint8 version
-        (lambda b: b[:0x20 + 8 * 32 + 31] + b"\x20" + b[0x20 + 8 * 32 + 32 :], 0x20 + 8 * 32 + 31),  # key offset
-        (lambda b: b[:-1] + b"\x01", None),  # non-zero padding after subjectKey
+        (lambda b: b[:0x20 + 30] + b"\x01" + b[0x20 + 31 :], 0x20),  # dirty high byte of uint8 version
+        (lambda b: b[:0x20 + 8 * 32 + 31] + b"\x40" + b[0x20 + 8 * 32 + 32 :], 0x20 + 8 * 32 + 31),  # key offset
+        (lambda b: b[:0x20 + 0x240 + 0x40 - 1] + b"\x01" + b[0x20 + 0x240 + 0x40:], None),  # padding after subjectKey
+        (lambda b: b[:0x20 + 16 * 32 + 31] + b"\x00" + b[0x20 + 16 * 32 + 32:], None),  # hardware offset
+        (lambda b: b[:-32 * 3 - 1] + b"\x03" + b[-32 * 3:], None),  # hardware count 3 with 2 entries
+        (lambda b: b[:-32] , None),  # hardware entry missing
     ],
 )
 def test_decode_refuses_non_canonical_encodings(mutate, offset):
-    encoded = mutate(make_cert(subject_key=os.urandom(33)).encode())
+    encoded = mutate(make_cert(subject_key=os.urandom(33), hardware=(os.urandom(32), os.urandom(32))).encode())
     with pytest.raises(CertificateDecodeError) as info:
         Certificate.decode(encoded)
     if offset is not None and info.value.offset is not None:
         assert info.value.offset == offset
+
+
+def test_decode_refuses_too_many_hardware_keys():
+    ok = make_cert(hardware=tuple(os.urandom(32) for _ in range(MAX_HARDWARE)))
+    assert Certificate.decode(ok.encode()) == ok
+    too_many = eth_abi.encode([CERT_ABI_TYPE], [tuple(getattr(ok, f.name) for f in fields(ok))[:-1]
+                                                + (ok.hardware + (bytes(32),),)])
+    with pytest.raises(CertificateDecodeError, match="hardware"):
+        Certificate.decode(too_many)
+
+
+def test_other_versions_are_named_not_decoded():
+    """A version-1 certificate (16 fields, no hardware) is refused naming its version."""
+    v1 = eth_abi.encode(["(uint8,uint256,address,uint64,bytes32,bytes32,uint32,uint8,bytes,uint8,bytes32,bytes32,"
+                         "uint8,uint64,uint64,uint64)"],
+                        [(1, 1, "0x" + "11" * 20, 1, bytes(32), bytes(32), 1, 1, b"k", 1, bytes(32), bytes(32), 7, 0, 1, 0)])
+    assert other_version(v1) == 1 and other_version(make_cert().encode()) is None
+    with pytest.raises(CertificateDecodeError, match="version 1"):
+        Certificate.decode(v1)
 
 
 def test_decode_refuses_short_input_naming_the_size():

@@ -11,6 +11,8 @@ import pytest
 from py_ecc.bls.hash_to_curve import hash_to_G1 as py_ecc_hash_to_g1
 from py_ecc.optimized_bls12_381 import normalize
 
+from derot.attest.identity import hardware_key
+from derot.constants import RevocationKind
 from derot.certs import Reason, verify_certificate
 from derot.certs.verify import SIGNATURE_SIZE
 from derot.constants import DST_CERT, TcbStatus
@@ -58,7 +60,8 @@ def test_certificate_from_a_retired_epoch_with_the_same_key_is_ok(world):
 @pytest.mark.parametrize(
     "overrides, expected",
     [
-        (dict(version=2), Reason.WRONG_VERSION),
+        (dict(version=3), Reason.WRONG_VERSION),
+        (dict(version=1), Reason.WRONG_VERSION),
         (dict(chain_id=1), Reason.WRONG_CHAIN),
         (dict(registry="0x" + "22" * 20), Reason.WRONG_REGISTRY),
         (dict(epoch=9), Reason.UNKNOWN_EPOCH),
@@ -76,6 +79,8 @@ def test_certificate_from_a_retired_epoch_with_the_same_key_is_ok(world):
         (dict(platform=200), Reason.PLATFORM_DISABLED),
         (dict(tcb_status=int(TcbStatus.CONFIGURATION_NEEDED)), Reason.TCB_BELOW_FLOOR),
         (dict(measurement=b"\x66" * 32), Reason.MEASUREMENT_REVOKED),
+        (dict(hardware=(bytes(32), hardware_key(RevocationKind.PPID, b"\x77" * 16))), Reason.HARDWARE_REVOKED),
+        (dict(hardware=(hardware_key(RevocationKind.GPU_DEVICE, b"\x99" * 9),)), Reason.HARDWARE_REVOKED),
     ],
 )
 def test_each_refusal_names_its_reason(world, overrides, expected):

@@ -20,7 +20,7 @@ from derot.chain.deploy import DeployParams, Deployment, deploy
 from derot.chain.governance import Governance
 from derot.devnet.governance import enact
 from derot.chain.registry import Registry
-from derot.constants import Platform, TcbStatus
+from derot.constants import CERT_VERSION, Platform, TcbStatus
 from derot.crypto.bls import G2, random_scalar
 
 UNIT = 10**18
@@ -62,7 +62,7 @@ class Env:
         """A certificate that verifies against the session world."""
         now = self.now()
         fields = dict(
-            version=1,
+            version=CERT_VERSION,
             chain_id=self.w3.eth.chain_id,
             registry=self.registry.address,
             epoch=self.registry.current_epoch(),

@@ -16,7 +16,8 @@ from derot.certs import Reason
 from derot.chain import actions as A
 from derot.chain.state import read_state
 from derot.chain.types import RevocationKind
-from derot.constants import DST_CERT, Platform, TcbStatus
+from derot.attest.identity import hardware_key
+from derot.constants import CERT_VERSION, DST_CERT, Platform, TcbStatus
 from derot.crypto import threshold
 from derot.crypto.bls import G1, G2, random_scalar
 from derot.crypto.hazmat.poly import Polynomial
@@ -41,16 +42,21 @@ def test_valid_certificate_verifies(chain):
 
 def test_flipped_bits_are_refused(chain):
     reg = chain.registry
-    cert = chain.cert()
+    cert = chain.cert(hardware=(os.urandom(32), os.urandom(32)))
     encoded, sig = cert.encode(), cert.sign(chain.sk).to_eip2537()
-    for position in (0x20 + 4 * 32 + 7, 0x20 + 5 * 32, len(encoded) - 40):  # serial, appId, subjectKey
+    # serial, appId, subjectKey, a hardware key
+    for position in (0x20 + 4 * 32 + 7, 0x20 + 5 * 32, 0x20 + 0x240 + 5, len(encoded) - 40):
         bad = bytearray(encoded)
         bad[position] ^= 0x01
         assert reg.verify_certificate(bytes(bad), sig) is Reason.BAD_SIGNATURE
     bad = bytearray(encoded)
-    bad[0x20 + 31] ^= 0x02  # version 1 → 3
+    bad[0x20 + 31] ^= 0x01  # version 2 → 3
     assert reg.verify_certificate(bytes(bad), sig) is Reason.WRONG_VERSION
-    bad[0x20 + 30] ^= 0x01  # dirty uint8: not canonical
+    bad[0x20 + 31] ^= 0x01
+    bad[0x20 + 30] ^= 0x01  # dirty high byte of the version: not version 2 either
+    assert reg.verify_certificate(bytes(bad), sig) is Reason.WRONG_VERSION
+    bad = bytearray(encoded)
+    bad[0x20 + 7 * 32 + 30] ^= 0x01  # dirty uint8 keyType: not canonical
     assert reg.verify_certificate(bytes(bad), sig) is Reason.MALFORMED
     bad_sig = bytearray(sig)
     bad_sig[100] ^= 0x01  # y changes: not on the curve
@@ -153,13 +159,18 @@ def busy_world(chain):
     rotated_app = reg.register_app(chain.app_owner, b"\x03" * 32)
     reg.raise_key_version(chain.app_owner, rotated_app, 5)
     revoked = {k: os.urandom(32) for k in ("serial", "evidence", "measurement")}
+    revoked["ppid"], revoked["gpu"] = os.urandom(16), os.urandom(9)
     reg.apply(chain.council, [
         A.FreezeApp(frozen_app),
         A.SetTcbFloor(int(Platform.TDX), int(TcbStatus.SW_HARDENING_NEEDED)),
         A.Revoke(RevocationKind.CERT_SERIAL, revoked["serial"]),
         A.Revoke(RevocationKind.EVIDENCE_HASH, revoked["evidence"]),
         A.Revoke(RevocationKind.MEASUREMENT, revoked["measurement"]),
+        A.Revoke(RevocationKind.PPID, revoked["ppid"]),
+        A.Revoke(RevocationKind.GPU_DEVICE, revoked["gpu"]),
     ])
+    revoked["hardware"] = [hardware_key(RevocationKind.PPID, revoked["ppid"]),
+                           hardware_key(RevocationKind.GPU_DEVICE, revoked["gpu"])]
     return dict(sk=sk, apps=[chain.app_id, frozen_app, rotated_app, os.urandom(32)], revoked=revoked)
 
 
@@ -184,7 +195,7 @@ def test_on_chain_and_off_chain_agree_on_random_certificates(chain, busy_world):
             tcb_status=rng.randrange(0, 9),
             not_before=t0 + rng.randrange(-500, 200),
             not_after=t0 + rng.randrange(-200, 500),
-            version=rng.choice([1] * 12 + [0, 2]),
+            version=rng.choice([CERT_VERSION] * 12 + [0, 1, 3]),
             chain_id=rng.choice([chain.w3.eth.chain_id] * 12 + [1]),
             subject_key=os.urandom(rng.choice([0, 1, 32, 33, 65, 100])),
         )
@@ -196,6 +207,10 @@ def test_on_chain_and_off_chain_agree_on_random_certificates(chain, busy_world):
             claim["measurement"] = revoked["measurement"]
         if not clean and rng.random() < 0.05:
             claim["registry"] = chain.deployment.token
+        hardware = [os.urandom(32) for _ in range(rng.choice([0, 1, 3, 3, 6]))]
+        if not clean and rng.random() < 0.15:
+            hardware.insert(rng.randrange(len(hardware) + 1), rng.choice(revoked["hardware"]))
+        claim["hardware"] = tuple(hardware)
         cert = chain.cert(**claim)
         encoded = cert.encode()
         signer = sk if clean or rng.random() < 0.9 else random_scalar()

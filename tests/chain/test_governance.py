@@ -99,7 +99,7 @@ def test_council_revokes_at_once(chain):
         [
             A.Revoke(RevocationKind.FMSPC, FMSPC),
             A.Revoke(RevocationKind.CHIP_ID, chip),
-            A.Revoke(RevocationKind.CHIP_ID, ppid),
+            A.Revoke(RevocationKind.PPID, ppid),
             A.Revoke(RevocationKind.GPU_FWID, fwid),
             A.Revoke(RevocationKind.MEASUREMENT, measurement),
             A.DisablePlatform(int(Platform.SEV_SNP)),
@@ -110,7 +110,8 @@ def test_council_revokes_at_once(chain):
         ],
     )
     assert chain.w3.eth.block_number == block + 10  # one transaction each, no proposal, no delay
-    assert reg.revocations(RevocationKind.CHIP_ID) == {chip, ppid}  # exact bytes, both lengths
+    assert reg.revocations(RevocationKind.CHIP_ID) == {chip}  # exact bytes
+    assert reg.revocations(RevocationKind.PPID) == {ppid}
     assert reg.revocations(RevocationKind.GPU_FWID) == {fwid}
     assert reg.revocations(RevocationKind.MEASUREMENT) == {measurement}
     assert reg.is_revoked(RevocationKind.FMSPC, FMSPC)

@@ -43,12 +43,12 @@ def hand_encoding(n: Notice) -> bytes:
     """Independent oracle for a revocation notice with one FMSPC, one platform rule and no other entries:
     the ABI layout written out word by word, as ``abi.decode`` in Solidity reads it."""
     (fmspc,), (rule,) = n.content.fmspcs, n.content.platforms
-    tuple_head = [_word(off) for off in (224, 288, 320, 352, 384, 416, 448)]  # 7 dynamic lists
+    tuple_head = [_word(off) for off in (320, 384, 416, 448, 480, 512, 544, 672, 704, 736)]  # 10 dynamic lists
     tails = [_word(1), fmspc.ljust(32, b"\0")] + [_word(0)] * 5 + [
-        _word(1), _word(rule.platform), _word(int(rule.enabled)), _word(rule.tcb_floor)]
+        _word(1), _word(rule.platform), _word(int(rule.enabled)), _word(rule.tcb_floor)] + [_word(0)] * 3
     body = _word(0x20) + b"".join(tuple_head + tails)
     head = [
-        MAGIC, _word(1), _word(int(NoticeKind.REVOCATIONS)), _word(n.chain_id),
+        MAGIC, _word(2), _word(int(NoticeKind.REVOCATIONS)), _word(n.chain_id),
         bytes(12) + bytes.fromhex(n.registry[2:]), _word(n.block_number), n.block_hash, _word(n.block_timestamp),
         _word(n.epoch), _word(10 * 32),  # offset of body inside the tuple
     ]
@@ -63,7 +63,7 @@ def one_fmspc_notice() -> Notice:
 
 def test_layout_matches_the_hand_written_abi_words():
     notice = one_fmspc_notice()
-    assert len(hand_encoding(notice)) == 32 + 10 * 32 + 32 + 608
+    assert len(hand_encoding(notice)) == 32 + 10 * 32 + 32 + 800
     assert notice.encode() == hand_encoding(notice)
     assert Notice.decode(hand_encoding(notice)) == notice
 
@@ -153,7 +153,7 @@ def test_unsorted_duplicate_or_misshapen_lists_are_refused(field, values, messag
 def _encode_raw(notice: Notice, body_values, body_type=RevocationSet.ABI_TYPE, **header) -> bytes:
     """An encoding built outside Notice.encode, so it can break the rules Notice enforces."""
     body = eth_abi.encode([body_type], [body_values])
-    values = dict(magic=MAGIC, version=1, kind=int(notice.kind), chain_id=notice.chain_id,
+    values = dict(magic=MAGIC, version=2, kind=int(notice.kind), chain_id=notice.chain_id,
                   registry=notice.registry, number=notice.block_number, block_hash=notice.block_hash,
                   timestamp=notice.block_timestamp, epoch=notice.epoch, body=body)
     values.update(header)
@@ -162,7 +162,7 @@ def _encode_raw(notice: Notice, body_values, body_type=RevocationSet.ABI_TYPE, *
 
 def test_decoding_refuses_an_unsorted_set_naming_it():
     notice = revocations(5)
-    raw = _encode_raw(notice, ([b"\x02" * 6, b"\x01" * 6], [], [], [], [], [], []))
+    raw = _encode_raw(notice, ([b"\x02" * 6, b"\x01" * 6], [], [], [], [], [], [], [], [], []))
     with pytest.raises(NoticeDecodeError, match=r"revocations notice: fmspcs\[1\] is not strictly greater"):
         Notice.decode(raw)
 
@@ -182,7 +182,8 @@ def test_decoding_names_the_offset_of_header_errors():
     cases = [
         (good[:100], "shorter than the minimum", 100),
         (good[:32] + b"X" + good[33:], "magic word is wrong", 32),
-        (_encode_raw(revocations(5), ([], [], [], [], [], [], []), version=2), "unsupported notice version 2", 64),
+        (_encode_raw(revocations(5), ([], [], [], [], [], [], [], [], [], []), version=1), "unsupported notice version 1",
+         64),
         (good[:96] + _word(9) + good[128:], "unknown notice kind 9", 96),
         (good + bytes(32), "not the canonical encoding", len(good)),
     ]
@@ -251,7 +252,7 @@ def test_signed_payload_errors_name_their_offset(committee):
 
 def test_notices_and_certificates_never_share_a_message():
     """Same DST, disjoint encodings: a notice is never a certificate and a certificate is never a notice."""
-    cert = Certificate(1, CHAIN_ID, REGISTRY, 1, bytes(32), bytes(32), 1, 1, b"\x02" * 33, 1, bytes(32), bytes(32),
+    cert = Certificate(2, CHAIN_ID, REGISTRY, 1, bytes(32), bytes(32), 1, 1, b"\x02" * 33, 1, bytes(32), bytes(32),
                        7, 1_790_000_000, 1_790_086_400, 100)
     for notice in (revocations(5), epochs(5)):
         with pytest.raises(CertificateDecodeError):
@@ -288,3 +289,16 @@ def test_broker_urls():
     for bad in ("http://broker:1883", "mqtt://", "broker:1883", "mqtt://b:99999", "mqtt://b/derot/#"):
         with pytest.raises(ValueError):
             BrokerAddress.parse(bad)
+
+
+def test_machine_revocations_round_trip_in_the_feed():
+    """Notice version 2 carries the per-machine kinds (issue 16): PPIDs, PCK certificate ids, GPU devices."""
+    content = RevocationSet.of(fmspcs={b"\x01" * 6}, ppids={b"\x07" * 16, b"\x03" * 16}, pck_certs={b"\x08" * 32},
+                               gpu_devices={b"\x41" * 9, b"\x72" * 20}, platforms={})
+    notice = revocations(5, content=content)
+    assert Notice.decode(notice.encode()) == notice and notice.content.gpu_devices == (b"\x41" * 9, b"\x72" * 20)
+    assert content.ppids == (b"\x03" * 16, b"\x07" * 16)
+    with pytest.raises(ValueError, match="ppids"):
+        RevocationSet(ppids=(b"\x01" * 15,))
+    with pytest.raises(ValueError, match="gpu_devices"):
+        RevocationSet(gpu_devices=(b"\x01" * 33,))

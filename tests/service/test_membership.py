@@ -79,3 +79,25 @@ def test_garbage_evidence_is_refused(roots):
     with pytest.raises(MembershipRefused) as info:
         _check(roots, b"\x01garbage", _snapshot())
     assert info.value.reason == "evidence_malformed"
+
+
+def test_a_member_whose_own_machine_is_revoked_is_refused_by_name_and_its_peer_is_not(roots):
+    """Issue 16: revoking one node's machine (its PPID) makes peers refuse to deal to that member at the next
+    DKG/reshare, naming the PPID; a node on another machine of the same family (same FMSPC) still passes."""
+    from derot.attest.verify import verify_evidence
+    from derot.attest.evidence import Evidence
+
+    node_image = node_measurements(Platform.TDX)
+    allowed = (Platform.TDX, devnet_measurement_digest(Platform.TDX, node_image))
+    machines = [DevnetTee(roots, Platform.TDX, node_image, fmspc=NODE_FMSPC) for _ in range(2)]
+    evidence = [m.quote(node_report_data(NETWORK, OPERATOR, *KEYS)).encode() for m in machines]
+    ppids = [verify_evidence(Evidence.decode(e), TrustConfig.devnet(roots)).hardware_ids.ppid for e in evidence]
+    assert ppids[0] != ppids[1]
+    snapshot = GovernanceSnapshot(
+        chain_id=1, registry=OPERATOR, block_number=10, platforms={Platform.TDX: PlatformRule(True)},
+        node_measurements=frozenset({allowed}), revoked_ppids=frozenset({ppids[0]}),
+    )
+    with pytest.raises(MembershipRefused) as info:
+        _check(roots, evidence[0], snapshot)
+    assert info.value.reason == "ppid_revoked" and ppids[0].hex() in info.value.detail
+    _check(roots, evidence[1], snapshot)
