@@ -69,7 +69,10 @@ def main() -> int:
         sk = random_scalar()
         pk, kd = G2.generator() * sk, G2.generator() * random_scalar()
         transcript = os.urandom(32)
-        row("reportEpoch: first report", reg.report_epoch(nodes[0], 1, pk, kd, transcript), "checks both keys (G2MSM)")
+        row("reportEpoch: first report", reg.report_epoch(nodes[0], 1, pk, kd, os.urandom(32)),
+            "checks both keys (G2MSM); approved members only")
+        row("reportEpoch: replaced report", reg.report_epoch(nodes[0], 1, pk, kd, transcript),
+            "withdraws the earlier vote")
         row("reportEpoch: agreeing report", reg.report_epoch(nodes[1], 1, pk, kd, transcript))
         row("reportEpoch: t-th report, DKG", reg.report_epoch(nodes[2], 1, pk, kd, transcript),
             "activates; writes the key store")
@@ -84,7 +87,16 @@ def main() -> int:
         row("registerApp", send(w3, app_owner, reg.contract.functions.registerApp(os.urandom(32))))
         app_id = reg.app_id_of(app_owner.address, salt)
         measurement = os.urandom(32)
-        row("setAppMeasurement", reg.set_app_measurement(app_owner, app_id, Platform.TDX, measurement, True))
+        row("setAppMeasurement", reg.set_app_measurement(app_owner, app_id, Platform.TDX, measurement, True),
+            "capped at 64 per app")
+        row("setAppDelegate (EOA)", reg.set_app_delegate(app_owner, app_id, relying.address))
+        allowed_gas = w3.eth.estimate_gas({"to": reg.address, "data": reg.contract.encode_abi(
+            "isAppAllowed", [app_id, int(Platform.TDX), measurement])})
+        rows.append(("isAppAllowed (EOA delegate, call)", allowed_gas, allowed_gas - 21_000 - 16 * 68, "answers false"))
+        reg.set_app_delegate(app_owner, app_id, None)
+        other = reg.register_app(app_owner, os.urandom(32))
+        row("transferAppOwnership (step 1)", reg.transfer_app_ownership(app_owner, other, relying.address))
+        row("acceptAppOwnership (step 2)", reg.accept_app_ownership(relying, other))
 
         row("council revoke (FMSPC)", reg.apply(council, [A.Revoke(RevocationKind.FMSPC, os.urandom(6))]))
         row("council revoke (SNP chip id)", reg.apply(council, [A.Revoke(RevocationKind.CHIP_ID, os.urandom(64))]))
@@ -93,6 +105,8 @@ def main() -> int:
         row("council revoke (Intel PCK cert)", reg.apply(council, [A.Revoke(RevocationKind.PCK_CERT, os.urandom(32))]))
         row("council revoke (GPU device)", reg.apply(council, [A.Revoke(RevocationKind.GPU_DEVICE, os.urandom(9))]))
         row("council raise TCB floor", reg.apply(council, [A.SetTcbFloor(1, int(TcbStatus.SW_HARDENING_NEEDED))]))
+        row("council suspendNode", reg.apply(council, [A.SuspendNode(nodes[4].address)]),
+            "loops the current committee: t approved must remain")
 
         description = f"revoke an FMSPC {os.urandom(4).hex()}"
         revoke = [A.Revoke(RevocationKind.FMSPC, os.urandom(6))]
@@ -106,6 +120,19 @@ def main() -> int:
         row("queue", gov.queue(whale, pid))
         warp(w3, gov.timelock_delay() + 1)
         row("execute (revoke FMSPC)", gov.execute(whale, pid))
+
+        enact(gov, whale, [A.StartReshare(members[:4], 3)], "a reshare that never finishes", [whale, mid])
+        mine(w3, reg.epoch_timeout())
+        row("expireEpoch (anyone, after the timeout)", reg.expire_epoch(relying))
+
+        description = f"a proposal the council stops {os.urandom(4).hex()}"
+        pid = gov.propose(whale, revoke, description)
+        mine(w3, gov.voting_delay() + 1)
+        gov.vote(whale, pid, Support.FOR)
+        gov.vote(mid, pid, Support.FOR)
+        mine(w3, gov.voting_period())
+        gov.queue(whale, pid)
+        row("council cancel (timelock)", gov.council_cancel(council, pid), "CANCELLER role")
 
         now = w3.eth.get_block("latest")["timestamp"]
 
@@ -134,7 +161,7 @@ def main() -> int:
         bad = bytearray(sig)
         bad[100] ^= 1
         receipt = send(w3, relying, reg.contract.functions.verifyCertificate(cert.encode(), bytes(bad)))
-        row("verifyCertificate (bad point)", receipt, "MALFORMED_SIGNATURE; burns the pairing stipend")
+        row("verifyCertificate (bad point)", receipt, "MALFORMED_SIGNATURE; the precompile burns the gas it gets")
         wrong = certificate(33)
         receipt = send(w3, relying, reg.contract.functions.verifyCertificate(wrong.encode(),
                                                                               wrong.sign(random_scalar()).to_eip2537()))

@@ -150,11 +150,18 @@ contract DerotRegistry is Ownable {
     uint8 public constant CERT_VERSION = 2;
     bytes public constant DST_CERT = "DEROT-V1-CERT-BLS12381G1_XMD:SHA-256_SSWU_RO_";
     uint256 public constant MAX_COMMITTEE = 255;
+    /// @notice Allowed (platform, measurement) pairs per app: bounds getApp and every app page, so no app
+    /// owner can make the views that nodes follow exceed a node's eth_call gas limit.
+    uint256 public constant MAX_APP_MEASUREMENTS = 64;
+    /// @notice Default blocks a pending epoch may take before anyone may expire it (about a day at 12 s).
+    uint64 public constant DEFAULT_EPOCH_TIMEOUT = 7200;
 
     // ----------------------------------------------------------------------------------------------
     // state
 
     address public securityCouncil;
+    /// @notice Blocks after its start when a still-pending epoch may be expired by anyone (expireEpoch).
+    uint64 public epochTimeout = DEFAULT_EPOCH_TIMEOUT;
 
     mapping(address operator => Node) private _nodes;
     EnumerableSet.AddressSet private _nodeSet;
@@ -170,6 +177,7 @@ contract DerotRegistry is Ownable {
 
     mapping(bytes32 appId => App) private _apps;
     mapping(bytes32 appId => address delegate) private _appDelegates;
+    mapping(bytes32 appId => address pendingOwner) private _pendingAppOwners;
     mapping(bytes32 appId => EnumerableSet.Bytes32Set) private _appMeasurements;
     EnumerableSet.Bytes32Set private _appIds;
 
@@ -209,6 +217,7 @@ contract DerotRegistry is Ownable {
     event EpochActivated(uint64 indexed epoch, address keyStore, bytes32 transcriptHash);
     event EpochRetired(uint64 indexed epoch);
     event EpochAborted(uint64 indexed epoch, address indexed by);
+    event EpochTimeoutSet(uint64 blocks);
 
     event AppRegistered(bytes32 indexed appId, address indexed owner, bytes32 salt);
     event AppMeasurementSet(bytes32 indexed appId, uint8 indexed platform, bytes32 measurement, bool allowed);
@@ -216,6 +225,7 @@ contract DerotRegistry is Ownable {
     event AppAllowDebugSet(bytes32 indexed appId, bool allowDebug);
     event AppDelegateSet(bytes32 indexed appId, address delegate);
     event AppOwnerChanged(bytes32 indexed appId, address indexed previousOwner, address indexed newOwner);
+    event AppOwnershipTransferStarted(bytes32 indexed appId, address indexed owner, address indexed pendingOwner);
     event AppFrozen(bytes32 indexed appId, bool frozen, address indexed by);
 
     event PlatformRuleSet(uint8 indexed platform, bool enabled, uint8 tcbFloor, address indexed by);
@@ -248,6 +258,11 @@ contract DerotRegistry is Ownable {
     error NotRevoked(RevocationKind kind);
     error CouncilCannotLower(uint8 platform, uint8 currentFloor, uint8 requestedFloor);
     error ZeroAddress();
+    error TooManyMeasurements(bytes32 appId);
+    error CouncilWouldHalt(uint64 epoch, uint256 approvedMembers, uint8 threshold);
+    error NotPendingAppOwner(bytes32 appId, address caller);
+    error EpochNotExpired(uint64 epoch, uint64 expiresAt);
+    error BadEpochTimeout(uint64 blocks);
 
     // ----------------------------------------------------------------------------------------------
 
@@ -314,8 +329,23 @@ contract DerotRegistry is Ownable {
         _setNodeStatus(operator, NodeStatus.APPROVED, NodeStatus.PENDING, NodeStatus.SUSPENDED);
     }
 
+    /// @notice Suspends a node at once. The council (not governance) may not suspend so many members of the
+    /// current epoch that fewer than its threshold remain approved: it can stop bad nodes, never halt the network.
     function suspendNode(address operator) external onlyOwnerOrCouncil {
         _setNodeStatus(operator, NodeStatus.SUSPENDED, NodeStatus.PENDING, NodeStatus.APPROVED);
+        if (msg.sender != owner()) _requireLiveCommittee();
+    }
+
+    function _requireLiveCommittee() private view {
+        uint64 id = _current.epoch;
+        if (id == 0) return;
+        Epoch storage e = _epochs[id];
+        uint256 approved;
+        uint256 n = e.members.length;
+        for (uint256 i = 0; i < n; i++) {
+            if (_nodes[e.members[i]].status == NodeStatus.APPROVED) approved++;
+        }
+        if (approved < e.threshold) revert CouncilWouldHalt(id, approved, e.threshold);
     }
 
     function removeNode(address operator) external onlyOwner {
@@ -346,6 +376,24 @@ contract DerotRegistry is Ownable {
     function startReshare(address[] calldata members, uint8 threshold) external onlyOwner returns (uint64) {
         if (_current.epoch == 0) revert NoActiveEpoch();
         return _startEpoch(members, threshold, Phase.RESHARE, _current.epoch);
+    }
+
+    /// @notice Sets how many blocks a pending epoch may take before anyone may expire it (owner only).
+    function setEpochTimeout(uint64 blocks) external onlyOwner {
+        if (blocks == 0) revert BadEpochTimeout(blocks);
+        epochTimeout = blocks;
+        emit EpochTimeoutSet(blocks);
+    }
+
+    /// @notice Anyone may abort the pending epoch once `epochTimeout` blocks have passed since it started
+    /// without activation, so a DKG that can no longer activate (stale or conflicting reports) never
+    /// blocks the next one. The current epoch stays active.
+    function expireEpoch() external {
+        uint64 id = pendingEpoch;
+        if (id == 0) revert NoPendingEpoch();
+        uint64 expiresAt = _epochs[id].startedBlock + epochTimeout;
+        if (block.number < expiresAt) revert EpochNotExpired(id, expiresAt);
+        _abortPending();
     }
 
     /// @notice Abandons the pending epoch (the current one stays active).
@@ -389,16 +437,22 @@ contract DerotRegistry is Ownable {
     /// (256 bytes each; the contract needs the affine form for the pairing precompile and checks subgroup
     /// membership once per distinct report) and the transcript hash. The epoch activates when `threshold`
     /// members report the same values (for a reshare: only if the keys equal the previous epoch's).
-    /// A report that differs from an earlier one is recorded and flagged, not refused.
+    /// A report that differs from an earlier one is recorded and flagged, not refused. Only members whose
+    /// node is APPROVED may report (a suspended or removed member cannot help activate). A member may
+    /// replace its own report with a different one (after recomputing a transcript), which withdraws its
+    /// vote for the old one.
     function reportEpoch(uint64 epoch, bytes calldata pkSig, bytes calldata pkKd, bytes32 transcriptHash) external {
         Epoch storage e = _epochs[epoch];
         Phase phase = e.phase;
         if (phase != Phase.DKG && phase != Phase.RESHARE && phase != Phase.ACTIVE) revert EpochClosed(epoch, phase);
         if (_memberIndex[epoch][msg.sender] == 0) revert NotMember(epoch, msg.sender);
-        if (_reports[epoch][msg.sender] != bytes32(0)) revert AlreadyReported(epoch, msg.sender);
+        if (_nodes[msg.sender].status != NodeStatus.APPROVED) revert MemberNotApproved(msg.sender);
 
         bytes memory keys = abi.encodePacked(pkSig, pkKd);
         bytes32 reportHash = keccak256(abi.encodePacked(keys, transcriptHash));
+        bytes32 previousReport = _reports[epoch][msg.sender];
+        if (previousReport == reportHash) revert AlreadyReported(epoch, msg.sender);
+        if (previousReport != bytes32(0)) _reportCounts[epoch][previousReport] -= 1;
         uint256 agreeing = _reportCounts[epoch][reportHash] + 1;
         if (agreeing == 1) {
             if (!BLS12381.isValidG2(pkSig)) revert InvalidGroupKey(0);
@@ -461,7 +515,9 @@ contract DerotRegistry is Ownable {
         bytes32 key = _measurementKey(platform, measurement);
         if (allowed) {
             _rememberMeasurement(key, platform, measurement);
-            _appMeasurements[appId].add(key);
+            if (_appMeasurements[appId].add(key) && _appMeasurements[appId].length() > MAX_APP_MEASUREMENTS) {
+                revert TooManyMeasurements(appId);
+            }
         } else {
             _appMeasurements[appId].remove(key);
         }
@@ -487,10 +543,25 @@ contract DerotRegistry is Ownable {
         emit AppDelegateSet(appId, delegate);
     }
 
+    /// @notice Step one of an ownership transfer: names the next owner, who must accept. The current owner
+    /// keeps every power until then and may name someone else (address(0) cancels).
     function transferAppOwnership(bytes32 appId, address newOwner) external onlyAppOwner(appId) {
-        if (newOwner == address(0)) revert ZeroAddress();
-        _apps[appId].owner = newOwner;
-        emit AppOwnerChanged(appId, msg.sender, newOwner);
+        _pendingAppOwners[appId] = newOwner;
+        emit AppOwnershipTransferStarted(appId, msg.sender, newOwner);
+    }
+
+    /// @notice Step two: the named owner takes the app over.
+    function acceptAppOwnership(bytes32 appId) external {
+        address pending = _pendingAppOwners[appId];
+        if (pending == address(0) || msg.sender != pending) revert NotPendingAppOwner(appId, msg.sender);
+        address previous = _apps[appId].owner;
+        _apps[appId].owner = pending;
+        delete _pendingAppOwners[appId];
+        emit AppOwnerChanged(appId, previous, pending);
+    }
+
+    function pendingAppOwner(bytes32 appId) external view returns (address) {
+        return _pendingAppOwners[appId];
     }
 
     function freezeApp(bytes32 appId) external onlyOwnerOrCouncil {
@@ -790,6 +861,15 @@ contract DerotRegistry is Ownable {
         return _appIds.length();
     }
 
+    /// @notice App ids [start, start+count) in registration order (to read apps one by one).
+    function appIds(uint256 start, uint256 count) external view returns (bytes32[] memory ids) {
+        uint256 end = _clamp(start, count, _appIds.length());
+        ids = new bytes32[](end - start);
+        for (uint256 i = start; i < end; i++) {
+            ids[i - start] = _appIds.at(i);
+        }
+    }
+
     /// @notice Apps [start, start+count) in registration order.
     function apps(uint256 start, uint256 count) external view returns (AppView[] memory out) {
         uint256 end = _clamp(start, count, _appIds.length());
@@ -806,11 +886,13 @@ contract DerotRegistry is Ownable {
         if (app.owner == address(0) || app.frozen) return false;
         address delegate = _appDelegates[appId];
         if (delegate != address(0)) {
-            try IAppDelegate(delegate).isAppAllowed(appId, platform, measurement) returns (bool allowed) {
-                return allowed;
-            } catch {
-                return false;
-            }
+            // Low-level: a delegate without code (an EOA) or one returning anything but one ABI bool means no,
+            // where a high-level call would revert while decoding.
+            if (delegate.code.length == 0) return false;
+            (bool success, bytes memory answer) =
+                delegate.staticcall(abi.encodeCall(IAppDelegate.isAppAllowed, (appId, platform, measurement)));
+            if (!success || answer.length != 32) return false;
+            return abi.decode(answer, (uint256)) == 1;
         }
         return _appMeasurements[appId].contains(_measurementKey(platform, measurement));
     }
@@ -835,27 +917,41 @@ contract DerotRegistry is Ownable {
         return valid && _revoked[kind].contains(key);
     }
 
-    /// @notice All revoked ids of one kind, as bytes of their original length.
-    function revocations(RevocationKind kind) external view returns (bytes[] memory ids) {
+    function revocationCount(RevocationKind kind) external view returns (uint256) {
+        return _revoked[kind].length();
+    }
+
+    /// @notice Revoked ids of one kind [start, start+count), as bytes of their original length. Lists are only
+    /// read in pages, so no list can outgrow a node's eth_call gas limit.
+    function revocationsPage(RevocationKind kind, uint256 start, uint256 count) external view returns (bytes[] memory ids) {
         EnumerableSet.Bytes32Set storage set = _revoked[kind];
-        uint256 n = set.length();
-        ids = new bytes[](n);
-        for (uint256 i = 0; i < n; i++) {
+        uint256 end = _clamp(start, count, set.length());
+        ids = new bytes[](end - start);
+        for (uint256 i = start; i < end; i++) {
             bytes32 key = set.at(i);
-            if (_isVariableKind(kind)) ids[i] = _variableIds[key];
-            else if (kind == RevocationKind.FMSPC) ids[i] = abi.encodePacked(bytes6(key));
-            else ids[i] = abi.encodePacked(key);
+            if (_isVariableKind(kind)) ids[i - start] = _variableIds[key];
+            else if (kind == RevocationKind.FMSPC) ids[i - start] = abi.encodePacked(bytes6(key));
+            else ids[i - start] = abi.encodePacked(key);
         }
     }
 
-    function nodeMeasurements() external view returns (uint8[] memory platforms, bytes32[] memory digests) {
-        uint256 n = _nodeMeasurements.length();
-        platforms = new uint8[](n);
-        digests = new bytes32[](n);
-        for (uint256 i = 0; i < n; i++) {
+    function nodeMeasurementCount() external view returns (uint256) {
+        return _nodeMeasurements.length();
+    }
+
+    /// @notice Allowed node measurements [start, start+count).
+    function nodeMeasurementsPage(uint256 start, uint256 count)
+        external
+        view
+        returns (uint8[] memory platforms, bytes32[] memory digests)
+    {
+        uint256 end = _clamp(start, count, _nodeMeasurements.length());
+        platforms = new uint8[](end - start);
+        digests = new bytes32[](end - start);
+        for (uint256 i = start; i < end; i++) {
             Measurement memory m = _measurementOf[_nodeMeasurements.at(i)];
-            platforms[i] = m.platform;
-            digests[i] = m.digest;
+            platforms[i - start] = m.platform;
+            digests[i - start] = m.digest;
         }
     }
 

@@ -50,6 +50,14 @@ class CertEpoch:
 
     phase: EpochPhase
     pk_sig: G2 | None = None  # set once the epoch activated
+    pk_kd: G2 | None = None  # set once the epoch activated (None: unknown to this caller)
+
+
+def keys_current(epoch: CertEpoch, current: CertEpoch) -> bool:
+    """The one key rule, shared with ``DerotRegistry._checkIssuer``: an activated epoch's certificates are
+    current iff BOTH its group keys equal the current epoch's. A certificate binds a key derived under
+    PK_kd, so a DKG that keeps PK_sig but changes PK_kd retires it as surely as a new PK_sig does."""
+    return epoch.pk_sig is not None and (epoch.pk_sig, epoch.pk_kd) == (current.pk_sig, current.pk_kd)
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,9 @@ class CertificateTrust:
     epochs: Mapping[int, CertEpoch] = field(default_factory=dict)
     revoked_serials: frozenset[bytes] = frozenset()
     revoked_evidence_hashes: frozenset[bytes] = frozenset()
+    #: the registry's current epoch; when set, epochs are compared by both keys (:func:`keys_current`),
+    #: exactly as the contract does. Without it only PK_sig can be compared (``group_key``).
+    current_epoch: int | None = None
     #: keccak256(uint8 kind ‖ id) of every revoked hardware id (derot.attest.identity.revoked_keys); empty means
     #: "derive them from the snapshot's revocation sets"
     revoked_hardware: frozenset[bytes] | None = None
@@ -153,6 +164,9 @@ def _check_issuer(cert: Certificate, snapshot: GovernanceSnapshot, trust: Certif
     if not EpochPhase(epoch.phase).activated:
         return Reason.EPOCH_NOT_ACTIVE
     if epoch.pk_sig is None or epoch.pk_sig != key:
+        return Reason.EPOCH_KEY_RETIRED
+    current = trust.epochs.get(trust.current_epoch) if trust.current_epoch is not None else None
+    if trust.current_epoch is not None and (current is None or not keys_current(epoch, current)):
         return Reason.EPOCH_KEY_RETIRED
     return None
 

@@ -462,6 +462,25 @@ class SetCouncil(Action):
         return f"Set the SecurityCouncil to {self.council}"
 
 
+@dataclass(frozen=True)
+class SetEpochTimeout(Action):
+    name = "set-epoch-timeout"
+    function = "setEpochTimeout"
+    help = "blocks a pending DKG/reshare may take before anyone may expire it"
+    blocks: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= int(self.blocks) < 2**64:
+            raise ActionError(f"epoch timeout must be 1..2^64-1 blocks, got {self.blocks}")
+
+    @classmethod
+    def add_arguments(cls, parser) -> None:
+        parser.add_argument("blocks", type=int, help="blocks after an epoch starts")
+
+    def summary(self) -> str:
+        return f"Let anyone expire a pending epoch {self.blocks} blocks after it started"
+
+
 #: CLI name → action class, in help order.
 ACTIONS: dict[str, type[Action]] = {
     cls.name: cls
@@ -483,6 +502,7 @@ ACTIONS: dict[str, type[Action]] = {
         FreezeApp,
         UnfreezeApp,
         SetCouncil,
+        SetEpochTimeout,
     ]
 }
 #: Registry function → action class used to decode calldata.

@@ -4,9 +4,10 @@
 1. ``DerotToken`` (ERC20Votes): the whole supply minted to ``params.holders``;
 2. ``DerotTimelock`` (min delay ``timelock_delay`` s), the deployer as temporary admin, anyone may execute;
 3. ``DerotGovernor`` over the token and the timelock (delay/period in blocks, quorum fraction, threshold);
-4. the Governor gets PROPOSER and CANCELLER on the timelock;
-5. ``DerotRegistry`` owned by the deployer, with the SecurityCouncil; the ``bootstrap`` actions are applied
-   directly (devnet set-up: enable platforms, approve nodes, start the DKG);
+4. the Governor gets PROPOSER and CANCELLER on the timelock, and the SecurityCouncil gets CANCELLER too
+   (``council_cancels``): it can stop a queued proposal during the timelock delay, never make one;
+5. ``DerotRegistry`` owned by the deployer, with the SecurityCouncil; its epoch timeout is set, then the
+   ``bootstrap`` actions are applied directly (devnet set-up: enable platforms, approve nodes, start the DKG);
 6. registry ownership moves to the timelock, and the deployer renounces the timelock admin role.
 
 After step 6 nobody but the Governor (through the timelock) can change the registry, and the council can
@@ -44,6 +45,8 @@ class DeployParams:
     token_name: str = "derot governance"
     token_symbol: str = "DEROT"
     bootstrap: tuple = ()  # derot.chain.actions.Action values, applied before ownership moves
+    epoch_timeout: int = 7200  # blocks a pending DKG/reshare may take before anyone may expire it (~1 day)
+    council_cancels: bool = True  # the SecurityCouncil holds the timelock's CANCELLER role
 
     @classmethod
     def production(cls, holders, council: str | None, **overrides) -> DeployParams:
@@ -56,7 +59,7 @@ class DeployParams:
     def devnet(cls, holders, council: str | None, **overrides) -> DeployParams:
         """Fast governance for devnets, demos and tests: 1 block delay, 20 blocks voting, 60 s timelock."""
         holders = tuple((to_checksum_address(a), int(n)) for a, n in holders)
-        settings = dict(voting_delay=1, voting_period=20, quorum_percent=4, timelock_delay=60)
+        settings = dict(voting_delay=1, voting_period=20, quorum_percent=4, timelock_delay=60, epoch_timeout=600)
         settings.update(overrides)
         return cls(holders=holders, council=council, **settings)
 
@@ -117,13 +120,16 @@ def deploy(w3: Web3, deployer, params: DeployParams, *, self_delegate: Sequence 
         send(w3, deployer, timelock.functions.grantRole(role_id, governor.address), what=f"grant {role}")
 
     council = to_checksum_address(params.council) if params.council else ZERO_ADDRESS
+    if params.council_cancels and params.council:
+        role_id = timelock.functions.CANCELLER_ROLE().call()
+        send(w3, deployer, timelock.functions.grantRole(role_id, council), what="grant CANCELLER to the council")
     registry, receipt = deploy_contract_receipt(
         w3, deployer, load_artifact("DerotRegistry"), deployer.address, council
     )
-    if params.bootstrap:
-        from derot.chain.registry import Registry
+    from derot.chain.actions import SetEpochTimeout
+    from derot.chain.registry import Registry
 
-        Registry(w3, registry.address).apply(deployer, params.bootstrap)
+    Registry(w3, registry.address).apply(deployer, (SetEpochTimeout(params.epoch_timeout), *params.bootstrap))
     send(w3, deployer, registry.functions.transferOwnership(timelock.address), what="registry → timelock")
     admin_role = timelock.functions.DEFAULT_ADMIN_ROLE().call()
     send(w3, deployer, timelock.functions.renounceRole(admin_role, deployer.address), what="renounce admin")
@@ -145,5 +151,7 @@ def deploy(w3: Web3, deployer, params: DeployParams, *, self_delegate: Sequence 
             "timelock_delay": params.timelock_delay,
             "proposal_threshold": params.proposal_threshold,
             "council": council,
+            "council_cancels": bool(params.council_cancels and params.council),
+            "epoch_timeout": params.epoch_timeout,
         },
     )

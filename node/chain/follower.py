@@ -42,6 +42,9 @@ from eth_utils import to_checksum_address
 from web3 import Web3
 from web3.exceptions import BlockNotFound, Web3Exception
 
+from derot.chain.headers import bloom_may_contain
+from derot.chain.quorum import QuorumProvider
+from derot.chain.receipts import ReceiptsInvalid, verified_receipts
 from derot.chain.registry import ChainReadError, Registry
 from derot.chain.state import RegistryState, apply_changes, read_state
 from derot.chain.types import RevocationKind
@@ -54,6 +57,56 @@ TRANSIENT_ERRORS = (OSError, requests.RequestException, Web3Exception, ChainRead
 
 class ReorgRace(RuntimeError):
     """The chain changed while a poll was reading it; the poll is retried."""
+
+
+def check_logs_against_blooms(w3: Web3, address: str, logs, headers: dict[int, tuple[bytes, int, bytes, bytes]]) -> None:
+    """Raise :class:`LogsIncomplete` unless ``logs`` (eth_getLogs of ``address`` over the blocks of ``headers``)
+    are exactly the registry's logs of those blocks. A block whose (re-hashed) header's bloom cannot hold
+    ``address`` must have no log; for every other block the receipts are fetched, checked against the
+    header's receiptsRoot, and their registry logs must equal the returned ones. So an RPC can neither hide
+    nor invent a log, even in a block that has other registry logs. The cost is one receipts call per block
+    whose bloom may hold the registry: proportional to the registry's activity, not to the chain's."""
+    addr = bytes.fromhex(address[2:])
+    returned: dict[int, list] = {}
+    for entry in logs:
+        number = entry["blockNumber"]
+        if number not in headers:
+            raise LogsIncomplete(f"eth_getLogs answered a log of block {number}, outside the range asked")
+        returned.setdefault(number, []).append(entry)
+    for number, (block_hash, _time, bloom, receipts_root) in sorted(headers.items()):
+        got = [(tuple(bytes(t) for t in e["topics"]), bytes(e["data"]))
+               for e in sorted(returned.get(number, ()), key=lambda e: e["logIndex"])]
+        if not bloom_may_contain(bloom, addr):
+            if got:
+                raise LogsIncomplete(f"a log of block {number} is not in the block's logs bloom")
+            continue
+        reply = w3.provider.make_request("eth_getBlockReceipts", ["0x" + block_hash.hex()])
+        result = reply.get("result") if isinstance(reply, dict) else None
+        if not isinstance(result, list):
+            raise LogsIncomplete(f"block {number}'s bloom may hold registry logs and its receipts are unavailable")
+        try:
+            receipts = verified_receipts(result, receipts_root)
+        except ReceiptsInvalid as exc:
+            raise LogsIncomplete(f"block {number}: {exc}") from None
+        expected = [
+            (tuple(_hex_bytes(t) for t in e["topics"]), _hex_bytes(e["data"]))
+            for r in sorted(receipts, key=lambda r: int(r["transactionIndex"], 16))
+            for e in r.get("logs") or []
+            if str(e.get("address", "")).lower() == address.lower()
+        ]
+        if got != expected:
+            raise LogsIncomplete(f"eth_getLogs answered {len(got)} registry logs for block {number}; its receipts "
+                                 f"hold {len(expected)}")
+
+
+def _hex_bytes(value) -> bytes:
+    return bytes.fromhex(value[2:]) if isinstance(value, str) else bytes(value)
+
+
+class LogsIncomplete(ChainReadError):
+    """eth_getLogs answered logs inconsistent with the blocks' blooms or receipts; the poll is retried."""
+
+    reason = "chain_unverified"
 
 
 @dataclass(frozen=True)
@@ -127,11 +180,12 @@ class Follower:
         self.last_error: str | None = None
 
     @classmethod
-    def connect(cls, rpc_url: str, registry: str, *, timeout: float = 5.0, **kwargs) -> Follower:
-        """A follower with its own HTTP provider whose requests time out after ``timeout`` seconds. web3's
-        own retry loop is off: the follower retries whole polls with its own backoff."""
-        provider = Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None)
-        w3 = Web3(provider)
+    def connect(cls, rpc_url, registry: str, *, quorum: int = 1, timeout: float = 5.0, **kwargs) -> Follower:
+        """A follower over one RPC URL or a list of them, of which ``quorum`` must agree on every read
+        (:class:`~derot.chain.quorum.QuorumProvider`; requests time out after ``timeout`` seconds). It
+        retries whole polls with its own backoff."""
+        urls = [rpc_url] if isinstance(rpc_url, str) else list(rpc_url)
+        w3 = Web3(QuorumProvider(urls, quorum, timeout=timeout))
         return cls(w3, registry, **kwargs)
 
     # ---------------------------------------------------------------------------------------------
@@ -150,17 +204,20 @@ class Follower:
             return None
         first = self.cursor + 1
         last = max(self.cursor, min(target, self.cursor + self.max_range))
-        headers = self._headers(first, last, head)
-        end_hash, end_time = headers[last]
-        events = self._logs(first, last, headers) if last >= first else []
-        if self.state is None or reorg is not None:
+        # Incremental updates trust the logs, so every block of the range is fetched and its logs are
+        # checked against its bloom. A first read, a reorg or a gap wider than the window re-reads in full.
+        full = self.state is None or reorg is not None or first < head - self.reorg_window
+        headers = self._headers(first, last, head, every=not full)
+        end_hash, end_time, _bloom, _root = headers[last]
+        events = self._logs(first, last, headers, verify=not full) if last >= first else []
+        if full:
             state = read_state(self.registry, end_hash, last, end_time)
         else:
             state = self._incremental(events, end_hash, last, end_time)
         if self._canonical_hash(last) != end_hash:
             raise ReorgRace(f"block {last} changed while reading it")
         # commit: nothing above may have changed the follower
-        for number, (block_hash, _time) in headers.items():
+        for number, (block_hash, *_rest) in headers.items():
             if number >= head - self.reorg_window:
                 self._hashes[number] = block_hash
         for number in [n for n in self._hashes if n < head - self.reorg_window]:
@@ -200,29 +257,39 @@ class Follower:
         self.cursor = fork
         return Reorg(fork_block=fork, old_cursor=old)
 
-    def _headers(self, first: int, last: int, head: int) -> dict[int, tuple[bytes, int]]:
-        """(hash, timestamp) of block ``last`` and of every block of [first, last] within the reorg window,
-        checking that consecutive ones chain by parentHash, starting from the remembered cursor hash."""
-        numbers = sorted({*range(max(first, head - self.reorg_window), last + 1), last})
-        out: dict[int, tuple[bytes, int]] = {}
+    def _headers(self, first: int, last: int, head: int, *, every: bool) -> dict[int, tuple[bytes, int, bytes, bytes]]:
+        """(hash, timestamp, logs bloom, receipts root) of block ``last`` and of every block of [first, last] (``every``) or of
+        those within the reorg window, checking that consecutive ones chain by parentHash, starting from the
+        remembered cursor hash."""
+        low = first if every else max(first, head - self.reorg_window)
+        numbers = sorted({*range(low, last + 1), last})
+        out: dict[int, tuple[bytes, int, bytes]] = {}
         for number in numbers:
             block = self.w3.eth.get_block(number)
             parent = bytes(block["parentHash"])
             expected = out[number - 1][0] if number - 1 in out else self._hashes.get(number - 1)
             if number >= first and expected is not None and parent != expected:
                 raise ReorgRace(f"block {number} does not extend the block {number - 1} seen before")
-            out[number] = (bytes(block["hash"]), int(block["timestamp"]))
+            out[number] = (bytes(block["hash"]), int(block["timestamp"]), bytes(block["logsBloom"]),
+                           bytes(block["receiptsRoot"]))
         return out
 
-    def _logs(self, first: int, last: int, headers) -> list[RegistryEvent]:
+    def _logs(self, first: int, last: int, headers, *, verify: bool) -> list[RegistryEvent]:
         raw = self.w3.eth.get_logs({"address": self.registry.address, "fromBlock": first, "toBlock": last})
-        events = []
-        for entry in sorted(raw, key=lambda e: (e["blockNumber"], e["logIndex"])):
+        for entry in raw:
             number = entry["blockNumber"]
             if number in headers and bytes(entry["blockHash"]) != headers[number][0]:
                 raise ReorgRace(f"log of block {number} comes from another fork")
             if entry.get("removed"):
                 raise ReorgRace(f"log of block {number} was removed")
+            if to_checksum_address(entry["address"]) != self.registry.address:
+                raise LogsIncomplete(f"eth_getLogs answered a log of another contract in block {number}")
+        if verify:
+            check_logs_against_blooms(self.w3, self.registry.address, raw, {n: h for n, h in headers.items()
+                                                                              if first <= n <= last})
+        events = []
+        for entry in sorted(raw, key=lambda e: (e["blockNumber"], e["logIndex"])):
+            number = entry["blockNumber"]
             event = self._events.get(bytes(entry["topics"][0])) if entry["topics"] else None
             if event is None:
                 continue
@@ -240,9 +307,9 @@ class Follower:
         return events
 
     def _incremental(self, events, block_hash: bytes, number: int, timestamp: int) -> RegistryState:
-        if not events:
+        if not events and not self.state.unreadable_apps:
             return self.state.with_block(number, block_hash, timestamp)
-        nodes, epochs, apps, kinds = set(), set(), set(), set()
+        nodes, epochs, apps, revocations = set(), set(), set(), []
         platforms = node_measurements = governance = False
         for e in events:
             a = e.args
@@ -253,7 +320,7 @@ class Follower:
             if "appId" in a:
                 apps.add(bytes(a["appId"]))
             if e.name in ("Revoked", "Unrevoked"):
-                kinds.add(RevocationKind(a["kind"]))
+                revocations.append((RevocationKind(a["kind"]), bytes(a["id"]), e.name == "Revoked"))
             platforms |= e.name == "PlatformRuleSet"
             node_measurements |= e.name == "NodeMeasurementSet"
             governance |= e.name in ("SecurityCouncilChanged", "OwnershipTransferred")
@@ -266,7 +333,7 @@ class Follower:
             nodes=nodes,
             epochs=epochs,
             apps=apps,
-            kinds=kinds,
+            revocations=revocations,
             platforms=platforms,
             node_measurements=node_measurements,
             governance=governance,

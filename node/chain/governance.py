@@ -171,6 +171,20 @@ class Governance:
     def state(self, proposal_id: int) -> ProposalState:
         return ProposalState(self.governor.functions.state(proposal_id).call())
 
+    def timelock_operation(self, proposal_id: int) -> bytes:
+        """The timelock operation id of a queued proposal (GovernorTimelockControl's salt is the governor's
+        address, left-aligned, XOR the description hash)."""
+        p = self.proposal(proposal_id)
+        salt = bytes(a ^ b for a, b in zip(bytes.fromhex(self.governor.address[2:]) + bytes(12), p.description_hash))
+        return bytes(self.timelock.functions.hashOperationBatch(
+            list(p.targets), list(p.values), list(p.calldatas), bytes(32), salt).call())
+
+    def council_cancel(self, council, proposal_id: int):
+        """The SecurityCouncil vetoes a queued proposal during the timelock delay (its CANCELLER role). The
+        timelock refuses it for a proposal that replaces the council or changes timelock roles."""
+        operation = self.timelock_operation(proposal_id)
+        return send(self.w3, council, self.timelock.functions.cancel(operation), what="council cancel")
+
     # reading proposals --------------------------------------------------------------------------
     def _created_events(self, proposal_id: int | None = None):
         events = self.governor.events.ProposalCreated().get_logs(

@@ -15,6 +15,7 @@ Who calls what:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 from eth_abi import decode as abi_decode
@@ -31,7 +32,10 @@ from derot.chain.types import EpochPhase, EpochRecord, NodeRecord, NodeStatus, R
 from derot.constants import Platform, TcbStatus
 from derot.crypto.bls import G1, G2
 
+log = logging.getLogger("derot.chain.registry")
+
 PAGE = 100  # items per paged view call
+APP_PAGE = 16  # apps per page: 16 × MAX_APP_MEASUREMENTS (64) pairs stays far below any eth_call gas cap
 
 
 class ChainReadError(RuntimeError):
@@ -153,13 +157,40 @@ class Registry:
         return _app_record(self._call(self.contract.functions.getApp(app_id), block))
 
     def apps(self, block="latest") -> dict[bytes, AppRecord]:
+        return self.apps_report(block)[0]
+
+    def apps_report(self, block="latest") -> tuple[dict[bytes, AppRecord], frozenset[bytes]]:
+        """Every app, page by page, and the ids of apps that could not be read. A page the node refuses
+        (e.g. over its eth_call gas cap) is read app by app; an app that still fails is skipped and
+        reported, never a reason to stop. RPC failures and disagreements still raise."""
         count = self._call(self.contract.functions.appCount(), block)
         out: dict[bytes, AppRecord] = {}
-        for start in range(0, count, PAGE):
-            for raw in self._call(self.contract.functions.apps(start, PAGE), block):
-                record = _app_record(raw)
-                out[record.app_id] = record
-        return out
+        skipped: set[bytes] = set()
+        for start in range(0, count, APP_PAGE):
+            try:
+                page = [_app_record(raw) for raw in self._call(self.contract.functions.apps(start, APP_PAGE), block)]
+            except ChainReadError as exc:
+                if getattr(exc, "reason", None) in ("chain_unverified", "chain_unavailable"):
+                    raise
+                page = []
+                for app_id in self._call(self.contract.functions.appIds(start, APP_PAGE), block):
+                    record = self.app_or_skip(bytes(app_id), block)
+                    if record is None:
+                        skipped.add(bytes(app_id))
+                    else:
+                        page.append(record)
+            out.update((record.app_id, record) for record in page if record is not None)
+        return out, frozenset(skipped)
+
+    def app_or_skip(self, app_id: bytes, block="latest") -> AppRecord | None:
+        """The app, or None (logged) if the node answers an error for it; RPC failures still raise."""
+        try:
+            return self.app(app_id, block)
+        except ChainReadError as exc:
+            if getattr(exc, "reason", None) in ("chain_unverified", "chain_unavailable"):
+                raise
+            log.warning("app unreadable, skipped", extra={"app_id": app_id.hex(), "error": str(exc)})
+            return None
 
     def app_id_of(self, owner: str, salt: bytes) -> bytes:
         return bytes(self.contract.functions.appIdOf(to_checksum_address(owner), salt).call())
@@ -174,14 +205,22 @@ class Registry:
         return {_platform(p): PlatformRule(enabled=r[0], tcb_floor=_tcb(r[1])) for p, r in zip(ids, rules)}
 
     def revocations(self, kind: RevocationKind, block="latest") -> frozenset[bytes]:
-        return frozenset(bytes(x) for x in self._call(self.contract.functions.revocations(int(kind)), block))
+        count = self._call(self.contract.functions.revocationCount(int(kind)), block)
+        out: set[bytes] = set()
+        for start in range(0, count, PAGE):
+            out.update(bytes(x) for x in self._call(self.contract.functions.revocationsPage(int(kind), start, PAGE), block))
+        return frozenset(out)
 
     def is_revoked(self, kind: RevocationKind, ident: bytes, block="latest") -> bool:
         return self._call(self.contract.functions.isRevoked(int(kind), ident), block)
 
     def node_measurements(self, block="latest") -> frozenset[tuple]:
-        platforms, digests = self._call(self.contract.functions.nodeMeasurements(), block)
-        return frozenset((_platform(p), bytes(d)) for p, d in zip(platforms, digests))
+        count = self._call(self.contract.functions.nodeMeasurementCount(), block)
+        out: set[tuple] = set()
+        for start in range(0, count, PAGE):
+            platforms, digests = self._call(self.contract.functions.nodeMeasurementsPage(start, PAGE), block)
+            out.update((_platform(p), bytes(d)) for p, d in zip(platforms, digests))
+        return frozenset(out)
 
     # reads: certificates --------------------------------------------------------------------------
     def verify_certificate(self, cert: bytes, sig: bytes | G1, *, at: int | None = None, block="latest") -> Reason:
@@ -242,9 +281,24 @@ class Registry:
         target = to_checksum_address(delegate) if delegate else "0x" + "00" * 20
         return send(self.w3, account, self.contract.functions.setAppDelegate(app_id, target))
 
-    def transfer_app_ownership(self, account, app_id: bytes, new_owner: str):
-        fn = self.contract.functions.transferAppOwnership(app_id, to_checksum_address(new_owner))
-        return send(self.w3, account, fn)
+    def transfer_app_ownership(self, account, app_id: bytes, new_owner: str | None):
+        """Step one: names the next owner (None cancels); they take over with :meth:`accept_app_ownership`."""
+        target = to_checksum_address(new_owner) if new_owner else "0x" + "00" * 20
+        return send(self.w3, account, self.contract.functions.transferAppOwnership(app_id, target))
+
+    def accept_app_ownership(self, account, app_id: bytes):
+        return send(self.w3, account, self.contract.functions.acceptAppOwnership(app_id))
+
+    def pending_app_owner(self, app_id: bytes, block="latest") -> str | None:
+        pending = self._call(self.contract.functions.pendingAppOwner(app_id), block)
+        return None if int(pending, 16) == 0 else to_checksum_address(pending)
+
+    def expire_epoch(self, account):
+        """Anyone: abort the pending epoch once its timeout has passed."""
+        return send(self.w3, account, self.contract.functions.expireEpoch())
+
+    def epoch_timeout(self, block="latest") -> int:
+        return self._call(self.contract.functions.epochTimeout(), block)
 
     # writes: owner / council actions --------------------------------------------------------------
     def apply(self, account, actions: Iterable):

@@ -7,7 +7,7 @@ calls pinned to one block hash, so it is consistent even while the chain reorgan
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
@@ -31,6 +31,9 @@ class RegistryState:
     council: str | None = None
     revoked_serials: frozenset[bytes] = frozenset()
     revoked_evidence_hashes: frozenset[bytes] = frozenset()
+    #: apps the node answered an error for (skipped, reported, re-read on every update; requests for them
+    #: are refused as unknown apps)
+    unreadable_apps: frozenset[bytes] = frozenset()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "nodes", MappingProxyType(dict(self.nodes)))
@@ -69,7 +72,8 @@ class RegistryState:
 
     def certificate_trust(self) -> CertificateTrust:
         return CertificateTrust(
-            epochs={i: CertEpoch(e.phase, e.pk_sig) for i, e in self.epochs.items()},
+            epochs={i: CertEpoch(e.phase, e.pk_sig, e.pk_kd) for i, e in self.epochs.items()},
+            current_epoch=self.current_epoch or None,
             revoked_serials=self.revoked_serials,
             revoked_evidence_hashes=self.revoked_evidence_hashes,
         )
@@ -94,6 +98,7 @@ def read_state(registry, block_hash: bytes, block_number: int, timestamp: int) -
     if not registry.w3.eth.get_code(registry.address, block_number):
         raise ChainReadError(f"no registry code at {registry.address} in block {block_number} (before deployment?)")
     revoked = {kind: registry.revocations(kind, at) for kind in RevocationKind if kind is not RevocationKind.NONE}
+    apps, unreadable = registry.apps_report(at)
     snapshot = GovernanceSnapshot(
         chain_id=registry.w3.eth.chain_id,
         registry=registry.address,
@@ -106,7 +111,7 @@ def read_state(registry, block_hash: bytes, block_number: int, timestamp: int) -
         revoked_gpu_fwids=revoked[RevocationKind.GPU_FWID],
         revoked_measurements=revoked[RevocationKind.MEASUREMENT],
         node_measurements=registry.node_measurements(at),
-        apps=registry.apps(at),
+        apps=apps,
         revoked_ppids=revoked[RevocationKind.PPID],
         revoked_pck_certs=revoked[RevocationKind.PCK_CERT],
         revoked_gpu_devices=revoked[RevocationKind.GPU_DEVICE],
@@ -121,6 +126,7 @@ def read_state(registry, block_hash: bytes, block_number: int, timestamp: int) -
         council=registry.security_council(at),
         revoked_serials=revoked[RevocationKind.CERT_SERIAL],
         revoked_evidence_hashes=revoked[RevocationKind.EVIDENCE_HASH],
+        unreadable_apps=unreadable,
     )
 
 
@@ -134,18 +140,27 @@ def apply_changes(
     nodes: set[str] = frozenset(),
     epochs: set[int] = frozenset(),
     apps: set[bytes] = frozenset(),
-    kinds: set[RevocationKind] = frozenset(),
+    revocations: Sequence[tuple[RevocationKind, bytes, bool]] = (),
     platforms: bool = False,
     node_measurements: bool = False,
     governance: bool = False,
 ) -> RegistryState:
     """Re-read only what events said changed (everything else is unchanged by construction: every
-    registry change emits an event) and return the new state at ``block_hash``."""
+    registry change emits an event) and return the new state at ``block_hash``. ``revocations`` are the
+    (kind, id, revoked) of Revoked/Unrevoked events in chain order, applied as they are (no re-read), so the
+    cost is proportional to the change, not to the size of the revocation lists."""
     at = block_hash
     snap = state.snapshot
     new_apps: dict[bytes, AppRecord] = dict(snap.apps)
-    for app_id in apps:
-        record = registry.app(app_id, at)
+    unreadable = set()
+    for app_id in set(apps) | state.unreadable_apps:
+        try:
+            record = registry.app(app_id, at)
+        except ChainReadError as exc:
+            if getattr(exc, "reason", None) in ("chain_unverified", "chain_unavailable"):
+                raise
+            unreadable.add(app_id)
+            record = None
         if record is None:
             new_apps.pop(app_id, None)
         else:
@@ -161,8 +176,8 @@ def apply_changes(
         RevocationKind.PCK_CERT: snap.revoked_pck_certs,
         RevocationKind.GPU_DEVICE: snap.revoked_gpu_devices,
     }
-    for kind in kinds:
-        revoked[kind] = registry.revocations(kind, at)
+    for kind, ident, added in revocations:
+        revoked[kind] = revoked[kind] | {ident} if added else revoked[kind] - {ident}
     snapshot = replace(
         snap,
         block_number=block_number,
@@ -201,4 +216,5 @@ def apply_changes(
         council=council,
         revoked_serials=revoked[RevocationKind.CERT_SERIAL],
         revoked_evidence_hashes=revoked[RevocationKind.EVIDENCE_HASH],
+        unreadable_apps=frozenset(unreadable),
     )

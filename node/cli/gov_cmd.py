@@ -91,7 +91,8 @@ def register(subparsers) -> None:
 
     p = sub.add_parser("council", help="SecurityCouncil: restrictive actions that take effect at once")
     p.add_argument("words", nargs=argparse.REMAINDER,
-                   help="ACTION ARGS, e.g. `revoke fmspc 00906ed50000`, `disable-platform sev-snp`")
+                   help="ACTION ARGS, e.g. `revoke fmspc 00906ed50000`, `disable-platform sev-snp`, or "
+                        "`cancel PROPOSAL_ID` (veto a queued proposal during the timelock delay)")
     p.set_defaults(func=_run(cmd_council))
 
     p = sub.add_parser("state", help="summarise the registry state")
@@ -505,6 +506,11 @@ def cmd_council(args) -> int:
     from derot.chain.actions import ActionError, parse_action
 
     gov = _governance(args)
+    if args.words[:1] == ["cancel"] and len(args.words) == 2:  # the council's veto (timelock CANCELLER role)
+        account = _account(args)
+        receipt = gov.council_cancel(account, int(args.words[1], 0))
+        print(f"council: cancelled queued proposal {args.words[1]}; {_tx_line(receipt)}")
+        return 0
     action = parse_action(args.words)
     if not action.council_allowed:
         raise ActionError(f"{action.name} is not a council action: the council can only restrict "

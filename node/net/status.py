@@ -26,6 +26,8 @@ CERTIFICATE_MISMATCH = "certificate_mismatch"
 NOT_A_MEMBER = "not_a_member"
 NOTICE_MISMATCH = "notice_mismatch"
 NOT_CONFIRMED = "not_confirmed"
+CHAIN_STALE = "chain_stale"  # the node's registry view is older than its maximum staleness (wall clock)
+CHAIN_UNVERIFIED = "chain_unverified"  # the node's RPC endpoints disagree about the chain
 DEADLINE_EXCEEDED = "deadline_exceeded"
 INTERNAL = "internal_error"
 
@@ -44,6 +46,8 @@ _STATUS = {
     NOT_A_MEMBER: grpc.StatusCode.PERMISSION_DENIED,
     NOTICE_MISMATCH: grpc.StatusCode.INVALID_ARGUMENT,
     NOT_CONFIRMED: grpc.StatusCode.UNAVAILABLE,
+    CHAIN_STALE: grpc.StatusCode.UNAVAILABLE,
+    CHAIN_UNVERIFIED: grpc.StatusCode.UNAVAILABLE,
     DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
     INTERNAL: grpc.StatusCode.INTERNAL,
 }
@@ -51,7 +55,7 @@ _STATUS = {
 UNAVAILABLE = "unavailable"  # transport failure: the node is down or unreachable
 RETRYABLE = frozenset(
     {OVERLOADED, NO_ACTIVE_EPOCH, NOT_ENOUGH_SHARES, "collateral_unavailable", DEADLINE_EXCEEDED, UNAVAILABLE,
-     NOT_CONFIRMED}
+     NOT_CONFIRMED, CHAIN_STALE, CHAIN_UNVERIFIED}
 )
 
 

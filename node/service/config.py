@@ -14,8 +14,12 @@ Example::
 
     [chain]
     rpc_url = "http://127.0.0.1:8545"
+    rpc_urls = "https://rpc-b.example,https://rpc-c.example"   # optional: more providers
+    rpc_quorum = 2               # how many of them must agree on every read
     registry = "0x…"
     confirmations = 2
+    finality = "tag"             # erase old shares only at the `finalized` block ("depth": head − finality_depth)
+    max_staleness = 120          # seconds; past it the node refuses with chain_stale and reports NOT_SERVING
 
     [attest]
     mode = "production"          # or "devnet"
@@ -56,9 +60,19 @@ class SealSection:
 @dataclass(frozen=True)
 class ChainSection:
     rpc_url: str = "http://127.0.0.1:8545"
+    #: more RPC endpoints, comma-separated, followed together with ``rpc_url`` (docs/chain-trust.md)
+    rpc_urls: str = ""
+    #: how many endpoints must give the same answer for every read (1 <= rpc_quorum <= endpoints)
+    rpc_quorum: int = 1
     registry: str = ""
     confirmations: int = 1
     poll_interval: float = 0.5
+    #: when a block is final, before any one-way action (erasing shares): "tag" = the chain's `finalized`
+    #: block, "depth" = head − finality_depth (chains without finality)
+    finality: str = "tag"
+    finality_depth: int = 64
+    #: seconds the followed block may lag the wall clock before the node refuses with chain_stale
+    max_staleness: float = 120.0
     #: first block to follow (the registry's deployment block)
     start_block: int = 0
     #: file holding the operator's hex private key (env DEROT_OPERATOR_KEY takes precedence)
@@ -151,6 +165,12 @@ class NodeConfig:
     source: str = "<defaults>"
 
     @property
+    def rpc_endpoints(self) -> tuple[str, ...]:
+        """``[chain].rpc_url`` and ``[chain].rpc_urls``, in order, without duplicates."""
+        urls = [self.chain.rpc_url, *(u.strip() for u in self.chain.rpc_urls.split(","))]
+        return tuple(dict.fromkeys(u for u in urls if u))
+
+    @property
     def data_dir(self) -> Path:
         return Path(self.node.data_dir)
 
@@ -233,6 +253,12 @@ def _validate(config: NodeConfig) -> None:
         raise ConfigError("[attest].privlevel must be 0..3, or -1 for the guest's own VMPL")
     if config.chain.confirmations < 0:
         raise ConfigError("[chain].confirmations must be >= 0")
+    if not 1 <= config.chain.rpc_quorum <= len(config.rpc_endpoints):
+        raise ConfigError(f"[chain].rpc_quorum must be 1..{len(config.rpc_endpoints)} (the number of RPC URLs)")
+    if config.chain.finality not in ("tag", "depth") or config.chain.finality_depth < 1:
+        raise ConfigError("[chain].finality must be 'tag' or 'depth', with finality_depth >= 1")
+    if config.chain.max_staleness <= 0:
+        raise ConfigError("[chain].max_staleness must be positive (seconds)")
     if config.mqtt.url:
         from derot.certs.notices import BrokerAddress
 

@@ -39,6 +39,9 @@ class Metrics:
             ["platform", "verdict"], registry=r,
         )
         self.chain_lag = Gauge("derot_chain_lag_blocks", "Chain head minus the followed (confirmed) block", registry=r)
+        self.chain_lag_seconds = Gauge(
+            "derot_chain_lag_seconds", "Wall-clock time minus the timestamp of the followed (confirmed) block; "
+            "updated every second, also while the RPC is down", registry=r)
         self.confirmed_block = Gauge("derot_confirmed_block", "The confirmed block this node decides at", registry=r)
         self.epoch = Gauge("derot_epoch", "The active epoch this node serves (0: none)", registry=r)
 

@@ -28,7 +28,10 @@ from derot.attest.binding import network_id
 from derot.attest.evidence import Evidence
 from derot.attest.policy import PolicyEngine
 from derot.attest.trust import TrustConfig
+from derot.chain import quorum
+from derot.chain.finality import EraseGuard, FinalityMode, FinalityRule, ShareRetirement
 from derot.chain.follower import Follower
+from derot.chain.freshness import FreshnessClock
 from derot.chain.registry import Registry
 from derot.chain.state import RegistryState
 from derot.crypto.dkg import Identity
@@ -98,7 +101,8 @@ class NodeService:
         self.identity = NodeIdentity(store)
         self.account = Account.from_key(operator_key(config))
         self.metrics = Metrics()
-        self.w3 = Web3(Web3.HTTPProvider(config.chain.rpc_url, request_kwargs={"timeout": 10}))
+        # every chain read needs [chain].rpc_quorum of the configured endpoints to agree (docs/chain-trust.md)
+        self.w3: Web3 = quorum.connect(config.rpc_endpoints, config.chain.rpc_quorum, timeout=10)
         self.registry = Registry(self.w3, config.chain.registry)
         self.chain_id = self.w3.eth.chain_id
         self.network = network_id(self.chain_id, self.registry.address)
@@ -109,7 +113,9 @@ class NodeService:
             log.warning("devnet fault injection active", extra={"faults": sorted(active_faults)})
         limits = config.limits
 
-        self.view = NodeView()
+        self.view = NodeView(freshness=FreshnessClock(config.chain.max_staleness))
+        finality = FinalityRule(FinalityMode(config.chain.finality), config.chain.finality_depth)
+        retirement = ShareRetirement(EraseGuard(self.registry, finality, self.account.address), store)
         self.tasks = TaskSet()
         self.peering = Peering(self.identity.tls, self.account.address, peer_deadline=limits.peer_deadline)
         admission = Admission(self.view, RequestChecker(network=self.network, trust=trust, policy=policy),
@@ -120,7 +126,7 @@ class NodeService:
             view=self.view, store=store, peering=self.peering, evidence=self.evidence, registry=self.registry,
             w3=self.w3, account=self.account, network=self.network, identity=self.identity.dkg,
             metrics=self.metrics, phase_timeout=config.dkg.phase_timeout, faults_active=active_faults,
-            tasks=self.tasks,
+            tasks=self.tasks, retirement=retirement,
         )
         notice_source = NoticeSource(self.registry, self.w3, chain_id=self.chain_id,
                                      start_block=config.chain.start_block, confirmations=config.chain.confirmations)
@@ -164,13 +170,15 @@ class NodeService:
         if self.config.metrics.listen:
             self.metrics_port = self.metrics.serve(self.config.metrics.listen)
         follower = Follower.connect(
-            self.config.chain.rpc_url,
+            self.config.rpc_endpoints,
             self.registry.address,
+            quorum=self.config.chain.rpc_quorum,
             start_block=self.config.chain.start_block,
             confirmations=self.config.chain.confirmations,
             poll_interval=self.config.chain.poll_interval,
         )
         self.tasks.spawn(self._follow(follower), name="chain")
+        self.tasks.spawn(self._watch_staleness(), name="chain-staleness")
         if self.notices is not None:
             self.tasks.add(self.notices.start())
         log.info(
@@ -207,8 +215,26 @@ class NodeService:
             if follower.head is not None:
                 self.metrics.chain_lag.set(follower.head - update.state.block_number)
 
+    async def _watch_staleness(self, period: float = 1.0) -> None:
+        """Lag on the wall clock, every ``period`` s whether or not the RPC answers; health follows it, so a
+        hung, frozen or lying-about-its-head RPC turns the node NOT_SERVING after [chain].max_staleness."""
+        serving = None
+        while True:
+            status = self.view.freshness.status()
+            if status.lag_seconds is not None:
+                self.metrics.chain_lag_seconds.set(status.lag_seconds)
+            healthy = self.view.healthy
+            if healthy != serving and self._health is not None:
+                if not healthy and status.stale and status.lag_seconds is not None:
+                    log.warning("chain view stale: refusing with chain_stale", extra={
+                        "lag_seconds": round(status.lag_seconds), "max_staleness": status.max_staleness})
+                await self._health.set_serving(healthy)
+                serving = healthy
+            await asyncio.sleep(period)
+
     async def _on_state(self, state: RegistryState) -> None:
         self.view.state = state
+        self.view.freshness.observe(state.block_number, state.snapshot.block_timestamp)
         self.metrics.confirmed_block.set(state.block_number)
         await self.peering.refresh_certs(state)
         self.evidence.watch(state)

@@ -7,6 +7,10 @@ only: ``PREPARING`` (membership evidence checked, previous keys gathered) → ``
 waiting for the registry) or ``FAILED``. A run exists from the first update that sees the epoch pending, so a
 later update never starts a second one. DKG messages that arrive before the runner exists are buffered and
 replayed when it starts.
+
+Activation is two steps: the node serves an activated epoch from the confirmed view at once (reversible),
+but erases older shares only through :class:`~derot.chain.finality.ShareRetirement`, i.e. once the
+activation is final and matches this node's own transcript (issue 17).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
 from derot import _proto
+from derot.chain.finality import OwnResult, ShareRetirement
 from derot.chain.registry import Registry
 from derot.chain.state import RegistryState
 from derot.chain.types import EpochPhase, EpochRecord
@@ -92,11 +97,14 @@ class EpochRun:
 class EpochOrchestrator:
     def __init__(self, *, view: NodeView, store: NodeStore, peering: Peering, evidence: MemberEvidence,
                  registry: Registry, w3, account, network: bytes, identity: Identity, metrics: Metrics,
-                 phase_timeout: float, faults_active: frozenset[str], tasks: TaskSet):
+                 phase_timeout: float, faults_active: frozenset[str], tasks: TaskSet,
+                 retirement: ShareRetirement):
         self.view, self.store, self.peering, self.evidence = view, store, peering, evidence
         self.registry, self.w3, self.account, self.network = registry, w3, account, network
         self.identity, self.metrics, self.phase_timeout = identity, metrics, phase_timeout
         self.faults, self.tasks = faults_active, tasks
+        self.retirement = retirement
+        self._retiring = False  # a finality check runs in a worker thread
         self._runs: dict[int, EpochRun] = {}
         self._early: dict[int, deque] = defaultdict(lambda: deque(maxlen=DKG_BUFFER))  # before a run exists
         self._pb = _proto.load("node_pb2")
@@ -122,6 +130,9 @@ class EpochOrchestrator:
         keys = self.view.keys
         if current is not None and (keys is None or keys.epoch != current.id):
             self._activate(current)
+        if self.retirement.pending is not None and not self._retiring:
+            self._retiring = True
+            self.tasks.spawn(self._retire(), name="retire-shares")
         pending = state.pending
         if (
             pending is not None
@@ -160,17 +171,27 @@ class EpochOrchestrator:
             if keys.sig.group_key != epoch.pk_sig or keys.kd.group_key != epoch.pk_kd:
                 log.error("registry activated keys this node does not hold", extra={"epoch": epoch.id})
                 return
-            self.store.activate_epoch(epoch.id)
+            self.store.activate_epoch(epoch.id, erase_older=False)  # older shares go once the activation is final
             self.view.keys = keys
-            log.info("epoch active; older shares erased", extra={"epoch": epoch.id, "index": keys.index})
+            self.retirement.want(epoch.id, OwnResult(keys.transcript_hash, keys.sig.group_key, keys.kd.group_key))
+            log.info("epoch active; older shares kept until final", extra={"epoch": epoch.id, "index": keys.index})
         else:
-            self.store.erase_shares_before(epoch.id)
             self.view.keys = None
+            self.retirement.want(epoch.id, None)
             if getattr(self, "_inactive_logged", None) != epoch.id:  # once per epoch, not once per chain update
                 self._inactive_logged = epoch.id
                 log.info("epoch active without this node", extra={
                     "epoch": epoch.id, "was_pending": run is not None and run.state is EpochState.FINISHED})
         self.metrics.epoch.set(self.view.keys.epoch if self.view.keys else 0)
+
+    async def _retire(self) -> None:
+        """One finality check (blocking RPC reads, off the event loop); erases older shares if allowed."""
+        try:
+            await asyncio.to_thread(self.retirement.attempt)
+        except Exception:  # never let a failed check stop the node; the next update asks again
+            log.exception("share retirement check failed")
+        finally:
+            self._retiring = False
 
     def _start(self, state: RegistryState, epoch: EpochRecord) -> None:
         run = EpochRun(epoch.id)

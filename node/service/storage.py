@@ -226,16 +226,16 @@ class NodeStore:
                 (epoch, json.dumps(public, sort_keys=True), sealed, int(time.time())),
             )
 
-    def activate_epoch(self, epoch: int) -> None:
-        """Atomically make ``epoch`` active and erase the shares of every older epoch."""
+    def activate_epoch(self, epoch: int, *, erase_older: bool = True) -> None:
+        """Atomically make ``epoch`` active and retire every older epoch, erasing their shares unless
+        ``erase_older`` is false (the activation is not final yet: derot.chain.finality.ShareRetirement)."""
         with self._tx():
             row = self._db.execute("SELECT status FROM epochs WHERE epoch=?", (epoch,)).fetchone()
             if row is None:
                 raise StoreError(f"epoch {epoch} is unknown to this node")
             now = int(time.time())
-            self._db.execute(
-                "UPDATE epochs SET status='retired', sealed_shares=NULL, updated_at=? WHERE epoch<?", (now, epoch)
-            )
+            erase = ", sealed_shares=NULL" if erase_older else ""
+            self._db.execute(f"UPDATE epochs SET status='retired'{erase}, updated_at=? WHERE epoch<?", (now, epoch))
             self._db.execute("UPDATE epochs SET status='active', updated_at=? WHERE epoch=?", (now, epoch))
 
     def erase_shares_before(self, epoch: int) -> None:

@@ -2,13 +2,15 @@
 
 :class:`NodeView` holds the confirmed registry state (replaced by the chain follower on every update) and
 the epoch keys this node holds (replaced when an epoch activates). Invariant: the node *serves* only while
-it holds the keys of the epoch the registry says is active.
+it holds the keys of the epoch the registry says is active, and while that view is fresh (``freshness``:
+the followed block is at most ``[chain].max_staleness`` seconds old by the wall clock).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from derot.chain.freshness import ChainStale, FreshnessClock
 from derot.chain.state import RegistryState
 from derot.net import status
 from derot.net.status import Refusal
@@ -24,20 +26,29 @@ class NodeView:
 
     state: RegistryState | None = None
     keys: EpochKeys | None = None
+    freshness: FreshnessClock | None = None  # None: staleness is not checked (tests, tools)
 
     def serving(self) -> tuple[RegistryState, EpochKeys]:
-        """The state and keys to serve with, or a ``no_active_epoch`` refusal."""
+        """The state and keys to serve with, or a ``no_active_epoch`` / ``chain_stale`` refusal."""
         state, keys = self.state, self.keys
         if state is None or keys is None or state.committee is None:
             raise Refusal(status.NO_ACTIVE_EPOCH, "this node serves no active epoch yet")
         if state.committee.id != keys.epoch:
             raise Refusal(status.NO_ACTIVE_EPOCH, "this node is not in the active committee")
+        if self.freshness is not None:
+            try:
+                self.freshness.check()
+            except ChainStale as exc:
+                raise Refusal(status.CHAIN_STALE, str(exc)) from None
         return state, keys
 
     @property
     def healthy(self) -> bool:
-        """What health reports: keys held, and (once the registry is read) they are the active epoch's."""
+        """What health reports: keys held, (once the registry is read) they are the active epoch's, and the
+        view is not stale."""
         state, keys = self.state, self.keys
+        if state is not None and self.freshness is not None and self.freshness.status().stale:
+            return False
         return keys is not None and (
             state is None or (state.committee is not None and state.committee.id == keys.epoch))
 

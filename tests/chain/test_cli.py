@@ -106,3 +106,20 @@ def test_deploy_from_the_cli(chain, gov_cli, tmp_path):
     registry = Registry(chain.w3, deployment.registry)
     assert registry.owner() == deployment.timelock and registry.security_council() == chain.council.address
     assert deployment.params["voting_period"] == 20
+
+
+def test_council_vetoes_a_queued_proposal_from_the_cli(chain, gov_cli):
+    from derot.chain import actions as A
+    from derot.chain.governance import ProposalState, Support
+
+    gov = chain.gov
+    pid = gov.propose(chain.whale, [A.AllowPlatform(3)], "whale alone")
+    mine(chain.w3, gov.voting_delay() + 1)
+    gov.vote(chain.whale, pid, Support.FOR)
+    mine(chain.w3, gov.voting_period() + 1)
+    gov.queue(chain.whale, pid)
+    code, _, err = gov_cli("council", "cancel", str(pid), key=chain.stranger)
+    assert code == 1 and "AccessControlUnauthorizedAccount" in err
+    code, out, err = gov_cli("council", "cancel", str(pid), key=chain.council)
+    assert code == 0 and f"cancelled queued proposal {pid}" in out, err
+    assert gov.state(pid) is ProposalState.CANCELED

@@ -138,6 +138,7 @@ def _owner_only_actions(chain):
         A.AllowNodeMeasurement(int(Platform.TDX), os.urandom(32)),
         A.UnfreezeApp(chain.app_id),
         A.SetCouncil(chain.stranger.address),
+        A.SetEpochTimeout(1),
     ]
 
 
@@ -170,7 +171,8 @@ def test_every_state_changing_registry_function_is_classified(chain):
     """Self-service functions (operators, members, app owners) or a typed governance action: nothing else."""
     self_service = {
         "registerNode", "updateNode", "reportEpoch", "registerApp", "setAppMeasurement", "raiseKeyVersion",
-        "setAppAllowDebug", "setAppDelegate", "transferAppOwnership",
+        "setAppAllowDebug", "setAppDelegate", "transferAppOwnership", "acceptAppOwnership",
+        "expireEpoch",  # anyone, and only once the pending epoch's timeout has passed
     }
     ownable = {"transferOwnership", "renounceOwnership"}
     writes = {
@@ -201,6 +203,7 @@ def test_non_owner_cannot_touch_an_app(chain):
     with pytest.raises(TransactionFailed, match="KeyVersionNotRaised"):
         reg.raise_key_version(chain.app_owner, app, 2)
     reg.transfer_app_ownership(chain.app_owner, app, chain.stranger.address)
+    reg.accept_app_ownership(chain.stranger, app)
     with pytest.raises(TransactionFailed, match="NotAppOwner"):
         reg.raise_key_version(chain.app_owner, app, 3)
 
@@ -252,6 +255,7 @@ def test_actions_round_trip_through_calldata_and_proposals(chain):
         A.Unrevoke(RevocationKind.MEASUREMENT, os.urandom(32)), A.AllowNodeMeasurement(1, os.urandom(32)),
         A.DisallowNodeMeasurement(1, os.urandom(32)), A.FreezeApp(chain.app_id), A.UnfreezeApp(chain.app_id),
         A.SetCouncil(chain.stranger.address),
+        A.SetEpochTimeout(1),
     ]
     for action in samples:
         target, data = action.encode(reg)

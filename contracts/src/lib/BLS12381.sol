@@ -10,12 +10,14 @@ pragma solidity ^0.8.30;
 /// clear_cofactor is linear, so the sum equals RFC 9380's clear_cofactor(Q0 + Q1)), then G1ADD.
 /// The code works in one scratch buffer above the free-memory pointer, so a verification allocates nothing.
 library BLS12381 {
-    /// @dev Gas forwarded to precompiles that see untrusted points. EIP-2537 precompiles burn all the gas
-    /// they get when they refuse an input, so a fixed stipend (price + ~20% headroom) keeps a refusal cheap,
-    /// and checking gasleft() first makes "too little gas" a revert instead of a wrong answer.
-    /// Prices (Pectra, unchanged in Osaka): PAIRING_CHECK 32,600·k + 37,700; G2MSM (k=1) 22,500.
-    uint256 private constant PAIRING2_STIPEND = 125_000;
-    uint256 private constant G2MSM1_STIPEND = 27_000;
+    /// @dev Precompiles get all the remaining gas (no stipend: the registry cannot be upgraded, and a fixed
+    /// stipend would turn every valid signature into a refusal after a repricing). EIP-2537 precompiles burn
+    /// what they get when they refuse an input, so a refused signature costs the caller 63/64 of its gas;
+    /// that is the caller's gas, and an eth_call has plenty. Today's prices (Pectra, unchanged in Osaka:
+    /// PAIRING_CHECK 32,600·k + 37,700; G2MSM k=1 22,500) are only a lower bound: with less than that
+    /// left the call reverts with InsufficientGas instead of answering.
+    uint256 private constant PAIRING2_PRICE = 102_900;
+    uint256 private constant G2MSM1_PRICE = 22_500;
 
     uint256 internal constant G1_SIZE = 128;
     uint256 internal constant G2_SIZE = 256;
@@ -64,9 +66,9 @@ library BLS12381 {
             mcopy(add(buf, 0x200), add(publicKey, 0x20), 256)
         }
         _hashToG1(buf + 0x180, buf + 0x300, message, dst);
-        _requireGas(PAIRING2_STIPEND);
+        _requireGas(PAIRING2_PRICE);
         assembly ("memory-safe") {
-            wellFormed := staticcall(PAIRING2_STIPEND, 0x0f, buf, 768, 0x00, 0x20) // PAIRING_CHECK
+            wellFormed := staticcall(gas(), 0x0f, buf, 768, 0x00, 0x20) // PAIRING_CHECK
             valid := and(wellFormed, eq(mload(0x00), 1))
         }
     }
@@ -89,8 +91,8 @@ library BLS12381 {
         }
         if (!nonZero) return false;
         bytes memory input = abi.encodePacked(point, uint256(1));
-        _requireGas(G2MSM1_STIPEND);
-        (bool success,) = address(0x0e).staticcall{gas: G2MSM1_STIPEND}(input); // G2MSM
+        _requireGas(G2MSM1_PRICE);
+        (bool success,) = address(0x0e).staticcall(input); // G2MSM, all remaining gas
         return success;
     }
 
@@ -157,8 +159,8 @@ library BLS12381 {
         if (!ok) revert PrecompileFailed();
     }
 
-    /// @dev EIP-150 forwards at most 63/64 of the remaining gas: make sure the stipend really arrives.
-    function _requireGas(uint256 stipend) private view {
-        if (gasleft() < stipend + stipend / 63 + 2_000) revert InsufficientGas();
+    /// @dev EIP-150 forwards at most 63/64 of the remaining gas: make sure at least `price` arrives.
+    function _requireGas(uint256 price) private view {
+        if (gasleft() < price + price / 63 + 2_000) revert InsufficientGas();
     }
 }

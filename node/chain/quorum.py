@@ -1,0 +1,277 @@
+"""k-of-m RPC endpoints behind one web3 provider: an answer counts only when ``quorum`` endpoints agree.
+
+Every read the follower and the finality guard make is pinned to a block number or hash, so honest
+endpoints give identical answers; an endpoint that has not reached the block yet answers null or an
+error and simply does not vote. Rules (:meth:`QuorumProvider.make_request`):
+
+- ``eth_blockNumber``: the ``quorum``-th highest answer, so at least ``quorum`` endpoints have that block
+  (a frozen or lagging endpoint cannot hold the head back, a racing one cannot push it forward).
+- block tags (``latest``, ``safe``, ``finalized``) in reads are resolved the same way to a number first.
+- every other read: the answers are grouped by a fingerprint of what they commit to (for blocks: the hash,
+  after recomputing it from the header fields; for logs and receipts: their consensus fields; else the
+  whole result). Exactly one group of at least ``quorum`` wins. Two successful answers that disagree
+  with no single winner raise :class:`ChainUnverified` (reason ``chain_unverified``); too few answers
+  return an endpoint's error or null (the block is not there yet) or raise :class:`ChainUnavailable`.
+- transaction plumbing (nonce, gas price, receipts of own transactions, sending) is not a trust decision
+  and goes to the endpoints in order; a raw transaction is sent to all of them.
+
+Every answer is untrusted: the body is size-capped and depth-checked before JSON parsing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+from web3 import Web3
+from web3.providers.base import JSONBaseProvider
+
+from derot.chain.headers import HeaderInvalid, verified_header
+from derot.chain.registry import ChainReadError
+from derot.errors import DerotError
+from derot.untrusted import UntrustedInputError, json_loads
+
+log = logging.getLogger("derot.chain.quorum")
+
+MAX_REPLY_BYTES = 64 << 20
+TAGS = ("latest", "safe", "finalized", "pending", "earliest")
+#: Methods whose answers legitimately differ between honest endpoints, or that send transactions.
+PASS_THROUGH = frozenset({
+    "eth_estimateGas", "eth_gasPrice", "eth_maxPriorityFeePerGas", "eth_feeHistory", "eth_blobBaseFee",
+    "eth_getTransactionCount", "eth_getTransactionReceipt", "eth_getTransactionByHash", "eth_accounts",
+    "eth_syncing", "web3_clientVersion", "net_version",
+})
+#: Read methods whose last parameter is a block (number, tag or EIP-1898 object).
+_BLOCK_PARAM_LAST = frozenset({"eth_call", "eth_getCode", "eth_getBalance", "eth_getStorageAt", "eth_getProof"})
+_LOG_FIELDS = ("address", "topics", "data", "blockNumber", "blockHash", "transactionHash", "logIndex",
+               "transactionIndex")
+
+
+class ChainUnverified(DerotError, ChainReadError):
+    """RPC endpoints disagree about the chain (or one answered a header that does not verify)."""
+
+    reason = "chain_unverified"
+
+
+class ChainUnavailable(DerotError, ChainReadError):
+    """Fewer than ``quorum`` endpoints answered."""
+
+    reason = "chain_unavailable"
+
+
+def _norm_hex(value):
+    return value.lower() if isinstance(value, str) else value
+
+
+def _log_print(entry) -> tuple:
+    if not isinstance(entry, dict):
+        return ("?", json.dumps(entry, sort_keys=True))
+    return tuple(
+        tuple(_norm_hex(t) for t in entry.get(f) or ()) if f == "topics" else _norm_hex(entry.get(f))
+        for f in _LOG_FIELDS
+    )
+
+
+def fingerprint(method: str, result) -> str:
+    """What an answer commits to; equal fingerprints mean agreeing answers. Raises HeaderInvalid for a
+    block whose header does not hash to its claimed hash."""
+    if method in ("eth_getBlockByNumber", "eth_getBlockByHash"):
+        return "block:" + verified_header(result).hash.hex()
+    if method == "eth_getLogs" and isinstance(result, list):
+        return "logs:" + repr(sorted(_log_print(e) for e in result))
+    if method == "eth_getBlockReceipts" and isinstance(result, list):
+        rows = []
+        for r in result:
+            if not isinstance(r, dict):
+                rows.append(("?",))
+                continue
+            rows.append((_norm_hex(r.get("transactionHash")), _norm_hex(r.get("status")),
+                         tuple(_log_print(e) for e in r.get("logs") or ())))
+        return "receipts:" + repr(rows)
+    if isinstance(result, str):
+        return "v:" + result.lower()
+    return "v:" + json.dumps(result, sort_keys=True)
+
+
+class Endpoint:
+    """One JSON-RPC endpoint over HTTP(S) with a bounded, depth-checked reply."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.session = requests.Session()
+        self._id = 0
+
+    def call(self, method: str, params) -> dict:
+        """The JSON-RPC reply object (with ``result`` or ``error``); raises OSError/RequestException or
+        UntrustedInputError on transport failure or a malformed reply."""
+        self._id += 1
+        body = {"jsonrpc": "2.0", "id": self._id, "method": method, "params": list(params or ())}
+        with self.session.post(self.url, json=body, timeout=self.timeout, stream=True) as response:
+            response.raise_for_status()
+            raw = response.raw.read(MAX_REPLY_BYTES + 1, decode_content=True)
+        if len(raw) > MAX_REPLY_BYTES:
+            raise UntrustedInputError(f"{self.url}: {method} reply over {MAX_REPLY_BYTES} bytes")
+        reply = json_loads(raw, what=f"{method} reply", max_bytes=MAX_REPLY_BYTES)
+        if not isinstance(reply, dict) or ("result" not in reply and "error" not in reply):
+            raise UntrustedInputError(f"{self.url}: {method} reply is not a JSON-RPC response")
+        return reply
+
+
+class QuorumProvider(JSONBaseProvider):
+    """A web3 provider over ``urls`` that needs ``quorum`` agreeing endpoints per read (see module doc)."""
+
+    def __init__(self, urls: str | Sequence[str], quorum: int = 1, *, timeout: float = 5.0) -> None:
+        super().__init__()
+        urls = list(dict.fromkeys([urls] if isinstance(urls, str) else urls))
+        if not urls or not 1 <= quorum <= len(urls):
+            raise ValueError(f"need 1 <= quorum <= number of distinct RPC URLs, got {quorum} of {len(urls)}")
+        self.endpoints = [Endpoint(u, timeout) for u in urls]
+        self.quorum = quorum
+        self._pool = ThreadPoolExecutor(max_workers=len(urls), thread_name_prefix="rpc") if len(urls) > 1 else None
+        self.disagreements = 0  # answers outvoted or refused as unverified (for status and metrics)
+
+    def __repr__(self) -> str:
+        return f"QuorumProvider({self.quorum} of {len(self.endpoints)})"
+
+    def is_connected(self, show_traceback: bool = False) -> bool:
+        try:
+            self.make_request("eth_chainId", [])
+            return True
+        except Exception:
+            if show_traceback:
+                raise
+            return False
+
+    # ---------------------------------------------------------------------------------------------
+    def _ask_all(self, method: str, params) -> list[tuple[Endpoint, dict | Exception]]:
+        def ask(endpoint: Endpoint):
+            try:
+                return endpoint, endpoint.call(method, params)
+            except (OSError, requests.RequestException, UntrustedInputError) as exc:
+                return endpoint, exc
+
+        if self._pool is None:
+            return [ask(self.endpoints[0])]
+        return list(self._pool.map(ask, self.endpoints))
+
+    def make_request(self, method, params) -> dict:
+        params = list(params or ())
+        if method in PASS_THROUGH or method.startswith(("anvil_", "evm_", "hardhat_")):
+            return self._first(method, params)
+        if method == "eth_sendRawTransaction":
+            return self._first(method, params, every=True)
+        if method == "eth_blockNumber":
+            return {"jsonrpc": "2.0", "id": 0, "result": hex(self._head())}
+        params = self._resolve_tags(method, params)
+        return self._agreed(method, params)
+
+    def _first(self, method: str, params, *, every: bool = False) -> dict:
+        """The first endpoint's reply that is not a transport failure (``every``: send to all)."""
+        errors = []
+        answers = self._ask_all(method, params) if every else None
+        for i, endpoint in enumerate(self.endpoints):
+            reply = answers[i][1] if answers else self._try(endpoint, method, params)
+            if isinstance(reply, Exception):
+                errors.append(f"{endpoint.url}: {reply}")
+                continue
+            if every and "error" in reply and i + 1 < len(self.endpoints):
+                errors.append(f"{endpoint.url}: {reply['error']}")
+                continue
+            return reply
+        raise ChainUnavailable(f"{method}: no endpoint answered ({'; '.join(errors)})")
+
+    @staticmethod
+    def _try(endpoint: Endpoint, method: str, params):
+        try:
+            return endpoint.call(method, params)
+        except (OSError, requests.RequestException, UntrustedInputError) as exc:
+            return exc
+
+    def _head(self) -> int:
+        heads, failures = [], []
+        for endpoint, reply in self._ask_all("eth_blockNumber", []):
+            try:
+                if isinstance(reply, Exception):
+                    raise reply
+                heads.append(int(reply["result"], 16))
+            except Exception as exc:  # noqa: BLE001 - any malformed or failed answer is a non-vote
+                failures.append(f"{endpoint.url}: {type(exc).__name__}: {exc}")
+        if len(heads) < self.quorum:
+            raise ChainUnavailable(f"eth_blockNumber: {len(heads)} of {len(self.endpoints)} endpoints answered, "
+                                   f"need {self.quorum} ({'; '.join(failures)})")
+        return sorted(heads, reverse=True)[self.quorum - 1]
+
+    def _tag_number(self, tag: str) -> int:
+        """A block tag resolved to the highest number that ``quorum`` endpoints have reached."""
+        if tag == "latest":
+            return self._head()
+        if tag == "earliest":
+            return 0
+        numbers = []
+        for _endpoint, reply in self._ask_all("eth_getBlockByNumber", [tag, False]):
+            if isinstance(reply, dict) and isinstance(reply.get("result"), dict):
+                try:
+                    numbers.append(verified_header(reply["result"]).number)
+                except HeaderInvalid:
+                    self.disagreements += 1
+        if len(numbers) < self.quorum:
+            raise ChainUnavailable(f"block tag {tag!r}: {len(numbers)} endpoints answered, need {self.quorum}")
+        return sorted(numbers, reverse=True)[self.quorum - 1]
+
+    def _resolve(self, value):
+        if isinstance(value, str) and value in TAGS:
+            return hex(self._tag_number("latest" if value == "pending" else value))
+        return value
+
+    def _resolve_tags(self, method: str, params: list) -> list:
+        if method == "eth_getBlockByNumber" and params:
+            params[0] = self._resolve(params[0])
+        elif method in _BLOCK_PARAM_LAST and params:
+            params[-1] = self._resolve(params[-1])
+        elif method == "eth_getLogs" and params and isinstance(params[0], dict):
+            params[0] = {k: self._resolve(v) if k in ("fromBlock", "toBlock") else v for k, v in params[0].items()}
+        return params
+
+    def _agreed(self, method: str, params) -> dict:
+        groups: dict[str, list[dict]] = {}
+        missing: list[dict] = []  # error or null replies: this endpoint does not vote
+        failures: list[str] = []
+        for endpoint, reply in self._ask_all(method, params):
+            if isinstance(reply, Exception):
+                failures.append(f"{endpoint.url}: {type(reply).__name__}: {reply}")
+                continue
+            if "error" in reply or reply.get("result") is None:
+                missing.append(reply)
+                continue
+            try:
+                key = fingerprint(method, reply["result"])
+            except HeaderInvalid as exc:
+                key = f"invalid:{endpoint.url}"
+                log.warning("RPC endpoint answered an invalid header", extra={"endpoint": endpoint.url,
+                                                                               "error": str(exc)})
+            groups.setdefault(key, []).append(reply)
+        winners = [g for k, g in groups.items() if len(g) >= self.quorum and not k.startswith("invalid:")]
+        if len(groups) > 1:
+            self.disagreements += 1
+            log.warning("RPC endpoints disagree", extra={"method": method, "answers": len(groups)})
+        if len(winners) == 1:
+            return winners[0][0]
+        answered = sum(len(g) for g in groups.values())
+        if winners or (len(groups) > 1 and answered >= self.quorum):
+            raise ChainUnverified(f"{method}: RPC endpoints disagree ({len(groups)} different answers, "
+                                  f"need {self.quorum} agreeing)")
+        if groups and all(k.startswith("invalid:") for k in groups):
+            raise ChainUnverified(f"{method}: the only answer has a header that does not verify")
+        if missing:
+            return missing[0]
+        raise ChainUnavailable(f"{method}: {answered} of {len(self.endpoints)} endpoints answered, need "
+                               f"{self.quorum} ({'; '.join(failures)})")
+
+
+def connect(urls: str | Sequence[str], quorum: int = 1, *, timeout: float = 5.0) -> Web3:
+    """A Web3 whose every read needs ``quorum`` of ``urls`` to agree."""
+    return Web3(QuorumProvider(urls, quorum, timeout=timeout))
