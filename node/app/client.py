@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import grpc
 
 from derot import _proto
+from derot.errors import DerotError
 from derot.net import tls
 from derot.net.status import Refusal, refusal_from_rpc_error
 
@@ -33,7 +34,7 @@ class Attempt:
     detail: str
 
 
-class RequestFailed(Exception):
+class RequestFailed(DerotError):
     """Every attempt failed; ``refusal`` is the last (or the decisive) refusal, ``attempts`` all of them."""
 
     def __init__(self, refusal: Refusal, attempts: Sequence[Attempt]):

@@ -24,10 +24,13 @@ from derot.constants import KeyType
 from derot.crypto import kd
 from derot.crypto.appkeys import AppKeys, derive_app_keys
 from derot.crypto.bls import G1, G2
+from derot.errors import DerotError
 
 
-class AppError(Exception):
+class AppError(DerotError):
     """The committee's answer does not verify (wrong key, wrong certificate): never use it."""
+
+    reason = "answer_does_not_verify"
 
 
 @dataclass(frozen=True)

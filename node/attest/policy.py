@@ -22,6 +22,7 @@ from derot.attest.binding import RequestBinding
 from derot.attest.claims import Claims
 from derot.attest.replay import ReplayStore
 from derot.constants import TcbStatus
+from derot.limits import LIMITS
 
 
 class Reason(str, enum.Enum):
@@ -178,7 +179,7 @@ class NotRevoked:
 
 
 class ReportDataBinds:
-    """report_data equals the request binding (DESIGN.md §5) or the caller's challenge."""
+    """report_data equals the request binding (docs/design.md §5) or the caller's challenge."""
 
     name = "report_data"
 
@@ -201,7 +202,7 @@ class RequestFresh:
 
     name = "fresh"
 
-    def __init__(self, max_age: int = 300, max_skew: int = 30):
+    def __init__(self, max_age: int = 300, max_skew: int = LIMITS.max_clock_skew):
         self.max_age, self.max_skew = max_age, max_skew
 
     def check(self, claims, snapshot, request):
@@ -231,7 +232,7 @@ class NotReplayed:
 
     name = "replay"
 
-    def __init__(self, store: ReplayStore, max_age: int = 300, max_skew: int = 30):
+    def __init__(self, store: ReplayStore, max_age: int = 300, max_skew: int = LIMITS.max_clock_skew):
         self.store, self.max_age, self.max_skew = store, max_age, max_skew
 
     def check(self, claims, snapshot, request):
@@ -252,7 +253,7 @@ class PolicyEngine:
 
     @classmethod
     def default(cls, *, replay: ReplayStore | None = None, delegates: DelegateOracle | None = None,
-                max_age: int = 300, max_skew: int = 30) -> "PolicyEngine":
+                max_age: int = 300, max_skew: int = LIMITS.max_clock_skew) -> "PolicyEngine":
         rules: list[Rule] = [
             PlatformEnabled(), TcbAtLeastFloor(), MeasurementAllowed(delegates), DebugAllowed(), NotRevoked(),
             ReportDataBinds(), RequestFresh(max_age, max_skew), EvidenceWindow(),

@@ -45,6 +45,7 @@ from web3.exceptions import BlockNotFound, Web3Exception
 from derot.chain.registry import ChainReadError, Registry
 from derot.chain.state import RegistryState, apply_changes, read_state
 from derot.chain.types import RevocationKind
+from derot.errors import DerotError
 
 log = logging.getLogger("derot.chain.follower")
 
@@ -52,8 +53,10 @@ log = logging.getLogger("derot.chain.follower")
 TRANSIENT_ERRORS = (OSError, requests.RequestException, Web3Exception, ChainReadError, TimeoutError)
 
 
-class ReorgRace(RuntimeError):
+class ReorgRace(DerotError, RuntimeError):
     """The chain changed while a poll was reading it; the poll is retried."""
+
+    reason = "reorg_race"
 
 
 @dataclass(frozen=True)

@@ -30,12 +30,15 @@ from derot.chain.tx import send
 from derot.chain.types import EpochPhase, EpochRecord, NodeRecord, NodeStatus, RevocationKind
 from derot.constants import Platform, TcbStatus
 from derot.crypto.bls import G1, G2
+from derot.errors import DerotError
 
 PAGE = 100  # items per paged view call
 
 
-class ChainReadError(RuntimeError):
+class ChainReadError(DerotError, RuntimeError):
     """A view call failed: the block is unknown or no longer canonical, or the node answered an error."""
+
+    reason = "chain_read_failed"
 
 
 def block_param(block):

@@ -34,13 +34,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from derot.errors import DerotError
+
 PLATFORMS = {"tdx": "TDX", "sgx": "SGX", "snp": "SEV_SNP", "sev-snp": "SEV_SNP", "nvidia-gpu": "NVIDIA_GPU"}
 DEVNET_PLATFORMS = ("tdx", "snp")
 KEY_TYPES = ("secp256k1", "ed25519", "x25519", "p256")
 
 
-class CliError(Exception):
+class CliError(DerotError):
     """A user-facing error: printed without a traceback, exit code 1."""
+
+    reason = "cli_error"
 
 
 # ------------------------------------------------------------------------------------------------

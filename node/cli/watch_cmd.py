@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from derot.errors import DerotError
+
 DEFAULT_MQTT = "mqtt://127.0.0.1:1883"
 DEFAULT_RPC = "http://127.0.0.1:8545"
 
@@ -58,8 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
 
 
-class WatchError(Exception):
+class WatchError(DerotError):
     """A setup problem, printed without a traceback."""
+
+    reason = "watch_failed"
 
 
 def _fill_from_devnet(args) -> None:

@@ -16,13 +16,16 @@ from dataclasses import dataclass
 import grpc
 
 from derot import _proto
+from derot.errors import DerotError
 from derot.net import tls
 
 log = logging.getLogger("derot.net.peers")
 
 
-class EndpointError(ValueError):
+class EndpointError(DerotError, ValueError):
     """An endpoint string that is not ``public=HOST:PORT;peer=HOST:PORT``."""
+
+    reason = "malformed_endpoint"
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from derot.errors import DerotError
+
 SEAL_VERSION = 1
 KEY_SIZE = 32
 NONCE_SIZE = 12
@@ -25,8 +27,10 @@ NONCE_SIZE = 12
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
 
 
-class UnsealError(Exception):
+class UnsealError(DerotError):
     """A sealed blob does not open: wrong sealing key or passphrase, wrong slot, or tampering."""
+
+    reason = "unseal_failed"
 
 
 @dataclass(frozen=True, repr=False)

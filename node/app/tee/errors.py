@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+from derot.errors import DerotError
 
-class TeeError(Exception):
+
+class TeeError(DerotError):
     """Base class: evidence could not be obtained from this TEE device."""
+
+    reason = "tee_unavailable"
 
 
 class TeeUnavailable(TeeError):
