@@ -1,10 +1,11 @@
 """Peering: which registered nodes this node trusts on its Peer port (TLS pins), and every call it makes
 to another node's Peer port.
 
-Who may call. The Peer port's TLS accepts registered nodes that are not removed or suspended
-(:func:`pinned_nodes`): they may fetch this node's membership evidence (public: its hash is on-chain), so
-future members check each other before the vote that starts their first DKG. Every other Peer method is for
-approved members of the current or the pending epoch only (:func:`epoch_members`). The registry pins each
+Who may call. Approved nodes (:func:`pinned_nodes`); before the first epoch activates, also registrants
+awaiting approval, so the future members of the bootstrap DKG can check each other's membership evidence
+before the vote that approves them and starts it. Approved nodes may fetch this node's membership evidence
+(public: its hash is on-chain); every other Peer method is for approved members of the current or the pending
+epoch only (:func:`epoch_members`). The registry pins each
 node's TLS key hash; :meth:`Peering.on_state` drops the pins of nodes that are no longer allowed at once, and fetches the certificates of newly allowed ones in a background task, so handling a registry update
 (a revocation, say) never waits on peer I/O, and a registrant that never answers costs nothing but its own
 retries (backed off per registrant). The Peer port accepts a client certificate only if it is pinned
@@ -39,9 +40,18 @@ LAGGING = frozenset({status.NOT_A_MEMBER, status.WRONG_EPOCH})
 CERT_RETRY = 2.0
 
 
+def admitted_statuses(state: RegistryState) -> tuple[NodeStatus, ...]:
+    """Registry statuses whose nodes may reach the Peer port: approved ones; before any epoch is active, also
+    registrants awaiting approval (the bootstrap committee, checking each other's evidence before the vote)."""
+    if state.committee is None:
+        return (NodeStatus.PENDING, NodeStatus.APPROVED)
+    return (NodeStatus.APPROVED,)
+
+
 def pinned_nodes(state: RegistryState) -> dict[str, NodeRecord]:
-    """Nodes whose TLS key the Peer port accepts: registered, neither removed nor suspended."""
-    return {op.lower(): n for op, n in state.nodes.items() if n.status in (NodeStatus.PENDING, NodeStatus.APPROVED)}
+    """Nodes whose TLS key the Peer port accepts (:func:`admitted_statuses`)."""
+    admitted = admitted_statuses(state)
+    return {op.lower(): n for op, n in state.nodes.items() if n.status in admitted}
 
 
 def epoch_members(state: RegistryState) -> dict[str, NodeRecord]:
@@ -161,11 +171,11 @@ class Peering:
     def authorize(operator: str, state: RegistryState | None, *, evidence_only: bool = False) -> None:
         """Refuse (``not_a_member``, naming why) unless registered ``operator`` may make a Peer call now: it is
         approved and a member of the current or the pending epoch. ``evidence_only``: the call is
-        GetNodeEvidence, open to every node :func:`pinned_nodes` admits."""
+        GetNodeEvidence, open to every node :func:`admitted_statuses` admits."""
         node = state.nodes.get(operator) if state is not None else None
         if node is None:
             raise Refusal(status.NOT_A_MEMBER, f"{operator} is not registered")
-        allowed = (NodeStatus.PENDING, NodeStatus.APPROVED) if evidence_only else (NodeStatus.APPROVED,)
+        allowed = admitted_statuses(state) if evidence_only else (NodeStatus.APPROVED,)
         if node.status not in allowed:
             raise Refusal(status.NOT_A_MEMBER, f"{operator} is {node.status.name.lower()}, not an approved node",
                           metadata={"status": node.status.name.lower()})

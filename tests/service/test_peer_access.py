@@ -53,6 +53,10 @@ def test_only_approved_members_of_the_current_or_pending_epoch_may_use_the_peer_
     unapproved = registrant(2)
     state = with_node(state, unapproved)
     assert refusal(Peering.authorize, unapproved.operator, state).metadata == {"status": "pending"}
+    assert refusal(Peering.authorize, unapproved.operator, state, evidence_only=True).metadata == {"status": "pending"}
+    bootstrap = dataclasses.replace(state, current_epoch=0)  # no epoch yet: the future committee checks itself
+    Peering.authorize(unapproved.operator, bootstrap, evidence_only=True)
+    assert refusal(Peering.authorize, unapproved.operator, bootstrap).metadata == {"status": "pending"}
     assert refusal(Peering.authorize, "0x" + "99" * 20, state).detail.endswith("is not registered")
 
 
