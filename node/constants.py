@@ -25,6 +25,8 @@ class Platform(enum.IntEnum):
     SGX = 2
     SEV_SNP = 3
     NVIDIA_GPU = 4
+    AZURE_SNP = 5  # SEV-SNP behind Azure's paravisor: SNP report + HCL runtime data + vTPM quote
+    AZURE_TDX = 6  # TDX behind Azure's paravisor: TD quote + HCL runtime data + vTPM quote
 
 
 class TcbStatus(enum.IntEnum):

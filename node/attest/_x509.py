@@ -6,7 +6,6 @@ from __future__ import annotations
 import warnings
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.utils import CryptographyDeprecationWarning
 
 from derot.attest.errors import EvidenceParseError
@@ -31,5 +30,17 @@ def load_certificates(data: bytes, what: str, *, allow_serial_zero: bool = False
             else:
                 certs = [x509.load_der_x509_certificate(data)]
             return [_touch(c) for c in certs]
-        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-            raise EvidenceParseError(f"{what}: malformed certificate ({exc})", 0) from None
+        except Exception as exc:  # noqa: BLE001 - cryptography also raises DuplicateExtension, etc.
+            raise EvidenceParseError(f"{what}: malformed certificate ({type(exc).__name__}: {exc})", 0) from None
+
+
+def load_crl(der: bytes, what: str) -> x509.CertificateRevocationList:
+    """A DER CRL with every lazily parsed field touched; anything malformed is :class:`EvidenceParseError`."""
+    try:
+        crl = x509.load_der_x509_crl(der)
+        crl.issuer, crl.extensions, crl.last_update_utc, crl.next_update_utc, crl.signature_hash_algorithm  # noqa: B018
+        for _ in crl:
+            pass
+        return crl
+    except Exception as exc:  # noqa: BLE001 - see load_certificates
+        raise EvidenceParseError(f"{what}: malformed CRL ({type(exc).__name__}: {exc})", 0) from None

@@ -20,6 +20,12 @@ Identity registers, per platform (what an app owner pins; everything else is a r
 - SEV-SNP: ``MEASUREMENT, HOST_DATA``. HOST_DATA is the launch-time configuration (the MRCONFIGID
   analogue); ID-block digests, VMPL and the guest policy are reported facts.
 - NVIDIA GPU: every SPDM measurement block as ``MEASUREMENT[<index>]`` in index order.
+- Azure SEV-SNP / TDX (vTPM behind the paravisor): the hardware identity registers above (the paravisor) plus
+  the vTPM's SHA-256 PCRs 0-9 and 11-14 (firmware, boot chain, kernel, command line, Secure Boot, PCR8 for
+  init-data). PCR10 (IMA, order-dependent), PCR15 (machine-id, volume keys: per instance), PCR16 and 23
+  (resettable) and 17-22 (DRTM) are reported, never pinned.
+- TDX with a replayed event log (``derot.attest.eventlog``): ``MRTD, RTMR0, RTMR1, RTMR2, MRCONFIGID,
+  APP_EVENTS`` (:data:`TDX_EVENTLOG_REGISTERS`): RTMR3 is replaced by the digest of its named app events.
 
 Names are part of the encoding, so two platforms or two register layouts can never collide, and a
 register can be added in a later version without ambiguity.
@@ -37,19 +43,29 @@ from derot.constants import Platform, TcbStatus
 
 MEASUREMENT_DOMAIN = b"DEROT-V1-MEASUREMENT"
 
+#: vTPM PCRs an Azure CVM app pins (module docstring), as register names ``PCR00``..``PCR23``.
+AZURE_IDENTITY_PCRS = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14)
+AZURE_PCR_NAMES = tuple(f"PCR{i:02d}" for i in AZURE_IDENTITY_PCRS)
+
 #: Identity registers per platform, in digest order.
 IDENTITY_REGISTERS: Mapping[Platform, tuple[str, ...]] = MappingProxyType(
     {
         Platform.TDX: ("MRTD", "RTMR0", "RTMR1", "RTMR2", "RTMR3", "MRCONFIGID"),
         Platform.SGX: ("MRENCLAVE", "MRSIGNER", "ISVPRODID", "ISVSVN"),
         Platform.SEV_SNP: ("MEASUREMENT", "HOST_DATA"),
+        Platform.AZURE_SNP: ("MEASUREMENT", "HOST_DATA") + AZURE_PCR_NAMES,
+        Platform.AZURE_TDX: ("MRTD", "RTMR0", "RTMR1", "RTMR2", "RTMR3", "MRCONFIGID") + AZURE_PCR_NAMES,
     }
 )
+#: The TDX identity when the evidence carries an event log: RTMR3 replaced by its app events' digest.
+TDX_EVENTLOG_REGISTERS = ("MRTD", "RTMR0", "RTMR1", "RTMR2", "MRCONFIGID", "APP_EVENTS")
 
 
-def measurement_digest(platform: Platform, registers: Mapping[str, bytes]) -> bytes:
-    """The canonical 32-byte measurement digest (module docstring) of ``registers``."""
-    names = IDENTITY_REGISTERS.get(platform)
+def measurement_digest(platform: Platform, registers: Mapping[str, bytes],
+                       names: tuple[str, ...] | None = None) -> bytes:
+    """The canonical 32-byte measurement digest (module docstring) of ``registers``; ``names`` overrides the
+    platform's identity registers (the TDX event-log profile)."""
+    names = names or IDENTITY_REGISTERS.get(platform)
     if names is None:  # GPU: every block, by index
         names = tuple(sorted(registers, key=_block_index))
     h = hashlib.sha256(MEASUREMENT_DOMAIN + bytes([int(platform)]))
@@ -98,10 +114,15 @@ class Claims:
     root: str = "production"
     details: Mapping[str, object] = field(default_factory=dict)
     gpus: tuple["Claims", ...] = ()
+    #: named security attributes policy checks (JSON-ready): TDX ``td_attributes`` (by name),
+    #: ``mr_service_td``, ``seam_attributes``; SEV-SNP ``vmpl``, ``guest_policy`` (by name),
+    #: ``product`` and ``tcb`` (per component); NVIDIA ``rim`` results
+    tee_attributes: Mapping[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "measurements", MappingProxyType(dict(self.measurements)))
         object.__setattr__(self, "details", MappingProxyType(dict(self.details)))
+        object.__setattr__(self, "tee_attributes", MappingProxyType(dict(self.tee_attributes)))
 
     def with_gpus(self, gpus: tuple["Claims", ...]) -> "Claims":
         """A copy of these claims paired with verified GPU claims."""
@@ -125,6 +146,7 @@ class Claims:
             "root": self.root,
             "details": {k: _jsonable(v) for k, v in self.details.items()},
             "gpus": [g.to_json_dict() for g in self.gpus],
+            "tee_attributes": _jsonable(self.tee_attributes),
         }
 
 

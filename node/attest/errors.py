@@ -119,3 +119,15 @@ class UnsupportedEvidence(VerificationError):
     """Evidence of a kind this verifier does not handle (unknown platform, key type, algorithm)."""
 
     reason = "unsupported_evidence"
+
+
+class ChainIncomplete(ChainInvalid):
+    """A certificate chain lacks a certificate between its leaf and the pinned root (or lacks the leaf)."""
+
+    reason = "cert_chain_incomplete"
+
+
+class FwidMissing(ChainInvalid):
+    """A GPU attestation certificate carries no FWID extension."""
+
+    reason = "gpu_fwid_missing"

@@ -39,6 +39,13 @@ class Evidence:
     ask: bytes = b""
     collateral: bytes = b""
     gpus: tuple[GpuEvidence, ...] = ()
+    # Azure CVMs (derot.attest.azure): quote = HCL report; the vTPM quote, its signature and PCRs 0..23
+    tpm_quote: bytes = b""
+    tpm_signature: bytes = b""
+    tpm_pcrs: tuple[bytes, ...] = ()
+    td_quote: bytes = b""
+    hcl_user_data_bound: bool = False
+    event_log: bytes = b""  # TDX: CCEL event log (derot.attest.eventlog)
 
     def encode(self) -> bytes:
         pb = _pb()
@@ -50,6 +57,12 @@ class Evidence:
             ask_cert=self.ask,
             collateral_json=self.collateral,
             gpus=[pb.GpuEvidence(report=g.report, cert_chain_pem=g.cert_chain) for g in self.gpus],
+            tpm_quote=self.tpm_quote,
+            tpm_signature=self.tpm_signature,
+            tpm_pcrs=list(self.tpm_pcrs),
+            td_quote=self.td_quote,
+            hcl_user_data_bound=self.hcl_user_data_bound,
+            event_log=self.event_log,
         )
         return msg.SerializeToString(deterministic=True)
 
@@ -82,4 +95,10 @@ class Evidence:
             ask=msg.ask_cert,
             collateral=msg.collateral_json,
             gpus=tuple(GpuEvidence(g.report, g.cert_chain_pem) for g in msg.gpus),
+            tpm_quote=msg.tpm_quote,
+            tpm_signature=msg.tpm_signature,
+            tpm_pcrs=tuple(msg.tpm_pcrs),
+            td_quote=msg.td_quote,
+            hcl_user_data_bound=msg.hcl_user_data_bound,
+            event_log=msg.event_log,
         )

@@ -12,9 +12,11 @@ advisories for any status but Revoked, so the TCB floor is derot's decision. dca
 on every API path including ``QuoteVerifier.verify_with_policy`` with ``QuotePolicy.claims_only``,
 debug TDs and enclaves, TDs without SEPT_VE_DISABLE, with migration/profiling/SERVTD_EXT, and a
 non-zero MRSERVICETD, without returning any facts (``allow_debug``/``allow_service_td`` exist only
-in its Rust API). For exactly those refusals derot verifies the quote with its own independent
-verifier (:mod:`derot.attest.intel_dcap`) and reports the facts in :class:`Claims` (``debug``,
-``details``), so :mod:`derot.attest.policy` decides with a named reason. ``claims_only`` adds no
+in its Rust API). When the quote body carries any of those (a structured signal computed from the
+parsed quote, :func:`derot.attest.intel_attributes.dcap_policy_objections`, never from dcap-qvl's error
+text), derot verifies the quote with its own verifier (:mod:`derot.attest.intel_dcap`, which checks
+what a QVL checks) and reports the facts in :class:`Claims` (``debug``, ``tee_attributes``), so
+:mod:`derot.attest.policy_tee` decides with a named reason. ``claims_only`` adds no
 facts derot needs and costs a JSON round trip, so it is not used. The validity window is the
 collateral's intersected with the PCK chain's.
 """
@@ -44,17 +46,12 @@ from derot.attest.errors import (
     UnsupportedEvidence,
     VerificationError,
 )
-from derot.attest import intel_dcap
+from derot.attest import intel_attributes, intel_dcap
 from derot.attest._x509 import load_certificates
 from derot.attest.intel_quote import IntelQuote, SgxReportBody, TdReportBody, parse_quote
 from derot.constants import Platform, TcbStatus
 
 DEVNET_MARKER = "derot devnet"
-#: dcap-qvl refusals that are attribute policy, not verification failures (see intel_dcap's docstring).
-DCAP_POLICY_REFUSALS = (
-    "debug mode is enabled", "sept_ve_disable is not enabled", "invalid mr service td", "td profiling is enabled",
-    "servtd_ext is enabled", "td migration is enabled", "reserved bits in td attributes",
-)
 
 
 @dataclass(frozen=True)
@@ -141,7 +138,8 @@ def classify_dcap_error(message: str) -> VerificationError:
     """Map a dcap-qvl error message onto derot's failure classes (the message is kept)."""
     m = message.lower()
     text = f"dcap-qvl: {message}"
-    if any(k in m for k in ("no matching tcb level", "below minimum required", "tdx module tcb level", "no tdx module identity")):
+    if any(k in m for k in ("no matching tcb level", "below minimum required", "tdx module tcb level", "no tdx module identity",
+                            "tdx module identity check")):
         return TcbNotSupported(text)
     if "tcb status is invalid" in m and "revoked" in m:
         return TcbRevoked(text)
@@ -201,20 +199,20 @@ class IntelVerifier:
                 f"collateral is for FMSPC {collateral.fmspc.hex()}, the quote's PCK says {pck.fmspc.hex()}"
             )
         collateral.require_fresh(at)
+        objections = intel_attributes.dcap_policy_objections(quote.body)
+        if objections:  # dcap-qvl could only refuse by its own policy: verify here, policy decides
+            return self._verify_own(quote, pck, collateral, label, at, objections)
         try:
             report = dcap_qvl.verify_with_root_ca(quote.raw, collateral.qvl, pck.root_der, at)
         except ValueError as exc:
-            message = str(exc)
-            if not any(k in message.lower() for k in DCAP_POLICY_REFUSALS):
-                raise classify_dcap_error(message) from None
-            return self._verify_refused(quote, pck, collateral, label, at, message)
+            raise classify_dcap_error(str(exc)) from None
         return _claims(quote, report.status, tuple(report.advisory_ids), "dcap-qvl", pck, collateral, label)
 
-    def _verify_refused(self, quote, pck, collateral, label, at, message) -> Claims:
-        """dcap-qvl refused by its own attribute policy: verify independently and report the facts."""
+    def _verify_own(self, quote, pck, collateral, label, at, objections: tuple[str, ...]) -> Claims:
+        """Verify with derot's own QVL (:mod:`derot.attest.intel_dcap`) and report the facts."""
         result, _ = intel_dcap.verify_quote(quote, collateral, self.roots[label], at)
         claims = _claims(quote, result.status, result.advisory_ids, "derot intel_dcap", pck, collateral, label)
-        return replace(claims, details={**claims.details, "dcap_qvl_refusal": message})
+        return replace(claims, details={**claims.details, "dcap_qvl_policy_objections": list(objections)})
 
 
 def _claims(quote: IntelQuote, status_name: str, advisories: tuple[str, ...], verified_by: str, pck: PckInfo,
@@ -280,4 +278,5 @@ def _claims(quote: IntelQuote, status_name: str, advisories: tuple[str, ...], ve
         not_after=min(pck.not_after, collateral.not_after),
         root=label,
         details=details,
+        tee_attributes=intel_attributes.tdx_facts(body) if platform == Platform.TDX else {"debug": body.debug},
     )

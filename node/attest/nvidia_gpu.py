@@ -36,8 +36,10 @@ from derot.attest._x509 import load_certificates
 from derot.attest.claims import Claims, HardwareIds, measurement_digest
 from derot.attest.errors import (
     CertificateExpired,
+    ChainIncomplete,
     ChainInvalid,
     EvidenceParseError,
+    FwidMissing,
     NonceMismatch,
     RootNotTrusted,
     SignatureInvalid,
@@ -46,9 +48,12 @@ from derot.constants import Platform, TcbStatus
 
 REQUEST_SIZE = 37
 SIGNATURE_SIZE = 96
+#: zero bytes tolerated after the signature (real Hopper reports carry one; other verifiers ignore it)
+MAX_PADDING = 8
 SPDM_VERSIONS = (0x10, 0x11, 0x12)
 GET_MEASUREMENTS, MEASUREMENTS = 0xE0, 0x60
 OID_NVIDIA_FWID = x509.ObjectIdentifier("2.23.133.5.4.1")
+OID_DICE_TCB_INFO = x509.ObjectIdentifier("2.23.133.5.4.1.1")
 OPAQUE_DRIVER_VERSION, OPAQUE_VBIOS_VERSION, OPAQUE_FWID = 3, 6, 20
 OPAQUE_NAMES = {
     1: "cert_issuer_name", 2: "cert_authority_key_id", 3: "driver_version", 4: "gpu_info", 5: "sku",
@@ -155,11 +160,16 @@ def parse_report(raw: bytes) -> GpuReport:
         t = opaque_r.u16("opaque field type")
         opaque.append((t, opaque_r.take(opaque_r.u16("opaque field size"), f"opaque field {t}")))
     signed_length = r.pos
-    if r.remaining() != SIGNATURE_SIZE:
+    if r.remaining() < SIGNATURE_SIZE:
         raise r.fail(f"{r.remaining()} bytes left for the signature, expected {SIGNATURE_SIZE}")
     signature = r.take(SIGNATURE_SIZE, "signature")
+    padding = r.take(r.remaining(), "padding after the signature")
+    if len(padding) > MAX_PADDING or any(padding):
+        raise EvidenceParseError(
+            f"GPU SPDM report: {len(padding)} bytes after the signature; only up to {MAX_PADDING} zero bytes "
+            "of padding are tolerated", r.pos - len(padding))
     return GpuReport(
-        raw=bytes(raw),
+        raw=bytes(raw[: r.pos - len(padding)]),
         spdm_version=version,
         request_nonce=nonce,
         slot_id=slot_id,
@@ -179,17 +189,54 @@ def load_chain(pem_chain: bytes) -> list[x509.Certificate]:
 
 
 def cert_fwid(cert: x509.Certificate) -> bytes | None:
-    """The FWID NVIDIA puts in the attestation certificate (extension 2.23.133.5.4.1, last digest)."""
-    try:
-        raw = cert.extensions.get_extension_for_oid(OID_NVIDIA_FWID).value.value
-    except x509.ExtensionNotFound:
-        return None
-    try:
-        untrusted.der_check_depth(raw, what="GPU certificate FWID extension")
-        value, _ = der_decoder.decode(raw)
-        return bytes(value[len(value) - 1][1])
-    except (untrusted.UntrustedInputError, PyAsn1Error, IndexError, TypeError, KeyError, RecursionError):
-        raise ChainInvalid("GPU certificate FWID extension is malformed") from None
+    """The FWID NVIDIA puts in the attestation certificate: Hopper's extension 2.23.133.5.4.1 (last
+    digest), or Blackwell's TCG DICE TcbInfo 2.23.133.5.4.1.1 (``fwids[0]``, context tag [6])."""
+    for oid, parse in ((OID_NVIDIA_FWID, _hopper_fwid), (OID_DICE_TCB_INFO, _dice_tcb_info_fwid)):
+        try:
+            raw = cert.extensions.get_extension_for_oid(oid).value.value
+        except x509.ExtensionNotFound:
+            continue
+        try:
+            untrusted.der_check_depth(raw, what="GPU certificate FWID extension")
+            return parse(raw)
+        except (untrusted.UntrustedInputError, PyAsn1Error, IndexError, TypeError, KeyError, RecursionError, ValueError):
+            raise ChainInvalid(f"GPU certificate FWID extension {oid.dotted_string} is malformed") from None
+    return None
+
+
+def _hopper_fwid(raw: bytes) -> bytes:
+    value, _ = der_decoder.decode(raw)
+    return bytes(value[len(value) - 1][1])
+
+
+def _der_items(data: bytes) -> list[tuple[int, bytes]]:
+    """(tag byte, contents) of each DER item in ``data`` (short and long definite lengths only)."""
+    items, pos = [], 0
+    while pos < len(data):
+        tag, n = data[pos], data[pos + 1]
+        pos += 2
+        if n & 0x80:
+            k = n & 0x7F
+            if not 1 <= k <= 3:
+                raise ValueError("unsupported DER length")
+            n, pos = int.from_bytes(data[pos : pos + k], "big"), pos + k
+        if pos + n > len(data):
+            raise ValueError("truncated DER item")
+        items.append((tag, data[pos : pos + n]))
+        pos += n
+    return items
+
+
+def _dice_tcb_info_fwid(raw: bytes) -> bytes:
+    (tag, body), = _der_items(raw)
+    if tag != 0x30:
+        raise ValueError("TcbInfo is not a SEQUENCE")
+    fwids = next(v for t, v in _der_items(body) if t == 0xA6)
+    first = _der_items(fwids)[0][1]
+    (t_oid, _), (t_digest, digest) = _der_items(first)
+    if t_oid != 0x06 or t_digest != 0x04:
+        raise ValueError("FWID is not (OID, OCTET STRING)")
+    return digest
 
 
 class NvidiaRoots:
@@ -217,27 +264,54 @@ class NvidiaRoots:
         hit = self._cache.get(key)
         if hit is None:
             certs = load_chain(pem_chain)
-            if not certs:
-                raise ChainInvalid("GPU certificate chain is empty")
-            for cert, issuer in zip(certs, certs[1:]):
-                _check_link(cert, issuer)
-            top = certs[-1]
-            anchor = next((r for r in self.roots if r == top), None)
-            if anchor is None:
-                anchor = next((r for r in self.roots if r.subject == top.issuer), None)
-                if anchor is None:
-                    raise RootNotTrusted(f"GPU chain ends at {top.subject.rfc4514_string()!r}, not a pinned NVIDIA root")
-                _check_link(top, anchor)
-                certs.append(anchor)
+            anchor = self._complete_chain(certs)
             nb = max(int(c.not_valid_before_utc.timestamp()) for c in certs)
             na = min(int(c.not_valid_after_utc.timestamp()) for c in certs)
-            hit = (certs[0], cert_fwid(certs[0]), nb, na, self.labels[id(anchor)])
+            fwid = cert_fwid(certs[0])
+            if fwid is None:
+                raise FwidMissing(f"the GPU leaf {certs[0].subject.rfc4514_string()!r} has no FWID extension "
+                                  f"({OID_NVIDIA_FWID.dotted_string})")
+            hit = (certs[0], fwid, nb, na, self.labels[id(anchor)])
             with self._lock:
                 self._cache[key] = hit
         nb, na = hit[2], hit[3]
         if not nb <= at <= na:
             raise CertificateExpired(f"GPU certificate chain valid {nb}..{na} (unix), not at {at}")
         return hit
+
+
+    def _complete_chain(self, certs: list[x509.Certificate]) -> x509.Certificate:
+        """Check that ``certs`` runs from the GPU's attestation (FMC) leaf, each certificate issued by the next,
+        to a pinned root (appended to ``certs`` when the chain stops just below it); returns that root."""
+        if not certs:
+            raise ChainIncomplete("the GPU certificate chain is empty")
+        if len(certs) == 1 and any(r == certs[0] for r in self.roots):
+            raise ChainIncomplete("the GPU certificate chain holds only the pinned root: the attestation (FMC) leaf "
+                                  "and its intermediates are missing")
+        if _is_ca(certs[0]):
+            raise ChainIncomplete(f"the GPU certificate chain starts at CA {certs[0].subject.rfc4514_string()!r}, "
+                                  "not at the GPU's attestation (FMC) leaf")
+        for cert, issuer in zip(certs, certs[1:]):
+            if cert.issuer != issuer.subject:
+                raise ChainIncomplete(f"the issuer {cert.issuer.rfc4514_string()!r} of "
+                                      f"{cert.subject.rfc4514_string()!r} is missing from the GPU certificate chain")
+            _check_link(cert, issuer)
+        top = certs[-1]
+        anchor = next((r for r in self.roots if r == top), None)
+        if anchor is None:
+            anchor = next((r for r in self.roots if r.subject == top.issuer), None)
+            if anchor is None:
+                raise RootNotTrusted(f"GPU chain ends at {top.subject.rfc4514_string()!r}, not a pinned NVIDIA root")
+            _check_link(top, anchor)
+            certs.append(anchor)
+        return anchor
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        return False
 
 
 def _check_link(cert: x509.Certificate, issuer: x509.Certificate) -> None:
@@ -282,9 +356,9 @@ def verify_report(
             f"GPU request nonce {report.request_nonce.hex()} != expected {expected_nonce.hex()}"
         )
     fwid = report.fwid
-    if fwid is not None and chain_fwid is not None and fwid != chain_fwid:
+    if fwid is not None and fwid != chain_fwid:
         raise ChainInvalid("FWID in the GPU report differs from the FWID in its certificate")
-    fwid = fwid if fwid is not None else chain_fwid
+    fwid = chain_fwid
 
     registers = {f"MEASUREMENT[{b.index}]": b.value for b in sorted(report.blocks, key=lambda b: b.index)}
     details = {

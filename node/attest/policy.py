@@ -43,6 +43,18 @@ class Reason(str, enum.Enum):
     REQUEST_STALE = "request_stale"
     EVIDENCE_OUTSIDE_VALIDITY = "evidence_outside_validity"
     REPLAYED = "replayed"
+    TCB_FLOOR_UNKNOWN = "tcb_floor_unknown"
+    TD_ATTRIBUTES_RESERVED = "td_attributes_reserved"
+    TD_SEPT_VE_ENABLED = "td_sept_ve_enabled"
+    TD_MIGRATABLE = "td_migratable"
+    TD_PROFILING = "td_profiling"
+    TD_SERVTD_EXT = "td_servtd_ext"
+    TD_MR_SERVICE_TD = "td_mr_service_td"
+    SEAM_ATTRIBUTES_SET = "seam_attributes_set"
+    SNP_VMPL_NOT_ALLOWED = "snp_vmpl_not_allowed"
+    SNP_GUEST_POLICY = "snp_guest_policy"
+    GPU_RIM_MISMATCH = "gpu_rim_mismatch"
+    GPU_RIM_UNAVAILABLE = "gpu_rim_unavailable"
 
 
 @dataclass(frozen=True)
@@ -107,10 +119,19 @@ class TcbAtLeastFloor:
     name = "tcb_floor"
 
     def check(self, claims, snapshot, request):
+        from derot.attest.policy_tee import effective_tcb_status, snp_tcb_shortfall
+
         for c in _all(claims):
             floor = snapshot.platform_rule(c.platform).tcb_floor
-            if c.tcb_status == TcbStatus.UNKNOWN or c.tcb_status < floor:
-                return refuse(Reason.TCB_BELOW_FLOOR, f"{c.platform.name} TCB {c.tcb_status.name} is below {floor.name}")
+            try:
+                floor = TcbStatus(floor)
+            except ValueError:  # e.g. setTcbFloor(TDX, 8): no status satisfies an unknown floor
+                return refuse(Reason.TCB_FLOOR_UNKNOWN, f"{c.platform.name} TCB floor {floor!r} is not a known TCB status")
+            status = effective_tcb_status(c, snapshot)
+            if status == TcbStatus.UNKNOWN or status < floor:
+                why = snp_tcb_shortfall(c, snapshot) if status != c.tcb_status else None
+                return refuse(Reason.TCB_BELOW_FLOOR, f"{c.platform.name} TCB {status.name}"
+                              + (f" ({why})" if why else "") + f" is below {floor.name}")
         return None
 
 
@@ -254,10 +275,14 @@ class PolicyEngine:
     @classmethod
     def default(cls, *, replay: ReplayStore | None = None, delegates: DelegateOracle | None = None,
                 max_age: int = 300, max_skew: int = LIMITS.max_clock_skew) -> "PolicyEngine":
+        from derot.attest import policy_tee
+
         rules: list[Rule] = [
             PlatformEnabled(), TcbAtLeastFloor(), MeasurementAllowed(delegates), DebugAllowed(), NotRevoked(),
             ReportDataBinds(), RequestFresh(max_age, max_skew), EvidenceWindow(),
         ]
+        rules[4:4] = [policy_tee.TdAttributesAllowed(), policy_tee.SnpVmplAllowed(), policy_tee.SnpGuestPolicyAllowed(),
+                        policy_tee.GpuRimMatches()]
         if replay is not None:
             rules.append(NotReplayed(replay, max_age, max_skew))
         return cls(rules)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
@@ -237,6 +237,53 @@ def product_from_cpuid(cpuid: tuple[int, int, int]) -> str | None:
 
 
 # --------------------------------------------------------------------------- certificates
+
+
+def split_vek_bundle(data: bytes) -> tuple[bytes, list[x509.Certificate]]:
+    """A VEK given alone (DER or PEM), or a PEM bundle holding the VCEK/VLEK with its ASK/ASVK and ARK
+    (as cloud providers ship it). The VEK is the one certificate with an EC key that is not a CA and
+    may sign (keyUsage digitalSignature when present); returns its DER and the other certificates,
+    which the caller checks against the pinned roots."""
+    if not data.lstrip().startswith(b"-----BEGIN"):
+        return bytes(data), []  # one DER certificate: load_vek parses (and caches) it
+    key = hashlib.sha256(data).digest()
+    hit = _BUNDLES.get(key)
+    if hit is None:
+        hit = _split_pem(data)
+        with _BUNDLES_LOCK:
+            if len(_BUNDLES) > 1024:
+                _BUNDLES.clear()
+            _BUNDLES[key] = hit
+    return hit[0], list(hit[1])
+
+
+_BUNDLES: dict[bytes, tuple[bytes, tuple[x509.Certificate, ...]]] = {}
+_BUNDLES_LOCK = threading.Lock()
+
+
+def _split_pem(data: bytes) -> tuple[bytes, tuple[x509.Certificate, ...]]:
+    certs = load_certificates(data, "SEV-SNP VEK certificate", allow_serial_zero=True)
+    if len(certs) == 1:
+        return certs[0].public_bytes(serialization.Encoding.DER), ()
+    leaves = [c for c in certs if _is_report_signer(c)]
+    if len(leaves) != 1:
+        raise EvidenceParseError(f"SEV-SNP VEK bundle: {len(leaves)} of {len(certs)} certificates can sign reports, "
+                                 "expected exactly one VCEK/VLEK", 0)
+    return leaves[0].public_bytes(serialization.Encoding.DER), tuple(c for c in certs if c is not leaves[0])
+
+
+def _is_report_signer(cert: x509.Certificate) -> bool:
+    if not isinstance(cert.public_key(), ec.EllipticCurvePublicKey):
+        return False
+    try:
+        if cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+            return False
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        return cert.extensions.get_extension_for_class(x509.KeyUsage).value.digital_signature
+    except x509.ExtensionNotFound:
+        return True
 
 
 def load_vek(data: bytes) -> x509.Certificate:
@@ -511,4 +558,6 @@ def verify_report(raw_report: bytes, vek_der: bytes, roots: AmdRoots, at: int) -
         not_after=not_after,
         root=label,
         details=details,
+        tee_attributes={"vmpl": report.vmpl, "guest_policy": report.policy_flags(), "product": product,
+                        "tcb": {k: v for k, v in vars(reported).items() if v is not None}},
     )

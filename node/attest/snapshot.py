@@ -43,6 +43,8 @@ class AppRecord:
     allow_debug: bool = False
     measurements: frozenset[tuple[Platform, bytes]] = frozenset()
     delegate: str | None = None
+    #: named TEE checks governance waives for this app (``policy_tee`` docstring), like ``allow_debug``
+    tee_exceptions: frozenset[str] = frozenset()
 
 
 class DelegateOracle(Protocol):
@@ -71,10 +73,18 @@ class GovernanceSnapshot:
     revoked_measurements: frozenset[bytes] = frozenset()
     node_measurements: frozenset[tuple[Platform, bytes]] = frozenset()
     apps: Mapping[bytes, AppRecord] = field(default_factory=dict)
+    #: SEV-SNP governance inputs (defaults until the registry stores them; see docs/attestation.md):
+    #: the highest VMPL accepted, the guest policy bits required (name -> value), and the minimum TCB
+    #: per product ("Milan"/"Genoa"/"Turin") per component (bootloader, tee, snp, microcode, fmc)
+    snp_max_vmpl: int = 0
+    snp_guest_policy: Mapping[str, bool] = field(default_factory=lambda: {"migrate_ma": False})
+    snp_min_tcb: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "platforms", _frozen_map(self.platforms))
         object.__setattr__(self, "apps", _frozen_map(self.apps))
+        object.__setattr__(self, "snp_guest_policy", _frozen_map(self.snp_guest_policy))
+        object.__setattr__(self, "snp_min_tcb", _frozen_map({k: _frozen_map(v) for k, v in self.snp_min_tcb.items()}))
 
     def platform_rule(self, platform: Platform) -> PlatformRule:
         return self.platforms.get(platform, PlatformRule(enabled=False))

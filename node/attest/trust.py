@@ -23,6 +23,7 @@ from cryptography import x509
 from derot.attest.collateral import CollateralStore
 from derot.attest.intel import DEVNET_MARKER, IntelVerifier
 from derot.attest.nvidia_gpu import NvidiaRoots
+from derot.attest.nvidia_rim import RimVerifier
 from derot.attest.sev_snp import AmdRoots
 
 INTEL_ROOT_SHA256 = "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3"
@@ -54,6 +55,14 @@ def production_nvidia_roots() -> NvidiaRoots:
     return NvidiaRoots.from_pem(_root_file("nvidia_device_identity_ca.pem"), "production")
 
 
+def production_rim_verifier(*, bundle_dir=None, service_url: str | None = None, cache_dir=None) -> RimVerifier:
+    """NVIDIA's RIM root ("NVIDIA CoRIM signing Root CA") pinned, RIMs from a bundle and/or a service."""
+    from derot.attest.nvidia_rim import RimStore
+
+    roots = x509.load_pem_x509_certificates(_root_file("nvidia_rim_root.pem"))
+    return RimVerifier(roots, RimStore(bundle_dir=bundle_dir, service_url=service_url, cache_dir=cache_dir))
+
+
 def _is_devnet_name(name: x509.Name) -> bool:
     return DEVNET_MARKER in name.rfc4514_string().lower()
 
@@ -68,6 +77,8 @@ class TrustConfig:
     nvidia: NvidiaRoots | None
     collateral: CollateralStore
     intel: IntelVerifier = field(init=False, repr=False, compare=False)
+    #: NVIDIA golden measurements (driver and VBIOS RIMs); ``None``: not compared
+    rims: "RimVerifier | None" = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "intel_roots", MappingProxyType(dict(self.intel_roots)))

@@ -16,8 +16,10 @@ TLS keys are then pinned); ``--json`` for machine-readable output.
 Signing key (register, allow, rotate): ``--key-file`` or ``$DEROT_KEY`` (hex), never a command-line value and
 never printed. With ``--devnet`` and neither, the devnet's app-owner dev account (a public test key) signs.
 
-DEVICE (get-key, get-cert): ``--tee devnet --devnet-roots DIR --platform tdx|snp --image NAME`` for a devnet
-TEE (roots default to DIR/roots with ``--devnet``), or ``--tee auto`` for this machine's TDX / SEV-SNP hardware.
+DEVICE (get-key, get-cert): ``--tee devnet --devnet-roots DIR --platform tdx|snp|azure-snp|azure-tdx --image NAME
+[--gpus N]`` for a devnet TEE (roots default to DIR/roots with ``--devnet``), or ``--tee auto`` for this machine's
+TDX / SEV-SNP hardware or Azure CVM vTPM, with ``--vek-path`` ($DEROT_TEE_VEK_PATH), ``--collateral-path``
+($DEROT_TEE_COLLATERAL_PATH) and ``--privlevel`` ($DEROT_TEE_PRIVLEVEL) as in docs/tee-guests.md.
 
 Refusals print their reason code and detail and exit 1. Private keys are never printed.
 """
@@ -36,8 +38,9 @@ from pathlib import Path
 
 from derot.errors import DerotError
 
-PLATFORMS = {"tdx": "TDX", "sgx": "SGX", "snp": "SEV_SNP", "sev-snp": "SEV_SNP", "nvidia-gpu": "NVIDIA_GPU"}
-DEVNET_PLATFORMS = ("tdx", "snp")
+PLATFORMS = {"tdx": "TDX", "sgx": "SGX", "snp": "SEV_SNP", "sev-snp": "SEV_SNP", "nvidia-gpu": "NVIDIA_GPU",
+             "azure-snp": "AZURE_SNP", "azure-tdx": "AZURE_TDX"}
+DEVNET_PLATFORMS = ("tdx", "snp", "azure-snp", "azure-tdx")
 KEY_TYPES = ("secp256k1", "ed25519", "x25519", "p256")
 
 
@@ -112,6 +115,15 @@ def register(subparsers) -> None:
     tee.add_argument("--image", help="devnet image name whose measurement the TEE reports, e.g. 'my-app v1'")
     tee.add_argument("--fmspc", type=hex_bytes(6, "--fmspc"), help="devnet TDX: the platform's FMSPC")
     tee.add_argument("--chip-id", type=hex_bytes(64, "--chip-id"), help="devnet SEV-SNP: the chip id")
+    # hardware TEE options (--tee auto); see docs/tee-guests.md
+    tee.add_argument("--vek-path", type=Path, default=_env_path("DEROT_TEE_VEK_PATH"),
+                     help="SEV-SNP: VCEK/VLEK file for hosts that supply none ($DEROT_TEE_VEK_PATH)")
+    tee.add_argument("--collateral-path", type=Path, default=_env_path("DEROT_TEE_COLLATERAL_PATH"),
+                     help="TDX: offline collateral bundle to attach ($DEROT_TEE_COLLATERAL_PATH)")
+    tee.add_argument("--privlevel", type=_privlevel, metavar="0..3",
+                     default=os.environ.get("DEROT_TEE_PRIVLEVEL"),
+                     help="SEV-SNP: the VMPL to ask reports for (default: the guest's own) ($DEROT_TEE_PRIVLEVEL)")
+    tee.add_argument("--gpus", type=int, default=0, help="devnet: attach this many devnet H100 GPUs (a GPU TEE)")
 
     def command(name, func, text, parents=(), **kwargs):
         parser = sub.add_parser(name, help=text, description=text, parents=[common, *parents], **kwargs)
@@ -174,6 +186,13 @@ def _register_watch(sub) -> None:
     watch.register_watch(sub)
 
 
+def _privlevel(text: str) -> int:
+    """``--privlevel`` / $DEROT_TEE_PRIVLEVEL: an SEV-SNP VMPL, 0..3 (argparse checks string defaults too)."""
+    if text.strip() not in ("0", "1", "2", "3"):
+        raise argparse.ArgumentTypeError(f"privlevel must be 0..3, got {text!r}")
+    return int(text)
+
+
 def _env_path(name: str) -> Path | None:
     value = os.environ.get(name)
     return Path(value) if value else None
@@ -198,7 +217,7 @@ def _run(handler):
         except AppError as exc:
             return _fail(args, "error", "answer_not_verified", str(exc))
         except TeeError as exc:
-            return _fail(args, "error", "tee_" + type(exc).__name__.lower(), str(exc))
+            return _fail(args, "error", exc.reason, str(exc))
         except CliError as exc:
             return _fail(args, "error", "invalid_input", str(exc))
         except (ChainReadError, Web3Exception) as exc:
@@ -422,11 +441,17 @@ def cmd_allow(args) -> int:
     target = resolve_target(args)
     platform = _platform(args.platform)
     if args.devnet_image is not None:
-        if PLATFORMS[args.platform] not in ("TDX", "SEV_SNP"):
-            raise CliError(f"--devnet-image computes TDX or SEV-SNP digests, not {args.platform}")
+        if PLATFORMS[args.platform] not in ("TDX", "SEV_SNP", "AZURE_SNP", "AZURE_TDX"):
+            raise CliError(f"--devnet-image computes TDX or SEV-SNP digests, not {args.platform} "
+                           "(also azure-snp and azure-tdx)")
         from derot.attest.devnet import devnet_measurement_digest, image_registers
 
-        measurement = devnet_measurement_digest(platform, image_registers(platform, args.devnet_image))
+        if platform.name.startswith("AZURE"):
+            from derot.attest.devnet_azure import measurement_digest_for
+
+            measurement = measurement_digest_for(platform, args.devnet_image)
+        else:
+            measurement = devnet_measurement_digest(platform, image_registers(platform, args.devnet_image))
     else:
         measurement = args.measurement
     account = _account(args, target)
@@ -486,7 +511,7 @@ def make_device(args, target: Target):
     if tee == "auto":
         from derot.app.tee import detect_device
 
-        return detect_device()
+        return detect_device(vek_path=args.vek_path, collateral_path=args.collateral_path, privlevel=args.privlevel)
     if roots is None:
         raise CliError("a devnet TEE needs --devnet-roots DIR (or --devnet DIR)")
     if not args.image:
@@ -497,8 +522,13 @@ def make_device(args, target: Target):
     platform = _platform(args.platform)
     if not (Path(roots) / "devnet.json").exists():
         raise CliError(f"{roots} holds no devnet roots (devnet.json missing)")
+    gpus = getattr(args, "gpus", 0) or 0
+    if platform.name.startswith("AZURE"):
+        from derot.app.tee.devnet_azure import DevnetAzureDevice
+
+        return DevnetAzureDevice(roots, platform, args.image, chip_id=args.chip_id, fmspc=args.fmspc, gpus=gpus)
     return DevnetDevice(roots, platform, image_registers(platform, args.image), fmspc=args.fmspc,
-                        chip_id=args.chip_id)
+                        chip_id=args.chip_id, gpus=gpus)
 
 
 def _app_session(args):

@@ -51,7 +51,8 @@ class NodeSection:
 
 @dataclass(frozen=True)
 class SealSection:
-    #: "keyfile" (32 random bytes in data_dir/seal.key) or "passphrase" (env DEROT_SEAL_PASSPHRASE)
+    #: "keyfile" (32 random bytes in data_dir/seal.key), "passphrase" (env DEROT_SEAL_PASSPHRASE) or "snp"
+    #: (the SEV-SNP secure processor's derived key); see docs/tee-guests.md for what each protects
     method: str = "keyfile"
     key_file: str = ""
 
@@ -79,6 +80,22 @@ class AttestSection:
     freshness_window: int = 300
     #: where this node's own membership evidence comes from: "devnet:tdx", "devnet:snp", "tdx" or "snp"
     node_tee: str = ""
+    #: SEV-SNP: a VCEK/VLEK file (DER or PEM) for hosts that do not supply one (docs/tee-guests.md)
+    vek_path: str = ""
+    #: TDX: an offline collateral bundle (dcap-qvl JSON) attached to this node's evidence
+    collateral_path: str = ""
+    #: SEV-SNP: the VMPL to ask reports for; -1 = the guest's own (privlevel_floor)
+    privlevel: int = -1
+
+    def device_options(self) -> dict:
+        """Keyword arguments for :func:`derot.app.tee.detect_device` (``expect`` included for "tdx"/"snp")."""
+        from derot.constants import Platform
+
+        options: dict = {"vek_path": self.vek_path or None, "collateral_path": self.collateral_path or None,
+                         "privlevel": None if self.privlevel < 0 else self.privlevel}
+        if self.node_tee in ("tdx", "snp"):
+            options["expect"] = Platform.TDX if self.node_tee == "tdx" else Platform.SEV_SNP
+        return options
 
 
 @dataclass(frozen=True)
@@ -120,6 +137,8 @@ class LogSection:
     level: str = "info"
     #: "json" (structured, default) or "text"
     format: str = "json"
+    #: a log file (created 0600, its folder 0700); empty = standard error
+    file: str = ""
 
 
 @dataclass(frozen=True)
@@ -212,8 +231,10 @@ def _validate(config: NodeConfig) -> None:
             raise ConfigError(f"[node].faults: {exc}") from None
         if config.attest.mode != "devnet":
             raise ConfigError("[node].faults is refused outside devnet mode")
-    if config.seal.method not in ("keyfile", "passphrase"):
-        raise ConfigError("[seal].method must be 'keyfile' or 'passphrase'")
+    if config.seal.method not in ("keyfile", "passphrase", "snp"):
+        raise ConfigError("[seal].method must be 'keyfile', 'passphrase' or 'snp'")
+    if not -1 <= config.attest.privlevel <= 3:
+        raise ConfigError("[attest].privlevel must be 0..3, or -1 for the guest's own VMPL")
     if config.chain.confirmations < 0:
         raise ConfigError("[chain].confirmations must be >= 0")
     if config.mqtt.url:

@@ -2,14 +2,18 @@
 
 Invariant: nothing secret is ever passed to a logger; the formatter also refuses to serialise values
 whose type is known to hold secrets (key shares, transport keys, sealers), as a second line of defence.
+A log file derot creates is mode 0600 in a folder it creates 0700 (:func:`open_private`): logs name
+apps, peers and requests, which are nobody else's business on a shared host.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
+from pathlib import Path
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 _SECRET_TYPES = ("KeyShares", "TransportKey", "Sealer", "EpochKeys", "Identity", "AppKeys", "TlsIdentity")
@@ -51,8 +55,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, separators=(",", ":"))
 
 
-def configure(level: str = "info", fmt: str = "json", node: str = "", stream=None) -> None:
-    """Route every ``derot.*`` logger (and warnings) to ``stream`` in the chosen format."""
+def open_private(path: str | os.PathLike, mode: str = "ab"):
+    """Open a log file for appending, created 0600 (and tightened to 0600 if it exists looser), its
+    missing folders created 0700. ``mode`` is ``"ab"`` (bytes: a child process's stdout) or ``"a"``."""
+    from derot.service.storage import private_dir, private_file
+
+    path = Path(path)
+    private_dir(path.parent)
+    private_file(path)
+    if mode not in ("ab", "a"):
+        raise ValueError("log files are opened for appending: mode 'ab' or 'a'")
+    return open(path, mode, **({} if "b" in mode else {"encoding": "utf-8"}))
+
+
+def configure(level: str = "info", fmt: str = "json", node: str = "", stream=None, file: str = "") -> None:
+    """Route every ``derot.*`` logger (and warnings) to ``stream`` (or, with ``file``, to that file,
+    opened with :func:`open_private`) in the chosen format."""
+    if file:
+        stream = open_private(file, "a")
     handler = logging.StreamHandler(stream or sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter(node))

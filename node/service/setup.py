@@ -29,6 +29,15 @@ def open_store(config: NodeConfig, *, create: bool = False):
         if not passphrase:
             raise SetupError("set DEROT_SEAL_PASSPHRASE to unseal the node store")
         return NodeStore.open(config.store_path, passphrase=passphrase, create=create)
+    if config.seal.method == "snp":
+        from derot.app.tee.errors import TeeError
+        from derot.service.sealing import key_from_snp
+
+        try:
+            key = key_from_snp()
+        except TeeError as exc:
+            raise SetupError(f"[seal].method = 'snp': no sealing key from the SEV-SNP guest: {exc}") from None
+        return NodeStore.open(config.store_path, key=key, create=create)
     return NodeStore.open(config.store_path, key=key_from_file(config.seal_key_file, create=create), create=create)
 
 
@@ -65,7 +74,9 @@ def init_node(config: NodeConfig, *, force: bool = False) -> PublicIdentity:
     """Create the sealed store and the node's Ed25519, X25519 and TLS keys."""
     from derot.service.node import NodeIdentity, create_identity
 
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    from derot.service.storage import private_dir
+
+    private_dir(config.data_dir)
     store = open_store(config, create=True)
     try:
         if store.has_identity("ed25519") and not force:

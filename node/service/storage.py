@@ -5,13 +5,19 @@ Invariants:
   with the row's slot name as AAD; public data is stored in clear;
 - an epoch's shares are written once (``pending``) and become ``active`` in one transaction that also
   erases the shares of every older epoch, so a crash never leaves two active epochs or a half-erased one;
-- the replay cache refuses a key seen before its expiry; entries are pruned lazily.
+- the replay cache refuses a key seen before its expiry; entries are pruned lazily;
+- the database and its ``-wal``/``-shm``/``-journal`` files are mode 0600, and a folder the store
+  creates is mode 0700 (SQLite gives the side files the database's mode, so the database is created
+  0600 before SQLite opens it).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import secrets
+import stat
 import sqlite3
 import threading
 import time
@@ -21,7 +27,11 @@ from pathlib import Path
 from derot.errors import DerotError
 from derot.service.sealing import Sealer, UnsealError, key_from_passphrase
 
+log = logging.getLogger("derot.service.storage")
+
 SCHEMA_VERSION = 1
+_SIDE_FILES = ("-wal", "-shm", "-journal")
+_warned_folders: set[str] = set()
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS identity (name TEXT PRIMARY KEY, public BLOB, sealed BLOB NOT NULL);
@@ -52,6 +62,48 @@ class StoreError(DerotError):
     reason = "store_error"
 
 
+def private_dir(path: Path) -> None:
+    """Create ``path`` and its missing parents with mode 0700. An existing folder is left as it is, with
+    a warning (once per process) if others may enter it (the operator chose it; derot's files in it are 0600)."""
+    path = Path(path)
+    missing = []
+    for parent in (path, *path.parents):
+        if parent.exists():
+            break
+        missing.append(parent)
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:
+            continue
+        os.chmod(folder, 0o700)  # mkdir's mode is masked by the umask; 0700 is what we mean
+    mode = path.stat().st_mode
+    if not missing and mode & 0o077 and str(path) not in _warned_folders:
+        _warned_folders.add(str(path))
+        log.warning("folder %s is mode %o: other users may list it (derot's files in it are 0600)",
+                    path, stat.S_IMODE(mode))
+
+
+def private_file(path: Path) -> None:
+    """Make ``path`` exist with mode 0600 (created so, or tightened if it is looser)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) != 0o600:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def _private_store_files(path: Path) -> None:
+    """The store's folder 0700 (if we create it), the database and any side files 0600."""
+    private_dir(path.parent)
+    private_file(path)
+    for suffix in _SIDE_FILES:
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            private_file(side)
+
+
 @dataclass(frozen=True)
 class EpochRecord:
     """An epoch as this node stored it. ``shares`` is ``None`` once erased (or never held)."""
@@ -69,6 +121,7 @@ class NodeStore:
         self.path = Path(path)
         self._sealer = sealer
         self._lock = threading.Lock()
+        _private_store_files(self.path)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -83,9 +136,9 @@ class NodeStore:
         path = Path(path)
         if not path.exists() and not create:
             raise StoreError(f"no node store at {path} (run `derot node init`)")
-        path.parent.mkdir(parents=True, exist_ok=True)
         if (key is None) == (passphrase is None):
             raise StoreError("give exactly one of a sealing key or a sealing passphrase")
+        _private_store_files(path)
         if passphrase is not None:
             salt = cls._salt(path)
             key = key_from_passphrase(passphrase, salt)

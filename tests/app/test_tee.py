@@ -36,6 +36,7 @@ from derot.app.tee import (
     MalformedResponse,
     ProviderMismatch,
     ReportDataMismatch,
+    RequestGate,
     ShortRead,
     SnpConfigfsDevice,
     SnpDevice,
@@ -69,6 +70,13 @@ SNP_REPORT_DATA = slice(0x50, 0x90)
 
 def _ts(iso: str) -> int:
     return int(datetime.datetime.fromisoformat(iso).replace(tzinfo=datetime.timezone.utc).timestamp())
+
+
+@pytest.fixture(autouse=True)
+def fresh_snp_gate(monkeypatch):
+    """Each test gets its own unspaced SEV-SNP gate (the process-wide one spaces requests 2 s apart and
+    remembers a disabled channel)."""
+    monkeypatch.setattr("derot.app.tee.gate._snp_gate", RequestGate(0.0))
 
 
 @pytest.fixture(scope="module")
@@ -354,16 +362,29 @@ def test_snp_picks_the_key_the_report_names(tmp_path, roots):
         SnpConfigfsDevice(tmp_path / "b", entry="shared").evidence(rd)
 
 
-@pytest.mark.parametrize("table,error,match", [
-    (lambda v: cert_table((VCEK_GUID_BYTES, v))[:-100], ShortRead, "covers bytes"),
-    (lambda v: VCEK_GUID_BYTES + struct.pack("<II", 24, 10) + v[:10], ShortRead, "no terminating"),
-    (lambda v: cert_table((VCEK_GUID_BYTES, v), (VCEK_GUID_BYTES, v)), MalformedResponse, "appears twice"),
-    (lambda v: VCEK_GUID_BYTES + struct.pack("<II", 0, 24) + bytes(24), MalformedResponse, "overlaps"),
+@pytest.mark.parametrize("table,match", [
+    (lambda v: cert_table((VCEK_GUID_BYTES, v))[:-100], "covers bytes"),
+    (lambda v: VCEK_GUID_BYTES + struct.pack("<II", 24, 10) + v[:10], "no terminating"),
+    (lambda v: VCEK_GUID_BYTES + struct.pack("<II", 0, 24) + bytes(24), "overlaps"),
 ])
-def test_malformed_certificate_table(tmp_path, snp_report, vcek, table, error, match):
-    FakeReportInstance(tmp_path, "sev_guest", snp_report, auxblob=table(vcek))
-    with pytest.raises(error, match=match):
-        SnpConfigfsDevice(tmp_path, entry="shared").evidence(snp_report[SNP_REPORT_DATA])
+def test_malformed_certificate_table_falls_back_to_vek_path(tmp_path, snp_report, vcek, vectors_dir, table, match,
+                                                           caplog):
+    """A broken host table is named, never fatal: the configured VEK file still serves (issue 18 #2)."""
+    FakeReportInstance(tmp_path / "a", "sev_guest", snp_report, auxblob=table(vcek))
+    with pytest.raises(TeeConfigError, match=match):
+        SnpConfigfsDevice(tmp_path / "a", entry="shared").evidence(snp_report[SNP_REPORT_DATA])
+    FakeReportInstance(tmp_path / "b", "sev_guest", snp_report, auxblob=table(vcek))
+    vek = vectors_dir / "google_go_sev_guest" / "vcek_milan.der"
+    ev = SnpConfigfsDevice(tmp_path / "b", entry="shared", vek_path=vek).evidence(snp_report[SNP_REPORT_DATA])
+    assert ev.vek == vcek and match in caplog.text
+
+
+def test_duplicate_guid_is_named_but_the_signing_entry_wins(tmp_path, snp_report, vcek, vectors_dir, caplog):
+    junk = (vectors_dir / "virtee_sev" / "vcek_milan.der").read_bytes()  # another chip's VCEK, listed first
+    FakeReportInstance(tmp_path, "sev_guest", snp_report,
+                       auxblob=cert_table((VCEK_GUID_BYTES, junk), (VCEK_GUID_BYTES, vcek)))
+    ev = SnpConfigfsDevice(tmp_path, entry="shared").evidence(snp_report[SNP_REPORT_DATA])
+    assert ev.vek == vcek and "appears twice" in caplog.text
 
 
 def test_truncated_snp_outblob(tmp_path, snp_report):

@@ -1,11 +1,19 @@
 """`derot demo` (what `make demo` runs) completes the mission and leaves no process behind."""
 
+import os
 import subprocess
 import sys
 
 import pytest
 
 pytestmark = pytest.mark.slow
+
+
+def _stdout_path(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/fd/1")
+    except OSError:
+        return ""
 
 
 def test_demo_runs_the_mission_and_cleans_up(tmp_path, processes):
@@ -29,4 +37,7 @@ def test_demo_runs_the_mission_and_cleans_up(tmp_path, processes):
         assert marker in text, marker
     assert not directory.exists()  # the demo removed its devnet directory
     assert processes(str(directory)) == []  # no node or broker process survived
-    assert set(processes("anvil-linux-amd64/bin/anvil")) <= anvils_before  # nor the demo's chain
+    # nor the demo's chain (other anvils may run beside the suite: only one logging into the demo's folder counts)
+    leftover = [pid for pid in set(processes("anvil-linux-amd64/bin/anvil")) - anvils_before
+                if _stdout_path(pid).startswith(str(directory))]
+    assert leftover == []

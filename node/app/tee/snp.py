@@ -3,7 +3,8 @@
 - :func:`parse_cert_table`: the GHCB certificate table the host attaches to an extended report
   (``SNP_GET_EXT_REPORT`` certificate buffer, configfs-tsm ``auxblob``). GHCB spec 2.03, 4.1.8.1:
   entries ``guid[16] | offset u32 | length u32`` (little-endian), ended by an all-zero entry; offsets
-  count from the start of the table. GUIDs are in RFC 4122 byte order, as ``uuid_parse`` writes them
+  count from the start of the table. Entries are checked one by one: the host is untrusted and the
+  kernel cuts ``auxblob`` at 16 KiB, so a broken entry never hides an intact VEK or the ``vek_path``. GUIDs are in RFC 4122 byte order, as ``uuid_parse`` writes them
   (AMD's sev-guest tools, go-sev-guest and virtee/sev agree).
 - :func:`snp_evidence`: checks the report binds the requested report_data (and VMPL) and attaches
   the VEK that signs it: the host table's VCEK or VLEK (whichever the report names), else the
@@ -15,6 +16,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import struct
 import uuid
 from dataclasses import dataclass
@@ -38,6 +40,9 @@ ASK_GUID = uuid.UUID("4ab7b379-bbac-4fe4-a02f-05aef327c782")
 ARK_GUID = uuid.UUID("c0b406a4-a803-4952-9743-3fb6014cd0ae")
 CRL_GUID = uuid.UUID("92f81bc3-5811-4d3d-97ff-d19f88dc67ea")
 _ENTRY = struct.Struct("<16sII")
+log = logging.getLogger("derot.app.tee")
+#: entries of one GUID whose signature is tried (a host can repeat a GUID; each try costs a verify)
+MAX_TRIES = 4
 _KDS = "https://kdsintf.amd.com"
 
 
@@ -48,34 +53,50 @@ class CertTableEntry:
     data: bytes
 
 
-def parse_cert_table(blob: bytes, what: str = "certificate table") -> tuple[CertTableEntry, ...]:
-    """Entries of a GHCB certificate table. An empty or all-zero blob is an empty table (the host
-    supplied no certificates). Zero-length entries are skipped; a GUID may appear once."""
+@dataclass(frozen=True)
+class CertTable:
+    """A parsed certificate table: the usable ``entries`` and, for people, what was wrong with the rest."""
+
+    entries: tuple[CertTableEntry, ...] = ()
+    errors: tuple[str, ...] = ()
+
+
+def parse_cert_table(blob: bytes, what: str = "certificate table") -> CertTable:
+    """A GHCB certificate table, each entry checked on its own. An empty or all-zero blob is an empty
+    table (the host supplied no certificates). An entry that runs past the blob (the kernel cuts the
+    table at 16 KiB, so a large trailing CRL often does), overlaps the table, or repeats a GUID is
+    named in ``errors``; cut or overlapping entries are left out, the others are kept, so a VEK entry
+    that is intact stays usable. Zero-length entries are skipped."""
     blob = bytes(blob)
-    entries: list[CertTableEntry] = []
-    pos = 0
-    while True:
-        if pos + _ENTRY.size > len(blob):
-            if not blob.strip(b"\0"):
-                return ()
-            raise ShortRead(f"{what}: no terminating all-zero entry in {len(blob)} bytes", pos)
+    if not blob.strip(b"\0"):
+        return CertTable()
+    headers, errors, pos, terminated = [], [], 0, False
+    while pos + _ENTRY.size <= len(blob):
         raw_guid, offset, length = _ENTRY.unpack_from(blob, pos)
         if raw_guid == bytes(16) and offset == 0 and length == 0:
+            terminated = True
             break
-        guid = uuid.UUID(bytes=raw_guid)
-        if offset + length > len(blob):
-            raise ShortRead(f"{what}: entry {guid} covers bytes {offset}..{offset + length}, "
-                            f"but the table has {len(blob)}", pos + 16)
-        if any(e.guid == guid for e in entries):
-            raise MalformedResponse(f"{what}: GUID {guid} appears twice", pos)
-        if length:
-            entries.append(CertTableEntry(guid, offset, blob[offset : offset + length]))
+        headers.append((pos, uuid.UUID(bytes=raw_guid), offset, length))
         pos += _ENTRY.size
-    table_end = pos + _ENTRY.size
-    for e in entries:
-        if e.offset < table_end:
-            raise MalformedResponse(f"{what}: entry {e.guid} at offset {e.offset} overlaps the table", e.offset)
-    return tuple(entries)
+    if not terminated:
+        errors.append(f"{what}: no terminating all-zero entry in {len(blob)} bytes (at byte offset {pos})")
+    table_end = pos + _ENTRY.size if terminated else pos
+    entries: list[CertTableEntry] = []
+    seen: set[uuid.UUID] = set()
+    for at, guid, offset, length in headers:
+        if not length:
+            continue
+        if offset < table_end:
+            errors.append(f"{what}: entry {guid} at offset {offset} overlaps the table (at byte offset {at + 16})")
+        elif offset + length > len(blob):
+            errors.append(f"{what}: entry {guid} covers bytes {offset}..{offset + length}, but the table has "
+                          f"{len(blob)} (cut off; at byte offset {at + 16})")
+        else:
+            if guid in seen:
+                errors.append(f"{what}: GUID {guid} appears twice (at byte offset {at})")
+            seen.add(guid)
+            entries.append(CertTableEntry(guid, offset, blob[offset : offset + length]))
+    return CertTable(tuple(entries), tuple(errors))
 
 
 def parse_snp_report(raw: bytes, what: str) -> sev_snp.SnpReport:
@@ -103,9 +124,10 @@ def kds_vcek_url(report: sev_snp.SnpReport) -> str:
 
 @functools.lru_cache(maxsize=16)
 def _vek_key(vek_data: bytes) -> tuple[bytes, ec.EllipticCurvePublicKey] | None:
-    """(DER, P-384 public key) of a VEK certificate (DER or PEM), or None if it is not one."""
+    """(DER, P-384 public key) of a VEK certificate (DER or PEM, alone or in a VCEK+ASK+ARK PEM bundle,
+    as Azure ships it; the verifier checks the chain against its pinned roots), or None if it is not one."""
     try:
-        cert = sev_snp.load_vek(vek_data)
+        cert = sev_snp.load_vek(sev_snp.split_vek_bundle(vek_data)[0])
     except EvidenceParseError:
         return None
     key = cert.public_key()
@@ -127,9 +149,10 @@ def _signs(vek_data: bytes, report: sev_snp.SnpReport) -> bytes | None:
     return der
 
 
-def select_vek(report: sev_snp.SnpReport, table: tuple[CertTableEntry, ...], vek_file: ConfiguredFile | None) -> bytes:
+def select_vek(report: sev_snp.SnpReport, table: CertTable, vek_file: ConfiguredFile | None) -> bytes:
     """The DER VEK that signed ``report``: the host table's entry for the report's signing key,
-    then ``vek_file``. :class:`TeeConfigError` (naming where to get one) if neither signs it."""
+    then ``vek_file``. :class:`TeeConfigError` (naming where to get one, and what was wrong with the
+    host's table) if neither signs it."""
     if report.signing_key == sev_snp.SIGNING_KEY_VLEK:
         name, guid = "VLEK", VLEK_GUID
         hint = "a VLEK comes from the cloud provider that leased it (AMD KDS serves it only to them)"
@@ -139,20 +162,21 @@ def select_vek(report: sev_snp.SnpReport, table: tuple[CertTableEntry, ...], vek
     else:
         raise MalformedResponse("SEV-SNP report is not signed (signing_key = none)", 0x48)
     tried = []
-    for entry in table:
-        if entry.guid == guid:
-            tried.append(f"the host's {name}")
-            if (der := _signs(entry.data, report)) is not None:
-                return der
+    for entry in [e for e in table.entries if e.guid == guid][:MAX_TRIES]:
+        tried.append(f"the host's {name}")
+        if (der := _signs(entry.data, report)) is not None:
+            return der
     if vek_file is not None:
         tried.append(vek_file.path)
         if (der := _signs(vek_file.read(), report)) is not None:
             return der
+    table_note = f" (the host's certificate table: {'; '.join(table.errors)})" if table.errors else ""
     if tried:
         raise TeeConfigError(f"the report is signed by a {name} that {' and '.join(tried)} does not match "
-                             f"(another chip, or a TCB from before a firmware update); {hint} and pass it as vek_path")
-    raise TeeConfigError(f"the report is signed by a {name}, but the host supplied no certificate table entry "
-                         f"for it and no vek_path is configured; {hint} and pass it as vek_path")
+                             f"(another chip, or a TCB from before a firmware update); {hint} and pass it as "
+                             f"vek_path{table_note}")
+    raise TeeConfigError(f"the report is signed by a {name}, but the host supplied no usable certificate table "
+                         f"entry for it and no vek_path is configured; {hint} and pass it as vek_path{table_note}")
 
 
 def snp_evidence(raw_report: bytes, report_data: bytes, vmpl: int | None, cert_table: bytes,
@@ -166,5 +190,7 @@ def snp_evidence(raw_report: bytes, report_data: bytes, vmpl: int | None, cert_t
                                  f"not the requested {report_data.hex()[:16]}… (a concurrent request?)")
     if vmpl is not None and report.vmpl != vmpl:
         raise ReportDataMismatch(f"{what} is for VMPL {report.vmpl}, not the requested VMPL {vmpl}")
-    table = parse_cert_table(cert_table, table_what) if cert_table else ()
+    table = parse_cert_table(cert_table, table_what)
+    for error in table.errors:
+        log.warning("%s; using the intact entries%s", error, " and vek_path" if vek_file is not None else "")
     return Evidence(platform=Platform.SEV_SNP, quote=raw_report, vek=select_vek(report, table, vek_file))
