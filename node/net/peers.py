@@ -95,17 +95,19 @@ class PeerPool:
 
     A channel is replaced (closed, the certificate re-fetched and re-pinned, a fresh connection) when a call on
     it fails with a transport error (:meth:`drop`), when it has been neither READY nor IDLE for
-    ``connect_timeout`` seconds, when ``max_strikes`` calls in a row were abandoned without an answer (a hedge
-    cancels calls to a peer that does not answer, so such a channel would otherwise never fail), and after
+    ``connect_timeout`` seconds, when ``max_strikes`` calls in a row were abandoned after waiting ``stale_after``
+    seconds without an answer (a hedge cancels calls to a peer that does not answer, so such a channel would
+    otherwise never fail), and after
     ``max_age`` seconds. So a peer that restarted is used again within seconds.
     """
 
     def __init__(self, identity: tls.TlsIdentity, *, connect_timeout: float = 3.0, max_strikes: int = 3,
-                 max_age: float = 600.0):
+                 max_age: float = 600.0, stale_after: float = 1.0):
         self.identity = identity
         self.connect_timeout = connect_timeout
         self.max_strikes = max_strikes
         self.max_age = max_age
+        self.stale_after = stale_after
         self._channels: dict[tuple[str, str, bytes], _Channel] = {}
         self._locks: dict[tuple[str, str, bytes], asyncio.Lock] = {}
         self._pb_grpc = _proto.load("node_pb2_grpc")
@@ -155,10 +157,11 @@ class PeerPool:
         if entry is not None:
             entry.strikes = 0
 
-    def abandoned(self, peer: PeerInfo) -> None:
-        """A call to ``peer`` was cancelled before it answered."""
+    def abandoned(self, peer: PeerInfo, waited: float) -> None:
+        """A call to ``peer`` was cancelled after ``waited`` seconds without an answer. A hedge routinely cancels
+        calls that are merely slower than the first ``t``; only one that waited ``stale_after`` is a strike."""
         entry = self._channels.get(self._key(peer))
-        if entry is not None:
+        if entry is not None and waited >= self.stale_after:
             entry.strikes += 1
 
     async def drop(self, peer: PeerInfo) -> None:

@@ -89,7 +89,8 @@ class Peering:
         self.operator = operator.lower()
         self.peer_deadline = peer_deadline
         self.pool = PeerPool(identity, connect_timeout=LIMITS.peer_connect_timeout,
-                             max_strikes=LIMITS.peer_max_strikes, max_age=LIMITS.peer_channel_max_age)
+                             max_strikes=LIMITS.peer_max_strikes, max_age=LIMITS.peer_channel_max_age,
+                             stale_after=LIMITS.peer_stale_after)
         self._pb = _proto.load("node_pb2")
         self._peer_certs: dict[bytes, bytes] = {}  # tls key hash -> PEM, for the Peer port's client auth
         self._server_cert_config = grpc.ssl_server_certificate_configuration(
@@ -204,6 +205,7 @@ class Peering:
             stub = await self.pool.stub(info)
         except (OSError, tls.PinMismatch) as exc:
             raise Refusal(status.UNAVAILABLE, f"peer {info.index}: {exc}") from None
+        started = time.monotonic()
         try:
             reply = await getattr(stub, method)(message, timeout=self.peer_deadline)
         except grpc.aio.AioRpcError as exc:
@@ -214,7 +216,7 @@ class Peering:
                 self.pool.answered(info)
             raise refusal from None
         except asyncio.CancelledError:  # a hedge gave up on this peer: count it against the channel
-            self.pool.abandoned(info)
+            self.pool.abandoned(info, time.monotonic() - started)
             raise
         self.pool.answered(info)
         return reply

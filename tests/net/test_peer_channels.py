@@ -89,10 +89,11 @@ def setup():
 async def ask(pool: PeerPool, info: PeerInfo, timeout: float):
     """One call the way a hedging gateway makes it: given up (cancelled) after ``timeout``."""
     stub = await pool.stub(info)
+    started = time.monotonic()
     try:
         reply = await asyncio.wait_for(stub.GetNodeEvidence(pb.GetNodeEvidenceRequest(), timeout=10), timeout)
     except asyncio.TimeoutError:
-        pool.abandoned(info)
+        pool.abandoned(info, time.monotonic() - started)
         return None
     except grpc.aio.AioRpcError:
         await pool.drop(info)
@@ -107,13 +108,16 @@ def test_a_channel_whose_calls_keep_being_abandoned_is_replaced():
     async def scenario():
         api = EvidenceOnly()
         server = await serve(api, server_id, client_id, public, peer)
-        pool = PeerPool(client_id, max_strikes=3)
+        pool = PeerPool(client_id, max_strikes=3, stale_after=0.3)
         try:
             assert (await ask(pool, info, 5.0)).evidence == b"evidence"
             first = await pool.stub(info)
             api.hang = True
+            for _ in range(5):  # calls hedged away quickly are no strike: a slower peer is not a stale one
+                assert await ask(pool, info, 0.05) is None
+            assert await pool.stub(info) is first
             for _ in range(3):
-                assert await ask(pool, info, 0.1) is None
+                assert await ask(pool, info, 0.4) is None
             api.hang = False
             replaced = await pool.stub(info)
             assert (await ask(pool, info, 5.0)).evidence == b"evidence"
