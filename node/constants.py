@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import enum
 
-#: Domain separation tags (DESIGN.md §3). Every BLS purpose has its own.
+#: Domain separation tags (docs/design.md §3). Every BLS purpose has its own.
 DST_CERT = b"DEROT-V1-CERT-BLS12381G1_XMD:SHA-256_SSWU_RO_"
 DST_KD = b"DEROT-V1-KD-BLS12381G1_XMD:SHA-256_SSWU_RO_"
 
-#: Certificate format version (DESIGN.md §4).
+#: Certificate format version (docs/design.md §4).
 CERT_VERSION = 2  # 2: adds ``bytes32[] hardware`` (docs/revocation.md)
 #: Default certificate lifetime: short, renewed by re-attesting.
 CERT_DEFAULT_LIFETIME_S = 24 * 3600

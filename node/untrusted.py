@@ -17,14 +17,8 @@ import re
 import sys
 
 from derot.errors import DerotError
+from derot.limits import LIMITS
 
-#: The interpreter's own default; deep enough for every parser derot uses on legitimate input.
-SAFE_RECURSION_LIMIT = 1000
-#: Defaults for JSON from the network (collateral, PCCS answers): Intel's documents nest < 10 deep.
-MAX_JSON_DEPTH = 32
-MAX_JSON_BYTES = 1 << 20
-#: DER from evidence (certificate extensions): real ones nest < 10 deep.
-MAX_DER_DEPTH = 32
 
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _JSON_BRACKET = re.compile(r"[\[\]{}]")
@@ -37,9 +31,9 @@ class UntrustedInputError(DerotError, ValueError):
 
 
 def pin_recursion_limit() -> None:
-    """Lower the recursion limit back to :data:`SAFE_RECURSION_LIMIT` if an import raised it."""
-    if sys.getrecursionlimit() > SAFE_RECURSION_LIMIT:
-        sys.setrecursionlimit(SAFE_RECURSION_LIMIT)
+    """Lower the recursion limit back to :data:`derot.limits.LIMITS`'s ``safe_recursion_limit`` if an import raised it."""
+    if sys.getrecursionlimit() > LIMITS.safe_recursion_limit:
+        sys.setrecursionlimit(LIMITS.safe_recursion_limit)
 
 
 def json_depth(text: str) -> int:
@@ -54,7 +48,8 @@ def json_depth(text: str) -> int:
     return deepest
 
 
-def json_loads(data: str | bytes, *, what: str, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH):
+def json_loads(data: str | bytes, *, what: str, max_bytes: int = LIMITS.max_json_bytes,
+               max_depth: int = LIMITS.max_json_depth):
     """``json.loads`` after checking size and nesting; malformed JSON raises :class:`UntrustedInputError`."""
     pin_recursion_limit()
     if len(data) > max_bytes:
@@ -70,7 +65,7 @@ def json_loads(data: str | bytes, *, what: str, max_bytes: int = MAX_JSON_BYTES,
         raise UntrustedInputError(f"{what} is not JSON: {exc}") from None
 
 
-def der_check_depth(raw: bytes, *, what: str, max_depth: int = MAX_DER_DEPTH) -> None:
+def der_check_depth(raw: bytes, *, what: str, max_depth: int = LIMITS.max_der_depth) -> None:
     """Walk DER TLV headers iteratively; refuse nesting deeper than ``max_depth`` or a bad length."""
     pin_recursion_limit()
     ends = [len(raw)]  # end offsets of the open constructed values

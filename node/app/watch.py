@@ -36,6 +36,7 @@ from derot.certs.notices import (
     SignedNotice,
     topic,
 )
+from derot.errors import DerotError
 
 MALFORMED = "malformed"
 WRONG_TOPIC = "wrong_topic"
@@ -44,7 +45,7 @@ STALE = "stale"
 CONFLICT = "conflict"
 
 
-class NoticeRefused(Exception):
+class NoticeRefused(DerotError):
     """A message on the feed that is not a valid, new notice; ``reason`` is one of the codes above."""
 
     def __init__(self, reason: str, detail: str):

@@ -1,4 +1,4 @@
-"""The report_data binding of a request (DESIGN.md §5) and the GPU nonce derived from it.
+"""The report_data binding of a request (docs/design.md §5) and the GPU nonce derived from it.
 
 ``report_data = SHA-512(enc)`` where ``enc`` is, with ``lp(x) = u32be(len(x)) || x``::
 

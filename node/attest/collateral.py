@@ -8,10 +8,15 @@ is the intersection of the TCB info and QE identity ``issueDate..nextUpdate`` an
 is *stale*.
 
 :class:`CollateralStore` answers "collateral for this quote at time t" from, in order: memory, the
-on-disk cache, offline bundles added with :meth:`CollateralStore.add`, and finally the configured
-PCCS/PCS URL. A PCCS that is down, or only stale copies, give :class:`CollateralUnavailable` /
-:class:`CollateralStale`, never a crash; failed fetches are not retried for ``retry_after`` seconds,
-so a dead PCCS costs one timeout, not one per request. Collateral signatures are not checked here:
+on-disk cache, offline bundles added with :meth:`CollateralStore.add`, and finally a
+:class:`CollateralFetcher` (:class:`PccsFetcher` for the configured PCCS/PCS URL; tests use
+:class:`InMemoryPccs`). A PCCS that is down, or only stale copies, give :class:`CollateralUnavailable` /
+:class:`CollateralStale`, never a crash. Fetches are bounded three ways: one fetch per key at a time; after a
+failure the *source* (the PCCS, not the FMSPC an attacker picks) is not asked again for ``retry_after``
+seconds, so a dead PCCS costs one timeout, not one per request or per FMSPC; and each requester gets
+``fetch_budget`` fetches per ``budget_window`` seconds. A store built with ``fetch_on_get=False`` (the node)
+never fetches inside :meth:`CollateralStore.get`: the node fetches first, off its event loop, with
+:meth:`CollateralStore.fetch`. Collateral signatures are not checked here:
 dcap-qvl checks them against the pinned root on every verification, so a tampered cache file can
 only make verification fail.
 """
@@ -26,15 +31,18 @@ import os
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import Protocol
 
 import dcap_qvl
 from cryptography import x509
 
 from derot import untrusted
+from derot.limits import LIMITS
 from derot.attest.errors import CollateralError, CollateralStale, CollateralUnavailable
 
 _REQUIRED = (
@@ -131,8 +139,57 @@ class CollateralKey:
         return f"{self.tee.lower()}-{self.fmspc.hex()}-{self.ca}.json"
 
 
+class CollateralFetcher(Protocol):
+    """Where missing collateral comes from. ``fetch`` blocks (it runs on a worker thread) and raises on any
+    failure; ``source`` names the service in messages and logs."""
+
+    source: str
+
+    def fetch(self, key: CollateralKey, raw_quote: bytes) -> Collateral: ...
+
+
+class PccsFetcher:
+    """An Intel PCCS or the PCS, through dcap-qvl's client."""
+
+    def __init__(self, url: str, timeout: float = 10.0):
+        self.source, self.timeout = url, timeout
+
+    def fetch(self, key: CollateralKey, raw_quote: bytes) -> Collateral:
+        qvl = _run_async(lambda: dcap_qvl.get_collateral(self.source, raw_quote), self.timeout)
+        return Collateral.from_json(qvl.to_json())
+
+
+class InMemoryPccs:
+    """A PCCS simulator for tests: serves the bundles given to :meth:`publish`; :meth:`hang` makes every fetch
+    block until :meth:`release`; ``requests`` counts fetches by key."""
+
+    def __init__(self, source: str = "memory://pccs"):
+        self.source = source
+        self.bundles: dict[CollateralKey, Collateral] = {}
+        self.requests: dict[CollateralKey, int] = {}
+        self._open = threading.Event()
+        self._open.set()
+
+    def publish(self, collateral: Collateral) -> None:
+        self.bundles[CollateralKey(collateral.tee, collateral.fmspc, collateral.ca)] = collateral
+
+    def hang(self) -> None:
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
+
+    def fetch(self, key: CollateralKey, raw_quote: bytes) -> Collateral:
+        self.requests[key] = self.requests.get(key, 0) + 1
+        self._open.wait()
+        try:
+            return self.bundles[key]
+        except KeyError:
+            raise LookupError(f"{self.source} has no collateral for {key.tee} FMSPC {key.fmspc.hex()}") from None
+
+
 class CollateralStore:
-    """Collateral by (TEE, FMSPC, CA) from memory, disk cache, offline bundles, then PCCS/PCS."""
+    """Collateral by (TEE, FMSPC, CA) from memory, disk cache, offline bundles, then a fetcher."""
 
     def __init__(
         self,
@@ -141,14 +198,26 @@ class CollateralStore:
         *,
         timeout: float = 10.0,
         retry_after: float = 30.0,
+        fetcher: CollateralFetcher | None = None,
+        fetch_on_get: bool = True,
+        fetch_budget: int = LIMITS.collateral_fetch_budget,
+        budget_window: float = LIMITS.collateral_budget_window,
     ):
-        self.pccs_url = pccs_url
+        if fetcher is None and pccs_url is not None:
+            fetcher = PccsFetcher(pccs_url, timeout)
+        self.fetcher = fetcher
+        self.pccs_url = fetcher.source if fetcher is not None else None
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.timeout = timeout
         self.retry_after = retry_after
+        self.fetch_on_get = fetch_on_get
+        self.fetch_budget, self.budget_window = fetch_budget, budget_window
         self._mem: dict[CollateralKey, Collateral] = {}
-        self._failures: dict[CollateralKey, tuple[float, str]] = {}
+        self._failures: dict[CollateralKey, tuple[float, str]] = {}  # recent failure per key (messages)
+        self._source_down: tuple[float, str] | None = None  # recent failure of the fetcher itself
+        self._spent: dict[str, deque] = {}  # requester -> monotonic times of its recent fetches
         self._lock = threading.Lock()
+        self._key_locks: dict[CollateralKey, threading.Lock] = {}
 
     def add(self, collateral: Collateral) -> None:
         """Add an offline bundle (also persisted to the cache directory when one is set)."""
@@ -164,48 +233,100 @@ class CollateralStore:
         self.add(c)
         return c
 
+    def _held(self, key: CollateralKey) -> Collateral | None:
+        """The newest bundle held in memory or in the disk cache (no fetching)."""
+        best = self._mem.get(key)
+        cached = self._read_cache(key)
+        if cached is not None and (best is None or cached.not_after > best.not_after):
+            best = cached
+            with self._lock:
+                self._mem[key] = cached
+        return best
+
+    def holds_fresh(self, key: CollateralKey, at: int) -> bool:
+        best = self._mem.get(key)
+        if best is not None and best.is_fresh(at):
+            return True
+        best = self._held(key)
+        return best is not None and best.is_fresh(at)
+
     def get(self, key: CollateralKey, raw_quote: bytes, at: int) -> Collateral:
-        """Fresh collateral for ``key`` at ``at``, fetching it from the PCCS when needed."""
+        """Fresh collateral for ``key`` at ``at``; fetched (blocking) when missing if ``fetch_on_get``."""
         best = self._mem.get(key)
         if best is not None and best.is_fresh(at):
             return best
-        cached = self._read_cache(key)
-        if cached is not None:
-            if best is None or cached.not_after > best.not_after:
-                best = cached
-                with self._lock:
-                    self._mem[key] = cached
-            if cached.is_fresh(at):
-                return cached
-        if self.pccs_url is None:
+        best = self._held(key)
+        if best is not None and best.is_fresh(at):
+            return best
+        if self.fetcher is None:
             if best is not None:
                 best.require_fresh(at)
             raise CollateralUnavailable(
                 f"no collateral for {key.tee} FMSPC {key.fmspc.hex()} ({key.ca} CA) and no PCCS configured"
             )
-        fetched = self._fetch(key, raw_quote, stale=best)
+        if not self.fetch_on_get:
+            failed = self._failures.get(key) or self._source_down
+            self._raise_unavailable(key, failed[1] if failed else "not fetched yet", best)
+        fetched = self.fetch(key, raw_quote, at=at)
         fetched.require_fresh(at)
         return fetched
 
-    # ---- PCCS
+    # ---- fetching
 
-    def _fetch(self, key: CollateralKey, raw_quote: bytes, stale: Collateral | None) -> Collateral:
-        failed = self._failures.get(key)
-        if failed is not None and time.monotonic() - failed[0] < self.retry_after:
-            self._raise_unavailable(key, failed[1], stale)
-        try:
-            qvl = _run_async(lambda: dcap_qvl.get_collateral(self.pccs_url, raw_quote), self.timeout)
-            collateral = Collateral.from_json(qvl.to_json())
-        except Exception as exc:  # noqa: BLE001 - any transport/HTTP/format failure means "unavailable"
-            message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            with self._lock:
-                self._failures[key] = (time.monotonic(), message)
-            self._raise_unavailable(key, message, stale)
+    def fetch(self, key: CollateralKey, raw_quote: bytes, requester: str | None = None,
+              at: int | None = None) -> Collateral:
+        """Fetch ``key`` now (blocking), within the bounds in the module docstring (a ``requester`` is charged
+        against its fetch budget; None is this process itself); raises
+        :class:`CollateralUnavailable`/:class:`CollateralStale` when it cannot."""
+        if self.fetcher is None:
+            raise CollateralUnavailable(f"no PCCS configured to fetch {key.tee} FMSPC {key.fmspc.hex()}")
         with self._lock:
-            self._failures.pop(key, None)
-            self._mem[key] = collateral
-        self._write_cache(key, collateral)
-        return collateral
+            lock = self._key_locks.setdefault(key, threading.Lock())
+        with lock:  # one fetch per key: later callers find the result in memory
+            stale = self._held(key)
+            if stale is not None and stale.is_fresh(int(time.time()) if at is None else at):
+                return stale
+            now = time.monotonic()
+            for failed in (self._failures.get(key), self._source_down):
+                if failed is not None and now - failed[0] < self.retry_after:
+                    self._raise_unavailable(key, failed[1], stale)
+            if requester is not None:
+                self._spend(requester, key, stale)
+            try:
+                collateral = self.fetcher.fetch(key, raw_quote)
+            except Exception as exc:  # noqa: BLE001 - any transport/HTTP/format failure means "unavailable"
+                message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                with self._lock:
+                    self._failures[key] = (time.monotonic(), message)
+                    if not isinstance(exc, (LookupError, CollateralError)):  # the source itself failed
+                        self._source_down = (time.monotonic(), message)
+                    if len(self._failures) > 4096:
+                        self._failures.clear()
+                self._raise_unavailable(key, message, stale)
+            with self._lock:
+                self._failures.pop(key, None)
+                self._source_down = None
+                self._mem[key] = collateral
+            self._write_cache(key, collateral)
+            return collateral
+
+    def _spend(self, requester: str, key: CollateralKey, stale: Collateral | None) -> None:
+        """Charge one fetch to ``requester``; refuse when its budget for the window is spent."""
+        now = time.monotonic()
+        with self._lock:
+            spent = self._spent.setdefault(requester, deque())
+            while spent and now - spent[0] > self.budget_window:
+                spent.popleft()
+            if len(spent) >= self.fetch_budget:
+                over = True
+            else:
+                over = False
+                spent.append(now)
+            if len(self._spent) > 4096:
+                self._spent = {r: d for r, d in self._spent.items() if d and now - d[-1] <= self.budget_window}
+        if over:
+            self._raise_unavailable(key, f"{requester} used its {self.fetch_budget} collateral fetches per "
+                                         f"{self.budget_window:.0f} s", stale)
 
     def _raise_unavailable(self, key: CollateralKey, message: str, stale: Collateral | None):
         where = f"fetching from {self.pccs_url} failed: {message}"

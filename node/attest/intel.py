@@ -23,12 +23,14 @@ collateral's intersected with the PCK chain's.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import dcap_qvl
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.exceptions import InvalidSignature
 
 from derot.attest.claims import Claims, HardwareIds, measurement_digest
 from derot.attest.collateral import Collateral, CollateralKey, CollateralStore
@@ -146,6 +148,31 @@ def _collateral_pck_chain(collateral: Collateral) -> bytes | None:
     return value.encode()
 
 
+_verified_chains: set[bytes] = set()  # sha256 of embedded PCK chains whose signatures verified
+
+
+def check_chain_signatures(quote: IntelQuote) -> None:
+    """Raise :class:`ChainInvalid` unless every certificate of the embedded PCK chain is signed by the next.
+
+    Cheap (a few ECDSA verifications, memoised by chain): it runs before anything is fetched for the quote, so
+    an attacker's own leaf and CA with a trusted root appended cost the operator no PCCS request."""
+    pem = quote.pck_chain_pem.rstrip(b"\0")
+    digest = hashlib.sha256(pem).digest()
+    if digest in _verified_chains:
+        return
+    certs = load_certificates(pem, "embedded PCK certificate chain")
+    for child, parent in zip(certs, certs[1:]):
+        try:
+            child.verify_directly_issued_by(parent)
+        except (ValueError, TypeError, InvalidSignature) as exc:
+            raise ChainInvalid(f"PCK chain: {child.subject.rfc4514_string()!r} is not signed by "
+                               f"{parent.subject.rfc4514_string()!r} ({type(exc).__name__})") from None
+    with _pck_lock:
+        if len(_verified_chains) > 4096:
+            _verified_chains.clear()
+        _verified_chains.add(digest)
+
+
 def classify_dcap_error(message: str) -> VerificationError:
     """Map a dcap-qvl error message onto derot's failure classes (the message is kept)."""
     m = message.lower()
@@ -178,8 +205,8 @@ class IntelVerifier:
         self.store = store
         self._by_der = {der: label for label, der in self.roots.items()}
 
-    def verify(self, raw: bytes, at: int, collateral: Collateral | None = None) -> Claims:
-        quote = parse_quote(raw)
+    def _trusted_pck(self, quote: IntelQuote) -> tuple[PckInfo, str]:
+        """The quote's PCK facts and root label, once its chain ends in a pinned root and its signatures verify."""
         pck = pck_info(quote)
         label = self._by_der.get(pck.root_der)
         if label is None:
@@ -189,6 +216,18 @@ class IntelVerifier:
                 f"({pck.root_subject!r}), which this verifier does not trust"
                 + (" (production verifiers refuse devnet roots)" if devnet else "")
             )
+        check_chain_signatures(quote)
+        return pck, label
+
+    def collateral_key(self, raw: bytes) -> CollateralKey:
+        """The collateral a quote needs; raises unless its PCK chain verifies up to a pinned root."""
+        quote = parse_quote(raw)
+        pck, _ = self._trusted_pck(quote)
+        return CollateralKey("TDX" if quote.is_tdx else "SGX", pck.fmspc, pck.ca)
+
+    def verify(self, raw: bytes, at: int, collateral: Collateral | None = None) -> Claims:
+        quote = parse_quote(raw)
+        pck, label = self._trusted_pck(quote)
         tee = "TDX" if quote.is_tdx else "SGX"
         if collateral is None:
             collateral = self.store.get(CollateralKey(tee, pck.fmspc, pck.ca), quote.raw, at)

@@ -23,6 +23,7 @@ from derot.attest.claims import Claims
 from derot.attest.identity import identities
 from derot.attest.replay import ReplayStore
 from derot.constants import RevocationKind, TcbStatus
+from derot.limits import LIMITS
 
 
 class Reason(str, enum.Enum):
@@ -207,7 +208,7 @@ class NotRevoked:
 
 
 class ReportDataBinds:
-    """report_data equals the request binding (DESIGN.md §5) or the caller's challenge."""
+    """report_data equals the request binding (docs/design.md §5) or the caller's challenge."""
 
     name = "report_data"
 
@@ -230,7 +231,7 @@ class RequestFresh:
 
     name = "fresh"
 
-    def __init__(self, max_age: int = 300, max_skew: int = 30):
+    def __init__(self, max_age: int = 300, max_skew: int = LIMITS.max_clock_skew):
         self.max_age, self.max_skew = max_age, max_skew
 
     def check(self, claims, snapshot, request):
@@ -260,7 +261,7 @@ class NotReplayed:
 
     name = "replay"
 
-    def __init__(self, store: ReplayStore, max_age: int = 300, max_skew: int = 30):
+    def __init__(self, store: ReplayStore, max_age: int = 300, max_skew: int = LIMITS.max_clock_skew):
         self.store, self.max_age, self.max_skew = store, max_age, max_skew
 
     def check(self, claims, snapshot, request):
@@ -281,7 +282,7 @@ class PolicyEngine:
 
     @classmethod
     def default(cls, *, replay: ReplayStore | None = None, delegates: DelegateOracle | None = None,
-                max_age: int = 300, max_skew: int = 30) -> "PolicyEngine":
+                max_age: int = 300, max_skew: int = LIMITS.max_clock_skew) -> "PolicyEngine":
         from derot.attest import policy_tee
 
         rules: list[Rule] = [

@@ -1,4 +1,4 @@
-"""Certificates (DESIGN.md §4): format, encoding, signing message and verification.
+"""Certificates (docs/design.md §4): format, encoding, signing message and verification.
 
 Importable by the app SDK: depends on eth_abi/eth_utils and derot.crypto only (no web3, no server code).
 """

@@ -1,4 +1,4 @@
-"""The derot certificate (DESIGN.md §4): a frozen value, its canonical ABI encoding and its digest.
+"""The derot certificate (docs/design.md §4): a frozen value, its canonical ABI encoding and its digest.
 
 Wire form: ``abi.encode(Certificate)`` of the Solidity struct in ``contracts/src/lib/CertificateCodec.sol``,
 i.e. the 17-field tuple encoded as one ABI parameter (the first word is the offset 0x20), so a contract
@@ -22,6 +22,7 @@ from eth_utils import keccak, to_checksum_address
 
 from derot.constants import CERT_VERSION, DST_CERT
 from derot.crypto.bls import G1
+from derot.errors import DerotError
 
 #: The ABI type of the certificate tuple, in field order.
 CERT_ABI_TYPE = (
@@ -47,8 +48,10 @@ MIN_ENCODED_SIZE = 0x280
 MAX_HARDWARE = 32
 
 
-class CertificateDecodeError(ValueError):
+class CertificateDecodeError(DerotError, ValueError):
     """Bytes that are not the canonical encoding of a certificate; ``offset`` is where they go wrong."""
+
+    reason = "malformed_certificate"
 
     def __init__(self, message: str, offset: int | None = None) -> None:
         self.offset = offset

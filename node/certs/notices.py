@@ -1,5 +1,5 @@
 """Feed notices: the registry's revocation set and its active epoch as of one confirmed block, signed by
-the committee and published on MQTT (DESIGN.md §7).
+the committee and published on MQTT (docs/design.md §7).
 
 Wire form of a notice (version 1): ``abi.encode`` of one tuple, so a contract can decode it like a
 certificate::
@@ -18,7 +18,7 @@ Only the canonical encoding decodes: :meth:`Notice.decode` re-encodes and compar
 offset where the input goes wrong.
 
 Signature: BLS (G1) by the epoch's ``sig`` key over ``digest = keccak256(encoding)`` with ``DST_CERT``, the
-DST DESIGN.md §3 assigns to "certificates and signed notices" (so ``DerotRegistry.hashToG1`` and the
+DST docs/design.md §3 assigns to "certificates and signed notices" (so ``DerotRegistry.hashToG1`` and the
 EIP-2537 pairing check can verify a notice on-chain too). The two message sets are disjoint without a
 second DST: word 1 of a canonical certificate is its ``uint8 version`` (31 zero bytes, then the version), word 1 of
 a notice is the magic, so no byte string is both and their keccak256 digests never coincide.
@@ -44,6 +44,7 @@ from eth_utils import keccak, to_checksum_address
 from derot.constants import DST_CERT
 from derot.crypto import threshold as th
 from derot.crypto.bls import G1, G2, PointDecodeError
+from derot.errors import DerotError
 
 NOTICE_VERSION = 2  # 2: revocation sets carry Intel PPIDs, PCK certificates and GPU devices
 MAGIC = b"DEROT-NOTICE".ljust(32, b"\0")
@@ -63,8 +64,10 @@ class NoticeKind(enum.IntEnum):
         return self.name.lower()
 
 
-class NoticeDecodeError(ValueError):
+class NoticeDecodeError(DerotError, ValueError):
     """Bytes that are not a canonical signed notice; ``offset`` is where they go wrong, when known."""
+
+    reason = "malformed_notice"
 
     def __init__(self, message: str, offset: int | None = None) -> None:
         self.offset = offset

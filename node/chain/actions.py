@@ -19,10 +19,13 @@ from eth_utils import to_checksum_address
 
 from derot.chain.types import RevocationKind
 from derot.constants import Platform, TcbStatus
+from derot.errors import DerotError
 
 
-class ActionError(ValueError):
+class ActionError(DerotError, ValueError):
     """A CLI action that cannot be parsed, or calldata that is not a known registry action."""
+
+    reason = "invalid_action"
 
 
 # ------------------------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ from derot.chain.receipts import ReceiptsInvalid, verified_receipts
 from derot.chain.registry import ChainReadError, Registry
 from derot.chain.state import RegistryState, apply_changes, read_state
 from derot.chain.types import RevocationKind
+from derot.errors import DerotError
 
 log = logging.getLogger("derot.chain.follower")
 
@@ -55,8 +56,10 @@ log = logging.getLogger("derot.chain.follower")
 TRANSIENT_ERRORS = (OSError, requests.RequestException, Web3Exception, ChainReadError, TimeoutError)
 
 
-class ReorgRace(RuntimeError):
+class ReorgRace(DerotError, RuntimeError):
     """The chain changed while a poll was reading it; the poll is retried."""
+
+    reason = "reorg_race"
 
 
 def check_logs_against_blooms(w3: Web3, address: str, logs, headers: dict[int, tuple[bytes, int, bytes, bytes]]) -> None:

@@ -31,6 +31,7 @@ from derot.chain.tx import send
 from derot.chain.types import EpochPhase, EpochRecord, NodeRecord, NodeStatus, RevocationKind
 from derot.constants import Platform, TcbStatus
 from derot.crypto.bls import G1, G2
+from derot.errors import DerotError
 
 log = logging.getLogger("derot.chain.registry")
 
@@ -38,8 +39,10 @@ PAGE = 100  # items per paged view call
 APP_PAGE = 16  # apps per page: 16 × MAX_APP_MEASUREMENTS (64) pairs stays far below any eth_call gas cap
 
 
-class ChainReadError(RuntimeError):
+class ChainReadError(DerotError, RuntimeError):
     """A view call failed: the block is unknown or no longer canonical, or the node answered an error."""
+
+    reason = "chain_read_failed"
 
 
 def block_param(block):

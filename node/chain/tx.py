@@ -16,12 +16,15 @@ from web3 import Web3
 from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError
 
 from derot.chain.artifacts import artifact_names, load_artifact
+from derot.errors import DerotError
 
 GAS_MARGIN = 1.25
 
 
-class TransactionFailed(RuntimeError):
+class TransactionFailed(DerotError, RuntimeError):
     """A transaction reverted (at estimation or on-chain); ``reason`` is human-readable."""
+
+    reason = "transaction_failed"
 
     def __init__(self, what: str, reason: str, receipt=None) -> None:
         self.what = what

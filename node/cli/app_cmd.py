@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from derot.cli.errors import FAILED, UNREACHABLE, USAGE, classify, report
+from derot.errors import DerotError
 
 #: one spelling per platform, everywhere (input and output); "snp"/"sev_snp" are read as "sev-snp"
 PLATFORMS = {"tdx": "TDX", "sgx": "SGX", "sev-snp": "SEV_SNP", "nvidia-gpu": "NVIDIA_GPU",
@@ -53,8 +54,10 @@ def platform_word(text: str) -> str:
 KEY_TYPES = ("secp256k1", "ed25519", "x25519", "p256")
 
 
-class CliError(Exception):
+class CliError(DerotError):
     """A user-facing error: printed without a traceback, exit code 1."""
+
+    reason = "cli_error"
 
 
 # ------------------------------------------------------------------------------------------------

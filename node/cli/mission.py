@@ -1,4 +1,4 @@
-"""The mission, end to end and narrated (``make demo`` / ``derot demo``), DESIGN.md §8:
+"""The mission, end to end and narrated (``make demo`` / ``derot demo``), docs/design.md §8:
 
 1. a devnet starts; 2. an app is registered with TDX and SNP measurements; 3. the app gets its key and
 certificate on TDX; 4. the certificate is verified on-chain (gas printed); 5. governance revokes the TDX

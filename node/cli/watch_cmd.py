@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from derot.cli.errors import guarded
+from derot.errors import DerotError
 
 DEFAULT_MQTT = "mqtt://127.0.0.1:1883"
 DEFAULT_RPC = "http://127.0.0.1:8545"
@@ -60,8 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
 
 
-class WatchError(Exception):
+class WatchError(DerotError):
     """A setup problem, printed without a traceback."""
+
+    reason = "watch_failed"
 
 
 def _fill_from_devnet(args) -> None:

@@ -25,6 +25,8 @@ from pyblst import BlstP2Element as _P2
 from pyblst import final_verify as _final_verify
 from pyblst import miller_loop as _miller_loop
 
+from derot.errors import DerotError
+
 #: Order of the prime-order subgroups G1, G2 and GT (the scalar field modulus).
 R = 0x73EDA753299D7D483339D80809A1D80553BDA402FFFE5BFEFFFFFFFF00000001
 #: Base field modulus.
@@ -44,8 +46,10 @@ _G2_GEN = bytes.fromhex(
 )
 
 
-class PointDecodeError(ValueError):
+class PointDecodeError(DerotError, ValueError):
     """Bytes that are not a valid encoding of a subgroup point (or the identity where it is refused)."""
+
+    reason = "malformed_point"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -60,8 +64,20 @@ def random_scalar() -> int:
             return k
 
 
+_BYTES = (bytes, bytearray, memoryview)
+
+
+def _require_bytes(data, what: str, error: type[Exception]) -> bytes:
+    """``data`` as bytes, checked to *be* a byte string first: ``bytes(128)`` is 128 zero bytes, so an int
+    (or anything else) passed by mistake must never reach a ``bytes(...)`` conversion."""
+    if not isinstance(data, _BYTES):
+        raise error(f"{what}: expected bytes, got {type(data).__name__}")
+    return bytes(data)
+
+
 def scalar_from_wide_bytes(data: bytes) -> int:
     """Reduce at least 48 bytes (384 bits) modulo R; the bias is below 2^-128 (RFC 9380 §5)."""
+    data = _require_bytes(data, "wide scalar", TypeError)
     if len(data) < 48:
         raise ValueError("need at least 48 bytes to reduce a scalar without bias")
     return int.from_bytes(data, "big") % R
@@ -74,6 +90,7 @@ def scalar_to_bytes(k: int) -> bytes:
 
 def scalar_from_bytes(data: bytes) -> int:
     """Decode a 32-byte big-endian scalar; refuses values >= R (non-canonical encodings)."""
+    data = _require_bytes(data, "scalar", TypeError)
     if len(data) != 32:
         raise ValueError(f"scalar must be 32 bytes, got {len(data)}")
     k = int.from_bytes(data, "big")
@@ -125,9 +142,7 @@ class _Point:
     @classmethod
     def from_bytes(cls, data: bytes, *, allow_identity: bool = False):
         """Decode the compressed (ZCash) encoding, checking curve and subgroup membership."""
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise PointDecodeError(f"{cls.__name__}: expected bytes, got {type(data).__name__}")
-        data = bytes(data)
+        data = _require_bytes(data, cls.__name__, PointDecodeError)
         if len(data) != cls.SIZE:
             raise PointDecodeError(f"{cls.__name__}: expected {cls.SIZE} bytes, got {len(data)}")
         try:
@@ -142,7 +157,7 @@ class _Point:
     @classmethod
     def from_eip2537(cls, data: bytes, *, allow_identity: bool = False):
         """Decode the EIP-2537 affine encoding (64-byte padded field elements), with subgroup check."""
-        data = bytes(data)
+        data = _require_bytes(data, cls.__name__, PointDecodeError)
         if len(data) != cls.EIP2537_SIZE:
             raise PointDecodeError(f"{cls.__name__}: expected {cls.EIP2537_SIZE} bytes, got {len(data)}")
         if not any(data):
@@ -247,9 +262,10 @@ class G1(_Point):
     @classmethod
     def hash_to_curve(cls, msg: bytes, dst: bytes) -> G1:
         """RFC 9380 hash_to_curve with suite BLS12381G1_XMD:SHA-256_SSWU_RO_ and the given DST."""
+        msg, dst = _require_bytes(msg, "message", TypeError), _require_bytes(dst, "DST", TypeError)
         if not 0 < len(dst) <= 255:
             raise ValueError("DST must be 1..255 bytes")
-        return cls(_P1().hash_to_group(bytes(msg), bytes(dst)))
+        return cls(_P1().hash_to_group(msg, dst))
 
 
 class G2(_Point):

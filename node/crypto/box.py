@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from derot.errors import DerotError
+
 LABEL = b"DEROT-V1-BOX-X25519-HKDF-SHA256-AES256GCM"
 ENC_SIZE = 32
 TAG_SIZE = 16
@@ -30,8 +32,10 @@ _KEY_SIZE = 32
 _NONCE_SIZE = 12
 
 
-class BoxOpenError(Exception):
+class BoxOpenError(DerotError):
     """The box does not open: wrong recipient key, wrong AAD, truncated or tampered bytes."""
+
+    reason = "box_open_failed"
 
 
 def _key_and_nonce(shared: bytes, enc: bytes, recipient_public: bytes) -> tuple[bytes, bytes]:

@@ -23,23 +23,26 @@ from derot.constants import DST_KD
 from derot.crypto.bls import G1, G2, PointDecodeError, pairing_check, random_scalar
 from derot.crypto.hazmat.poly import lagrange_coefficients
 from derot.crypto.threshold import combine_with_fallback
+from derot.errors import DerotError
+from derot.limits import LIMITS
 
 APP_ID_SIZE = 32
-MAX_CONTEXT = 0xFFFF
 
 
-class KeyVerificationError(Exception):
+class KeyVerificationError(DerotError):
     """A derived key (or the encrypted key it came from) does not verify under the group key."""
+
+    reason = "key_verification_failed"
 
 
 def kd_message(app_id: bytes, key_version: int, context: bytes = b"") -> bytes:
-    """``appId(32) ‖ u32 keyVersion ‖ u16 len(context) ‖ context`` (DESIGN.md §3)."""
+    """``appId(32) ‖ u32 keyVersion ‖ u16 len(context) ‖ context`` (docs/design.md §3)."""
     if len(app_id) != APP_ID_SIZE:
         raise ValueError(f"appId must be {APP_ID_SIZE} bytes, got {len(app_id)}")
     if not 0 <= key_version <= 0xFFFFFFFF:
         raise ValueError("keyVersion must fit in u32")
-    if len(context) > MAX_CONTEXT:
-        raise ValueError(f"context longer than {MAX_CONTEXT} bytes")
+    if len(context) > LIMITS.max_context:
+        raise ValueError(f"context longer than {LIMITS.max_context} bytes")
     return bytes(app_id) + struct.pack(">IH", key_version, len(context)) + bytes(context)
 
 

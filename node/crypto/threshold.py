@@ -20,13 +20,16 @@ from typing import TypeVar
 
 from derot.crypto.bls import G1, G2, pairing_check
 from derot.crypto.hazmat.poly import lagrange_coefficients
+from derot.errors import DerotError
 
 S = TypeVar("S")  # a share: a partial signature, an encrypted key share…
 C = TypeVar("C")  # what shares combine into
 
 
-class NotEnoughShares(Exception):
+class NotEnoughShares(DerotError):
     """Fewer than ``t`` valid shares; ``bad`` lists the indices whose shares failed verification."""
+
+    reason = "not_enough_shares"
 
     def __init__(self, needed: int, valid: int, bad: tuple[int, ...]):
         self.needed, self.valid, self.bad = needed, valid, bad

@@ -26,14 +26,17 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from derot.chain.artifacts import CONTRACTS_DIR
+from derot.errors import DerotError
 
 #: Foundry's default dev mnemonic (public test keys; never use on a real network).
 DEV_MNEMONIC = "test test test test test test test test test test test junk"
 ANVIL_BIN = CONTRACTS_DIR / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
 
 
-class AnvilError(RuntimeError):
+class AnvilError(DerotError, RuntimeError):
     """anvil could not be found, did not start, or exited."""
+
+    reason = "anvil_failed"
 
 
 def find_anvil() -> Path:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from derot.chain.artifacts import BUILD_DIR, CONTRACTS_DIR, MANIFEST, load_artifact  # noqa: F401 (re-export)
+from derot.errors import DerotError
 
 SRC_DIR = CONTRACTS_DIR / "src"
 NODE_MODULES = CONTRACTS_DIR / "node_modules"
@@ -46,8 +47,10 @@ SETTINGS: dict = {
 _IMPORT_RE = re.compile(r"""^\s*import\s+(?:[^"';]*?\s+from\s+)?["']([^"']+)["']\s*;""", re.MULTILINE)
 
 
-class CompileError(RuntimeError):
+class CompileError(DerotError, RuntimeError):
     """solc reported errors, or a source/import could not be found."""
+
+    reason = "compile_failed"
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from derot.constants import Platform, TcbStatus
+from derot.errors import DerotError
 
 STATE_FILE = "devnet.json"
 #: dev accounts: 0 deployer + voter, 1 voter, 2 council, 3 app owner, 4.. node operators
@@ -40,8 +41,10 @@ FIRST_OPERATOR = 4
 SPARE_ACCOUNTS = 2
 
 
-class DevnetError(RuntimeError):
+class DevnetError(DerotError, RuntimeError):
     """The devnet could not be started, or is not in the state asked for."""
+
+    reason = "devnet_failed"
 
 
 @dataclass
@@ -131,7 +134,7 @@ class Devnet:
         """With ``mqtt_url == "embedded"``, start the embedded (amqtt) broker for the signed notice feed."""
         if self.mqtt_url != "embedded":
             return
-        from derot.service.mqtt import BrokerProcess
+        from derot.devnet.broker import BrokerProcess
 
         self.progress("starting the embedded MQTT broker (no broker URL configured)")
         self._broker = BrokerProcess.embedded(self.directory / "mqtt.log").start()

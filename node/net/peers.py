@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
 import grpc
 
 from derot import _proto
+from derot.errors import DerotError
 from derot.net import tls
 
 log = logging.getLogger("derot.net.peers")
 
 
-class EndpointError(ValueError):
+class EndpointError(DerotError, ValueError):
     """An endpoint string that is not ``public=HOST:PORT;peer=HOST:PORT``."""
+
+    reason = "malformed_endpoint"
 
 
 @dataclass(frozen=True)
@@ -73,30 +77,69 @@ class PeerInfo:
     tls_key_hash: bytes
 
 
-class PeerPool:
-    """Pinned mutual-TLS channels to peers' Peer services, created on first use and dropped on failure."""
+#: channel states in which a call can make progress without a new connection
+_USABLE = (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.IDLE)
 
-    def __init__(self, identity: tls.TlsIdentity, *, connect_timeout: float = 3.0):
+
+@dataclass
+class _Channel:
+    channel: grpc.aio.Channel
+    stub: object
+    created: float
+    unusable_since: float | None = None  # monotonic time its state was first seen neither READY nor IDLE
+    strikes: int = 0  # calls abandoned without an answer (a hedge cancelled them) since the last answer
+
+
+class PeerPool:
+    """Pinned mutual-TLS channels to peers' Peer services, created on first use, with health.
+
+    A channel is replaced (closed, the certificate re-fetched and re-pinned, a fresh connection) when a call on
+    it fails with a transport error (:meth:`drop`), when it has been neither READY nor IDLE for
+    ``connect_timeout`` seconds, when ``max_strikes`` calls in a row were abandoned after waiting ``stale_after``
+    seconds without an answer (a hedge cancels calls to a peer that does not answer, so such a channel would
+    otherwise never fail), and after
+    ``max_age`` seconds. So a peer that restarted is used again within seconds.
+    """
+
+    def __init__(self, identity: tls.TlsIdentity, *, connect_timeout: float = 3.0, max_strikes: int = 3,
+                 max_age: float = 600.0, stale_after: float = 1.0):
         self.identity = identity
         self.connect_timeout = connect_timeout
-        self._channels: dict[tuple[str, str, bytes], tuple[grpc.aio.Channel, object]] = {}
+        self.max_strikes = max_strikes
+        self.max_age = max_age
+        self.stale_after = stale_after
+        self._channels: dict[tuple[str, str, bytes], _Channel] = {}
         self._locks: dict[tuple[str, str, bytes], asyncio.Lock] = {}
         self._pb_grpc = _proto.load("node_pb2_grpc")
 
     def _key(self, peer: PeerInfo) -> tuple[str, str, bytes]:
         return (peer.operator.lower(), peer.endpoint.peer, peer.tls_key_hash)
 
+    def _healthy(self, entry: _Channel, now: float) -> bool:
+        if entry.strikes >= self.max_strikes or now - entry.created > self.max_age:
+            return False
+        if entry.channel.get_state(try_to_connect=False) in _USABLE:
+            entry.unusable_since = None
+            return True
+        if entry.unusable_since is None:
+            entry.unusable_since = now
+        return now - entry.unusable_since < self.connect_timeout
+
     async def stub(self, peer: PeerInfo):
         """A ``PeerStub`` for ``peer``; raises :class:`tls.PinMismatch` or ``OSError`` if it cannot connect."""
         key = self._key(peer)
-        hit = self._channels.get(key)
-        if hit is not None:
-            return hit[1]
+        entry = self._channels.get(key)
+        if entry is not None and self._healthy(entry, time.monotonic()):
+            return entry.stub
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
-            hit = self._channels.get(key)
-            if hit is not None:
-                return hit[1]
+            entry = self._channels.get(key)
+            if entry is not None:
+                if self._healthy(entry, time.monotonic()):
+                    return entry.stub
+                log.info("replacing an unhealthy peer channel", extra={"peer": peer.operator,
+                                                                        "strikes": entry.strikes})
+                await self._close(key)
             cert = await asyncio.to_thread(fetch_peer_certificate, peer.endpoint, peer.tls_key_hash,
                                            self.connect_timeout)
             host, port = split_host_port(peer.endpoint.peer)
@@ -104,18 +147,32 @@ class PeerPool:
                 root_certificates=cert, private_key=self.identity.key_pem, certificate_chain=self.identity.cert_pem
             )
             channel = grpc.aio.secure_channel(f"{host}:{port}", credentials, options=tls.channel_options())
-            stub = self._pb_grpc.PeerStub(channel)
-            self._channels[key] = (channel, stub)
-            return stub
+            entry = _Channel(channel, self._pb_grpc.PeerStub(channel), time.monotonic())
+            self._channels[key] = entry
+            return entry.stub
+
+    def answered(self, peer: PeerInfo) -> None:
+        """A call to ``peer`` got an answer (any answer: the channel works)."""
+        entry = self._channels.get(self._key(peer))
+        if entry is not None:
+            entry.strikes = 0
+
+    def abandoned(self, peer: PeerInfo, waited: float) -> None:
+        """A call to ``peer`` was cancelled after ``waited`` seconds without an answer. A hedge routinely cancels
+        calls that are merely slower than the first ``t``; only one that waited ``stale_after`` is a strike."""
+        entry = self._channels.get(self._key(peer))
+        if entry is not None and waited >= self.stale_after:
+            entry.strikes += 1
 
     async def drop(self, peer: PeerInfo) -> None:
         """Forget a peer's channel (after a transport failure), so the next call reconnects and re-pins."""
-        hit = self._channels.pop(self._key(peer), None)
-        if hit is not None:
-            await hit[0].close(grace=None)
+        await self._close(self._key(peer))
+
+    async def _close(self, key) -> None:
+        entry = self._channels.pop(key, None)
+        if entry is not None:
+            await entry.channel.close(grace=None)
 
     async def close(self) -> None:
-        channels = list(self._channels.values())
-        self._channels.clear()
-        for channel, _ in channels:
-            await channel.close(grace=None)
+        for key in list(self._channels):
+            await self._close(key)

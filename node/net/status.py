@@ -12,6 +12,8 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
+from derot.errors import DerotError
+
 DOMAIN = "derot.v1"
 
 # node-level reason codes
@@ -59,7 +61,7 @@ RETRYABLE = frozenset(
 )
 
 
-class Refusal(Exception):
+class Refusal(DerotError):
     """A request refused with a stable ``reason`` code and a human ``detail``."""
 
     def __init__(self, reason: str, detail: str = "", *, metadata: dict[str, str] | None = None):

@@ -27,11 +27,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from derot.errors import DerotError
+
 TLS_SERVER_NAME = "derot-node"
 
 
-class PinMismatch(Exception):
+class PinMismatch(DerotError):
     """A peer presented a TLS key other than the one registered for it."""
+
+    reason = "tls_pin_mismatch"
 
 
 @dataclass(frozen=True, repr=False)

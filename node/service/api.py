@@ -34,24 +34,33 @@ class ServiceApi:
     def certificate_status(self, request):
         return self._gateway.certificate_status(request)
 
-    # Peer
+    # Peer: every method checks the caller against the current state first
     def caller_operator(self, context) -> str:
         return Peering.caller_operator(context, self._view.state)
 
+    def _member(self, caller: str) -> None:
+        Peering.authorize(caller, self._view.state)
+
     def receive_dkg(self, epoch: int, message: bytes, caller: str) -> None:
-        self._epochs.receive_dkg(epoch, message)
+        self._member(caller)
+        self._epochs.receive_dkg(epoch, message, caller)
 
     def node_evidence(self, caller: str):
+        Peering.authorize(caller, self._view.state, evidence_only=True)
         return self._contributor.node_evidence()
 
     def epoch_keys(self, request, caller: str):
+        self._member(caller)
         return self._contributor.epoch_keys(request)
 
-    def partial_sign(self, request, caller: str):
-        return self._contributor.partial_sign(request, caller)
+    async def partial_sign(self, request, caller: str):
+        self._member(caller)
+        return await self._contributor.partial_sign(request, caller)
 
-    def derive_share(self, request, caller: str):
-        return self._contributor.derive_share(request, caller)
+    async def derive_share(self, request, caller: str):
+        self._member(caller)
+        return await self._contributor.derive_share(request, caller)
 
     async def sign_notice(self, request, caller: str):
+        self._member(caller)
         return await self._contributor.sign_notice(request)

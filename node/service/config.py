@@ -33,9 +33,13 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from derot.errors import DerotError
 
-class ConfigError(Exception):
+
+class ConfigError(DerotError):
     """The configuration is missing, malformed or inconsistent; the message names the key."""
+
+    reason = "config_invalid"
 
 
 @dataclass(frozen=True)

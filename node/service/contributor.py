@@ -30,9 +30,9 @@ class Contributor:
         self.corrupt = "corrupt_shares" in faults_active  # devnet fault injection
         self._pb = _proto.load("node_pb2")
 
-    def derive_share(self, request, caller: str):
+    async def derive_share(self, request, caller: str):
         """Peer DeriveShare: this node's encrypted key-derivation share."""
-        _state, keys, checked = self.admission.check(request.request, "derive", caller)
+        _state, keys, checked = await self.admission.check(request.request, "derive", caller)
         if request.epoch != keys.epoch:
             raise Refusal(status.WRONG_EPOCH, f"asked for epoch {request.epoch}, this node serves {keys.epoch}")
         share = issuance.derive_share(keys, checked)
@@ -40,9 +40,9 @@ class Contributor:
             share = kd.EncryptedKey(share.c1, share.c2, faults.corrupt_point(share.c3))
         return self._pb.DeriveShareResponse(index=keys.index, epoch=keys.epoch, encrypted_share=share.encode())
 
-    def partial_sign(self, request, caller: str):
+    async def partial_sign(self, request, caller: str):
         """Peer PartialSign: a partial signature over a proposed certificate this node rebuilt identically."""
-        state, keys, checked = self.admission.check(request.request, "certify", caller)
+        state, keys, checked = await self.admission.check(request.request, "certify", caller)
         cert = issuance.check_proposed_certificate(
             request.certificate, checked, self.deployment, keys.epoch, now=int(time.time()),
             max_lifetime=self.limits.max_certificate_lifetime, confirmed_block=state.block_number,

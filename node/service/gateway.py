@@ -34,7 +34,7 @@ class Gateway:
         self._pb = _proto.load("node_pb2")
 
     async def derive_key(self, request, source: str):
-        state, keys, checked = self.admission.check(request.request, "derive", source)
+        state, keys, checked = await self.admission.check(request.request, "derive", source)
         hashed = kd.kd_point(checked.app_id, checked.key_version, checked.context)
         pb = self._pb
 
@@ -66,7 +66,7 @@ class Gateway:
         )
 
     async def issue_certificate(self, request, source: str):
-        state, keys, checked = self.admission.check(request.request, "certify", source)
+        state, keys, checked = await self.admission.check(request.request, "certify", source)
         limits = self.limits
         lifetime = request.lifetime_seconds or limits.certificate_lifetime
         if not 0 < lifetime <= limits.max_certificate_lifetime:

@@ -17,6 +17,7 @@ from derot.constants import CERT_VERSION, DST_CERT
 from derot.crypto import kd
 from derot.crypto import threshold as th
 from derot.crypto.bls import G1
+from derot.limits import LIMITS
 from derot.net import status
 from derot.net.status import Refusal
 from derot.service.epoch import EpochKeys
@@ -24,7 +25,6 @@ from derot.service.requests import CheckedRequest
 
 SERIAL_DOMAIN = b"DEROT-V1-SERIAL"
 #: how far a gateway's notBefore may lie from a contributor's clock
-CLOCK_SKEW = 120
 #: how far a gateway's policy block may lie ahead of / behind a contributor's confirmed block
 POLICY_BLOCK_LEAD = 16
 POLICY_BLOCK_LAG = 1024
@@ -97,8 +97,9 @@ def check_proposed_certificate(
             status.CERTIFICATE_MISMATCH,
             "the proposed certificate differs from this node's view: " + (", ".join(mismatched) or "validity window"),
         )
-    if abs(cert.not_before - now) > CLOCK_SKEW:
-        raise Refusal(status.CERTIFICATE_MISMATCH, f"notBefore {cert.not_before} is more than {CLOCK_SKEW} s from now")
+    if abs(cert.not_before - now) > LIMITS.max_clock_skew:
+        raise Refusal(status.CERTIFICATE_MISMATCH,
+                      f"notBefore {cert.not_before} is more than {LIMITS.max_clock_skew} s from now")
     if cert.not_after - cert.not_before > max_lifetime:
         raise Refusal(status.CERTIFICATE_MISMATCH, f"lifetime exceeds the network maximum of {max_lifetime} s")
     if not confirmed_block - POLICY_BLOCK_LAG <= cert.policy_block <= confirmed_block + POLICY_BLOCK_LEAD:

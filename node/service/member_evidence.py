@@ -14,9 +14,9 @@ import time
 
 from derot.attest.claims import Claims
 from derot.attest.policy import PolicyEngine
-from derot.attest.trust import TrustConfig
 from derot.chain.state import RegistryState
 from derot.chain.types import EpochRecord
+from derot.limits import LIMITS
 from derot.net.peers import Endpoint, PeerInfo
 from derot.service.membership import (
     MembershipRefused,
@@ -26,25 +26,22 @@ from derot.service.membership import (
 )
 from derot.service.peering import Peering, peer_info
 from derot.service.tasks import TaskSet
+from derot.service.verification import EvidenceVerifier
 
 log = logging.getLogger("derot.node")
 
-#: evidence verifications running at once
-VERIFY_SLOTS = 4
-#: seconds before an unreachable registrant's evidence is fetched again
-RETRY_AFTER = 2.0
 
 
 class MemberEvidence:
-    def __init__(self, peering: Peering, trust: TrustConfig, network: bytes, operator: str, tasks: TaskSet):
-        self.peering, self.trust, self.network = peering, trust, network
+    def __init__(self, peering: Peering, verifier: EvidenceVerifier, network: bytes, operator: str, tasks: TaskSet):
+        self.peering, self.verifier, self.network = peering, verifier, network
         self.operator = operator.lower()
         self.tasks = tasks
         self.policy = PolicyEngine.default()
         self._claims: dict[bytes, Claims | MembershipRefused] = {}  # evidence hash -> verdict
         self._running: dict[bytes, asyncio.Task] = {}
         self._retry_at: dict[bytes, float] = {}
-        self._slots = asyncio.Semaphore(VERIFY_SLOTS)
+        self._slots = asyncio.Semaphore(LIMITS.member_evidence_slots)
         self._changed = asyncio.Event()
 
     def watch(self, state: RegistryState) -> None:
@@ -66,11 +63,12 @@ class MemberEvidence:
             async with self._slots:
                 evidence = await self.peering.fetch_evidence(info)
                 if evidence is None:
-                    self._retry_at[evidence_hash] = time.monotonic() + RETRY_AFTER
+                    self._retry_at[evidence_hash] = time.monotonic() + LIMITS.member_evidence_retry
                     return
-                try:
-                    self._claims[evidence_hash] = verify_member_evidence(
-                        evidence, registered_hash=evidence_hash, trust=self.trust, now=int(time.time()))
+                try:  # off the loop, on the verifier's bounded workers
+                    self._claims[evidence_hash] = await self.verifier.verify(
+                        verify_member_evidence, evidence, evidence, registered_hash=evidence_hash,
+                        trust=self.verifier.trust, now=int(time.time()), source=info.operator)
                 except MembershipRefused as exc:
                     self._claims[evidence_hash] = exc
                     log.warning("member evidence refused", extra={"operator": info.operator, "reason": exc.reason,

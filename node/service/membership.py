@@ -17,11 +17,12 @@ from derot.attest.policy import PolicyEngine, PolicyRequest
 from derot.attest.snapshot import GovernanceSnapshot
 from derot.attest.trust import TrustConfig
 from derot.attest.verify import verify_evidence
+from derot.errors import DerotError
 
 NODE_DOMAIN = b"DEROT-V1-NODE"
 
 
-class MembershipRefused(Exception):
+class MembershipRefused(DerotError):
     """A member's evidence does not establish it as an attested node; ``reason`` is a stable code."""
 
     def __init__(self, reason: str, detail: str):
@@ -48,7 +49,7 @@ def verify_member_evidence(evidence_bytes: bytes, *, registered_hash: bytes, tru
     try:
         return verify_evidence(Evidence.decode(evidence_bytes), trust, at=now)
     except AttestationError as exc:
-        raise MembershipRefused(getattr(exc, "reason", "attestation_error"), str(exc)) from None
+        raise MembershipRefused(exc.reason, str(exc)) from None
 
 
 def check_member_policy(claims: Claims, *, expected_report_data: bytes, policy: PolicyEngine,

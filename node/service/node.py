@@ -24,6 +24,7 @@ from eth_account import Account
 from web3 import Web3
 
 from derot import __version__, untrusted
+from derot.limits import LIMITS
 from derot.attest.binding import network_id
 from derot.attest.evidence import Evidence
 from derot.attest.policy import PolicyEngine
@@ -53,6 +54,7 @@ from derot.service.requests import RequestChecker
 from derot.service.signing import FanOut
 from derot.service.storage import NodeStore
 from derot.service.tasks import TaskSet
+from derot.service.verification import EvidenceVerifier
 from derot.service.view import Admission, NodeView
 
 log = logging.getLogger("derot.node")
@@ -92,6 +94,21 @@ def create_identity(store: NodeStore) -> None:
     store.put_identity("tls", tls_id.key_pem, tls_id.cert_pem)
 
 
+def server_options(max_request_bytes: int) -> list[tuple[str, int]]:
+    """gRPC server options: message sizes, and what grpcio lets a server bound per connection. A TLS handshake
+    must finish within ``LIMITS.handshake_timeout`` (grpc's default is 120 s, so half-open connections held a
+    descriptor that long), and a connection carries at most ``LIMITS.max_streams_per_connection`` concurrent
+    calls. grpcio has no per-source connection limit: that belongs to the host firewall or a proxy."""
+    return [
+        ("grpc.so_reuseport", 0),  # a port in use is an error, never a port shared with another process
+        ("grpc.max_receive_message_length", 2 * max_request_bytes),
+        ("grpc.max_send_message_length", 4 * 1024 * 1024),
+        ("grpc.server_handshake_timeout_ms", int(LIMITS.handshake_timeout * 1000)),
+        ("grpc.max_concurrent_streams", LIMITS.max_streams_per_connection),
+        ("grpc.max_connection_idle_ms", int(LIMITS.connection_idle * 1000)),
+    ]
+
+
 class NodeService:
     """Wiring and lifecycle: ``start()``, ``wait_ready()``, ``stop()``; ``public_port``/``peer_port``/
     ``metrics_port`` once started."""
@@ -118,10 +135,13 @@ class NodeService:
         retirement = ShareRetirement(EraseGuard(self.registry, finality, self.account.address), store)
         self.tasks = TaskSet()
         self.peering = Peering(self.identity.tls, self.account.address, peer_deadline=limits.peer_deadline)
+        trust.collateral.fetch_on_get = False  # collateral is fetched before verification, off the loop
+        self.verifier = EvidenceVerifier(trust, workers=LIMITS.verify_workers,
+                                         fetch_workers=LIMITS.collateral_fetch_workers)
         admission = Admission(self.view, RequestChecker(network=self.network, trust=trust, policy=policy),
-                              self.metrics)
+                              self.verifier, self.metrics)
         fanout = FanOut(self.peering, self.metrics, limits)
-        self.evidence = MemberEvidence(self.peering, trust, self.network, self.account.address, self.tasks)
+        self.evidence = MemberEvidence(self.peering, self.verifier, self.network, self.account.address, self.tasks)
         self.epochs = EpochOrchestrator(
             view=self.view, store=store, peering=self.peering, evidence=self.evidence, registry=self.registry,
             w3=self.w3, account=self.account, network=self.network, identity=self.identity.dkg,
@@ -151,14 +171,8 @@ class NodeService:
 
     async def start(self) -> None:
         untrusted.pin_recursion_limit()
-        self._server = grpc.aio.server(
-            interceptors=[MalformedRequests()],
-            options=[
-                ("grpc.so_reuseport", 0),  # a port in use is an error, never a port shared with another process
-                ("grpc.max_receive_message_length", 2 * self.config.limits.max_request_bytes),
-                ("grpc.max_send_message_length", 4 * 1024 * 1024),
-            ]
-        )
+        self._server = grpc.aio.server(interceptors=[MalformedRequests()],
+                                       options=server_options(self.config.limits.max_request_bytes))
         self._health = add_services(self._server, self.api)
         ident = self.identity.tls
         public_creds = grpc.ssl_server_credentials([(ident.key_pem, ident.cert_pem)])
@@ -203,6 +217,7 @@ class NodeService:
             await self._server.stop(grace)
         await self.tasks.cancel_all()
         await self.peering.close()
+        self.verifier.close()
         self.store.close()
         log.info("node stopped")
 
@@ -236,7 +251,7 @@ class NodeService:
         self.view.state = state
         self.view.freshness.observe(state.block_number, state.snapshot.block_timestamp)
         self.metrics.confirmed_block.set(state.block_number)
-        await self.peering.refresh_certs(state)
+        self.peering.on_state(state)  # never waits on peers: new pins are fetched in the background
         self.evidence.watch(state)
         self.epochs.on_state(state)
         if state.committee is not None:

@@ -4,7 +4,7 @@ proposed notice against before it adds its partial signature.
 A contributing member signs only a notice byte-identical to the one it builds itself: from its own confirmed
 state when it sits at the notice's block, otherwise by reading the registry pinned to the notice's block
 hash, after checking with its own RPC that the block is canonical and confirmed. It never signs a state more
-than ``MAX_NOTICE_LAG`` blocks older (or ``MAX_NOTICE_LEAD`` newer) than its view.
+than ``LIMITS.max_notice_lag`` blocks older (or ``LIMITS.max_notice_lead`` newer) than its view.
 """
 
 from __future__ import annotations
@@ -16,15 +16,13 @@ from derot.chain.follower import TRANSIENT_ERRORS
 from derot.chain.registry import Registry
 from derot.chain.state import RegistryState
 from derot.chain.types import RevocationKind
+from derot.limits import LIMITS
 from derot.net import status
 from derot.net.status import Refusal
 
 #: refusal reasons of SignNotice
 NOTICE_MISMATCH = status.NOTICE_MISMATCH
 NOT_CONFIRMED = status.NOT_CONFIRMED
-#: a member signs notices of blocks at most this far behind / ahead of its confirmed block
-MAX_NOTICE_LAG = 64
-MAX_NOTICE_LEAD = 16
 
 
 def revocations_of(state) -> RevocationSet:
@@ -93,7 +91,7 @@ class NoticeSource:
         if notice.epoch != epoch:
             raise Refusal(status.WRONG_EPOCH, f"the notice names epoch {notice.epoch}, this node serves {epoch}")
         confirmed = state.block_number
-        if not confirmed - MAX_NOTICE_LAG <= notice.block_number <= confirmed + MAX_NOTICE_LEAD:
+        if not confirmed - LIMITS.max_notice_lag <= notice.block_number <= confirmed + LIMITS.max_notice_lead:
             raise Refusal(NOTICE_MISMATCH, f"block {notice.block_number} is too far from this node's confirmed "
                                            f"block {confirmed}")
         if notice.block_number < self.start_block:

@@ -6,7 +6,8 @@ only: ``PREPARING`` (membership evidence checked, previous keys gathered) → ``
 :class:`~derot.service.dkg_runner.DkgRunner` exchanges messages) → ``FINISHED`` (result stored and reported,
 waiting for the registry) or ``FAILED``. A run exists from the first update that sees the epoch pending, so a
 later update never starts a second one. DKG messages that arrive before the runner exists are buffered and
-replayed when it starts.
+replayed when it starts: only for the pending epoch, at most ``LIMITS.dkg_backlog_per_sender`` messages per sender
+and ``LIMITS.dkg_backlog_bytes`` per epoch (senders are members, so the buffer is bounded).
 
 Activation is two steps: the node serves an activated epoch from the confirmed view at once (reversible),
 but erases older shares only through :class:`~derot.chain.finality.ShareRetirement`, i.e. once the
@@ -19,7 +20,7 @@ import asyncio
 import enum
 import logging
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from derot import _proto
@@ -39,6 +40,7 @@ from derot.crypto.dkg import (
     PreviousEpoch,
     PublicKeys,
 )
+from derot.limits import LIMITS
 from derot.net import status
 from derot.net.peers import PeerInfo
 from derot.net.status import Refusal
@@ -55,11 +57,6 @@ from derot.service.view import NodeView
 
 log = logging.getLogger("derot.node")
 
-#: messages buffered per epoch for a DKG this node has not started yet
-DKG_BUFFER = 4096
-#: attempts to report a finished run to the registry (exponential backoff, capped at REPORT_MAX_DELAY s)
-REPORT_ATTEMPTS = 8
-REPORT_MAX_DELAY = 15.0
 
 
 class EpochState(enum.Enum):
@@ -79,6 +76,29 @@ _NEXT = {
 
 
 @dataclass
+class DkgBacklog:
+    """Messages that arrived before the session started, in arrival order, bounded per sender and in bytes."""
+
+    messages: list[bytes] = field(default_factory=list)
+    per_sender: Counter = field(default_factory=Counter)
+    size: int = 0
+
+    def add(self, sender: str, data: bytes) -> None:
+        if self.per_sender[sender] >= LIMITS.dkg_backlog_per_sender:
+            raise Refusal(status.OVERLOADED, f"{LIMITS.dkg_backlog_per_sender} DKG messages from {sender} are already "
+                                             "waiting for this node's session to start")
+        if self.size + len(data) > LIMITS.dkg_backlog_bytes:
+            raise Refusal(status.OVERLOADED, "the DKG backlog of this epoch is full")
+        self.per_sender[sender] += 1
+        self.size += len(data)
+        self.messages.append(bytes(data))
+
+    def drain(self) -> list[bytes]:
+        out, self.messages, self.per_sender, self.size = self.messages, [], Counter(), 0
+        return out
+
+
+@dataclass
 class EpochRun:
     """This node's part in one DKG/reshare. ``keys`` is set once FINISHED if this node holds shares."""
 
@@ -86,7 +106,7 @@ class EpochRun:
     state: EpochState = EpochState.PREPARING
     runner: DkgRunner | None = None
     keys: EpochKeys | None = None
-    backlog: deque = field(default_factory=lambda: deque(maxlen=DKG_BUFFER))
+    backlog: DkgBacklog = field(default_factory=DkgBacklog)
 
     def advance(self, to: EpochState) -> None:
         if to not in _NEXT[self.state]:
@@ -106,7 +126,7 @@ class EpochOrchestrator:
         self.retirement = retirement
         self._retiring = False  # a finality check runs in a worker thread
         self._runs: dict[int, EpochRun] = {}
-        self._early: dict[int, deque] = defaultdict(lambda: deque(maxlen=DKG_BUFFER))  # before a run exists
+        self._early: tuple[int, DkgBacklog] | None = None  # the pending epoch's messages before its run exists
         self._pb = _proto.load("node_pb2")
 
     @property
@@ -143,11 +163,22 @@ class EpochOrchestrator:
         ):
             self._start(state, pending)
 
-    def receive_dkg(self, epoch: int, data: bytes) -> None:
-        """A DKG message from a peer: to the running session, or buffered until the session starts."""
+    def receive_dkg(self, epoch: int, data: bytes, sender: str) -> None:
+        """A DKG message from member ``sender``: to the running session, or buffered until the session starts
+        (only for the pending epoch)."""
         run = self._runs.get(epoch)
         if run is None or run.runner is None:
-            (run.backlog if run is not None else self._early[epoch]).append(bytes(data))
+            state = self.view.state
+            pending = state.pending if state is not None else None
+            if pending is None or pending.id != epoch:
+                raise Refusal(status.WRONG_EPOCH, f"no DKG is pending for epoch {epoch}")
+            if run is None:
+                if self._early is None or self._early[0] != epoch:
+                    self._early = (epoch, DkgBacklog())
+                backlog = self._early[1]
+            else:
+                backlog = run.backlog
+            backlog.add(sender.lower(), data)
             return
         try:
             run.runner.receive(data)
@@ -195,7 +226,8 @@ class EpochOrchestrator:
 
     def _start(self, state: RegistryState, epoch: EpochRecord) -> None:
         run = EpochRun(epoch.id)
-        run.backlog.extend(self._early.pop(epoch.id, ()))
+        if self._early is not None and self._early[0] == epoch.id:
+            run.backlog, self._early = self._early[1], None
         self._runs[epoch.id] = run
         self.tasks.spawn(self._run(run, state, epoch), name=f"dkg-{epoch.id}")
 
@@ -215,9 +247,7 @@ class EpochOrchestrator:
                 on_phase=lambda phase, seconds: self.metrics.dkg_phase.labels(phase).observe(seconds),
             )
             run.advance(EpochState.RUNNING)
-            backlog = list(run.backlog)
-            run.backlog.clear()
-            result = await run.runner.run(backlog)
+            result = await run.runner.run(run.backlog.drain())
         except DkgFailed as exc:
             run.advance(EpochState.FAILED)
             self.metrics.dkg_runs.labels("failed").inc()
@@ -261,7 +291,7 @@ class EpochOrchestrator:
 
     async def _report(self, epoch_id: int, result) -> None:
         delay = 1.0
-        for _attempt in range(REPORT_ATTEMPTS):
+        for _attempt in range(LIMITS.epoch_report_attempts):
             try:
                 await asyncio.to_thread(
                     self.registry.report_epoch, self.account, epoch_id, result.sig.group_key, result.kd.group_key,
@@ -276,7 +306,7 @@ class EpochOrchestrator:
                     return
                 log.warning("epoch report failed", extra={"epoch": epoch_id, "error": str(exc)})
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, REPORT_MAX_DELAY)
+                delay = min(delay * 2, LIMITS.epoch_report_max_delay)
 
     async def _already_active(self, epoch_id: int, result) -> bool:
         """Whether the registry activated ``epoch_id`` with the keys this node computed (a report that

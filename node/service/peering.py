@@ -1,11 +1,19 @@
 """Peering: which registered nodes this node trusts on its Peer port (TLS pins), and every call it makes
 to another node's Peer port.
 
-The registry pins each node's TLS key hash. :meth:`Peering.refresh_certs` fetches the certificate behind
-every pin; the Peer port accepts a client certificate only if it is one of them
-(:meth:`Peering.server_credentials`), and :meth:`Peering.caller_operator` names the operator a caller
-authenticated as. Outgoing calls go through one :class:`~derot.net.peers.PeerPool` of pinned mutual-TLS
-channels; a transport failure drops the channel so the next call reconnects and re-pins.
+Who may call. Approved nodes (:func:`pinned_nodes`); before the first epoch activates, also registrants
+awaiting approval, so the future members of the bootstrap DKG can check each other's membership evidence
+before the vote that approves them and starts it. Approved nodes may fetch this node's membership evidence
+(public: its hash is on-chain); every other Peer method is for approved members of the current or the pending
+epoch only (:func:`epoch_members`). The registry pins each
+node's TLS key hash; :meth:`Peering.on_state` drops the pins of nodes that are no longer allowed at once, and fetches the certificates of newly allowed ones in a background task, so handling a registry update
+(a revocation, say) never waits on peer I/O, and a registrant that never answers costs nothing but its own
+retries (backed off per registrant). The Peer port accepts a client certificate only if it is pinned
+(:meth:`Peering.server_credentials`), and every Peer handler checks the caller again against the current state
+(:meth:`Peering.authorize`), so a removed or suspended node is refused by name even before its pin is gone.
+
+Calling peers. Outgoing calls go through one :class:`~derot.net.peers.PeerPool` of pinned mutual-TLS channels
+with health (a failed, stuck or aged channel is replaced).
 """
 
 from __future__ import annotations
@@ -18,20 +26,45 @@ import grpc
 
 from derot import _proto
 from derot.chain.state import RegistryState
-from derot.chain.types import EpochRecord
+from derot.chain.types import EpochRecord, NodeRecord, NodeStatus
+from derot.limits import LIMITS
 from derot.net import status, tls
 from derot.net.peers import Endpoint, PeerInfo, PeerPool, fetch_peer_certificate
 from derot.net.status import Refusal, refusal_from_rpc_error
 
 log = logging.getLogger("derot.peering")
 
-#: seconds to fetch a registered node's certificate
-CERT_FETCH_TIMEOUT = 2.0
-#: attempts and per-attempt timeout (s) to fetch a registrant's membership evidence
-EVIDENCE_ATTEMPTS = 3
-EVIDENCE_TIMEOUT = 5.0
-#: per-attempt timeout (s) of a DKG message delivery (retried until the phase deadline)
-DKG_SEND_TIMEOUT = 5.0
+#: refusals of a DKG message from a peer whose view of the registry may lag this node's: retried
+LAGGING = frozenset({status.NOT_A_MEMBER, status.WRONG_EPOCH})
+#: seconds before an unreachable node's certificate is fetched again (doubling up to the limit)
+CERT_RETRY = 2.0
+
+
+def admitted_statuses(state: RegistryState) -> tuple[NodeStatus, ...]:
+    """Registry statuses whose nodes may reach the Peer port: approved ones; before any epoch is active, also
+    registrants awaiting approval (the bootstrap committee, checking each other's evidence before the vote)."""
+    if state.committee is None:
+        return (NodeStatus.PENDING, NodeStatus.APPROVED)
+    return (NodeStatus.APPROVED,)
+
+
+def pinned_nodes(state: RegistryState) -> dict[str, NodeRecord]:
+    """Nodes whose TLS key the Peer port accepts (:func:`admitted_statuses`)."""
+    admitted = admitted_statuses(state)
+    return {op.lower(): n for op, n in state.nodes.items() if n.status in admitted}
+
+
+def epoch_members(state: RegistryState) -> dict[str, NodeRecord]:
+    """Nodes that may use the whole Peer service: approved members of the current or the pending epoch (a
+    reshare's old members are the current epoch's), by lower-case operator."""
+    epochs = [e for e in (state.committee, state.pending) if e is not None]
+    out = {}
+    for epoch in epochs:
+        for operator in epoch.members:
+            node = state.nodes.get(operator)
+            if node is not None and node.status == NodeStatus.APPROVED:
+                out[operator.lower()] = node
+    return out
 
 
 def peer_info(state: RegistryState, epoch: EpochRecord) -> dict[int, PeerInfo]:
@@ -55,13 +88,18 @@ class Peering:
         self.identity = identity
         self.operator = operator.lower()
         self.peer_deadline = peer_deadline
-        self.pool = PeerPool(identity)
+        self.pool = PeerPool(identity, connect_timeout=LIMITS.peer_connect_timeout,
+                             max_strikes=LIMITS.peer_max_strikes, max_age=LIMITS.peer_channel_max_age,
+                             stale_after=LIMITS.peer_stale_after)
         self._pb = _proto.load("node_pb2")
         self._peer_certs: dict[bytes, bytes] = {}  # tls key hash -> PEM, for the Peer port's client auth
         self._server_cert_config = grpc.ssl_server_certificate_configuration(
             [(identity.key_pem, identity.cert_pem)], root_certificates=identity.cert_pem
         )
         self._served_cert_config = self._server_cert_config
+        self._wanted: dict[bytes, NodeRecord] = {}  # tls key hash -> node, for the latest state
+        self._retry_at: dict[bytes, tuple[float, float]] = {}  # tls key hash -> (next attempt, backoff)
+        self._refresh: asyncio.Task | None = None
 
     # ---------------------------------------------------------------------------------------------
     # the Peer port: who may call
@@ -84,33 +122,67 @@ class Peering:
         self._served_cert_config = config
         return config
 
-    async def refresh_certs(self, state: RegistryState) -> None:
-        """Fetch (and pin) the certificate of every registered node not fetched yet."""
-        wanted = {n.tls_key_hash: n for n in state.nodes.values() if n.operator.lower() != self.operator}
-        missing = [n for h, n in wanted.items() if h not in self._peer_certs]
-        if not missing and set(self._peer_certs) <= set(wanted):
-            return
+    def on_state(self, state: RegistryState) -> None:
+        """A new registry state: unpin nodes no longer allowed now; fetch new pins in the background."""
+        self._wanted = {n.tls_key_hash: n for op, n in pinned_nodes(state).items() if op != self.operator}
+        kept = {h: pem for h, pem in self._peer_certs.items() if h in self._wanted}
+        if kept != self._peer_certs:
+            self._pin(kept)
+        if any(h not in self._peer_certs for h in self._wanted) and (self._refresh is None or self._refresh.done()):
+            self._refresh = asyncio.create_task(self.refresh_certs(), name="peer-certs")
 
-        async def fetch(node):
+    async def refresh_certs(self) -> None:
+        """Fetch (and pin) the certificate of every allowed node not fetched yet, skipping those backed off."""
+        now = time.monotonic()
+        missing = [n for h, n in self._wanted.items()
+                   if h not in self._peer_certs and self._retry_at.get(h, (0.0, 0.0))[0] <= now]
+
+        async def fetch(node: NodeRecord):
             try:
                 endpoint = Endpoint.parse(node.endpoint)
-                return node.tls_key_hash, await asyncio.to_thread(
-                    fetch_peer_certificate, endpoint, node.tls_key_hash, CERT_FETCH_TIMEOUT
-                )
+                pem = await asyncio.to_thread(fetch_peer_certificate, endpoint, node.tls_key_hash, LIMITS.peer_cert_timeout)
+                self._retry_at.pop(node.tls_key_hash, None)
+                return node.tls_key_hash, pem
             except (OSError, ValueError, tls.PinMismatch) as exc:
+                backoff = min(self._retry_at.get(node.tls_key_hash, (0.0, CERT_RETRY / 2))[1] * 2, LIMITS.peer_cert_retry_max)
+                self._retry_at[node.tls_key_hash] = (time.monotonic() + backoff, backoff)
                 log.debug("peer certificate not fetched yet", extra={"operator": node.operator, "error": str(exc)})
                 return None
 
         results = await asyncio.gather(*(fetch(n) for n in missing))
-        certs = {h: pem for h, pem in self._peer_certs.items() if h in wanted}
-        certs.update(r for r in results if r is not None)
+        certs = {h: pem for h, pem in self._peer_certs.items() if h in self._wanted}
+        certs.update(r for r in results if r is not None and r[0] in self._wanted)
         if certs != self._peer_certs:
-            self._peer_certs = certs
-            ident = self.identity
-            roots = b"".join(certs.values()) or ident.cert_pem
-            self._server_cert_config = grpc.ssl_server_certificate_configuration(
-                [(ident.key_pem, ident.cert_pem)], root_certificates=roots
-            )
+            self._pin(certs)
+
+    def _pin(self, certs: dict[bytes, bytes]) -> None:
+        self._peer_certs = certs
+        ident = self.identity
+        roots = b"".join(certs.values()) or ident.cert_pem
+        self._server_cert_config = grpc.ssl_server_certificate_configuration(
+            [(ident.key_pem, ident.cert_pem)], root_certificates=roots
+        )
+
+    @property
+    def pinned(self) -> frozenset[bytes]:
+        """TLS key hashes the Peer port accepts now."""
+        return frozenset(self._peer_certs)
+
+    @staticmethod
+    def authorize(operator: str, state: RegistryState | None, *, evidence_only: bool = False) -> None:
+        """Refuse (``not_a_member``, naming why) unless registered ``operator`` may make a Peer call now: it is
+        approved and a member of the current or the pending epoch. ``evidence_only``: the call is
+        GetNodeEvidence, open to every node :func:`admitted_statuses` admits."""
+        node = state.nodes.get(operator) if state is not None else None
+        if node is None:
+            raise Refusal(status.NOT_A_MEMBER, f"{operator} is not registered")
+        allowed = admitted_statuses(state) if evidence_only else (NodeStatus.APPROVED,)
+        if node.status not in allowed:
+            raise Refusal(status.NOT_A_MEMBER, f"{operator} is {node.status.name.lower()}, not an approved node",
+                          metadata={"status": node.status.name.lower()})
+        if not evidence_only and operator.lower() not in epoch_members(state):
+            raise Refusal(status.NOT_A_MEMBER, f"{operator} is in neither the current nor the pending epoch",
+                          metadata={"status": "not_in_epoch"})
 
     @staticmethod
     def caller_operator(context, state: RegistryState | None) -> str:
@@ -133,13 +205,21 @@ class Peering:
             stub = await self.pool.stub(info)
         except (OSError, tls.PinMismatch) as exc:
             raise Refusal(status.UNAVAILABLE, f"peer {info.index}: {exc}") from None
+        started = time.monotonic()
         try:
-            return await getattr(stub, method)(message, timeout=self.peer_deadline)
+            reply = await getattr(stub, method)(message, timeout=self.peer_deadline)
         except grpc.aio.AioRpcError as exc:
             refusal = refusal_from_rpc_error(exc)
-            if refusal.reason == status.UNAVAILABLE:
+            if refusal.reason in (status.UNAVAILABLE, status.DEADLINE_EXCEEDED):
                 await self.pool.drop(info)
+            else:
+                self.pool.answered(info)
             raise refusal from None
+        except asyncio.CancelledError:  # a hedge gave up on this peer: count it against the channel
+            self.pool.abandoned(info, time.monotonic() - started)
+            raise
+        self.pool.answered(info)
+        return reply
 
     async def submit_dkg(self, info: PeerInfo, epoch_id: int, data: bytes, deadline: float) -> None:
         """Deliver one DKG message, retrying transport failures for ``deadline`` seconds."""
@@ -149,14 +229,15 @@ class Peering:
         while time.monotonic() - started < deadline:
             try:
                 stub = await self.pool.stub(info)
-                await stub.SubmitDkgMessage(envelope, timeout=DKG_SEND_TIMEOUT)
+                await stub.SubmitDkgMessage(envelope, timeout=LIMITS.dkg_send_timeout)
                 return
             except grpc.aio.AioRpcError as exc:
-                if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                    log.warning("peer refused a DKG message",
-                                extra={"peer": info.index, "reason": refusal_from_rpc_error(exc).reason})
+                reason = refusal_from_rpc_error(exc).reason
+                if reason in (status.UNAVAILABLE, status.DEADLINE_EXCEEDED):
+                    await self.pool.drop(info)
+                elif reason not in LAGGING:
+                    log.warning("peer refused a DKG message", extra={"peer": info.index, "reason": reason})
                     return
-                await self.pool.drop(info)
             except (OSError, tls.PinMismatch):
                 pass
             await asyncio.sleep(delay)
@@ -165,10 +246,10 @@ class Peering:
 
     async def fetch_evidence(self, info: PeerInfo) -> bytes | None:
         """A registered node's membership evidence (its GetNodeEvidence answer), or None if unreachable."""
-        for _attempt in range(EVIDENCE_ATTEMPTS):
+        for _attempt in range(LIMITS.evidence_fetch_attempts):
             try:
                 stub = await self.pool.stub(info)
-                reply = await stub.GetNodeEvidence(self._pb.GetNodeEvidenceRequest(), timeout=EVIDENCE_TIMEOUT)
+                reply = await stub.GetNodeEvidence(self._pb.GetNodeEvidenceRequest(), timeout=LIMITS.evidence_fetch_timeout)
                 return bytes(reply.evidence)
             except grpc.aio.AioRpcError:
                 await self.pool.drop(info)
@@ -178,4 +259,7 @@ class Peering:
         return None
 
     async def close(self) -> None:
+        if self._refresh is not None:
+            self._refresh.cancel()
+            await asyncio.gather(self._refresh, return_exceptions=True)
         await self.pool.close()

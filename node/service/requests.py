@@ -21,12 +21,12 @@ from derot.attest.trust import TrustConfig
 from derot.attest.verify import verify_evidence
 from derot.constants import KeyType
 from derot.crypto.bls import G1, PointDecodeError
+from derot.limits import LIMITS
 from derot.net import status
 from derot.net.status import Refusal
 
 APP_ID_SIZE = 32
 NONCE_SIZE = 16
-MAX_CONTEXT = 1024
 MAX_SUBJECT_KEY = 133  # an uncompressed P-521 point; every derot key type is smaller
 
 
@@ -63,7 +63,7 @@ class RequestChecker:
             evidence = Evidence.decode(request.evidence)
             claims = verify_evidence(evidence, self.trust, at=now)
         except AttestationError as exc:
-            raise Refusal(getattr(exc, "reason", "attestation_error"), str(exc)) from None
+            raise Refusal(exc.reason, str(exc)) from None
         binding = RequestBinding(
             network=self.network,
             app_id=fields["app_id"],
@@ -111,8 +111,8 @@ def _shape(request, purpose: str) -> dict:
         raise bad(f"app_id must be {APP_ID_SIZE} bytes, got {len(request.app_id)}", "app_id")
     if len(request.nonce) != NONCE_SIZE:
         raise bad(f"nonce must be {NONCE_SIZE} bytes, got {len(request.nonce)}", "nonce")
-    if len(request.context) > MAX_CONTEXT:
-        raise bad(f"context longer than {MAX_CONTEXT} bytes", "context")
+    if len(request.context) > LIMITS.max_context:
+        raise bad(f"context longer than {LIMITS.max_context} bytes", "context")
     if not request.evidence:
         raise bad("the request carries no evidence", "evidence")
     tpk = None

@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from derot.errors import DerotError
+
 SEAL_VERSION = 1
 KEY_SIZE = 32
 NONCE_SIZE = 12
@@ -37,8 +39,10 @@ SEAL_METHODS = ("keyfile", "passphrase", "snp")
 SNP_SEAL_INFO = b"DEROT-V1-SEAL-SNP"
 
 
-class UnsealError(Exception):
+class UnsealError(DerotError):
     """A sealed blob does not open: wrong sealing key or passphrase, wrong slot, or tampering."""
+
+    reason = "unseal_failed"
 
 
 @dataclass(frozen=True, repr=False)

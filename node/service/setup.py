@@ -9,11 +9,14 @@ import hashlib
 import os
 from dataclasses import dataclass
 
+from derot.errors import DerotError
 from derot.service.config import NodeConfig
 
 
-class SetupError(Exception):
+class SetupError(DerotError):
     """A node cannot be set up as configured; the message says what to do."""
+
+    reason = "setup_failed"
 
 
 def open_store(config: NodeConfig, *, create: bool = False):

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from derot.errors import DerotError
 from derot.service.sealing import Sealer, UnsealError, key_from_passphrase
 
 log = logging.getLogger("derot.service.storage")
@@ -55,8 +56,10 @@ CREATE INDEX IF NOT EXISTS replay_expiry ON replay (expires_at);
 """
 
 
-class StoreError(Exception):
+class StoreError(DerotError):
     """The store cannot be opened or used as asked (missing, wrong key, inconsistent state)."""
+
+    reason = "store_error"
 
 
 def private_dir(path: Path) -> None:

@@ -17,6 +17,7 @@ from derot.net.status import Refusal
 from derot.service.epoch import EpochKeys
 from derot.service.metrics import Metrics
 from derot.service.requests import CheckedRequest, RequestChecker
+from derot.service.verification import EvidenceVerifier
 
 
 @dataclass
@@ -54,16 +55,19 @@ class NodeView:
 
 
 class Admission:
-    """Checks an app request against the current view and counts the verdict (gateway and contributor)."""
+    """Checks an app request against the current view and counts the verdict (gateway and contributor).
+    The check (evidence verification, policy) runs on the verifier's workers, never on the event loop."""
 
-    def __init__(self, view: NodeView, checker: RequestChecker, metrics: Metrics):
-        self.view, self.checker, self.metrics = view, checker, metrics
+    def __init__(self, view: NodeView, checker: RequestChecker, verifier: EvidenceVerifier, metrics: Metrics):
+        self.view, self.checker, self.verifier, self.metrics = view, checker, verifier, metrics
 
-    def check(self, request, purpose: str, source: str) -> tuple[RegistryState, EpochKeys, CheckedRequest]:
-        """``source``: who asked (a gateway's peer address, or a contributing member's operator)."""
+    async def check(self, request, purpose: str, source: str) -> tuple[RegistryState, EpochKeys, CheckedRequest]:
+        """``source``: who asked (a gateway's peer address, or a contributing member's operator); collateral
+        fetched on its behalf is charged to it."""
         state, keys = self.view.serving()
         try:
-            checked = self.checker.check(request, state.snapshot, purpose=purpose)
+            checked = await self.verifier.verify(self.checker.check, bytes(request.evidence), request,
+                                                 state.snapshot, purpose=purpose, source=source)
         except Refusal as refusal:
             self.metrics.evidence.labels("unknown", refusal.reason).inc()
             raise

@@ -13,6 +13,7 @@ import textwrap
 import pytest
 
 from derot import untrusted
+from derot.limits import LIMITS
 from derot.attest.collateral import Collateral
 from derot.attest.errors import CollateralError
 
@@ -59,7 +60,7 @@ def test_json_depth_ignores_brackets_in_strings():
 
 @pytest.mark.parametrize("text,reason", [
     (BOMB, "nests"),
-    ("x" * (untrusted.MAX_JSON_BYTES + 1), "over the limit"),
+    ("x" * (LIMITS.max_json_bytes + 1), "over the limit"),
     ("{", "not JSON"),
 ])
 def test_json_loads_refuses_with_a_named_reason(text, reason):

@@ -17,7 +17,7 @@ from derot.constants import DST_CERT, Platform, TcbStatus
 from derot.crypto import threshold as th
 from derot.crypto.bls import G2
 from derot.crypto.hazmat.poly import Polynomial
-from derot.service.mqtt import BrokerProcess, find_mosquitto
+from derot.devnet.broker import BrokerProcess, find_mosquitto
 from derot.certs.notices import EpochInfo, Notice, PlatformStatus, RevocationSet, SignedNotice
 
 CHAIN_ID = 31337

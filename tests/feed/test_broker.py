@@ -11,7 +11,7 @@ import pytest
 
 from derot.app.watch import Accepted, Connection, FeedVerifier, watch
 from derot.crypto.hazmat.poly import Polynomial
-from derot.service.mqtt import BrokerProcess, find_mosquitto
+from derot.devnet.broker import BrokerProcess, find_mosquitto
 from derot.certs.notices import BrokerAddress
 
 from .conftest import (

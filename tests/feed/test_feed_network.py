@@ -24,7 +24,7 @@ from derot.net import tls
 from derot.net.status import refusal_from_rpc_error
 from derot.service.config import load_config
 from derot.devnet.network import COUNCIL, Devnet
-from derot.service.mqtt import BrokerProcess, find_mosquitto
+from derot.devnet.broker import BrokerProcess, find_mosquitto
 from derot.service.notice_source import read_notice_at
 from derot.service.node import NodeIdentity
 from derot.certs.notices import BrokerAddress, NoticeKind, SignedNotice, topic

@@ -11,12 +11,15 @@ from derot.attest.evidence import Evidence
 from derot.constants import Platform
 
 from derot.app.tee.errors import TeeConfigError
+from derot.errors import DerotError
 
 REPORT_DATA_SIZE = 64
 
 
-class InvalidReportData(ValueError):
+class InvalidReportData(DerotError, ValueError):
     """``report_data`` is not 64 bytes (a caller bug, not a TEE failure)."""
+
+    reason = "invalid_report_data"
 
 
 @runtime_checkable

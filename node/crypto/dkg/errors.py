@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from enum import Enum
 
+from derot.errors import DerotError
 
-class DkgConfigError(ValueError):
+
+class DkgConfigError(DerotError, ValueError):
     """The run's configuration or this member's identity is inconsistent (raised at construction)."""
+
+    reason = "dkg_config_invalid"
 
 
 class RejectReason(str, Enum):
@@ -25,7 +29,7 @@ class RejectReason(str, Enum):
     LATE = "late"                              # its phase is over at this member
 
 
-class DkgMessageRejected(Exception):
+class DkgMessageRejected(DerotError):
     """A message refused by a session, with a machine-readable :class:`RejectReason` and a detail."""
 
     def __init__(self, reason: RejectReason, detail: str):
@@ -40,7 +44,7 @@ class FailReason(str, Enum):
     DEGENERATE_KEY = "degenerate_key"          # the group key came out as the identity point
 
 
-class DkgFailed(Exception):
+class DkgFailed(DerotError):
     """The run ended without a usable result; ``reason`` says why, ``detail`` names the dealers involved."""
 
     def __init__(self, reason: FailReason, detail: str):

@@ -1,6 +1,6 @@
 """The DKG / reshare state machine: messages in, messages out, phases ended by completeness or deadline.
 
-Protocol (joint-Feldman with complaints, drand/kyber shape; DESIGN.md §3):
+Protocol (joint-Feldman with complaints, drand/kyber shape; docs/design.md §3):
 
 - **Deal.** Every dealer draws, per secret (sig, kd), a polynomial of degree t-1 (in a reshare: with
   ``g(0)`` = its old share), broadcasts the commitments and one sealed box per recipient, signed.

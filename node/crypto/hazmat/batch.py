@@ -41,6 +41,7 @@ from collections.abc import Sequence
 from py_arkworks_bls12381 import G2Point, Scalar
 
 from derot.crypto.bls import G2, R, PointDecodeError, inv
+from derot.errors import DerotError
 
 #: Size of a G2 point on the DKG wire: affine x.c0 ‖ x.c1 ‖ y.c0 ‖ y.c1, 48 bytes each, big-endian.
 AFFINE_SIZE = 192
@@ -53,8 +54,10 @@ WEIGHT_BITS = 128
 _IDENTITY = G2Point.identity()
 
 
-class CommitmentDecodeError(ValueError):
+class CommitmentDecodeError(DerotError, ValueError):
     """Bytes that are not a canonical affine encoding of a non-identity point on E'(Fp2)."""
+
+    reason = "malformed_commitment"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,0 +1,165 @@
+"""Peer channels with health (issue 9 item 6), over real gRPC and mutual TLS: a channel whose calls a hedge keeps
+abandoning is replaced, and a peer that restarts on its address is used again within seconds. The servers are
+real ``add_services`` servers around a minimal :class:`derot.net.api.NodeApi`."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import grpc
+import pytest
+
+from derot import _proto
+from derot.net import tls
+from derot.net.peers import Endpoint, PeerInfo, PeerPool
+from derot.net.servicers import add_services
+from derot.net.status import Refusal
+
+pb = _proto.load("node_pb2")
+
+
+class Limits:
+    max_request_bytes = 64 * 1024
+    max_concurrent_requests = 16
+    request_deadline = 10.0
+
+
+class Metrics:
+    def __init__(self):
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        registry = CollectorRegistry()
+        self.requests = Counter("r", "r", ["method", "outcome"], registry=registry)
+        self.latency = Histogram("l", "l", ["method"], registry=registry)
+
+
+class EvidenceOnly:
+    """A NodeApi answering GetNodeEvidence; ``hang`` makes it never answer (a stuck peer)."""
+
+    limits = Limits()
+
+    def __init__(self):
+        self.metrics = Metrics()
+        self.hang = False
+
+    def caller_operator(self, context) -> str:
+        return "0x" + "11" * 20
+
+    async def _evidence(self):
+        while self.hang:
+            await asyncio.sleep(0.01)
+        return pb.NodeEvidence(evidence=b"evidence", timestamp=1)
+
+    def node_evidence(self, caller):
+        return self._evidence()
+
+    def __getattr__(self, name):  # every other method: refused
+        def refuse(*args, **kwargs):
+            raise Refusal("not_implemented", name)
+        return refuse
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def serve(api, server_id: tls.TlsIdentity, client_id: tls.TlsIdentity, public: int, peer: int):
+    server = grpc.aio.server()
+    add_services(server, api)
+    server.add_secure_port(f"127.0.0.1:{public}", grpc.ssl_server_credentials([(server_id.key_pem,
+                                                                                 server_id.cert_pem)]))
+    server.add_secure_port(f"127.0.0.1:{peer}", grpc.ssl_server_credentials(
+        [(server_id.key_pem, server_id.cert_pem)], root_certificates=client_id.cert_pem,
+        require_client_auth=True))
+    await server.start()
+    return server
+
+
+def setup():
+    server_id, client_id = tls.generate_identity(), tls.generate_identity()
+    public, peer = free_port(), free_port()
+    info = PeerInfo(1, "0x" + "22" * 20, Endpoint(f"127.0.0.1:{public}", f"127.0.0.1:{peer}"), server_id.key_hash)
+    return server_id, client_id, public, peer, info
+
+
+async def ask(pool: PeerPool, info: PeerInfo, timeout: float):
+    """One call the way a hedging gateway makes it: given up (cancelled) after ``timeout``."""
+    stub = await pool.stub(info)
+    started = time.monotonic()
+    try:
+        reply = await asyncio.wait_for(stub.GetNodeEvidence(pb.GetNodeEvidenceRequest(), timeout=10), timeout)
+    except asyncio.TimeoutError:
+        pool.abandoned(info, time.monotonic() - started)
+        return None
+    except grpc.aio.AioRpcError:
+        await pool.drop(info)
+        return None
+    pool.answered(info)
+    return reply
+
+
+def test_a_channel_whose_calls_keep_being_abandoned_is_replaced():
+    server_id, client_id, public, peer, info = setup()
+
+    async def scenario():
+        api = EvidenceOnly()
+        server = await serve(api, server_id, client_id, public, peer)
+        pool = PeerPool(client_id, max_strikes=3, stale_after=0.3)
+        try:
+            assert (await ask(pool, info, 5.0)).evidence == b"evidence"
+            first = await pool.stub(info)
+            api.hang = True
+            for _ in range(5):  # calls hedged away quickly are no strike: a slower peer is not a stale one
+                assert await ask(pool, info, 0.05) is None
+            assert await pool.stub(info) is first
+            for _ in range(3):
+                assert await ask(pool, info, 0.4) is None
+            api.hang = False
+            replaced = await pool.stub(info)
+            assert (await ask(pool, info, 5.0)).evidence == b"evidence"
+            return first, replaced
+        finally:
+            await pool.close()
+            await server.stop(None)
+
+    first, replaced = asyncio.run(scenario())
+    assert replaced is not first
+
+
+@pytest.mark.parametrize("kill", [True])
+def test_a_restarted_peer_is_used_again_within_seconds(kill):
+    server_id, client_id, public, peer, info = setup()
+
+    async def scenario():
+        api = EvidenceOnly()
+        server = await serve(api, server_id, client_id, public, peer)
+        pool = PeerPool(client_id, connect_timeout=1.0)
+        try:
+            assert (await ask(pool, info, 5.0)) is not None
+            await server.stop(None)
+            for _ in range(3):  # the gateway keeps trying while the peer is down
+                try:
+                    await ask(pool, info, 0.2)
+                except OSError:
+                    pass
+            server = await serve(api, server_id, client_id, public, peer)
+            started = time.monotonic()
+            while time.monotonic() - started < 30:
+                try:
+                    if await ask(pool, info, 0.3) is not None:
+                        return time.monotonic() - started
+                except OSError:
+                    pass
+                await asyncio.sleep(0.05)
+            raise AssertionError("the restarted peer was not used again within 30 s")
+        finally:
+            await pool.close()
+            await server.stop(None)
+
+    seconds = asyncio.run(scenario())
+    print(f"restarted peer answered again after {seconds:.2f} s")
+    assert seconds < 5.0

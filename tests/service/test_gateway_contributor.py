@@ -1,0 +1,195 @@
+"""The gateway, the contributor and the request checker as units: a 3-of-5 committee of real components
+(request checker, policy, evidence verification, issuance, the one fan-out path) in one process, with peers
+reached through :class:`LocalPeering` instead of sockets. Apps use devnet evidence, verified for real."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import time
+
+import pytest
+
+from derot import _proto
+from derot.attest.binding import RequestBinding, network_id
+from derot.attest.devnet import DevnetRoots, DevnetTee, devnet_measurement_digest, image_registers
+from derot.attest.policy import PolicyEngine
+from derot.attest.replay import ReplayCache
+from derot.attest.snapshot import AppRecord, PlatformRule
+from derot.attest.trust import TrustConfig
+from derot.certs.certificate import Certificate
+from derot.constants import DST_CERT, KeyType, Platform
+from derot.crypto import kd
+from derot.crypto import threshold as th
+from derot.crypto.bls import G1
+from derot.limits import LIMITS
+from derot.net import status
+from derot.net.status import Refusal
+from derot.service import issuance
+from derot.service.config import LimitsSection
+from derot.service.contributor import Contributor
+from derot.service.gateway import Gateway
+from derot.service.metrics import Metrics
+from derot.service.requests import RequestChecker
+from derot.service.signing import FanOut
+from derot.service.storage import NodeStore
+from derot.service.verification import EvidenceVerifier
+from derot.service.view import Admission, NodeView
+
+pb = _proto.load("node_pb2")
+APP_ID = bytes(range(32))
+IMAGE = image_registers(Platform.SEV_SNP, "unit-test app v1")
+
+
+@pytest.fixture(scope="module")
+def roots():
+    return DevnetRoots.generate()
+
+
+class Network:
+    """Five members' admissions and contributors; member 1's gateway."""
+
+    def __init__(self, committee, roots, tmp_path, *, faulty=(), snapshot_changes=None):
+        state = committee.state()
+        snap = dataclasses.replace(
+            state.snapshot,
+            platforms={Platform.SEV_SNP: PlatformRule(enabled=True), Platform.TDX: PlatformRule(enabled=True)},
+            apps={APP_ID: AppRecord(APP_ID, "0x" + "00" * 20, 1, measurements=frozenset(
+                {(Platform.SEV_SNP, devnet_measurement_digest(Platform.SEV_SNP, IMAGE))}))},
+            **(snapshot_changes or {}),
+        )
+        self.state = dataclasses.replace(state, snapshot=snap)
+        self.network = network_id(snap.chain_id, snap.registry)
+        self.deployment = issuance.Deployment(snap.chain_id, snap.registry)
+        self.trust = TrustConfig.devnet(roots)
+        self.verifiers, self.contributors, self.admissions = [], {}, {}
+        self.stores = []
+        for i in range(1, committee.n + 1):
+            view = NodeView(self.state, committee.keys(i))
+            verifier = EvidenceVerifier(self.trust, workers=2, fetch_workers=1)
+            checker = RequestChecker(network=self.network, trust=self.trust,
+                                     policy=PolicyEngine.default(replay=ReplayCache(), max_age=300))
+            admission = Admission(view, checker, verifier, Metrics())
+            store = NodeStore.open(tmp_path / f"node-{i}.db", key=b"k" * 32, create=True)
+            self.verifiers.append(verifier)
+            self.stores.append(store)
+            self.admissions[i] = admission
+            self.contributors[i] = Contributor(view, admission, None, store, self.deployment, LimitsSection(),
+                                               frozenset({"corrupt_shares"}) if i in faulty else frozenset())
+        self.metrics = Metrics()
+        self.gateway = Gateway(self.admissions[1].view, self.admissions[1], FanOut(self, self.metrics,
+                               LimitsSection(extra_peers=committee.n - committee.threshold)),
+                               self.stores[0], self.deployment, LimitsSection())
+
+    async def call(self, info, method, message):  # Peering.call, in process
+        contributor = self.contributors[info.index]
+        handler = {"DeriveShare": contributor.derive_share, "PartialSign": contributor.partial_sign}[method]
+        return await handler(message, "gateway")
+
+    def close(self):
+        for v in self.verifiers:
+            v.close()
+        for s in self.stores:
+            s.close()
+
+
+@pytest.fixture
+def net(committee, roots, tmp_path):
+    network = Network(committee, roots, tmp_path)
+    yield network
+    network.close()
+
+
+def app_request(net, roots, *, tpk=b"", subject_key=b"", key_type=0, context=b"", timestamp=None, **overrides):
+    timestamp, nonce = timestamp or int(time.time()), os.urandom(16)
+    binding = RequestBinding(net.network, APP_ID, 1, context, tpk, subject_key, timestamp, nonce)
+    tee = DevnetTee(roots, Platform.SEV_SNP, IMAGE)
+    fields = dict(evidence=tee.quote(binding.report_data()).encode(), app_id=APP_ID, key_version=1,
+                  context=context, transport_public_key=tpk, subject_key=subject_key, key_type=key_type,
+                  timestamp=timestamp, nonce=nonce)
+    fields.update(overrides)
+    return pb.AppRequest(**fields)
+
+
+def test_the_gateway_derives_a_key_that_verifies_against_the_group_key(net, roots, committee):
+    transport = kd.TransportKey.generate()
+    request = app_request(net, roots, tpk=transport.public.to_bytes(), context=b"wallet")
+    reply = asyncio.run(net.gateway.derive_key(pb.DeriveKeyRequest(request=request), "app"))
+    hashed = kd.kd_point(APP_ID, 1, b"wallet")
+    key = kd.decrypt(kd.EncryptedKey.decode(reply.encrypted_key), transport, committee.public(committee.kd).group_key,
+                     hashed)
+    assert key == hashed * committee.kd(0)  # the master secret never existed anywhere: the oracle is the polynomial
+    assert len(reply.contributors) == committee.threshold and not reply.excluded
+
+
+def test_the_gateway_issues_a_certificate_signed_by_the_group_key(net, roots, committee):
+    subject = b"\x04" + os.urandom(64)
+    request = app_request(net, roots, subject_key=subject, key_type=int(KeyType.SECP256K1))
+    reply = asyncio.run(net.gateway.issue_certificate(pb.IssueCertificateRequest(request=request), "app"))
+    cert = Certificate.decode(reply.certificate)
+    assert cert.app_id == APP_ID and cert.subject_key == subject and cert.epoch == 1
+    signature = G1.from_bytes(reply.signature)
+    assert th.verify(committee.public(committee.sig).group_key, cert.digest, signature, DST_CERT)
+    assert net.stores[0].certificate_count() == 1
+
+
+def test_faulty_contributors_are_excluded_and_named(committee, roots, tmp_path):
+    network = Network(committee, roots, tmp_path, faulty=(2, 3))
+    try:
+        transport = kd.TransportKey.generate()
+        request = app_request(network, roots, tpk=transport.public.to_bytes())
+        reply = asyncio.run(network.gateway.derive_key(pb.DeriveKeyRequest(request=request), "app"))
+        assert set(reply.excluded) <= {2, 3} and reply.excluded
+        assert not set(reply.contributors) & {2, 3}
+    finally:
+        network.close()
+
+
+def test_a_contributor_signs_only_the_certificate_it_rebuilds(net, roots):
+    subject = b"\x04" + os.urandom(64)
+    request = app_request(net, roots, subject_key=subject, key_type=int(KeyType.SECP256K1))
+    checked = asyncio.run(net.admissions[1].check(request, "certify", "test"))[2]
+    honest = issuance.build_certificate(checked, net.deployment, 1, now=int(time.time()), lifetime=3600,
+                                        policy_block=net.state.block_number)
+    forged = dataclasses.replace(honest, subject_key=b"\x04" + os.urandom(64))
+    with pytest.raises(Refusal) as refused:
+        asyncio.run(net.contributors[2].partial_sign(
+            pb.PartialSignRequest(request=request, certificate=forged.encode()), "gateway"))
+    assert refused.value.reason == status.CERTIFICATE_MISMATCH
+
+
+def test_a_contributor_refuses_a_replayed_request(net, roots):
+    transport = kd.TransportKey.generate()
+    request = app_request(net, roots, tpk=transport.public.to_bytes())
+    message = pb.DeriveShareRequest(request=request, epoch=1)
+    asyncio.run(net.contributors[2].derive_share(message, "gateway"))
+    with pytest.raises(Refusal) as refused:
+        asyncio.run(net.contributors[2].derive_share(message, "gateway"))
+    assert refused.value.reason == "replayed"
+
+
+@pytest.mark.parametrize("field, value, reason", [
+    ("app_id", b"\x01" * 31, status.MALFORMED_REQUEST),
+    ("nonce", b"\x01" * 15, status.MALFORMED_REQUEST),
+    ("context", b"c" * (LIMITS.max_context + 1), status.MALFORMED_REQUEST),
+    ("transport_public_key", b"\x00" * 48, status.MALFORMED_REQUEST),
+    ("evidence", b"", status.MALFORMED_REQUEST),
+    ("evidence", b"\x0a\xff\xff\xff", "evidence_malformed"),
+    ("key_version", 2, status.KEY_VERSION_MISMATCH),
+])
+def test_the_request_checker_names_what_is_wrong(net, roots, field, value, reason):
+    transport = kd.TransportKey.generate()
+    request = app_request(net, roots, tpk=transport.public.to_bytes(), **{field: value})
+    with pytest.raises(Refusal) as refused:
+        asyncio.run(net.admissions[1].check(request, "derive", "test"))
+    assert refused.value.reason == reason
+
+
+def test_the_request_checker_refuses_evidence_bound_to_another_request(net, roots):
+    transport = kd.TransportKey.generate()
+    request = app_request(net, roots, tpk=transport.public.to_bytes())
+    request.context = b"another context"  # changed after the evidence bound the request
+    with pytest.raises(Refusal) as refused:
+        asyncio.run(net.admissions[1].check(request, "derive", "test"))
+    assert refused.value.reason == "report_data_mismatch"
