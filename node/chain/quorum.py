@@ -31,7 +31,6 @@ from web3.providers.base import JSONBaseProvider
 
 from derot.chain.headers import HeaderInvalid, verified_header
 from derot.chain.registry import ChainReadError
-from derot.errors import DerotError
 from derot.untrusted import UntrustedInputError, json_loads
 
 log = logging.getLogger("derot.chain.quorum")
@@ -50,13 +49,13 @@ _LOG_FIELDS = ("address", "topics", "data", "blockNumber", "blockHash", "transac
                "transactionIndex")
 
 
-class ChainUnverified(DerotError, ChainReadError):
+class ChainUnverified(ChainReadError):
     """RPC endpoints disagree about the chain (or one answered a header that does not verify)."""
 
     reason = "chain_unverified"
 
 
-class ChainUnavailable(DerotError, ChainReadError):
+class ChainUnavailable(ChainReadError):
     """Fewer than ``quorum`` endpoints answered."""
 
     reason = "chain_unavailable"

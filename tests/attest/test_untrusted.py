@@ -26,13 +26,13 @@ def _run(code: str) -> subprocess.CompletedProcess:
 
 def test_nested_collateral_after_py_ecc_import_is_refused_not_a_crash():
     # py_ecc (imported by eth_account, which the node imports) raises the recursion limit to 100000
-    proc = _run(f"""
+    proc = _run("""
         import sys
         import derot.service.node  # the node's whole import graph, py_ecc included
         from derot.attest.collateral import Collateral
         from derot.attest.errors import CollateralError
         bomb = "[" * 100000 + "]" * 100000
-        for text in (bomb, '{{"tcb_info": "' + bomb + '"}}', '{{"a":' * 50000 + '1' + '}}' * 50000):
+        for text in (bomb, '{"tcb_info": "' + bomb + '"}', '{"a":' * 50000 + '1' + '}' * 50000):
             try:
                 Collateral.from_json(text)
             except CollateralError as exc:
