@@ -99,8 +99,11 @@ class RevocationKind(enum.IntEnum):
             RevocationKind.GPU_DEVICE: 1 <= n <= 32 and any(ident),
         }.get(self, n == 32)
         if not ok:
-            zero = " (all zero)" if n and not any(ident) else ""
-            raise ValueError(f"a {self.name} id cannot be {n} bytes long{zero}")
+            expected = {RevocationKind.FMSPC: "6", RevocationKind.CHIP_ID: "64", RevocationKind.GPU_FWID: "1..64",
+                        RevocationKind.PPID: "16", RevocationKind.GPU_DEVICE: "1..32"}.get(self, "32")
+            if n and not any(ident):
+                raise ValueError(f"a {self.name} id must not be all zero")
+            raise ValueError(f"a {self.name} id must be {expected} bytes, got {n}")
 
     @property
     def machine(self) -> bool:

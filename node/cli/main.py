@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="derot",
         description="derot: a decentralized root of trust for TEEs",
     )
-    parser.add_argument("--version", action="version", version="derot " + _version())
+    parser.add_argument("-V", "--version", action="version", version="derot " + _version())
     sub = parser.add_subparsers(dest="group", metavar="COMMAND")
     for module in GROUPS:
         module.register(sub)

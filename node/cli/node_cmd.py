@@ -132,7 +132,7 @@ def _run(args) -> int:
         from derot.cli import native_stderr
 
         native_stderr.capture(config.node.name)  # gRPC C-core lines become JSON too
-    logs.configure(config.log.level, config.log.format, node=config.node.name)
+    logs.configure(config.log.level, config.log.format, node=config.node.name, file=config.log.file)
     store = open_store(config)
     try:
         service = NodeService(config, store, trust_config(config))

@@ -196,9 +196,10 @@ class Devnet:
         """Write node ``i``'s config and keys, create its sealed store and register it on-chain."""
         from derot.service.config import load_config
         from derot.service.setup import init_node, register_node
+        from derot.service.storage import private_dir
 
         directory = self.directory / f"node-{i}"
-        directory.mkdir(exist_ok=True)
+        private_dir(directory)
         account = self.accounts[FIRST_OPERATOR + i - 1]
         key_file = directory / "operator.key"
         _write_private(key_file, account.key.hex())
@@ -364,7 +365,9 @@ class Devnet:
                 time.sleep(0.25)
 
     def start_node(self, proc: NodeProcess) -> None:
-        log = open(proc.directory / "node.log", "ab")
+        from derot.service.logs import open_private
+
+        log = open_private(proc.directory / "node.log")
         env = dict(os.environ, PYTHONUNBUFFERED="1", GRPC_VERBOSITY="ERROR")
         process = subprocess.Popen(
             [sys.executable, "-m", "derot.cli.main", "node", "run", "--config", str(proc.config_path)],

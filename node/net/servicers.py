@@ -91,6 +91,11 @@ class Health:
         for service in HEALTH_SERVICES:
             await self._servicer.set(service, answer)
 
+    async def set_service(self, service: str, serving: bool) -> None:
+        """One named service's answer (e.g. ``derot.v1.Tee``, the node's own TEE attestation)."""
+        answer = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        await self._servicer.set(service, answer)
+
 
 def add_services(server: grpc.aio.Server, api: NodeApi) -> Health:
     """Register RootOfTrust, Peer, gRPC health and reflection on ``server``; returns the health reporter."""

@@ -44,6 +44,10 @@ class Metrics:
             "updated every second, also while the RPC is down", registry=r)
         self.confirmed_block = Gauge("derot_confirmed_block", "The confirmed block this node decides at", registry=r)
         self.epoch = Gauge("derot_epoch", "The active epoch this node serves (0: none)", registry=r)
+        self.tee_available = Gauge(
+            "derot_tee_attestation_available",
+            "1 while this node's TEE can attest; 0 once it cannot (e.g. a disabled VMPCK: until the guest reboots)",
+            registry=r)
 
     def serve(self, listen: str) -> int:
         """Start the HTTP endpoint on ``host:port`` (port 0 picks a free one); returns the port."""

@@ -193,6 +193,8 @@ class NodeService:
         )
         self.tasks.spawn(self._follow(follower), name="chain")
         self.tasks.spawn(self._watch_staleness(), name="chain-staleness")
+        if self.config.attest.node_tee in ("tdx", "snp"):
+            self.tasks.spawn(self._watch_tee(), name="tee-status")
         if self.notices is not None:
             self.tasks.add(self.notices.start())
         log.info(
@@ -247,6 +249,31 @@ class NodeService:
                 serving = healthy
             await asyncio.sleep(period)
 
+    async def _watch_tee(self, period: float = 5.0) -> None:
+        """This node's own TEE: ``derot_tee_attestation_available`` and the ``derot.v1.Tee`` health service.
+        A device that cannot attest any more (a disabled VMPCK) is reported once, by name, until the reboot it
+        needs; a TEE of another platform than configured stops the check with an error line."""
+        from derot.app.tee import detect_device
+        from derot.app.tee.errors import TeeError
+        from derot.app.tee.gate import device_status
+
+        device, said = None, ""
+        while True:
+            try:
+                if device is None:
+                    device = await asyncio.to_thread(detect_device, **self.config.attest.device_options())
+                status = device_status(device)
+                available, detail = status.available, status.detail
+            except TeeError as exc:
+                available, detail = False, exc.diagnostics()
+            self.metrics.tee_available.set(int(available))
+            if self._health is not None:
+                await self._health.set_service("derot.v1.Tee", available)
+            if not available and detail != said:
+                log.error("TEE attestation unavailable", extra={"detail": detail})
+            said = "" if available else detail
+            await asyncio.sleep(period)
+
     async def _on_state(self, state: RegistryState) -> None:
         self.view.state = state
         self.view.freshness.observe(state.block_number, state.snapshot.block_timestamp)
@@ -278,5 +305,5 @@ def make_node_evidence(config: NodeConfig, network: bytes, operator: str, identi
     if source in ("tdx", "snp"):
         from derot.app.tee import detect_device
 
-        return detect_device().evidence(report_data)
+        return detect_device(**config.attest.device_options()).evidence(report_data)
     raise ValueError("[attest].node_tee must be devnet:tdx, devnet:snp, tdx or snp")
