@@ -4,8 +4,8 @@
 
 - ``corrupt_shares``: answer DeriveShare / PartialSign with well-formed but wrong shares
   (a valid point, so only the gateway's verification catches it);
-- ``dkg_cheat``: as a DKG dealer, send the highest-index recipient a wrong share and reveal a wrong
-  one when it complains, so honest members disqualify this dealer.
+- ``dkg_cheat``: as a DKG dealer, send the highest-index recipient a wrong share, so that its proven
+  complaint disqualifies this dealer.
 """
 
 from __future__ import annotations
@@ -30,14 +30,11 @@ def corrupt_point(point: G1) -> G1:
 
 
 class CheatingDealer(DkgSession):
-    """A dealer whose share for the last recipient does not match its commitments, also when revealed."""
+    """A dealer whose share for the last recipient does not match its commitments."""
 
     def _victim(self) -> int:
         return max(self.config.recipients.indices)
 
-    def _deal_share(self, recipient: int) -> tuple[int, int]:
-        sig, kd = self._share_for(recipient)
+    def _deal_share(self, recipient: int, polynomials) -> tuple[int, int]:
+        sig, kd = super()._deal_share(recipient, polynomials)
         return ((sig + 1) % R, kd) if recipient == self._victim() else (sig, kd)
-
-    def _reveal_share(self, recipient: int) -> tuple[int, int]:
-        return self._deal_share(recipient)
