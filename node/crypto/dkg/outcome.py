@@ -7,6 +7,9 @@ A dealer is excluded (with the reason recorded) when, in the messages held:
 - it has no bundle (*silent*), or two different signed bundles (*equivocation*);
 - a complaint against its bundle is proven: the DLEQ proof holds and the box, opened with the disclosed
   key, holds no share matching its commitments (:mod:`.proofs` for why this frames no honest dealer);
+- its bundle is listed as held by at most ``f_r`` responses (``f_r = n − t`` of the receiving committee):
+  no honest member held it when it responded, so nobody could have complained in time (*late*). An
+  honest dealer's bundle is on time, so every honest responder lists it (at least ``t > f_r``);
 - its bundle has an empty box for a recipient j while at least ``f + 1`` single-bundle dealers sealed a
   box to j (``f = n_dealers − t_dealers``): then at least one honest dealer held j's key, and the relay
   delivers what one honest member holds to all, so the dealer withheld j's share. Fewer than ``f + 1``
@@ -76,6 +79,7 @@ def compute(ev: Evidence) -> DkgResult | DkgFailed:
             excluded[i] = "silent: no deal bundle"
         elif len(held) > 1:
             excluded[i] = "equivocation: signed two different deal bundles"
+    excluded.update(_late_bundles(ev, candidates))
     excluded.update(_proven_complaints(ev, candidates))
     excluded.update(_withheld_boxes(cfg, candidates, excluded))
     excluded = dict(sorted(excluded.items()))
@@ -123,6 +127,20 @@ def compute(ev: Evidence) -> DkgResult | DkgFailed:
         transcript_hash=transcript_hash(cfg.session_id, qualified_hashes, used),
         holders=holders,
     )
+
+
+def _late_bundles(ev: Evidence, candidates: Mapping[int, HeldDeal]) -> dict[int, str]:
+    faults = ev.config.recipients.n - ev.config.recipients.threshold
+    listed: dict = {}
+    for j, responses in ev.responses.items():
+        for digest in {d for r in responses.values() for d in r.held}:
+            listed[digest] = listed.get(digest, 0) + 1
+    found = {}
+    for i, deal in candidates.items():
+        count = listed.get(deal.message.digest, 0)
+        if count <= faults:
+            found[i] = f"late: only {count} responses list its bundle, need {faults + 1}"
+    return found
 
 
 def _proven_complaints(ev: Evidence, candidates: Mapping[int, HeldDeal]) -> dict[int, str]:
