@@ -126,6 +126,7 @@ def compute(ev: Evidence) -> DkgResult | DkgFailed:
         shares=_my_shares(ev, candidates, used, weights, holders),
         transcript_hash=transcript_hash(cfg.session_id, qualified_hashes, used),
         holders=holders,
+        bundle_hashes=tuple(qualified_hashes),
     )
 
 

@@ -55,6 +55,8 @@ class DkgResult:
     transcript_hash: bytes
     #: recipients that every used dealer sealed a box to (the members that can hold a share)
     holders: tuple[int, ...] = ()
+    #: (dealer, bundle hash) of every qualified dealer, ascending: what the transcript hash covers
+    bundle_hashes: tuple[tuple[int, bytes], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "excluded", MappingProxyType(dict(sorted(self.excluded.items()))))

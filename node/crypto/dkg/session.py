@@ -135,7 +135,10 @@ class DkgSession:
 
         self.phase = Phase.ANNOUNCE
         self._started = False
-        self._epoch_secret: int | None = random_scalar() if self.recipient_index is not None else None
+        self._epoch_secret: int | None = None
+        self._epoch_key: G1 | None = None
+        if self.recipient_index is not None:
+            self._set_epoch_secret(random_scalar())
         self._messages: dict[Digest, Message] = {}
         self._announces: dict[int, dict[bytes, G1]] = {}
         self._deals: dict[int, dict[bytes, HeldDeal]] = {}
@@ -180,8 +183,8 @@ class DkgSession:
         self._started = True
         out: list[Message] = []
         if self.recipient_index is not None and not self._holds(MessageKind.ANNOUNCE, self.recipient_index):
-            key = G1.generator() * self._epoch_secret
-            out.append(self._emit(MessageKind.ANNOUNCE, self.recipient_index, AnnounceBody(key.to_bytes()).encode()))
+            body = AnnounceBody(self._epoch_key.to_bytes()).encode()
+            out.append(self._emit(MessageKind.ANNOUNCE, self.recipient_index, body))
         return out + self._advance()
 
     def receive(self, data: bytes) -> list[Message]:
@@ -205,9 +208,13 @@ class DkgSession:
             return []
         return out + self._advance()
 
+    def _set_epoch_secret(self, secret: int | None) -> None:
+        self._epoch_secret = secret
+        self._epoch_key = None if secret is None else G1.generator() * secret
+
     def erase(self) -> None:
         """Forget this run's decryption key (call once the epoch is final). Later bundles stay unopened."""
-        self._epoch_secret = None
+        self._set_epoch_secret(None)
         self._deals = {i: {h: _forget_secret(d) for h, d in held.items()} for i, held in self._deals.items()}
 
     # ---------------------------------------------------------------------------------------------
@@ -263,7 +270,7 @@ class DkgSession:
         if version != SNAPSHOT_VERSION or phase_number >= len(Phase):
             raise DkgConfigError(f"unknown DKG snapshot (version {version}, phase {phase_number})")
         secret = int.from_bytes(data[2:2 + SCALAR_SIZE], "big")
-        session._epoch_secret = secret if secret and session.recipient_index is not None else None
+        session._set_epoch_secret(secret if secret and session.recipient_index is not None else None)
         offset = 2 + SCALAR_SIZE
         while offset < len(data):
             (size,) = struct.unpack_from(">I", data, offset)
@@ -372,8 +379,7 @@ class DkgSession:
 
     def _complaint(self, dealer: int, deal: HeldDeal) -> Complaint:
         j = self.recipient_index
-        epoch_key = G1.generator() * self._epoch_secret
-        proof = proofs.prove_dleq(self._epoch_secret, epoch_key, deal.deal_key, deal.my_secret,
+        proof = proofs.prove_dleq(self._epoch_secret, self._epoch_key, deal.deal_key, deal.my_secret,
                                   self._session_id, dealer, j)
         return Complaint(dealer, deal.message.body_hash, deal.my_secret.to_bytes(), proof)
 
@@ -491,7 +497,7 @@ class DkgSession:
         if j is None or self._epoch_secret is None:
             return None, None, None
         box = body.boxes[self._positions[j]]
-        epoch_key = G1.generator() * self._epoch_secret
+        epoch_key = self._epoch_key
         if box.empty or box.recipient_key != epoch_key.to_bytes():
             return None, None, None
         secret = deal_key * self._epoch_secret
