@@ -1,9 +1,21 @@
 """Driving one DKG/reshare session with real deadlines, independent of how messages travel.
 
 The runner owns a :class:`~derot.crypto.dkg.DkgSession`. Incoming messages are fed with :meth:`receive`
-(from the Peer service); every message the session emits is handed to ``broadcast``. Each phase has a
-timeout; a phase ends earlier when the session advances by itself (every expected message arrived).
-Messages that arrive before the runner exists are buffered by the caller and replayed in order.
+(from the Peer service). Invariants:
+
+- **Persist, then send.** After every change of the session's state its snapshot goes to ``persist``
+  (the node seals it into its store) *before* any message it produced is broadcast, so a node restarted
+  mid-run resumes from the snapshot (:func:`open_session`) and never announces or deals twice.
+- **Relay.** A message accepted for the first time is handed to ``relay`` (the author's signed bytes), so
+  a message one honest member holds reaches every honest member although its author sent it to some only.
+- **Deadlines.** Every member derives the same deadlines from ``started_at`` (the block that began the
+  run): phase i ends by ``started_at + (i+1)·phase_timeout``; a phase ends earlier when every expected
+  message is held. A retry of a failed run (:func:`attempt_start`) starts at a time every member computes
+  alike, under a new session id (``DkgConfig.attempt``).
+
+Messages that arrive before the runner exists are buffered by the caller and replayed in order. After the
+run, the runner keeps accepting messages (its session's result follows the messages held), so a member
+whose view lacked something converges when it arrives.
 """
 
 from __future__ import annotations
@@ -11,15 +23,45 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-from derot.crypto.dkg import DkgMessageRejected, DkgResult, DkgSession, Phase, RejectReason
+from derot.crypto.dkg import DkgConfig, DkgMessageRejected, DkgResult, DkgSession, Identity, KeyShares, Phase
+from derot.crypto.dkg import RejectReason
 from derot.crypto.dkg.messages import Message
 
 log = logging.getLogger("derot.dkg")
 
-#: refusals that are normal in a broadcast network and say nothing bad about the sender
-HARMLESS = frozenset({RejectReason.DUPLICATE, RejectReason.LATE})
+#: refusals that are normal in a broadcast network with relays and say nothing bad about the sender
+HARMLESS = frozenset({RejectReason.DUPLICATE, RejectReason.LATE, RejectReason.OVER_BOUND})
+#: phases of one attempt, each one ``phase_timeout`` long (announce, deal, response)
+PHASES_PER_ATTEMPT = 3
+#: the longest pause between two attempts, in phase timeouts
+MAX_BACKOFF_PHASES = 8
+
+
+def attempt_start(started_at: float, phase_timeout: float, attempt: int) -> float:
+    """When attempt ``attempt`` (0 = the first) begins: after each earlier attempt's phases and a back-off
+    that doubles from one phase timeout up to :data:`MAX_BACKOFF_PHASES`. Every member computes the same."""
+    start = started_at
+    for k in range(attempt):
+        start += PHASES_PER_ATTEMPT * phase_timeout + min(2**k, MAX_BACKOFF_PHASES) * phase_timeout
+    return start
+
+
+def open_session(
+    config: DkgConfig,
+    identity: Identity,
+    old_shares: KeyShares | None,
+    *,
+    load: Callable[[], bytes | None],
+    refused: Mapping[int, str] | None = None,
+    session_class: type[DkgSession] = DkgSession,
+) -> tuple[DkgSession, bool]:
+    """The session of this run: resumed from its persisted snapshot if there is one (``True``), else new."""
+    saved = load()
+    if saved is not None:
+        return session_class.restore(config, identity, old_shares, saved, refused=refused), True
+    return session_class(config, identity, old_shares, refused=refused), False
 
 
 class DkgRunner:
@@ -29,16 +71,22 @@ class DkgRunner:
         *,
         phase_timeout: float,
         broadcast: Callable[[list[Message]], None],
+        relay: Callable[[bytes], None] | None = None,
+        persist: Callable[[bytes], None] | None = None,
         on_phase: Callable[[str, float], None] | None = None,
         started_at: float | None = None,
+        resumed: bool = False,
     ):
         self.session = session
         self.phase_timeout = phase_timeout
-        #: wall-clock time every member agrees the run began (the block that started the epoch), so
-        #: members that start late still share the deadlines: phase i ends by started_at + (i+1)·timeout
+        #: wall-clock time every member agrees the run began (the block that started the epoch, plus the
+        #: back-off of earlier attempts), so members that start late still share the deadlines
         self.started_at = time.time() if started_at is None else started_at
         self._broadcast = broadcast
+        self._relay = relay
+        self._persist = persist
         self._on_phase = on_phase
+        self._resumed = resumed
         self._changed = asyncio.Event()
         self.rejected: list[tuple[str, str]] = []
 
@@ -48,7 +96,7 @@ class DkgRunner:
 
     def receive(self, data: bytes) -> None:
         """Apply a message from a peer. Raises :class:`DkgMessageRejected` for a refused message
-        (except duplicates and late arrivals, which are dropped quietly)."""
+        (except duplicates, over-bound copies and late arrivals, which are dropped quietly)."""
         try:
             out = self.session.receive(data)
         except DkgMessageRejected as exc:
@@ -56,12 +104,20 @@ class DkgRunner:
                 return
             self.rejected.append((exc.reason.value, exc.detail))
             raise
-        self._emit(out)
+        self._commit(out)
+        if self._relay is not None:
+            self._relay(bytes(data))
         self._changed.set()
 
-    def _emit(self, messages: list[Message]) -> None:
+    def _commit(self, messages: list[Message]) -> None:
+        """Persist the session, then broadcast what it produced (never the other way round)."""
+        if self._persist is not None:
+            self._persist(self.session.snapshot())
         if messages:
             self._broadcast(messages)
+
+    def _deadline(self, number: int) -> float:
+        return self.started_at + (number + 1) * self.phase_timeout
 
     async def run(self, backlog: list[bytes] = ()) -> DkgResult:
         """Run to the end; returns the result or raises :class:`~derot.crypto.dkg.DkgFailed`.
@@ -70,16 +126,21 @@ class DkgRunner:
         right after the session starts.
         """
         session = self.session
-        self._emit(session.start())
-        phase, phase_started, number = session.phase, time.monotonic(), 0
-        log.info("dkg started", extra={"epoch": self.epoch, "phase": phase.value, "backlog": len(backlog)})
+        if self._resumed:
+            self._commit([])
+        else:
+            self._commit(session.start())
+        number = list(Phase).index(session.phase)
+        phase, phase_started = session.phase, time.monotonic()
+        log.info("dkg started", extra={"epoch": self.epoch, "phase": phase.value, "backlog": len(backlog),
+                                       "resumed": self._resumed, "refused": dict(session.refused)})
         for data in backlog:
             try:
                 self.receive(data)
             except DkgMessageRejected as exc:
                 log.info("dkg message refused", extra={"epoch": self.epoch, "reason": exc.reason.value})
         while not session.done:
-            deadline = self.started_at + (number + 1) * self.phase_timeout
+            deadline = self._deadline(number)
             remaining = max(deadline - time.time(), 0.05 if number == 0 else 0.0)
             if remaining > 0:
                 self._changed.clear()
@@ -89,18 +150,18 @@ class DkgRunner:
                     pass
             if session.phase == phase and not session.done and time.time() >= deadline:
                 log.info("dkg phase deadline", extra={"epoch": self.epoch, "phase": phase.value})
-                self._emit(session.on_deadline())
+                self._commit(session.on_deadline())
             if session.phase != phase:
                 self._phase_ended(phase, time.monotonic() - phase_started)
-                phase, phase_started, number = session.phase, time.monotonic(), number + 1
-        if session.phase is Phase.FINISHED:
-            result = session.result
-            log.info(
-                "dkg finished",
-                extra={"epoch": self.epoch, "qualified": list(result.qualified), "excluded": dict(result.excluded)},
-            )
-            return result
-        raise session.failure
+                phase, phase_started = session.phase, time.monotonic()
+                number = list(Phase).index(phase)
+        failure = session.failure
+        if failure is not None:
+            raise failure
+        result = session.result
+        log.info("dkg finished", extra={"epoch": self.epoch, "qualified": list(result.qualified),
+                                        "excluded": dict(result.excluded), "holders": list(result.holders)})
+        return result
 
     def _phase_ended(self, phase: Phase, seconds: float) -> None:
         log.info("dkg phase ended", extra={"epoch": self.epoch, "phase": phase.value, "seconds": round(seconds, 3)})

@@ -14,6 +14,7 @@ One asyncio loop runs everything:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import defaultdict, deque
@@ -41,11 +42,13 @@ from derot.crypto.dkg import (
     Committee,
     DkgConfig,
     DkgFailed,
+    DkgMessageRejected,
     DkgSession,
     Identity,
     Member,
     PreviousEpoch,
     PublicKeys,
+    RejectReason,
 )
 from derot.net import status, tls
 from derot.net.gateway import collect
@@ -53,7 +56,7 @@ from derot.net.peers import Endpoint, PeerInfo, PeerPool, fetch_peer_certificate
 from derot.net.status import Refusal, refusal_from_rpc_error
 from derot.service import faults, issuance
 from derot.service.config import NodeConfig, operator_key
-from derot.service.dkg_runner import DkgRunner
+from derot.service.dkg_runner import DkgRunner, attempt_start, open_session
 from derot.service.epoch import EpochKeys
 from derot.service.membership import (
     MembershipRefused,
@@ -133,6 +136,7 @@ class NodeService:
         self.keys: EpochKeys | None = None
         self._pending: dict[int, _Pending] = {}
         self._runners: dict[int, DkgRunner] = {}
+        self._dkg_status: dict[int, str] = {}  # epoch -> why its run has not finished (dkg: issue 12)
         self._dkg_buffer: dict[int, deque] = defaultdict(lambda: deque(maxlen=DKG_BUFFER))
         self._peer_certs: dict[bytes, bytes] = {}  # tls key hash -> PEM, for the Peer port's client auth
         self._server_cert_config = None
@@ -396,16 +400,16 @@ class NodeService:
                 delay = min(delay * 2, 2.0)
             log.warning("DKG message not delivered", extra={"peer": info.index, "epoch": epoch_id})
 
-        def broadcast(messages) -> None:
-            epoch_id = epochs[0].id
-            for message in messages:
-                data = message.encode()
-                for info in targets.values():
-                    task = asyncio.ensure_future(send(info, epoch_id, data))
-                    self._tasks.append(task)
+        def send_all(data: bytes) -> None:  # --- dkg: relay (issue 12) ---
+            for info in targets.values():
+                self._tasks.append(asyncio.ensure_future(send(info, epochs[0].id, data)))
             self._tasks[:] = [t for t in self._tasks if not t.done()]
 
-        return broadcast
+        def broadcast(messages) -> None:
+            for message in messages:
+                send_all(message.encode())
+
+        return broadcast, send_all
 
     # ---------------------------------------------------------------------------------------------
     # DKG / reshare
@@ -456,28 +460,53 @@ class NodeService:
         raise Refusal(status.NO_ACTIVE_EPOCH, f"fewer than {previous.threshold} old members agree on the keys "
                                               f"of epoch {previous.id}")
 
+    # --- dkg: restart safety, exclusion with reasons, retries (issue 12); keep this block together ---
+    async def _run_attempt(self, state: RegistryState, epoch: EpochRecord, started_at: float, attempt: int):
+        """One attempt of the run: resumed from its sealed snapshot after a restart, never dealt twice."""
+        refused = await self._check_members(state, epoch, started_at)
+        config, old_shares = await self._dkg_config(state, epoch)
+        config = dataclasses.replace(config, attempt=attempt)
+        session_class = faults.CheatingDealer if "dkg_cheat" in self.faults else DkgSession
+        session, resumed = open_session(
+            config, self.identity.dkg, old_shares, refused=refused, session_class=session_class,
+            load=lambda: self.store.dkg_state(epoch.id, config.session_id))
+        epochs = [epoch] + ([state.epochs[epoch.previous]] if config.is_reshare else [])
+        broadcast, relay = self._broadcast(state, epochs)
+        runner = DkgRunner(
+            session,
+            phase_timeout=self.config.dkg.phase_timeout,
+            started_at=attempt_start(started_at, self.config.dkg.phase_timeout, attempt),
+            broadcast=broadcast,
+            relay=relay,
+            persist=lambda blob: self.store.put_dkg_state(epoch.id, config.session_id, blob),
+            on_phase=lambda phase, seconds: self.metrics.dkg_phase.labels(phase).observe(seconds),
+            resumed=resumed,
+        )
+        self._runners[epoch.id] = runner
+        backlog = [m for m in self._dkg_buffer.pop(epoch.id, ())]
+        return await runner.run(backlog)
+
+    async def _run_with_retries(self, state: RegistryState, epoch: EpochRecord):
+        started_at = await self._block_time(epoch.started_block)
+        attempt = 0
+        while True:
+            begin = attempt_start(started_at, self.config.dkg.phase_timeout, attempt)
+            if begin > time.time():
+                await asyncio.sleep(begin - time.time())
+            try:
+                return await self._run_attempt(state, epoch, started_at, attempt)
+            except DkgFailed as exc:
+                self.metrics.dkg_runs.labels("failed").inc()
+                log.error("dkg attempt failed; retrying under a new session id",
+                          extra={"epoch": epoch.id, "attempt": attempt, "reason": exc.reason.value,
+                                 "detail": exc.detail})
+                self._dkg_status[epoch.id] = f"attempt {attempt} failed: {exc.reason.value}: {exc.detail}"
+                attempt += 1
+
     def _start_runner(self, state: RegistryState, epoch: EpochRecord) -> None:
         async def run() -> None:
             try:
-                started_at = await self._block_time(epoch.started_block)
-                await self._check_members(state, epoch, started_at)
-                config, old_shares = await self._dkg_config(state, epoch)
-                session_class = faults.CheatingDealer if "dkg_cheat" in self.faults else DkgSession
-                session = session_class(config, self.identity.dkg, old_shares)
-                epochs = [epoch] + ([state.epochs[epoch.previous]] if config.is_reshare else [])
-                runner = DkgRunner(
-                    session,
-                    phase_timeout=self.config.dkg.phase_timeout,
-                    started_at=started_at,
-                    broadcast=self._broadcast(state, epochs),
-                    on_phase=lambda phase, seconds: self.metrics.dkg_phase.labels(phase).observe(seconds),
-                )
-                self._runners[epoch.id] = runner
-                result = await runner.run(list(self._dkg_buffer.pop(epoch.id, ())))
-            except DkgFailed as exc:
-                self.metrics.dkg_runs.labels("failed").inc()
-                log.error("dkg failed", extra={"epoch": epoch.id, "reason": exc.reason.value, "detail": exc.detail})
-                return
+                result = await self._run_with_retries(state, epoch)
             except (MembershipRefused, Refusal) as exc:
                 self.metrics.dkg_runs.labels("refused").inc()
                 log.error("not taking part in the dkg", extra={"epoch": epoch.id, "reason": exc.reason,
@@ -550,10 +579,10 @@ class NodeService:
             self._evidence_tasks.pop(evidence_hash, None)
             self._member_changed.set()
 
-    async def _check_members(self, state: RegistryState, epoch: EpochRecord, started_at: float) -> None:
-        """Refuse to take part if a member's registered TEE evidence fails the node-membership policy, or if the
-        member has not shown it half a phase after the run began: shares are never dealt to an unattested
-        member."""
+    async def _check_members(self, state: RegistryState, epoch: EpochRecord, started_at: float) -> dict[int, str]:
+        """The members this node refuses to deal to, with the reason: their registered TEE evidence fails the
+        node-membership policy, or they had not shown it half a phase after the run began. Shares are never
+        dealt to an unattested member; the run goes on without it (its box stays empty)."""
         deadline = max(started_at + self.config.dkg.phase_timeout / 2, time.time() + 2.0)
         members = {i: p for i, p in self.peer_info(state, epoch).items()
                    if p.operator.lower() != self.account.address.lower()}
@@ -562,9 +591,7 @@ class NodeService:
             if not missing:
                 break
             if time.time() >= deadline:
-                info = members[missing[0]]
-                raise MembershipRefused("evidence_unavailable", f"member {missing[0]} ({info.operator}) and "
-                                        f"{len(missing) - 1} more did not show their TEE evidence in time")
+                break
             self._watch_member_evidence(state)
             self._member_changed.clear()
             try:
@@ -572,10 +599,13 @@ class NodeService:
             except asyncio.TimeoutError:
                 pass
         now = int(time.time())
+        refused: dict[int, str] = {}
         for index, info in members.items():
             node = state.nodes[info.operator]
-            claims = self._member_claims[node.evidence_hash]
+            claims = self._member_claims.get(node.evidence_hash)
             try:
+                if claims is None:
+                    raise MembershipRefused("evidence_unavailable", "did not show its TEE evidence in time")
                 if isinstance(claims, MembershipRefused):
                     raise claims
                 expected = node_report_data(self.network, info.operator, node.identity_key, node.x25519_key,
@@ -583,7 +613,10 @@ class NodeService:
                 check_member_policy(claims, expected_report_data=expected, policy=self._node_policy,
                                     snapshot=state.snapshot, now=now)
             except MembershipRefused as exc:
-                raise MembershipRefused(exc.reason, f"member {index} ({info.operator}): {exc.detail}") from None
+                refused[index] = f"{exc.reason}: {exc.detail}"
+                log.warning("not dealing to a member", extra={"epoch": epoch.id, "member": index,
+                                                                "operator": info.operator, "reason": exc.reason})
+        return refused
 
     async def _fetch_evidence(self, info: PeerInfo) -> bytes | None:
         for _attempt in range(3):
@@ -632,7 +665,12 @@ class NodeService:
         if runner is None:
             self._dkg_buffer[epoch].append(bytes(data))
             return
-        runner.receive(data)
+        try:
+            runner.receive(data)
+        except DkgMessageRejected as exc:
+            if exc.reason is not RejectReason.WRONG_SESSION:
+                raise
+            self._dkg_buffer[epoch].append(bytes(data))  # maybe the next attempt's: kept for its runner
 
     # ---------------------------------------------------------------------------------------------
     # serving apps (gateway)

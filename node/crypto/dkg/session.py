@@ -35,8 +35,10 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
+from types import MappingProxyType
 
 from py_arkworks_bls12381 import G2Point
 
@@ -103,10 +105,12 @@ class DkgSession:
 
     ``identity`` holds this node's identity keys; its seats are found by its public keys: it deals if
     it is in ``config.dealers`` and receives if it is in ``config.recipients`` (both in a fresh DKG).
-    A reshare dealer must pass its ``old_shares``.
+    A reshare dealer must pass its ``old_shares``. ``refused`` names recipients this member will not seal
+    shares to (e.g. their TEE evidence failed or never arrived), with the reason: their boxes stay empty.
     """
 
-    def __init__(self, config: DkgConfig, identity: Identity, old_shares: KeyShares | None = None):
+    def __init__(self, config: DkgConfig, identity: Identity, old_shares: KeyShares | None = None, *,
+                 refused: Mapping[int, str] | None = None):
         self.config = config
         self._identity = identity
         self._session_id = config.session_id
@@ -125,6 +129,7 @@ class DkgSession:
         elif old_shares is not None:
             raise DkgConfigError("old shares are only used by a reshare dealer")
         self._old_shares = old_shares
+        self.refused: Mapping[int, str] = MappingProxyType(dict(refused or {}))
 
         self._dealer_keys = {m.index: m.signing_key for m in config.dealers.members}
         self._recipient_keys = {m.index: m.signing_key for m in config.recipients.members}
@@ -263,9 +268,9 @@ class DkgSession:
 
     @classmethod
     def restore(cls, config: DkgConfig, identity: Identity, old_shares: KeyShares | None,
-                data: bytes) -> DkgSession:
+                data: bytes, *, refused: Mapping[int, str] | None = None) -> DkgSession:
         """A session resumed from :meth:`snapshot` (started; it does not announce or deal again)."""
-        session = cls(config, identity, old_shares)
+        session = cls(config, identity, old_shares, refused=refused)
         version, phase_number = struct.unpack_from(">BB", data)
         if version != SNAPSHOT_VERSION or phase_number >= len(Phase):
             raise DkgConfigError(f"unknown DKG snapshot (version {version}, phase {phase_number})")
@@ -332,6 +337,8 @@ class DkgSession:
 
     def _recipient_announcement(self, recipient: int) -> tuple[bytes, bytes] | None:
         """The (key, signature) of the recipient's announcement this dealer seals to, if it holds one."""
+        if recipient in self.refused:
+            return None
         for key_hash, key in sorted(self._announces.get(recipient, {}).items()):
             return key.to_bytes(), self._messages[Digest(MessageKind.ANNOUNCE, recipient, key_hash)].signature
         return None
