@@ -8,7 +8,6 @@ from google.protobuf.message import DecodeError
 
 from derot import _proto
 from derot.crypto.hazmat import batch
-from derot.crypto.bls import R
 from derot.crypto.dkg import (
     DkgConfig,
     DkgMessageRejected,
@@ -16,7 +15,6 @@ from derot.crypto.dkg import (
     Identity,
     Message,
     MessageKind,
-    Phase,
     RejectReason,
 )
 from derot.crypto.dkg.local import LocalBroadcast, committee_of, generate_identities, make_sessions
