@@ -314,7 +314,8 @@ class ResponseBody:
             if d.kind != MessageKind.DEAL or d.sender not in dealers:
                 raise _malformed(f"{what}: not a deal of a dealer of this run")
             held.append(Digest(MessageKind.DEAL, d.sender, _sized(d.body_hash, HASH_SIZE, f"{what}.body_hash")))
-        if held != sorted(set(held)):
+        keys = [(d.sender, d.body_hash) for d in held]
+        if keys != sorted(set(keys)):
             raise _malformed("ResponseBundle.held: not sorted or repeated")
         complaints = []
         for k, c in enumerate(pb.complaints):

@@ -335,12 +335,12 @@ class DkgSession:
         """The shares this dealer puts in ``recipient``'s box."""
         return (polynomials[0](recipient), polynomials[1](recipient))
 
-    def _recipient_announcement(self, recipient: int) -> tuple[bytes, bytes] | None:
-        """The (key, signature) of the recipient's announcement this dealer seals to, if it holds one."""
+    def _recipient_announcement(self, recipient: int) -> tuple[G1, bytes] | None:
+        """The key and signature of the recipient's announcement this dealer seals to, if it holds one."""
         if recipient in self.refused:
             return None
         for key_hash, key in sorted(self._announces.get(recipient, {}).items()):
-            return key.to_bytes(), self._messages[Digest(MessageKind.ANNOUNCE, recipient, key_hash)].signature
+            return key, self._messages[Digest(MessageKind.ANNOUNCE, recipient, key_hash)].signature
         return None
 
     def _make_deal(self) -> bytes:
@@ -359,12 +359,12 @@ class DkgSession:
             if announced is None:
                 boxes.append(EMPTY_BOX)
                 continue
-            epoch_key = G1.from_bytes(announced[0])
+            epoch_key, signature = announced
             shares = self._deal_share(j, polynomials)
             plaintext = b"".join(s.to_bytes(SCALAR_SIZE, "big") for s in shares)
             sealed = proofs.seal_share(epoch_key * d, plaintext, self._aad(self.dealer_index, j),
                                        **self._box_context(self.dealer_index, j, deal_key, epoch_key))
-            boxes.append(ShareBox(announced[0], announced[1], sealed))
+            boxes.append(ShareBox(epoch_key.to_bytes(), signature, sealed))
         # polynomials and d go out of scope here: nothing is revealed later, so nothing is kept
         return DealBody(commitments, deal_key.to_bytes(), proof, tuple(boxes)).encode()
 
@@ -491,10 +491,11 @@ class DkgSession:
             payload = signed_payload(VERSION, self.config.network, self.config.epoch, self._session_id,
                                      MessageKind.ANNOUNCE, recipient, body_hash)
             ok = verify_signature(self._recipient_keys[recipient], box.recipient_signature, payload)
-            try:
-                ok = ok and proofs.decode_point(box.recipient_key) is not None
-            except PointDecodeError:
-                ok = False
+            if ok and body_hash not in self._announces.get(recipient, {}):  # a held key was checked already
+                try:
+                    proofs.decode_point(box.recipient_key)
+                except PointDecodeError:
+                    ok = False
             self._signed_keys[cache_key] = ok
         return self._signed_keys[cache_key]
 
