@@ -497,8 +497,8 @@ class NodeService:
                 return await self._run_attempt(state, epoch, started_at, attempt)
             except DkgFailed as exc:
                 self.metrics.dkg_runs.labels("failed").inc()
-                log.error("dkg attempt failed; retrying under a new session id",
-                          extra={"epoch": epoch.id, "attempt": attempt, "reason": exc.reason.value,
+                log.error("dkg failed",  # retried below under a new session id
+                          extra={"epoch": epoch.id, "attempt": attempt, "retrying": True, "reason": exc.reason.value,
                                  "detail": exc.detail})
                 self._dkg_status[epoch.id] = f"attempt {attempt} failed: {exc.reason.value}: {exc.detail}"
                 attempt += 1
