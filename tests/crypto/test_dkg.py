@@ -403,3 +403,26 @@ def test_responses_before_the_last_deal_are_kept():
             if response.sender != i:
                 sessions[i].receive(response.encode())
     check_results(sessions, 3, oracle=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# the phase table
+
+
+def test_phases_change_only_along_the_table():
+    from derot.crypto.dkg import TRANSITIONS, PhaseTransitionError
+
+    order = [Phase.ANNOUNCE, Phase.DEAL, Phase.RESPONSE, Phase.FINISHED]
+    assert {p: set(TRANSITIONS[p]) for p in order} == {
+        Phase.ANNOUNCE: {Phase.DEAL}, Phase.DEAL: {Phase.RESPONSE}, Phase.RESPONSE: {Phase.FINISHED},
+        Phase.FINISHED: set()}
+    _, sessions = setup(4, 3)
+    session = sessions[1]
+    for wrong in (Phase.RESPONSE, Phase.FINISHED, Phase.ANNOUNCE):
+        with pytest.raises(PhaseTransitionError, match="announce ->"):
+            session._set_phase(wrong)
+    assert session.phase is Phase.ANNOUNCE
+    LocalBroadcast(sessions).run()
+    with pytest.raises(PhaseTransitionError, match="finished -> deal"):
+        session._set_phase(Phase.DEAL)
+    assert session.on_deadline() == [] and session.phase is Phase.FINISHED
