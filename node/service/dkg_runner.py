@@ -8,6 +8,9 @@ The runner owns a :class:`~derot.crypto.dkg.DkgSession`. Incoming messages are f
   mid-run resumes from the snapshot (:func:`open_session`) and never announces or deals twice.
 - **Relay.** A message accepted for the first time is handed to ``relay`` (the author's signed bytes), so
   a message one honest member holds reaches every honest member although its author sent it to some only.
+- **Digest sync.** With ``pull`` (ask peers for what they hold beyond these digests), the runner syncs
+  three quarters into every phase, so a message that missed the relay still arrives before the phase
+  ends. :meth:`serve_sync` is the other side: what this member holds that a peer's digests lack.
 - **Deadlines.** Every member derives the same deadlines from ``started_at`` (the block that began the
   run): phase i ends by ``started_at + (i+1)·phase_timeout``; a phase ends earlier when every expected
   message is held. A retry of a failed run (:func:`attempt_start`) starts at a time every member computes
@@ -23,11 +26,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from derot.crypto.dkg import DkgConfig, DkgMessageRejected, DkgResult, DkgSession, Identity, KeyShares, Phase
 from derot.crypto.dkg import RejectReason
-from derot.crypto.dkg.messages import Message
+from derot.crypto.dkg.messages import Digest, Message
 
 log = logging.getLogger("derot.dkg")
 
@@ -37,6 +40,10 @@ HARMLESS = frozenset({RejectReason.DUPLICATE, RejectReason.LATE, RejectReason.OV
 PHASES_PER_ATTEMPT = 3
 #: the longest pause between two attempts, in phase timeouts
 MAX_BACKOFF_PHASES = 8
+#: a sync runs this far into each phase
+SYNC_AT = 0.75
+#: at most this many messages in one sync answer (2 per kind and member bounds what can be useful)
+MAX_SYNC_MESSAGES = 1024
 
 
 def attempt_start(started_at: float, phase_timeout: float, attempt: int) -> float:
@@ -72,6 +79,7 @@ class DkgRunner:
         phase_timeout: float,
         broadcast: Callable[[list[Message]], None],
         relay: Callable[[bytes], None] | None = None,
+        pull: Callable[[tuple[Digest, ...]], Awaitable[list[bytes]]] | None = None,
         persist: Callable[[bytes], None] | None = None,
         on_phase: Callable[[str, float], None] | None = None,
         started_at: float | None = None,
@@ -84,6 +92,7 @@ class DkgRunner:
         self.started_at = time.time() if started_at is None else started_at
         self._broadcast = broadcast
         self._relay = relay
+        self._pull = pull
         self._persist = persist
         self._on_phase = on_phase
         self._resumed = resumed
@@ -108,6 +117,26 @@ class DkgRunner:
         if self._relay is not None:
             self._relay(bytes(data))
         self._changed.set()
+
+    def serve_sync(self, digests: Iterable[Digest]) -> list[bytes]:
+        """The messages this member holds that a peer holding ``digests`` lacks (bounded)."""
+        theirs = set(digests)
+        missing = [d for d in self.session.inventory() if d not in theirs][:MAX_SYNC_MESSAGES]
+        return [data for data in (self.session.message(d) for d in missing) if data is not None]
+
+    async def sync(self) -> int:
+        """Pull what peers hold and this member lacks; returns how many messages were new."""
+        if self._pull is None:
+            return 0
+        accepted = 0
+        for data in await self._pull(self.session.inventory()):
+            try:
+                before = len(self.session.inventory())
+                self.receive(data)
+                accepted += len(self.session.inventory()) > before
+            except DkgMessageRejected:
+                continue
+        return accepted
 
     def _commit(self, messages: list[Message]) -> None:
         """Persist the session, then broadcast what it produced (never the other way round)."""
@@ -139,22 +168,31 @@ class DkgRunner:
                 self.receive(data)
             except DkgMessageRejected as exc:
                 log.info("dkg message refused", extra={"epoch": self.epoch, "reason": exc.reason.value})
-        while not session.done:
+        synced = -1
+        while True:
+            if session.phase != phase:
+                self._phase_ended(phase, time.monotonic() - phase_started)
+                phase, phase_started = session.phase, time.monotonic()
+                number = list(Phase).index(phase)
+            if session.done:
+                break
             deadline = self._deadline(number)
-            remaining = max(deadline - time.time(), 0.05 if number == 0 else 0.0)
+            sync_at = deadline - (1 - SYNC_AT) * self.phase_timeout
+            if self._pull is not None and synced != number and time.time() >= sync_at:
+                synced = number
+                await self.sync()
+                continue
+            wake = sync_at if self._pull is not None and synced != number else deadline
+            remaining = max(wake - time.time(), 0.05 if number == 0 else 0.0)
             if remaining > 0:
                 self._changed.clear()
                 try:
                     await asyncio.wait_for(self._changed.wait(), timeout=remaining)
                 except asyncio.TimeoutError:
                     pass
-            if session.phase == phase and not session.done and time.time() >= deadline:
+            if session.phase == phase and time.time() >= deadline:
                 log.info("dkg phase deadline", extra={"epoch": self.epoch, "phase": phase.value})
                 self._commit(session.on_deadline())
-            if session.phase != phase:
-                self._phase_ended(phase, time.monotonic() - phase_started)
-                phase, phase_started = session.phase, time.monotonic()
-                number = list(Phase).index(phase)
         failure = session.failure
         if failure is not None:
             raise failure

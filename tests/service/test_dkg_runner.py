@@ -27,6 +27,7 @@ class Net:
         self.runners: dict[int, DkgRunner] = {}
         self.sent: list[tuple[int, MessageKind, bytes]] = []
         self.link = link or (lambda sender, recipient, data: True)
+        self.pulls = 0
 
     def deliver(self, sender: int, data: bytes) -> None:
         for name, runner in list(self.runners.items()):
@@ -40,14 +41,19 @@ class Net:
         except DkgMessageRejected:
             pass
 
-    def runner(self, name, session, started_at, *, persist=None, resumed=False):
+    def runner(self, name, session, started_at, *, persist=None, resumed=False, relay=True, sync=False):
         def broadcast(messages):
             for m in messages:
                 self.sent.append((name, m.kind, m.body_hash))
                 self.deliver(name, m.encode())
 
+        async def pull(digests):  # ask every peer what it holds beyond our digests (the sync RPC's stand-in)
+            self.pulls += 1
+            return [data for peer, r in list(self.runners.items()) if peer != name for data in r.serve_sync(digests)]
+
         runner = DkgRunner(session, phase_timeout=PHASE, broadcast=broadcast, started_at=started_at,
-                           relay=lambda data: self.deliver(name, data), persist=persist, resumed=resumed)
+                           relay=(lambda data: self.deliver(name, data)) if relay else None,
+                           pull=pull if sync else None, persist=persist, resumed=resumed)
         self.runners[name] = runner
         return runner
 
@@ -166,6 +172,22 @@ def test_relays_repair_a_selective_sender():
 
     result = agree(asyncio.run(scenario()))
     assert 3 in result.qualified and result.excluded == {}
+
+
+def test_digest_sync_repairs_a_selective_sender_without_relays():
+    """No relays: member 3's messages reach member 1 only; the sync three quarters into each phase
+    fetches them from member 1 before the phase ends."""
+    ids, config = setup(4, 3)
+
+    async def scenario():
+        net = Net(link=lambda sender, recipient, data: sender != 3 or recipient == 1)
+        started = time.time()
+        runners = [net.runner(k, new_session(config, ids[k]), started, relay=False, sync=True) for k in ids]
+        return await asyncio.gather(*(r.run() for r in runners)), net
+
+    results, net = asyncio.run(scenario())
+    result = agree(results)
+    assert 3 in result.qualified and result.excluded == {} and net.pulls > 0
 
 
 def test_retries_follow_one_schedule_and_new_sessions():
