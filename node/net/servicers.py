@@ -117,6 +117,13 @@ def add_services(server: grpc.aio.Server, node) -> None:
 
             return await bounded.handle("SubmitDkgMessage", request, context, work)
 
+        async def SyncDkg(self, request, context):
+            def work():
+                node.caller_operator(context)
+                return pb.DkgSyncResponse(messages=node.sync_dkg(request.epoch, request.held))
+
+            return await bounded.handle("SyncDkg", request, context, work)
+
         async def GetNodeEvidence(self, request, context):
             return await bounded.handle("GetNodeEvidence", request, context, node.node_evidence)
 

@@ -42,8 +42,9 @@ PHASES_PER_ATTEMPT = 3
 MAX_BACKOFF_PHASES = 8
 #: a sync runs this far into each phase
 SYNC_AT = 0.75
-#: at most this many messages in one sync answer (2 per kind and member bounds what can be useful)
+#: at most this many messages, and bytes, in one sync answer (under gRPC's 4 MiB default)
 MAX_SYNC_MESSAGES = 1024
+MAX_SYNC_BYTES = 3 * 2**20
 
 
 def attempt_start(started_at: float, phase_timeout: float, attempt: int) -> float:
@@ -121,8 +122,16 @@ class DkgRunner:
     def serve_sync(self, digests: Iterable[Digest]) -> list[bytes]:
         """The messages this member holds that a peer holding ``digests`` lacks (bounded)."""
         theirs = set(digests)
-        missing = [d for d in self.session.inventory() if d not in theirs][:MAX_SYNC_MESSAGES]
-        return [data for data in (self.session.message(d) for d in missing) if data is not None]
+        out, size = [], 0
+        for digest in self.session.inventory():
+            data = None if digest in theirs else self.session.message(digest)
+            if data is None:
+                continue
+            if len(out) >= MAX_SYNC_MESSAGES or size + len(data) > MAX_SYNC_BYTES:
+                break
+            out.append(data)
+            size += len(data)
+        return out
 
     async def sync(self) -> int:
         """Pull what peers hold and this member lacks; returns how many messages were new."""

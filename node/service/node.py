@@ -50,13 +50,14 @@ from derot.crypto.dkg import (
     PublicKeys,
     RejectReason,
 )
+from derot.crypto.dkg.messages import Digest, MessageKind
 from derot.net import status, tls
 from derot.net.gateway import collect
 from derot.net.peers import Endpoint, PeerInfo, PeerPool, fetch_peer_certificate
 from derot.net.status import Refusal, refusal_from_rpc_error
 from derot.service import faults, issuance
 from derot.service.config import NodeConfig, operator_key
-from derot.service.dkg_runner import DkgRunner, attempt_start, open_session
+from derot.service.dkg_runner import MAX_SYNC_MESSAGES, DkgRunner, attempt_start, open_session
 from derot.service.epoch import EpochKeys
 from derot.service.membership import (
     MembershipRefused,
@@ -72,6 +73,8 @@ log = logging.getLogger("derot.node")
 
 #: messages buffered per epoch for a DKG this node has not started yet
 DKG_BUFFER = 4096
+#: digests one DKG sync request may carry (2 per kind and member bounds what a run can hold)
+MAX_SYNC_DIGESTS = 4096
 
 
 class NodeIdentity:
@@ -409,7 +412,22 @@ class NodeService:
             for message in messages:
                 send_all(message.encode())
 
-        return broadcast, send_all
+        async def pull(digests) -> list[bytes]:  # --- dkg: digest sync (issue 12) ---
+            pb = self._pb
+            request = pb.DkgSyncRequest(epoch=epochs[0].id, held=[
+                pb.DkgSyncDigest(kind=int(d.kind), sender=d.sender, body_hash=d.body_hash) for d in digests])
+
+            async def ask(info: PeerInfo) -> list[bytes]:
+                try:
+                    reply = await self._peer_call(info, "SyncDkg", request)
+                except Refusal:
+                    return []
+                return [bytes(m) for m in reply.messages[:MAX_SYNC_MESSAGES]]
+
+            replies = await asyncio.gather(*(ask(info) for info in targets.values()))
+            return [data for reply in replies for data in reply]
+
+        return broadcast, send_all, pull
 
     # ---------------------------------------------------------------------------------------------
     # DKG / reshare
@@ -471,13 +489,14 @@ class NodeService:
             config, self.identity.dkg, old_shares, refused=refused, session_class=session_class,
             load=lambda: self.store.dkg_state(epoch.id, config.session_id))
         epochs = [epoch] + ([state.epochs[epoch.previous]] if config.is_reshare else [])
-        broadcast, relay = self._broadcast(state, epochs)
+        broadcast, relay, pull = self._broadcast(state, epochs)
         runner = DkgRunner(
             session,
             phase_timeout=self.config.dkg.phase_timeout,
             started_at=attempt_start(started_at, self.config.dkg.phase_timeout, attempt),
             broadcast=broadcast,
             relay=relay,
+            pull=pull,
             persist=lambda blob: self.store.put_dkg_state(epoch.id, config.session_id, blob),
             on_phase=lambda phase, seconds: self.metrics.dkg_phase.labels(phase).observe(seconds),
             resumed=resumed,
@@ -659,6 +678,17 @@ class NodeService:
                 log.warning("epoch report failed", extra={"epoch": epoch_id, "error": str(exc)})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 15)
+
+    def sync_dkg(self, epoch: int, held) -> list[bytes]:
+        """The messages of ``epoch``'s run this node holds and a peer (holding ``held``) lacks."""
+        runner = self._runners.get(epoch)
+        if runner is None:
+            return []
+        if len(held) > MAX_SYNC_DIGESTS:
+            raise Refusal(status.REQUEST_TOO_LARGE, f"{len(held)} digests, at most {MAX_SYNC_DIGESTS}")
+        digests = [Digest(MessageKind(d.kind), d.sender, bytes(d.body_hash)) for d in held
+                   if d.kind in MessageKind._value2member_map_]
+        return runner.serve_sync(digests)
 
     def receive_dkg(self, epoch: int, data: bytes) -> None:
         runner = self._runners.get(epoch)
