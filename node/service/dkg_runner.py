@@ -11,6 +11,9 @@ The runner owns a :class:`~derot.crypto.dkg.DkgSession`. Incoming messages are f
 - **Digest sync.** With ``pull`` (ask peers for what they hold beyond these digests), the runner syncs
   three quarters into every phase, so a message that missed the relay still arrives before the phase
   ends. :meth:`serve_sync` is the other side: what this member holds that a peer's digests lack.
+- **Membership checks.** With ``member_checks`` (given the time by which to decide, it returns the members
+  not to deal to, with reasons), the checks run during the announce phase; the session deals only after
+  they are done (``checks_pending``), so a late verification costs no phase and never leaks a share.
 - **Deadlines.** Every member derives the same deadlines from ``started_at`` (the block that began the
   run): phase i ends by ``started_at + (i+1)·phase_timeout``; a phase ends earlier when every expected
   message is held. A retry of a failed run (:func:`attempt_start`) starts at a time every member computes
@@ -40,6 +43,8 @@ HARMLESS = frozenset({RejectReason.DUPLICATE, RejectReason.LATE, RejectReason.OV
 PHASES_PER_ATTEMPT = 3
 #: the longest pause between two attempts, in phase timeouts
 MAX_BACKOFF_PHASES = 8
+#: membership checks are decided this many phase timeouts before the announce deadline
+CHECK_MARGIN = 0.1
 #: a sync runs this far into each phase
 SYNC_AT = 0.75
 #: at most this many messages, and bytes, in one sync answer (under gRPC's 4 MiB default)
@@ -63,13 +68,15 @@ def open_session(
     *,
     load: Callable[[], bytes | None],
     refused: Mapping[int, str] | None = None,
+    checks_pending: bool = False,
     session_class: type[DkgSession] = DkgSession,
 ) -> tuple[DkgSession, bool]:
     """The session of this run: resumed from its persisted snapshot if there is one (``True``), else new."""
     saved = load()
+    options = {"refused": refused, "checks_pending": checks_pending}
     if saved is not None:
-        return session_class.restore(config, identity, old_shares, saved, refused=refused), True
-    return session_class(config, identity, old_shares, refused=refused), False
+        return session_class.restore(config, identity, old_shares, saved, **options), True
+    return session_class(config, identity, old_shares, **options), False
 
 
 class DkgRunner:
@@ -81,6 +88,7 @@ class DkgRunner:
         broadcast: Callable[[list[Message]], None],
         relay: Callable[[bytes], None] | None = None,
         pull: Callable[[tuple[Digest, ...]], Awaitable[list[bytes]]] | None = None,
+        member_checks: Callable[[float], Awaitable[Mapping[int, str]]] | None = None,
         persist: Callable[[bytes], None] | None = None,
         on_phase: Callable[[str, float], None] | None = None,
         started_at: float | None = None,
@@ -94,6 +102,7 @@ class DkgRunner:
         self._broadcast = broadcast
         self._relay = relay
         self._pull = pull
+        self._member_checks = member_checks
         self._persist = persist
         self._on_phase = on_phase
         self._resumed = resumed
@@ -177,6 +186,24 @@ class DkgRunner:
                 self.receive(data)
             except DkgMessageRejected as exc:
                 log.info("dkg message refused", extra={"epoch": self.epoch, "reason": exc.reason.value})
+        checks = None
+        if self._member_checks is not None:
+            decide_by = self._deadline(0) - CHECK_MARGIN * self.phase_timeout
+            checks = asyncio.create_task(self._run_checks(decide_by))
+        try:
+            return await self._run_phases(phase, phase_started, number)
+        finally:
+            if checks is not None and not checks.done():
+                checks.cancel()
+
+    async def _run_checks(self, decide_by: float) -> None:
+        refused = dict(await self._member_checks(decide_by))
+        log.info("dkg membership checked", extra={"epoch": self.epoch, "refused": refused})
+        self._commit(self.session.set_refused(refused))
+        self._changed.set()
+
+    async def _run_phases(self, phase: Phase, phase_started: float, number: int) -> DkgResult:
+        session = self.session
         synced = -1
         while True:
             if session.phase != phase:

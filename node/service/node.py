@@ -481,12 +481,11 @@ class NodeService:
     # --- dkg: restart safety, exclusion with reasons, retries (issue 12); keep this block together ---
     async def _run_attempt(self, state: RegistryState, epoch: EpochRecord, started_at: float, attempt: int):
         """One attempt of the run: resumed from its sealed snapshot after a restart, never dealt twice."""
-        refused = await self._check_members(state, epoch, started_at)
         config, old_shares = await self._dkg_config(state, epoch)
         config = dataclasses.replace(config, attempt=attempt)
         session_class = faults.CheatingDealer if "dkg_cheat" in self.faults else DkgSession
         session, resumed = open_session(
-            config, self.identity.dkg, old_shares, refused=refused, session_class=session_class,
+            config, self.identity.dkg, old_shares, checks_pending=True, session_class=session_class,
             load=lambda: self.store.dkg_state(epoch.id, config.session_id))
         epochs = [epoch] + ([state.epochs[epoch.previous]] if config.is_reshare else [])
         broadcast, relay, pull = self._broadcast(state, epochs)
@@ -497,6 +496,7 @@ class NodeService:
             broadcast=broadcast,
             relay=relay,
             pull=pull,
+            member_checks=lambda decide_by: self._check_members(state, epoch, decide_by),
             persist=lambda blob: self.store.put_dkg_state(epoch.id, config.session_id, blob),
             on_phase=lambda phase, seconds: self.metrics.dkg_phase.labels(phase).observe(seconds),
             resumed=resumed,
@@ -598,11 +598,10 @@ class NodeService:
             self._evidence_tasks.pop(evidence_hash, None)
             self._member_changed.set()
 
-    async def _check_members(self, state: RegistryState, epoch: EpochRecord, started_at: float) -> dict[int, str]:
+    async def _check_members(self, state: RegistryState, epoch: EpochRecord, deadline: float) -> dict[int, str]:
         """The members this node refuses to deal to, with the reason: their registered TEE evidence fails the
-        node-membership policy, or they had not shown it half a phase after the run began. Shares are never
-        dealt to an unattested member; the run goes on without it (its box stays empty)."""
-        deadline = max(started_at + self.config.dkg.phase_timeout / 2, time.time() + 2.0)
+        node-membership policy, or they had not shown it by ``deadline`` (just before the announce phase
+        ends). Shares are never dealt to an unattested member; the run goes on without it (empty box)."""
         members = {i: p for i, p in self.peer_info(state, epoch).items()
                    if p.operator.lower() != self.account.address.lower()}
         while True:

@@ -41,7 +41,8 @@ class Net:
         except DkgMessageRejected:
             pass
 
-    def runner(self, name, session, started_at, *, persist=None, resumed=False, relay=True, sync=False):
+    def runner(self, name, session, started_at, *, persist=None, resumed=False, relay=True, sync=False,
+               checks=None):
         def broadcast(messages):
             for m in messages:
                 self.sent.append((name, m.kind, m.body_hash))
@@ -53,7 +54,7 @@ class Net:
 
         runner = DkgRunner(session, phase_timeout=PHASE, broadcast=broadcast, started_at=started_at,
                            relay=(lambda data: self.deliver(name, data)) if relay else None,
-                           pull=pull if sync else None, persist=persist, resumed=resumed)
+                           pull=pull if sync else None, persist=persist, resumed=resumed, member_checks=checks)
         self.runners[name] = runner
         return runner
 
@@ -101,20 +102,53 @@ def test_a_member_that_never_starts_is_excluded_and_the_run_goes_on():
     assert result.excluded == {5: "silent: no deal bundle"} and 5 not in result.holders
 
 
-def test_unattested_member_gets_no_box_with_the_reason_recorded():
+def test_membership_checks_run_during_the_announce_phase():
+    """Checks take a while (member 4's evidence fails): nobody deals before its checks are done, nobody
+    seals a share to member 4, and the run goes on with the reason recorded."""
     ids, config = setup(5, 3)
-    refused = {4: "evidence_unavailable: did not show its TEE evidence in time"}
+    reason = "evidence_unavailable: did not show its TEE evidence in time"
+    dealt_before_checks = []
+
+    def checks_for(name):
+        async def checks(decide_by):
+            assert decide_by < time.time() + PHASE
+            await asyncio.sleep(PHASE / 4)
+            dealt_before_checks.extend(s for s, kind, _ in net.sent if s == name and kind is MessageKind.DEAL)
+            return {4: reason}
+        return checks
 
     async def scenario():
-        net = Net()
         started = time.time()
-        runners = [net.runner(k, new_session(config, ids[k], refused=refused), started) for k in ids]
+        runners = [net.runner(k, new_session(config, ids[k], checks_pending=True), started, checks=checks_for(k))
+                   for k in ids]
         return await asyncio.gather(*(r.run() for r in runners)), runners
 
+    net = Net()
     results, runners = asyncio.run(scenario())
     result = agree(results)
-    assert 4 not in result.holders and results[3].shares is None
-    assert dict(runners[0].session.refused) == refused
+    assert dealt_before_checks == []
+    assert 4 not in result.holders and results[3].shares is None and result.excluded == {}
+    assert dict(runners[0].session.refused) == {4: reason}
+
+
+def test_checks_that_never_finish_mean_no_deal():
+    """Member 1's checks hang: at the announce deadline it deals to nobody (a silent dealer), safely."""
+    ids, config = setup(4, 3)
+
+    async def hang(decide_by):
+        await asyncio.sleep(3600)
+
+    async def scenario():
+        started = time.time()
+        runners = [net.runner(k, new_session(config, ids[k], checks_pending=(k == 1)), started,
+                              checks=hang if k == 1 else None) for k in ids]
+        return await asyncio.gather(*(r.run() for r in runners)), runners
+
+    net = Net()
+    results, runners = asyncio.run(scenario())
+    result = agree(results)
+    assert result.excluded == {1: "silent: no deal bundle"}
+    assert runners[0].session.withheld_deal.startswith("the membership checks did not finish")
 
 
 def test_restart_mid_run_resumes_from_the_sealed_store(tmp_path):

@@ -107,10 +107,12 @@ class DkgSession:
     it is in ``config.dealers`` and receives if it is in ``config.recipients`` (both in a fresh DKG).
     A reshare dealer must pass its ``old_shares``. ``refused`` names recipients this member will not seal
     shares to (e.g. their TEE evidence failed or never arrived), with the reason: their boxes stay empty.
+    With ``checks_pending``, the member does not deal before :meth:`set_refused` (or the announce deadline,
+    when it deals with the refusals known then): the membership checks run during the announce phase.
     """
 
     def __init__(self, config: DkgConfig, identity: Identity, old_shares: KeyShares | None = None, *,
-                 refused: Mapping[int, str] | None = None):
+                 refused: Mapping[int, str] | None = None, checks_pending: bool = False):
         self.config = config
         self._identity = identity
         self._session_id = config.session_id
@@ -130,6 +132,8 @@ class DkgSession:
             raise DkgConfigError("old shares are only used by a reshare dealer")
         self._old_shares = old_shares
         self.refused: Mapping[int, str] = MappingProxyType(dict(refused or {}))
+        self._checks_pending = checks_pending
+        self.withheld_deal: str | None = None
 
         self._dealer_keys = {m.index: m.signing_key for m in config.dealers.members}
         self._recipient_keys = {m.index: m.signing_key for m in config.recipients.members}
@@ -213,6 +217,12 @@ class DkgSession:
             return []
         return out + self._advance()
 
+    def set_refused(self, refused: Mapping[int, str]) -> list[Message]:
+        """The membership checks are done: never seal shares to ``refused``. Returns what to broadcast."""
+        self.refused = MappingProxyType(dict(refused))
+        self._checks_pending = False
+        return self._advance() if self._started else []
+
     def _set_epoch_secret(self, secret: int | None) -> None:
         self._epoch_secret = secret
         self._epoch_key = None if secret is None else G1.generator() * secret
@@ -268,9 +278,10 @@ class DkgSession:
 
     @classmethod
     def restore(cls, config: DkgConfig, identity: Identity, old_shares: KeyShares | None,
-                data: bytes, *, refused: Mapping[int, str] | None = None) -> DkgSession:
+                data: bytes, *, refused: Mapping[int, str] | None = None,
+                checks_pending: bool = False) -> DkgSession:
         """A session resumed from :meth:`snapshot` (started; it does not announce or deal again)."""
-        session = cls(config, identity, old_shares, refused=refused)
+        session = cls(config, identity, old_shares, refused=refused, checks_pending=checks_pending)
         version, phase_number = struct.unpack_from(">BB", data)
         if version != SNAPSHOT_VERSION or phase_number >= len(Phase):
             raise DkgConfigError(f"unknown DKG snapshot (version {version}, phase {phase_number})")
@@ -298,7 +309,8 @@ class DkgSession:
     def _advance(self) -> list[Message]:
         out: list[Message] = []
         while True:
-            if self.phase is Phase.ANNOUNCE and self._recipient_set <= self._announces.keys():
+            if self.phase is Phase.ANNOUNCE and self._recipient_set <= self._announces.keys() \
+                    and not self._checks_pending:
                 out += self._end_announce()
             elif self.phase is Phase.DEAL and self._dealer_set <= self._deals.keys():
                 out += self._end_deal()
@@ -311,6 +323,10 @@ class DkgSession:
     def _end_announce(self) -> list[Message]:
         self._set_phase(Phase.DEAL)
         me = self.dealer_index
+        if self._checks_pending:  # never deal to members whose checks did not finish: stay a silent dealer
+            self._checks_pending = False
+            self.withheld_deal = "the membership checks did not finish by the announce deadline"
+            return []
         if me is None or self._holds(MessageKind.DEAL, me):
             return []
         return [self._emit(MessageKind.DEAL, me, self._make_deal())]
