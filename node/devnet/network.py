@@ -235,6 +235,7 @@ class Devnet:
         proc = self._setup_node(len(self.node_processes) + 1)
         self.node_processes.append(proc)
         self.start_node(proc)
+        self._wait_nodes_listening(procs=[proc])  # up before the vote, as an operator would bring it up
         return proc
 
     def node_addresses(self, proc: NodeProcess) -> dict[str, str]:
@@ -337,14 +338,14 @@ class Devnet:
         for proc in self.node_processes:
             self.start_node(proc)
 
-    def _wait_nodes_listening(self, timeout: float = 90.0) -> None:
+    def _wait_nodes_listening(self, timeout: float = 90.0, procs: list[NodeProcess] | None = None) -> None:
         """Wait until every node answers TLS on its public port (booted, following the chain), so that the DKG
         the bootstrap vote starts finds every member up and its evidence already checked by its peers."""
         from derot.net import tls
 
-        self.progress(f"waiting for {len(self.node_processes)} nodes to boot")
+        waiting = list(self.node_processes if procs is None else procs)
+        self.progress(f"waiting for {len(waiting)} nodes to boot")
         deadline = time.monotonic() + timeout
-        waiting = list(self.node_processes)
         while waiting:
             self._check_nodes_alive()
             if time.monotonic() > deadline:
