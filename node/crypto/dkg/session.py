@@ -107,8 +107,8 @@ class DkgSession:
     it is in ``config.dealers`` and receives if it is in ``config.recipients`` (both in a fresh DKG).
     A reshare dealer must pass its ``old_shares``. ``refused`` names recipients this member will not seal
     shares to (e.g. their TEE evidence failed or never arrived), with the reason: their boxes stay empty.
-    With ``checks_pending``, the member does not deal before :meth:`set_refused` (or the announce deadline,
-    when it deals with the refusals known then): the membership checks run during the announce phase.
+    With ``checks_pending``, the member deals only after :meth:`set_refused` (the membership checks run
+    during the announce phase); if they are still pending at the announce deadline it deals to nobody.
     """
 
     def __init__(self, config: DkgConfig, identity: Identity, old_shares: KeyShares | None = None, *,
