@@ -173,8 +173,8 @@ class DkgRunner:
         right after the session starts.
         """
         session = self.session
-        if self._resumed:
-            self._commit([])
+        if self._resumed:  # what it sent before may not have left: send its own messages again
+            self._commit(session.own_messages())
         else:
             self._commit(session.start())
         number = list(Phase).index(session.phase)

@@ -5,7 +5,9 @@
 - ``corrupt_shares``: answer DeriveShare / PartialSign with well-formed but wrong shares
   (a valid point, so only the gateway's verification catches it);
 - ``dkg_cheat``: as a DKG dealer, send the highest-index recipient a wrong share, so that its proven
-  complaint disqualifies this dealer.
+  complaint disqualifies this dealer;
+- ``dkg_crash_after_deal``: exit the process right after its deal is persisted and before it is sent, once
+  (a marker file in the data directory remembers it), to test restart safety.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from __future__ import annotations
 from derot.crypto.bls import G1, R
 from derot.crypto.dkg import DkgSession
 
-KNOWN = frozenset({"corrupt_shares", "dkg_cheat"})
+KNOWN = frozenset({"corrupt_shares", "dkg_cheat", "dkg_crash_after_deal"})
+CRASH_MARKER = "dkg-crashed-once"
 
 
 def parse(text: str) -> frozenset[str]:

@@ -16,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from eth_account import Account
@@ -497,13 +499,22 @@ class NodeService:
             relay=relay,
             pull=pull,
             member_checks=lambda decide_by: self._check_members(state, epoch, decide_by),
-            persist=lambda blob: self.store.put_dkg_state(epoch.id, config.session_id, blob),
+            persist=lambda blob: self._persist_dkg(epoch.id, session, blob),
             on_phase=lambda phase, seconds: self.metrics.dkg_phase.labels(phase).observe(seconds),
             resumed=resumed,
         )
         self._runners[epoch.id] = runner
         backlog = [m for m in self._dkg_buffer.pop(epoch.id, ())]
         return await runner.run(backlog)
+
+    def _persist_dkg(self, epoch_id: int, session: DkgSession, blob: bytes) -> None:
+        self.store.put_dkg_state(epoch_id, session.config.session_id, blob)
+        if "dkg_crash_after_deal" in self.faults and session.has_dealt:
+            marker = Path(self.store.path).parent / faults.CRASH_MARKER
+            if not marker.exists():
+                marker.touch()
+                log.error("fault dkg_crash_after_deal: exiting after persisting the deal, before sending it")
+                os._exit(70)
 
     async def _run_with_retries(self, state: RegistryState, epoch: EpochRecord):
         started_at = await self._block_time(epoch.started_block)

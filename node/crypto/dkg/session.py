@@ -180,6 +180,17 @@ class DkgSession:
         value = self._current_outcome()
         return value if isinstance(value, DkgFailed) else None
 
+    def own_messages(self) -> list[Message]:
+        """The messages this member signed in this run (to send again after a restart: idempotent)."""
+        mine = {MessageKind.DEAL: self.dealer_index}
+        mine[MessageKind.ANNOUNCE] = mine[MessageKind.RESPONSE] = self.recipient_index
+        return [m for d, m in sorted(self._messages.items()) if mine[d.kind] == d.sender]
+
+    @property
+    def has_dealt(self) -> bool:
+        """This member holds a deal bundle it signed (it never deals again in this session)."""
+        return self.dealer_index is not None and self._holds(MessageKind.DEAL, self.dealer_index)
+
     @property
     def progress(self) -> Progress:
         return Progress(self.phase, len(self._announces), len(self._deals), len(self._dealer_set),
