@@ -227,6 +227,7 @@ class EpochOrchestrator:
             log.info("epoch active; older shares erased", extra={"epoch": epoch.id, "index": keys.index})
         else:
             self.store.erase_shares_before(epoch.id)
+            self.store.erase_dkg_states(epoch.id)  # their run keys too, as activate_epoch does for a member
             self.view.keys = None
             log.info("epoch active without this node", extra={
                 "epoch": epoch.id, "was_pending": run is not None and run.state is EpochState.FINISHED})
