@@ -33,7 +33,8 @@ class Limits:
     member_evidence_retry: float = 2.0  # seconds before an unreachable registrant is asked again
 
     # DKG (derot.service.orchestrator)
-    dkg_backlog_per_sender: int = 32  # messages buffered per sender before this node's session starts
+    dkg_backlog_per_sender: int = 256  # per sender, before the session (or the next attempt) starts; relays
+    # forward other authors' messages: up to 2 per kind (3) and member
     dkg_backlog_bytes: int = 64 * 1024 * 1024  # bytes buffered per pending epoch
     epoch_report_attempts: int = 8  # attempts to report a finished run on-chain (backoff 1 s doubling to 15 s)
     epoch_report_max_delay: float = 15.0

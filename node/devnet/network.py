@@ -239,7 +239,7 @@ class Devnet:
         proc = self._setup_node(len(self.node_processes) + 1)
         self.node_processes.append(proc)
         self.start_node(proc)
-        self._wait_nodes_listening([proc])  # a reshare that starts before it boots would exclude it
+        self._wait_nodes_listening(procs=[proc])  # a reshare that starts before it boots would exclude it
         return proc
 
     def node_addresses(self, proc: NodeProcess) -> dict[str, str]:

@@ -7,6 +7,7 @@ into the node otherwise.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from google.protobuf.message import Message
@@ -50,6 +51,11 @@ class NodeApi(Protocol):
         ...
 
     def receive_dkg(self, epoch: int, message: bytes, caller: str) -> None: ...
+    def sync_dkg(self, epoch: int, held: Sequence[Message], caller: str) -> list[bytes]:
+        """DKG digest sync: the messages of ``epoch``'s run the caller (holding ``held``, ``DkgSyncDigest``s)
+        lacks, bounded in count and bytes."""
+        ...
+
     def node_evidence(self, caller: str) -> Message: ...
     def epoch_keys(self, request: Message, caller: str) -> Message: ...
     async def partial_sign(self, request: Message, caller: str) -> Message: ...

@@ -127,6 +127,13 @@ def add_services(server: grpc.aio.Server, api: NodeApi) -> Health:
 
             return await bounded.handle("SubmitDkgMessage", request, context, work)
 
+        async def SyncDkg(self, request, context):
+            def work():
+                return pb.DkgSyncResponse(
+                    messages=api.sync_dkg(request.epoch, request.held, api.caller_operator(context)))
+
+            return await bounded.handle("SyncDkg", request, context, work)
+
         async def GetNodeEvidence(self, request, context):
             return await bounded.handle("GetNodeEvidence", request, context,
                                         lambda: api.node_evidence(api.caller_operator(context)))

@@ -45,6 +45,10 @@ class ServiceApi:
         self._member(caller)
         self._epochs.receive_dkg(epoch, message, caller)
 
+    def sync_dkg(self, epoch: int, held, caller: str) -> list[bytes]:
+        self._member(caller)
+        return self._epochs.sync_dkg(epoch, held)
+
     def node_evidence(self, caller: str):
         Peering.authorize(caller, self._view.state, evidence_only=True)
         return self._contributor.node_evidence()

@@ -1,9 +1,27 @@
 """Driving one DKG/reshare session with real deadlines, independent of how messages travel.
 
 The runner owns a :class:`~derot.crypto.dkg.DkgSession`. Incoming messages are fed with :meth:`receive`
-(from the Peer service); every message the session emits is handed to ``broadcast``. Each phase has a
-timeout; a phase ends earlier when the session advances by itself (every expected message arrived).
-Messages that arrive before the runner exists are buffered by the caller and replayed in order.
+(from the Peer service). Invariants:
+
+- **Persist, then send.** After every change of the session's state its snapshot goes to ``persist``
+  (the node seals it into its store) *before* any message it produced is broadcast, so a node restarted
+  mid-run resumes from the snapshot (:func:`open_session`) and never announces or deals twice.
+- **Relay.** A message accepted for the first time is handed to ``relay`` (the author's signed bytes), so
+  a message one honest member holds reaches every honest member although its author sent it to some only.
+- **Digest sync.** With ``pull`` (ask peers for what they hold beyond these digests), the runner syncs
+  three quarters into every phase, so a message that missed the relay still arrives before the phase
+  ends. :meth:`serve_sync` is the other side: what this member holds that a peer's digests lack.
+- **Membership checks.** With ``member_checks`` (given the time by which to decide, it returns the members
+  not to deal to, with reasons), the checks run during the announce phase; the session deals only after
+  they are done (``checks_pending``), so a late verification costs no phase and never leaks a share.
+- **Deadlines.** Every member derives the same deadlines from ``started_at`` (the block that began the
+  run): phase i ends by ``started_at + (i+1)·phase_timeout``; a phase ends earlier when every expected
+  message is held. A retry of a failed run (:func:`attempt_start`) starts at a time every member computes
+  alike, under a new session id (``DkgConfig.attempt``).
+
+Messages that arrive before the runner exists are buffered by the caller and replayed in order. After the
+run, the runner keeps accepting messages (its session's result follows the messages held), so a member
+whose view lacked something converges when it arrives.
 """
 
 from __future__ import annotations
@@ -11,15 +29,54 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
-from derot.crypto.dkg import DkgMessageRejected, DkgResult, DkgSession, Phase, RejectReason
-from derot.crypto.dkg.messages import Message
+from derot.crypto.dkg import DkgConfig, DkgMessageRejected, DkgResult, DkgSession, Identity, KeyShares, Phase
+from derot.crypto.dkg import RejectReason
+from derot.crypto.dkg.messages import Digest, Message
 
 log = logging.getLogger("derot.dkg")
 
-#: refusals that are normal in a broadcast network and say nothing bad about the sender
-HARMLESS = frozenset({RejectReason.DUPLICATE, RejectReason.LATE})
+#: refusals that are normal in a broadcast network with relays and say nothing bad about the sender
+HARMLESS = frozenset({RejectReason.DUPLICATE, RejectReason.LATE, RejectReason.OVER_BOUND})
+#: phases of one attempt, each one ``phase_timeout`` long (announce, deal, response)
+PHASES_PER_ATTEMPT = 3
+#: the longest pause between two attempts, in phase timeouts
+MAX_BACKOFF_PHASES = 8
+#: membership checks are decided this many phase timeouts before the announce deadline
+CHECK_MARGIN = 0.1
+#: a sync runs this far into each phase
+SYNC_AT = 0.75
+#: at most this many messages, and bytes, in one sync answer (under gRPC's 4 MiB default)
+MAX_SYNC_MESSAGES = 1024
+MAX_SYNC_BYTES = 3 * 2**20
+
+
+def attempt_start(started_at: float, phase_timeout: float, attempt: int) -> float:
+    """When attempt ``attempt`` (0 = the first) begins: after each earlier attempt's phases and a back-off
+    that doubles from one phase timeout up to :data:`MAX_BACKOFF_PHASES`. Every member computes the same."""
+    start = started_at
+    for k in range(attempt):
+        start += PHASES_PER_ATTEMPT * phase_timeout + min(2**k, MAX_BACKOFF_PHASES) * phase_timeout
+    return start
+
+
+def open_session(
+    config: DkgConfig,
+    identity: Identity,
+    old_shares: KeyShares | None,
+    *,
+    load: Callable[[], bytes | None],
+    refused: Mapping[int, str] | None = None,
+    checks_pending: bool = False,
+    session_class: type[DkgSession] = DkgSession,
+) -> tuple[DkgSession, bool]:
+    """The session of this run: resumed from its persisted snapshot if there is one (``True``), else new."""
+    saved = load()
+    options = {"refused": refused, "checks_pending": checks_pending}
+    if saved is not None:
+        return session_class.restore(config, identity, old_shares, saved, **options), True
+    return session_class(config, identity, old_shares, **options), False
 
 
 class DkgRunner:
@@ -29,16 +86,26 @@ class DkgRunner:
         *,
         phase_timeout: float,
         broadcast: Callable[[list[Message]], None],
+        relay: Callable[[bytes], None] | None = None,
+        pull: Callable[[tuple[Digest, ...]], Awaitable[list[bytes]]] | None = None,
+        member_checks: Callable[[float], Awaitable[Mapping[int, str]]] | None = None,
+        persist: Callable[[bytes], None] | None = None,
         on_phase: Callable[[str, float], None] | None = None,
         started_at: float | None = None,
+        resumed: bool = False,
     ):
         self.session = session
         self.phase_timeout = phase_timeout
-        #: wall-clock time every member agrees the run began (the block that started the epoch), so
-        #: members that start late still share the deadlines: phase i ends by started_at + (i+1)·timeout
+        #: wall-clock time every member agrees the run began (the block that started the epoch, plus the
+        #: back-off of earlier attempts), so members that start late still share the deadlines
         self.started_at = time.time() if started_at is None else started_at
         self._broadcast = broadcast
+        self._relay = relay
+        self._pull = pull
+        self._member_checks = member_checks
+        self._persist = persist
         self._on_phase = on_phase
+        self._resumed = resumed
         self._changed = asyncio.Event()
         self.rejected: list[tuple[str, str]] = []
 
@@ -48,7 +115,7 @@ class DkgRunner:
 
     def receive(self, data: bytes) -> None:
         """Apply a message from a peer. Raises :class:`DkgMessageRejected` for a refused message
-        (except duplicates and late arrivals, which are dropped quietly)."""
+        (except duplicates, over-bound copies and late arrivals, which are dropped quietly)."""
         try:
             out = self.session.receive(data)
         except DkgMessageRejected as exc:
@@ -56,12 +123,48 @@ class DkgRunner:
                 return
             self.rejected.append((exc.reason.value, exc.detail))
             raise
-        self._emit(out)
+        self._commit(out)
+        if self._relay is not None:
+            self._relay(bytes(data))
         self._changed.set()
 
-    def _emit(self, messages: list[Message]) -> None:
+    def serve_sync(self, digests: Iterable[Digest]) -> list[bytes]:
+        """The messages this member holds that a peer holding ``digests`` lacks (bounded)."""
+        theirs = set(digests)
+        out, size = [], 0
+        for digest in self.session.inventory():
+            data = None if digest in theirs else self.session.message(digest)
+            if data is None:
+                continue
+            if len(out) >= MAX_SYNC_MESSAGES or size + len(data) > MAX_SYNC_BYTES:
+                break
+            out.append(data)
+            size += len(data)
+        return out
+
+    async def sync(self) -> int:
+        """Pull what peers hold and this member lacks; returns how many messages were new."""
+        if self._pull is None:
+            return 0
+        accepted = 0
+        for data in await self._pull(self.session.inventory()):
+            try:
+                before = len(self.session.inventory())
+                self.receive(data)
+                accepted += len(self.session.inventory()) > before
+            except DkgMessageRejected:
+                continue
+        return accepted
+
+    def _commit(self, messages: list[Message]) -> None:
+        """Persist the session, then broadcast what it produced (never the other way round)."""
+        if self._persist is not None:
+            self._persist(self.session.snapshot())
         if messages:
             self._broadcast(messages)
+
+    def _deadline(self, number: int) -> float:
+        return self.started_at + (number + 1) * self.phase_timeout
 
     async def run(self, backlog: list[bytes] = ()) -> DkgResult:
         """Run to the end; returns the result or raises :class:`~derot.crypto.dkg.DkgFailed`.
@@ -70,37 +173,69 @@ class DkgRunner:
         right after the session starts.
         """
         session = self.session
-        self._emit(session.start())
-        phase, phase_started, number = session.phase, time.monotonic(), 0
-        log.info("dkg started", extra={"epoch": self.epoch, "phase": phase.value, "backlog": len(backlog)})
+        if self._resumed:  # what it sent before may not have left: send its own messages again
+            self._commit(session.own_messages())
+        else:
+            self._commit(session.start())
+        number = list(Phase).index(session.phase)
+        phase, phase_started = session.phase, time.monotonic()
+        log.info("dkg started", extra={"epoch": self.epoch, "phase": phase.value, "backlog": len(backlog),
+                                       "resumed": self._resumed, "refused": dict(session.refused)})
         for data in backlog:
             try:
                 self.receive(data)
             except DkgMessageRejected as exc:
                 log.info("dkg message refused", extra={"epoch": self.epoch, "reason": exc.reason.value})
-        while not session.done:
-            deadline = self.started_at + (number + 1) * self.phase_timeout
-            remaining = max(deadline - time.time(), 0.05 if number == 0 else 0.0)
+        checks = None
+        if self._member_checks is not None:
+            decide_by = self._deadline(0) - CHECK_MARGIN * self.phase_timeout
+            checks = asyncio.create_task(self._run_checks(decide_by))
+        try:
+            return await self._run_phases(phase, phase_started, number)
+        finally:
+            if checks is not None and not checks.done():
+                checks.cancel()
+
+    async def _run_checks(self, decide_by: float) -> None:
+        refused = dict(await self._member_checks(decide_by))
+        log.info("dkg membership checked", extra={"epoch": self.epoch, "refused": refused})
+        self._commit(self.session.set_refused(refused))
+        self._changed.set()
+
+    async def _run_phases(self, phase: Phase, phase_started: float, number: int) -> DkgResult:
+        session = self.session
+        synced = -1
+        while True:
+            if session.phase != phase:
+                self._phase_ended(phase, time.monotonic() - phase_started)
+                phase, phase_started = session.phase, time.monotonic()
+                number = list(Phase).index(phase)
+            if session.done:
+                break
+            deadline = self._deadline(number)
+            sync_at = deadline - (1 - SYNC_AT) * self.phase_timeout
+            if self._pull is not None and synced != number and time.time() >= sync_at:
+                synced = number
+                await self.sync()
+                continue
+            wake = sync_at if self._pull is not None and synced != number else deadline
+            remaining = max(wake - time.time(), 0.05 if number == 0 else 0.0)
             if remaining > 0:
                 self._changed.clear()
                 try:
                     await asyncio.wait_for(self._changed.wait(), timeout=remaining)
                 except asyncio.TimeoutError:
                     pass
-            if session.phase == phase and not session.done and time.time() >= deadline:
+            if session.phase == phase and time.time() >= deadline:
                 log.info("dkg phase deadline", extra={"epoch": self.epoch, "phase": phase.value})
-                self._emit(session.on_deadline())
-            if session.phase != phase:
-                self._phase_ended(phase, time.monotonic() - phase_started)
-                phase, phase_started, number = session.phase, time.monotonic(), number + 1
-        if session.phase is Phase.FINISHED:
-            result = session.result
-            log.info(
-                "dkg finished",
-                extra={"epoch": self.epoch, "qualified": list(result.qualified), "excluded": dict(result.excluded)},
-            )
-            return result
-        raise session.failure
+                self._commit(session.on_deadline())
+        failure = session.failure
+        if failure is not None:
+            raise failure
+        result = session.result
+        log.info("dkg finished", extra={"epoch": self.epoch, "qualified": list(result.qualified),
+                                        "excluded": dict(result.excluded), "holders": list(result.holders)})
+        return result
 
     def _phase_ended(self, phase: Phase, seconds: float) -> None:
         log.info("dkg phase ended", extra={"epoch": self.epoch, "phase": phase.value, "seconds": round(seconds, 3)})

@@ -4,8 +4,10 @@
 
 - ``corrupt_shares``: answer DeriveShare / PartialSign with well-formed but wrong shares
   (a valid point, so only the gateway's verification catches it);
-- ``dkg_cheat``: as a DKG dealer, send the highest-index recipient a wrong share and reveal a wrong
-  one when it complains, so honest members disqualify this dealer.
+- ``dkg_cheat``: as a DKG dealer, send the highest-index recipient a wrong share, so that its proven
+  complaint disqualifies this dealer;
+- ``dkg_crash_after_deal``: exit the process right after its deal is persisted and before it is sent, once
+  (a marker file in the data directory remembers it), to test restart safety.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from __future__ import annotations
 from derot.crypto.bls import G1, R
 from derot.crypto.dkg import DkgSession
 
-KNOWN = frozenset({"corrupt_shares", "dkg_cheat"})
+KNOWN = frozenset({"corrupt_shares", "dkg_cheat", "dkg_crash_after_deal"})
+CRASH_MARKER = "dkg-crashed-once"
 
 
 def parse(text: str) -> frozenset[str]:
@@ -30,14 +33,11 @@ def corrupt_point(point: G1) -> G1:
 
 
 class CheatingDealer(DkgSession):
-    """A dealer whose share for the last recipient does not match its commitments, also when revealed."""
+    """A dealer whose share for the last recipient does not match its commitments."""
 
     def _victim(self) -> int:
         return max(self.config.recipients.indices)
 
-    def _deal_share(self, recipient: int) -> tuple[int, int]:
-        sig, kd = self._share_for(recipient)
+    def _deal_share(self, recipient: int, polynomials) -> tuple[int, int]:
+        sig, kd = super()._deal_share(recipient, polynomials)
         return ((sig + 1) % R, kd) if recipient == self._victim() else (sig, kd)
-
-    def _reveal_share(self, recipient: int) -> tuple[int, int]:
-        return self._deal_share(recipient)

@@ -3,7 +3,8 @@ evidence hash, and checked against the node-membership policy for every DKG/resh
 
 :meth:`MemberEvidence.watch` starts fetching and verifying the evidence of every registrant not verified
 yet (a bounded number at a time, unreachable ones retried later). :meth:`MemberEvidence.check_members` is
-the gate of a DKG run: shares are never dealt to a member whose evidence is missing or refused.
+the gate of a DKG run: it names the members whose evidence is missing or refused, and the session never deals
+them a share (the run goes on without them; docs/dkg.md).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from derot.service.tasks import TaskSet
 from derot.service.verification import EvidenceVerifier
 
 log = logging.getLogger("derot.node")
-
 
 
 class MemberEvidence:
@@ -77,21 +77,15 @@ class MemberEvidence:
             self._running.pop(evidence_hash, None)
             self._changed.set()
 
-    async def check_members(self, state: RegistryState, epoch: EpochRecord, started_at: float,
-                            phase_timeout: float) -> None:
-        """Refuse to take part if a member's registered TEE evidence fails the node-membership policy, or if the
-        member has not shown it half a phase after the run began: shares are never dealt to an unattested
-        member."""
-        deadline = max(started_at + phase_timeout / 2, time.time() + 2.0)
+    async def check_members(self, state: RegistryState, epoch: EpochRecord, deadline: float) -> dict[int, str]:
+        """The members of ``epoch`` this node refuses to deal to, with the reason: their registered TEE evidence
+        fails the node-membership policy, or they had not shown it by ``deadline`` (just before the announce
+        phase ends). Shares are never dealt to an unattested member; the run goes on without it (empty box)."""
         members = {i: p for i, p in peer_info(state, epoch).items() if p.operator.lower() != self.operator}
         while True:
             missing = [i for i, p in members.items() if state.nodes[p.operator].evidence_hash not in self._claims]
-            if not missing:
+            if not missing or time.time() >= deadline:
                 break
-            if time.time() >= deadline:
-                info = members[missing[0]]
-                raise MembershipRefused("evidence_unavailable", f"member {missing[0]} ({info.operator}) and "
-                                        f"{len(missing) - 1} more did not show their TEE evidence in time")
             self.watch(state)
             self._changed.clear()
             try:
@@ -99,10 +93,13 @@ class MemberEvidence:
             except asyncio.TimeoutError:
                 pass
         now = int(time.time())
+        refused: dict[int, str] = {}
         for index, info in members.items():
             node = state.nodes[info.operator]
-            claims = self._claims[node.evidence_hash]
+            claims = self._claims.get(node.evidence_hash)
             try:
+                if claims is None:
+                    raise MembershipRefused("evidence_unavailable", "did not show its TEE evidence in time")
                 if isinstance(claims, MembershipRefused):
                     raise claims
                 expected = node_report_data(self.network, info.operator, node.identity_key, node.x25519_key,
@@ -110,4 +107,7 @@ class MemberEvidence:
                 check_member_policy(claims, expected_report_data=expected, policy=self.policy,
                                     snapshot=state.snapshot, now=now)
             except MembershipRefused as exc:
-                raise MembershipRefused(exc.reason, f"member {index} ({info.operator}): {exc.detail}") from None
+                refused[index] = f"{exc.reason}: {exc.detail}"
+                log.warning("not dealing to a member", extra={"epoch": epoch.id, "member": index,
+                                                                "operator": info.operator, "reason": exc.reason})
+        return refused

@@ -2,26 +2,37 @@
 DKG/reshare the registry starts.
 
 Each pending epoch this node takes part in has one :class:`EpochRun` whose :class:`EpochState` moves forward
-only: ``PREPARING`` (membership evidence checked, previous keys gathered) → ``RUNNING`` (a
-:class:`~derot.service.dkg_runner.DkgRunner` exchanges messages) → ``FINISHED`` (result stored and reported,
-waiting for the registry) or ``FAILED``. A run exists from the first update that sees the epoch pending, so a
-later update never starts a second one. DKG messages that arrive before the runner exists are buffered and
-replayed when it starts: only for the pending epoch, at most ``LIMITS.dkg_backlog_per_sender`` messages per sender
-and ``LIMITS.dkg_backlog_bytes`` per epoch (senders are members, so the buffer is bounded).
+only: ``PREPARING`` (start time and previous keys gathered) → ``RUNNING`` (a
+:class:`~derot.service.dkg_runner.DkgRunner` exchanges messages; the members' evidence is checked during the
+announce phase) → ``FINISHED`` (result stored and reported, waiting for the registry) or ``FAILED``. A run exists
+from the first update that sees the epoch pending, so a later update never starts a second one. A failed
+attempt is retried under a new session id (``DkgConfig.attempt``) at :func:`~derot.service.dkg_runner.attempt_start`
+while the epoch is still pending; each attempt resumes from its sealed snapshot after a restart, so this node
+never announces or deals twice (docs/dkg.md).
+
+DKG messages that arrive before the runner exists, or that name another attempt's session (``wrong_session``:
+maybe the next attempt's), are buffered and replayed when the next runner starts: only for the pending epoch,
+at most ``LIMITS.dkg_backlog_per_sender`` messages per sender and ``LIMITS.dkg_backlog_bytes`` per epoch (senders
+are members, so the buffer is bounded). Peers' digest sync (:meth:`EpochOrchestrator.sync_dkg`) is answered
+from the current runner, bounded in digests asked and in messages and bytes answered.
 
 Activation is two steps: the node serves an activated epoch from the confirmed view at once (reversible),
-but erases older shares only through :class:`~derot.chain.finality.ShareRetirement`, i.e. once the
-activation is final and matches this node's own transcript (issue 17).
+but erases older shares, and the DKG run keys with them, only through
+:class:`~derot.chain.finality.ShareRetirement`, i.e. once the activation is final and matches this node's own
+transcript (issue 17).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import logging
+import os
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from derot import _proto
 from derot.chain.finality import OwnResult, ShareRetirement
@@ -39,13 +50,15 @@ from derot.crypto.dkg import (
     Member,
     PreviousEpoch,
     PublicKeys,
+    RejectReason,
 )
+from derot.crypto.dkg.messages import Digest, MessageKind
 from derot.limits import LIMITS
 from derot.net import status
 from derot.net.peers import PeerInfo
 from derot.net.status import Refusal
 from derot.service import faults
-from derot.service.dkg_runner import DkgRunner
+from derot.service.dkg_runner import MAX_SYNC_MESSAGES, DkgRunner, attempt_start, open_session
 from derot.service.epoch import EpochKeys
 from derot.service.member_evidence import MemberEvidence
 from derot.service.membership import MembershipRefused
@@ -57,6 +70,8 @@ from derot.service.view import NodeView
 
 log = logging.getLogger("derot.node")
 
+#: digests one DKG sync request may carry (2 per kind and member bounds what a run can hold)
+MAX_SYNC_DIGESTS = 4096
 
 
 class EpochState(enum.Enum):
@@ -100,10 +115,13 @@ class DkgBacklog:
 
 @dataclass
 class EpochRun:
-    """This node's part in one DKG/reshare. ``keys`` is set once FINISHED if this node holds shares."""
+    """This node's part in one DKG/reshare. ``runner`` is the current attempt's; ``status`` says why an earlier
+    attempt failed; ``keys`` is set once FINISHED if this node holds shares."""
 
     epoch: int
     state: EpochState = EpochState.PREPARING
+    attempt: int = 0
+    status: str = ""
     runner: DkgRunner | None = None
     keys: EpochKeys | None = None
     backlog: DkgBacklog = field(default_factory=DkgBacklog)
@@ -183,7 +201,21 @@ class EpochOrchestrator:
         try:
             run.runner.receive(data)
         except DkgMessageRejected as exc:
-            raise Refusal(f"dkg_{exc.reason.value}", exc.detail) from None
+            if exc.reason is not RejectReason.WRONG_SESSION:
+                raise Refusal(f"dkg_{exc.reason.value}", exc.detail) from None
+            run.backlog.add(sender.lower(), data)  # maybe the next attempt's: kept for its runner
+
+    def sync_dkg(self, epoch: int, held) -> list[bytes]:
+        """The messages of ``epoch``'s current attempt this node holds and a peer (holding ``held``, protobuf
+        ``DkgSyncDigest``s) lacks; bounded by :data:`MAX_SYNC_DIGESTS` asked and ``DkgRunner.serve_sync``."""
+        run = self._runs.get(epoch)
+        if run is None or run.runner is None:
+            return []
+        if len(held) > MAX_SYNC_DIGESTS:
+            raise Refusal(status.REQUEST_TOO_LARGE, f"{len(held)} digests, at most {MAX_SYNC_DIGESTS}")
+        digests = [Digest(MessageKind(d.kind), d.sender, bytes(d.body_hash)) for d in held
+                   if d.kind in MessageKind._value2member_map_]
+        return run.runner.serve_sync(digests)
 
     # ---------------------------------------------------------------------------------------------
 
@@ -233,26 +265,9 @@ class EpochOrchestrator:
 
     async def _run(self, run: EpochRun, state: RegistryState, epoch: EpochRecord) -> None:
         try:
-            started_at = await self._block_time(epoch.started_block)
-            await self.evidence.check_members(state, epoch, started_at, self.phase_timeout)
-            config, old_shares = await self._dkg_config(state, epoch)
-            session_class = faults.CheatingDealer if "dkg_cheat" in self.faults else DkgSession
-            session = session_class(config, self.identity, old_shares)
-            epochs = [epoch] + ([state.epochs[epoch.previous]] if config.is_reshare else [])
-            run.runner = DkgRunner(
-                session,
-                phase_timeout=self.phase_timeout,
-                started_at=started_at,
-                broadcast=self._broadcaster(state, epochs),
-                on_phase=lambda phase, seconds: self.metrics.dkg_phase.labels(phase).observe(seconds),
-            )
-            run.advance(EpochState.RUNNING)
-            result = await run.runner.run(run.backlog.drain())
-        except DkgFailed as exc:
-            run.advance(EpochState.FAILED)
-            self.metrics.dkg_runs.labels("failed").inc()
-            log.error("dkg failed", extra={"epoch": epoch.id, "reason": exc.reason.value, "detail": exc.detail})
-            return
+            result = await self._run_with_retries(run, state, epoch)
+            if result is None:
+                return
         except (MembershipRefused, Refusal) as exc:
             run.advance(EpochState.FAILED)
             self.metrics.dkg_runs.labels("refused").inc()
@@ -272,8 +287,71 @@ class EpochOrchestrator:
         if epoch.index_of(self.operator):
             await self._report(epoch.id, result)
 
+    async def _run_with_retries(self, run: EpochRun, state: RegistryState, epoch: EpochRecord):
+        """Attempts until one finishes; None (run FAILED) once the registry no longer has the epoch pending."""
+        started_at = await self._block_time(epoch.started_block)
+        while True:
+            begin = attempt_start(started_at, self.phase_timeout, run.attempt)
+            if begin > time.time():
+                await asyncio.sleep(begin - time.time())
+            if run.attempt and not self._still_pending(epoch.id):
+                run.advance(EpochState.FAILED)
+                log.error("dkg given up: the epoch is no longer pending", extra={"epoch": epoch.id,
+                                                                                  "status": run.status})
+                return None
+            try:
+                return await self._run_attempt(run, state, epoch, started_at)
+            except DkgFailed as exc:
+                self.metrics.dkg_runs.labels("failed").inc()
+                log.error("dkg failed",  # retried under a new session id
+                          extra={"epoch": epoch.id, "attempt": run.attempt, "retrying": True,
+                                 "reason": exc.reason.value, "detail": exc.detail})
+                run.status = f"attempt {run.attempt} failed: {exc.reason.value}: {exc.detail}"
+                run.attempt += 1
+
+    def _still_pending(self, epoch_id: int) -> bool:
+        state = self.view.state
+        return state is not None and state.pending is not None and state.pending.id == epoch_id
+
+    async def _run_attempt(self, run: EpochRun, state: RegistryState, epoch: EpochRecord, started_at: float):
+        """One attempt of the run: resumed from its sealed snapshot after a restart, never dealt twice."""
+        config, old_shares = await self._dkg_config(state, epoch)
+        config = dataclasses.replace(config, attempt=run.attempt)
+        session_class = faults.CheatingDealer if "dkg_cheat" in self.faults else DkgSession
+        session, resumed = open_session(
+            config, self.identity, old_shares, checks_pending=True, session_class=session_class,
+            load=lambda: self.store.dkg_state(epoch.id, config.session_id))
+        epochs = [epoch] + ([state.epochs[epoch.previous]] if config.is_reshare else [])
+        broadcast, relay, pull = self._broadcaster(state, epochs)
+        run.runner = DkgRunner(
+            session,
+            phase_timeout=self.phase_timeout,
+            started_at=attempt_start(started_at, self.phase_timeout, run.attempt),
+            broadcast=broadcast,
+            relay=relay,
+            pull=pull,
+            member_checks=lambda decide_by: self.evidence.check_members(state, epoch, decide_by),
+            persist=lambda blob: self._persist(epoch.id, session, blob),
+            on_phase=lambda phase, seconds: self.metrics.dkg_phase.labels(phase).observe(seconds),
+            resumed=resumed,
+        )
+        if run.state is EpochState.PREPARING:
+            run.advance(EpochState.RUNNING)
+        return await run.runner.run(run.backlog.drain())
+
+    def _persist(self, epoch_id: int, session: DkgSession, blob: bytes) -> None:
+        """Seal the session's snapshot into the store (before anything it produced is sent)."""
+        self.store.put_dkg_state(epoch_id, session.config.session_id, blob)
+        if "dkg_crash_after_deal" in self.faults and session.has_dealt:
+            marker = Path(self.store.path).parent / faults.CRASH_MARKER
+            if not marker.exists():
+                marker.touch()
+                log.error("fault dkg_crash_after_deal: exiting after persisting the deal, before sending it")
+                os._exit(70)
+
     def _broadcaster(self, state: RegistryState, epochs: list[EpochRecord]):
-        """A broadcast function for DKG messages to every other participant of ``epochs``."""
+        """``(broadcast, relay, pull)`` for a runner: send own messages, forward a peer's signed bytes, and pull
+        what peers hold beyond given digests, to and from every other participant of ``epochs``."""
         targets: dict[str, PeerInfo] = {}
         for epoch in epochs:
             for info in peer_info(state, epoch).values():
@@ -281,13 +359,18 @@ class EpochOrchestrator:
                     targets[info.operator.lower()] = info
         epoch_id = epochs[0].id
 
+        def relay(data: bytes) -> None:
+            for info in targets.values():
+                self.tasks.spawn(self.peering.submit_dkg(info, epoch_id, data, self.phase_timeout))
+
         def broadcast(messages) -> None:
             for message in messages:
-                data = message.encode()
-                for info in targets.values():
-                    self.tasks.spawn(self.peering.submit_dkg(info, epoch_id, data, self.phase_timeout))
+                relay(message.encode())
 
-        return broadcast
+        async def pull(digests) -> list[bytes]:
+            return await self.peering.pull_dkg(list(targets.values()), epoch_id, digests, MAX_SYNC_MESSAGES)
+
+        return broadcast, relay, pull
 
     async def _report(self, epoch_id: int, result) -> None:
         delay = 1.0

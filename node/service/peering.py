@@ -13,7 +13,8 @@ retries (backed off per registrant). The Peer port accepts a client certificate 
 (:meth:`Peering.authorize`), so a removed or suspended node is refused by name even before its pin is gone.
 
 Calling peers. Outgoing calls go through one :class:`~derot.net.peers.PeerPool` of pinned mutual-TLS channels
-with health (a failed, stuck or aged channel is replaced).
+with health (a failed, stuck or aged channel is replaced). DKG messages go out with :meth:`Peering.submit_dkg`
+(also for relays) and missing ones come back by digest sync (:meth:`Peering.pull_dkg`, the ``SyncDkg`` call).
 """
 
 from __future__ import annotations
@@ -243,6 +244,24 @@ class Peering:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
         log.warning("DKG message not delivered", extra={"peer": info.index, "epoch": epoch_id})
+
+    async def pull_dkg(self, infos, epoch_id: int, digests, max_messages: int) -> list[bytes]:
+        """Digest sync: ask every peer in ``infos`` for the messages of ``epoch_id``'s run it holds beyond
+        ``digests`` (:class:`~derot.crypto.dkg.messages.Digest`); at most ``max_messages`` kept per answer.
+        An unreachable or refusing peer contributes nothing."""
+        pb = self._pb
+        request = pb.DkgSyncRequest(epoch=epoch_id, held=[
+            pb.DkgSyncDigest(kind=int(d.kind), sender=d.sender, body_hash=d.body_hash) for d in digests])
+
+        async def ask(info: PeerInfo) -> list[bytes]:
+            try:
+                reply = await self.call(info, "SyncDkg", request)
+            except Refusal:
+                return []
+            return [bytes(m) for m in reply.messages[:max_messages]]
+
+        replies = await asyncio.gather(*(ask(info) for info in infos))
+        return [data for reply in replies for data in reply]
 
     async def fetch_evidence(self, info: PeerInfo) -> bytes | None:
         """A registered node's membership evidence (its GetNodeEvidence answer), or None if unreachable."""

@@ -52,6 +52,13 @@ CREATE TABLE IF NOT EXISTS certificates (
     signature BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS replay (key BLOB PRIMARY KEY, expires_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS dkg_sessions (
+    epoch INTEGER NOT NULL,
+    session_id BLOB NOT NULL,
+    sealed BLOB NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (epoch, session_id)
+);
 CREATE INDEX IF NOT EXISTS replay_expiry ON replay (expires_at);
 """
 
@@ -240,14 +247,37 @@ class NodeStore:
             erase = ", sealed_shares=NULL" if erase_older else ""
             self._db.execute(f"UPDATE epochs SET status='retired'{erase}, updated_at=? WHERE epoch<?", (now, epoch))
             self._db.execute("UPDATE epochs SET status='active', updated_at=? WHERE epoch=?", (now, epoch))
+            if erase_older:  # the DKG run keys go with the old shares, never on an activation not yet final
+                self._db.execute("DELETE FROM dkg_sessions WHERE epoch<=?", (epoch,))
 
     def erase_shares_before(self, epoch: int) -> None:
-        """Retire every epoch older than ``epoch`` and erase its shares (this node left the committee)."""
+        """Retire every epoch older than ``epoch`` and erase its shares, and the DKG run keys up to ``epoch``
+        (this node left the committee)."""
         with self._tx():
             self._db.execute(
                 "UPDATE epochs SET status='retired', sealed_shares=NULL, updated_at=? WHERE epoch<?",
                 (int(time.time()), epoch),
             )
+            self._db.execute("DELETE FROM dkg_sessions WHERE epoch<=?", (epoch,))
+
+    # DKG session state (restart safety: derot.service.dkg_runner) ------------------------------
+    def put_dkg_state(self, epoch: int, session_id: bytes, state: bytes) -> None:
+        """Persist, sealed, one DKG session's snapshot (it holds the run's epoch decryption key)."""
+        sealed = self._sealer.seal(f"dkg/epoch={epoch}/session={session_id.hex()}", state)
+        with self._tx():
+            self._db.execute("INSERT OR REPLACE INTO dkg_sessions VALUES (?, ?, ?, ?)",
+                             (epoch, session_id, sealed, int(time.time())))
+
+    def dkg_state(self, epoch: int, session_id: bytes) -> bytes | None:
+        row = self._one("SELECT sealed FROM dkg_sessions WHERE epoch=? AND session_id=?", (epoch, session_id))
+        if row is None:
+            return None
+        return self._sealer.unseal(f"dkg/epoch={epoch}/session={session_id.hex()}", bytes(row[0]))
+
+    def erase_dkg_states(self, epoch: int) -> None:
+        """Forget every DKG session state of epochs up to ``epoch`` (their keys are no longer needed)."""
+        with self._tx():
+            self._db.execute("DELETE FROM dkg_sessions WHERE epoch<=?", (epoch,))
 
     def epoch(self, epoch: int) -> EpochRecord | None:
         row = self._one("SELECT epoch, status, public, sealed_shares FROM epochs WHERE epoch=?", (epoch,))

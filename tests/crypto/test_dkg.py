@@ -6,7 +6,6 @@ against py_ecc (an independent BLS12-381 implementation) and against derot.crypt
 """
 
 import random
-import secrets
 
 import pytest
 from py_ecc.bls.point_compression import compress_G2, modular_squareroot_in_FQ2
@@ -17,17 +16,19 @@ from derot.constants import DST_CERT
 from derot.crypto import threshold
 from derot.crypto.hazmat import batch
 from derot.crypto.bls import G2, R
+from derot.crypto.bls import G1
 from derot.crypto.dkg import (
-    ComplaintReason,
     DkgConfig,
     DkgFailed,
     DkgSession,
     FailReason,
     MessageKind,
     Phase,
+    RejectReason,
 )
+from derot.crypto.dkg import proofs
 from derot.crypto.dkg.local import LocalBroadcast, committee_of, generate_identities, make_sessions
-from derot.crypto.dkg.messages import DealBody, ResponseBody
+from derot.crypto.dkg.messages import Complaint, DealBody, Message, ResponseBody
 from derot.crypto.hazmat.poly import interpolate_at
 
 NETWORK = (31337).to_bytes(32, "big") + bytes.fromhex("5fbdb2315678afecb367f032d93f642f64180aa3")
@@ -102,29 +103,22 @@ def test_two_runs_give_independent_keys():
 
 
 # --------------------------------------------------------------------------------------------------
-# complaints and justifications
+# complaints: self-verifying, never a revealed share
 
 
 class WrongShareToFive(DkgSession):
-    """Puts a wrong sig share in member 5's box; reveals the right one when 5 complains."""
+    """Puts a wrong sig share in member 5's box."""
 
-    def _deal_share(self, recipient):
-        sig, kd = super()._deal_share(recipient)
+    def _deal_share(self, recipient, polynomials):
+        sig, kd = super()._deal_share(recipient, polynomials)
         return ((sig + 1) % R, kd) if recipient == 5 else (sig, kd)
-
-
-class WrongShareAndWrongReveal(WrongShareToFive):
-    """Stands by its wrong share in the justification."""
-
-    def _reveal_share(self, recipient):
-        return self._deal_share(recipient)
 
 
 class UndecodableShareToFive(DkgSession):
     """Puts a value ≥ r (not a scalar) in member 5's box."""
 
-    def _deal_share(self, recipient):
-        sig, kd = super()._deal_share(recipient)
+    def _deal_share(self, recipient, polynomials):
+        sig, kd = super()._deal_share(recipient, polynomials)
         return (sig, R + 7) if recipient == 5 else (sig, kd)
 
 
@@ -139,46 +133,78 @@ def capture(kind):
     return seen, intercept
 
 
-@pytest.mark.parametrize(
-    "cls, reason",
-    [(WrongShareToFive, ComplaintReason.INVALID_SHARE), (UndecodableShareToFive, ComplaintReason.DECRYPTION_FAILED)],
-)
-def test_bad_share_complained_then_justified(cls, reason):
+def complaints_of(responses, n):
+    return {s: ResponseBody.decode(m.body, dealers=frozenset(range(1, n + 1))).complaints for s, m in responses}
+
+
+@pytest.mark.parametrize("cls", [WrongShareToFive, UndecodableShareToFive])
+def test_bad_share_is_proven_and_disqualifies(cls):
     config, sessions = setup(7, 5, classes={3: cls})
     responses, intercept = capture(MessageKind.RESPONSE)
     net = LocalBroadcast(sessions, intercept=intercept)
     net.run()
-    complaints = {s: ResponseBody.decode(m.body, dealers=frozenset(range(1, 8))).complaints for s, m in responses}
-    assert [(c.dealer, c.reason) for c in complaints[5]] == [(3, reason)]
+    complaints = complaints_of(responses, 7)
+    assert [c.dealer for c in complaints[5]] == [3]
     assert all(not complaints[s] for s in complaints if s != 5)
-    assert net.deadlines == 0  # the justification arrived, nobody waited
-    result = check_results(sessions, 5)
-    assert 3 in result.qualified
-    assert sessions[5].progress.justifications_expected == 1
-
-
-def test_wrong_justification_disqualifies():
-    config, sessions = setup(7, 5, classes={3: WrongShareAndWrongReveal})
-    LocalBroadcast(sessions).run()
+    assert net.deadlines == 0  # a proven complaint needs no answer: nobody waited
     honest = {i: s for i, s in sessions.items() if i != 3}
     result = check_results(honest, 5)
     assert 3 not in result.qualified
-    assert result.excluded[3] == "complaint by member 5 not answered with a valid share"
+    assert result.excluded[3] == "proven complaint by member 5: its box holds no valid share"
 
 
-def test_missing_justification_disqualifies_at_the_deadline():
-    config, sessions = setup(7, 5, classes={3: WrongShareToFive})
+class FalseComplainer(DkgSession):
+    """Member 6 complains about honest dealer 2: with a made-up key, or with its real key."""
 
-    def drop_justifications(sender, recipient, message, data):
-        return None if message.kind is MessageKind.JUSTIFICATION else data
+    honest_key = False
 
-    net = LocalBroadcast(sessions, intercept=drop_justifications)
+    def _complaints(self):
+        deal = next(iter(self._deals[2].values()))
+        if self.honest_key:
+            return [self._complaint(2, deal)]
+        fake = G1.generator() * 12345
+        proof = proofs.prove_dleq(12345, G1.generator() * self._epoch_secret, deal.deal_key, fake,
+                                  self._session_id, 2, 6)
+        return [Complaint(2, deal.message.body_hash, fake.to_bytes(), proof)]
+
+
+@pytest.mark.parametrize("honest_key", [False, True])
+def test_a_false_complaint_frames_nobody(honest_key):
+    cls = type("C", (FalseComplainer,), {"honest_key": honest_key})
+    config, sessions = setup(7, 5, classes={6: cls})
+    net = LocalBroadcast(sessions)
     net.run()
-    assert net.deadlines == 1
-    honest = {i: s for i, s in sessions.items() if i != 3}
-    result = check_results(honest, 5)
-    assert result.qualified == (1, 2, 4, 5, 6, 7)
-    assert "member 5" in result.excluded[3]
+    result = check_results(sessions, 5)
+    assert result.qualified == tuple(range(1, 8)) and result.excluded == {}
+
+
+class KeyThief(DkgSession):
+    """Dealer 4 waits for honest dealer 1's bundle, then deals with 1's deal key and proof (so that a
+    complaint against 4 would disclose the key of 1's box)."""
+
+    def _end_announce(self):
+        self._set_phase(Phase.DEAL)
+        return []
+
+    def receive(self, data):
+        out = super().receive(data)
+        if 1 in self._deals and not getattr(self, "dealt", False):
+            self.dealt = True
+            body = DealBody.decode(self._make_deal(), threshold=self._t, recipients=self.config.recipients.n)
+            stolen = next(iter(self._deals[1].values())).body
+            body = DealBody(body.commitments, stolen.deal_key, stolen.deal_key_proof, body.boxes).encode()
+            out.append(Message.sign(self._identity.signing_key, network=self.config.network, epoch=self.config.epoch,
+                                    session_id=self._session_id, kind=MessageKind.DEAL, sender=4, body=body))
+        return out
+
+
+def test_a_copied_deal_key_is_refused():
+    config, sessions = setup(5, 3, classes={4: KeyThief})
+    net = LocalBroadcast(sessions)
+    net.run()
+    refused = {(r.recipient, r.reason) for r in net.rejections if r.sender == 4}
+    assert {(i, RejectReason.BAD_PROOF) for i in (1, 2, 3, 5)} == refused
+    assert sessions[1].result.excluded == {4: "silent: no deal bundle"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -188,29 +214,35 @@ def test_missing_justification_disqualifies_at_the_deadline():
 class Equivocator(DkgSession):
     """Signs two different deal bundles; keeps the first for itself."""
 
-    def start(self):
-        self._started = True
-        self.bundles = (self._make_deal(), self._make_deal())
-        self._ingest(self.bundles[0])
+    def _end_announce(self):
+        self._set_phase(Phase.DEAL)
+        self.bundles = (self._emit(MessageKind.DEAL, self.dealer_index, self._make_deal()),)
+        second = Message.sign(self._identity.signing_key, network=self.config.network, epoch=self.config.epoch,
+                              session_id=self._session_id, kind=MessageKind.DEAL, sender=self.dealer_index,
+                              body=self._make_deal())
+        self.bundles += (second,)
         return list(self.bundles)
 
 
-def test_equivocating_dealer_is_exposed_by_echoes():
-    """Bundle A reaches members 1-3, bundle B members 5-7: nobody holds both, the echoes expose it."""
-    config, sessions = setup(7, 5, classes={4: Equivocator})
-    group_a = {1, 2, 3}
-
+def split_equivocation(sessions, dealer, group_a):
     def split(sender, recipient, message, data):
-        if sender == 4 and message.kind is MessageKind.DEAL:
-            first = message is sessions[4].bundles[0]
+        if sender == dealer and message.kind is MessageKind.DEAL:
+            first = message.body_hash == sessions[dealer].bundles[0].body_hash
             return data if (recipient in group_a) == first else None
         return data
 
-    LocalBroadcast(sessions, intercept=split).run()
+    return split
+
+
+@pytest.mark.parametrize("relay, sync", [(True, False), (False, True)])
+def test_split_equivocation_reaches_everyone(relay, sync):
+    """Bundle A reaches members 1-3, bundle B members 5-7: relay or digest sync gives everyone both."""
+    config, sessions = setup(7, 5, classes={4: Equivocator})
+    LocalBroadcast(sessions, intercept=split_equivocation(sessions, 4, {1, 2, 3}), relay=relay, sync=sync).run()
     honest = {i: s for i, s in sessions.items() if i != 4}
     result = check_results(honest, 5)
     assert result.qualified == (1, 2, 3, 5, 6, 7)
-    assert result.excluded[4].startswith("equivocation: a second signed bundle echoed by member")
+    assert result.excluded[4] == "equivocation: signed two different deal bundles"
 
 
 def test_equivocating_dealer_seen_directly():
@@ -222,27 +254,36 @@ def test_equivocating_dealer_seen_directly():
     assert result.excluded[4] == "equivocation: signed two different deal bundles"
 
 
-class LyingEchoer(DkgSession):
-    """A responder that echoes a made-up hash for dealer 2 (it cannot forge 2's signature)."""
-
-    def _sign(self, kind, sender, body):
-        if kind is MessageKind.RESPONSE:
-            from derot.crypto.dkg.messages import Echo
-            parsed = ResponseBody.decode(body, dealers=frozenset(range(1, 8)))
-            echoes = tuple(Echo(e.dealer, secrets.token_bytes(32), e.dealer_signature) if e.dealer == 2 else e
-                           for e in parsed.echoes)
-            body = ResponseBody(tuple(sorted(echoes, key=lambda e: (e.dealer, e.bundle_hash))),
-                                parsed.complaints).encode()
-        return super()._sign(kind, sender, body)
+# --------------------------------------------------------------------------------------------------
+# missing keys and boxes
 
 
-def test_a_lying_echo_does_not_frame_an_honest_dealer():
-    config, sessions = setup(7, 5, classes={6: LyingEchoer})
-    net = LocalBroadcast(sessions)
-    net.run()
-    result = check_results(sessions, 5)
-    assert result.qualified == tuple(range(1, 8))  # 6's echo is a complaint about 2, which 2 answered
-    assert net.deadlines == 0 and sessions[1].progress.justifications_expected == 1
+def test_a_member_without_a_key_gets_no_box_and_blames_nobody():
+    """Member 7 never announces: every dealer leaves its box empty; nobody is excluded; 7 has no share."""
+    config, sessions = setup(7, 5)
+
+    def drop_seven(sender, recipient, message, data):
+        return None if sender == 7 and message.kind is MessageKind.ANNOUNCE else data
+
+    LocalBroadcast(sessions, intercept=drop_seven).run()
+    others = {i: s for i, s in sessions.items() if i != 7}
+    result = check_results(others, 5)
+    assert result.excluded == {} and result.holders == (1, 2, 3, 4, 5, 6)
+    assert sessions[7].result.shares is None and sessions[7].result.transcript_hash == result.transcript_hash
+
+
+class Withholder(DkgSession):
+    """Dealer 2 leaves member 5's box empty although it holds 5's key."""
+
+    def _recipient_announcement(self, recipient):
+        return None if recipient == 5 else super()._recipient_announcement(recipient)
+
+
+def test_a_dealer_withholding_a_box_is_excluded():
+    config, sessions = setup(7, 5, classes={2: Withholder})
+    LocalBroadcast(sessions).run()
+    result = check_results(sessions, 5)  # 5 still gets every used dealer's box: it keeps its share
+    assert result.excluded == {2: "withheld member 5's box, which 6 dealers sealed to its key"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -254,20 +295,21 @@ def test_silent_dealer_excluded_at_the_deadline():
     net = LocalBroadcast(sessions)
     with pytest.raises(RuntimeError, match="after 0 deadlines"):
         net.run(max_deadlines=0)
-    assert all(s.phase is Phase.DEAL for s in sessions.values())  # nobody moves on without the deadline
+    assert all(s.phase is Phase.ANNOUNCE for s in sessions.values())  # nobody moves on without the deadline
     net.run(start=False)
-    assert net.deadlines == 2  # deal phase (no bundle from 6), response phase (no response from 6)
+    assert net.deadlines == 3  # announce (no key from 6), deal (no bundle from 6), response (none from 6)
     result = check_results(sessions, 5)
     assert result.qualified == (1, 2, 3, 4, 5, 7)
     assert result.excluded == {6: "silent: no deal bundle"}
     assert set(result.sig.share_keys) == set(range(1, 8))  # 6 keeps its seat and its share key
+    assert result.holders == (1, 2, 3, 4, 5, 7)  # but no dealer sealed it a box: it had no key
 
 
 def test_too_few_qualified_fails_with_a_clear_error():
     config, sessions = setup(4, 3, absent={2, 4})
     LocalBroadcast(sessions).run()
     for s in sessions.values():
-        assert s.done and s.phase is Phase.FAILED
+        assert s.done and s.failure is not None
         with pytest.raises(DkgFailed) as info:
             s.result
         assert info.value.reason is FailReason.TOO_FEW_QUALIFIED
@@ -311,8 +353,8 @@ def test_dealer_with_torsion_in_its_commitments(torsion_point):
     config, sessions = setup(5, 3, classes={2: TorsionDealer})
     responses, intercept = capture(MessageKind.RESPONSE)
     LocalBroadcast(sessions, intercept=intercept).run()
-    deal = next(iter(sessions[2]._deals[2].values())).message
-    constant_term = DealBody.decode(deal.body, threshold=3, recipients=5).commitments[0][0]
+    deal = next(iter(sessions[2]._deals[2].values())).body
+    constant_term = deal.commitments[0][0]
     assert not batch.decode_point(constant_term).is_in_subgroup()  # the torsion really is on the wire
     assert all(not ResponseBody.decode(m.body, dealers=frozenset(range(1, 6))).complaints for _, m in responses)
     result = check_results(sessions, 3)
@@ -325,18 +367,23 @@ def test_dealer_with_torsion_in_its_commitments(torsion_point):
 
 @pytest.mark.parametrize("seed", range(4))
 def test_any_delivery_order_gives_the_same_result(seed):
-    """Random delivery order: responses and justifications may arrive before the deals they are about."""
+    """Random delivery order: responses may arrive before the deals they are about."""
     config, sessions = setup(6, 4, classes={2: WrongShareToFive})
     net = LocalBroadcast(sessions, shuffle=random.Random(seed))
     net.run()
     assert net.deadlines == 0 and net.rejections == []
-    result = check_results(sessions, 4, oracle=False)
-    assert result.qualified == tuple(range(1, 7))
+    result = check_results({i: s for i, s in sessions.items() if i != 2}, 4, oracle=False)
+    assert result.qualified == (1, 3, 4, 5, 6)
 
 
 def test_responses_before_the_last_deal_are_kept():
     config, sessions = setup(4, 3)
-    deals = {i: s.start()[0] for i, s in sessions.items()}
+    announces = {i: s.start()[0] for i, s in sessions.items()}
+    deals = {}
+    for i, s in sessions.items():
+        for j, a in announces.items():
+            if j != i:
+                deals.update({m.sender: m for m in s.receive(a.encode()) if m.kind is MessageKind.DEAL})
     responses = []
     for i in (2, 3, 4):  # everyone but member 1 gets every deal and responds
         for j in (1, 2, 3, 4):
@@ -356,3 +403,26 @@ def test_responses_before_the_last_deal_are_kept():
             if response.sender != i:
                 sessions[i].receive(response.encode())
     check_results(sessions, 3, oracle=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# the phase table
+
+
+def test_phases_change_only_along_the_table():
+    from derot.crypto.dkg import TRANSITIONS, PhaseTransitionError
+
+    order = [Phase.ANNOUNCE, Phase.DEAL, Phase.RESPONSE, Phase.FINISHED]
+    assert {p: set(TRANSITIONS[p]) for p in order} == {
+        Phase.ANNOUNCE: {Phase.DEAL}, Phase.DEAL: {Phase.RESPONSE}, Phase.RESPONSE: {Phase.FINISHED},
+        Phase.FINISHED: set()}
+    _, sessions = setup(4, 3)
+    session = sessions[1]
+    for wrong in (Phase.RESPONSE, Phase.FINISHED, Phase.ANNOUNCE):
+        with pytest.raises(PhaseTransitionError, match="announce ->"):
+            session._set_phase(wrong)
+    assert session.phase is Phase.ANNOUNCE
+    LocalBroadcast(sessions).run()
+    with pytest.raises(PhaseTransitionError, match="finished -> deal"):
+        session._set_phase(Phase.DEAL)
+    assert session.on_deadline() == [] and session.phase is Phase.FINISHED

@@ -8,7 +8,6 @@ from google.protobuf.message import DecodeError
 
 from derot import _proto
 from derot.crypto.hazmat import batch
-from derot.crypto.bls import R
 from derot.crypto.dkg import (
     DkgConfig,
     DkgMessageRejected,
@@ -16,19 +15,18 @@ from derot.crypto.dkg import (
     Identity,
     Message,
     MessageKind,
-    Phase,
     RejectReason,
 )
 from derot.crypto.dkg.local import LocalBroadcast, committee_of, generate_identities, make_sessions
 from derot.crypto.dkg.messages import (
+    EMPTY_BOX,
     VERSION,
+    AnnounceBody,
     Complaint,
-    ComplaintReason,
     DealBody,
-    Echo,
-    JustificationBody,
+    Digest,
     ResponseBody,
-    Reveal,
+    ShareBox,
 )
 
 NETWORK = b"\x00" * 31 + b"\x01" + b"\x11" * 20
@@ -68,12 +66,17 @@ def scenario():
     identities = dict(enumerate(generate_identities(4), start=1))
     config = DkgConfig(NETWORK, 7, committee_of(list(identities.values()), 3))
     sessions = make_sessions(config, identities)
-    deals = {i: s.start()[0] for i, s in sessions.items()}
+    announces = {i: s.start()[0] for i, s in sessions.items()}
+    deals = {}
+    for i, s in sessions.items():  # every member gets every key and deals; no deal is delivered yet
+        for j, a in announces.items():
+            if j != i:
+                deals.update({m.sender: m for m in s.receive(a.encode())})
     return Scenario(identities, config, sessions, deals)
 
 
 def state(session):
-    return (session.phase, session.progress, frozenset(session._seen))
+    return (session.phase, session.progress, session.inventory())
 
 
 def refuse(session, data, reason, detail=""):
@@ -90,12 +93,16 @@ def deal_body(s: Scenario, dealer=2) -> DealBody:
     return DealBody.decode(s.deals[dealer].body, threshold=3, recipients=4)
 
 
+def with_body(body: DealBody, **changes) -> bytes:
+    return dataclasses.replace(body, **changes).encode()
+
+
 def resigned_deal(s: Scenario, body: bytes, dealer=2) -> bytes:
     return s.sign(dealer, s.deals[dealer], body=body)
 
 
 def other_run_deal(s: Scenario, **config_changes) -> bytes:
-    """Dealer 2's deal in a different run (other epoch, network, or committee)."""
+    """Dealer 2's first message (its key announcement) in a different run (other epoch, network, committee)."""
     config = dataclasses.replace(s.config, **config_changes)
     return DkgSession(config, s.identities[2]).start()[0].encode()
 
@@ -110,15 +117,15 @@ def test_message_round_trip(scenario):
     parsed = pb.DkgMessage.FromString(deal.encode())  # the generated protobuf class reads it as well
     assert (parsed.version, parsed.kind, parsed.sender, parsed.epoch) == (VERSION, pb.DKG_MESSAGE_KIND_DEAL, 2, 7)
     body = deal_body(scenario)
-    assert body.encode() == deal.body and len(body.commitments[0]) == 3 and len(body.encrypted_shares) == 4
+    assert body.encode() == deal.body and len(body.commitments[0]) == 3 and len(body.boxes) == 4
 
 
-def test_response_and_justification_bodies_round_trip():
-    response = ResponseBody((Echo(1, b"\x01" * 32, b"\x02" * 64), Echo(2, b"\x00" * 32, b"\x03" * 64)),
-                            (Complaint(2, ComplaintReason.INVALID_SHARE),))
+def test_response_and_announce_bodies_round_trip():
+    held = (Digest(MessageKind.DEAL, 1, b"\x01" * 32), Digest(MessageKind.DEAL, 2, b"\x00" * 32))
+    response = ResponseBody(held, (Complaint(2, b"\x05" * 32, b"\x06" * 48, b"\x07" * 64),))
     assert ResponseBody.decode(response.encode(), dealers=frozenset({1, 2})) == response
-    justification = JustificationBody((Reveal(3, (5, R - 1)),))
-    assert JustificationBody.decode(justification.encode(), recipients=frozenset({3})) == justification
+    announce = AnnounceBody(b"\x08" * 48)
+    assert AnnounceBody.decode(announce.encode()) == announce
 
 
 # --------------------------------------------------------------------------------------------------
@@ -147,7 +154,7 @@ def test_empty_message_is_version_zero(scenario):
 
 
 def test_other_version_refused(scenario):
-    refuse(scenario.target, scenario.sign(2, scenario.deals[2], version=2), RejectReason.UNSUPPORTED_VERSION)
+    refuse(scenario.target, scenario.sign(2, scenario.deals[2], version=1), RejectReason.UNSUPPORTED_VERSION)
 
 
 def test_non_canonical_envelope_refused(scenario):
@@ -183,7 +190,7 @@ def test_other_committee_same_epoch_refused(scenario):
 def test_non_member_refused(scenario):
     outsider = Identity.generate()
     refuse(scenario.target, scenario.sign(outsider, scenario.deals[2], sender=9),
-           RejectReason.UNKNOWN_SENDER, "deal from 9, not a dealer")
+           RejectReason.UNKNOWN_SENDER, "deal from dealer 9: not a dealer")
     response = Message(NETWORK, 7, scenario.config.session_id, MessageKind.RESPONSE, 9, b"", b"")
     refuse(scenario.target, scenario.sign(outsider, response), RejectReason.UNKNOWN_SENDER, "not a recipient")
 
@@ -208,13 +215,16 @@ def test_duplicate_refused(scenario):
     refuse(scenario.sessions[2], scenario.deals[2].encode(), RejectReason.DUPLICATE)  # its own, echoed back
 
 
-def test_late_deal_refused(scenario):
+def test_a_third_bundle_is_refused_before_any_work(scenario):
+    """Two different bundles from one dealer are kept (equivocation evidence); a third is refused."""
     target = scenario.target
-    for i in (2, 3, 4):
-        target.receive(scenario.deals[i].encode())
-    assert target.phase is Phase.RESPONSE
-    second = DkgSession(scenario.config, scenario.identities[2]).start()[0]  # a new, validly signed bundle
-    refuse(target, second.encode(), RejectReason.LATE, "in phase response")
+    body = deal_body(scenario)
+    second = resigned_deal(scenario, with_body(body, boxes=(EMPTY_BOX, *body.boxes[1:])))
+    third = resigned_deal(scenario, with_body(body, boxes=(*body.boxes[:3], EMPTY_BOX)))
+    target.receive(scenario.deals[2].encode())
+    target.receive(second)
+    refuse(target, third, RejectReason.OVER_BOUND, "2 different bodies already held")
+    refuse(target, b"\x00" * 10 + third[10:], RejectReason.MALFORMED)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -223,18 +233,19 @@ def test_late_deal_refused(scenario):
 
 def test_wrong_commitment_count_refused(scenario):
     body = deal_body(scenario)
-    short = DealBody((body.commitments[0][:2], body.commitments[1]), body.encrypted_shares).encode()
+    short = with_body(body, commitments=(body.commitments[0][:2], body.commitments[1]))
     refuse(scenario.target, resigned_deal(scenario, short), RejectReason.MALFORMED,
            "sig_commitments: 2 points, expected t = 3")
 
 
 def test_wrong_share_count_and_size_refused(scenario):
     body = deal_body(scenario)
-    refuse(scenario.target, resigned_deal(scenario, DealBody(body.commitments, body.encrypted_shares[:3]).encode()),
+    refuse(scenario.target, resigned_deal(scenario, with_body(body, boxes=body.boxes[:3])),
            RejectReason.MALFORMED, "3 boxes, expected n = 4")
-    boxes = (body.encrypted_shares[0][:-1], *body.encrypted_shares[1:])
-    refuse(scenario.target, resigned_deal(scenario, DealBody(body.commitments, boxes).encode()),
-           RejectReason.MALFORMED, "encrypted_shares[0]")
+    first = body.boxes[0]
+    boxes = (dataclasses.replace(first, ciphertext=first.ciphertext[:-1]), *body.boxes[1:])
+    refuse(scenario.target, resigned_deal(scenario, with_body(body, boxes=boxes)),
+           RejectReason.MALFORMED, "boxes[0].ciphertext")
 
 
 @pytest.mark.parametrize("bad, detail", [
@@ -246,7 +257,7 @@ def test_bad_commitment_refused(scenario, bad, detail):
     body = deal_body(scenario)
     kd = list(body.commitments[1])
     kd[1] = bad(kd[1])
-    data = resigned_deal(scenario, DealBody((body.commitments[0], tuple(kd)), body.encrypted_shares).encode())
+    data = resigned_deal(scenario, with_body(body, commitments=(body.commitments[0], tuple(kd))))
     reason = RejectReason.MALFORMED if "expected 192" in detail else RejectReason.BAD_POINT
     error = refuse(scenario.target, data, reason, detail)
     assert "kd_commitments[1]" in str(error)
@@ -259,28 +270,48 @@ def test_non_canonical_body_refused(scenario):
     refuse(scenario.target, resigned_deal(scenario, body), RejectReason.MALFORMED)
 
 
+def _held(sender, size=32, kind=MessageKind.DEAL):
+    return Digest(kind, sender, b"\x00" * size)
+
+
+def _complaint(dealer, secret=48):
+    return Complaint(dealer, b"\x00" * 32, b"\x00" * secret, b"\x00" * 64)
+
+
 @pytest.mark.parametrize("response, detail", [
-    (ResponseBody((Echo(9, b"\x00" * 32, b"\x00" * 64),), ()), "9 is not a dealer"),
-    (ResponseBody((Echo(2, b"\x00" * 31, b"\x00" * 64),), ()), "bundle_hash"),
-    (ResponseBody((Echo(3, b"\x00" * 32, b"\x00" * 64), Echo(2, b"\x00" * 32, b"\x00" * 64)), ()), "not sorted"),
-    (ResponseBody((), (Complaint(2, ComplaintReason.INVALID_SHARE),) * 2), "repeated"),
+    (ResponseBody((_held(9),), ()), "not a deal of a dealer"),
+    (ResponseBody((_held(2, kind=MessageKind.RESPONSE),), ()), "not a deal of a dealer"),
+    (ResponseBody((_held(2, 31),), ()), "body_hash"),
+    (ResponseBody((_held(3), _held(2)), ()), "not sorted"),
+    (ResponseBody((), (_complaint(2),) * 2), "repeated"),
+    (ResponseBody((), (_complaint(9),)), "9 is not a dealer"),
+    (ResponseBody((), (_complaint(2, 47),)), "shared_secret: 47 bytes"),
 ])
 def test_malformed_response_refused(scenario, response, detail):
     message = Message(NETWORK, 7, scenario.config.session_id, MessageKind.RESPONSE, 3, response.encode(), b"")
     refuse(scenario.target, scenario.sign(3, message), RejectReason.MALFORMED, detail)
 
 
-def test_unknown_complaint_reason_refused(scenario):
-    body = pb.ResponseBundle(complaints=[pb.DkgComplaint(dealer=2, reason=9)]).SerializeToString()
-    message = Message(NETWORK, 7, scenario.config.session_id, MessageKind.RESPONSE, 3, body, b"")
-    refuse(scenario.target, scenario.sign(3, message), RejectReason.MALFORMED, "unknown reason 9")
+def test_announce_with_a_bad_key_refused(scenario):
+    for key, reason in ((b"\x00" * 48, RejectReason.BAD_POINT), (b"\x00" * 47, RejectReason.MALFORMED)):
+        message = Message(NETWORK, 7, scenario.config.session_id, MessageKind.ANNOUNCE, 3,
+                          AnnounceBody(key).encode(), b"")
+        refuse(scenario.target, scenario.sign(3, message), reason)
 
 
-def test_justification_with_a_non_scalar_refused(scenario):
-    body = pb.JustificationBundle(shares=[pb.DkgRevealedShare(
-        recipient=3, sig_share=R.to_bytes(32, "big"), kd_share=bytes(32))]).SerializeToString()
-    message = Message(NETWORK, 7, scenario.config.session_id, MessageKind.JUSTIFICATION, 2, body, b"")
-    refuse(scenario.target, scenario.sign(2, message), RejectReason.MALFORMED, "not reduced")
+def test_box_sealed_to_an_unsigned_key_refused(scenario):
+    """A dealer cannot seal member 3's box to a key 3 never signed (3 could not open or complain)."""
+    body = deal_body(scenario)
+    own = body.boxes[2]
+    forged = ShareBox(deal_body(scenario, 3).deal_key, own.recipient_signature, own.ciphertext)
+    data = resigned_deal(scenario, with_body(body, boxes=(*body.boxes[:2], forged, body.boxes[3])))
+    refuse(scenario.target, data, RejectReason.BAD_BOX, "box 3")
+
+
+def test_deal_key_without_its_proof_refused(scenario):
+    body = deal_body(scenario)
+    data = resigned_deal(scenario, with_body(body, deal_key_proof=deal_body(scenario, 3).deal_key_proof))
+    refuse(scenario.target, data, RejectReason.BAD_PROOF)
 
 
 def test_refusals_leave_the_result_unchanged(scenario):
@@ -305,13 +336,13 @@ def test_decode_error_type_is_not_leaked():
 
 def test_share_point_check_uses_the_committed_polynomial(scenario):
     """A commitment replaced by another valid point (re-signed) is accepted on receipt, but every
-    recipient's share check then fails and the dealer must justify."""
+    recipient's share check then fails and it complains with a proof."""
     body = deal_body(scenario)
     sig = list(body.commitments[0])
     sig[2] = batch.encode_point(batch.generator_times(12345))
-    data = resigned_deal(scenario, DealBody((tuple(sig), body.commitments[1]), body.encrypted_shares).encode())
+    data = resigned_deal(scenario, with_body(body, commitments=(tuple(sig), body.commitments[1])))
     target = scenario.target
     target.receive(data)
     for i in (3, 4):
         target.receive(scenario.deals[i].encode())
-    assert target._my_complaints == {2: ComplaintReason.INVALID_SHARE}
+    assert [c.dealer for c in target._complaints()] == [2]

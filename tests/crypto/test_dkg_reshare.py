@@ -16,9 +16,11 @@ from derot.crypto.dkg import (
     FailReason,
     KeyShares,
     Member,
+    Phase,
     RejectReason,
 )
 from derot.crypto.dkg.local import LocalBroadcast, committee_of, generate_identities, make_sessions
+from derot.crypto.dkg.messages import Message, MessageKind
 from derot.crypto.hazmat.poly import interpolate_at
 
 NETWORK = b"\x00" * 31 + b"\x01" + b"\x22" * 20
@@ -139,10 +141,13 @@ def first_epoch():
 class WrongConstant(DkgSession):
     """A reshare dealer that deals a fresh secret instead of its old share."""
 
-    def start(self):
-        self._started = True
+    def _end_announce(self):
+        self._set_phase(Phase.DEAL)
         self._old_shares = KeyShares(random_scalar(), random_scalar())
-        return [self._make_deal()]  # its own state would refuse it, so it only broadcasts it
+        # its own state would refuse it, so it only broadcasts it
+        return [Message.sign(self._identity.signing_key, network=self.config.network, epoch=self.config.epoch,
+                             session_id=self._session_id, kind=MessageKind.DEAL, sender=self.dealer_index,
+                             body=self._make_deal())]
 
 
 def test_dealer_not_committing_to_its_old_share_is_refused(first_epoch):

@@ -35,7 +35,7 @@ att = _proto.load("attestation_pb2")
 ROT = "/derot.v1.RootOfTrust/"
 PEER = "/derot.v1.Peer/"
 PUBLIC_METHODS = ("GetNetworkInfo", "DeriveKey", "IssueCertificate", "GetStatus")
-PEER_METHODS = ("SubmitDkgMessage", "GetNodeEvidence", "GetEpochKeys", "PartialSign", "DeriveShare", "SignNotice")
+PEER_METHODS = ("SubmitDkgMessage", "SyncDkg", "GetNodeEvidence", "GetEpochKeys", "PartialSign", "DeriveShare", "SignNotice")
 RSS_BUDGET = 50 * 1024 * 1024
 #: how a Peer handler refuses a caller that is not a member: for who it is, or at the TLS handshake
 REFUSED_CALLER = {"PERMISSION_DENIED", "UNAUTHENTICATED", "UNAVAILABLE"}

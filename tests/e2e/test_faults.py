@@ -60,3 +60,34 @@ def test_corrupted_shares_are_excluded_and_requests_succeed(faulty_network, requ
     invalid = [l for l in metrics.decode().splitlines()
                if l.startswith("derot_peer_shares_total") and f'peer="{CORRUPT}"' in l and "invalid_share" in l]
     assert invalid and float(invalid[0].split()[-1]) >= 1
+
+
+def test_node_restarted_mid_dkg_resumes_and_never_deals_twice(tmp_path):
+    """Node 2 exits right after persisting its deal, before sending it (issue 12, finding 1: a restarted
+    node used to deal a second bundle, be excluded as an equivocator, and have its share revealed). It is
+    restarted; it resumes from its sealed session state, sends the bundle it already made, and everyone
+    qualifies it."""
+    import time
+
+    from derot.devnet.network import Devnet, _alive
+
+    net = Devnet(tmp_path / "restart", progress=lambda _: None, nodes=4, threshold=3, phase_timeout=30.0,
+                 node_faults={2: "dkg_crash_after_deal"})
+    try:
+        net.up(wait=False, timeout=120)
+        crashed = net.node_processes[1]
+        deadline = time.monotonic() + 120
+        while _alive(crashed.pid):
+            assert time.monotonic() < deadline, "node 2 never reached its deal"
+            time.sleep(0.2)
+        net.start_node(crashed)
+        net.wait_for_epoch(1, timeout=180)
+        for index in (1, 2, 3, 4):
+            finished = _dkg_finished(net, index)
+            assert finished is not None, f"node {index} did not finish the DKG"
+            assert finished["qualified"] == [1, 2, 3, 4] and finished["excluded"] == {}
+        log = (crashed.directory / "node.log").read_text()
+        starts = [json.loads(line) for line in log.splitlines() if '"msg":"dkg started"' in line]
+        assert [s["resumed"] for s in starts] == [False, True]
+    finally:
+        net.down()

@@ -92,3 +92,18 @@ def test_certificate_log(tmp_path):
     store.log_certificate(b"\x01" * 32, 1, b"\x02" * 32, 999, b"cert", b"sig")
     assert store.certificate(b"\x01" * 32) == (b"cert", b"sig") and store.certificate_count() == 1
     assert sqlite3.connect(tmp_path / "node.db").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_dkg_session_snapshots_are_sealed_and_erased_with_their_epoch(tmp_path):
+    store = NodeStore.open(tmp_path / "node.db", key=b"s" * 32, create=True)
+    secret = b"\x5a" * 64
+    for epoch in (1, 2, 3):
+        store.put_dkg_state(epoch, bytes([epoch]) * 32, secret + bytes([epoch]))
+    assert store.dkg_state(2, b"\x02" * 32) == secret + b"\x02"
+    assert store.dkg_state(2, b"\x01" * 32) is None  # another session of the same epoch: nothing
+    store.erase_dkg_states(2)  # a node left out of epoch 2 forgets runs up to it
+    assert store.dkg_state(1, b"\x01" * 32) is None and store.dkg_state(2, b"\x02" * 32) is None
+    assert store.dkg_state(3, b"\x03" * 32) == secret + b"\x03"
+    store.close()
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    assert secret not in raw

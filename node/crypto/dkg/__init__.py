@@ -16,15 +16,22 @@ from derot.crypto.dkg.config import (
     PreviousEpoch,
     PublicKeys,
 )
-from derot.crypto.dkg.errors import DkgConfigError, DkgFailed, DkgMessageRejected, FailReason, RejectReason
-from derot.crypto.dkg.messages import ComplaintReason, Message, MessageKind
+from derot.crypto.dkg.errors import (
+    DkgConfigError,
+    DkgFailed,
+    DkgMessageRejected,
+    FailReason,
+    PhaseTransitionError,
+    RejectReason,
+)
+from derot.crypto.dkg.messages import Digest, Message, MessageKind
 from derot.crypto.dkg.result import DkgResult
-from derot.crypto.dkg.session import DkgSession, Phase, Progress
+from derot.crypto.dkg.session import TRANSITIONS, DkgSession, Phase, Progress
 
 __all__ = [
     "SECRETS",
     "Committee",
-    "ComplaintReason",
+    "Digest",
     "DkgConfig",
     "DkgConfigError",
     "DkgFailed",
@@ -38,8 +45,10 @@ __all__ = [
     "Message",
     "MessageKind",
     "Phase",
+    "PhaseTransitionError",
     "PreviousEpoch",
     "Progress",
     "PublicKeys",
     "RejectReason",
+    "TRANSITIONS",
 ]

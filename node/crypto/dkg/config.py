@@ -123,20 +123,23 @@ class DkgConfig:
     """One run. ``previous`` is None for a fresh DKG and the old epoch for a reshare.
 
     The same config must be given to every member: :attr:`session_id` hashes all of it, and every
-    signed message carries it. ``epoch`` must be unique per run: re-running a failed DKG under the same
-    epoch and committee would let old bundles be replayed into the new run (and count as equivocation).
+    signed message carries it. A retry of a failed run raises ``attempt``, which gives it a new session
+    id: messages of the failed attempt are refused by the new one (``WRONG_SESSION``), never replayed.
     """
 
     network: bytes
     epoch: int
     committee: Committee
     previous: PreviousEpoch | None = None
+    attempt: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.network, bytes) or not 1 <= len(self.network) <= MAX_NETWORK_ID:
             raise DkgConfigError(f"network id must be 1..{MAX_NETWORK_ID} bytes")
         if not isinstance(self.epoch, int) or not 0 <= self.epoch < 2**64:
             raise DkgConfigError("epoch must be a u64")
+        if not isinstance(self.attempt, int) or not 0 <= self.attempt < 2**32:
+            raise DkgConfigError("attempt must be a u32")
 
     @property
     def is_reshare(self) -> bool:
@@ -172,6 +175,7 @@ def _session_id(config: DkgConfig) -> bytes:
     h = hashlib.sha256(b"DEROT-V1-DKG-SESSION\x00")
     h.update(b"\x01" if config.is_reshare else b"\x00")
     h.update(struct.pack(">H", len(config.network)) + config.network + struct.pack(">Q", config.epoch))
+    h.update(struct.pack(">I", config.attempt))
     h.update(_encode_committee(config.committee))
     if config.previous is not None:
         prev = config.previous

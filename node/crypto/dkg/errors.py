@@ -25,8 +25,11 @@ class RejectReason(str, Enum):
     BAD_SIGNATURE = "bad_signature"
     BAD_POINT = "bad_point"                    # a commitment is not a canonical curve point, or is O
     WRONG_SHARE_KEY = "wrong_share_key"        # reshare: commitment to g_i(0) is not the old PK_i
+    BAD_PROOF = "bad_proof"                    # a deal key without a valid proof of knowledge
+    BAD_BOX = "bad_box"                        # a share box sealed to a key its recipient did not sign
     DUPLICATE = "duplicate"                    # this exact message was already accepted (replay)
-    LATE = "late"                              # its phase is over at this member
+    OVER_BOUND = "over_bound"                  # two different bodies of this kind from this sender are held
+    LATE = "late"                              # its run is over at this member (secrets erased)
 
 
 class DkgMessageRejected(DerotError):
@@ -40,8 +43,15 @@ class DkgMessageRejected(DerotError):
 
 class FailReason(str, Enum):
     TOO_FEW_QUALIFIED = "too_few_qualified"    # |QUAL| < t (DKG) or < t_old (reshare)
+    TOO_FEW_HOLDERS = "too_few_holders"        # fewer than t recipients were sealed a box by every used dealer
     GROUP_KEY_MISMATCH = "group_key_mismatch"  # reshare: recombined key differs from the old group key
     DEGENERATE_KEY = "degenerate_key"          # the group key came out as the identity point
+
+
+class PhaseTransitionError(DerotError, RuntimeError):
+    """A phase change not in the transition table: a bug in the state machine, never a peer's doing."""
+
+    reason = "dkg_phase_transition"
 
 
 class DkgFailed(DerotError):

@@ -1,9 +1,11 @@
 """In-process broadcast between DKG sessions: the network's stand-in for tests, benchmarks, one-process devnets.
 
 Each message a session outputs is encoded once (by its sender) and delivered as bytes to every other
-session, first in first out, so every session decodes and checks everything itself. When no message is
-in flight, the phase deadline passes for every unfinished session at once. CPU time is accounted to the
-session whose call spent it.
+session, first in first out, so every session decodes and checks everything itself. With ``relay``, a
+session that accepts a message for the first time broadcasts it again (what the node's transport does);
+with ``sync``, before every deadline each session pulls what its peers hold and it lacks (digest sync).
+When no message is in flight, the phase deadline passes for every unfinished session at once. CPU time
+is accounted to the session whose call spent it.
 """
 
 from __future__ import annotations
@@ -41,10 +43,15 @@ class LocalBroadcast:
         *,
         intercept: Intercept | None = None,
         shuffle: random.Random | None = None,
+        relay: bool = False,
+        sync: bool = False,
     ):
         self.sessions = dict(sessions)
         self.intercept = intercept
         self.shuffle = shuffle
+        self.relay = relay
+        self.sync = sync
+        self.sent: list[tuple[Hashable, Message]] = []  # every message put on the wire, in order
         self.cpu_seconds: dict[Hashable, float] = {name: 0.0 for name in self.sessions}
         self.rejections: list[Rejection] = []
         self.deadlines = 0
@@ -59,6 +66,32 @@ class LocalBroadcast:
 
     def _post(self, sender: Hashable, messages: list[Message]) -> None:
         self._queue.extend((sender, m) for m in messages)
+        self.sent.extend((sender, m) for m in messages)
+
+    def deliver_to(self, name: Hashable, sender: Hashable, message: Message, data: bytes) -> bool:
+        """Hand ``data`` to one session; True if it accepted it (new and valid)."""
+        try:
+            out = self._call(name, self.sessions[name].receive, data)
+        except DkgMessageRejected as exc:
+            self.rejections.append(Rejection(name, sender, exc.reason, exc.detail))
+            return False
+        self._post(name, out)
+        if self.relay:
+            self._queue.append((name, Message.decode(data)))  # the author's signed bytes, relayed
+        return True
+
+    def sync_all(self) -> int:
+        """Every session pulls, from every other, the messages it lacks and would accept. Returns how many."""
+        pulled = 0
+        for name, session in self.sessions.items():
+            for peer, other in self.sessions.items():
+                if peer == name:
+                    continue
+                for digest in session.wanted(other.inventory()):
+                    data = other.message(digest)
+                    if data is not None and self.deliver_to(name, peer, Message.decode(data), data):
+                        pulled += 1
+        return pulled
 
     def _deliver(self, sender: Hashable, message: Message) -> None:
         data = self._call(sender, message.encode)
@@ -72,12 +105,7 @@ class LocalBroadcast:
             wire = data if self.intercept is None else self.intercept(sender, name, message, data)
             if wire is None:
                 continue
-            try:
-                out = self._call(name, session.receive, wire)
-            except DkgMessageRejected as exc:
-                self.rejections.append(Rejection(name, sender, exc.reason, exc.detail))
-                continue
-            self._post(name, out)
+            self.deliver_to(name, sender, message, wire)
 
     def inject(self, sender: Hashable, messages: list[Message]) -> None:
         """Queue messages as if ``sender`` had broadcast them (a misbehaving member's extra messages)."""
@@ -89,10 +117,13 @@ class LocalBroadcast:
             for name, session in self.sessions.items():
                 self._post(name, self._call(name, session.start))
         while True:
-            while self._queue:
-                if self.shuffle is not None:
-                    self._queue.rotate(-self.shuffle.randrange(len(self._queue)))
-                self._deliver(*self._queue.popleft())
+            while True:
+                while self._queue:
+                    if self.shuffle is not None:
+                        self._queue.rotate(-self.shuffle.randrange(len(self._queue)))
+                    self._deliver(*self._queue.popleft())
+                if not self.sync or not self.sync_all():
+                    break
             pending = [(name, s) for name, s in self.sessions.items() if not s.done]
             if not pending:
                 return

@@ -1,13 +1,14 @@
-"""The DKG wire format (``protocol/derot/v1/dkg.proto``, version 1): envelopes, bodies, signatures.
+"""The DKG wire format (``protocol/derot/v1/dkg.proto``, version 2): envelopes, bodies, signatures.
 
 Every message is a :class:`Message` envelope whose ``body`` holds one bundle; the Ed25519 signature
-covers (version, network, epoch, session id, kind, sender, SHA-256(body)), so a bundle hash plus the
-dealer's signature is transferable evidence of what the dealer signed (used by echoes).
+covers (version, network, epoch, session id, kind, sender, SHA-256(body)), so a body hash plus the
+sender's signature is transferable evidence of what the sender signed (used by share boxes, which carry
+the recipient's signed ANNOUNCE, and by digest sync).
 
 Decoding is strict: protobuf parse errors, non-canonical encodings, unknown enum values and wrong
 sizes or counts raise :class:`DkgMessageRejected` with reason ``MALFORMED`` and a detail naming the
 field (and item) at fault. Parsed bodies are frozen dataclasses holding bytes and ints only; turning
-commitment bytes into curve points is the session's job.
+bytes into curve points is the session's job.
 """
 
 from __future__ import annotations
@@ -23,32 +24,35 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from google.protobuf.message import DecodeError
 
 from derot import _proto
-from derot.crypto import box
-from derot.crypto.hazmat.batch import AFFINE_SIZE
-from derot.crypto.bls import R
 from derot.crypto.dkg.errors import DkgMessageRejected, RejectReason
+from derot.crypto.dkg.proofs import POINT_SIZE, PROOF_SIZE, TAG_SIZE
+from derot.crypto.hazmat.batch import AFFINE_SIZE
 
-VERSION = 1
+VERSION = 2
 SIGNATURE_DOMAIN = b"DEROT-V1-DKG-MESSAGE\x00"
 SHARE_AAD_DOMAIN = b"DEROT-V1-DKG-SHARE\x00"
 HASH_SIZE = 32
 SIGNATURE_SIZE = 64
 SCALAR_SIZE = 32
-#: A sealed share: box overhead + sig_share(32) ‖ kd_share(32).
-SHARE_BOX_SIZE = box.OVERHEAD + 2 * SCALAR_SIZE
+#: A sealed share: sig_share(32) ‖ kd_share(32) ‖ GCM tag.
+SHARE_BOX_SIZE = 2 * SCALAR_SIZE + TAG_SIZE
 
 _pb = _proto.load("dkg_pb2")
 
 
 class MessageKind(IntEnum):
-    DEAL = 1
-    RESPONSE = 2
-    JUSTIFICATION = 3
+    ANNOUNCE = 1
+    DEAL = 2
+    RESPONSE = 3
 
 
-class ComplaintReason(IntEnum):
-    DECRYPTION_FAILED = 1
-    INVALID_SHARE = 2
+@dataclass(frozen=True, order=True)
+class Digest:
+    """The name of a signed message for digest sync: (kind, sender, SHA-256(body))."""
+
+    kind: MessageKind
+    sender: int
+    body_hash: bytes
 
 
 def _malformed(detail: str) -> DkgMessageRejected:
@@ -122,6 +126,10 @@ class Message:
         return hashlib.sha256(self.body).digest()
 
     @property
+    def digest(self) -> Digest:
+        return Digest(self.kind, self.sender, self.body_hash)
+
+    @property
     def payload(self) -> bytes:
         return signed_payload(
             self.version, self.network, self.epoch, self.session_id, self.kind, self.sender, self.body_hash
@@ -183,31 +191,66 @@ class Message:
         )
 
 
+
 # --------------------------------------------------------------------------------------------------
 # bodies
 
 
-def _scalar(data: bytes, what: str) -> int:
-    if len(data) != SCALAR_SIZE:
-        raise _malformed(f"{what}: {len(data)} bytes, expected {SCALAR_SIZE}")
-    value = int.from_bytes(data, "big")
-    if value >= R:
-        raise _malformed(f"{what}: scalar not reduced modulo r")
-    return value
+def _sized(data: bytes, size: int, what: str) -> bytes:
+    if len(data) != size:
+        raise _malformed(f"{what}: {len(data)} bytes, expected {size}")
+    return bytes(data)
+
+
+@dataclass(frozen=True)
+class AnnounceBody:
+    """A recipient's per-run encryption key ``E = e·G1`` (48 compressed bytes)."""
+
+    encryption_key: bytes
+
+    def encode(self) -> bytes:
+        return _pb.AnnounceBody(encryption_key=self.encryption_key).SerializeToString()
+
+    @classmethod
+    def decode(cls, body: bytes) -> AnnounceBody:
+        pb = _parse(_pb.AnnounceBody, body, "AnnounceBody")
+        return cls(_sized(pb.encryption_key, POINT_SIZE, "AnnounceBody.encryption_key"))
+
+
+@dataclass(frozen=True)
+class ShareBox:
+    """One recipient's sealed shares and the signed key they were sealed to; all empty if none."""
+
+    recipient_key: bytes
+    recipient_signature: bytes
+    ciphertext: bytes
+
+    @property
+    def empty(self) -> bool:
+        return not self.ciphertext
+
+
+EMPTY_BOX = ShareBox(b"", b"", b"")
 
 
 @dataclass(frozen=True)
 class DealBody:
-    """``commitments[s]`` = t affine G2 encodings for secret s; one share box per recipient, index order."""
+    """``commitments[s]`` = t affine G2 encodings for secret s; the deal key and its proof; one box per
+    recipient, in index order."""
 
     commitments: tuple[tuple[bytes, ...], tuple[bytes, ...]]
-    encrypted_shares: tuple[bytes, ...]
+    deal_key: bytes
+    deal_key_proof: bytes
+    boxes: tuple[ShareBox, ...]
 
     def encode(self) -> bytes:
         return _pb.DealBundle(
             sig_commitments=self.commitments[0],
             kd_commitments=self.commitments[1],
-            encrypted_shares=self.encrypted_shares,
+            deal_key=self.deal_key,
+            deal_key_proof=self.deal_key_proof,
+            boxes=[_pb.DkgShareBox(recipient_key=b.recipient_key, recipient_signature=b.recipient_signature,
+                                   ciphertext=b.ciphertext) for b in self.boxes],
         ).SerializeToString()
 
     @classmethod
@@ -219,110 +262,73 @@ class DealBody:
             if len(points) != threshold:
                 raise _malformed(f"DealBundle.{name}: {len(points)} points, expected t = {threshold}")
             for k, point in enumerate(points):
-                if len(point) != AFFINE_SIZE:
-                    raise _malformed(f"DealBundle.{name}[{k}]: {len(point)} bytes, expected {AFFINE_SIZE}")
+                _sized(point, AFFINE_SIZE, f"DealBundle.{name}[{k}]")
             commitments.append(points)
-        shares = tuple(bytes(s) for s in pb.encrypted_shares)
-        if len(shares) != recipients:
-            raise _malformed(f"DealBundle.encrypted_shares: {len(shares)} boxes, expected n = {recipients}")
-        for k, sealed in enumerate(shares):
-            if len(sealed) != SHARE_BOX_SIZE:
-                raise _malformed(
-                    f"DealBundle.encrypted_shares[{k}]: {len(sealed)} bytes, expected {SHARE_BOX_SIZE}"
-                )
-        return cls((commitments[0], commitments[1]), shares)
-
-
-@dataclass(frozen=True)
-class Echo:
-    dealer: int
-    bundle_hash: bytes
-    dealer_signature: bytes
+        deal_key = _sized(pb.deal_key, POINT_SIZE, "DealBundle.deal_key")
+        proof = _sized(pb.deal_key_proof, PROOF_SIZE, "DealBundle.deal_key_proof")
+        if len(pb.boxes) != recipients:
+            raise _malformed(f"DealBundle.boxes: {len(pb.boxes)} boxes, expected n = {recipients}")
+        boxes = []
+        for k, b in enumerate(pb.boxes):
+            box = ShareBox(bytes(b.recipient_key), bytes(b.recipient_signature), bytes(b.ciphertext))
+            if box != EMPTY_BOX:
+                what = f"DealBundle.boxes[{k}]"
+                _sized(box.recipient_key, POINT_SIZE, f"{what}.recipient_key")
+                _sized(box.recipient_signature, SIGNATURE_SIZE, f"{what}.recipient_signature")
+                _sized(box.ciphertext, SHARE_BOX_SIZE, f"{what}.ciphertext")
+            boxes.append(box)
+        return cls((commitments[0], commitments[1]), deal_key, proof, tuple(boxes))
 
 
 @dataclass(frozen=True)
 class Complaint:
+    """Proof that ``dealer``'s bundle ``bundle_hash`` sealed no valid share for the complainer."""
+
     dealer: int
-    reason: ComplaintReason
+    bundle_hash: bytes
+    shared_secret: bytes
+    proof: bytes
 
 
 @dataclass(frozen=True)
 class ResponseBody:
-    echoes: tuple[Echo, ...]
+    held: tuple[Digest, ...]
     complaints: tuple[Complaint, ...]
 
     def encode(self) -> bytes:
         return _pb.ResponseBundle(
-            echoes=[_pb.DkgEcho(dealer=e.dealer, bundle_hash=e.bundle_hash, dealer_signature=e.dealer_signature)
-                    for e in self.echoes],
-            complaints=[_pb.DkgComplaint(dealer=c.dealer, reason=int(c.reason)) for c in self.complaints],
+            held=[_pb.DkgDigest(kind=int(d.kind), sender=d.sender, body_hash=d.body_hash) for d in self.held],
+            complaints=[_pb.DkgComplaint(dealer=c.dealer, bundle_hash=c.bundle_hash,
+                                         shared_secret=c.shared_secret, proof=c.proof)
+                        for c in self.complaints],
         ).SerializeToString()
 
     @classmethod
     def decode(cls, body: bytes, *, dealers: frozenset[int]) -> ResponseBody:
         pb = _parse(_pb.ResponseBundle, body, "ResponseBundle")
-        echoes = []
-        for k, e in enumerate(pb.echoes):
-            what = f"ResponseBundle.echoes[{k}]"
-            if e.dealer not in dealers:
-                raise _malformed(f"{what}.dealer: {e.dealer} is not a dealer of this run")
-            if len(e.bundle_hash) != HASH_SIZE:
-                raise _malformed(f"{what}.bundle_hash: {len(e.bundle_hash)} bytes, expected {HASH_SIZE}")
-            if len(e.dealer_signature) != SIGNATURE_SIZE:
-                raise _malformed(f"{what}.dealer_signature: {len(e.dealer_signature)} bytes, expected 64")
-            echoes.append(Echo(e.dealer, bytes(e.bundle_hash), bytes(e.dealer_signature)))
-        keys = [(e.dealer, e.bundle_hash) for e in echoes]
+        if len(pb.held) > 2 * len(dealers):
+            raise _malformed(f"ResponseBundle.held: {len(pb.held)} digests, at most {2 * len(dealers)}")
+        held = []
+        for k, d in enumerate(pb.held):
+            what = f"ResponseBundle.held[{k}]"
+            if d.kind != MessageKind.DEAL or d.sender not in dealers:
+                raise _malformed(f"{what}: not a deal of a dealer of this run")
+            held.append(Digest(MessageKind.DEAL, d.sender, _sized(d.body_hash, HASH_SIZE, f"{what}.body_hash")))
+        keys = [(d.sender, d.body_hash) for d in held]
         if keys != sorted(set(keys)):
-            raise _malformed("ResponseBundle.echoes: not sorted by (dealer, bundle_hash) or repeated")
+            raise _malformed("ResponseBundle.held: not sorted or repeated")
         complaints = []
         for k, c in enumerate(pb.complaints):
             what = f"ResponseBundle.complaints[{k}]"
             if c.dealer not in dealers:
                 raise _malformed(f"{what}.dealer: {c.dealer} is not a dealer of this run")
-            if c.reason not in ComplaintReason._value2member_map_:
-                raise _malformed(f"{what}.reason: unknown reason {c.reason}")
-            complaints.append(Complaint(c.dealer, ComplaintReason(c.reason)))
+            complaints.append(Complaint(
+                c.dealer,
+                _sized(c.bundle_hash, HASH_SIZE, f"{what}.bundle_hash"),
+                _sized(c.shared_secret, POINT_SIZE, f"{what}.shared_secret"),
+                _sized(c.proof, PROOF_SIZE, f"{what}.proof"),
+            ))
         order = [c.dealer for c in complaints]
         if order != sorted(set(order)):
             raise _malformed("ResponseBundle.complaints: not sorted by dealer or repeated")
-        return cls(tuple(echoes), tuple(complaints))
-
-
-@dataclass(frozen=True)
-class Reveal:
-    """A share revealed in the clear by its dealer: ``shares[s] = f_s(recipient)``."""
-
-    recipient: int
-    shares: tuple[int, int]
-
-
-@dataclass(frozen=True)
-class JustificationBody:
-    reveals: tuple[Reveal, ...]
-
-    def encode(self) -> bytes:
-        return _pb.JustificationBundle(
-            shares=[
-                _pb.DkgRevealedShare(
-                    recipient=r.recipient,
-                    sig_share=r.shares[0].to_bytes(SCALAR_SIZE, "big"),
-                    kd_share=r.shares[1].to_bytes(SCALAR_SIZE, "big"),
-                )
-                for r in self.reveals
-            ]
-        ).SerializeToString()
-
-    @classmethod
-    def decode(cls, body: bytes, *, recipients: frozenset[int]) -> JustificationBody:
-        pb = _parse(_pb.JustificationBundle, body, "JustificationBundle")
-        reveals = []
-        for k, r in enumerate(pb.shares):
-            what = f"JustificationBundle.shares[{k}]"
-            if r.recipient not in recipients:
-                raise _malformed(f"{what}.recipient: {r.recipient} is not a recipient of this run")
-            shares = (_scalar(r.sig_share, f"{what}.sig_share"), _scalar(r.kd_share, f"{what}.kd_share"))
-            reveals.append(Reveal(r.recipient, shares))
-        order = [r.recipient for r in reveals]
-        if order != sorted(set(order)):
-            raise _malformed("JustificationBundle.shares: not sorted by recipient or repeated")
-        return cls(tuple(reveals))
+        return cls(tuple(held), tuple(complaints))

@@ -1,114 +1,118 @@
 """The DKG / reshare state machine: messages in, messages out, phases ended by completeness or deadline.
 
-Protocol (joint-Feldman with complaints, drand/kyber shape; docs/design.md §3):
+Protocol (joint-Feldman, drand/kyber shape, Revision 2 of DESIGN.md §3; docs/dkg.md):
 
-- **Deal.** Every dealer draws, per secret (sig, kd), a polynomial of degree t-1 (in a reshare: with
-  ``g(0)`` = its old share), broadcasts the commitments and one sealed box per recipient, signed.
-- **Response.** Every recipient checks its shares against the commitments (one batched check over all
-  dealers, then per dealer only if the batch fails) and broadcasts one response: an echo (bundle hash +
-  the dealer's signature) of every bundle it holds, and its complaints. No echo of a dealer's bundle
-  counts as a complaint about that dealer.
-- **Justification.** A dealer with complaints against it reveals those shares in the clear.
-- **Finish.** A dealer is excluded if this member holds no bundle from it (silent), if it signed two
-  different bundles (held directly, or shown by an echo carrying its signature), if its reshare bundle
-  does not commit to its old share key (refused on receipt), or if a complaint against it has no valid
-  revealed share. ``QUAL`` is the rest; ``|QUAL| ≥ t`` (``t_old`` in a reshare) or the run fails.
+- **Announce.** Every recipient draws a fresh encryption key ``E_j = e_j·G1`` for this run and broadcasts
+  it, signed by its Ed25519 identity key. Long-term identity keys never decrypt shares.
+- **Deal.** Once it holds every recipient's key (or at the deadline), every dealer draws, per secret
+  (sig, kd), a polynomial of degree t-1 (in a reshare with ``g(0)`` = its old share), and broadcasts the
+  commitments, a deal key ``D_i`` with a proof of knowledge, and one box per recipient sealed to that
+  recipient's signed epoch key (an empty box for a recipient whose key it does not hold). It then
+  erases its polynomials and ``d_i``: the signed bundle is all it ever needs again.
+- **Response.** Once it holds every dealer's bundle (or at the deadline), every recipient checks its
+  shares and broadcasts one response: the bundles it holds (so peers fetch what they lack) and, for
+  each bundle whose box holds no valid share, a self-verifying complaint (:mod:`.proofs`). A missing
+  bundle is fetched, never complained about; no share is ever revealed.
+- **Finish** (:mod:`.outcome`): a pure function of the held messages, the same at every member that holds
+  the same messages.
 
-Delivery model (the transport's contract). Every message is a broadcast: the transport sends each
-message a session outputs to every member of both committees, and relays messages it has not seen,
-so that a message one honest member holds reaches every honest member before the phase deadline
-(synchronous broadcast, as drand assumes). Under that model each decision above is a deterministic
-function of the same set of messages at every honest member, so honest members agree on QUAL and on
-the result; a lying responder cannot frame an honest dealer (echoes need the dealer's signature;
-complaints are answered by a justification). Phases end early when every expected message is held.
-If the model is broken (e.g. a faulty member sends conflicting responses and members end a phase at
-different moments), members can end with different transcript hashes; the registry activates an epoch
-only when t members report the same hash, so this costs a re-run, never a wrong key.
+Phases change only through :meth:`DkgSession._set_phase`, checked against :data:`TRANSITIONS`.
+
+Delivery model (the transport's contract): the transport relays every message a session accepts for
+the first time and syncs digests (:meth:`inventory`, :meth:`wanted`, :meth:`message`,
+:meth:`fetch_hints`), so a message one honest member holds reaches every honest member before the
+phase ends. Messages of every kind are accepted in every phase (evidence counts whenever it arrives);
+a message that arrives after the finish changes :attr:`result` (members that converge on the same
+messages converge on the same transcript; the registry anchors the one that counts). At most two
+distinct bodies per (kind, sender) are kept: the second proves equivocation, a third is refused.
 
 Messages a session outputs have already been applied to its own state; delivering them back to it
-is refused as a duplicate. :meth:`DkgSession.receive` never changes state when it raises.
+is refused as a duplicate. :meth:`DkgSession.receive` never changes state when it raises. A transport
+that persists :meth:`snapshot` before sending what a call returned never deals twice after a restart.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import Enum
+from types import MappingProxyType
 
 from py_arkworks_bls12381 import G2Point
 
-from derot.crypto import box
-from derot.crypto.hazmat import batch
-from derot.crypto.bls import G2, R
-from derot.crypto.dkg.config import SECRETS, DkgConfig, DkgConfigError, Identity, KeyShares, PublicKeys
-from derot.crypto.dkg.errors import DkgFailed, DkgMessageRejected, FailReason, RejectReason
+from derot.crypto.bls import G1, G2, R, PointDecodeError, random_scalar
+from derot.crypto.dkg import outcome, proofs
+from derot.crypto.dkg.outcome import HeldDeal
+from derot.crypto.dkg.config import SECRETS, DkgConfig, DkgConfigError, Identity, KeyShares
+from derot.crypto.dkg.errors import DkgFailed, DkgMessageRejected, PhaseTransitionError, RejectReason
 from derot.crypto.dkg.messages import (
+    EMPTY_BOX,
     SCALAR_SIZE,
+    VERSION,
+    AnnounceBody,
     Complaint,
-    ComplaintReason,
     DealBody,
-    Echo,
-    JustificationBody,
+    Digest,
     Message,
     MessageKind,
     ResponseBody,
-    Reveal,
+    ShareBox,
     share_aad,
     signed_payload,
     verify_signature,
 )
-from derot.crypto.dkg.result import DkgResult, transcript_hash
-from derot.crypto.hazmat.poly import Polynomial, lagrange_coefficients
+from derot.crypto.dkg.result import DkgResult
+from derot.crypto.hazmat import batch
+from derot.crypto.hazmat.poly import Polynomial
+
+#: At most this many distinct bodies per (kind, sender): the second proves equivocation.
+MAX_BODIES = 2
+SNAPSHOT_VERSION = 1
 
 
 class Phase(str, Enum):
+    ANNOUNCE = "announce"
     DEAL = "deal"
     RESPONSE = "response"
-    JUSTIFICATION = "justification"
     FINISHED = "finished"
-    FAILED = "failed"
 
 
-#: Phases in which a message of each kind is still accepted (earlier-than-expected ones are kept).
-_ACCEPTED_IN = {
-    MessageKind.DEAL: {Phase.DEAL},
-    MessageKind.RESPONSE: {Phase.DEAL, Phase.RESPONSE},
-    MessageKind.JUSTIFICATION: {Phase.DEAL, Phase.RESPONSE, Phase.JUSTIFICATION},
+#: The one legal order (drand's isValidStateChange): every phase change is checked against it.
+TRANSITIONS: dict[Phase, frozenset[Phase]] = {
+    Phase.ANNOUNCE: frozenset({Phase.DEAL}),
+    Phase.DEAL: frozenset({Phase.RESPONSE}),
+    Phase.RESPONSE: frozenset({Phase.FINISHED}),
+    Phase.FINISHED: frozenset(),
 }
 
 
 @dataclass(frozen=True)
 class Progress:
-    """Counts for progress displays and metrics; ``justifications_expected`` is known from Justification on."""
+    """Counts for progress displays and metrics."""
 
     phase: Phase
+    announces: int
     deals: int
     dealers: int
     responses: int
     recipients: int
-    justifications: int
-    justifications_expected: int | None
-
-
-@dataclass(frozen=True)
-class _Deal:
-    """A held deal bundle: raw commitment points, and this member's decrypted shares and evaluations."""
-
-    message: Message
-    commitments: tuple[tuple[G2Point, ...], tuple[G2Point, ...]]
-    # None: the box did not open (or this member is not a recipient). Secret: kept out of repr.
-    my_shares: tuple[int, int] | None = field(repr=False)
-    my_evaluations: tuple[G2Point, G2Point] | None = field(repr=False)  # Σ_k C_k·j^k per secret, raw
 
 
 class DkgSession:
     """One member's run of a DKG (``config.previous is None``) or a reshare.
 
-    ``identity`` holds this node's private keys; its seats are found by its public keys: it deals if
+    ``identity`` holds this node's identity keys; its seats are found by its public keys: it deals if
     it is in ``config.dealers`` and receives if it is in ``config.recipients`` (both in a fresh DKG).
-    A reshare dealer must pass its ``old_shares``.
+    A reshare dealer must pass its ``old_shares``. ``refused`` names recipients this member will not seal
+    shares to (e.g. their TEE evidence failed or never arrived), with the reason: their boxes stay empty.
+    With ``checks_pending``, the member deals only after :meth:`set_refused` (the membership checks run
+    during the announce phase); if they are still pending at the announce deadline it deals to nobody.
     """
 
-    def __init__(self, config: DkgConfig, identity: Identity, old_shares: KeyShares | None = None):
+    def __init__(self, config: DkgConfig, identity: Identity, old_shares: KeyShares | None = None, *,
+                 refused: Mapping[int, str] | None = None, checks_pending: bool = False):
         self.config = config
         self._identity = identity
         self._session_id = config.session_id
@@ -117,9 +121,6 @@ class DkgSession:
         self.recipient_index = config.recipients.index_of(signing_public)
         if self.dealer_index is None and self.recipient_index is None:
             raise DkgConfigError("this identity is not a member of the dealing or the receiving committee")
-        for committee, index in ((config.dealers, self.dealer_index), (config.recipients, self.recipient_index)):
-            if index is not None and committee.member(index).box_key != identity.box_public:
-                raise DkgConfigError(f"member {index}'s X25519 key in the config is not this identity's")
         if config.previous is not None and self.dealer_index is not None:
             if old_shares is None:
                 raise DkgConfigError("a reshare dealer needs its old key shares")
@@ -130,71 +131,80 @@ class DkgSession:
         elif old_shares is not None:
             raise DkgConfigError("old shares are only used by a reshare dealer")
         self._old_shares = old_shares
+        self.refused: Mapping[int, str] = MappingProxyType(dict(refused or {}))
+        self._checks_pending = checks_pending
+        self.withheld_deal: str | None = None
 
         self._dealer_keys = {m.index: m.signing_key for m in config.dealers.members}
         self._recipient_keys = {m.index: m.signing_key for m in config.recipients.members}
         self._dealer_set = frozenset(self._dealer_keys)
         self._recipient_set = frozenset(self._recipient_keys)
+        self._positions = {j: k for k, j in enumerate(config.recipients.indices)}
         self._t = config.committee.threshold
 
-        self.phase = Phase.DEAL
+        self.phase = Phase.ANNOUNCE
         self._started = False
-        self._polynomials: tuple[Polynomial, Polynomial] | None = None
-        self._seen: set[tuple[MessageKind, int, bytes]] = set()
-        self._deals: dict[int, dict[bytes, _Deal]] = {}
+        self._epoch_secret: int | None = None
+        self._epoch_key: G1 | None = None
+        if self.recipient_index is not None:
+            self._set_epoch_secret(random_scalar())
+        self._messages: dict[Digest, Message] = {}
+        self._announces: dict[int, dict[bytes, G1]] = {}
+        self._deals: dict[int, dict[bytes, HeldDeal]] = {}
         self._responses: dict[int, dict[bytes, ResponseBody]] = {}
-        self._justifications: dict[int, dict[bytes, JustificationBody]] = {}
-        self._my_complaints: dict[int, ComplaintReason] = {}
-        self._excluded: dict[int, str] = {}
-        self._complaints: dict[int, tuple[int, ...]] = {}
-        self._expected_justifications: frozenset[int] | None = None
-        self._old_share_keys: dict[tuple[int, int], G2Point] = {}
-        self._result: DkgResult | None = None
-        self._failure: DkgFailed | None = None
+        self._signed_keys: dict[tuple[int, bytes, bytes], bool] = {}  # cache of pure signature checks
+        self._old_share_keys: dict[tuple[int, int], G2Point] = {}     # cache of public data
+        self._outcome: DkgResult | DkgFailed | None = None
+        self._verdicts: dict = {}  # complaint verdicts: pure, kept across recomputations
 
     # ---------------------------------------------------------------------------------------------
     # public interface
 
     @property
     def done(self) -> bool:
-        return self.phase in (Phase.FINISHED, Phase.FAILED)
+        return self.phase is Phase.FINISHED
 
     @property
     def result(self) -> DkgResult:
-        """The result; raises :class:`DkgFailed` if the run failed, ``RuntimeError`` if it is not over."""
-        if self._failure is not None:
-            raise self._failure
-        if self._result is None:
-            raise RuntimeError(f"the run is not finished (phase {self.phase.value})")
-        return self._result
+        """The result over the messages held now; raises :class:`DkgFailed` if they give no usable
+        result, ``RuntimeError`` before the finish."""
+        value = self._current_outcome()
+        if isinstance(value, DkgFailed):
+            raise value
+        return value
 
     @property
     def failure(self) -> DkgFailed | None:
-        return self._failure
+        if not self.done:
+            return None
+        value = self._current_outcome()
+        return value if isinstance(value, DkgFailed) else None
+
+    def own_messages(self) -> list[Message]:
+        """The messages this member signed in this run (to send again after a restart: idempotent)."""
+        mine = {MessageKind.DEAL: self.dealer_index}
+        mine[MessageKind.ANNOUNCE] = mine[MessageKind.RESPONSE] = self.recipient_index
+        return [m for d, m in sorted(self._messages.items()) if mine[d.kind] == d.sender]
+
+    @property
+    def has_dealt(self) -> bool:
+        """This member holds a deal bundle it signed (it never deals again in this session)."""
+        return self.dealer_index is not None and self._holds(MessageKind.DEAL, self.dealer_index)
 
     @property
     def progress(self) -> Progress:
-        expected = self._expected_justifications
-        return Progress(
-            phase=self.phase,
-            deals=len(self._deals),
-            dealers=len(self._dealer_set),
-            responses=len(self._responses),
-            recipients=len(self._recipient_set),
-            justifications=len(self._justifications),
-            justifications_expected=None if expected is None else len(expected),
-        )
+        return Progress(self.phase, len(self._announces), len(self._deals), len(self._dealer_set),
+                        len(self._responses), len(self._recipient_set))
 
     def start(self) -> list[Message]:
-        """Begin the run; a dealer returns its deal bundle (to broadcast)."""
+        """Begin the run; a recipient returns its key announcement (to broadcast)."""
         if self._started:
             raise RuntimeError("start() was already called")
         self._started = True
         out: list[Message] = []
-        if self.dealer_index is not None and self.phase is Phase.DEAL:
-            deal = self._make_deal()
-            self._ingest(deal)
-            out.append(deal)
+        if self.recipient_index is not None and not self._holds(MessageKind.ANNOUNCE, self.recipient_index):
+            body = AnnounceBody(self._epoch_key.to_bytes()).encode()
+            out.append(self._emit(MessageKind.ANNOUNCE, self.recipient_index, body))
         return out + self._advance()
 
     def receive(self, data: bytes) -> list[Message]:
@@ -202,82 +212,242 @@ class DkgSession:
 
         Raises :class:`DkgMessageRejected` (state unchanged) if the message is refused.
         """
-        message = Message.decode(data)
-        self._ingest(message)
+        self._ingest(Message.decode(data))
         return self._advance()
 
     def on_deadline(self) -> list[Message]:
         """The current phase's deadline passed: end it with what is held, move on."""
-        if self.phase is Phase.DEAL:
-            out = self._end_deal_phase()
+        if self.phase is Phase.ANNOUNCE:
+            out = self._end_announce()
+        elif self.phase is Phase.DEAL:
+            out = self._end_deal()
         elif self.phase is Phase.RESPONSE:
-            out = self._end_response_phase()
-        elif self.phase is Phase.JUSTIFICATION:
-            self._finish()
+            self._set_phase(Phase.FINISHED)
             out = []
         else:
             return []
         return out + self._advance()
 
+    def set_refused(self, refused: Mapping[int, str]) -> list[Message]:
+        """The membership checks are done: never seal shares to ``refused``. Returns what to broadcast."""
+        self.refused = MappingProxyType(dict(refused))
+        self._checks_pending = False
+        return self._advance() if self._started else []
+
+    def _set_epoch_secret(self, secret: int | None) -> None:
+        self._epoch_secret = secret
+        self._epoch_key = None if secret is None else G1.generator() * secret
+
+    def erase(self) -> None:
+        """Forget this run's decryption key (call once the epoch is final). Later bundles stay unopened."""
+        self._set_epoch_secret(None)
+        self._deals = {i: {h: _forget_secret(d) for h, d in held.items()} for i, held in self._deals.items()}
+
     # ---------------------------------------------------------------------------------------------
-    # dealing (the three hooks are overridden by tests to build misbehaving dealers)
+    # dissemination: what the transport syncs
+
+    def inventory(self) -> tuple[Digest, ...]:
+        """Digests of every message held (including this member's own)."""
+        return tuple(sorted(self._messages))
+
+    def wanted(self, digests) -> list[Digest]:
+        """Of a peer's digests, those this session would accept: not held, from a seated sender, and
+        under the per-sender bound. Fetch these and :meth:`receive` them."""
+        out = []
+        for d in digests:
+            senders = self._recipient_set if d.kind in (MessageKind.ANNOUNCE, MessageKind.RESPONSE) else self._dealer_set
+            if d in self._messages or d.sender not in senders:
+                continue
+            if len(self._bodies(d.kind, d.sender)) >= MAX_BODIES:
+                continue
+            out.append(d)
+        return out
+
+    def message(self, digest: Digest) -> bytes | None:
+        """The wire bytes of a held message, for a peer that asked for it."""
+        held = self._messages.get(digest)
+        return None if held is None else held.encode()
+
+    def fetch_hints(self) -> list[Digest]:
+        """Bundles that some response says its author holds and this member does not: fetch them."""
+        listed = {d for responses in self._responses.values() for r in responses.values() for d in r.held}
+        return self.wanted(sorted(listed))
+
+    # ---------------------------------------------------------------------------------------------
+    # restart safety
+
+    def snapshot(self) -> bytes:
+        """Everything needed to resume: phase, the epoch decryption key, every held message. SECRET:
+        the caller seals it (it holds ``e_j``; deal secrets are never kept past dealing)."""
+        out = struct.pack(">BB", SNAPSHOT_VERSION, list(Phase).index(self.phase))
+        secret = self._epoch_secret
+        out += b"\x00" * SCALAR_SIZE if secret is None else secret.to_bytes(SCALAR_SIZE, "big")
+        for message in (self._messages[d] for d in sorted(self._messages)):
+            data = message.encode()
+            out += struct.pack(">I", len(data)) + data
+        return out
+
+    @classmethod
+    def restore(cls, config: DkgConfig, identity: Identity, old_shares: KeyShares | None,
+                data: bytes, *, refused: Mapping[int, str] | None = None,
+                checks_pending: bool = False) -> DkgSession:
+        """A session resumed from :meth:`snapshot` (started; it does not announce or deal again)."""
+        session = cls(config, identity, old_shares, refused=refused, checks_pending=checks_pending)
+        version, phase_number = struct.unpack_from(">BB", data)
+        if version != SNAPSHOT_VERSION or phase_number >= len(Phase):
+            raise DkgConfigError(f"unknown DKG snapshot (version {version}, phase {phase_number})")
+        secret = int.from_bytes(data[2:2 + SCALAR_SIZE], "big")
+        session._set_epoch_secret(secret if secret and session.recipient_index is not None else None)
+        offset = 2 + SCALAR_SIZE
+        while offset < len(data):
+            (size,) = struct.unpack_from(">I", data, offset)
+            session._ingest(Message.decode(data[offset + 4:offset + 4 + size]))
+            offset += 4 + size
+        for phase in list(Phase)[1:phase_number + 1]:
+            session._set_phase(phase)
+        session._started = True
+        return session
+
+    # ---------------------------------------------------------------------------------------------
+    # phases
+
+    def _set_phase(self, new: Phase) -> None:
+        if new not in TRANSITIONS[self.phase]:
+            raise PhaseTransitionError(f"illegal DKG phase change {self.phase.value} -> {new.value}")
+        self.phase = new
+        self._outcome = None
+
+    def _advance(self) -> list[Message]:
+        out: list[Message] = []
+        while True:
+            if self.phase is Phase.ANNOUNCE and self._recipient_set <= self._announces.keys() \
+                    and not self._checks_pending:
+                out += self._end_announce()
+            elif self.phase is Phase.DEAL and self._dealer_set <= self._deals.keys():
+                out += self._end_deal()
+            elif self.phase is Phase.RESPONSE and self._recipient_set <= self._responses.keys() \
+                    and not self.fetch_hints():
+                self._set_phase(Phase.FINISHED)
+            else:
+                return out
+
+    def _end_announce(self) -> list[Message]:
+        self._set_phase(Phase.DEAL)
+        me = self.dealer_index
+        if self._checks_pending:  # never deal to members whose checks did not finish: stay a silent dealer
+            self._checks_pending = False
+            self.withheld_deal = "the membership checks did not finish by the announce deadline"
+            return []
+        if me is None or self._holds(MessageKind.DEAL, me):
+            return []
+        return [self._emit(MessageKind.DEAL, me, self._make_deal())]
+
+    def _end_deal(self) -> list[Message]:
+        self._set_phase(Phase.RESPONSE)
+        me = self.recipient_index
+        if me is None or self._holds(MessageKind.RESPONSE, me):
+            return []
+        held = tuple(sorted(d for d in self._messages if d.kind is MessageKind.DEAL))
+        body = ResponseBody(held, tuple(self._complaints()))
+        return [self._emit(MessageKind.RESPONSE, me, body.encode())]
+
+    # ---------------------------------------------------------------------------------------------
+    # dealing (the hooks are overridden by tests to build misbehaving dealers)
 
     def _commitments(self, polynomial: Polynomial) -> list[bytes]:
         """The commitment encodings this dealer publishes for one of its polynomials."""
         return batch.commitments(polynomial.coefficients)
 
-    def _deal_share(self, recipient: int) -> tuple[int, int]:
+    def _deal_share(self, recipient: int, polynomials: tuple[Polynomial, Polynomial]) -> tuple[int, int]:
         """The shares this dealer puts in ``recipient``'s box."""
-        return self._share_for(recipient)
+        return (polynomials[0](recipient), polynomials[1](recipient))
 
-    def _reveal_share(self, recipient: int) -> tuple[int, int]:
-        """The shares this dealer reveals when ``recipient`` complains."""
-        return self._share_for(recipient)
+    def _recipient_announcement(self, recipient: int) -> tuple[G1, bytes] | None:
+        """The key and signature of the recipient's announcement this dealer seals to, if it holds one."""
+        if recipient in self.refused:
+            return None
+        for key_hash, key in sorted(self._announces.get(recipient, {}).items()):
+            return key, self._messages[Digest(MessageKind.ANNOUNCE, recipient, key_hash)].signature
+        return None
 
-    def _share_for(self, recipient: int) -> tuple[int, int]:
-        return (self._polynomials[0](recipient), self._polynomials[1](recipient))
-
-    def _make_deal(self) -> Message:
+    def _make_deal(self) -> bytes:
         degree = self._t - 1
         if self._old_shares is None:
-            self._polynomials = (Polynomial.random(degree), Polynomial.random(degree))
+            polynomials = (Polynomial.random(degree), Polynomial.random(degree))
         else:
-            self._polynomials = tuple(Polynomial.random(degree, self._old_shares[s]) for s in range(2))
-        commitments = tuple(tuple(self._commitments(p)) for p in self._polynomials)
+            polynomials = tuple(Polynomial.random(degree, self._old_shares[s]) for s in range(2))
+        commitments = tuple(tuple(self._commitments(p)) for p in polynomials)
+        d = random_scalar()
+        deal_key = G1.generator() * d
+        proof = proofs.prove_knowledge(d, deal_key, self._session_id, self.dealer_index)
         boxes = []
-        for member in self.config.recipients.members:
-            sig_share, kd_share = self._deal_share(member.index)
-            plaintext = sig_share.to_bytes(SCALAR_SIZE, "big") + kd_share.to_bytes(SCALAR_SIZE, "big")
-            boxes.append(box.seal(member.box_key, plaintext, self._aad(self.dealer_index, member.index)))
-        body = DealBody(commitments, tuple(boxes)).encode()
-        return self._sign(MessageKind.DEAL, self.dealer_index, body)
+        for j in self.config.recipients.indices:
+            announced = self._recipient_announcement(j)
+            if announced is None:
+                boxes.append(EMPTY_BOX)
+                continue
+            epoch_key, signature = announced
+            shares = self._deal_share(j, polynomials)
+            plaintext = b"".join(s.to_bytes(SCALAR_SIZE, "big") for s in shares)
+            sealed = proofs.seal_share(epoch_key * d, plaintext, self._aad(self.dealer_index, j),
+                                       **self._box_context(self.dealer_index, j, deal_key, epoch_key))
+            boxes.append(ShareBox(epoch_key.to_bytes(), signature, sealed))
+        # polynomials and d go out of scope here: nothing is revealed later, so nothing is kept
+        return DealBody(commitments, deal_key.to_bytes(), proof, tuple(boxes)).encode()
 
-    def _sign(self, kind: MessageKind, sender: int, body: bytes) -> Message:
-        return Message.sign(
-            self._identity.signing_key,
-            network=self.config.network,
-            epoch=self.config.epoch,
-            session_id=self._session_id,
-            kind=kind,
-            sender=sender,
-            body=body,
-        )
+    def _complaints(self) -> list[Complaint]:
+        """A proof for every single-bundle dealer whose box for this member holds no valid share."""
+        candidates = {i: next(iter(d.values())) for i, d in sorted(self._deals.items()) if len(d) == 1}
+        checkable = {i: d for i, d in candidates.items() if d.my_shares is not None}
+        evaluations = [e for d in checkable.values() for e in d.my_evaluations]
+        shares = [s for d in checkable.values() for s in d.my_shares]
+        batch_ok = batch.shares_match(evaluations, shares)
+        out = []
+        for i, deal in candidates.items():
+            if deal.my_secret is None:
+                continue  # empty box or no key: nothing to prove (see outcome: missing boxes)
+            if deal.my_shares is not None and (batch_ok or deal.share_valid()):
+                continue
+            out.append(self._complaint(i, deal))
+        return out
+
+    def _complaint(self, dealer: int, deal: HeldDeal) -> Complaint:
+        j = self.recipient_index
+        proof = proofs.prove_dleq(self._epoch_secret, self._epoch_key, deal.deal_key, deal.my_secret,
+                                  self._session_id, dealer, j)
+        return Complaint(dealer, deal.message.body_hash, deal.my_secret.to_bytes(), proof)
+
+    def _emit(self, kind: MessageKind, sender: int, body: bytes) -> Message:
+        message = Message.sign(self._identity.signing_key, network=self.config.network, epoch=self.config.epoch,
+                               session_id=self._session_id, kind=kind, sender=sender, body=body)
+        self._ingest(message)
+        return message
 
     def _aad(self, dealer: int, recipient: int) -> bytes:
         return share_aad(self.config.network, self.config.epoch, self._session_id, dealer, recipient)
 
+    def _box_context(self, dealer: int, recipient: int, deal_key: G1, epoch_key: G1) -> dict:
+        return {"session_id": self._session_id, "dealer": dealer, "recipient": recipient,
+                "deal_key": deal_key, "epoch_key": epoch_key}
+
     # ---------------------------------------------------------------------------------------------
     # receiving: validate completely, then store
 
+    def _holds(self, kind: MessageKind, sender: int) -> bool:
+        return bool(self._bodies(kind, sender))
+
+    def _bodies(self, kind: MessageKind, sender: int) -> dict:
+        table = {MessageKind.ANNOUNCE: self._announces, MessageKind.DEAL: self._deals,
+                 MessageKind.RESPONSE: self._responses}[kind]
+        return table.get(sender, {})
+
     def _ingest(self, message: Message) -> None:
         item = self._validate(message)
-        self._seen.add((message.kind, message.sender, message.body_hash))
-        if message.kind is MessageKind.DEAL:
-            self._deals.setdefault(message.sender, {})[message.body_hash] = item
-        elif message.kind is MessageKind.RESPONSE:
-            self._responses.setdefault(message.sender, {})[message.body_hash] = item
-        else:
-            self._justifications.setdefault(message.sender, {})[message.body_hash] = item
+        self._messages[message.digest] = message
+        table = {MessageKind.ANNOUNCE: self._announces, MessageKind.DEAL: self._deals,
+                 MessageKind.RESPONSE: self._responses}[message.kind]
+        table.setdefault(message.sender, {})[message.body_hash] = item
+        self._outcome = None
 
     def _validate(self, message: Message):
         """Every check, no mutation. Returns what :meth:`_ingest` stores."""
@@ -290,32 +460,29 @@ class DkgSession:
             raise DkgMessageRejected(
                 RejectReason.WRONG_SESSION, "session id differs (other committee, keys or thresholds)"
             )
-        senders = self._recipient_keys if message.kind is MessageKind.RESPONSE else self._dealer_keys
-        role = "recipient" if message.kind is MessageKind.RESPONSE else "dealer"
-        key = senders.get(message.sender)
+        dealt = message.kind is MessageKind.DEAL
+        role = "dealer" if dealt else "recipient"
+        what = f"{message.kind.name.lower()} from {role} {message.sender}"
+        key = (self._dealer_keys if dealt else self._recipient_keys).get(message.sender)
         if key is None:
-            raise DkgMessageRejected(
-                RejectReason.UNKNOWN_SENDER, f"{message.kind.name.lower()} from {message.sender}, not a {role}"
-            )
+            raise DkgMessageRejected(RejectReason.UNKNOWN_SENDER, f"{what}: not a {role} of this run")
+        if message.digest in self._messages:
+            raise DkgMessageRejected(RejectReason.DUPLICATE, f"{what} already held")
+        if len(self._bodies(message.kind, message.sender)) >= MAX_BODIES:
+            raise DkgMessageRejected(RejectReason.OVER_BOUND, f"{what}: {MAX_BODIES} different bodies already held")
         if not message.verify(key):
-            raise DkgMessageRejected(
-                RejectReason.BAD_SIGNATURE, f"{message.kind.name.lower()} from {role} {message.sender}"
-            )
-        if (message.kind, message.sender, message.body_hash) in self._seen:
-            raise DkgMessageRejected(
-                RejectReason.DUPLICATE, f"{message.kind.name.lower()} from {role} {message.sender} already held"
-            )
-        if self.phase not in _ACCEPTED_IN[message.kind]:
-            raise DkgMessageRejected(
-                RejectReason.LATE, f"{message.kind.name.lower()} from {message.sender} in phase {self.phase.value}"
-            )
-        if message.kind is MessageKind.DEAL:
-            return self._validate_deal(message)
+            raise DkgMessageRejected(RejectReason.BAD_SIGNATURE, what)
+        if message.kind is MessageKind.ANNOUNCE:
+            body = AnnounceBody.decode(message.body)
+            try:
+                return proofs.decode_point(body.encryption_key)
+            except PointDecodeError as exc:
+                raise DkgMessageRejected(RejectReason.BAD_POINT, f"{what}: encryption key: {exc}") from None
         if message.kind is MessageKind.RESPONSE:
             return ResponseBody.decode(message.body, dealers=self._dealer_set)
-        return JustificationBody.decode(message.body, recipients=self._recipient_set)
+        return self._validate_deal(message, what)
 
-    def _validate_deal(self, message: Message) -> _Deal:
+    def _validate_deal(self, message: Message, what: str) -> HeldDeal:
         body = DealBody.decode(message.body, threshold=self._t, recipients=self.config.recipients.n)
         points = []
         for s, name in enumerate(("sig_commitments", "kd_commitments")):
@@ -324,236 +491,88 @@ class DkgSession:
                 try:
                     decoded.append(batch.decode_point(raw))
                 except batch.CommitmentDecodeError as exc:
-                    raise DkgMessageRejected(
-                        RejectReason.BAD_POINT, f"deal from dealer {message.sender}: {name}[{k}]: {exc}"
-                    ) from None
+                    raise DkgMessageRejected(RejectReason.BAD_POINT, f"{what}: {name}[{k}]: {exc}") from None
             points.append(tuple(decoded))
         if self.config.previous is not None:
             for s, name in enumerate(SECRETS):
                 if not batch.equal_modulo_torsion(points[s][0], self._old_share_key(s, message.sender)):
                     raise DkgMessageRejected(
-                        RejectReason.WRONG_SHARE_KEY,
-                        f"deal from dealer {message.sender}: {name} commitment to g(0) is not its old share key",
+                        RejectReason.WRONG_SHARE_KEY, f"{what}: {name} commitment to g(0) is not its old share key"
                     )
-        my_shares = my_evaluations = None
+        try:
+            deal_key = proofs.decode_point(body.deal_key)
+        except PointDecodeError as exc:
+            raise DkgMessageRejected(RejectReason.BAD_POINT, f"{what}: deal key: {exc}") from None
+        if not proofs.verify_knowledge(body.deal_key_proof, deal_key, self._session_id, message.sender):
+            raise DkgMessageRejected(RejectReason.BAD_PROOF, f"{what}: no proof of knowledge of its deal key")
+        for j, box in zip(self.config.recipients.indices, body.boxes):
+            if not box.empty and not self._signed_key(j, box):
+                raise DkgMessageRejected(RejectReason.BAD_BOX, f"{what}: box {j} is not sealed to a key {j} signed")
+        shares, evaluations, secret = self._open_my_box(message.sender, body, deal_key, points)
+        return HeldDeal(message, body, (points[0], points[1]), deal_key, shares, evaluations, secret)
+
+    def _signed_key(self, recipient: int, box: ShareBox) -> bool:
+        cache_key = (recipient, box.recipient_key, box.recipient_signature)
+        if cache_key not in self._signed_keys:
+            body_hash = _sha256(AnnounceBody(box.recipient_key).encode())
+            payload = signed_payload(VERSION, self.config.network, self.config.epoch, self._session_id,
+                                     MessageKind.ANNOUNCE, recipient, body_hash)
+            ok = verify_signature(self._recipient_keys[recipient], box.recipient_signature, payload)
+            if ok and body_hash not in self._announces.get(recipient, {}):  # a held key was checked already
+                try:
+                    proofs.decode_point(box.recipient_key)
+                except PointDecodeError:
+                    ok = False
+            self._signed_keys[cache_key] = ok
+        return self._signed_keys[cache_key]
+
+    def _open_my_box(self, dealer: int, body: DealBody, deal_key: G1, points):
+        """(shares, evaluations, S) for this member's box; shares None if it does not open."""
         j = self.recipient_index
-        if j is not None:
-            position = self.config.recipients.indices.index(j)
-            try:
-                plaintext = box.open_box(
-                    self._identity.box_key, body.encrypted_shares[position], self._aad(message.sender, j)
-                )
-                shares = (
-                    int.from_bytes(plaintext[:SCALAR_SIZE], "big"),
-                    int.from_bytes(plaintext[SCALAR_SIZE:], "big"),
-                )
-                my_shares = shares if len(plaintext) == 2 * SCALAR_SIZE and max(shares) < R else None
-            except box.BoxOpenError:
-                my_shares = None
-            my_evaluations = (batch.evaluate(points[0], j), batch.evaluate(points[1], j))
-        return _Deal(message, (points[0], points[1]), my_shares, my_evaluations)
+        if j is None or self._epoch_secret is None:
+            return None, None, None
+        box = body.boxes[self._positions[j]]
+        epoch_key = self._epoch_key
+        if box.empty or box.recipient_key != epoch_key.to_bytes():
+            return None, None, None
+        secret = deal_key * self._epoch_secret
+        evaluations = (batch.evaluate(points[0], j), batch.evaluate(points[1], j))
+        try:
+            plaintext = proofs.open_share(secret, box.ciphertext, self._aad(dealer, j),
+                                          **self._box_context(dealer, j, deal_key, epoch_key))
+        except proofs.ShareBoxError:
+            return None, evaluations, secret
+        shares = (int.from_bytes(plaintext[:SCALAR_SIZE], "big"), int.from_bytes(plaintext[SCALAR_SIZE:], "big"))
+        return (shares if max(shares) < R else None), evaluations, secret
 
     def _old_share_key(self, secret: int, dealer: int) -> G2Point:
         key = (secret, dealer)
-        if key not in self._old_share_keys:  # a cache of public data, not protocol state
+        if key not in self._old_share_keys:
             self._old_share_keys[key] = batch.from_g2(self.config.previous.keys(secret).share_keys[dealer])
         return self._old_share_keys[key]
 
     # ---------------------------------------------------------------------------------------------
-    # phase transitions
+    # outcome
 
-    def _advance(self) -> list[Message]:
-        out: list[Message] = []
-        while True:
-            if self.phase is Phase.DEAL and self._dealer_set <= self._deals.keys():
-                out += self._end_deal_phase()
-            elif self.phase is Phase.RESPONSE and self._recipient_set <= self._responses.keys():
-                out += self._end_response_phase()
-            elif self.phase is Phase.JUSTIFICATION and self._expected_justifications <= self._justifications.keys():
-                self._finish()
-            else:
-                return out
+    def _current_outcome(self) -> DkgResult | DkgFailed:
+        if not self.done:
+            raise RuntimeError(f"the run is not finished (phase {self.phase.value})")
+        if self._outcome is None:
+            self._outcome = outcome.compute(outcome.Evidence(
+                config=self.config,
+                recipient_index=self.recipient_index,
+                deals=self._deals,
+                responses=self._responses,
+                aad=self._aad,
+                verdicts=self._verdicts,
+            ))
+        return self._outcome
 
-    def _single_deals(self) -> dict[int, _Deal]:
-        """Dealers with exactly one held bundle (two or more is equivocation)."""
-        return {i: next(iter(d.values())) for i, d in sorted(self._deals.items()) if len(d) == 1}
 
-    def _end_deal_phase(self) -> list[Message]:
-        self.phase = Phase.RESPONSE
-        if self.recipient_index is None:
-            return []
-        complaints = self._check_my_shares()
-        self._my_complaints = complaints
-        echoes = tuple(
-            Echo(i, h, deal.message.signature)
-            for i in sorted(self._deals)
-            for h, deal in sorted(self._deals[i].items())
-        )
-        body = ResponseBody(echoes, tuple(Complaint(i, r) for i, r in sorted(complaints.items())))
-        response = self._sign(MessageKind.RESPONSE, self.recipient_index, body.encode())
-        self._ingest(response)
-        return [response]
+def _sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
 
-    def _check_my_shares(self) -> dict[int, ComplaintReason]:
-        """One batched check over every single-bundle dealer; per dealer only if the batch fails."""
-        complaints: dict[int, ComplaintReason] = {}
-        candidates = {}
-        for i, deal in self._single_deals().items():
-            if deal.my_shares is None:
-                complaints[i] = ComplaintReason.DECRYPTION_FAILED
-            else:
-                candidates[i] = deal
-        evaluations = [e for deal in candidates.values() for e in deal.my_evaluations]
-        shares = [s for deal in candidates.values() for s in deal.my_shares]
-        if not batch.shares_match(evaluations, shares):
-            for i, deal in candidates.items():
-                if not all(batch.share_matches(e, s) for e, s in zip(deal.my_evaluations, deal.my_shares)):
-                    complaints[i] = ComplaintReason.INVALID_SHARE
-        return complaints
 
-    def _end_response_phase(self) -> list[Message]:
-        self.phase = Phase.JUSTIFICATION
-        excluded: dict[int, str] = {}
-        for i in sorted(self._dealer_set):
-            if i not in self._deals:
-                excluded[i] = "silent: no deal bundle"
-            elif len(self._deals[i]) > 1:
-                excluded[i] = "equivocation: signed two different deal bundles"
-        singles = {i: d for i, d in self._single_deals().items() if i not in excluded}
-        for i, evidence in self._echoed_equivocations(singles).items():
-            excluded[i] = evidence
-        candidates = {i: d for i, d in singles.items() if i not in excluded}
-
-        complaints: dict[int, list[int]] = {}
-        for j, responses in sorted(self._responses.items()):
-            for response in responses.values():
-                explicit = {c.dealer for c in response.complaints}
-                echoed = {(e.dealer, e.bundle_hash) for e in response.echoes}
-                for i, deal in candidates.items():
-                    # a complaint is explicit, or implicit: no echo of the bundle held here
-                    if i in explicit or (i, deal.message.body_hash) not in echoed:
-                        if j not in complaints.setdefault(i, []):
-                            complaints[i].append(j)
-        complaints = {i: tuple(js) for i, js in sorted(complaints.items())}
-        self._excluded = excluded
-        self._complaints = complaints
-        self._expected_justifications = frozenset(complaints)
-
-        me = self.dealer_index
-        if me is None or me not in complaints:
-            return []
-        reveals = tuple(Reveal(j, self._reveal_share(j)) for j in complaints[me])
-        justification = self._sign(MessageKind.JUSTIFICATION, me, JustificationBody(reveals).encode())
-        self._ingest(justification)
-        return [justification]
-
-    def _echoed_equivocations(self, singles: dict[int, _Deal]) -> dict[int, str]:
-        """Dealers whose signature is echoed on a bundle other than the one held here."""
-        found: dict[int, str] = {}
-        verified: set[tuple[int, bytes]] = set()
-        for responder, responses in sorted(self._responses.items()):
-            for response in responses.values():
-                for echo in response.echoes:
-                    deal = singles.get(echo.dealer)
-                    if deal is None or echo.dealer in found or echo.bundle_hash == deal.message.body_hash:
-                        continue
-                    key = (echo.dealer, echo.bundle_hash)
-                    if key not in verified:
-                        payload = signed_payload(
-                            deal.message.version, self.config.network, self.config.epoch, self._session_id,
-                            MessageKind.DEAL, echo.dealer, echo.bundle_hash,
-                        )
-                        if not verify_signature(self._dealer_keys[echo.dealer], echo.dealer_signature, payload):
-                            continue  # the responder lied; its echo proves nothing
-                        verified.add(key)
-                    found[echo.dealer] = f"equivocation: a second signed bundle echoed by member {responder}"
-        return found
-
-    def _finish(self) -> None:
-        excluded = dict(self._excluded)
-        singles = self._single_deals()
-        valid_reveals: dict[tuple[int, int], tuple[int, int]] = {}
-        for i, complainers in self._complaints.items():
-            deal = singles[i]
-            for j in complainers:
-                reveal = self._valid_reveal(i, j, deal)
-                if reveal is None:
-                    excluded[i] = f"complaint by member {j} not answered with a valid share"
-                    break
-                valid_reveals[(i, j)] = reveal
-        qualified = tuple(i for i in sorted(singles) if i not in excluded)
-        needed = self.config.qualified_needed
-        if len(qualified) < needed:
-            reasons = "; ".join(f"{i}: {why}" for i, why in sorted(excluded.items()))
-            self._fail(FailReason.TOO_FEW_QUALIFIED, f"{len(qualified)} qualified dealers, need {needed} ({reasons})")
-            return
-        used = qualified if self.config.previous is None else qualified[:needed]
-        weights = self._dealer_weights(used)
-
-        keys: list[PublicKeys] = []
-        for s, name in enumerate(SECRETS):
-            rows = [singles[i].commitments[s] for i in used]
-            combined = [
-                batch.point_sum([row[k] for row in rows]) if weights is None
-                else batch.linear_combination([row[k] for row in rows], [weights[i] for i in used])
-                for k in range(self._t)
-            ]
-            group_key = batch.to_g2(combined[0])
-            if self.config.previous is not None and group_key != self.config.previous.keys(s).group_key:
-                self._fail(FailReason.GROUP_KEY_MISMATCH, f"recombined {name} key differs from the old group key")
-                return
-            if group_key.is_identity():
-                self._fail(FailReason.DEGENERATE_KEY, f"the {name} group key is the identity")
-                return
-            share_keys = {m: batch.to_g2(batch.evaluate(combined, m)) for m in self.config.recipients.indices}
-            keys.append(PublicKeys(group_key, share_keys))
-
-        shares = None
-        j = self.recipient_index
-        if j is not None:
-            mine = []
-            for s in range(2):
-                total = 0
-                for i in used:
-                    value = valid_reveals[(i, j)][s] if (i, j) in valid_reveals else singles[i].my_shares[s]
-                    total += value if weights is None else weights[i] * value
-                mine.append(total % R)
-            shares = KeyShares(mine[0], mine[1])
-
-        self._result = DkgResult(
-            network=self.config.network,
-            epoch=self.config.epoch,
-            session_id=self._session_id,
-            committee=self.config.committee,
-            index=j,
-            qualified=qualified,
-            used=used,
-            excluded=excluded,
-            sig=keys[0],
-            kd=keys[1],
-            shares=shares,
-            transcript_hash=transcript_hash(self._session_id, [(i, singles[i].message.body_hash) for i in used]),
-        )
-        self.phase = Phase.FINISHED
-        self._polynomials = None  # nothing left to justify: drop this dealer's secret polynomials
-
-    def _dealer_weights(self, used: tuple[int, ...]) -> dict[int, int] | None:
-        """Lagrange coefficients at 0 over the old indices in a reshare; None (all ones) in a DKG."""
-        if self.config.previous is None:
-            return None
-        return lagrange_coefficients(used, 0)
-
-    def _valid_reveal(self, dealer: int, recipient: int, deal: _Deal) -> tuple[int, int] | None:
-        for justification in self._justifications.get(dealer, {}).values():
-            for reveal in justification.reveals:
-                if reveal.recipient == recipient and all(
-                    batch.share_matches(batch.evaluate(deal.commitments[s], recipient), reveal.shares[s])
-                    for s in range(2)
-                ):
-                    return reveal.shares
-        return None
-
-    def _fail(self, reason: FailReason, detail: str) -> None:
-        self._failure = DkgFailed(reason, detail)
-        self.phase = Phase.FAILED
-        self._polynomials = None
+def _forget_secret(deal: HeldDeal) -> HeldDeal:
+    return HeldDeal(deal.message, deal.body, deal.commitments, deal.deal_key, deal.my_shares,
+                    deal.my_evaluations, None)

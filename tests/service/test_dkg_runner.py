@@ -1,0 +1,238 @@
+"""The DKG runner with real sessions and real deadlines over an in-memory, per-link transport: a late
+member, a restart mid-run from the sealed SQLite store, a selective sender repaired by relays, retries."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import time
+
+import pytest
+
+from derot.crypto.dkg import DkgConfig, DkgMessageRejected, MessageKind, RejectReason
+from derot.crypto.dkg.local import committee_of, generate_identities
+from derot.service.dkg_runner import DkgRunner, attempt_start, open_session
+from derot.service.storage import NodeStore
+
+NETWORK = b"runner-test"
+#: generous on a loaded 2-core machine; phases end early when every message is held
+PHASE = float(os.environ.get("DEROT_TEST_DKG_PHASE", "4.0"))
+
+
+class Net:
+    """Delivers each sent message to every other member's runner, with an optional link filter."""
+
+    def __init__(self, link=None):
+        self.runners: dict[int, DkgRunner] = {}
+        self.sent: list[tuple[int, MessageKind, bytes]] = []
+        self.link = link or (lambda sender, recipient, data: True)
+        self.pulls = 0
+
+    def deliver(self, sender: int, data: bytes) -> None:
+        for name, runner in list(self.runners.items()):
+            if name != sender and self.link(sender, name, data):
+                asyncio.get_running_loop().call_soon(self._receive, runner, data)
+
+    @staticmethod
+    def _receive(runner, data):
+        try:
+            runner.receive(data)
+        except DkgMessageRejected:
+            pass
+
+    def runner(self, name, session, started_at, *, persist=None, resumed=False, relay=True, sync=False,
+               checks=None):
+        def broadcast(messages):
+            for m in messages:
+                self.sent.append((name, m.kind, m.body_hash))
+                self.deliver(name, m.encode())
+
+        async def pull(digests):  # ask every peer what it holds beyond our digests (the sync RPC's stand-in)
+            self.pulls += 1
+            return [data for peer, r in list(self.runners.items()) if peer != name for data in r.serve_sync(digests)]
+
+        runner = DkgRunner(session, phase_timeout=PHASE, broadcast=broadcast, started_at=started_at,
+                           relay=(lambda data: self.deliver(name, data)) if relay else None,
+                           pull=pull if sync else None, persist=persist, resumed=resumed, member_checks=checks)
+        self.runners[name] = runner
+        return runner
+
+
+def setup(n, t):
+    identities = dict(enumerate(generate_identities(n), start=1))
+    config = DkgConfig(NETWORK, 1, committee_of(list(identities.values()), t))
+    return identities, config
+
+
+def new_session(config, identity, **kw):
+    return open_session(config, identity, None, load=lambda: None, **kw)[0]
+
+
+def agree(results):
+    assert len({(r.transcript_hash, r.qualified, r.sig, r.kd) for r in results}) == 1
+    return results[0]
+
+
+def test_honest_run_finishes_before_any_deadline():
+    ids, config = setup(4, 3)
+
+    async def scenario():
+        net = Net()
+        started = time.time()
+        runners = [net.runner(k, new_session(config, ids[k]), started) for k in ids]
+        results = await asyncio.gather(*(r.run() for r in runners))
+        return results, time.time() - started
+
+    results, took = asyncio.run(scenario())
+    result = agree(results)
+    assert result.excluded == {} and took < PHASE  # no phase waited for its deadline
+
+
+def test_a_member_that_never_starts_is_excluded_and_the_run_goes_on():
+    ids, config = setup(5, 3)
+
+    async def scenario():
+        net = Net()
+        started = time.time()
+        runners = [net.runner(k, new_session(config, ids[k]), started) for k in ids if k != 5]
+        return await asyncio.gather(*(r.run() for r in runners))
+
+    result = agree(asyncio.run(scenario()))
+    assert result.excluded == {5: "silent: no deal bundle"} and 5 not in result.holders
+
+
+def test_membership_checks_run_during_the_announce_phase():
+    """Checks take a while (member 4's evidence fails): nobody deals before its checks are done, nobody
+    seals a share to member 4, and the run goes on with the reason recorded."""
+    ids, config = setup(5, 3)
+    reason = "evidence_unavailable: did not show its TEE evidence in time"
+    dealt_before_checks = []
+
+    def checks_for(name):
+        async def checks(decide_by):
+            assert decide_by < time.time() + PHASE
+            await asyncio.sleep(PHASE / 4)
+            dealt_before_checks.extend(s for s, kind, _ in net.sent if s == name and kind is MessageKind.DEAL)
+            return {4: reason}
+        return checks
+
+    async def scenario():
+        started = time.time()
+        runners = [net.runner(k, new_session(config, ids[k], checks_pending=True), started, checks=checks_for(k))
+                   for k in ids]
+        return await asyncio.gather(*(r.run() for r in runners)), runners
+
+    net = Net()
+    results, runners = asyncio.run(scenario())
+    result = agree(results)
+    assert dealt_before_checks == []
+    assert 4 not in result.holders and results[3].shares is None and result.excluded == {}
+    assert dict(runners[0].session.refused) == {4: reason}
+
+
+def test_checks_that_never_finish_mean_no_deal():
+    """Member 1's checks hang: at the announce deadline it deals to nobody (a silent dealer), safely."""
+    ids, config = setup(4, 3)
+
+    async def hang(decide_by):
+        await asyncio.sleep(3600)
+
+    async def scenario():
+        started = time.time()
+        runners = [net.runner(k, new_session(config, ids[k], checks_pending=(k == 1)), started,
+                              checks=hang if k == 1 else None) for k in ids]
+        return await asyncio.gather(*(r.run() for r in runners)), runners
+
+    net = Net()
+    results, runners = asyncio.run(scenario())
+    result = agree(results)
+    assert result.excluded == {1: "silent: no deal bundle"}
+    assert runners[0].session.withheld_deal.startswith("the membership checks did not finish")
+
+
+def test_restart_mid_run_resumes_from_the_sealed_store(tmp_path):
+    """Member 2 crashes after dealing; it reopens its session from the store and never deals again."""
+    ids, config = setup(4, 3)
+    store = NodeStore.open(tmp_path / "node.db", key=os.urandom(32), create=True)
+    persist = lambda blob: store.put_dkg_state(config.epoch, config.session_id, blob)  # noqa: E731
+    load = lambda: store.dkg_state(config.epoch, config.session_id)  # noqa: E731
+
+    def hold_member_four(sender, recipient, data):
+        return sender != 4 or time.time() > hold_until  # 4 is slow: nobody can finish early
+
+    hold_until = time.time() + PHASE / 2
+
+    async def scenario():
+        net = Net(link=hold_member_four)
+        started = time.time()
+        session2, resumed = open_session(config, ids[2], None, load=load)
+        assert not resumed
+        runners = {k: net.runner(k, new_session(config, ids[k]), started) for k in (1, 3, 4)}
+        first = net.runner(2, session2, started, persist=persist)
+        tasks = {k: asyncio.create_task(r.run()) for k, r in runners.items()}
+        crashed = asyncio.create_task(first.run())
+        while not any(s == 2 and kind is MessageKind.DEAL for s, kind, _ in net.sent):
+            await asyncio.sleep(0.01)
+        crashed.cancel()
+        del net.runners[2]
+        session2, resumed = open_session(config, ids[2], None, load=load)
+        assert resumed
+        again = net.runner(2, session2, started, persist=persist, resumed=True)
+        results = await asyncio.gather(*tasks.values(), again.run())
+        return results, net
+
+    results, net = asyncio.run(scenario())
+    result = agree(results)
+    assert 2 in result.qualified
+    assert len({h for s, kind, h in net.sent if s == 2 and kind is MessageKind.DEAL}) == 1
+    assert len({h for s, kind, h in net.sent if s == 2 and kind is MessageKind.ANNOUNCE}) == 1  # sent again
+    assert store.dkg_state(config.epoch, config.session_id) is not None
+    store.save_epoch(config.epoch, {}, None)
+    store.activate_epoch(config.epoch)
+    assert store.dkg_state(config.epoch, config.session_id) is None  # its epoch key is erased on activation
+    store.close()
+
+
+def test_relays_repair_a_selective_sender():
+    """Member 3's messages reach member 1 only; member 1's relays carry them to everyone."""
+    ids, config = setup(4, 3)
+
+    async def scenario():
+        net = Net(link=lambda sender, recipient, data: sender != 3 or recipient == 1)
+        started = time.time()
+        runners = [net.runner(k, new_session(config, ids[k]), started) for k in ids]
+        return await asyncio.gather(*(r.run() for r in runners))
+
+    result = agree(asyncio.run(scenario()))
+    assert 3 in result.qualified and result.excluded == {}
+
+
+def test_digest_sync_repairs_a_selective_sender_without_relays():
+    """No relays: member 3's messages reach member 1 only; the sync three quarters into each phase
+    fetches them from member 1 before the phase ends."""
+    ids, config = setup(4, 3)
+
+    async def scenario():
+        net = Net(link=lambda sender, recipient, data: sender != 3 or recipient == 1)
+        started = time.time()
+        runners = [net.runner(k, new_session(config, ids[k]), started, relay=False, sync=True) for k in ids]
+        return await asyncio.gather(*(r.run() for r in runners)), net
+
+    results, net = asyncio.run(scenario())
+    result = agree(results)
+    assert 3 in result.qualified and result.excluded == {} and net.pulls > 0
+
+
+def test_retries_follow_one_schedule_and_new_sessions():
+    assert attempt_start(100.0, 2.0, 0) == 100.0
+    starts = [attempt_start(100.0, 2.0, k) for k in range(6)]
+    assert starts == sorted(starts) and starts[1] == 100.0 + 3 * 2.0 + 2.0
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert gaps[-1] == 3 * 2.0 + 8 * 2.0  # back-off capped
+    ids, config = setup(4, 3)
+    retry = dataclasses.replace(config, attempt=1)
+    old = new_session(config, ids[1]).start()[0]
+    with pytest.raises(DkgMessageRejected) as info:
+        new_session(retry, ids[2]).receive(old.encode())
+    assert info.value.reason is RejectReason.WRONG_SESSION
