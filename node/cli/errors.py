@@ -26,10 +26,12 @@ import os
 import sys
 import traceback
 
+from derot.errors import DerotError
+
 OK, FAILED, USAGE, UNREACHABLE, ADDRESS_IN_USE, SEALED, INTERNAL, INTERRUPTED = 0, 1, 2, 3, 4, 5, 70, 130
 
 
-class CommandError(Exception):
+class CommandError(DerotError):
     """A user-facing failure with its ``reason`` code and exit ``code``; printed as one line."""
 
     def __init__(self, reason: str, detail: str, code: int = FAILED):

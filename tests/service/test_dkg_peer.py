@@ -38,7 +38,7 @@ def pending_state(committee):
 def orchestrator(view: NodeView) -> EpochOrchestrator:
     return EpochOrchestrator(view=view, store=None, peering=None, evidence=None, registry=None, w3=None,
                              account=None, network=b"", identity=None, metrics=None, phase_timeout=10.0,
-                             faults_active=frozenset(), tasks=None)
+                             faults_active=frozenset(), tasks=None, retirement=None)
 
 
 def api_of(view: NodeView, epochs: EpochOrchestrator) -> ServiceApi:

@@ -64,7 +64,7 @@ def orchestrator(view: NodeView) -> EpochOrchestrator:
     """receive_dkg needs only the view; nothing else is touched before a run starts."""
     return EpochOrchestrator(view=view, store=None, peering=None, evidence=None, registry=None, w3=None,
                              account=None, network=b"", identity=None, metrics=None, phase_timeout=10.0,
-                             faults_active=frozenset(), tasks=None)
+                             faults_active=frozenset(), tasks=None, retirement=None)
 
 
 def test_dkg_messages_are_buffered_only_for_the_pending_epoch_and_bounded_per_sender(committee):

@@ -48,6 +48,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from derot.crypto.bls import G1, R, PointDecodeError, random_scalar, scalar_from_wide_bytes
+from derot.errors import DerotError
 
 POINT_SIZE = 48
 PROOF_SIZE = 64
@@ -59,8 +60,10 @@ _DLEQ_DOMAIN = b"DEROT-V1-DKG-COMPLAINT-DLEQ\x00"
 _BOX_LABEL = b"DEROT-V1-DKG-SHARE-BOX-G1-HKDF-SHA256-AES256GCM\x00"
 
 
-class ShareBoxError(Exception):
+class ShareBoxError(DerotError):
     """A share box did not open (wrong key, wrong context, tampered)."""
+
+    reason = "dkg_share_box"
 
 
 def decode_point(data: bytes) -> G1:
