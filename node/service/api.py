@@ -53,6 +53,11 @@ class ServiceApi:
         Peering.authorize(caller, self._view.state, evidence_only=True)
         return self._contributor.node_evidence()
 
+    def public_node_evidence(self):
+        """The same evidence on the public port, for anyone (``derot gov state --members``): it binds only
+        public keys, and its hash is on-chain."""
+        return self._contributor.node_evidence()
+
     def epoch_keys(self, request, caller: str):
         self._member(caller)
         return self._contributor.epoch_keys(request)
