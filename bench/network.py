@@ -250,8 +250,8 @@ def _client_thread(spec: dict, offset: int, window, out: dict, ready: threading.
     op = None
     try:  # set up and warm up (channel, TLS session, caches); the certificate's subject is the app's own key
         endpoints = spec["endpoints"][offset:] + spec["endpoints"][:offset]
-        chain_id, registry, epoch, pk_sig, pk_kd = spec["anchor"]
-        anchor = TrustAnchor(chain_id, registry, epoch, G2.from_bytes(pk_sig), G2.from_bytes(pk_kd))
+        chain_id, registry, epoch, group_key_sig, group_key_kd = spec["anchor"]
+        anchor = TrustAnchor(chain_id, registry, epoch, G2.from_bytes(group_key_sig), G2.from_bytes(group_key_kd))
         client = _TimedClient(RootOfTrustClient(endpoints))
         device = DevnetDevice(spec["roots"], Platform.TDX, image_registers(Platform.TDX, APP_IMAGE))
         app = App(client, device, anchor, spec["app_id"])

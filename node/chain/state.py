@@ -58,21 +58,21 @@ class RegistryState:
         return self.epochs.get(self.pending_epoch)
 
     @property
-    def group_key(self) -> G2 | None:
+    def group_key_sig(self) -> G2 | None:
         """The current PK_sig (certificates)."""
-        return self.committee.pk_sig if self.committee else None
+        return self.committee.group_key_sig if self.committee else None
 
     @property
-    def kd_key(self) -> G2 | None:
+    def group_key_kd(self) -> G2 | None:
         """The current PK_kd (key derivation)."""
-        return self.committee.pk_kd if self.committee else None
+        return self.committee.group_key_kd if self.committee else None
 
     def approved_nodes(self) -> dict[str, NodeRecord]:
         return {op: n for op, n in self.nodes.items() if n.status is NodeStatus.APPROVED}
 
     def certificate_trust(self) -> CertificateTrust:
         return CertificateTrust(
-            epochs={i: CertEpoch(e.phase, e.pk_sig, e.pk_kd) for i, e in self.epochs.items()},
+            epochs={i: CertEpoch(e.phase, e.group_key_sig, e.group_key_kd) for i, e in self.epochs.items()},
             current_epoch=self.current_epoch or None,
             revoked_serials=self.revoked_serials,
             revoked_evidence_hashes=self.revoked_evidence_hashes,
@@ -80,10 +80,10 @@ class RegistryState:
 
     def verify_certificate(self, cert: bytes, sig: bytes, *, now: int | None = None) -> Verdict:
         """Off-chain verification against this state (``now`` defaults to the block's timestamp)."""
-        key = self.group_key or G2.generator()  # no active epoch: every epoch check fails first anyway
+        key = self.group_key_sig or G2.generator()  # no active epoch: every epoch check fails first anyway
         when = self.snapshot.block_timestamp if now is None else now
         return verify_certificate(
-            cert, sig, group_key=key, snapshot=self.snapshot, now=when, trust=self.certificate_trust()
+            cert, sig, group_key_sig=key, snapshot=self.snapshot, now=when, trust=self.certificate_trust()
         )
 
     def with_block(self, number: int, block_hash: bytes, timestamp: int) -> RegistryState:

@@ -543,9 +543,9 @@ def cmd_state(args) -> int:
     if s.committee:
         c = s.committee
         data["active_epoch"] = {"epoch": c.id, "members": len(c.members), "threshold": c.threshold,
-                                "pk_sig": c.pk_sig.to_bytes().hex()}
+                                "pk_sig": c.group_key_sig.to_bytes().hex()}
         lines += [f"  epoch {c.id} active: {len(c.members)} members, threshold {c.threshold}",
-                  f"    PK_sig {c.pk_sig.to_bytes().hex()}"]
+                  f"    PK_sig {c.group_key_sig.to_bytes().hex()}"]
     else:
         data["active_epoch"] = None
         lines.append("  no active epoch")

@@ -73,8 +73,8 @@ def _mission(net, narrator: Narrator) -> None:
     registry = net.registry_client()
     epoch1 = registry.epoch(1)
     narrator.say(f"registry  {net.registry}")
-    narrator.say(f"PK_sig    {epoch1.pk_sig.to_bytes().hex()[:48]}…")
-    narrator.say(f"PK_kd     {epoch1.pk_kd.to_bytes().hex()[:48]}…")
+    narrator.say(f"PK_sig    {epoch1.group_key_sig.to_bytes().hex()[:48]}…")
+    narrator.say(f"PK_kd     {epoch1.group_key_kd.to_bytes().hex()[:48]}…")
 
     narrator.step("An app is registered, allowing its measurements on Intel TDX and AMD SEV-SNP")
     image = "payments-enclave v1.4"
@@ -141,7 +141,7 @@ def _mission(net, narrator: Narrator) -> None:
     epoch = registry.pending_epoch() or registry.current_epoch()
     net.wait_for_epoch(epoch, timeout=120)
     epoch2 = registry.epoch(epoch)
-    unchanged = epoch2.pk_sig == epoch1.pk_sig and epoch2.pk_kd == epoch1.pk_kd
+    unchanged = epoch2.group_key_sig == epoch1.group_key_sig and epoch2.group_key_kd == epoch1.group_key_kd
     narrator.say(f"epoch {epoch}: {len(epoch2.members)} members, threshold {epoch2.threshold}; group keys "
                  f"{'unchanged' if unchanged else 'CHANGED (bug!)'}; old shares erased")
     net.wait_confirmed()
