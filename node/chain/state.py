@@ -130,6 +130,49 @@ def read_state(registry, block_hash: bytes, block_number: int, timestamp: int) -
     )
 
 
+def _reread_apps(
+    registry, state: RegistryState, app_ids: set[bytes], at: bytes
+) -> tuple[dict[bytes, AppRecord], set[bytes]]:
+    """The snapshot's apps with ``app_ids`` re-read at ``at``, and the ids that could not be read (kept for the
+    next block). A chain that is unverified or unavailable fails the whole update instead."""
+    new_apps: dict[bytes, AppRecord] = dict(state.snapshot.apps)
+    unreadable = set()
+    for app_id in app_ids:
+        try:
+            record = registry.app(app_id, at)
+        except ChainReadError as exc:
+            if exc.reason in ("chain_unverified", "chain_unavailable"):
+                raise
+            unreadable.add(app_id)
+            record = None
+        if record is None:
+            new_apps.pop(app_id, None)
+        else:
+            new_apps[app_id] = record
+    return new_apps, unreadable
+
+
+def _revoked_after(
+    state: RegistryState, revocations: Sequence[tuple[RevocationKind, bytes, bool]]
+) -> dict[RevocationKind, frozenset[bytes]]:
+    """Every revocation list of ``state``, with the Revoked/Unrevoked events applied in chain order."""
+    snap = state.snapshot
+    revoked = {
+        RevocationKind.FMSPC: snap.revoked_fmspcs,
+        RevocationKind.CHIP_ID: snap.revoked_chip_ids,
+        RevocationKind.GPU_FWID: snap.revoked_gpu_fwids,
+        RevocationKind.MEASUREMENT: snap.revoked_measurements,
+        RevocationKind.CERT_SERIAL: state.revoked_serials,
+        RevocationKind.EVIDENCE_HASH: state.revoked_evidence_hashes,
+        RevocationKind.PPID: snap.revoked_ppids,
+        RevocationKind.PCK_CERT: snap.revoked_pck_certs,
+        RevocationKind.GPU_DEVICE: snap.revoked_gpu_devices,
+    }
+    for kind, ident, added in revocations:
+        revoked[kind] = revoked[kind] | {ident} if added else revoked[kind] - {ident}
+    return revoked
+
+
 def apply_changes(
     registry,
     state: RegistryState,
@@ -165,19 +208,7 @@ def apply_changes(
             new_apps.pop(app_id, None)
         else:
             new_apps[app_id] = record
-    revoked = {
-        RevocationKind.FMSPC: snap.revoked_fmspcs,
-        RevocationKind.CHIP_ID: snap.revoked_chip_ids,
-        RevocationKind.GPU_FWID: snap.revoked_gpu_fwids,
-        RevocationKind.MEASUREMENT: snap.revoked_measurements,
-        RevocationKind.CERT_SERIAL: state.revoked_serials,
-        RevocationKind.EVIDENCE_HASH: state.revoked_evidence_hashes,
-        RevocationKind.PPID: snap.revoked_ppids,
-        RevocationKind.PCK_CERT: snap.revoked_pck_certs,
-        RevocationKind.GPU_DEVICE: snap.revoked_gpu_devices,
-    }
-    for kind, ident, added in revocations:
-        revoked[kind] = revoked[kind] | {ident} if added else revoked[kind] - {ident}
+    revoked = _revoked_after(state, revocations)
     snapshot = replace(
         snap,
         block_number=block_number,

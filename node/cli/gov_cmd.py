@@ -30,17 +30,10 @@ import re
 import sys
 from pathlib import Path
 
-from derot.cli.errors import UNREACHABLE, CommandError, guarded
-from derot.errors import DerotError
+from derot.cli.errors import UNREACHABLE, CliError, CommandError, guarded
 
 DEFAULT_RPC = "http://127.0.0.1:8545"
 DEFAULT_DEPLOYMENT = ".devnet/deployment.json"
-
-
-class CliError(DerotError):
-    """A user-facing error: printed without a traceback, exit code 1."""
-
-    reason = "cli_error"
 
 
 def register(subparsers) -> None:
