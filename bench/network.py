@@ -250,8 +250,8 @@ def _client_thread(spec: dict, offset: int, window, out: dict, ready: threading.
     op = None
     try:  # set up and warm up (channel, TLS session, caches); the certificate's subject is the app's own key
         endpoints = spec["endpoints"][offset:] + spec["endpoints"][:offset]
-        chain_id, registry, epoch, pk_sig, pk_kd = spec["anchor"]
-        anchor = TrustAnchor(chain_id, registry, epoch, G2.from_bytes(pk_sig), G2.from_bytes(pk_kd))
+        chain_id, registry, epoch, group_key_sig, group_key_kd = spec["anchor"]
+        anchor = TrustAnchor(chain_id, registry, epoch, G2.from_bytes(group_key_sig), G2.from_bytes(group_key_kd))
         client = _TimedClient(RootOfTrustClient(endpoints))
         device = DevnetDevice(spec["roots"], Platform.TDX, image_registers(Platform.TDX, APP_IMAGE))
         app = App(client, device, anchor, spec["app_id"])
@@ -629,53 +629,92 @@ def _verdict(ok: bool) -> str:
     return "meets" if ok else "MISSES"
 
 
+def _run_rows(run: dict, floor: dict) -> list[tuple[str, str, str, str, str]]:
+    """The report rows of one latency or throughput run."""
+    label = {"derive": "DeriveKey", "certify": "IssueCertificate"}
+    rows: list[tuple[str, str, str, str, str]] = []
+    name = label[run["method"]]
+    err = sum(run["errors"].values())
+    if run["mode"] == "latency":
+        p50, p99 = percentile(run["rpc"], 50), percentile(run["rpc"], 99)
+        is_dk = run["method"] == "derive"
+        rows.append((f"{name} RPC latency p50 (1 client, n={run['served']})", _ms(p50),
+                     f"<= {TARGET_P50_MS:.0f} ms" if is_dk else "", ANCHOR_LATENCY,
+                     _verdict(p50 * 1e3 <= TARGET_P50_MS) if is_dk else ""))
+        rows.append((f"{name} RPC latency p99", _ms(p99), "", "", ""))
+        rows.append((f"{name} whole SDK call p50 / p99", f"{_ms(percentile(run['total'], 50))} / "
+                     f"{_ms(percentile(run['total'], 99))}", "", "", ""))
+        gw = run["metrics"]
+        key = label[run["method"]]
+        if gw[(key, "count")]:
+            rows.append((f"{name} gateway-side mean (node metrics)",
+                         _ms(gw[(key, "sum")] / gw[(key, "count")]), "", "", ""))
+    else:
+        rows.append((f"{name} throughput, {run['clients']} clients ({run['procs']} procs, "
+                     f"{run['elapsed']:.0f} s)", f"{run['rps']:.1f} /s, {err} errors",
+                     f">= {TARGET_RPS:.0f} /s" if run["method"] == "derive" else "", ANCHOR_THROUGHPUT,
+                     _verdict(run["rps"] >= TARGET_RPS and not err) if run["method"] == "derive" else ""))
+        rows.append(("  latency under that load p50 / p99",
+                     f"{_ms(percentile(run['total'], 50))} / {_ms(percentile(run['total'], 99))}",
+                     "", "", ""))
+    if run["served"]:
+        f = floor["derive_floor" if run["method"] == "derive" else "certify_floor"]
+        per = run["node_cpu"] / run["served"]
+        net_per = run["node_cpu_net"] / run["served"]
+        rows.append(("  node CPU / request (gross; minus idle)",
+                     f"{_ms(per)}; {_ms(net_per)} = {net_per / f:.2f}x floor",
+                     f"<= {TARGET_CPU_RATIO:.0f}x floor ({_ms(TARGET_CPU_RATIO * f)})", "",
+                     _verdict(per <= TARGET_CPU_RATIO * f)))
+        rows.append(("  client CPU / request; anvil CPU / request",
+                     f"{_ms(run['client_cpu'] / run['served'])}; {_ms(run['anvil_cpu'] / run['served'])}",
+                     "", "", ""))
+    rows.append(("  CPU used by other processes on the machine", f"{run['others_cores']:.2f} cores",
+                 "", "", "(0 = the benchmark had the machine to itself)"))
+    refusals = {f"{m}:{o}": int(v) for (m, o), v in run["metrics"].items()
+                if o not in ("ok", "sum", "count") and v}
+    if err or refusals:
+        rows.append(("  errors (client) / refusals (nodes)", f"{dict(run['errors'])} / {refusals}",
+                     "", "", ""))
+    return rows
+
+
+def _dkg_rows(fig: dict) -> list[tuple[str, str, str, str, str]]:
+    """The report rows of one DKG measurement."""
+    rows: list[tuple[str, str, str, str, str]] = []
+    head = f"DKG n={fig['n']} t={fig['t']}" + (" (load network)" if fig.get("load") else "")
+    target = f"<= {TARGET_DKG16_S:.0f} s" if fig["n"] == 16 else ""
+    if "dkg_s" in fig:
+        rows.append((f"{head}: DKG (first start -> last finish)", f"{fig['dkg_s']:.2f} s", target, "",
+                     _verdict(fig["dkg_s"] <= TARGET_DKG16_S) if target else ""))
+        rows.append(("  per member start -> finish median / max; last start -> last finish",
+                     f"{fig['member_median_s']:.2f} / {fig['member_max_s']:.2f} s; "
+                     f"{fig['after_last_start_s']:.2f} s", "", "", ""))
+    if "active_s" in fig:
+        rows.append(("  spawn -> epoch ACTIVE on-chain", f"{fig['active_s']:.1f} s", "", "",
+                     f"boot {fig.get('boot_s', float('nan')):.1f} s, first/last dkg start "
+                     f"{fig.get('first_start_s', float('nan')):.1f}/{fig.get('last_start_s', float('nan')):.1f} s, "
+                     f"report {fig.get('report_s', float('nan')):.1f} s"))
+        ev = fig.get("events", {})
+        rows.append(("  'member unreachable for its evidence'; 'DKG message not delivered'",
+                     f"{ev.get('member unreachable for its evidence', 0)}; {ev.get('DKG message not delivered', 0)}",
+                     "", "", "log lines over all nodes"))
+    for failure in fig.get("failed_attempts", []):
+        rows.append(("  an earlier attempt failed", failure[:120], "", "", ""))
+    if "error" in fig:
+        rows.append((f"{head}: FAILED", fig["error"][:90], target, "", "MISSES" if target else ""))
+    if "node_cpu_s" in fig:
+        rows.append(("  node CPU total; peak RSS (all nodes)",
+                     f"{fig['node_cpu_s']:.1f} s; {fig['peak_rss_mb']:.0f} MB", "", "",
+                     f"setup {fig.get('setup_s', 0):.0f} s, phase max "
+                     + ", ".join(f"{k} {v:.1f}s" for k, v in fig.get("phases", {}).items())))
+    return rows
+
+
 def print_report(args, boot, floor, runs, extra, dkg_rows) -> None:
     rows: list[tuple[str, str, str, str, str]] = []
     if runs:
-        label = {"derive": "DeriveKey", "certify": "IssueCertificate"}
         for run in runs:
-            name = label[run["method"]]
-            err = sum(run["errors"].values())
-            if run["mode"] == "latency":
-                p50, p99 = percentile(run["rpc"], 50), percentile(run["rpc"], 99)
-                is_dk = run["method"] == "derive"
-                rows.append((f"{name} RPC latency p50 (1 client, n={run['served']})", _ms(p50),
-                             f"<= {TARGET_P50_MS:.0f} ms" if is_dk else "", ANCHOR_LATENCY,
-                             _verdict(p50 * 1e3 <= TARGET_P50_MS) if is_dk else ""))
-                rows.append((f"{name} RPC latency p99", _ms(p99), "", "", ""))
-                rows.append((f"{name} whole SDK call p50 / p99", f"{_ms(percentile(run['total'], 50))} / "
-                             f"{_ms(percentile(run['total'], 99))}", "", "", ""))
-                gw = run["metrics"]
-                key = label[run["method"]]
-                if gw[(key, "count")]:
-                    rows.append((f"{name} gateway-side mean (node metrics)",
-                                 _ms(gw[(key, "sum")] / gw[(key, "count")]), "", "", ""))
-            else:
-                rows.append((f"{name} throughput, {run['clients']} clients ({run['procs']} procs, "
-                             f"{run['elapsed']:.0f} s)", f"{run['rps']:.1f} /s, {err} errors",
-                             f">= {TARGET_RPS:.0f} /s" if run["method"] == "derive" else "", ANCHOR_THROUGHPUT,
-                             _verdict(run["rps"] >= TARGET_RPS and not err) if run["method"] == "derive" else ""))
-                rows.append(("  latency under that load p50 / p99",
-                             f"{_ms(percentile(run['total'], 50))} / {_ms(percentile(run['total'], 99))}",
-                             "", "", ""))
-            if run["served"]:
-                f = floor["derive_floor" if run["method"] == "derive" else "certify_floor"]
-                per = run["node_cpu"] / run["served"]
-                net_per = run["node_cpu_net"] / run["served"]
-                rows.append(("  node CPU / request (gross; minus idle)",
-                             f"{_ms(per)}; {_ms(net_per)} = {net_per / f:.2f}x floor",
-                             f"<= {TARGET_CPU_RATIO:.0f}x floor ({_ms(TARGET_CPU_RATIO * f)})", "",
-                             _verdict(per <= TARGET_CPU_RATIO * f)))
-                rows.append(("  client CPU / request; anvil CPU / request",
-                             f"{_ms(run['client_cpu'] / run['served'])}; {_ms(run['anvil_cpu'] / run['served'])}",
-                             "", "", ""))
-            rows.append(("  CPU used by other processes on the machine", f"{run['others_cores']:.2f} cores",
-                         "", "", "(0 = the benchmark had the machine to itself)"))
-            refusals = {f"{m}:{o}": int(v) for (m, o), v in run["metrics"].items()
-                        if o not in ("ok", "sum", "count") and v}
-            if err or refusals:
-                rows.append(("  errors (client) / refusals (nodes)", f"{dict(run['errors'])} / {refusals}",
-                             "", "", ""))
+            rows += _run_rows(run, floor)
         rows.append(("crypto floor DeriveKey (in-process)", _ms(floor["derive_floor"]),
                      "", "", f"5x({_ms(floor['verify'])} verify + {_ms(floor['share'])} share) + "
                              f"{_ms(floor['combine_verify'])} combine+verify"))
@@ -685,32 +724,7 @@ def print_report(args, boot, floor, runs, extra, dkg_rows) -> None:
         rows.append(("nodes' idle CPU (5 nodes, chain following)", f"{extra['idle_rate'] * 100:.1f} % of a core",
                      "", "", ""))
     for fig in dkg_rows:
-        head = f"DKG n={fig['n']} t={fig['t']}" + (" (load network)" if fig.get("load") else "")
-        target = f"<= {TARGET_DKG16_S:.0f} s" if fig["n"] == 16 else ""
-        if "dkg_s" in fig:
-            rows.append((f"{head}: DKG (first start -> last finish)", f"{fig['dkg_s']:.2f} s", target, "",
-                         _verdict(fig["dkg_s"] <= TARGET_DKG16_S) if target else ""))
-            rows.append(("  per member start -> finish median / max; last start -> last finish",
-                         f"{fig['member_median_s']:.2f} / {fig['member_max_s']:.2f} s; "
-                         f"{fig['after_last_start_s']:.2f} s", "", "", ""))
-        if "active_s" in fig:
-            rows.append(("  spawn -> epoch ACTIVE on-chain", f"{fig['active_s']:.1f} s", "", "",
-                         f"boot {fig.get('boot_s', float('nan')):.1f} s, first/last dkg start "
-                         f"{fig.get('first_start_s', float('nan')):.1f}/{fig.get('last_start_s', float('nan')):.1f} s, "
-                         f"report {fig.get('report_s', float('nan')):.1f} s"))
-            ev = fig.get("events", {})
-            rows.append(("  'member unreachable for its evidence'; 'DKG message not delivered'",
-                         f"{ev.get('member unreachable for its evidence', 0)}; {ev.get('DKG message not delivered', 0)}",
-                         "", "", "log lines over all nodes"))
-        for failure in fig.get("failed_attempts", []):
-            rows.append(("  an earlier attempt failed", failure[:120], "", "", ""))
-        if "error" in fig:
-            rows.append((f"{head}: FAILED", fig["error"][:90], target, "", "MISSES" if target else ""))
-        if "node_cpu_s" in fig:
-            rows.append(("  node CPU total; peak RSS (all nodes)",
-                         f"{fig['node_cpu_s']:.1f} s; {fig['peak_rss_mb']:.0f} MB", "", "",
-                         f"setup {fig.get('setup_s', 0):.0f} s, phase max "
-                         + ", ".join(f"{k} {v:.1f}s" for k, v in fig.get("phases", {}).items())))
+        rows += _dkg_rows(fig)
     skews = [fig["chain_clock_ahead_s"] for fig in dkg_rows if "chain_clock_ahead_s" in fig]
     if skews:
         rows.append(("devnet chain clock ahead of wall clock at node start", f"{min(skews):.0f}..{max(skews):.0f} s",

@@ -82,7 +82,7 @@ class TrustAnchor:
         if not epoch:
             raise AppError("the registry has no active epoch yet")
         record = reg.epoch(epoch, block)
-        return cls(reg.w3.eth.chain_id, reg.address, epoch, record.pk_sig, record.pk_kd, rpc_url)
+        return cls(reg.w3.eth.chain_id, reg.address, epoch, record.group_key_sig, record.group_key_kd, rpc_url)
 
     @classmethod
     def from_node(cls, client: RootOfTrustClient) -> TrustAnchor:

@@ -104,9 +104,9 @@ Event = Accepted | Refused | Stale | Connection
 class FeedVerifier:
     """Verifies notices of one registry against a group key and remembers the newest of each kind."""
 
-    def __init__(self, chain_id: int, registry: str, group_key: G2):
+    def __init__(self, chain_id: int, registry: str, group_key_sig: G2):
         self.chain_id = chain_id
-        self.group_key = group_key
+        self.group_key_sig = group_key_sig
         self.topics = {kind: topic(chain_id, registry, kind) for kind in NoticeKind}
         self._kind_of_topic = {name: kind for kind, name in self.topics.items()}
         self.latest: dict[NoticeKind, Notice] = {}
@@ -123,9 +123,9 @@ class FeedVerifier:
         notice = signed.notice
         if notice.topic != name:
             raise NoticeRefused(WRONG_TOPIC, f"a {notice.kind.topic_suffix} notice for {notice.topic}")
-        if not signed.verify(self.group_key):
+        if not signed.verify(self.group_key_sig):
             raise NoticeRefused(BAD_SIGNATURE, f"block {notice.block_number}: the signature does not verify under "
-                                               f"the group key {self.group_key.to_bytes().hex()[:16]}…")
+                                               f"the group key {self.group_key_sig.to_bytes().hex()[:16]}…")
         latest = self.latest.get(kind)
         if latest is not None:
             if notice.block_number < latest.block_number:
@@ -222,9 +222,9 @@ async def watch(
                     raise
                 last_refresh = time.monotonic()
                 key = await asyncio.to_thread(refresh_group_key)
-                if key == verifier.group_key:
+                if key == verifier.group_key_sig:
                     raise
-                verifier.group_key = key
+                verifier.group_key_sig = key
                 accepted = verifier.check(name, payload)
         except NoticeRefused as refused:
             on_event(Refused(name, refused.reason, refused.detail))

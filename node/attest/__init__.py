@@ -5,7 +5,7 @@ Entry points (import the submodules; this package imports nothing heavy):
 - ``derot.attest.verify.verify_evidence(evidence, trust, at=None) -> Claims``
 - ``derot.attest.evidence.Evidence`` (``encode``/``decode``, protobuf ``derot.v1.Evidence``)
 - ``derot.attest.trust.TrustConfig`` (``production_defaults(...)`` / ``devnet(roots)``)
-- ``derot.attest.policy.PolicyEngine.default(...).decide(claims, snapshot, request) -> Verdict``
+- ``derot.attest.policy.PolicyEngine.default(...).decide(claims, snapshot, request) -> PolicyVerdict``
 - ``derot.attest.binding.RequestBinding`` (report_data of a request), ``derot.attest.devnet`` (devnet roots/TEEs)
 
 Modules, one concern each: ``errors`` (exception types and reason codes), ``claims``, ``evidence``,

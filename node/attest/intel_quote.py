@@ -171,9 +171,8 @@ def _parse_td_report(r: Reader, td15: bool) -> TdReportBody:
     return TdReportBody(**fields)
 
 
-def parse_quote(raw: bytes) -> IntelQuote:
-    """Parse an SGX v3 / TDX v4 / TDX v5 quote (structure only; nothing is verified here)."""
-    r = Reader(raw, "Intel quote")
+def _parse_version_and_tee(r: Reader) -> tuple[int, int]:
+    """Read the version, attestation key type and TEE type; refuse any combination derot does not parse."""
     version = r.u16("version")
     if version not in (3, 4, 5):
         raise r.fail(f"unsupported quote version {version} (expected 3, 4 or 5)", 0)
@@ -187,28 +186,29 @@ def parse_quote(raw: bytes) -> IntelQuote:
         raise r.fail(f"SGX quotes must be version 3, got {version}", 0)
     if tee_type == TEE_TDX and version == 3:
         raise r.fail("TDX quotes must be version 4 or 5, got 3", 0)
-    qe_svn = r.u16("qe_svn")
-    pce_svn = r.u16("pce_svn")
-    qe_vendor_id = r.take(16, "qe_vendor_id")
-    user_data = r.take(20, "user_data")
+    return version, tee_type
 
-    if version == 5:
-        at = r.pos
-        body_type = r.u16("body_type")
-        if body_type not in _V5_BODY or (body_type == 1) != (tee_type == TEE_SGX):
-            raise r.fail(f"body type {body_type} invalid for TEE type {tee_type:#x}", at)
-        body_kind, expected = _V5_BODY[body_type]
-        body_size = r.u32("body_size")
-        if body_size != expected:
-            raise r.fail(f"body size {body_size} != {expected} for body type {body_type}", at + 2)
-    else:
-        body_kind = "SGX" if tee_type == TEE_SGX else "TD10"
-    body_r = r.sub({"SGX": SGX_REPORT_SIZE, "TD10": TD10_SIZE, "TD15": TD15_SIZE}[body_kind], "report body")
-    body = parse_sgx_report(body_r) if body_kind == "SGX" else _parse_td_report(body_r, body_kind == "TD15")
-    signed_length = r.pos
 
-    sig_len = r.u32("signature_data_length")
-    sig = r.sub(sig_len, "signature data")
+def _body_kind(r: Reader, version: int, tee_type: int) -> str:
+    """The report body's kind ("SGX", "TD10" or "TD15"); a v5 quote names it (and its size) explicitly."""
+    if version != 5:
+        return "SGX" if tee_type == TEE_SGX else "TD10"
+    at = r.pos
+    body_type = r.u16("body_type")
+    if body_type not in _V5_BODY or (body_type == 1) != (tee_type == TEE_SGX):
+        raise r.fail(f"body type {body_type} invalid for TEE type {tee_type:#x}", at)
+    body_kind, expected = _V5_BODY[body_type]
+    body_size = r.u32("body_size")
+    if body_size != expected:
+        raise r.fail(f"body size {body_size} != {expected} for body type {body_type}", at + 2)
+    return body_kind
+
+
+def _parse_signature_data(r: Reader, raw: bytes, version: int) -> dict:
+    """Parse the signature data after the signed part: the fields of :class:`IntelQuote` it holds.
+
+    Every length is bounded by its enclosing sub-reader; trailing bytes inside the signature data are refused."""
+    sig = r.sub(r.u32("signature_data_length"), "signature data")
     signature = sig.take(64, "quote signature")
     attestation_key = sig.take(64, "attestation key")
     if version == 3:
@@ -232,10 +232,33 @@ def parse_quote(raw: bytes) -> IntelQuote:
         raise qe.fail(f"{qe.remaining()} unexpected bytes after the certification data")
     if version != 3 and sig.remaining():
         raise sig.fail(f"{sig.remaining()} unexpected bytes after the certification data")
+    return dict(
+        signature=signature,
+        attestation_key=attestation_key,
+        qe_report_raw=qe_report_raw,
+        qe_report=qe_report,
+        qe_report_signature=qe_report_signature,
+        qe_auth_data=qe_auth_data,
+        cert_data_type=cert_data_type,
+        cert_data=cert_data,
+    )
 
-    end = r.pos
+
+def parse_quote(raw: bytes) -> IntelQuote:
+    """Parse an SGX v3 / TDX v4 / TDX v5 quote (structure only; nothing is verified here)."""
+    r = Reader(raw, "Intel quote")
+    version, tee_type = _parse_version_and_tee(r)
+    qe_svn = r.u16("qe_svn")
+    pce_svn = r.u16("pce_svn")
+    qe_vendor_id = r.take(16, "qe_vendor_id")
+    user_data = r.take(20, "user_data")
+    body_kind = _body_kind(r, version, tee_type)
+    body_r = r.sub({"SGX": SGX_REPORT_SIZE, "TD10": TD10_SIZE, "TD15": TD15_SIZE}[body_kind], "report body")
+    body = parse_sgx_report(body_r) if body_kind == "SGX" else _parse_td_report(body_r, body_kind == "TD15")
+    signed_length = r.pos
+    signature_fields = _parse_signature_data(r, raw, version)
     return IntelQuote(
-        raw=bytes(raw[:end]),
+        raw=bytes(raw[: r.pos]),
         version=version,
         tee_type=tee_type,
         qe_svn=qe_svn,
@@ -245,12 +268,5 @@ def parse_quote(raw: bytes) -> IntelQuote:
         body_kind=body_kind,
         body=body,
         signed_length=signed_length,
-        signature=signature,
-        attestation_key=attestation_key,
-        qe_report_raw=qe_report_raw,
-        qe_report=qe_report,
-        qe_report_signature=qe_report_signature,
-        qe_auth_data=qe_auth_data,
-        cert_data_type=cert_data_type,
-        cert_data=cert_data,
+        **signature_fields,
     )

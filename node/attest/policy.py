@@ -1,12 +1,12 @@
 """The policy engine: verified :class:`Claims` + a :class:`GovernanceSnapshot` -> allow, or refuse with a reason.
 
 Policies compose from small rule objects, each testable alone. A rule returns ``None`` (no objection)
-or a refusing :class:`Verdict`; the engine returns the first refusal, in rule order, else ALLOW.
+or a refusing :class:`PolicyVerdict`; the engine returns the first refusal, in rule order, else ALLOW.
 Rules that look at the platform (enabled, TCB floor, measurement, debug, revocation, validity window)
 apply to the CPU claims and to every paired GPU's claims. The replay rule runs last, so a refused
 request does not use up its nonce.
 
-Reason codes are stable strings (``Reason``); nodes return them to clients and log them.
+Reason codes are stable strings (``PolicyReason``); nodes return them to clients and log them.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from derot.constants import RevocationKind, TcbStatus
 from derot.limits import LIMITS
 
 
-class Reason(str, enum.Enum):
+class PolicyReason(str, enum.Enum):
     ALLOWED = "allowed"
     PLATFORM_DISABLED = "platform_disabled"
     TCB_BELOW_FLOOR = "tcb_below_floor"
@@ -62,9 +62,9 @@ class Reason(str, enum.Enum):
 
 
 @dataclass(frozen=True)
-class Verdict:
+class PolicyVerdict:
     allowed: bool
-    reason: Reason
+    reason: PolicyReason
     detail: str = ""
 
     @property
@@ -72,11 +72,11 @@ class Verdict:
         return self.reason.value
 
 
-ALLOW = Verdict(True, Reason.ALLOWED)
+ALLOW = PolicyVerdict(True, PolicyReason.ALLOWED)
 
 
-def refuse(reason: Reason, detail: str) -> Verdict:
-    return Verdict(False, reason, detail)
+def refuse(reason: PolicyReason, detail: str) -> PolicyVerdict:
+    return PolicyVerdict(False, reason, detail)
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ class PolicyRequest:
 class Rule(Protocol):
     name: str
 
-    def check(self, claims: Claims, snapshot: GovernanceSnapshot, request: PolicyRequest) -> Verdict | None: ...
+    def check(self, claims: Claims, snapshot: GovernanceSnapshot, request: PolicyRequest) -> PolicyVerdict | None: ...
 
 
 def _all(claims: Claims) -> Iterator[Claims]:
@@ -115,7 +115,7 @@ class PlatformEnabled:
     def check(self, claims, snapshot, request):
         for c in _all(claims):
             if not snapshot.platform_rule(c.platform).enabled:
-                return refuse(Reason.PLATFORM_DISABLED, f"{c.platform.name} is not enabled")
+                return refuse(PolicyReason.PLATFORM_DISABLED, f"{c.platform.name} is not enabled")
         return None
 
 
@@ -130,11 +130,11 @@ class TcbAtLeastFloor:
             try:
                 floor = TcbStatus(floor)
             except ValueError:  # e.g. setTcbFloor(TDX, 8): no status satisfies an unknown floor
-                return refuse(Reason.TCB_FLOOR_UNKNOWN, f"{c.platform.name} TCB floor {floor!r} is not a known TCB status")
+                return refuse(PolicyReason.TCB_FLOOR_UNKNOWN, f"{c.platform.name} TCB floor {floor!r} is not a known TCB status")
             status = effective_tcb_status(c, snapshot)
             if status == TcbStatus.UNKNOWN or status < floor:
                 why = snp_tcb_shortfall(c, snapshot) if status != c.tcb_status else None
-                return refuse(Reason.TCB_BELOW_FLOOR, f"{c.platform.name} TCB {status.name}"
+                return refuse(PolicyReason.TCB_BELOW_FLOOR, f"{c.platform.name} TCB {status.name}"
                               + (f" ({why})" if why else "") + f" is below {floor.name}")
         return None
 
@@ -151,23 +151,23 @@ class MeasurementAllowed:
         if request.purpose == "node":
             for c in _all(claims):
                 if (c.platform, c.measurement_digest) not in snapshot.node_measurements:
-                    return refuse(Reason.MEASUREMENT_NOT_ALLOWED,
+                    return refuse(PolicyReason.MEASUREMENT_NOT_ALLOWED,
                                   f"{c.platform.name} measurement {c.measurement_digest.hex()} is not a node measurement")
             return None
         app: AppRecord | None = snapshot.apps.get(request.app_id)
         if app is None:
-            return refuse(Reason.APP_UNKNOWN, f"app {request.app_id.hex()} is not registered")
+            return refuse(PolicyReason.APP_UNKNOWN, f"app {request.app_id.hex()} is not registered")
         if app.frozen:
-            return refuse(Reason.APP_FROZEN, f"app {request.app_id.hex()} is frozen")
+            return refuse(PolicyReason.APP_FROZEN, f"app {request.app_id.hex()} is frozen")
         for c in _all(claims):
             if app.delegate is not None:
                 if self.delegates is None:
-                    return refuse(Reason.DELEGATE_UNAVAILABLE, f"app delegate {app.delegate} cannot be consulted")
+                    return refuse(PolicyReason.DELEGATE_UNAVAILABLE, f"app delegate {app.delegate} cannot be consulted")
                 allowed = self.delegates.is_app_allowed(app, c.platform, c.measurement_digest)
             else:
                 allowed = (c.platform, c.measurement_digest) in app.measurements
             if not allowed:
-                return refuse(Reason.MEASUREMENT_NOT_ALLOWED,
+                return refuse(PolicyReason.MEASUREMENT_NOT_ALLOWED,
                               f"{c.platform.name} measurement {c.measurement_digest.hex()} is not allowed for the app")
         return None
 
@@ -183,7 +183,7 @@ class DebugAllowed:
         app = snapshot.apps.get(request.app_id) if request.purpose == "app" else None
         if app is not None and app.allow_debug:
             return None
-        return refuse(Reason.DEBUG_NOT_ALLOWED, "the TEE runs in debug mode")
+        return refuse(PolicyReason.DEBUG_NOT_ALLOWED, "the TEE runs in debug mode")
 
 
 class NotRevoked:
@@ -191,9 +191,9 @@ class NotRevoked:
 
     name = "not_revoked"
     REASONS = {
-        RevocationKind.FMSPC: Reason.FMSPC_REVOKED, RevocationKind.CHIP_ID: Reason.CHIP_REVOKED,
-        RevocationKind.GPU_FWID: Reason.GPU_FWID_REVOKED, RevocationKind.PPID: Reason.PPID_REVOKED,
-        RevocationKind.PCK_CERT: Reason.PCK_REVOKED, RevocationKind.GPU_DEVICE: Reason.GPU_DEVICE_REVOKED,
+        RevocationKind.FMSPC: PolicyReason.FMSPC_REVOKED, RevocationKind.CHIP_ID: PolicyReason.CHIP_REVOKED,
+        RevocationKind.GPU_FWID: PolicyReason.GPU_FWID_REVOKED, RevocationKind.PPID: PolicyReason.PPID_REVOKED,
+        RevocationKind.PCK_CERT: PolicyReason.PCK_REVOKED, RevocationKind.GPU_DEVICE: PolicyReason.GPU_DEVICE_REVOKED,
     }
 
     def check(self, claims, snapshot, request):
@@ -203,7 +203,7 @@ class NotRevoked:
                 return refuse(self.REASONS[mid.kind], f"{mid.label} {mid.ident.hex()} is revoked")
         for c in _all(claims):
             if c.measurement_digest in snapshot.revoked_measurements:
-                return refuse(Reason.MEASUREMENT_REVOKED, f"measurement {c.measurement_digest.hex()} is revoked")
+                return refuse(PolicyReason.MEASUREMENT_REVOKED, f"measurement {c.measurement_digest.hex()} is revoked")
         return None
 
 
@@ -215,14 +215,14 @@ class ReportDataBinds:
     def check(self, claims, snapshot, request):
         if request.binding is not None:
             if request.purpose == "app" and request.binding.app_id != request.app_id:
-                return refuse(Reason.REPORT_DATA_MISMATCH, "the binding names a different app")
+                return refuse(PolicyReason.REPORT_DATA_MISMATCH, "the binding names a different app")
             expected = request.binding.report_data()
         elif request.expected_report_data is not None:
             expected = request.expected_report_data
         else:
-            return refuse(Reason.BINDING_MISSING, "the request carries no binding")
+            return refuse(PolicyReason.BINDING_MISSING, "the request carries no binding")
         if claims.report_data != expected:
-            return refuse(Reason.REPORT_DATA_MISMATCH, "report_data does not bind this request")
+            return refuse(PolicyReason.REPORT_DATA_MISMATCH, "report_data does not bind this request")
         return None
 
 
@@ -239,7 +239,7 @@ class RequestFresh:
             return None
         ts = request.binding.timestamp
         if not request.now - self.max_age <= ts <= request.now + self.max_skew:
-            return refuse(Reason.REQUEST_STALE, f"request timestamp {ts} is outside [now-{self.max_age}, now+{self.max_skew}]")
+            return refuse(PolicyReason.REQUEST_STALE, f"request timestamp {ts} is outside [now-{self.max_age}, now+{self.max_skew}]")
         return None
 
 
@@ -251,7 +251,7 @@ class EvidenceWindow:
     def check(self, claims, snapshot, request):
         for c in _all(claims):
             if not c.not_before <= request.now <= c.not_after:
-                return refuse(Reason.EVIDENCE_OUTSIDE_VALIDITY,
+                return refuse(PolicyReason.EVIDENCE_OUTSIDE_VALIDITY,
                               f"{c.platform.name} evidence valid {c.not_before}..{c.not_after}, now is {request.now}")
         return None
 
@@ -270,7 +270,7 @@ class NotReplayed:
         key = hashlib.sha256(claims.report_data).digest()
         expires = request.binding.timestamp + self.max_age + self.max_skew
         if not self.store.add_if_absent(key, expires, request.now):
-            return refuse(Reason.REPLAYED, "this request's evidence was already used")
+            return refuse(PolicyReason.REPLAYED, "this request's evidence was already used")
         return None
 
 
@@ -295,7 +295,7 @@ class PolicyEngine:
             rules.append(NotReplayed(replay, max_age, max_skew))
         return cls(rules)
 
-    def decide(self, claims: Claims, snapshot: GovernanceSnapshot, request: PolicyRequest) -> Verdict:
+    def decide(self, claims: Claims, snapshot: GovernanceSnapshot, request: PolicyRequest) -> PolicyVerdict:
         for rule in self.rules:
             verdict = rule.check(claims, snapshot, request)
             if verdict is not None and not verdict.allowed:

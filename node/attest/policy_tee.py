@@ -1,6 +1,6 @@
 """Policy rules on TEE attributes the measurement digest does not cover (``Claims.tee_attributes``).
 
-Each rule refuses with its own reason code (``policy.Reason``). Governance can waive a named check for
+Each rule refuses with its own reason code (``policy.PolicyReason``). Governance can waive a named check for
 one app, the way ``allowDebug`` works, by listing its waiver name in ``AppRecord.tee_exceptions``;
 node membership never gets a waiver. Reserved TD attribute bits are never waivable.
 
@@ -30,7 +30,7 @@ The SNP VMPL floor (``GovernanceSnapshot.snp_max_vmpl``, default 0), the require
 from __future__ import annotations
 
 from derot.attest.claims import Claims
-from derot.attest.policy import Reason, _all, refuse
+from derot.attest.policy import PolicyReason, _all, refuse
 from derot.constants import Platform, TcbStatus
 
 SNP_TCB_COMPONENTS = ("bootloader", "tee", "snp", "microcode", "fmc")
@@ -60,17 +60,17 @@ class TdAttributesAllowed:
     def _check_one(self, facts, snapshot, request):
         attrs = facts["td_attributes"]
         if int(attrs["reserved"], 16):
-            return refuse(Reason.TD_ATTRIBUTES_RESERVED, f"reserved TD attribute bits {attrs['reserved']} are set")
+            return refuse(PolicyReason.TD_ATTRIBUTES_RESERVED, f"reserved TD attribute bits {attrs['reserved']} are set")
         checks = (
-            (not attrs["sept_ve_disable"], "sept_ve", Reason.TD_SEPT_VE_ENABLED,
+            (not attrs["sept_ve_disable"], "sept_ve", PolicyReason.TD_SEPT_VE_ENABLED,
              "SEPT_VE_DISABLE is clear: the host can inject #VE on pending pages"),
-            (attrs["migratable"], "td_migratable", Reason.TD_MIGRATABLE, "the TD is MIGRATABLE"),
-            (any(attrs[n] for n in ("hgs_plus_prof", "perf_prof", "pmt_prof")), "td_profiling", Reason.TD_PROFILING,
+            (attrs["migratable"], "td_migratable", PolicyReason.TD_MIGRATABLE, "the TD is MIGRATABLE"),
+            (any(attrs[n] for n in ("hgs_plus_prof", "perf_prof", "pmt_prof")), "td_profiling", PolicyReason.TD_PROFILING,
              "TD profiling (HGS+/PERF/PMT) is enabled"),
-            (attrs["servtd_ext"], "service_td", Reason.TD_SERVTD_EXT, "SERVTD_EXT is enabled"),
-            (not facts["mr_service_td_zero"], "service_td", Reason.TD_MR_SERVICE_TD,
+            (attrs["servtd_ext"], "service_td", PolicyReason.TD_SERVTD_EXT, "SERVTD_EXT is enabled"),
+            (not facts["mr_service_td_zero"], "service_td", PolicyReason.TD_MR_SERVICE_TD,
              f"the TD is bound to service TD {str(facts['mr_service_td'])[:32]}..."),
-            (int(facts["seam_attributes"], 16) != 0, "seam_attributes", Reason.SEAM_ATTRIBUTES_SET,
+            (int(facts["seam_attributes"], 16) != 0, "seam_attributes", PolicyReason.SEAM_ATTRIBUTES_SET,
              f"SEAMATTRIBUTES {facts['seam_attributes']} are not zero"),
         )
         for failed, waiver, reason, detail in checks:
@@ -91,7 +91,7 @@ class SnpVmplAllowed:
                 continue
             vmpl = c.tee_attributes["vmpl"]
             if vmpl > floor and not _waived(snapshot, request, "vmpl"):
-                return refuse(Reason.SNP_VMPL_NOT_ALLOWED, f"the report comes from VMPL {vmpl}; the floor is VMPL {floor}")
+                return refuse(PolicyReason.SNP_VMPL_NOT_ALLOWED, f"the report comes from VMPL {vmpl}; the floor is VMPL {floor}")
         return None
 
 
@@ -108,9 +108,9 @@ class SnpGuestPolicyAllowed:
             bits = c.tee_attributes["guest_policy"]
             for name, want in sorted(required.items()):
                 if name not in bits:
-                    return refuse(Reason.SNP_GUEST_POLICY, f"governance requires unknown guest policy bit {name!r}")
+                    return refuse(PolicyReason.SNP_GUEST_POLICY, f"governance requires unknown guest policy bit {name!r}")
                 if bool(bits[name]) != bool(want) and not _waived(snapshot, request, f"snp_policy:{name}"):
-                    return refuse(Reason.SNP_GUEST_POLICY,
+                    return refuse(PolicyReason.SNP_GUEST_POLICY,
                                   f"guest policy {name.upper()} is {'set' if bits[name] else 'clear'}; "
                                   f"governance requires it {'set' if want else 'clear'}")
         return None
@@ -128,9 +128,9 @@ class GpuRimMatches:
                 continue
             if rim["mismatches"]:
                 names = sorted(rim["mismatches"], key=lambda n: int(n[n.index("[") + 1 : -1]))
-                return refuse(Reason.GPU_RIM_MISMATCH, f"{len(names)} GPU measurements differ from the RIMs: "
+                return refuse(PolicyReason.GPU_RIM_MISMATCH, f"{len(names)} GPU measurements differ from the RIMs: "
                               + "; ".join(f"{n} {rim['mismatches'][n]}" for n in names[:4]))
-            return refuse(Reason.GPU_RIM_UNAVAILABLE, "; ".join(rim["unavailable"]))
+            return refuse(PolicyReason.GPU_RIM_UNAVAILABLE, "; ".join(rim["unavailable"]))
         return None
 
 

@@ -474,6 +474,49 @@ class _VekCache:
 _VEKS = _VekCache()
 
 
+def _check_vcek_hwid(cert: x509.Certificate, report: SnpReport) -> None:
+    """A VCEK names the chip it was issued to (hwID); it must be the report's ``chip_id``."""
+    hwid = _ext_raw(cert, OID_HWID)
+    if hwid is None:
+        raise ChainInvalid("VCEK has no hwID extension")
+    if len(hwid) == 66 and hwid[:2] == b"\x04\x40":  # tolerate a DER-wrapped OCTET STRING
+        hwid = hwid[2:]
+    expected = report.chip_id[: len(hwid)]
+    if not hwid or hwid != expected or any(report.chip_id[len(hwid) :]):
+        raise HardwareIdMismatch("VCEK hwID differs from the report's chip_id")
+
+
+def _report_details(
+    report: SnpReport, cert: x509.Certificate, product: str, is_vlek: bool, reported: TcbVersion
+) -> dict[str, object]:
+    """The verified report's informational fields, as :attr:`Claims.details`."""
+    turin = product == "Turin"
+    details: dict[str, object] = {
+        "product": product,
+        "report_version": report.version,
+        "signing_key": "VLEK" if is_vlek else "VCEK",
+        "vmpl": report.vmpl,
+        "guest_svn": report.guest_svn,
+        "policy": report.policy,
+        "policy_flags": report.policy_flags(),
+        "reported_tcb": vars(reported),
+        "current_tcb": vars(TcbVersion.from_u64(report.current_tcb, turin)),
+        "committed_tcb": vars(TcbVersion.from_u64(report.committed_tcb, turin)),
+        "launch_tcb": vars(TcbVersion.from_u64(report.launch_tcb, turin)),
+        "id_key_digest": report.id_key_digest,
+        "author_key_digest": report.author_key_digest,
+        "family_id": report.family_id,
+        "image_id": report.image_id,
+        "report_id": report.report_id,
+        "platform_info": report.platform_info,
+        "firmware": "%d.%d.%d" % report.current_version,
+    }
+    if is_vlek:
+        csp = _ext_raw(cert, OID_CSP_ID)
+        details["csp_id"] = csp.decode("latin-1", "replace") if csp else None
+    return details
+
+
 def verify_report(raw_report: bytes, vek_der: bytes, roots: AmdRoots, at: int) -> Claims:
     """Verify a SEV-SNP report against its VEK and pinned roots; return its Claims."""
     report = parse_report(raw_report)
@@ -510,39 +553,10 @@ def verify_report(raw_report: bytes, vek_der: bytes, roots: AmdRoots, at: int) -
         raise TcbMismatch(f"reported_tcb {reported} differs from the VEK's TCB {certified}")
 
     if not is_vlek:
-        hwid = _ext_raw(cert, OID_HWID)
-        if hwid is None:
-            raise ChainInvalid("VCEK has no hwID extension")
-        if len(hwid) == 66 and hwid[:2] == b"\x04\x40":  # tolerate a DER-wrapped OCTET STRING
-            hwid = hwid[2:]
-        expected = report.chip_id[: len(hwid)]
-        if not hwid or hwid != expected or any(report.chip_id[len(hwid) :]):
-            raise HardwareIdMismatch("VCEK hwID differs from the report's chip_id")
+        _check_vcek_hwid(cert, report)
 
     registers = {"MEASUREMENT": report.measurement, "HOST_DATA": report.host_data}
-    details: dict[str, object] = {
-        "product": product,
-        "report_version": report.version,
-        "signing_key": "VLEK" if is_vlek else "VCEK",
-        "vmpl": report.vmpl,
-        "guest_svn": report.guest_svn,
-        "policy": report.policy,
-        "policy_flags": report.policy_flags(),
-        "reported_tcb": vars(reported),
-        "current_tcb": vars(TcbVersion.from_u64(report.current_tcb, turin)),
-        "committed_tcb": vars(TcbVersion.from_u64(report.committed_tcb, turin)),
-        "launch_tcb": vars(TcbVersion.from_u64(report.launch_tcb, turin)),
-        "id_key_digest": report.id_key_digest,
-        "author_key_digest": report.author_key_digest,
-        "family_id": report.family_id,
-        "image_id": report.image_id,
-        "report_id": report.report_id,
-        "platform_info": report.platform_info,
-        "firmware": "%d.%d.%d" % report.current_version,
-    }
-    if is_vlek:
-        csp = _ext_raw(cert, OID_CSP_ID)
-        details["csp_id"] = csp.decode("latin-1", "replace") if csp else None
+    details = _report_details(report, cert, product, is_vlek, reported)
     return Claims(
         platform=Platform.SEV_SNP,
         measurements=registers,

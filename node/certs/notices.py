@@ -208,9 +208,9 @@ class EpochInfo:
 
     @classmethod
     def from_abi(cls, values) -> EpochInfo:
-        threshold, members, pk_sig, pk_kd, transcript, activated = values
+        threshold, members, group_key_sig, group_key_kd, transcript, activated = values
         keys = []
-        for name, raw in (("group_key_sig", pk_sig), ("group_key_kd", pk_kd)):
+        for name, raw in (("group_key_sig", group_key_sig), ("group_key_kd", group_key_kd)):
             try:
                 keys.append(G2.from_bytes(bytes(raw)))
             except PointDecodeError as exc:

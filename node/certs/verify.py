@@ -49,15 +49,15 @@ class CertEpoch:
     """What certificate verification needs to know about one epoch."""
 
     phase: EpochPhase
-    pk_sig: G2 | None = None  # set once the epoch activated
-    pk_kd: G2 | None = None  # set once the epoch activated (None: unknown to this caller)
+    group_key_sig: G2 | None = None  # set once the epoch activated
+    group_key_kd: G2 | None = None  # set once the epoch activated (None: unknown to this caller)
 
 
 def keys_current(epoch: CertEpoch, current: CertEpoch) -> bool:
     """The one key rule, shared with ``DerotRegistry._checkIssuer``: an activated epoch's certificates are
     current iff BOTH its group keys equal the current epoch's. A certificate binds a key derived under
     PK_kd, so a DKG that keeps PK_sig but changes PK_kd retires it as surely as a new PK_sig does."""
-    return epoch.pk_sig is not None and (epoch.pk_sig, epoch.pk_kd) == (current.pk_sig, current.pk_kd)
+    return epoch.group_key_sig is not None and (epoch.group_key_sig, epoch.group_key_kd) == (current.group_key_sig, current.group_key_kd)
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class CertificateTrust:
     revoked_serials: frozenset[bytes] = frozenset()
     revoked_evidence_hashes: frozenset[bytes] = frozenset()
     #: the registry's current epoch; when set, epochs are compared by both keys (:func:`keys_current`),
-    #: exactly as the contract does. Without it only PK_sig can be compared (``group_key``).
+    #: exactly as the contract does. Without it only PK_sig can be compared (``group_key_sig``).
     current_epoch: int | None = None
     #: keccak256(uint8 kind ‖ id) of every revoked hardware id (derot.attest.identity.revoked_keys); empty means
     #: "derive them from the snapshot's revocation sets"
@@ -107,14 +107,14 @@ def verify_certificate(
     cert_bytes: bytes,
     sig_bytes: bytes,
     *,
-    group_key: G2,
+    group_key_sig: G2,
     snapshot: GovernanceSnapshot,
     now: int,
     trust: CertificateTrust,
 ) -> Verdict:
     """Verify ``cert_bytes`` and its 128-byte EIP-2537 signature at Unix time ``now``.
 
-    ``group_key`` is the current ``PK_sig``; ``snapshot`` and ``trust`` describe the registry at one block.
+    ``group_key_sig`` is the current ``PK_sig``; ``snapshot`` and ``trust`` describe the registry at one block.
     Never raises on bad input: every refusal is a :class:`Reason`.
     """
     sig_ok = isinstance(sig_bytes, (bytes, bytearray, memoryview)) and len(sig_bytes) == SIGNATURE_SIZE
@@ -132,8 +132,8 @@ def verify_certificate(
     if not sig_ok:
         return Verdict(Reason.MALFORMED_SIGNATURE, cert)
     reason = (
-        _check_issuer(cert, snapshot, trust, group_key)
-        or _check_signature(cert, bytes(sig_bytes), group_key)
+        _check_issuer(cert, snapshot, trust, group_key_sig)
+        or _check_signature(cert, bytes(sig_bytes), group_key_sig)
         or _check_state(cert, snapshot, trust, now)
     )
     return Verdict(reason or Reason.OK, cert)
@@ -163,7 +163,7 @@ def _check_issuer(cert: Certificate, snapshot: GovernanceSnapshot, trust: Certif
         return Reason.UNKNOWN_EPOCH
     if not EpochPhase(epoch.phase).activated:
         return Reason.EPOCH_NOT_ACTIVE
-    if epoch.pk_sig is None or epoch.pk_sig != key:
+    if epoch.group_key_sig is None or epoch.group_key_sig != key:
         return Reason.EPOCH_KEY_RETIRED
     current = trust.epochs.get(trust.current_epoch) if trust.current_epoch is not None else None
     if trust.current_epoch is not None and (current is None or not keys_current(epoch, current)):

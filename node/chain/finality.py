@@ -56,8 +56,8 @@ class OwnResult:
     """What this node itself computed for an epoch."""
 
     transcript_hash: bytes
-    pk_sig: G2
-    pk_kd: G2
+    group_key_sig: G2
+    group_key_kd: G2
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ class EraseGuard:
             return EraseVerdict(False, "not_final", f"epoch {epoch_id} is {epoch.phase.name} at finalized block "
                                 f"{final.number}", final.number)
         if own is not None:
-            if (own.transcript_hash, own.pk_sig, own.pk_kd) != (epoch.transcript_hash, epoch.pk_sig, epoch.pk_kd):
+            if (own.transcript_hash, own.group_key_sig, own.group_key_kd) != (epoch.transcript_hash, epoch.group_key_sig, epoch.group_key_kd):
                 return EraseVerdict(False, "transcript_mismatch", f"epoch {epoch_id} activated a transcript or "
                                     "keys this node did not compute", final.number)
         elif epoch.index_of(self.operator):

@@ -125,11 +125,11 @@ class Registry:
     def epoch(self, epoch_id: int, block="latest") -> EpochRecord:
         v = self._call(self.contract.functions.getEpoch(epoch_id), block)
         (_id, phase, threshold, previous, started, activated, store, transcript, members) = v
-        pk_sig = pk_kd = None
+        group_key_sig = group_key_kd = None
         has_keys = int(store, 16) != 0
         if has_keys:
             raw_sig, raw_kd = self._call(self.contract.functions.epochKeys(epoch_id), block)
-            pk_sig, pk_kd = G2.from_eip2537(raw_sig), G2.from_eip2537(raw_kd)
+            group_key_sig, group_key_kd = G2.from_eip2537(raw_sig), G2.from_eip2537(raw_kd)
         return EpochRecord(
             id=epoch_id,
             phase=EpochPhase(phase),
@@ -140,8 +140,8 @@ class Registry:
             key_store=to_checksum_address(store) if has_keys else None,
             transcript_hash=bytes(transcript),
             members=tuple(to_checksum_address(m) for m in members),
-            pk_sig=pk_sig,
-            pk_kd=pk_kd,
+            group_key_sig=group_key_sig,
+            group_key_kd=group_key_kd,
         )
 
     def epochs(self, block="latest") -> dict[int, EpochRecord]:
@@ -259,9 +259,9 @@ class Registry:
     def update_node(self, account, *, endpoint: str, tls_key_hash: bytes, evidence_hash: bytes = bytes(32)):
         return send(self.w3, account, self.contract.functions.updateNode(endpoint, tls_key_hash, evidence_hash))
 
-    def report_epoch(self, account, epoch_id: int, pk_sig: G2, pk_kd: G2, transcript_hash: bytes):
+    def report_epoch(self, account, epoch_id: int, group_key_sig: G2, group_key_kd: G2, transcript_hash: bytes):
         """A committee member reports its DKG/reshare outcome (keys are sent in EIP-2537 form)."""
-        fn = self.contract.functions.reportEpoch(epoch_id, pk_sig.to_eip2537(), pk_kd.to_eip2537(), transcript_hash)
+        fn = self.contract.functions.reportEpoch(epoch_id, group_key_sig.to_eip2537(), group_key_kd.to_eip2537(), transcript_hash)
         return send(self.w3, account, fn)
 
     # writes: app owners ---------------------------------------------------------------------------

@@ -58,21 +58,21 @@ class RegistryState:
         return self.epochs.get(self.pending_epoch)
 
     @property
-    def group_key(self) -> G2 | None:
+    def group_key_sig(self) -> G2 | None:
         """The current PK_sig (certificates)."""
-        return self.committee.pk_sig if self.committee else None
+        return self.committee.group_key_sig if self.committee else None
 
     @property
-    def kd_key(self) -> G2 | None:
+    def group_key_kd(self) -> G2 | None:
         """The current PK_kd (key derivation)."""
-        return self.committee.pk_kd if self.committee else None
+        return self.committee.group_key_kd if self.committee else None
 
     def approved_nodes(self) -> dict[str, NodeRecord]:
         return {op: n for op, n in self.nodes.items() if n.status is NodeStatus.APPROVED}
 
     def certificate_trust(self) -> CertificateTrust:
         return CertificateTrust(
-            epochs={i: CertEpoch(e.phase, e.pk_sig, e.pk_kd) for i, e in self.epochs.items()},
+            epochs={i: CertEpoch(e.phase, e.group_key_sig, e.group_key_kd) for i, e in self.epochs.items()},
             current_epoch=self.current_epoch or None,
             revoked_serials=self.revoked_serials,
             revoked_evidence_hashes=self.revoked_evidence_hashes,
@@ -80,10 +80,10 @@ class RegistryState:
 
     def verify_certificate(self, cert: bytes, sig: bytes, *, now: int | None = None) -> Verdict:
         """Off-chain verification against this state (``now`` defaults to the block's timestamp)."""
-        key = self.group_key or G2.generator()  # no active epoch: every epoch check fails first anyway
+        key = self.group_key_sig or G2.generator()  # no active epoch: every epoch check fails first anyway
         when = self.snapshot.block_timestamp if now is None else now
         return verify_certificate(
-            cert, sig, group_key=key, snapshot=self.snapshot, now=when, trust=self.certificate_trust()
+            cert, sig, group_key_sig=key, snapshot=self.snapshot, now=when, trust=self.certificate_trust()
         )
 
     def with_block(self, number: int, block_hash: bytes, timestamp: int) -> RegistryState:
@@ -130,6 +130,49 @@ def read_state(registry, block_hash: bytes, block_number: int, timestamp: int) -
     )
 
 
+def _reread_apps(
+    registry, state: RegistryState, app_ids: set[bytes], at: bytes
+) -> tuple[dict[bytes, AppRecord], set[bytes]]:
+    """The snapshot's apps with ``app_ids`` re-read at ``at``, and the ids that could not be read (kept for the
+    next block). A chain that is unverified or unavailable fails the whole update instead."""
+    new_apps: dict[bytes, AppRecord] = dict(state.snapshot.apps)
+    unreadable = set()
+    for app_id in app_ids:
+        try:
+            record = registry.app(app_id, at)
+        except ChainReadError as exc:
+            if exc.reason in ("chain_unverified", "chain_unavailable"):
+                raise
+            unreadable.add(app_id)
+            record = None
+        if record is None:
+            new_apps.pop(app_id, None)
+        else:
+            new_apps[app_id] = record
+    return new_apps, unreadable
+
+
+def _revoked_after(
+    state: RegistryState, revocations: Sequence[tuple[RevocationKind, bytes, bool]]
+) -> dict[RevocationKind, frozenset[bytes]]:
+    """Every revocation list of ``state``, with the Revoked/Unrevoked events applied in chain order."""
+    snap = state.snapshot
+    revoked = {
+        RevocationKind.FMSPC: snap.revoked_fmspcs,
+        RevocationKind.CHIP_ID: snap.revoked_chip_ids,
+        RevocationKind.GPU_FWID: snap.revoked_gpu_fwids,
+        RevocationKind.MEASUREMENT: snap.revoked_measurements,
+        RevocationKind.CERT_SERIAL: state.revoked_serials,
+        RevocationKind.EVIDENCE_HASH: state.revoked_evidence_hashes,
+        RevocationKind.PPID: snap.revoked_ppids,
+        RevocationKind.PCK_CERT: snap.revoked_pck_certs,
+        RevocationKind.GPU_DEVICE: snap.revoked_gpu_devices,
+    }
+    for kind, ident, added in revocations:
+        revoked[kind] = revoked[kind] | {ident} if added else revoked[kind] - {ident}
+    return revoked
+
+
 def apply_changes(
     registry,
     state: RegistryState,
@@ -165,19 +208,7 @@ def apply_changes(
             new_apps.pop(app_id, None)
         else:
             new_apps[app_id] = record
-    revoked = {
-        RevocationKind.FMSPC: snap.revoked_fmspcs,
-        RevocationKind.CHIP_ID: snap.revoked_chip_ids,
-        RevocationKind.GPU_FWID: snap.revoked_gpu_fwids,
-        RevocationKind.MEASUREMENT: snap.revoked_measurements,
-        RevocationKind.CERT_SERIAL: state.revoked_serials,
-        RevocationKind.EVIDENCE_HASH: state.revoked_evidence_hashes,
-        RevocationKind.PPID: snap.revoked_ppids,
-        RevocationKind.PCK_CERT: snap.revoked_pck_certs,
-        RevocationKind.GPU_DEVICE: snap.revoked_gpu_devices,
-    }
-    for kind, ident, added in revocations:
-        revoked[kind] = revoked[kind] | {ident} if added else revoked[kind] - {ident}
+    revoked = _revoked_after(state, revocations)
     snapshot = replace(
         snap,
         block_number=block_number,

@@ -44,8 +44,8 @@ class EpochRecord:
     key_store: str | None
     transcript_hash: bytes
     members: tuple[str, ...]
-    pk_sig: G2 | None = None
-    pk_kd: G2 | None = None
+    group_key_sig: G2 | None = None
+    group_key_kd: G2 | None = None
 
     def index_of(self, operator: str) -> int:
         """1-based member index, or 0 if ``operator`` is not a member."""

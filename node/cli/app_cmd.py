@@ -35,11 +35,10 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from derot.cli.errors import FAILED, UNREACHABLE, USAGE, classify, report
-from derot.errors import DerotError
+from derot.cli.app_target import Target, node_client, open_registry, resolve_target, signing_account
+from derot.cli.errors import FAILED, UNREACHABLE, USAGE, CliError, classify, report
 
 #: one spelling per platform, everywhere (input and output); "snp"/"sev_snp" are read as "sev-snp"
 PLATFORMS = {"tdx": "TDX", "sgx": "SGX", "sev-snp": "SEV_SNP", "nvidia-gpu": "NVIDIA_GPU",
@@ -52,12 +51,6 @@ def platform_word(text: str) -> str:
     word = text.strip().lower().replace("_", "-")
     return "sev-snp" if word == "snp" else word
 KEY_TYPES = ("secp256k1", "ed25519", "x25519", "p256")
-
-
-class CliError(DerotError):
-    """A user-facing error: printed without a traceback, exit code 1."""
-
-    reason = "cli_error"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -97,11 +90,8 @@ def _positive(text: str) -> int:
 # parser
 
 
-def register(subparsers) -> None:
-    app = subparsers.add_parser("app", help="app owners and TEE apps: register, allow, get-key, get-cert, verify",
-                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = app.add_subparsers(dest="app_command", metavar="COMMAND")
-
+def _network_options() -> argparse.ArgumentParser:
+    """``--rpc``/``--registry``/``--devnet``/``--node``/``--json``: every ``derot app`` command takes them."""
     common = argparse.ArgumentParser(add_help=False)
     where = common.add_argument_group("network")
     where.add_argument("--rpc", default=os.environ.get("DEROT_RPC"), help="Ethereum JSON-RPC URL ($DEROT_RPC)")
@@ -112,10 +102,18 @@ def register(subparsers) -> None:
     where.add_argument("--node", action="append", default=None, metavar="HOST:PORT",
                        help="a node's public endpoint (repeatable; $DEROT_NODES, comma-separated)")
     common.add_argument("--json", action="store_true", help="machine-readable output")
+    return common
 
+
+def _signer_options() -> argparse.ArgumentParser:
+    """The owner's signing key (register, allow, rotate): a file or $DEROT_KEY, never a command-line value."""
     signer = argparse.ArgumentParser(add_help=False)
     signer.add_argument("--key-file", type=Path, help="file holding the owner's Ethereum key (hex); default $DEROT_KEY")
+    return signer
 
+
+def _device_options() -> argparse.ArgumentParser:
+    """The TEE a get-key/get-cert runs in: a devnet TEE, or this machine's hardware (``--tee auto``)."""
     device = argparse.ArgumentParser(add_help=False)
     tee = device.add_argument_group("device")
     tee.add_argument("--tee", choices=("devnet", "auto"),
@@ -135,6 +133,15 @@ def register(subparsers) -> None:
                      default=os.environ.get("DEROT_TEE_PRIVLEVEL"),
                      help="SEV-SNP: the VMPL to ask reports for (default: the guest's own) ($DEROT_TEE_PRIVLEVEL)")
     tee.add_argument("--gpus", type=int, default=0, help="devnet: attach this many devnet H100 GPUs (a GPU TEE)")
+    return device
+
+
+def register(subparsers) -> None:
+    app = subparsers.add_parser("app", help="app owners and TEE apps: register, allow, get-key, get-cert, verify",
+                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = app.add_subparsers(dest="app_command", metavar="COMMAND")
+
+    common, signer, device = _network_options(), _signer_options(), _device_options()
 
     def command(name, func, text, parents=(), **kwargs):
         parser = sub.add_parser(name, help=text, description=text, parents=[common, *parents], **kwargs)
@@ -255,110 +262,6 @@ def _fail(args, kind: str, reason: str, detail: str, attempts: list[str] | None 
     return code
 
 
-# ------------------------------------------------------------------------------------------------
-# where: chain, registry, nodes
-
-
-@dataclass(frozen=True)
-class Target:
-    """The network a command talks to."""
-
-    rpc_url: str
-    registry: str
-    nodes: tuple[str, ...]  # explicit or devnet endpoints; empty = the committee's registered ones
-    devnet: Path | None = None
-
-
-def resolve_target(args, environ=os.environ) -> Target:
-    """``--rpc``/``--registry``/``--node`` win over what ``--devnet DIR`` says."""
-    rpc, registry, nodes = args.rpc, args.registry, list(args.node or [])
-    if not nodes and environ.get("DEROT_NODES"):
-        nodes = [n.strip() for n in environ["DEROT_NODES"].split(",") if n.strip()]
-    devnet = args.devnet
-    if devnet is not None:
-        state = _read_json(devnet / "devnet.json", "devnet state", " (is the devnet up? derot devnet up)")
-        deployment = _read_json(devnet / "deployment.json", "deployment")
-        if state.get("registry") and deployment.get("registry") and \
-                state["registry"].lower() != deployment["registry"].lower():
-            raise CliError(f"{devnet}: devnet.json and deployment.json name different registries")
-        rpc = rpc or state.get("rpc_url")
-        registry = registry or deployment.get("registry") or state.get("registry")
-        if not nodes:
-            nodes = [f"127.0.0.1:{n['public_port']}" for n in state.get("nodes", [])]
-    if not rpc:
-        raise CliError("no chain: pass --rpc URL (or $DEROT_RPC) or --devnet DIR")
-    if not registry:
-        raise CliError("no registry: pass --registry ADDRESS (or $DEROT_REGISTRY) or --devnet DIR")
-    for endpoint in nodes:
-        host, sep, port = endpoint.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise CliError(f"--node wants HOST:PORT, got {endpoint!r}")
-    return Target(rpc, registry, tuple(nodes), devnet)
-
-
-def _read_json(path: Path, what: str, hint: str = "") -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CliError(f"no {what} at {path}{hint}") from None
-    except json.JSONDecodeError as exc:
-        raise CliError(f"{path} is not JSON: {exc}") from None
-
-
-def _registry(target: Target):
-    from web3 import Web3
-
-    from derot.chain.registry import Registry
-
-    w3 = Web3(Web3.HTTPProvider(target.rpc_url, request_kwargs={"timeout": 15}))
-    if not w3.is_connected():
-        raise ConnectionError(f"no JSON-RPC node answers at {target.rpc_url}")
-    if not w3.eth.get_code(Web3.to_checksum_address(target.registry)):
-        raise CliError(f"no contract at {target.registry} on {target.rpc_url}")
-    return Registry(w3, target.registry)
-
-
-def committee_endpoints(registry) -> dict[str, bytes]:
-    """``{public endpoint: TLS key hash}`` of the current committee, as registered on-chain."""
-    from derot.app.discovery import committee_endpoints as registered
-
-    return registered(registry)
-
-
-def _client(target: Target, registry):
-    from derot.app.client import RootOfTrustClient
-
-    registered = committee_endpoints(registry)
-    endpoints = list(target.nodes) or list(registered)
-    if not endpoints:
-        raise CliError("no node endpoints: pass --node HOST:PORT (the registry has no active committee)")
-    pins = {e: registered[e] for e in endpoints if e in registered}
-    return RootOfTrustClient(endpoints, tls_key_hashes=pins)
-
-
-def _account(args, target: Target):
-    from eth_account import Account
-
-    if args.key_file:
-        try:
-            secret = args.key_file.read_text().strip()
-        except OSError as exc:
-            raise CliError(f"cannot read --key-file: {exc.strerror}") from None
-    else:
-        secret = os.environ.get("DEROT_KEY", "").strip()
-    if not secret and target.devnet is not None:
-        from derot.devnet.anvil import dev_accounts
-        from derot.devnet.network import APP_OWNER
-
-        return dev_accounts(APP_OWNER + 1)[APP_OWNER]
-    if not secret:
-        raise CliError("no signing key: pass --key-file FILE or set $DEROT_KEY")
-    try:
-        return Account.from_key(secret)
-    except (ValueError, TypeError):
-        raise CliError("the signing key is not a valid secp256k1 private key (hex)") from None
-
-
 def _platform(name: str):
     from derot.constants import Platform
 
@@ -435,8 +338,8 @@ def cmd_register(args) -> int:
     from derot.app.owner import AppOwner
 
     target = resolve_target(args)
-    account = _account(args, target)
-    registry = _registry(target)
+    account = signing_account(args, target)
+    registry = open_registry(target)
     salt = args.salt or os.urandom(32)
     app_id = AppOwner(registry, account).register(salt)
     emit({"app_id": app_id.hex(), "owner": account.address, "salt": salt.hex(),
@@ -464,8 +367,8 @@ def cmd_allow(args) -> int:
             measurement = devnet_measurement_digest(platform, image_registers(platform, args.devnet_image))
     else:
         measurement = args.measurement
-    account = _account(args, target)
-    registry = _registry(target)
+    account = signing_account(args, target)
+    registry = open_registry(target)
     _require_app(registry, args.app_id)
     AppOwner(registry, account).allow(args.app_id, platform, measurement, allowed=not args.disallow)
     emit({"app_id": args.app_id.hex(), "platform": _platform_name(platform), "measurement": measurement.hex(),
@@ -478,8 +381,8 @@ def cmd_rotate(args) -> int:
     from derot.app.owner import AppOwner
 
     target = resolve_target(args)
-    account = _account(args, target)
-    registry = _registry(target)
+    account = signing_account(args, target)
+    registry = open_registry(target)
     before = _require_app(registry, args.app_id).key_version
     AppOwner(registry, account).rotate(args.app_id, args.key_version)
     emit({"app_id": args.app_id.hex(), "key_version": registry.app(args.app_id).key_version,
@@ -490,7 +393,7 @@ def cmd_rotate(args) -> int:
 
 def cmd_show(args) -> int:
     target = resolve_target(args)
-    app = _require_app(_registry(target), args.app_id)
+    app = _require_app(open_registry(target), args.app_id)
     emit({
         "app_id": app.app_id.hex(),
         "owner": app.owner,
@@ -547,11 +450,11 @@ def _app_session(args):
 
     target = resolve_target(args)
     device = make_device(args, target)  # local: fails before any network call
-    registry = _registry(target)
+    registry = open_registry(target)
     app = _require_app(registry, args.app_id)
     key_version = args.key_version or app.key_version
     anchor = TrustAnchor.from_chain(target.rpc_url, target.registry)
-    return App(_client(target, registry), device, anchor, args.app_id), key_version
+    return App(node_client(target, registry), device, anchor, args.app_id), key_version
 
 
 def _public_keys(keys) -> dict:
@@ -654,7 +557,7 @@ def cmd_verify_cert(args) -> int:
         except PointDecodeError:
             pass  # verification reports malformed_signature
     target = resolve_target(args)
-    registry = _registry(target)
+    registry = open_registry(target)
     block = registry.w3.eth.get_block("latest")
     now = args.now if args.now is not None else block["timestamp"]
     state = read_state(registry, bytes(block["hash"]), block["number"], block["timestamp"])

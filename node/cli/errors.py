@@ -39,6 +39,12 @@ class CommandError(DerotError):
         super().__init__(f"{reason}: {detail}")
 
 
+class CliError(DerotError):
+    """Invalid user input (arguments, files, environment): a command reports it as ``invalid_input``."""
+
+    reason = "cli_error"
+
+
 def classify(exc: BaseException) -> CommandError:
     """The one-line error and exit code for ``exc``."""
     if isinstance(exc, CommandError):

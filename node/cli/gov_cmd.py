@@ -23,24 +23,17 @@ from the chain's recent block rate while in the future). Reverts are decoded ("p
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import re
 import sys
 from pathlib import Path
 
-from derot.cli.errors import UNREACHABLE, CommandError, guarded
-from derot.errors import DerotError
+from derot.cli.errors import UNREACHABLE, CliError, CommandError, guarded
+from derot.cli.gov_view import hex_id, humanize_revert, iso, proposal_view, short_ids, votes_text, window, window_text
 
 DEFAULT_RPC = "http://127.0.0.1:8545"
 DEFAULT_DEPLOYMENT = ".devnet/deployment.json"
-
-
-class CliError(DerotError):
-    """A user-facing error: printed without a traceback, exit code 1."""
-
-    reason = "cli_error"
 
 
 def register(subparsers) -> None:
@@ -140,7 +133,7 @@ def resolve_proposal(gov, ref: str) -> int:
     if ref.isdigit() and len(ref) > 20:
         return int(ref)
     prefix = ref.removeprefix("0x")
-    matches = [p.id for p in gov.proposals() if _hex_id(p.id).startswith(prefix)]
+    matches = [p.id for p in gov.proposals() if hex_id(p.id).startswith(prefix)]
     if ref.isdigit() and not matches:
         matches = [p.id for p in gov.proposals() if str(p.id) == ref]
     if not matches:
@@ -148,46 +141,6 @@ def resolve_proposal(gov, ref: str) -> int:
     if len(set(matches)) > 1:
         raise CliError(f"{ref!r} matches {len(set(matches))} proposals: give more digits")
     return matches[0]
-
-
-def _hex_id(pid: int) -> str:
-    return f"{pid:064x}"
-
-
-def short_ids(ids) -> dict[int, str]:
-    """The shortest unique hex prefix (at least 8 digits) of each id, as ``#prefix``."""
-    ids = list(dict.fromkeys(ids))
-    out = {}
-    for pid in ids:
-        full = _hex_id(pid)
-        size = 8
-        while any(other != pid and _hex_id(other).startswith(full[:size]) for other in ids):
-            size += 2
-        out[pid] = "#" + full[:size]
-    return out
-
-
-_STATE_ERROR = re.compile(r"GovernorUnexpectedProposalState\((?:proposalId=)?\d+, (?:current=)?(\d+), "
-                          r"(?:expectedStates=)?(0x[0-9a-fA-F]+)\)")
-
-
-def humanize_revert(text: str) -> str:
-    """Governor custom errors in words: ``proposal is Defeated (needs Succeeded)``, not the raw tuple."""
-    from derot.chain.governance import ProposalState
-
-    def state_words(match) -> str:
-        current = ProposalState(int(match.group(1))).name.capitalize()
-        mask = int(match.group(2), 16)
-        wanted = [s.name.capitalize() for s in ProposalState if mask >> int(s) & 1]
-        return f"proposal is {current}" + (f" (needs {' or '.join(wanted)})" if wanted else "")
-
-    text = _STATE_ERROR.sub(state_words, text)
-    for raw, words in (("GovernorAlreadyCastVote", "this account already voted on the proposal"),
-                       ("GovernorInsufficientProposerVotes", "the proposer has too few votes to propose"),
-                       ("GovernorNonexistentProposal", "no such proposal"),
-                       ("TimelockUnexpectedOperationState", "the timelock operation is not ready (delay not passed?)")):
-        text = re.sub(raw + r"\([^)]*\)", words, text)
-    return text
 
 
 _LATE_VALUES = {"--rpc": ("rpc", str), "--deployment": ("deployment", Path), "--key-file": ("key_file", Path)}
@@ -238,59 +191,6 @@ def emit(args, data: dict, lines: list[str]) -> None:
         print(json.dumps(data, indent=2, default=str))
     else:
         print("\n".join(lines))
-
-
-def iso(ts: int | float) -> str:
-    return datetime.datetime.fromtimestamp(int(ts), datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def votes_text(amount: int, unit: int = 10**18) -> str:
-    """``1,000,000`` (whole tokens) or ``12.5`` (fractions kept, up to 4 decimals)."""
-    whole, frac = divmod(int(amount), unit)
-    if not frac:
-        return f"{whole:,}"
-    return f"{amount / unit:,.4f}".rstrip("0").rstrip(".")
-
-
-def block_time(w3, number: int) -> tuple[int, bool]:
-    """(Unix time of block ``number``, estimated?): a past block's own timestamp, else an estimate from the
-    last 100 blocks' rate."""
-    latest = w3.eth.get_block("latest")
-    if number <= latest["number"]:
-        return int(w3.eth.get_block(number)["timestamp"]), False
-    back = max(0, latest["number"] - 100)
-    earlier = w3.eth.get_block(back)
-    span = latest["number"] - back
-    rate = (latest["timestamp"] - earlier["timestamp"]) / span if span else 12.0
-    return int(latest["timestamp"] + (number - latest["number"]) * max(rate, 0.001)), True
-
-
-def window(w3, start: int, end: int) -> dict:
-    """A voting window in blocks and time."""
-    (t0, e0), (t1, e1) = block_time(w3, start), block_time(w3, end)
-    return {"start_block": start, "end_block": end, "opens": iso(t0), "closes": iso(t1), "estimated": e0 or e1}
-
-
-def window_text(w: dict) -> str:
-    est = " (estimated)" if w["estimated"] else ""
-    return f"blocks {w['start_block']}..{w['end_block']}, {w['opens']} .. {w['closes']}{est}"
-
-
-def proposal_view(gov, p, short: str) -> dict:
-    """A proposal as plain values (the JSON of show/list)."""
-    from derot.chain.actions import Action
-
-    return {
-        "id": str(p.id), "short_id": short, "state": p.state.name.lower(), "proposer": p.proposer,
-        "title": p.description.splitlines()[0] if p.description else "",
-        "voting": window(gov.w3, p.vote_start, p.vote_end),
-        "votes": {"for": votes_text(p.votes_for), "against": votes_text(p.votes_against),
-                  "abstain": votes_text(p.votes_abstain), "quorum": votes_text(p.quorum)},
-        "eta": iso(p.eta) if p.eta else None,
-        "actions": [{"summary": a.summary() if isinstance(a, Action) else str(a),
-                     "council_may_act_at_once": bool(isinstance(a, Action) and a.council_allowed)}
-                    for a in p.actions],
-    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -393,10 +293,10 @@ def cmd_propose(args) -> int:
     if args.dry_run:
         pid = gov.proposal_id(actions, description)
         calls = [action.encode(gov.registry) for action in actions]
-        emit(args, {"dry_run": True, "id": str(pid), "short_id": "#" + _hex_id(pid)[:8], "actions": summaries,
+        emit(args, {"dry_run": True, "id": str(pid), "short_id": "#" + hex_id(pid)[:8], "actions": summaries,
                     "description": description, "calls": [{"target": t, "data": "0x" + d.hex()} for t, d in calls]},
              head + [f"  call {t} 0x{d.hex()}" for t, d in calls]
-             + [f"  proposal id would be {pid} (#{_hex_id(pid)[:8]})"])
+             + [f"  proposal id would be {pid} (#{hex_id(pid)[:8]})"])
         return 0
     account = _account(args)
     _warn_without_votes(gov, account.address, None, "propose")
@@ -543,9 +443,9 @@ def cmd_state(args) -> int:
     if s.committee:
         c = s.committee
         data["active_epoch"] = {"epoch": c.id, "members": len(c.members), "threshold": c.threshold,
-                                "pk_sig": c.pk_sig.to_bytes().hex()}
+                                "pk_sig": c.group_key_sig.to_bytes().hex()}
         lines += [f"  epoch {c.id} active: {len(c.members)} members, threshold {c.threshold}",
-                  f"    PK_sig {c.pk_sig.to_bytes().hex()}"]
+                  f"    PK_sig {c.group_key_sig.to_bytes().hex()}"]
     else:
         data["active_epoch"] = None
         lines.append("  no active epoch")

@@ -57,41 +57,61 @@ def run(args) -> int:
     return 0 if ok else 1
 
 
+IMAGE = "payments-enclave v1.4"
+
+
 def _mission(net, narrator: Narrator) -> None:
-    from derot.app.client import RequestFailed, RootOfTrustClient
-    from derot.app.owner import AppOwner
+    from derot.app.client import RootOfTrustClient
     from derot.app.sdk import App, TrustAnchor
     from derot.app.tee.devnet import DevnetDevice
-    from derot.attest.devnet import DevnetRoots, devnet_measurement_digest, image_registers
-    from derot.chain.actions import RemoveNode, Revoke, StartReshare
-    from derot.chain.types import RevocationKind
-    from derot.constants import KeyType, Platform
-    from derot.devnet.network import APP_OWNER
+    from derot.attest.devnet import DevnetRoots, image_registers
+    from derot.constants import Platform
 
     narrator.step("A devnet starts: anvil, the governance contracts, devnet TEE roots, 5 nodes, a 3-of-5 DKG")
     net.up(timeout=180)
     registry = net.registry_client()
     epoch1 = registry.epoch(1)
     narrator.say(f"registry  {net.registry}")
-    narrator.say(f"PK_sig    {epoch1.pk_sig.to_bytes().hex()[:48]}…")
-    narrator.say(f"PK_kd     {epoch1.pk_kd.to_bytes().hex()[:48]}…")
+    narrator.say(f"PK_sig    {epoch1.group_key_sig.to_bytes().hex()[:48]}…")
+    narrator.say(f"PK_kd     {epoch1.group_key_kd.to_bytes().hex()[:48]}…")
 
-    narrator.step("An app is registered, allowing its measurements on Intel TDX and AMD SEV-SNP")
-    image = "payments-enclave v1.4"
-    owner = AppOwner.connect(net.rpc_url, net.registry, net.accounts[APP_OWNER])
-    app_id = owner.register(os.urandom(32))
-    narrator.say(f"appId     {app_id.hex()}  (owner {owner.account.address})")
-    digests = {}
-    for platform in (Platform.TDX, Platform.SEV_SNP):
-        digests[platform] = devnet_measurement_digest(platform, image_registers(platform, image))
-        owner.allow(app_id, platform, digests[platform])
-        narrator.say(f"allowed   {platform.name:<8} measurement {digests[platform].hex()[:32]}…")
-    net.wait_confirmed()
-
+    app_id = _register_app(net, narrator)
     roots = DevnetRoots.load(net.directory / "roots")
     client = RootOfTrustClient([p.public_endpoint for p in net.node_processes])
     anchor = TrustAnchor.from_chain(net.rpc_url, net.registry)
-    tdx = App(client, DevnetDevice(roots, Platform.TDX, image_registers(Platform.TDX, image)), anchor, app_id)
+    tdx = App(client, DevnetDevice(roots, Platform.TDX, image_registers(Platform.TDX, IMAGE)), anchor, app_id)
+    key, cert = _tdx_key_and_certificate(narrator, registry, tdx)
+    _revoke_tdx(net, narrator, registry, tdx, cert)
+    snp = App(client, DevnetDevice(roots, Platform.SEV_SNP, image_registers(Platform.SEV_SNP, IMAGE)), anchor, app_id)
+    snp_cert = _redeploy_on_snp(narrator, registry, snp, key)
+    client4 = _reshare(net, narrator, registry, epoch1, snp, key, snp_cert)
+    client.close()
+    client4.close()
+    print(f"\n{'═' * WIDTH}\nmission complete: one app key across TDX → SEV-SNP, a revocation and a reshare\n{'═' * WIDTH}")
+
+
+def _register_app(net, narrator: Narrator) -> bytes:
+    """Step 2: register an app and allow its TDX and SEV-SNP measurements; returns its appId."""
+    from derot.app.owner import AppOwner
+    from derot.attest.devnet import devnet_measurement_digest, image_registers
+    from derot.constants import Platform
+    from derot.devnet.network import APP_OWNER
+
+    narrator.step("An app is registered, allowing its measurements on Intel TDX and AMD SEV-SNP")
+    owner = AppOwner.connect(net.rpc_url, net.registry, net.accounts[APP_OWNER])
+    app_id = owner.register(os.urandom(32))
+    narrator.say(f"appId     {app_id.hex()}  (owner {owner.account.address})")
+    for platform in (Platform.TDX, Platform.SEV_SNP):
+        digest = devnet_measurement_digest(platform, image_registers(platform, IMAGE))
+        owner.allow(app_id, platform, digest)
+        narrator.say(f"allowed   {platform.name:<8} measurement {digest.hex()[:32]}…")
+    net.wait_confirmed()
+    return app_id
+
+
+def _tdx_key_and_certificate(narrator: Narrator, registry, tdx):
+    """Steps 3-4: the app's key and certificate on TDX, and the certificate verified on-chain."""
+    from derot.constants import KeyType
 
     narrator.step("On TDX, the app gets its identity key and a certificate")
     key = tdx.get_key()
@@ -107,6 +127,14 @@ def _mission(net, narrator: Narrator) -> None:
     reason = registry.verify_certificate(cert.encoded, cert.signature)
     gas = registry.contract.functions.verifyCertificate(cert.encoded, cert.signature_eip2537).estimate_gas()
     narrator.say(f"verifyCertificate → {reason.name}; gas {gas:,} for the whole call")
+    return key, cert
+
+
+def _revoke_tdx(net, narrator: Narrator, registry, tdx, cert) -> None:
+    """Steps 5-6: governance revokes the TDX FMSPC (and the certificate's evidence); the next request is refused."""
+    from derot.app.client import RequestFailed
+    from derot.chain.actions import Revoke
+    from derot.chain.types import RevocationKind
 
     fmspc = tdx.device._tee.fmspc
     narrator.step(f"Governance revokes the compromised TDX platform family (FMSPC {fmspc.hex()})")
@@ -125,8 +153,12 @@ def _mission(net, narrator: Narrator) -> None:
         narrator.say(f"refused: {exc.reason} — {exc.refusal.detail}")
     narrator.say(f"and its TDX certificate, on-chain: {registry.verify_certificate(cert.encoded, cert.signature).name}")
 
+
+def _redeploy_on_snp(narrator: Narrator, registry, snp, key):
+    """Step 7: on SEV-SNP the app gets the same key (same address) and a new certificate; returns it."""
+    from derot.constants import KeyType
+
     narrator.step("The app redeploys on AMD SEV-SNP: same key, new certificate")
-    snp = App(client, DevnetDevice(roots, Platform.SEV_SNP, image_registers(Platform.SEV_SNP, image)), anchor, app_id)
     snp_key = snp.get_key()
     same = snp_key.ethereum_address == key.ethereum_address
     narrator.say(f"Ethereum address {snp_key.ethereum_address}  — {'the SAME address' if same else 'DIFFERENT (bug!)'}")
@@ -134,6 +166,15 @@ def _mission(net, narrator: Narrator) -> None:
     narrator.say(f"new certificate, platform sev-snp, on-chain: {registry.verify_certificate(snp_cert.encoded, snp_cert.signature).name}")
     if not same:
         raise RuntimeError("the key changed across vendors")
+    return snp_cert
+
+
+def _reshare(net, narrator: Narrator, registry, epoch1, snp, key, snp_cert):
+    """Step 8: node 5 is removed and the committee reshares 3-of-4; the group keys and the app's key stay.
+
+    Returns the client of the four remaining nodes (the caller closes it)."""
+    from derot.app.client import RootOfTrustClient
+    from derot.chain.actions import RemoveNode, StartReshare
 
     narrator.step("Governance removes node 5; the committee reshares 3-of-4 with the group keys unchanged")
     members = tuple(p.operator for p in net.node_processes[:4])
@@ -141,7 +182,7 @@ def _mission(net, narrator: Narrator) -> None:
     epoch = registry.pending_epoch() or registry.current_epoch()
     net.wait_for_epoch(epoch, timeout=120)
     epoch2 = registry.epoch(epoch)
-    unchanged = epoch2.pk_sig == epoch1.pk_sig and epoch2.pk_kd == epoch1.pk_kd
+    unchanged = epoch2.group_key_sig == epoch1.group_key_sig and epoch2.group_key_kd == epoch1.group_key_kd
     narrator.say(f"epoch {epoch}: {len(epoch2.members)} members, threshold {epoch2.threshold}; group keys "
                  f"{'unchanged' if unchanged else 'CHANGED (bug!)'}; old shares erased")
     net.wait_confirmed()
@@ -154,6 +195,4 @@ def _mission(net, narrator: Narrator) -> None:
                  f"{registry.verify_certificate(snp_cert.encoded, snp_cert.signature).name}")
     if not unchanged or after.ethereum_address != key.ethereum_address:
         raise RuntimeError("keys changed across the reshare")
-    client.close()
-    client4.close()
-    print(f"\n{'═' * WIDTH}\nmission complete: one app key across TDX → SEV-SNP, a revocation and a reshare\n{'═' * WIDTH}")
+    return client4

@@ -462,8 +462,8 @@ class Devnet:
                     record = registry.epoch(current)
                     out["threshold"] = record.threshold
                     out["members"] = len(record.members)
-                    out["group_key_sig"] = record.pk_sig.to_bytes().hex()
-                    out["group_key_kd"] = record.pk_kd.to_bytes().hex()
+                    out["group_key_sig"] = record.group_key_sig.to_bytes().hex()
+                    out["group_key_kd"] = record.group_key_kd.to_bytes().hex()
                 pending = registry.pending_epoch()
                 if pending:
                     out["pending_epoch"] = pending

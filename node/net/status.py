@@ -3,7 +3,7 @@
 A node refuses with :class:`Refusal`; the gRPC layer turns it into a status whose details hold one
 ``google.rpc.ErrorInfo`` (``reason`` = the code, ``domain`` = ``derot.v1``). Clients recover it with
 :func:`refusal_from_rpc_error`. Reason codes are lowercase snake case: the attestation layer's
-(``derot.attest.errors``), the policy engine's (``derot.attest.policy.Reason``) and the node's own below.
+(``derot.attest.errors``), the policy engine's (``derot.attest.policy.PolicyReason``) and the node's own below.
 """
 
 from __future__ import annotations

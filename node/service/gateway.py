@@ -107,8 +107,8 @@ class Gateway:
         epoch = state.committee
         if epoch is not None:
             info.epoch, info.threshold = epoch.id, epoch.threshold
-            info.group_key_sig = epoch.pk_sig.to_bytes()
-            info.group_key_kd = epoch.pk_kd.to_bytes()
+            info.group_key_sig = epoch.group_key_sig.to_bytes()
+            info.group_key_kd = epoch.group_key_kd.to_bytes()
             for index, operator in enumerate(epoch.members, start=1):
                 node = state.nodes.get(operator)
                 if node is not None:

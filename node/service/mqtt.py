@@ -131,7 +131,7 @@ class NoticePublisher:
         if kind is None:
             return
         state = self.view.state
-        if state is None or state.group_key is None:
+        if state is None or state.group_key_sig is None:
             self._unverified[kind] = payload  # verified once the follower has seen the active epoch
             return
         try:
@@ -141,7 +141,7 @@ class NoticePublisher:
         notice = signed.notice
         if notice.topic != name:
             return self._refuse(kind, "wrong_topic", name, f"a {notice.kind.topic_suffix} notice for {notice.topic}")
-        if not signed.verify(state.group_key):
+        if not signed.verify(state.group_key_sig):
             return self._refuse(kind, "bad_signature", name, f"block {notice.block_number}: does not verify under "
                                                              "the group key")
         latest = self._latest.get(kind)
@@ -167,7 +167,7 @@ class NoticePublisher:
         await asyncio.sleep(self.settle)
         while True:
             state = self.view.state
-            if self._unverified and state is not None and state.group_key is not None:
+            if self._unverified and state is not None and state.group_key_sig is not None:
                 for kind, payload in list(self._unverified.items()):
                     del self._unverified[kind]
                     self._observe(self.topics[kind], payload)
@@ -196,7 +196,7 @@ class NoticePublisher:
             return
         self._displaced.discard(kind)
         state = self.view.state
-        if state is None or state.group_key is None or not latest.verify(state.group_key):
+        if state is None or state.group_key_sig is None or not latest.verify(state.group_key_sig):
             return  # signed under a group key that is no longer current (a fresh DKG): nothing to restore
         self._restored_at[kind] = now
         await client.publish(self.topics[kind], latest.encode(), qos=1, retain=True)

@@ -38,14 +38,14 @@ def revocations_of(state) -> RevocationSet:
 
 def epoch_info_of(record) -> EpochInfo:
     """The feed's view of an activated ``derot.chain.types.EpochRecord``."""
-    return EpochInfo(record.threshold, record.members, record.pk_sig, record.pk_kd, record.transcript_hash,
+    return EpochInfo(record.threshold, record.members, record.group_key_sig, record.group_key_kd, record.transcript_hash,
                      record.activated_block)
 
 
 def notice_from_state(state, kind: NoticeKind) -> Notice | None:
     """The notice of ``kind`` for a registry state; None while no epoch is active (nobody could sign)."""
     committee = state.committee
-    if committee is None or committee.pk_sig is None:
+    if committee is None or committee.group_key_sig is None:
         return None
     content = revocations_of(state) if kind is NoticeKind.REVOCATIONS else epoch_info_of(committee)
     snap = state.snapshot

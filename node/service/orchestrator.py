@@ -231,7 +231,7 @@ class EpochOrchestrator:
         record = self.store.epoch(epoch.id)
         if record is not None and record.shares is not None:
             keys = EpochKeys.load(record.public, record.shares)
-            if keys.sig.group_key != epoch.pk_sig or keys.kd.group_key != epoch.pk_kd:
+            if keys.sig.group_key != epoch.group_key_sig or keys.kd.group_key != epoch.group_key_kd:
                 log.error("registry activated keys this node does not hold", extra={"epoch": epoch.id})
                 return
             self.store.activate_epoch(epoch.id, erase_older=False)  # older shares go once the activation is final
@@ -398,8 +398,8 @@ class EpochOrchestrator:
             record = await asyncio.to_thread(self.registry.epoch, epoch_id)
         except Exception:
             return False
-        return (record.phase == EpochPhase.ACTIVE and record.pk_sig == result.sig.group_key
-                and record.pk_kd == result.kd.group_key)
+        return (record.phase == EpochPhase.ACTIVE and record.group_key_sig == result.sig.group_key
+                and record.group_key_kd == result.kd.group_key)
 
     async def _block_time(self, number: int) -> float:
         """When the run began, on this node's clock: the starting block's timestamp, corrected by how far the
@@ -473,7 +473,7 @@ class EpochOrchestrator:
                                      {k.index: G2.from_bytes(k.kd) for k in reply.share_keys})
             except PointDecodeError:
                 continue
-            if sig.group_key == previous.pk_sig and kd_keys.group_key == previous.pk_kd:
+            if sig.group_key == previous.group_key_sig and kd_keys.group_key == previous.group_key_kd:
                 return PreviousEpoch(committee, sig, kd_keys)
         raise Refusal(status.NO_ACTIVE_EPOCH, f"fewer than {previous.threshold} old members agree on the keys "
                                               f"of epoch {previous.id}")

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from eth_keys import keys as eth_keys
 
-from derot.cli import app_cmd
+from derot.cli import app_cmd, app_target
 from derot.cli.main import build_parser, main
 
 APP_ID = "ab" * 32
@@ -155,8 +155,8 @@ def test_committee_endpoints_come_with_their_registered_tls_pins():
              "0xB": types.SimpleNamespace(endpoint="public=node-2:7400;peer=node-2:7401", tls_key_hash=b"\x02" * 32)}
     registry = types.SimpleNamespace(current_epoch=lambda: 4, node=nodes.__getitem__,
                                      epoch=lambda e: types.SimpleNamespace(members=["0xA", "0xB"]) if e == 4 else None)
-    assert app_cmd.committee_endpoints(registry) == {"10.0.0.1:7400": b"\x01" * 32, "node-2:7400": b"\x02" * 32}
-    assert app_cmd.committee_endpoints(types.SimpleNamespace(current_epoch=lambda: 0)) == {}
+    assert app_target.committee_endpoints(registry) == {"10.0.0.1:7400": b"\x01" * 32, "node-2:7400": b"\x02" * 32}
+    assert app_target.committee_endpoints(types.SimpleNamespace(current_epoch=lambda: 0)) == {}
 
 
 # ------------------------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ cert = Certificate(CERT_VERSION, 31337, registry, 1, b"s" * 32, b"a" * 32, 1, 1,
 snapshot = GovernanceSnapshot(31337, registry, 1, platforms={Platform.TDX: PlatformRule(True)},
                               apps={b"a" * 32: AppRecord(b"a" * 32, registry, 1)})
 trust = CertificateTrust(epochs={1: CertEpoch(EpochPhase.ACTIVE, G2.generator() * secret)})
-verdict = verify_certificate(cert.encode(), cert.sign(secret).to_eip2537(), group_key=G2.generator() * secret,
+verdict = verify_certificate(cert.encode(), cert.sign(secret).to_eip2537(), group_key_sig=G2.generator() * secret,
                              snapshot=snapshot, now=now, trust=trust)
 assert verdict.reason is Reason.OK, verdict
 """

@@ -21,7 +21,7 @@ from derot.attest.binding import RequestBinding
 from derot.attest.devnet_azure import DevnetAzureVm
 from derot.attest.errors import CollateralUnavailable, EvidenceParseError, TcbMismatch, SignatureInvalid
 from derot.attest.intel_quote import parse_quote
-from derot.attest.policy import PolicyEngine, PolicyRequest, Reason
+from derot.attest.policy import PolicyEngine, PolicyRequest, PolicyReason
 from derot.attest.snapshot import AppRecord, GovernanceSnapshot, PlatformRule
 from derot.attest.verify import verify_evidence
 from derot.constants import Platform, TcbStatus
@@ -276,7 +276,7 @@ def test_devnet_azure_and_policy(devnet, devnet_trust, platform):
     assert ok.allowed, ok
     stale = replace(binding, nonce=os.urandom(16))
     bad = engine.decide(claims, snapshot, PolicyRequest("app", now=now, app_id=app_id, binding=stale))
-    assert bad.reason == Reason.REPORT_DATA_MISMATCH
+    assert bad.reason == PolicyReason.REPORT_DATA_MISMATCH
 
 
 def test_azure_gpu_tee_pair(devnet, devnet_trust):

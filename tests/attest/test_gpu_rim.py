@@ -144,7 +144,7 @@ def test_devnet_rim_end_to_end(devnet, devnet_trust, rim_signer, tmp_path):
     assert rim["unavailable"] == ["RIM id unknown (report lacks its fields)"]  # devnet GPUs report no VBIOS SKU
     snap = GovernanceSnapshot(chain_id=1, registry="x", block_number=1)
     req = P.PolicyRequest("node", now, expected_report_data=claims.report_data)
-    assert GpuRimMatches().check(claims, snap, req).reason == P.Reason.GPU_RIM_UNAVAILABLE
+    assert GpuRimMatches().check(claims, snap, req).reason == P.PolicyReason.GPU_RIM_UNAVAILABLE
 
     bad_dir = tmp_path / "bad"
     bad_dir.mkdir()
@@ -153,7 +153,7 @@ def test_devnet_rim_end_to_end(devnet, devnet_trust, rim_signer, tmp_path):
                               replace(devnet_trust, rims=rims2), at=now, gpu_nonce_override=gpu_nonce(bytes(64)))
     assert list(claims2.tee_attributes["rim"]["mismatches"]) == ["MEASUREMENT[3]"]
     verdict = GpuRimMatches().check(claims2, snap, req)
-    assert verdict.reason == P.Reason.GPU_RIM_MISMATCH and "MEASUREMENT[3]" in verdict.detail
+    assert verdict.reason == P.PolicyReason.GPU_RIM_MISMATCH and "MEASUREMENT[3]" in verdict.detail
 
 
 def test_rim_service_fetch_and_cache(vectors, rim_roots, at, tmp_path):

@@ -22,7 +22,7 @@ from derot.constants import Platform, TcbStatus
 from tests.attest import mutate
 
 APP = hashlib.sha256(b"tee-policy app").digest()
-R = P.Reason
+R = P.PolicyReason
 
 
 @pytest.fixture(scope="module")

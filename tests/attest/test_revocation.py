@@ -81,7 +81,7 @@ def test_intel_identities_come_from_the_verified_pck(tdx_a, vectors):
 def test_intel_ppid_revoked_by_name(tdx_a, tdx_b, vectors):
     ppid = tdx_a.hardware_ids.ppid
     verdict = decide(tdx_a, snap(revoked_ppids=frozenset({ppid})))
-    assert verdict.reason is P.Reason.PPID_REVOKED and ppid.hex() in verdict.detail
+    assert verdict.reason is P.PolicyReason.PPID_REVOKED and ppid.hex() in verdict.detail
     # the other real TDX machine passes under the same revocation set
     assert decide(tdx_b, snap(revoked_ppids=frozenset({ppid}))).allowed
     # and revoking the other machine of tdx_a's own family (same FMSPC b0c06f, another PPID) leaves it alone
@@ -93,7 +93,7 @@ def test_intel_ppid_revoked_by_name(tdx_a, tdx_b, vectors):
 def test_intel_pck_certificate_revoked_by_name(tdx_a, tdx_b):
     pck = tdx_a.hardware_ids.pck_cert
     verdict = decide(tdx_a, snap(revoked_pck_certs=frozenset({pck})))
-    assert verdict.reason is P.Reason.PCK_REVOKED and pck.hex() in verdict.detail
+    assert verdict.reason is P.PolicyReason.PCK_REVOKED and pck.hex() in verdict.detail
     assert decide(tdx_b, snap(revoked_pck_certs=frozenset({pck}))).allowed
 
 
@@ -107,7 +107,7 @@ def test_revocation_refusal_in_the_default_engine(tdx_a):
     s = snap(revoked_ppids=frozenset({tdx_a.hardware_ids.ppid}),
              node_measurements=frozenset({(tdx_a.platform, tdx_a.measurement_digest)}))
     req = P.PolicyRequest(purpose="node", now=tdx_a.not_before, expected_report_data=tdx_a.report_data)
-    assert engine.decide(tdx_a, s, req).reason is P.Reason.PPID_REVOKED
+    assert engine.decide(tdx_a, s, req).reason is P.PolicyReason.PPID_REVOKED
     assert engine.decide(tdx_a, snap(node_measurements=s.node_measurements), req).allowed
 
 
@@ -178,7 +178,7 @@ def test_snp_chip_revoked_by_name(snps):
     a, b = snps
     assert a.hardware_ids.chip_id != b.hardware_ids.chip_id  # two Milan chips
     verdict = decide(a, snap(revoked_chip_ids=frozenset({a.hardware_ids.chip_id})))
-    assert verdict.reason is P.Reason.CHIP_REVOKED and a.hardware_ids.chip_id.hex() in verdict.detail
+    assert verdict.reason is P.PolicyReason.CHIP_REVOKED and a.hardware_ids.chip_id.hex() in verdict.detail
     assert decide(b, snap(revoked_chip_ids=frozenset({a.hardware_ids.chip_id}))).allowed
 
 
@@ -224,11 +224,11 @@ def test_gpu_device_revoked_by_name(gpus, which):
     a, b = gpus
     ident = getattr(a.hardware_ids, which)
     verdict = decide(a, snap(revoked_gpu_devices=frozenset({ident})))
-    assert verdict.reason is P.Reason.GPU_DEVICE_REVOKED and ident.hex() in verdict.detail
+    assert verdict.reason is P.PolicyReason.GPU_DEVICE_REVOKED and ident.hex() in verdict.detail
     assert decide(b, snap(revoked_gpu_devices=frozenset({ident}))).allowed
     # FWID revocation, by contrast, takes out both GPUs
     fwid = frozenset({a.hardware_ids.gpu_fwid})
-    assert decide(b, snap(revoked_gpu_fwids=fwid)).reason is P.Reason.GPU_FWID_REVOKED
+    assert decide(b, snap(revoked_gpu_fwids=fwid)).reason is P.PolicyReason.GPU_FWID_REVOKED
 
 
 def test_hardware_keys_are_kind_separated(tdx_a):

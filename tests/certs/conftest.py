@@ -44,7 +44,7 @@ class World:
 
     def __init__(self) -> None:
         self.secret = random_scalar()
-        self.group_key = G2.generator() * self.secret
+        self.group_key_sig = G2.generator() * self.secret
         self.other_key = G2.generator() * random_scalar()
         self.snapshot = GovernanceSnapshot(
             chain_id=CHAIN_ID,
@@ -64,8 +64,8 @@ class World:
         )
         self.trust = CertificateTrust(
             epochs={
-                1: CertEpoch(EpochPhase.RETIRED, self.group_key),
-                2: CertEpoch(EpochPhase.ACTIVE, self.group_key),
+                1: CertEpoch(EpochPhase.RETIRED, self.group_key_sig),
+                2: CertEpoch(EpochPhase.ACTIVE, self.group_key_sig),
                 3: CertEpoch(EpochPhase.RESHARE),
                 4: CertEpoch(EpochPhase.RETIRED, self.other_key),
                 5: CertEpoch(EpochPhase.ABORTED),

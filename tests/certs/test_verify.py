@@ -28,7 +28,7 @@ def run(world, cert, sig=None, *, now=NOW, key=None):
         sig = cert.sign(world.secret)
     sig_bytes = sig if isinstance(sig, bytes) else sig.to_eip2537()
     return verify_certificate(
-        cert.encode(), sig_bytes, group_key=key or world.group_key, snapshot=world.snapshot, now=now, trust=world.trust
+        cert.encode(), sig_bytes, group_key_sig=key or world.group_key_sig, snapshot=world.snapshot, now=now, trust=world.trust
     ).reason
 
 
@@ -45,7 +45,7 @@ def test_valid_certificate_is_ok(world):
     verdict = verify_certificate(
         cert.encode(),
         cert.sign(world.secret).to_eip2537(),
-        group_key=world.group_key,
+        group_key_sig=world.group_key_sig,
         snapshot=world.snapshot,
         now=NOW,
         trust=world.trust,
@@ -118,7 +118,7 @@ def test_checks_run_in_contract_order(world):
 def test_malformed_bytes_never_raise(world):
     for blob in (b"", bytes(640), make_cert().encode()[:-32]):
         verdict = verify_certificate(
-            blob, bytes(128), group_key=world.group_key, snapshot=world.snapshot, now=NOW, trust=world.trust
+            blob, bytes(128), group_key_sig=world.group_key_sig, snapshot=world.snapshot, now=NOW, trust=world.trust
         )
         assert verdict.reason is Reason.MALFORMED and verdict.certificate is None
 

@@ -54,7 +54,7 @@ class World:
         """Epoch ``epoch`` activated by two reports; returns what the reporting members computed."""
         own = OwnResult(os.urandom(32), G2.generator() * random_scalar(), G2.generator() * random_scalar())
         for node in self.nodes[:2]:
-            self.registry.report_epoch(node, epoch, own.pk_sig, own.pk_kd, own.transcript_hash)
+            self.registry.report_epoch(node, epoch, own.group_key_sig, own.group_key_kd, own.transcript_hash)
         return own
 
     def guard(self, urls, operator: str, quorum: int = 1) -> EraseGuard:
@@ -145,9 +145,9 @@ def test_transcript_mismatch_never_erases(w, store):
     own = w.activate()
     mine(w.w3, DEPTH + 1)
     guard = w.guard(w.anvil.url, me)
-    other = OwnResult(os.urandom(32), own.pk_sig, own.pk_kd)
+    other = OwnResult(os.urandom(32), own.group_key_sig, own.group_key_kd)
     assert guard.may_erase(1, other).reason == "transcript_mismatch"
-    assert guard.may_erase(1, OwnResult(own.transcript_hash, own.pk_kd, own.pk_sig)).reason == "transcript_mismatch"
+    assert guard.may_erase(1, OwnResult(own.transcript_hash, own.group_key_kd, own.group_key_sig)).reason == "transcript_mismatch"
     # a member of the activated epoch without a result of its own keeps its old shares
     assert guard.may_erase(1, None).reason == "no_own_transcript"
     # a node that is not a member may erase once the activation is final

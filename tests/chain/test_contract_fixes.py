@@ -128,7 +128,7 @@ def test_council_cannot_suspend_the_committee_below_its_threshold(chain):
 
 
 # finding 8: one key rule for the contract and the SDK --------------------------------------------------
-def test_sdk_and_contract_agree_when_only_pk_kd_changes(chain):
+def test_sdk_and_contract_agree_when_only_group_key_kd_changes(chain):
     reg = chain.registry
     old = chain.cert(epoch=1)
     sig = old.sign(chain.sk)

@@ -31,7 +31,7 @@ def test_session_epoch_is_active_with_reported_keys(chain):
     assert reg.current_epoch() == 1 and reg.pending_epoch() == 0
     epoch = reg.epoch(1)
     assert epoch.phase is EpochPhase.ACTIVE and epoch.threshold == 2
-    assert epoch.pk_sig == chain.pk and epoch.pk_kd == chain.kd
+    assert epoch.group_key_sig == chain.pk and epoch.group_key_kd == chain.kd
     assert epoch.members == members(chain, 3) and epoch.index_of(chain.nodes[2].address) == 3
     assert reg.contract.functions.memberIndex(1, chain.nodes[1].address).call() == 2
 
@@ -54,14 +54,14 @@ def test_dkg_activates_only_when_t_reports_agree_and_conflicts_are_recorded(chai
     assert reg.current_epoch() == 1
     reg.report_epoch(n[3], epoch_id, pk, kd, transcript)  # third agreeing report: activation
     epoch = reg.epoch(epoch_id)
-    assert epoch.phase is EpochPhase.ACTIVE and epoch.pk_sig == pk and epoch.transcript_hash == transcript
+    assert epoch.phase is EpochPhase.ACTIVE and epoch.group_key_sig == pk and epoch.transcript_hash == transcript
     assert reg.current_epoch() == epoch_id and reg.pending_epoch() == 0
     assert reg.epoch(1).phase is EpochPhase.RETIRED
     assert reg.report_count(epoch_id, reg.report_of(epoch_id, n[0].address)) == 3
     # a late report is still recorded, and a late conflicting one is flagged
     receipt = reg.report_epoch(n[4], epoch_id, other, kd, transcript)
     assert reg.contract.events.EpochReportConflict().process_receipt(receipt, errors=DISCARD)
-    assert reg.epoch(epoch_id).pk_sig == pk
+    assert reg.epoch(epoch_id).group_key_sig == pk
 
 
 def test_reports_are_checked(chain):

@@ -94,7 +94,7 @@ def test_incremental_state_equals_a_full_read(world):
         assert expected in names
     state = follower.state
     assert state == fresh_state(world, follower)
-    assert state.committee.phase is EpochPhase.ACTIVE and state.group_key == pk
+    assert state.committee.phase is EpochPhase.ACTIVE and state.group_key_sig == pk
     assert state.snapshot.apps[app].frozen and len(state.snapshot.revoked_chip_ids) >= 1
     # no duplicates, chain order
     keys = [(e.block_number, e.log_index) for u in updates for e in u.events]

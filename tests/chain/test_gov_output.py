@@ -11,7 +11,7 @@ import re
 import pytest
 
 from derot.chain import actions as A
-from derot.cli.gov_cmd import short_ids, votes_text
+from derot.cli.gov_view import short_ids, votes_text
 from derot.cli.main import main
 from derot.devnet.anvil import mine, warp
 

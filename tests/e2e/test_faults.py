@@ -32,7 +32,7 @@ def _dkg_finished(net, index):
 def test_cheating_dealer_is_disqualified_and_dkg_completes(faulty_network):
     registry = faulty_network.registry_client()
     epoch = registry.epoch(1)
-    assert epoch.pk_sig is not None  # the epoch activated
+    assert epoch.group_key_sig is not None  # the epoch activated
     for honest in (1, 2, 4):
         finished = _dkg_finished(faulty_network, honest)
         assert finished is not None, f"node {honest} did not finish the DKG"

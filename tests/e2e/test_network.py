@@ -244,7 +244,7 @@ def test_node_removed_by_vote_reshare_keeps_keys(harness):
     net.wait_for_epoch(epoch, timeout=90)
     after = registry.epoch(epoch)
     assert epoch == 2 and len(after.members) == 4 and after.threshold == 3
-    assert after.pk_sig == before.pk_sig and after.pk_kd == before.pk_kd
+    assert after.group_key_sig == before.group_key_sig and after.group_key_kd == before.group_key_kd
     net.wait_confirmed()
     key = harness.app(Platform.SEV_SNP, client=harness.client([1, 2, 3, 4])).get_key()
     assert key.ethereum_address == address and key.epoch == 2
@@ -264,7 +264,7 @@ def test_new_member_joins_by_reshare_and_serves(harness):
     net.enact([AddNode(newcomer.operator), StartReshare(members, 3)], "add node 6, reshare 3-of-5")
     epoch = registry.pending_epoch() or registry.current_epoch()
     net.wait_for_epoch(epoch, timeout=90)
-    assert registry.epoch(epoch).pk_kd == registry.epoch(1).pk_kd
+    assert registry.epoch(epoch).group_key_kd == registry.epoch(1).group_key_kd
     net.wait_confirmed()
     key = harness.app(Platform.SEV_SNP, client=harness.client([newcomer.index])).get_key()
     assert key.ethereum_address == address

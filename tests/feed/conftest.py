@@ -33,7 +33,7 @@ class Committee:
     polynomial: Polynomial
 
     @property
-    def group_key(self) -> G2:
+    def group_key_sig(self) -> G2:
         return G2.generator() * self.polynomial(0)
 
     def share_keys(self) -> dict[int, G2]:
@@ -42,7 +42,7 @@ class Committee:
     def sign(self, notice: Notice, signers=(1, 3)) -> SignedNotice:
         """Partials from ``signers`` combined the way a publishing node does it."""
         partials = {i: notice.sign(self.polynomial(i)) for i in signers}
-        combined = th.combine_verified(partials, self.threshold, self.group_key, self.share_keys(), notice.digest,
+        combined = th.combine_verified(partials, self.threshold, self.group_key_sig, self.share_keys(), notice.digest,
                                        DST_CERT)
         return SignedNotice(notice, combined.signature)
 
@@ -64,8 +64,8 @@ def revocations(block: int = 100, *, fmspcs=(), epoch: int = 1, **overrides) -> 
     return Notice(**fields)
 
 
-def epochs(block: int = 100, *, epoch: int = 1, group_key: G2 | None = None, **overrides) -> Notice:
-    key = group_key or G2.generator() * 7
+def epochs(block: int = 100, *, epoch: int = 1, group_key_sig: G2 | None = None, **overrides) -> Notice:
+    key = group_key_sig or G2.generator() * 7
     members = tuple("0x" + f"{i:040x}" for i in (0xA1, 0xB2, 0xC3))
     content = EpochInfo(2, members, key, key * 5, bytes(range(32)), block - 3)
     notice = revocations(block, epoch=epoch)

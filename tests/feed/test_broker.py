@@ -51,13 +51,13 @@ def test_watch_verifies_the_feed_on_a_real_broker(kind, tmp_path, committee):
     original = committee.sign(revocations(100))
     revoked = committee.sign(revocations(110, fmspcs=[FMSPC]))
     forged = Committee(2, Polynomial.random(1)).sign(revocations(120))
-    epoch = committee.sign(epochs(111, group_key=committee.group_key))
+    epoch = committee.sign(epochs(111, group_key_sig=committee.group_key_sig))
     topic = original.notice.topic
 
     async def scenario(url: str) -> None:
         await publish(url, (topic, original.encode()))  # retained before the subscriber exists
         events: asyncio.Queue = asyncio.Queue()
-        verifier = FeedVerifier(CHAIN_ID, REGISTRY, committee.group_key)
+        verifier = FeedVerifier(CHAIN_ID, REGISTRY, committee.group_key_sig)
         task = asyncio.create_task(watch(BrokerAddress.parse(url), verifier, events.put_nowait))
         try:
             assert isinstance(await next_event(events), Connection)
@@ -86,7 +86,7 @@ def test_watch_reports_a_lost_broker_and_reconnects(tmp_path, committee):
 
     async def scenario() -> None:
         events: asyncio.Queue = asyncio.Queue()
-        verifier = FeedVerifier(CHAIN_ID, REGISTRY, committee.group_key)
+        verifier = FeedVerifier(CHAIN_ID, REGISTRY, committee.group_key_sig)
         task = asyncio.create_task(watch(BrokerAddress.parse(broker.url), verifier, events.put_nowait))
         try:
             assert (await next_event(events)).connected
@@ -132,7 +132,7 @@ def test_watch_command_with_a_pinned_group_key(broker, committee):
     topic = original.notice.topic
     asyncio.run(publish(broker.url, (topic, original.encode())))
     process, lines = run_watch_process([
-        "--mqtt", broker.url, "--group-key", committee.group_key.to_bytes().hex(), "--chain-id", str(CHAIN_ID),
+        "--mqtt", broker.url, "--group-key", committee.group_key_sig.to_bytes().hex(), "--chain-id", str(CHAIN_ID),
         "--registry", REGISTRY, "--json", "--count", "2", "--timeout", "30"])
     try:
         first = wait_for_line(lines, lambda e: e["event"] == "accepted")
@@ -163,13 +163,13 @@ def test_watch_command_refuses_bad_arguments(broker):
 
 def test_watch_follows_a_new_group_key_from_the_chain(broker, committee):
     """After a fresh DKG the registry names a new group key: a chain-anchored watcher re-reads it once."""
-    old_key = Committee(2, Polynomial.random(1)).group_key
+    old_key = Committee(2, Polynomial.random(1)).group_key_sig
     signed = committee.sign(revocations(100))
     reads = []
 
     def read_key_from_chain():
         reads.append(1)
-        return committee.group_key
+        return committee.group_key_sig
 
     async def scenario() -> None:
         events: asyncio.Queue = asyncio.Queue()
@@ -180,7 +180,7 @@ def test_watch_follows_a_new_group_key_from_the_chain(broker, committee):
             assert (await next_event(events)).connected
             await publish(broker.url, (signed.notice.topic, signed.encode()))
             accepted = await next_event(events)
-            assert isinstance(accepted, Accepted) and verifier.group_key == committee.group_key
+            assert isinstance(accepted, Accepted) and verifier.group_key_sig == committee.group_key_sig
             forged = Committee(2, Polynomial.random(1)).sign(revocations(120))
             await publish(broker.url, (forged.notice.topic, forged.encode()))
             refused = await next_event(events)

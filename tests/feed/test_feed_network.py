@@ -88,7 +88,7 @@ def metric(net: Devnet, index: int, name: str) -> float:
 def test_a_council_revocation_reaches_watch_verified_and_attacks_are_refused(network):
     net, broker = network
     registry = net.registry_client()
-    group_key = registry.epoch(registry.current_epoch()).pk_sig
+    group_key = registry.epoch(registry.current_epoch()).group_key_sig
     revocations_topic = topic(registry.w3.eth.chain_id, net.registry, NoticeKind.REVOCATIONS)
     process, lines = run_watch_process(["--mqtt", broker.url, "--devnet", str(net.directory), "--json",
                                         "--timeout", "90"])  # RPC and registry from the devnet's devnet.json
@@ -196,7 +196,7 @@ def test_a_member_signs_only_the_notice_it_derives_itself(network):
 def test_the_next_member_publishes_while_the_first_is_down(network):
     net, broker = network
     registry = net.registry_client()
-    group_key = registry.epoch(registry.current_epoch()).pk_sig
+    group_key = registry.epoch(registry.current_epoch()).group_key_sig
     revocations_topic = topic(registry.w3.eth.chain_id, net.registry, NoticeKind.REVOCATIONS)
     published_before = metric(net, 2, "derot_notices_published_total")
     net.stop_node(net.node_processes[0])

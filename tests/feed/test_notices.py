@@ -90,14 +90,14 @@ def test_threshold_signature_verifies_with_the_py_ecc_oracle(committee):
     hashed = py_ecc_hash_to_g1(signed.notice.digest, DST_CERT, sha256)
     assert normalize(hashed) == normalize(_py_g1(G1.hash_to_curve(signed.notice.digest, DST_CERT)))
     lhs = final_exponentiate(pairing(PY_G2, _py_g1(signed.signature)))
-    rhs = final_exponentiate(pairing(_py_g2(committee.group_key), hashed))
+    rhs = final_exponentiate(pairing(_py_g2(committee.group_key_sig), hashed))
     assert lhs == rhs
-    assert signed.verify(committee.group_key)
-    assert not signed.verify(committee.group_key * 2)
+    assert signed.verify(committee.group_key_sig)
+    assert not signed.verify(committee.group_key_sig * 2)
 
 
 def test_round_trip_both_kinds(committee):
-    for notice in (revocations(7, fmspcs=[FMSPC, b"\x01" * 6]), epochs(9, group_key=committee.group_key)):
+    for notice in (revocations(7, fmspcs=[FMSPC, b"\x01" * 6]), epochs(9, group_key_sig=committee.group_key_sig)):
         assert Notice.decode(notice.encode()) == notice
         signed = committee.sign(notice, signers=(2, 3))
         assert SignedNotice.decode(signed.encode()) == signed

@@ -28,7 +28,7 @@ OTHER_REGISTRY = "0x" + "ab" * 20
 
 @pytest.fixture
 def verifier(committee):
-    return FeedVerifier(CHAIN_ID, REGISTRY, committee.group_key)
+    return FeedVerifier(CHAIN_ID, REGISTRY, committee.group_key_sig)
 
 
 def feed(verifier, signed: SignedNotice, topic: str | None = None):
@@ -63,11 +63,11 @@ def test_platform_rule_changes_are_reported():
 
 
 def test_epoch_changes_are_reported(committee, verifier):
-    first = feed(verifier, committee.sign(epochs(100, group_key=committee.group_key)))
+    first = feed(verifier, committee.sign(epochs(100, group_key_sig=committee.group_key_sig)))
     assert first.changes[0].action == "epoch" and "2 of 3 members" in first.changes[0].value
-    second = feed(verifier, committee.sign(epochs(200, epoch=2, group_key=committee.group_key)))
+    second = feed(verifier, committee.sign(epochs(200, epoch=2, group_key_sig=committee.group_key_sig)))
     assert [c.action for c in second.changes] == ["epoch"] and second.changes[0].subject == "2"
-    fresh = changes(epochs(200, epoch=2), epochs(300, epoch=3, group_key=G2.generator() * 11))
+    fresh = changes(epochs(200, epoch=2), epochs(300, epoch=3, group_key_sig=G2.generator() * 11))
     assert [c.action for c in fresh] == ["epoch", "group key"]
 
 
@@ -85,7 +85,7 @@ def test_an_older_notice_is_refused_as_stale(verifier, committee):
     refused = refusal(verifier, old, old.notice.topic)
     assert refused.reason == STALE and "100 is older than the accepted block 110" in refused.detail
     # kinds are sequenced separately: an epochs notice of block 100 is still new
-    assert feed(verifier, committee.sign(epochs(100, group_key=committee.group_key))) is not None
+    assert feed(verifier, committee.sign(epochs(100, group_key_sig=committee.group_key_sig))) is not None
 
 
 def test_another_notice_for_the_same_block_is_a_conflict(verifier, committee):

@@ -31,7 +31,7 @@ def refusal(fn, *args) -> Refusal:
 def pending_state(committee):
     """The committee's state with epoch 2 pending (a DKG among the same members)."""
     state = committee.state()
-    pending = dataclasses.replace(state.committee, id=2, phase=EpochPhase.DKG, pk_sig=None, pk_kd=None)
+    pending = dataclasses.replace(state.committee, id=2, phase=EpochPhase.DKG, group_key_sig=None, group_key_kd=None)
     return dataclasses.replace(state, epochs={**state.epochs, 2: pending}, pending_epoch=2)
 
 

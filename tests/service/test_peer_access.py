@@ -73,7 +73,7 @@ def test_dkg_messages_are_buffered_only_for_the_pending_epoch_and_bounded_per_se
     epochs = orchestrator(view)
     assert refusal(epochs.receive_dkg, 7, b"x", state.committee.members[0]).reason == status.WRONG_EPOCH
 
-    pending = dataclasses.replace(state.committee, id=2, phase=EpochPhase.DKG, pk_sig=None, pk_kd=None)
+    pending = dataclasses.replace(state.committee, id=2, phase=EpochPhase.DKG, group_key_sig=None, group_key_kd=None)
     view.state = dataclasses.replace(state, epochs={**state.epochs, 2: pending}, pending_epoch=2)
     sender, other = state.committee.members[:2]
     for _ in range(LIMITS.dkg_backlog_per_sender):
