@@ -56,6 +56,8 @@ from derot.attest.trust import TrustConfig
 from derot.attest.verify import verify_evidence
 from derot.constants import Platform, TcbStatus
 
+from .tee_kernel import cert_table
+
 # _IOWR('S', nr, struct snp_guest_request_ioctl /* 32 bytes */) = 3<<30 | 32<<16 | 0x53<<8 | nr
 SNP_GET_REPORT = 0xC0205300
 SNP_GET_EXT_REPORT = 0xC0205302
@@ -109,16 +111,6 @@ def snp_report(vectors_dir) -> bytes:
 @pytest.fixture(scope="module")
 def vcek(vectors_dir) -> bytes:
     return (vectors_dir / "google_go_sev_guest" / "vcek_milan.der").read_bytes()
-
-
-def cert_table(*entries: tuple[bytes, bytes]) -> bytes:
-    """A GHCB certificate table: (guid 16 | offset u32 | length u32)*, all-zero entry, then the data."""
-    offset = 24 * (len(entries) + 1)
-    head, body = b"", b""
-    for guid, data in entries:
-        head += guid + struct.pack("<II", offset + len(body), len(data))
-        body += data
-    return head + bytes(24) + body
 
 
 # --------------------------------------------------------------------------- fake configfs-tsm
