@@ -186,6 +186,7 @@ def _reshare(net, narrator: Narrator, registry, epoch1, snp, key, snp_cert):
     narrator.say(f"epoch {epoch}: {len(epoch2.members)} members, threshold {epoch2.threshold}; group keys "
                  f"{'unchanged' if unchanged else 'CHANGED (bug!)'}; old shares erased")
     net.wait_confirmed()
+    net.wait_serving(epoch, [1, 2, 3, 4])
     client4 = RootOfTrustClient([p.public_endpoint for p in net.node_processes[:4]])
     snp.client = client4
     after = snp.get_key()

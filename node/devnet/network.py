@@ -432,13 +432,28 @@ class Devnet:
                 raise DevnetError(f"block {number} not reached")
             time.sleep(0.2)
 
-    def wait_confirmed(self) -> int:
-        """Wait until every change made so far sits at a block the nodes treat as confirmed (plus one
-        follower poll); returns the newest block at that point."""
+    def wait_confirmed(self, timeout: float = 60.0) -> int:
+        """Wait until every change made so far sits at a block the nodes treat as confirmed, and every running
+        node has applied that block (its ``derot_confirmed_block`` metric); returns that block."""
         target = self.w3().eth.block_number + self.confirmations
-        self.wait_for_block(target)
-        time.sleep(self.poll_interval + 0.3)  # one follower poll of every node
+        self.wait_for_block(target, timeout=timeout)
+        self._wait_metric("derot_confirmed_block", target - self.confirmations, None, timeout)
         return target
+
+    def wait_serving(self, epoch: int, indices: list[int] | None = None, timeout: float = 60.0) -> None:
+        """Wait until the nodes ``indices`` (default: every running node) serve ``epoch`` (``derot_epoch``)."""
+        self._wait_metric("derot_epoch", epoch, indices, timeout)
+
+    def _wait_metric(self, name: str, at_least: float, indices: list[int] | None, timeout: float) -> None:
+        procs = [p for p in self.node_processes if p.pid is not None and (indices is None or p.index in indices)]
+        deadline = time.monotonic() + timeout
+        while True:
+            behind = [p.index for p in procs if _alive(p.pid) and _metric(p.metrics_port, name) < at_least]
+            if not behind:
+                return
+            if time.monotonic() > deadline:
+                raise DevnetError(f"node(s) {behind} did not reach {name} >= {at_least} in {timeout:.0f} s")
+            time.sleep(0.2)
 
     def status(self) -> dict:
         state = self._load_state()
@@ -604,3 +619,17 @@ def _wait_exit(pid: int, timeout: float) -> None:
                 pass
             return
         time.sleep(0.05)
+
+
+def _metric(port: int, name: str) -> float:
+    """An unlabelled gauge from a node's Prometheus endpoint; -1 while the node does not answer."""
+    import urllib.request
+
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    except OSError:
+        return -1.0
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return -1.0

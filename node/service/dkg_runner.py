@@ -207,7 +207,7 @@ class DkgRunner:
         synced = -1
         while True:
             if session.phase != phase:
-                self._phase_ended(phase, time.monotonic() - phase_started)
+                self._phases_ended(phase, session.phase, time.monotonic() - phase_started)
                 phase, phase_started = session.phase, time.monotonic()
                 number = list(Phase).index(phase)
             if session.done:
@@ -236,6 +236,14 @@ class DkgRunner:
         log.info("dkg finished", extra={"epoch": self.epoch, "qualified": list(result.qualified),
                                         "excluded": dict(result.excluded), "holders": list(result.holders)})
         return result
+
+    def _phases_ended(self, phase: Phase, now: Phase, seconds: float) -> None:
+        """Report ``phase`` as ended after ``seconds``, and every phase the session passed through on its
+        way to ``now`` within the same step as ended after 0 s (one step may complete several phases)."""
+        order = list(Phase)
+        self._phase_ended(phase, seconds)
+        for skipped in order[order.index(phase) + 1:order.index(now)]:
+            self._phase_ended(skipped, 0.0)
 
     def _phase_ended(self, phase: Phase, seconds: float) -> None:
         log.info("dkg phase ended", extra={"epoch": self.epoch, "phase": phase.value, "seconds": round(seconds, 3)})

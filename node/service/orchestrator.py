@@ -284,8 +284,18 @@ class EpochOrchestrator:
         if run.keys is not None:
             self.store.save_epoch(epoch.id, run.keys.public_record(), run.keys.secret_record())
         run.advance(EpochState.FINISHED)
+        self._activate_if_current(epoch.id)
         if epoch.index_of(self.operator):
             await self._report(epoch.id, result)
+
+    def _activate_if_current(self, epoch_id: int) -> None:
+        """A run that finishes after the registry already activated its epoch (t other members reported first)
+        activates now, not at the next chain update, which may be long in coming on a quiet chain."""
+        state = self.view.state
+        current = state.committee if state is not None else None
+        keys = self.view.keys
+        if current is not None and current.id == epoch_id and (keys is None or keys.epoch != epoch_id):
+            self._activate(current)
 
     async def _run_with_retries(self, run: EpochRun, state: RegistryState, epoch: EpochRecord):
         """Attempts until one finishes; None (run FAILED) once the registry no longer has the epoch pending."""

@@ -246,6 +246,7 @@ def test_node_removed_by_vote_reshare_keeps_keys(harness):
     assert epoch == 2 and len(after.members) == 4 and after.threshold == 3
     assert after.group_key_sig == before.group_key_sig and after.group_key_kd == before.group_key_kd
     net.wait_confirmed()
+    net.wait_serving(epoch, [1, 2, 3, 4])
     key = harness.app(Platform.SEV_SNP, client=harness.client([1, 2, 3, 4])).get_key()
     assert key.ethereum_address == address and key.epoch == 2
     assert 5 not in key.contributors
@@ -266,6 +267,7 @@ def test_new_member_joins_by_reshare_and_serves(harness):
     net.wait_for_epoch(epoch, timeout=90)
     assert registry.epoch(epoch).group_key_kd == registry.epoch(1).group_key_kd
     net.wait_confirmed()
+    net.wait_serving(epoch, [1, 2, 3, 4, newcomer.index])
     key = harness.app(Platform.SEV_SNP, client=harness.client([newcomer.index])).get_key()
     assert key.ethereum_address == address
     assert 5 in key.contributors  # the newcomer holds index 5 in the new committee and contributed
