@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+from concurrent.futures import ThreadPoolExecutor
 
 from derot.cli.errors import ADDRESS_IN_USE, FAILED, UNREACHABLE, USAGE, CommandError, guarded
 
@@ -118,6 +119,24 @@ def _check_free(key: str, listen: str) -> None:
             raise CommandError("address_in_use", f"{key} {listen}: {exc.strerror}", ADDRESS_IN_USE) from None
 
 
+#: threads of the node's default executor (blocking I/O off the event loop)
+IO_THREADS = 32
+#: where ``kill -USR1 <pid>`` writes every thread's stack (a copy of the original stderr); kept open for life
+_STACK_DUMPS = None
+
+
+def _stack_dumps_on_sigusr1() -> None:
+    """``kill -USR1`` dumps all threads' stacks to the original stderr: how an operator (or the devnet, when a
+    wait times out) sees where a stuck node is stuck. Registered before stderr is captured for JSON logs."""
+    import faulthandler
+    import os
+    import signal
+
+    global _STACK_DUMPS
+    _STACK_DUMPS = os.fdopen(os.dup(2), "w")
+    faulthandler.register(signal.SIGUSR1, file=_STACK_DUMPS, all_threads=True)
+
+
 def _run(args) -> int:
     import asyncio
     import signal
@@ -128,6 +147,7 @@ def _run(args) -> int:
 
     config = _config(args)
     _preflight(config)
+    _stack_dumps_on_sigusr1()
     if config.log.format == "json":
         from derot.cli import native_stderr
 
@@ -143,6 +163,9 @@ def _run(args) -> int:
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        # blocking I/O (RPC reads, certificate fetches, evidence) runs in threads: enough of them that a few
+        # slow peers or RPCs never starve the rest (the default is cores + 4)
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="derot-io"))
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         try:

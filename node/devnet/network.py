@@ -417,6 +417,7 @@ class Devnet:
                     self.progress(message)
                     last = message
             time.sleep(poll)
+        self.dump_stacks()
         raise DevnetError(f"epoch {epoch} did not activate within {timeout:.0f} s (see {self.directory}/node-*/node.log)")
 
     def _check_nodes_alive(self) -> None:
@@ -444,6 +445,13 @@ class Devnet:
         """Wait until the nodes ``indices`` (default: every running node) serve ``epoch`` (``derot_epoch``)."""
         self._wait_metric("derot_epoch", epoch, indices, timeout)
 
+    def dump_stacks(self) -> None:
+        """Ask every running node to write all its threads' stacks into its node.log (SIGUSR1), for a post-mortem
+        of a wait that timed out."""
+        for proc in self.node_processes:
+            if proc.pid is not None and _alive(proc.pid):
+                _signal(proc.pid, signal.SIGUSR1)
+
     def _wait_metric(self, name: str, at_least: float, indices: list[int] | None, timeout: float) -> None:
         procs = [p for p in self.node_processes if p.pid is not None and (indices is None or p.index in indices)]
         deadline = time.monotonic() + timeout
@@ -452,6 +460,7 @@ class Devnet:
             if not behind:
                 return
             if time.monotonic() > deadline:
+                self.dump_stacks()
                 raise DevnetError(f"node(s) {behind} did not reach {name} >= {at_least} in {timeout:.0f} s")
             time.sleep(0.2)
 

@@ -79,6 +79,8 @@ class PeerInfo:
 
 #: channel states in which a call can make progress without a new connection
 _USABLE = (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.IDLE)
+#: seconds a channel gets to close before it is abandoned (its calls are cancelled either way)
+CLOSE_TIMEOUT = 2.0
 
 
 @dataclass
@@ -171,7 +173,10 @@ class PeerPool:
     async def _close(self, key) -> None:
         entry = self._channels.pop(key, None)
         if entry is not None:
-            await entry.channel.close(grace=None)
+            try:  # closing cancels the channel's calls; never wait on a wedged channel for long
+                await asyncio.wait_for(entry.channel.close(grace=None), timeout=CLOSE_TIMEOUT)
+            except asyncio.TimeoutError:
+                log.warning("peer channel did not close in time", extra={"peer": key[0]})
 
     async def close(self) -> None:
         for key in list(self._channels):

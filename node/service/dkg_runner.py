@@ -147,7 +147,12 @@ class DkgRunner:
         if self._pull is None:
             return 0
         accepted = 0
-        for data in await self._pull(self.session.inventory()):
+        try:  # a peer that never answers must not hold the phase deadlines hostage
+            pulled = await asyncio.wait_for(self._pull(self.session.inventory()), timeout=self.phase_timeout / 4)
+        except asyncio.TimeoutError:
+            log.warning("dkg sync timed out", extra={"epoch": self.epoch, "seconds": self.phase_timeout / 4})
+            return 0
+        for data in pulled:
             try:
                 before = len(self.session.inventory())
                 self.receive(data)

@@ -189,3 +189,15 @@ def test_sigterm_finishes_in_flight_requests_and_closes_storage(small, app_harne
     wal = victim.directory / "node.db-wal"
     assert not wal.exists() or wal.stat().st_size == 0  # the store was checkpointed and closed
     net.start_node(victim)
+
+
+def test_sigusr1_writes_every_thread_stack_to_the_node_log(small):
+    """The post-mortem hook the devnet uses when a wait times out: a live node dumps its stacks and keeps serving."""
+    log_path = small.directory / "node-2" / "node.log"
+    before = log_path.stat().st_size
+    small.dump_stacks()
+    deadline = time.monotonic() + 30
+    while "most recent call first" not in log_path.read_text(errors="replace")[before:]:
+        assert time.monotonic() < deadline, "no stack dump in node-2's log"
+        time.sleep(0.1)
+    assert _value(_metrics(small, 2), "derot_epoch") == 1  # still serving
