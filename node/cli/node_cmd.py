@@ -137,6 +137,21 @@ def _stack_dumps_on_sigusr1() -> None:
     faulthandler.register(signal.SIGUSR1, file=_STACK_DUMPS, all_threads=True)
 
 
+def _dump_tasks() -> None:
+    """``kill -USR2``: every asyncio task's stack to the original stderr (where a waiting coroutine is waiting;
+    SIGUSR1's thread dump shows only the event loop's thread)."""
+    import asyncio
+
+    out = _STACK_DUMPS
+    if out is None:
+        return
+    tasks = asyncio.all_tasks()
+    print(f"--- {len(tasks)} asyncio tasks (most recent call last) ---", file=out)
+    for task in tasks:
+        task.print_stack(limit=12, file=out)
+    out.flush()
+
+
 def _run(args) -> int:
     import asyncio
     import signal
@@ -168,6 +183,7 @@ def _run(args) -> int:
         loop.set_default_executor(ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="derot-io"))
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGUSR2, _dump_tasks)
         try:
             await service.start()
         except BaseException:

@@ -446,11 +446,12 @@ class Devnet:
         self._wait_metric("derot_epoch", epoch, indices, timeout)
 
     def dump_stacks(self) -> None:
-        """Ask every running node to write all its threads' stacks into its node.log (SIGUSR1), for a post-mortem
+        """Ask every running node to write its threads' (SIGUSR1) and tasks' (SIGUSR2) stacks into its node.log, for a post-mortem
         of a wait that timed out."""
         for proc in self.node_processes:
             if proc.pid is not None and _alive(proc.pid):
-                _signal(proc.pid, signal.SIGUSR1)
+                _signal(proc.pid, signal.SIGUSR1)  # threads
+                _signal(proc.pid, signal.SIGUSR2)  # asyncio tasks
 
     def _wait_metric(self, name: str, at_least: float, indices: list[int] | None, timeout: float) -> None:
         procs = [p for p in self.node_processes if p.pid is not None and (indices is None or p.index in indices)]

@@ -4,7 +4,6 @@ verifies the vTPM quote and every GPU report; revoking a GPU's FWID refuses the 
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -46,7 +45,6 @@ def test_azure_gpu_cvm_gets_the_same_key(small, harness_for):
     for gpu in claims.gpus:
         owner.allow(harness.app_id, Platform.NVIDIA_GPU, gpu.measurement_digest)
     net.wait_confirmed()
-    time.sleep(0.6)  # one follower poll
     anchor = TrustAnchor.from_chain(net.rpc_url, net.registry)
     app = App(harness.client(), device, anchor, harness.app_id)
     key = app.get_key()
@@ -55,8 +53,7 @@ def test_azure_gpu_cvm_gets_the_same_key(small, harness_for):
     assert cert.certificate.platform == Platform.AZURE_SNP
     # governance revokes one GPU's FWID: the pair is refused with the reason
     net.enact([Revoke(RevocationKind.GPU_FWID, claims.gpus[1].hardware_ids.gpu_fwid)], "revoke a compromised GPU")
-    net.wait_for_block(net.w3().eth.block_number + net.confirmations)
-    time.sleep(0.6)
+    net.wait_confirmed()
     with pytest.raises(RequestFailed) as info:
         app.get_key()
     assert info.value.reason == "gpu_fwid_revoked"

@@ -197,7 +197,8 @@ def test_sigusr1_writes_every_thread_stack_to_the_node_log(small):
     before = log_path.stat().st_size
     small.dump_stacks()
     deadline = time.monotonic() + 30
-    while "most recent call first" not in log_path.read_text(errors="replace")[before:]:
+    while not all(mark in log_path.read_text(errors="replace")[before:]
+                  for mark in ("most recent call first", "asyncio tasks")):  # threads (USR1), tasks (USR2)
         assert time.monotonic() < deadline, "no stack dump in node-2's log"
         time.sleep(0.1)
     assert _value(_metrics(small, 2), "derot_epoch") == 1  # still serving
