@@ -9,7 +9,11 @@
    with no result for E may erase only if it is not a member of E (it was left out, not left behind);
 4. the activation is proven by its ``EpochActivated`` log: F's ancestor block ``activatedBlock`` has a
    header that hashes correctly, whose logs bloom holds the registry and the event, and whose logs
-   carry E's activation with the same transcript hash.
+   carry E's activation with the same transcript hash;
+5. at F, at least :func:`erase_quorum` (``t + f``) members reported exactly the activated result. Only
+   members that hold a share report (``derot.service.orchestrator``), so up to f byzantine reporters
+   still leave t honest holders of E's shares once the older ones are gone; activation itself needs
+   only t reports, since serving is reversible and erasure is not.
 
 Anything else (an RPC error, disagreeing endpoints, a view the node cannot reproduce) refuses, and the
 caller asks again later. Every read goes through the Web3 the guard is given; give it a k-of-m
@@ -28,12 +32,23 @@ from eth_utils import keccak
 
 from derot.chain.headers import Header, HeaderInvalid, bloom_may_contain, verified_header
 from derot.chain.registry import ChainReadError, Registry
-from derot.chain.types import EpochPhase
+from derot.chain.types import EpochPhase, EpochRecord
 from derot.crypto.bls import G2
 
 log = logging.getLogger("derot.chain.finality")
 
 EPOCH_ACTIVATED = keccak(text="EpochActivated(uint64,address,bytes32)")
+
+
+def erase_quorum(threshold: int, members: int) -> int:
+    """Agreeing reports needed before older shares may go: ``t + f`` with ``f = (n − 1) // 3`` byzantine
+    members tolerated, at most ``n``. Waiting longer only delays forward secrecy; erasing early can lose the key."""
+    return min(members, threshold + (members - 1) // 3)
+
+
+def report_hash(epoch: EpochRecord) -> bytes:
+    """The registry's hash of a report of ``epoch``'s activated result (``DerotRegistry.reportEpoch``)."""
+    return keccak(epoch.group_key_sig.to_eip2537() + epoch.group_key_kd.to_eip2537() + epoch.transcript_hash)
 
 
 class FinalityMode(enum.Enum):
@@ -115,6 +130,11 @@ class EraseGuard:
         proof = self._activation_proven(epoch_id, epoch.activated_block, epoch.transcript_hash)
         if proof is not None:
             return EraseVerdict(False, "activation_unproven", proof, final.number)
+        needed = erase_quorum(epoch.threshold, len(epoch.members))
+        agreeing = self.registry.report_count(epoch_id, report_hash(epoch), at)
+        if agreeing < needed:
+            return EraseVerdict(False, "too_few_holders", f"{agreeing} members of epoch {epoch_id} reported its "
+                                f"result, erasure needs {needed} (t + f)", final.number)
         return EraseVerdict(True, "final", f"epoch {epoch_id} final at block {final.number}", final.number)
 
     def _activation_proven(self, epoch_id: int, number: int, transcript: bytes) -> str | None:

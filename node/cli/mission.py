@@ -184,7 +184,8 @@ def _reshare(net, narrator: Narrator, registry, epoch1, snp, key, snp_cert):
     epoch2 = registry.epoch(epoch)
     unchanged = epoch2.group_key_sig == epoch1.group_key_sig and epoch2.group_key_kd == epoch1.group_key_kd
     narrator.say(f"epoch {epoch}: {len(epoch2.members)} members, threshold {epoch2.threshold}; group keys "
-                 f"{'unchanged' if unchanged else 'CHANGED (bug!)'}; old shares erased")
+                 f"{'unchanged' if unchanged else 'CHANGED (bug!)'}; old shares are erased once "
+                 "the activation is final and t + f members hold the new ones")
     net.wait_confirmed()
     net.wait_serving(epoch, [1, 2, 3, 4])
     client4 = RootOfTrustClient([p.public_endpoint for p in net.node_processes[:4]])

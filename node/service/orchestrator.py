@@ -285,8 +285,11 @@ class EpochOrchestrator:
             self.store.save_epoch(epoch.id, run.keys.public_record(), run.keys.secret_record())
         run.advance(EpochState.FINISHED)
         self._activate_if_current(epoch.id)
-        if epoch.index_of(self.operator):
+        if epoch.index_of(self.operator) and run.keys is not None:
             await self._report(epoch.id, result)
+        elif epoch.index_of(self.operator):  # only holders vouch: ACTIVE then means t members hold their shares
+            log.warning("not reporting the epoch: this member holds no share of the result",
+                        extra={"epoch": epoch.id})
 
     def _activate_if_current(self, epoch_id: int) -> None:
         """A run that finishes after the registry already activated its epoch (t other members reported first)

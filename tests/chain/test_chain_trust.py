@@ -14,7 +14,7 @@ from web3 import Web3
 
 from derot.chain import actions as A
 from derot.chain.deploy import DeployParams, deploy
-from derot.chain.finality import EraseGuard, FinalityMode, FinalityRule, OwnResult, ShareRetirement
+from derot.chain.finality import EraseGuard, FinalityMode, FinalityRule, OwnResult, ShareRetirement, erase_quorum
 from derot.chain.follower import Follower, LogsIncomplete
 from derot.chain.freshness import ChainStale, FreshnessClock
 from derot.chain.governance import Governance
@@ -152,6 +152,33 @@ def test_transcript_mismatch_never_erases(w, store):
     assert guard.may_erase(1, None).reason == "no_own_transcript"
     # a node that is not a member may erase once the activation is final
     assert w.guard(w.anvil.url, w.nodes[3].address).may_erase(1, None).allowed
+
+
+def test_erasure_waits_for_t_plus_f_holders_reports(w, store):
+    """A 3-of-4 reshare activates on three reports, but older shares go only once t + f = 4 members vouch for
+    the activated result: byzantine reporters alone must never make honest members erase their shares."""
+    assert [erase_quorum(t, n) for t, n in ((2, 3), (3, 4), (3, 5), (11, 16), (43, 64))] == [2, 4, 4, 16, 64]
+    own = w.activate()
+    members = tuple(n.address for n in w.nodes)
+    enact(Governance(w.w3, w.deployment), w.voter, [A.StartReshare(members, 3)], "reshare 3-of-4", [w.voter])
+    epoch = w.registry.current_epoch() + 1
+    reshared = OwnResult(os.urandom(32), own.group_key_sig, own.group_key_kd)
+
+    def report(node, transcript):
+        w.registry.report_epoch(node, epoch, reshared.group_key_sig, reshared.group_key_kd, transcript)
+
+    for node in w.nodes[:3]:
+        report(node, reshared.transcript_hash)
+    assert w.registry.current_epoch() == epoch
+    report(w.nodes[3], os.urandom(32))  # a different result does not count
+    mine(w.w3, DEPTH + 1)
+    guard = w.guard(w.anvil.url, w.nodes[0].address)
+    verdict = guard.may_erase(epoch, reshared)
+    assert not verdict.allowed and verdict.reason == "too_few_holders", verdict
+    report(w.nodes[3], reshared.transcript_hash)  # the member recomputed: its report now agrees
+    assert guard.may_erase(epoch, reshared).reason == "too_few_holders"  # not final yet
+    mine(w.w3, DEPTH + 1)
+    assert guard.may_erase(epoch, reshared).allowed
 
 
 def test_fake_activation_through_a_lying_rpc_erases_nothing(w, store):

@@ -180,3 +180,9 @@ def test_a_member_on_a_revoked_machine_is_named_by_gov_state_and_refused_by_its_
             break
         assert time.monotonic() < deadline, "peers did not refuse the reshare naming the revoked member"
         time.sleep(0.5)
+    # the epoch activates on the holders' reports; the victim holds no share, so it reports nothing
+    registry = net.registry_client()
+    epoch = registry.pending_epoch() or registry.current_epoch()
+    net.wait_for_epoch(epoch, timeout=120)
+    assert not any(registry.report_of(epoch, victim.operator)), "a member without a share reported the result"
+    assert all(any(registry.report_of(epoch, p.operator)) for p in peers)
