@@ -320,8 +320,9 @@ def client_process(spec: dict, threads: int, first_offset: int, ready_queue, go,
 
 
 def run_clients(net, spec: dict, clients: int, procs: int, *, duration: float | None = None,
-                count: int | None = None, idle_rate: float = 0.0) -> dict:
-    """Run ``clients`` concurrent clients over ``procs`` processes; measure nodes' CPU over the window."""
+                count: int | None = None, idle_rate: float = 0.0, on_window=None) -> dict:
+    """Run ``clients`` concurrent clients over ``procs`` processes; measure nodes' CPU over the window.
+    ``on_window()`` is called when the measured window opens (the clients are set up and warm)."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
@@ -346,6 +347,8 @@ def run_clients(net, spec: dict, clients: int, procs: int, *, duration: float | 
         go.set()
         pids = node_pids(net)
         time.sleep(max(0.0, start - time.time()))
+        if on_window is not None:
+            on_window()
         metrics0 = node_metrics(net)
         cpu0, anvil0, busy0, own0 = (cpu_seconds(pids), cpu_seconds([net.anvil_pid]), machine_busy_seconds(),
                                      time.process_time())
@@ -597,14 +600,17 @@ def load_benchmark(args, root: Path, progress) -> tuple[dict, dict, list[dict], 
             for clients in args.clients:
                 progress(f"{method}: throughput, {clients} clients over {min(args.client_procs, clients)} "
                          f"processes, {args.duration:.0f} s")
-                sampling = None
+                sampling: list = []
                 if args.profile and method == "derive" and clients == max(args.clients):
                     from profile_nodes import start as start_profile
 
-                    sampling = start_profile(pids, args.duration + 1, root)
+                    def on_window():
+                        sampling.extend(start_profile(pids, args.duration, root))
+                else:
+                    on_window = None
                 run = run_clients(net, dict(spec, method=method), clients, args.client_procs,
-                                  duration=args.duration, idle_rate=idle_rate)
-                if sampling is not None:
+                                  duration=args.duration, idle_rate=idle_rate, on_window=on_window)
+                if sampling:
                     from profile_nodes import finish as finish_profile
 
                     run["profile"] = finish_profile(sampling)
@@ -688,6 +694,11 @@ def _run_rows(run: dict, floor: dict) -> list[tuple[str, str, str, str, str]]:
         rows.append(("  client CPU / request; anvil CPU / request",
                      f"{_ms(run['client_cpu'] / run['served'])}; {_ms(run['anvil_cpu'] / run['served'])}",
                      "", "", ""))
+    asked = sum(v for (m, o), v in run["metrics"].items()
+                if m == {"derive": "DeriveShare", "certify": "PartialSign"}[run["method"]] and o not in ("sum", "count"))
+    if run["served"]:
+        rows.append(("  member calls per request (t-1 = no hedging waste)", f"{asked / run['served']:.2f}",
+                     "", "", "Peer calls the gateways made, all outcomes, incl. hedges cancelled"))
     rows.append(("  CPU used by other processes on the machine", f"{run['others_cores']:.2f} cores",
                  "", "", "(0 = the benchmark had the machine to itself)"))
     refusals = {f"{m}:{o}": int(v) for (m, o), v in run["metrics"].items()
