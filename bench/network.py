@@ -685,10 +685,14 @@ def _run_rows(run: dict, floor: dict) -> list[tuple[str, str, str, str, str]]:
         f, f_all = floor[f"{kind}_floor"], floor[f"{kind}_floor_all"]
         per = run["node_cpu"] / run["served"]
         net_per = run["node_cpu_net"] / run["served"]
+        # the idle rate was measured before the load: on a machine other processes saturate, the nodes may get
+        # less CPU in the window than that, and the difference means nothing
+        valid = net_per > 0
         rows.append(("  node CPU / request (gross; minus idle)",
                      f"{_ms(per)}; {_ms(net_per)} = {net_per / f:.2f}x t-floor",
                      f"<= {TARGET_CPU_RATIO:g}x t-floor ({_ms(TARGET_CPU_RATIO * f)})", "",
-                     _verdict(net_per <= TARGET_CPU_RATIO * f)))
+                     _verdict(valid and net_per <= TARGET_CPU_RATIO * f)
+                     + ("" if valid else " (idle rate above the window's CPU: the machine was saturated)")))
         rows.append(("  the same against the all-member floor (gross; minus idle)",
                      f"{per / f_all:.2f}x; {net_per / f_all:.2f}x", "", "", f"all-member floor {_ms(f_all)}"))
         rows.append(("  client CPU / request; anvil CPU / request",
