@@ -20,7 +20,6 @@ with health (a failed, stuck or aged channel is replaced). DKG messages go out w
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 
@@ -40,15 +39,6 @@ log = logging.getLogger("derot.peering")
 LAGGING = frozenset({status.NOT_A_MEMBER, status.WRONG_EPOCH})
 #: seconds before an unreachable node's certificate is fetched again (doubling up to the limit)
 CERT_RETRY = 2.0
-#: client certificates whose key hash is remembered (a pure function of the certificate bytes, so a cache
-#: entry can only ever answer for the very certificate it was computed from; bounded, least recently used out)
-SPKI_CACHE_SIZE = 256
-
-
-@functools.lru_cache(maxsize=SPKI_CACHE_SIZE)
-def caller_key_hash(cert_pem: bytes) -> bytes:
-    """:func:`derot.net.tls.spki_hash` of a Peer caller's certificate, parsed once per certificate, not per call."""
-    return tls.spki_hash(cert_pem)
 
 
 def admitted_statuses(state: RegistryState) -> tuple[NodeStatus, ...]:
@@ -201,7 +191,7 @@ class Peering:
         certs = context.auth_context().get("x509_pem_cert")
         if not certs or state is None:
             raise Refusal(status.NOT_A_MEMBER, "no client certificate")
-        key_hash = caller_key_hash(bytes(certs[0]))
+        key_hash = tls.spki_hash(certs[0])
         for operator, node in state.nodes.items():
             if node.tls_key_hash == key_hash:
                 return operator
