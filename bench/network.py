@@ -18,7 +18,7 @@ Load network: ``Devnet(nodes=5, threshold=3)``; one app registered, allowing the
   each) is the old, looser yardstick, printed too. The CPU verdict compares the node CPU minus the idle rate
   with 1.5x the t-member floor.
   ``--profile`` also samples the nodes with py-spy (``pip install py-spy``) during the DeriveKey throughput
-  run and prints where their CPU goes (bench/profile_nodes.py).
+  run and prints where their CPU goes (bench/tools/profile_nodes.py).
   Client CPU, anvil CPU and the CPU of unrelated processes on the machine are reported separately.
 DKG: a fresh ``Devnet(nodes=n, threshold=floor(2n/3)+1)`` per size. "DKG" runs from the first member's
 "dkg started" log line to the last "dkg finished"; "spawn → ACTIVE" from starting the node processes (the
@@ -602,7 +602,7 @@ def load_benchmark(args, root: Path, progress) -> tuple[dict, dict, list[dict], 
                          f"processes, {args.duration:.0f} s")
                 sampling: list = []
                 if args.profile and method == "derive" and clients == max(args.clients):
-                    from profile_nodes import start as start_profile
+                    from tools.profile_nodes import start as start_profile
 
                     def on_window():
                         sampling.extend(start_profile(pids, args.duration, root))
@@ -611,7 +611,7 @@ def load_benchmark(args, root: Path, progress) -> tuple[dict, dict, list[dict], 
                 run = run_clients(net, dict(spec, method=method), clients, args.client_procs,
                                   duration=args.duration, idle_rate=idle_rate, on_window=on_window)
                 if sampling:
-                    from profile_nodes import finish as finish_profile
+                    from tools.profile_nodes import finish as finish_profile
 
                     run["profile"] = finish_profile(sampling)
                 runs.append(dict(run, method=method, mode="throughput"))
@@ -833,7 +833,7 @@ def main() -> int:
     print_report(args, boot, floor, runs, extra, dkg_rows)
     for run in runs:
         if run.get("profile"):
-            from profile_nodes import print_breakdown
+            from tools.profile_nodes import print_breakdown
 
             print(f"\nwhere the nodes' CPU went during DeriveKey throughput ({run['clients']} clients), py-spy --gil; "
                   "ms/request = share x gross node CPU/request")

@@ -1,8 +1,8 @@
 """Where a node's CPU goes: sample running node processes with py-spy and sort the samples into the parts
 of a request (evidence verification, key share, combine, gRPC, chain following, ...).
 
-    python bench/profile_nodes.py --pid 123 --pid 124 --seconds 10     # sample and print the breakdown
-    python bench/profile_nodes.py FILE...                              # the breakdown of raw py-spy files
+    python bench/tools/profile_nodes.py --pid 123 --pid 124 --seconds 10     # sample and print the breakdown
+    python bench/tools/profile_nodes.py FILE...                              # the breakdown of raw py-spy files
 
 bench/network.py uses it with ``--profile`` during its DeriveKey throughput run. py-spy is an optional tool
 (``pip install py-spy``; it needs ptrace rights over the nodes). Samples are taken with ``--gil``: only a
