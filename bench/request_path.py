@@ -49,7 +49,7 @@ class Fixture:
     def __init__(self, directory: Path):
         from derot import _proto
         from derot.app.tee.devnet import DevnetDevice
-        from derot.attest.binding import RequestBinding, network_id
+        from derot.attest.binding import network_id
         from derot.attest.devnet import DevnetRoots, devnet_measurement_digest, image_registers
         from derot.attest.policy import PolicyEngine
         from derot.attest.snapshot import AppRecord, GovernanceSnapshot, PlatformRule
