@@ -12,8 +12,13 @@ Load network: ``Devnet(nodes=5, threshold=3)``; one app registered, allowing the
   channel and its own first-choice gateway, round robin over the nodes) for a fixed duration.
 - CPU per request: sum over the node processes of utime+stime (/proc/<pid>/stat) during the window,
   divided by the requests completed in it; shown gross and minus the nodes' idle rate (chain following),
-  beside the crypto floor measured in this process in the same run (best-of-rounds process time):
-  5 devnet TDX evidence verifications, 5 key shares (or partial signatures), one combine + verify.
+  beside the crypto floors measured in this process in the same run (best-of-rounds process time). The
+  t-member floor is the protocol as it runs (the hedged fan-out asks t members): t devnet TDX evidence
+  verifications + t key shares (or partial signatures) + one combine + verify. The all-member floor (n of
+  each) is the old, looser yardstick, printed too. The CPU verdict compares the node CPU minus the idle rate
+  with 1.5x the t-member floor.
+  ``--profile`` also samples the nodes with py-spy (``pip install py-spy``) during the DeriveKey throughput
+  run and prints where their CPU goes (bench/tools/profile_nodes.py).
   Client CPU, anvil CPU and the CPU of unrelated processes on the machine are reported separately.
 DKG: a fresh ``Devnet(nodes=n, threshold=floor(2n/3)+1)`` per size. "DKG" runs from the first member's
 "dkg started" log line to the last "dkg finished"; "spawn → ACTIVE" from starting the node processes (the
@@ -45,10 +50,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 APP_IMAGE = "bench app v1"
-# targets and anchors of issue 4
-TARGET_P50_MS = 25.0
-TARGET_RPS = 80.0
-TARGET_CPU_RATIO = 2.0
+# targets of issue 15 section 4 (3-of-5 on this VM, the clients on the same 2 cores); DKG: issue 4
+TARGET_P50_MS = 10.0  # DeriveKey RPC p50, one sequential client, localhost
+TARGET_RPS = 150.0  # DeriveKey sustained, with 0 errors
+TARGET_CPU_RATIO = 1.5  # node CPU per request (minus the nodes' idle rate) / the t-member crypto floor
 TARGET_DKG16_S = 10.0
 ANCHOR_THROUGHPUT = "ICP vetKD ~5 /s (34-node subnet)"
 ANCHOR_LATENCY = "Lit signing ~1 s"
@@ -217,8 +222,11 @@ def measure_floor(roots_dir: Path, network: bytes, app_id: bytes, threshold: int
                 fn()
             samples.append((time.process_time() - started) / reps)
         out[name] = min(samples)
-    out["derive_floor"] = nodes * (out["verify"] + out["share"]) + out["combine_verify"]
-    out["certify_floor"] = nodes * (out["verify"] + out["partial"]) + out["sig_combine_verify"]
+    out["derive_floor"] = threshold * (out["verify"] + out["share"]) + out["combine_verify"]
+    out["certify_floor"] = threshold * (out["verify"] + out["partial"]) + out["sig_combine_verify"]
+    out["derive_floor_all"] = nodes * (out["verify"] + out["share"]) + out["combine_verify"]
+    out["certify_floor_all"] = nodes * (out["verify"] + out["partial"]) + out["sig_combine_verify"]
+    out["t"], out["n"] = threshold, nodes
     return out
 
 
@@ -312,8 +320,9 @@ def client_process(spec: dict, threads: int, first_offset: int, ready_queue, go,
 
 
 def run_clients(net, spec: dict, clients: int, procs: int, *, duration: float | None = None,
-                count: int | None = None, idle_rate: float = 0.0) -> dict:
-    """Run ``clients`` concurrent clients over ``procs`` processes; measure nodes' CPU over the window."""
+                count: int | None = None, idle_rate: float = 0.0, on_window=None) -> dict:
+    """Run ``clients`` concurrent clients over ``procs`` processes; measure nodes' CPU over the window.
+    ``on_window()`` is called when the measured window opens (the clients are set up and warm)."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
@@ -338,6 +347,8 @@ def run_clients(net, spec: dict, clients: int, procs: int, *, duration: float | 
         go.set()
         pids = node_pids(net)
         time.sleep(max(0.0, start - time.time()))
+        if on_window is not None:
+            on_window()
         metrics0 = node_metrics(net)
         cpu0, anvil0, busy0, own0 = (cpu_seconds(pids), cpu_seconds([net.anvil_pid]), machine_busy_seconds(),
                                      time.process_time())
@@ -589,8 +600,20 @@ def load_benchmark(args, root: Path, progress) -> tuple[dict, dict, list[dict], 
             for clients in args.clients:
                 progress(f"{method}: throughput, {clients} clients over {min(args.client_procs, clients)} "
                          f"processes, {args.duration:.0f} s")
+                sampling: list = []
+                if args.profile and method == "derive" and clients == max(args.clients):
+                    from tools.profile_nodes import start as start_profile
+
+                    def on_window():
+                        sampling.extend(start_profile(pids, args.duration, root))
+                else:
+                    on_window = None
                 run = run_clients(net, dict(spec, method=method), clients, args.client_procs,
-                                  duration=args.duration, idle_rate=idle_rate)
+                                  duration=args.duration, idle_rate=idle_rate, on_window=on_window)
+                if sampling:
+                    from tools.profile_nodes import finish as finish_profile
+
+                    run["profile"] = finish_profile(sampling)
                 runs.append(dict(run, method=method, mode="throughput"))
         return boot, floor, runs, {"idle_rate": idle_rate}
     finally:
@@ -626,7 +649,7 @@ def _ms(seconds: float) -> str:
 
 
 def _verdict(ok: bool) -> str:
-    return "meets" if ok else "MISSES"
+    return "ok" if ok else "MISSED"
 
 
 def _run_rows(run: dict, floor: dict) -> list[tuple[str, str, str, str, str]]:
@@ -658,16 +681,28 @@ def _run_rows(run: dict, floor: dict) -> list[tuple[str, str, str, str, str]]:
                      f"{_ms(percentile(run['total'], 50))} / {_ms(percentile(run['total'], 99))}",
                      "", "", ""))
     if run["served"]:
-        f = floor["derive_floor" if run["method"] == "derive" else "certify_floor"]
+        kind = "derive" if run["method"] == "derive" else "certify"
+        f, f_all = floor[f"{kind}_floor"], floor[f"{kind}_floor_all"]
         per = run["node_cpu"] / run["served"]
         net_per = run["node_cpu_net"] / run["served"]
+        # the idle rate was measured before the load: on a machine other processes saturate, the nodes may get
+        # less CPU in the window than that, and the difference means nothing
+        valid = net_per > 0
         rows.append(("  node CPU / request (gross; minus idle)",
-                     f"{_ms(per)}; {_ms(net_per)} = {net_per / f:.2f}x floor",
-                     f"<= {TARGET_CPU_RATIO:.0f}x floor ({_ms(TARGET_CPU_RATIO * f)})", "",
-                     _verdict(per <= TARGET_CPU_RATIO * f)))
+                     f"{_ms(per)}; {_ms(net_per)} = {net_per / f:.2f}x t-floor",
+                     f"<= {TARGET_CPU_RATIO:g}x t-floor ({_ms(TARGET_CPU_RATIO * f)})", "",
+                     _verdict(valid and net_per <= TARGET_CPU_RATIO * f)
+                     + ("" if valid else " (idle rate above the window's CPU: the machine was saturated)")))
+        rows.append(("  the same against the all-member floor (gross; minus idle)",
+                     f"{per / f_all:.2f}x; {net_per / f_all:.2f}x", "", "", f"all-member floor {_ms(f_all)}"))
         rows.append(("  client CPU / request; anvil CPU / request",
                      f"{_ms(run['client_cpu'] / run['served'])}; {_ms(run['anvil_cpu'] / run['served'])}",
                      "", "", ""))
+    asked = sum(v for (m, o), v in run["metrics"].items()
+                if m == {"derive": "DeriveShare", "certify": "PartialSign"}[run["method"]] and o not in ("sum", "count"))
+    if run["served"]:
+        rows.append(("  member calls per request (t-1 = no hedging waste)", f"{asked / run['served']:.2f}",
+                     "", "", "Peer calls the gateways made, all outcomes, incl. hedges cancelled"))
     rows.append(("  CPU used by other processes on the machine", f"{run['others_cores']:.2f} cores",
                  "", "", "(0 = the benchmark had the machine to itself)"))
     refusals = {f"{m}:{o}": int(v) for (m, o), v in run["metrics"].items()
@@ -715,12 +750,13 @@ def print_report(args, boot, floor, runs, extra, dkg_rows) -> None:
     if runs:
         for run in runs:
             rows += _run_rows(run, floor)
-        rows.append(("crypto floor DeriveKey (in-process)", _ms(floor["derive_floor"]),
-                     "", "", f"5x({_ms(floor['verify'])} verify + {_ms(floor['share'])} share) + "
-                             f"{_ms(floor['combine_verify'])} combine+verify"))
-        rows.append(("crypto floor IssueCertificate (in-process)", _ms(floor["certify_floor"]),
-                     "", "", f"5x({_ms(floor['verify'])} verify + {_ms(floor['partial'])} partial) + "
-                             f"{_ms(floor['sig_combine_verify'])} combine+verify"))
+        t, n = floor["t"], floor["n"]
+        for kind, label, part, combine in (("derive", "DeriveKey", "share", "combine_verify"),
+                                           ("certify", "IssueCertificate", "partial", "sig_combine_verify")):
+            for key, members, which in ((f"{kind}_floor", t, "t-member"), (f"{kind}_floor_all", n, "all-member")):
+                rows.append((f"crypto floor {label}, {which} (in-process)", _ms(floor[key]), "", "",
+                             f"{members}x({_ms(floor['verify'])} verify + {_ms(floor[part])} {part}) + "
+                             f"{_ms(floor[combine])} combine+verify"))
         rows.append(("nodes' idle CPU (5 nodes, chain following)", f"{extra['idle_rate'] * 100:.1f} % of a core",
                      "", "", ""))
     for fig in dkg_rows:
@@ -748,11 +784,13 @@ def _interrupt(signum, frame):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dkg-sizes", default="5,16,32", help="committee sizes for the DKG runs")
-    ap.add_argument("--duration", type=float, default=20.0, help="seconds per throughput run")
-    ap.add_argument("--clients", default="4,16", help="concurrent clients per throughput run (comma list)")
+    ap.add_argument("--duration", type=float, default=15.0, help="seconds per throughput run")
+    ap.add_argument("--clients", default="12", help="concurrent clients per throughput run (comma list)")
     ap.add_argument("--client-procs", type=int, default=2, help="processes the clients are spread over")
-    ap.add_argument("--requests", type=int, default=200, help="sequential requests for the latency runs")
+    ap.add_argument("--requests", type=int, default=150, help="sequential requests for the latency runs")
     ap.add_argument("--phase-timeout", type=float, default=0.0, help="DKG phase timeout (0: max(10, 3n) s: on 2 cores, n nodes need about 2n s to boot and check each other before the first deadline)")
+    ap.add_argument("--profile", action="store_true",
+                    help="sample the nodes with py-spy during the largest DeriveKey throughput run")
     ap.add_argument("--skip-dkg", action="store_true")
     ap.add_argument("--skip-load", action="store_true")
     ap.add_argument("--dir", type=Path, help="work directory (default: a fresh temporary one, removed at the end)")
@@ -793,6 +831,13 @@ def main() -> int:
         if not args.dir and not keep:
             shutil.rmtree(root, ignore_errors=True)
     print_report(args, boot, floor, runs, extra, dkg_rows)
+    for run in runs:
+        if run.get("profile"):
+            from tools.profile_nodes import print_breakdown
+
+            print(f"\nwhere the nodes' CPU went during DeriveKey throughput ({run['clients']} clients), py-spy --gil; "
+                  "ms/request = share x gross node CPU/request")
+            print_breakdown(*run["profile"], cpu_per_request=run["node_cpu"] / max(1, run["served"]))
     if keep:
         print(f"\nlogs of the failed run(s) kept in {root}")
     return 0

@@ -75,6 +75,8 @@ class Collateral:
     not_after: int
     ca: str  # "platform" | "processor": the PCK CA whose CRL this bundle carries
     qvl: object = field(compare=False, repr=False)  # dcap_qvl.QuoteCollateralV3
+    #: the optional ``pck_certificate_chain`` (PEM), read once here so no verification parses the JSON again
+    pck_chain_pem: bytes | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "Collateral":
@@ -104,6 +106,9 @@ class Collateral:
             raise CollateralError(str(exc)) from None
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CollateralError(f"collateral is malformed: {type(exc).__name__}: {exc}") from None
+        chain = doc.get("pck_certificate_chain")
+        if chain is not None and not isinstance(chain, str):
+            raise CollateralError("collateral pck_certificate_chain is not a PEM string")
         for crl in crls:
             starts.append(int(crl.last_update_utc.timestamp()))
             if crl.next_update_utc is not None:
@@ -116,6 +121,7 @@ class Collateral:
             json_text=text, tee=tee, fmspc=fmspc, tcb_info=MappingProxyType(tcb),
             qe_identity=MappingProxyType(qe), not_before=max(starts), not_after=min(ends) - 1,
             ca="processor" if "processor" in crls[1].issuer.rfc4514_string().lower() else "platform", qvl=qvl,
+            pck_chain_pem=chain.encode() if chain else None,
         )
 
     def is_fresh(self, at: int) -> bool:

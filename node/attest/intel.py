@@ -48,7 +48,6 @@ from derot.attest.errors import (
     UnsupportedEvidence,
     VerificationError,
 )
-from derot import untrusted
 from derot.attest import intel_attributes, intel_dcap
 from derot.attest.identity import pck_id
 from derot.attest._x509 import load_certificates
@@ -120,7 +119,7 @@ def require_same_pck_chain(pck: PckInfo, collateral: Collateral, root_der: bytes
     (FMSPC, PPID, PCK certificate, CA type, validity) come from the chain embedded in the quote. Refuse a
     collateral chain that differs from the embedded one (a pinned root at the end of either is ignored), so
     the claims always come from the chain that was verified."""
-    pem = _collateral_pck_chain(collateral)
+    pem = collateral.pck_chain_pem
     if pem is None:
         return
     theirs = [c.public_bytes(Encoding.DER) for c in load_certificates(pem, "collateral PCK certificate chain")]
@@ -133,19 +132,6 @@ def require_same_pck_chain(pck: PckInfo, collateral: Collateral, root_der: bytes
             "the collateral's pck_certificate_chain differs from the PCK chain embedded in the quote "
             "(dcap-qvl would verify one and derot would read the hardware ids from the other)"
         )
-
-
-def _collateral_pck_chain(collateral: Collateral) -> bytes | None:
-    try:
-        doc = untrusted.json_loads(collateral.json_text, what="collateral")
-    except untrusted.UntrustedInputError as exc:
-        raise CollateralError(str(exc)) from None
-    value = doc.get("pck_certificate_chain") if isinstance(doc, dict) else None
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise CollateralError("collateral pck_certificate_chain is not a PEM string")
-    return value.encode()
 
 
 _verified_chains: set[bytes] = set()  # sha256 of embedded PCK chains whose signatures verified

@@ -6,6 +6,9 @@ code. :class:`MalformedRequests` wraps every unary-unary handler: its deserializ
 instead of raising, and the wrapped handler refuses the marker with ``malformed_request`` (INVALID_ARGUMENT,
 the reason in the status details like every other refusal). Decoding stays bounded by the server's
 ``grpc.max_receive_message_length`` and protobuf's own nesting limit.
+
+It wraps the handlers once, where they are registered (``add_services(MalformedRequests(server), api)``),
+not per call: a grpc.aio server interceptor costs a coroutine and a new handler on every request.
 """
 
 from __future__ import annotations
@@ -52,15 +55,49 @@ def _refusing(behavior, method: str):
     return handle
 
 
-class MalformedRequests(grpc.aio.ServerInterceptor):
-    """A server interceptor: ``grpc.aio.server(interceptors=[MalformedRequests()])``."""
+def _wrap(handler, method: str):
+    """``handler`` with a deserializer that never raises (unary-unary with a deserializer; others unchanged)."""
+    if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
+        return handler
+    return grpc.unary_unary_rpc_method_handler(
+        _refusing(handler.unary_unary, method),
+        request_deserializer=_safe(handler.request_deserializer),
+        response_serializer=handler.response_serializer,
+    )
 
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
-            return handler
-        return grpc.unary_unary_rpc_method_handler(
-            _refusing(handler.unary_unary, handler_call_details.method),
-            request_deserializer=_safe(handler.request_deserializer),
-            response_serializer=handler.response_serializer,
-        )
+
+class _SafeGeneric(grpc.GenericRpcHandler):
+    """A generic handler whose unary-unary handlers are wrapped, each once (per registered method)."""
+
+    def __init__(self, inner: grpc.GenericRpcHandler):
+        self._inner = inner
+        self._wrapped: dict[str, object] = {}  # only methods the inner handler serves: bounded
+
+    def service(self, handler_call_details):
+        method = handler_call_details.method
+        hit = self._wrapped.get(method)
+        if hit is not None:
+            return hit
+        handler = self._inner.service(handler_call_details)
+        if handler is None:
+            return None
+        wrapped = self._wrapped[method] = _wrap(handler, method)
+        return wrapped
+
+
+class MalformedRequests:
+    """Registers handlers on a ``grpc.aio.Server`` wrapped as described above; everything else is the
+    server's own: ``add_services(MalformedRequests(server), api)``."""
+
+    def __init__(self, server):
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers) -> None:
+        self._server.add_generic_rpc_handlers(tuple(_SafeGeneric(h) for h in handlers))
+
+    def add_registered_method_handlers(self, service_name: str, method_handlers) -> None:
+        self._server.add_registered_method_handlers(service_name, {
+            name: _wrap(handler, f"/{service_name}/{name}") for name, handler in method_handlers.items()})
+
+    def __getattr__(self, name):
+        return getattr(self._server, name)

@@ -49,7 +49,7 @@ class Gateway:
 
         collected = await self.fanout.collect(
             state, keys,
-            own=lambda: issuance.derive_share(keys, checked),
+            own=lambda: issuance.derive_share(keys, checked, hashed),
             method="DeriveShare", message=pb.DeriveShareRequest(request=request.request, epoch=keys.epoch),
             decode=lambda reply: kd.EncryptedKey.decode(reply.encrypted_share),
             first=first, every=every,

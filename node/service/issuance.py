@@ -110,9 +110,11 @@ def check_proposed_certificate(
     return cert
 
 
-def derive_share(keys: EpochKeys, checked: CheckedRequest) -> kd.EncryptedKey:
-    """This node's encrypted key-derivation share for a checked request."""
-    hashed = kd.kd_point(checked.app_id, checked.key_version, checked.context)
+def derive_share(keys: EpochKeys, checked: CheckedRequest, hashed: G1 | None = None) -> kd.EncryptedKey:
+    """This node's encrypted key-derivation share for a checked request. ``hashed`` is the request's kd point
+    when the caller already computed it (it must be ``kd.kd_point`` of the checked request's fields)."""
+    if hashed is None:
+        hashed = kd.kd_point(checked.app_id, checked.key_version, checked.context)
     return kd.derive_share(keys.shares.kd, hashed, checked.tpk)
 
 

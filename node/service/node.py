@@ -171,9 +171,8 @@ class NodeService:
 
     async def start(self) -> None:
         untrusted.pin_recursion_limit()
-        self._server = grpc.aio.server(interceptors=[MalformedRequests()],
-                                       options=server_options(self.config.limits.max_request_bytes))
-        self._health = add_services(self._server, self.api)
+        self._server = grpc.aio.server(options=server_options(self.config.limits.max_request_bytes))
+        self._health = add_services(MalformedRequests(self._server), self.api)
         ident = self.identity.tls
         public_creds = grpc.ssl_server_credentials([(ident.key_pem, ident.cert_pem)])
         self.public_port = self._server.add_secure_port(self.config.node.public_listen, public_creds)
