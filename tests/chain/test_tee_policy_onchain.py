@@ -159,3 +159,46 @@ def test_report_epoch_emits_each_reporters_exclusions_outside_the_agreed_hash(ch
     with pytest.raises(TransactionFailed, match="BadPolicy"):
         send(chain.w3, n[3], reg.contract.functions.reportEpoch(epoch_id, pk.to_eip2537(), kd.to_eip2537(),
                                                                 transcript, [1, 2], [1]))
+
+
+def test_cli_sets_app_policy_and_gov_state_shows_snp_policy_and_exclusions(chain, tmp_path, monkeypatch, capsys):
+    import json
+
+    from derot.cli.main import main
+
+    monkeypatch.setenv("DEROT_KEY", chain.app_owner.key.hex())
+    where = ["--rpc", chain.anvil.url, "--registry", chain.registry.address, "--json"]
+    app = chain.app_id.hex()
+    assert main(["app", "set-exceptions", app, *where, "--allow-exception", "vmpl",
+                 "--allow-exception", "snp_policy:smt"]) == 0
+    assert json.loads(capsys.readouterr().out)["tee_exceptions"] == ["snp_policy:smt", "vmpl"]
+    assert main(["app", "set-gpu-policy", app, *where, "--model", "h100", "--model", "H200", "--require-gpu"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["gpu_models"] == ["H100", "H200"] and out["gpu_required"] is True
+    assert main(["app", "show", app, *where]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["tee_exceptions"] == ["snp_policy:smt", "vmpl"] and shown["gpu_models"] == ["H100", "H200"]
+    monkeypatch.setenv("DEROT_KEY", chain.stranger.key.hex())  # not the owner: refused, nothing changes
+    assert main(["app", "set-exceptions", app, *where]) != 0
+    capsys.readouterr()
+    assert chain.registry.app(chain.app_id).tee_exceptions == {"snp_policy:smt", "vmpl"}
+
+    chain.enact([A.parse_action(["set-snp-policy", "--max-vmpl", "2", "--require", "smt=0"])])
+    reg, n = chain.registry, chain.nodes
+    chain.enact([A.StartDkg(tuple(x.address for x in n[:4]), 3)])
+    epoch_id = reg.epoch_count()
+    pk, kd, transcript = G2.generator() * random_scalar(), G2.generator() * random_scalar(), os.urandom(32)
+    reg.report_epoch(n[0], epoch_id, pk, kd, transcript, encode({3: "withheld member 2's box"}))
+    path = tmp_path / "deployment.json"
+    chain.deployment.save(path)
+    monkeypatch.setenv("DEROT_RPC", chain.anvil.url)
+    monkeypatch.setenv("DEROT_DEPLOYMENT", str(path))
+    assert main(["gov", "state"]) == 0
+    text = capsys.readouterr().out
+    assert "SEV-SNP: VMPL at most 2; guest policy requires smt=0" in text
+    assert f"epoch {epoch_id} exclusions reported by {n[0].address}: member 3 ({n[2].address}) withheld_box" in text
+    assert main(["gov", "state", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["exclusions"] == [{"epoch": epoch_id, "reporter": n[0].address, "block": data["exclusions"][0]["block"],
+                                   "excluded": {"3": "withheld_box"}, "operators": {"3": n[2].address}}]
+    assert data["snp_policy"]["max_vmpl"] == 2
