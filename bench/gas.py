@@ -89,8 +89,9 @@ def _committee(b: Bench) -> int:
     b.row("reportEpoch: t-th report, DKG", reg.report_epoch(nodes[2], 1, pk, kd, transcript),
           "activates; writes the key store")
     enact(gov, whale, [A.StartReshare(members[:4], 3)], "reshare", [whale, mid])
-    for node in nodes[:2]:
-        reg.report_epoch(node, 2, pk, kd, transcript)
+    reg.report_epoch(nodes[0], 2, pk, kd, transcript)
+    b.row("reportEpoch: agreeing report, 2 exclusions", reg.report_epoch(nodes[1], 2, pk, kd, transcript, ([4, 5], [1, 4])),
+          "EpochExclusions event (per reporter)")
     b.row("reportEpoch: t-th report, reshare", reg.report_epoch(nodes[2], 2, pk, kd, transcript),
           "same keys: store reused")
     return sk
@@ -106,6 +107,8 @@ def _app(b: Bench) -> tuple[bytes, bytes]:
     measurement = os.urandom(32)
     b.row("setAppMeasurement", reg.set_app_measurement(app_owner, app_id, Platform.TDX, measurement, True),
           "capped at 64 per app")
+    b.row("setAppTeeExceptions", reg.set_app_tee_exceptions(app_owner, app_id, ["td_migratable", "vmpl"]))
+    b.row("setAppGpuPolicy", reg.set_app_gpu_policy(app_owner, app_id, ["H100", "H200"], True))
     b.row("setAppDelegate (EOA)", reg.set_app_delegate(app_owner, app_id, relying.address))
     allowed_gas = w3.eth.estimate_gas({"to": reg.address, "data": reg.contract.encode_abi(
         "isAppAllowed", [app_id, int(Platform.TDX), measurement])})

@@ -113,3 +113,13 @@ class RevocationKind(enum.IntEnum):
 
 HARDWARE_KINDS = frozenset({RevocationKind.FMSPC, RevocationKind.CHIP_ID, RevocationKind.GPU_FWID,
                             RevocationKind.PPID, RevocationKind.PCK_CERT, RevocationKind.GPU_DEVICE})
+
+
+class GpuModel(enum.IntFlag):
+    """NVIDIA GPU models (bits of a certificate's ``gpuModels`` and of an app's allowed GPU models)."""
+
+    H100 = 1
+    H200 = 2
+    B100 = 4
+    B200 = 8
+    GB200 = 16

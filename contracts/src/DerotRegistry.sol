@@ -110,12 +110,15 @@ contract DerotRegistry is Ownable {
         address[] members;
     }
 
-    /// @dev One slot: owner, keyVersion, frozen, allowDebug.
+    /// @dev One slot: owner, keyVersion, frozen, allowDebug, teeExceptions, gpuModels, gpuRequired.
     struct App {
         address owner;
         uint32 keyVersion;
         bool frozen;
         bool allowDebug;
+        uint32 teeExceptions; // waived TEE checks, bits in node.chain.tee_policy (TEE_EXCEPTIONS)
+        uint8 gpuModels; // allowed node.constants.GpuModel bits; 0 = any model
+        bool gpuRequired; // the app's evidence must include an attested GPU
     }
 
     struct AppView {
@@ -124,6 +127,9 @@ contract DerotRegistry is Ownable {
         uint32 keyVersion;
         bool frozen;
         bool allowDebug;
+        uint32 teeExceptions;
+        uint8 gpuModels;
+        bool gpuRequired;
         address delegate;
         uint8[] platforms; // allowed (platform, measurement) pairs
         bytes32[] measurements;
@@ -155,6 +161,12 @@ contract DerotRegistry is Ownable {
     uint256 public constant MAX_APP_MEASUREMENTS = 64;
     /// @notice Default blocks a pending epoch may take before anyone may expire it (about a day at 12 s).
     uint64 public constant DEFAULT_EPOCH_TIMEOUT = 7200;
+    /// @notice Waivable TEE checks (bits 0-6, 8-16; node.chain.tee_policy). Reserved bits are never waivable.
+    uint32 private constant TEE_EXCEPTIONS = 0x1FF7F;
+    /// @notice GpuModel bits H100, H200, B100, B200, GB200.
+    uint8 private constant GPU_MODELS = 0x1F;
+    /// @notice SEV-SNP guest policy bits governance may require (SMT, MIGRATE_MA .. PAGE_SWAP_DISABLE).
+    uint64 private constant SNP_POLICY_BITS = 0x3FD0000;
 
     // ----------------------------------------------------------------------------------------------
     // state
@@ -199,6 +211,14 @@ contract DerotRegistry is Ownable {
     /// @dev keccak256(platform, digest) → the pair, for app and node measurement sets.
     mapping(bytes32 key => Measurement) private _measurementOf;
 
+    /// @notice SEV-SNP policy set by governance: the highest VMPL accepted, and the guest policy bits in
+    /// the mask must equal those in the value (default: MIGRATE_MA clear).
+    uint8 private _snpMaxVmpl;
+    uint64 private _snpGuestPolicyMask = uint64(1) << 18;
+    uint64 private _snpGuestPolicyValue;
+    /// @dev Minimum TCB_VERSION per product (0 Milan, 1 Genoa, 2 Turin; 0 = no minimum).
+    uint64[3] private _snpMinTcb;
+
     // ----------------------------------------------------------------------------------------------
     // events
 
@@ -218,6 +238,8 @@ contract DerotRegistry is Ownable {
     event EpochRetired(uint64 indexed epoch);
     event EpochAborted(uint64 indexed epoch, address indexed by);
     event EpochTimeoutSet(uint64 blocks);
+    /// @notice Per reporter: the dealers its DKG run excluded (member indices) and why (node.chain.exclusions).
+    event EpochExclusions(uint64 indexed epoch, address indexed member, uint8[] excluded, uint8[] reasons);
 
     event AppRegistered(bytes32 indexed appId, address indexed owner, bytes32 salt);
     event AppMeasurementSet(bytes32 indexed appId, uint8 indexed platform, bytes32 measurement, bool allowed);
@@ -227,6 +249,10 @@ contract DerotRegistry is Ownable {
     event AppOwnerChanged(bytes32 indexed appId, address indexed previousOwner, address indexed newOwner);
     event AppOwnershipTransferStarted(bytes32 indexed appId, address indexed owner, address indexed pendingOwner);
     event AppFrozen(bytes32 indexed appId, bool frozen, address indexed by);
+    event AppTeeExceptionsSet(bytes32 indexed appId, uint32 teeExceptions);
+    event AppGpuPolicySet(bytes32 indexed appId, uint8 gpuModels, bool gpuRequired);
+    event SnpPolicySet(uint8 maxVmpl, uint64 guestPolicyMask, uint64 guestPolicyValue);
+    event SnpMinTcbSet(uint8 indexed product, uint64 tcb);
 
     event PlatformRuleSet(uint8 indexed platform, bool enabled, uint8 tcbFloor, address indexed by);
     event Revoked(RevocationKind indexed kind, bytes id, address indexed by);
@@ -263,6 +289,7 @@ contract DerotRegistry is Ownable {
     error NotPendingAppOwner(bytes32 appId, address caller);
     error EpochNotExpired(uint64 epoch, uint64 expiresAt);
     error BadEpochTimeout(uint64 blocks);
+    error BadPolicy(); // an unknown or reserved bit, a VMPL above 3, an unknown product, or mismatched lists
 
     // ----------------------------------------------------------------------------------------------
 
@@ -440,13 +467,23 @@ contract DerotRegistry is Ownable {
     /// A report that differs from an earlier one is recorded and flagged, not refused. Only members whose
     /// node is APPROVED may report (a suspended or removed member cannot help activate). A member may
     /// replace its own report with a different one (after recomputing a transcript), which withdraws its
-    /// vote for the old one.
-    function reportEpoch(uint64 epoch, bytes calldata pkSig, bytes calldata pkKd, bytes32 transcriptHash) external {
+    /// vote for the old one. `excluded`/`reasons` are this member's own view of which dealers its run excluded
+    /// and why (dealer indices: of `previous` for a reshare): emitted (EpochExclusions), not part of the
+    /// agreed report (docs/dkg.md).
+    function reportEpoch(
+        uint64 epoch,
+        bytes calldata pkSig,
+        bytes calldata pkKd,
+        bytes32 transcriptHash,
+        uint8[] calldata excluded,
+        uint8[] calldata reasons
+    ) external {
         Epoch storage e = _epochs[epoch];
         Phase phase = e.phase;
         if (phase != Phase.DKG && phase != Phase.RESHARE && phase != Phase.ACTIVE) revert EpochClosed(epoch, phase);
         if (_memberIndex[epoch][msg.sender] == 0) revert NotMember(epoch, msg.sender);
         if (_nodes[msg.sender].status != NodeStatus.APPROVED) revert MemberNotApproved(msg.sender);
+        if (excluded.length != reasons.length || excluded.length > MAX_COMMITTEE) revert BadPolicy();
 
         bytes memory keys = abi.encodePacked(pkSig, pkKd);
         bytes32 reportHash = keccak256(abi.encodePacked(keys, transcriptHash));
@@ -461,6 +498,7 @@ contract DerotRegistry is Ownable {
         _reports[epoch][msg.sender] = reportHash;
         _reportCounts[epoch][reportHash] = agreeing;
         emit EpochReported(epoch, msg.sender, reportHash, agreeing);
+        if (excluded.length != 0) emit EpochExclusions(epoch, msg.sender, excluded, reasons);
 
         bytes32 first = _firstReport[epoch];
         if (first == bytes32(0)) {
@@ -498,7 +536,8 @@ contract DerotRegistry is Ownable {
     function registerApp(bytes32 salt) external returns (bytes32 appId) {
         appId = appIdOf(msg.sender, salt);
         if (_apps[appId].owner != address(0)) revert AppExists(appId);
-        _apps[appId] = App({owner: msg.sender, keyVersion: 1, frozen: false, allowDebug: false});
+        _apps[appId].owner = msg.sender;
+        _apps[appId].keyVersion = 1;
         _appIds.add(appId);
         emit AppRegistered(appId, msg.sender, salt);
     }
@@ -535,6 +574,21 @@ contract DerotRegistry is Ownable {
     function setAppAllowDebug(bytes32 appId, bool allowDebug) external onlyAppOwner(appId) {
         _apps[appId].allowDebug = allowDebug;
         emit AppAllowDebugSet(appId, allowDebug);
+    }
+
+    /// @notice Waives named TEE checks for this app (bits: TEE_EXCEPTIONS; reserved bits revert).
+    function setAppTeeExceptions(bytes32 appId, uint32 teeExceptions) external onlyAppOwner(appId) {
+        if (teeExceptions & ~TEE_EXCEPTIONS != 0) revert BadPolicy();
+        _apps[appId].teeExceptions = teeExceptions;
+        emit AppTeeExceptionsSet(appId, teeExceptions);
+    }
+
+    /// @notice The GPU models the app accepts (GpuModel bits, 0 = any) and whether it needs a GPU at all.
+    function setAppGpuPolicy(bytes32 appId, uint8 gpuModels, bool gpuRequired) external onlyAppOwner(appId) {
+        if (gpuModels & ~GPU_MODELS != 0) revert BadPolicy();
+        _apps[appId].gpuModels = gpuModels;
+        _apps[appId].gpuRequired = gpuRequired;
+        emit AppGpuPolicySet(appId, gpuModels, gpuRequired);
     }
 
     /// @notice Hands the measurement decision to the app's own IAppDelegate contract (address(0) to undo).
@@ -600,6 +654,30 @@ contract DerotRegistry is Ownable {
         _platforms[platform] = PlatformRule(enabled, tcbFloor);
         _platformIds.add(bytes32(uint256(platform)));
         emit PlatformRuleSet(platform, enabled, tcbFloor, msg.sender);
+    }
+
+    /// @notice SEV-SNP: the highest VMPL accepted (0-3) and the guest policy bits required (within
+    /// SNP_POLICY_BITS; `value` only inside `mask`). Governance only.
+    function setSnpPolicy(uint8 maxVmpl, uint64 mask, uint64 value) external onlyOwner {
+        if (maxVmpl > 3 || mask & ~SNP_POLICY_BITS != 0 || value & ~mask != 0) revert BadPolicy();
+        (_snpMaxVmpl, _snpGuestPolicyMask, _snpGuestPolicyValue) = (maxVmpl, mask, value);
+        emit SnpPolicySet(maxVmpl, mask, value);
+    }
+
+    /// @notice SEV-SNP: the minimum TCB_VERSION of a product (0 Milan, 1 Genoa, 2 Turin; 0 = none). Governance only.
+    function setSnpMinTcb(uint8 product, uint64 tcb) external onlyOwner {
+        if (product > 2) revert BadPolicy();
+        _snpMinTcb[product] = tcb;
+        emit SnpMinTcbSet(product, tcb);
+    }
+
+    /// @notice The SEV-SNP policy (setSnpPolicy, setSnpMinTcb).
+    function snpPolicy()
+        external
+        view
+        returns (uint8 maxVmpl, uint64 guestPolicyMask, uint64 guestPolicyValue, uint64[3] memory minTcb)
+    {
+        return (_snpMaxVmpl, _snpGuestPolicyMask, _snpGuestPolicyValue, _snpMinTcb);
     }
 
     /// @notice Revokes an identifier at once (owner or council). Lengths: FMSPC 6; CHIP_ID 64; GPU_FWID 1..64;
@@ -847,6 +925,9 @@ contract DerotRegistry is Ownable {
         v.keyVersion = app.keyVersion;
         v.frozen = app.frozen;
         v.allowDebug = app.allowDebug;
+        v.teeExceptions = app.teeExceptions;
+        v.gpuModels = app.gpuModels;
+        v.gpuRequired = app.gpuRequired;
         v.delegate = _appDelegates[appId];
         v.platforms = new uint8[](n);
         v.measurements = new bytes32[](n);

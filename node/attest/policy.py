@@ -59,6 +59,8 @@ class PolicyReason(str, enum.Enum):
     PPID_REVOKED = "ppid_revoked"
     PCK_REVOKED = "pck_revoked"
     GPU_DEVICE_REVOKED = "gpu_device_revoked"
+    GPU_REQUIRED = "gpu_required"
+    GPU_MODEL_NOT_ALLOWED = "gpu_model_not_allowed"
 
 
 @dataclass(frozen=True)
@@ -290,7 +292,7 @@ class PolicyEngine:
             ReportDataBinds(), RequestFresh(max_age, max_skew), EvidenceWindow(),
         ]
         rules[4:4] = [policy_tee.TdAttributesAllowed(), policy_tee.SnpVmplAllowed(), policy_tee.SnpGuestPolicyAllowed(),
-                        policy_tee.GpuRimMatches()]
+                        policy_tee.GpuRimMatches(), policy_tee.GpuPolicyMet()]
         if replay is not None:
             rules.append(NotReplayed(replay, max_age, max_skew))
         return cls(rules)

@@ -20,6 +20,10 @@ GPU block differs from RIM   gpu_rim_mismatch            ``gpu_rim``
 GPU RIM not found            gpu_rim_unavailable         ``gpu_rim``
 ===========================  ==========================  =================
 
+Per app, ``AppRecord.gpu_required`` refuses evidence without an attested GPU (``gpu_required``) and a non-zero
+``AppRecord.gpu_models`` (``GpuModel`` bits) refuses a GPU of another or unknown model (``gpu_model_not_allowed``).
+Neither is a waiver: the app owner sets them (``setAppGpuPolicy``), and they never apply to node membership.
+
 The RIM rules apply only when the verifier compared RIMs (``TrustConfig.rims`` set).
 
 The SNP VMPL floor (``GovernanceSnapshot.snp_max_vmpl``, default 0), the required guest policy bits
@@ -31,7 +35,7 @@ from __future__ import annotations
 
 from derot.attest.claims import Claims
 from derot.attest.policy import PolicyReason, _all, refuse
-from derot.constants import Platform, TcbStatus
+from derot.constants import GpuModel, Platform, TcbStatus
 
 SNP_TCB_COMPONENTS = ("bootloader", "tee", "snp", "microcode", "fmc")
 
@@ -131,6 +135,37 @@ class GpuRimMatches:
                 return refuse(PolicyReason.GPU_RIM_MISMATCH, f"{len(names)} GPU measurements differ from the RIMs: "
                               + "; ".join(f"{n} {rim['mismatches'][n]}" for n in names[:4]))
             return refuse(PolicyReason.GPU_RIM_UNAVAILABLE, "; ".join(rim["unavailable"]))
+        return None
+
+
+def gpu_model_of(claims: Claims) -> GpuModel | None:
+    """The model of verified GPU claims, from the verifier's ``details["gpu_model"]`` (a ``GpuModel`` name);
+    None when the verifier could not tell."""
+    name = str(claims.details.get("gpu_model", "")).upper()
+    return GpuModel[name] if name in GpuModel.__members__ else None
+
+
+class GpuPolicyMet:
+    """The app's GPU policy: a GPU is attested when required, and every GPU is of an allowed model."""
+
+    name = "gpu_policy"
+
+    def check(self, claims, snapshot, request):
+        app = snapshot.apps.get(request.app_id) if request.purpose == "app" else None
+        if app is None:
+            return None
+        gpus = [c for c in _all(claims) if c.platform == Platform.NVIDIA_GPU]
+        if app.gpu_required and not gpus:
+            return refuse(PolicyReason.GPU_REQUIRED, "the app requires an attested GPU; the evidence has none")
+        allowed = GpuModel(app.gpu_models & sum(GpuModel))
+        if not allowed:
+            return None
+        for gpu in gpus:
+            model = gpu_model_of(gpu)
+            if model is None or not model & allowed:
+                shown = model.name if model is not None else "an unknown model"
+                return refuse(PolicyReason.GPU_MODEL_NOT_ALLOWED,
+                              f"the GPU is {shown}; the app allows {'/'.join(m.name for m in GpuModel if m & allowed)}")
         return None
 
 

@@ -46,6 +46,9 @@ class AppRecord:
     delegate: str | None = None
     #: named TEE checks governance waives for this app (``policy_tee`` docstring), like ``allow_debug``
     tee_exceptions: frozenset[str] = frozenset()
+    #: allowed GPU models (``derot.constants.GpuModel`` bits; 0 = any) and whether a GPU must be attested
+    gpu_models: int = 0
+    gpu_required: bool = False
 
 
 class DelegateOracle(Protocol):
@@ -74,7 +77,7 @@ class GovernanceSnapshot:
     revoked_measurements: frozenset[bytes] = frozenset()
     node_measurements: frozenset[tuple[Platform, bytes]] = frozenset()
     apps: Mapping[bytes, AppRecord] = field(default_factory=dict)
-    #: SEV-SNP governance inputs (defaults until the registry stores them; see docs/attestation.md):
+    #: SEV-SNP governance inputs (DerotRegistry.snpPolicy; see docs/attestation.md):
     #: the highest VMPL accepted, the guest policy bits required (name -> value), and the minimum TCB
     #: per product ("Milan"/"Genoa"/"Turin") per component (bootloader, tee, snp, microcode, fmc)
     snp_max_vmpl: int = 0

@@ -484,6 +484,8 @@ class SetEpochTimeout(Action):
         return f"Let anyone expire a pending epoch {self.blocks} blocks after it started"
 
 
+from derot.chain.actions_snp import SetSnpMinTcb, SetSnpPolicy  # noqa: E402 (they subclass Action)
+
 #: CLI name → action class, in help order.
 ACTIONS: dict[str, type[Action]] = {
     cls.name: cls
@@ -506,6 +508,8 @@ ACTIONS: dict[str, type[Action]] = {
         UnfreezeApp,
         SetCouncil,
         SetEpochTimeout,
+        SetSnpPolicy,
+        SetSnpMinTcb,
     ]
 }
 #: Registry function → action class used to decode calldata.

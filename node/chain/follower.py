@@ -313,7 +313,7 @@ class Follower:
         if not events and not self.state.unreadable_apps:
             return self.state.with_block(number, block_hash, timestamp)
         nodes, epochs, apps, revocations = set(), set(), set(), []
-        platforms = node_measurements = governance = False
+        platforms = node_measurements = governance = snp = False
         for e in events:
             a = e.args
             if "operator" in a:
@@ -327,6 +327,7 @@ class Follower:
             platforms |= e.name == "PlatformRuleSet"
             node_measurements |= e.name == "NodeMeasurementSet"
             governance |= e.name in ("SecurityCouncilChanged", "OwnershipTransferred")
+            snp |= e.name in ("SnpPolicySet", "SnpMinTcbSet")
         return apply_changes(
             self.registry,
             self.state,
@@ -340,6 +341,7 @@ class Follower:
             platforms=platforms,
             node_measurements=node_measurements,
             governance=governance,
+            snp=snp,
         )
 
     # ---------------------------------------------------------------------------------------------

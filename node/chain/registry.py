@@ -26,7 +26,9 @@ from web3 import Web3
 
 from derot.attest.snapshot import AppRecord, PlatformRule
 from derot.certs.reasons import Reason
+from derot.chain import tee_policy
 from derot.chain.artifacts import load_artifact
+from derot.chain.exclusions import EpochExclusion, reason_of
 from derot.chain.tx import send
 from derot.chain.types import EpochPhase, EpochRecord, NodeRecord, NodeStatus, RevocationKind
 from derot.constants import Platform, TcbStatus
@@ -154,6 +156,19 @@ class Registry:
     def report_count(self, epoch_id: int, report_hash: bytes, block="latest") -> int:
         return self._call(self.contract.functions.reportCount(epoch_id, report_hash), block)
 
+    def epoch_exclusions(self, epoch: EpochRecord, to_block="latest") -> list[EpochExclusion]:
+        """Every member's reported exclusions for ``epoch`` (``EpochExclusions`` logs from its start block),
+        in chain order; a member that reported twice appears twice."""
+        event = self.contract.events.EpochExclusions
+        logs = event.get_logs(from_block=epoch.started_block, to_block=to_block,
+                              argument_filters={"epoch": epoch.id})
+        return [
+            EpochExclusion(epoch=epoch.id, reporter=to_checksum_address(entry["args"]["member"]),
+                           block_number=entry["blockNumber"],
+                           excluded={int(i): reason_of(r) for i, r in zip(entry["args"]["excluded"], entry["args"]["reasons"])})
+            for entry in logs
+        ]
+
     # reads: apps ----------------------------------------------------------------------------------
     def app(self, app_id: bytes, block="latest") -> AppRecord | None:
         """The app, or None if ``app_id`` is not registered."""
@@ -214,6 +229,12 @@ class Registry:
             out.update(bytes(x) for x in self._call(self.contract.functions.revocationsPage(int(kind), start, PAGE), block))
         return frozenset(out)
 
+    def snp_policy(self, block="latest") -> dict:
+        """Governance's SEV-SNP policy as ``GovernanceSnapshot`` fields: snp_max_vmpl, snp_guest_policy, snp_min_tcb."""
+        max_vmpl, mask, value, min_tcb = self._call(self.contract.functions.snpPolicy(), block)
+        return {"snp_max_vmpl": max_vmpl, "snp_guest_policy": tee_policy.decode_guest_policy(mask, value),
+                "snp_min_tcb": tee_policy.decode_min_tcb(min_tcb)}
+
     def is_revoked(self, kind: RevocationKind, ident: bytes, block="latest") -> bool:
         return self._call(self.contract.functions.isRevoked(int(kind), ident), block)
 
@@ -259,9 +280,13 @@ class Registry:
     def update_node(self, account, *, endpoint: str, tls_key_hash: bytes, evidence_hash: bytes = bytes(32)):
         return send(self.w3, account, self.contract.functions.updateNode(endpoint, tls_key_hash, evidence_hash))
 
-    def report_epoch(self, account, epoch_id: int, group_key_sig: G2, group_key_kd: G2, transcript_hash: bytes):
-        """A committee member reports its DKG/reshare outcome (keys are sent in EIP-2537 form)."""
-        fn = self.contract.functions.reportEpoch(epoch_id, group_key_sig.to_eip2537(), group_key_kd.to_eip2537(), transcript_hash)
+    def report_epoch(self, account, epoch_id: int, group_key_sig: G2, group_key_kd: G2, transcript_hash: bytes,
+                     exclusions: tuple[list[int], list[int]] = ([], [])):
+        """A committee member reports its DKG/reshare outcome (keys are sent in EIP-2537 form) and, as its own
+        view, the members its run excluded with their reason codes (``derot.chain.exclusions.encode``)."""
+        indices, reasons = exclusions
+        fn = self.contract.functions.reportEpoch(epoch_id, group_key_sig.to_eip2537(), group_key_kd.to_eip2537(),
+                                                 transcript_hash, list(indices), list(reasons))
         return send(self.w3, account, fn)
 
     # writes: app owners ---------------------------------------------------------------------------
@@ -279,6 +304,16 @@ class Registry:
 
     def set_app_allow_debug(self, account, app_id: bytes, allow: bool):
         return send(self.w3, account, self.contract.functions.setAppAllowDebug(app_id, allow))
+
+    def set_app_tee_exceptions(self, account, app_id: bytes, waivers):
+        """Waives the named TEE checks (``derot.chain.tee_policy.TEE_EXCEPTION_BITS``) for the app; replaces the set."""
+        fn = self.contract.functions.setAppTeeExceptions(app_id, tee_policy.encode_exceptions(waivers))
+        return send(self.w3, account, fn)
+
+    def set_app_gpu_policy(self, account, app_id: bytes, models, required: bool):
+        """The GPU models (``GpuModel`` names) the app accepts (empty: any) and whether it needs a GPU."""
+        fn = self.contract.functions.setAppGpuPolicy(app_id, tee_policy.encode_gpu_models(models), bool(required))
+        return send(self.w3, account, fn)
 
     def set_app_delegate(self, account, app_id: bytes, delegate: str | None):
         target = to_checksum_address(delegate) if delegate else "0x" + "00" * 20
@@ -328,10 +363,14 @@ def _node_record(operator: str, raw) -> NodeRecord:
 
 
 def _app_record(raw) -> AppRecord | None:
-    app_id, owner, key_version, frozen, allow_debug, delegate, platforms, measurements = raw
+    (app_id, owner, key_version, frozen, allow_debug, tee_exceptions, gpu_models, gpu_required, delegate,
+     platforms, measurements) = raw
     if int(owner, 16) == 0:
         return None
     return AppRecord(
+        tee_exceptions=tee_policy.decode_exceptions(tee_exceptions),
+        gpu_models=gpu_models,
+        gpu_required=gpu_required,
         app_id=bytes(app_id),
         owner=to_checksum_address(owner),
         key_version=key_version,

@@ -115,6 +115,7 @@ def read_state(registry, block_hash: bytes, block_number: int, timestamp: int) -
         revoked_ppids=revoked[RevocationKind.PPID],
         revoked_pck_certs=revoked[RevocationKind.PCK_CERT],
         revoked_gpu_devices=revoked[RevocationKind.GPU_DEVICE],
+        **registry.snp_policy(at),
     )
     return RegistryState(
         snapshot=snapshot,
@@ -187,11 +188,13 @@ def apply_changes(
     platforms: bool = False,
     node_measurements: bool = False,
     governance: bool = False,
+    snp: bool = False,
 ) -> RegistryState:
     """Re-read only what events said changed (everything else is unchanged by construction: every
     registry change emits an event) and return the new state at ``block_hash``. ``revocations`` are the
     (kind, id, revoked) of Revoked/Unrevoked events in chain order, applied as they are (no re-read), so the
-    cost is proportional to the change, not to the size of the revocation lists."""
+    cost is proportional to the change, not to the size of the revocation lists. ``snp``: a ``SnpPolicySet`` or
+    ``SnpMinTcbSet`` event (governance's SEV-SNP policy is re-read)."""
     at = block_hash
     snap = state.snapshot
     new_apps: dict[bytes, AppRecord] = dict(snap.apps)
@@ -225,6 +228,8 @@ def apply_changes(
         revoked_pck_certs=revoked[RevocationKind.PCK_CERT],
         revoked_gpu_devices=revoked[RevocationKind.GPU_DEVICE],
     )
+    if snp:
+        snapshot = replace(snapshot, **registry.snp_policy(at))
     new_nodes = dict(state.nodes)
     for operator in nodes:
         new_nodes[operator] = registry.node(operator, at)

@@ -160,6 +160,10 @@ def register(subparsers) -> None:
     what.add_argument("--devnet-image", metavar="NAME", help="compute the digest a devnet TEE running NAME reports")
     p.add_argument("--disallow", action="store_true", help="remove the measurement instead")
 
+    from derot.cli import app_policy_cmd
+
+    app_policy_cmd.add_commands(command, signer, app_id_type)
+
     p = command("rotate", cmd_rotate, "raise the app's keyVersion: keys of older versions are no longer derived",
                 [signer])
     p.add_argument("app_id", type=app_id_type, metavar="APP_ID")
@@ -392,6 +396,8 @@ def cmd_rotate(args) -> int:
 
 
 def cmd_show(args) -> int:
+    from derot.cli import app_policy_cmd
+
     target = resolve_target(args)
     app = _require_app(open_registry(target), args.app_id)
     emit({
@@ -401,6 +407,8 @@ def cmd_show(args) -> int:
         "frozen": app.frozen,
         "allow_debug": app.allow_debug,
         "delegate": app.delegate or "none",
+        "tee_exceptions": sorted(app.tee_exceptions) or "none",
+        **app_policy_cmd.gpu_policy_view(app),
         "measurements": sorted(f"{_platform_name(p)}:{m.hex()}" for p, m in app.measurements),
     }, args.json)
     return 0

@@ -112,6 +112,11 @@ def _print_status(status: dict) -> None:
         print(f"PK_kd       {status.get('group_key_kd')}")
     else:
         print("epoch       none active yet")
+    if status.get("pending_epoch"):
+        print(f"pending     epoch {status['pending_epoch']}")
+    for report in status.get("exclusions", []):
+        excluded = "; ".join(f"member {i} {why}" for i, why in report["excluded"].items())
+        print(f"excluded    epoch {report['epoch']}, reported by {report['reporter']}: {excluded}")
     print("nodes")
     for node in status.get("nodes", []):
         ready = node.get("health", "")

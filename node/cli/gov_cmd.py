@@ -30,7 +30,8 @@ import sys
 from pathlib import Path
 
 from derot.cli.errors import UNREACHABLE, CliError, CommandError, guarded
-from derot.cli.gov_view import hex_id, humanize_revert, iso, proposal_view, short_ids, votes_text, window, window_text
+from derot.cli.gov_view import (exclusions_view, hex_id, humanize_revert, iso, proposal_view, short_ids, snp_policy_view,
+                                votes_text, window, window_text)
 
 DEFAULT_RPC = "http://127.0.0.1:8545"
 DEFAULT_DEPLOYMENT = ".devnet/deployment.json"
@@ -458,6 +459,11 @@ def cmd_state(args) -> int:
     data["aborted_epochs"] = [{"epoch": e.id, "members": len(e.members), "threshold": e.threshold} for e in failed]
     for e in failed[-5:]:
         lines.append(f"  epoch {e.id} aborted (failed run): {len(e.members)} members, threshold {e.threshold}")
+    shown = [e for e in (s.committee, s.pending, *failed[-2:]) if e is not None]
+    data["exclusions"], more = exclusions_view(gov.registry, s, shown)
+    lines += more
+    data["snp_policy"], more = snp_policy_view(snap)
+    lines += more
     data["platforms"] = {}
     for platform, rule in sorted(snap.platforms.items()):
         name = _platform_word(platform)

@@ -98,3 +98,30 @@ def proposal_view(gov, p, short: str) -> dict:
                      "council_may_act_at_once": bool(isinstance(a, Action) and a.council_allowed)}
                     for a in p.actions],
     }
+
+
+def exclusions_view(registry, state, epochs) -> tuple[list[dict], list[str]]:
+    """What each member reported it excluded from ``epochs`` (EpochExclusions logs) and why, as (JSON, lines).
+    Dealer indices name the epoch's members for a DKG and the previous epoch's members for a reshare."""
+    data, lines = [], []
+    for epoch in epochs:
+        dealers = state.epochs.get(epoch.previous) if epoch.previous else epoch
+        names = dealers.members if dealers is not None else ()
+        for report in registry.epoch_exclusions(epoch):
+            shown = {i: names[i - 1] if 0 < i <= len(names) else f"index {i}" for i in report.excluded}
+            data.append({"epoch": epoch.id, **report.to_json_dict(),
+                         "operators": {str(i): op for i, op in sorted(shown.items())}})
+            lines.append(f"  epoch {epoch.id} exclusions reported by {report.reporter}: " + "; ".join(
+                f"member {i} ({shown[i]}) {reason.name.lower()}" for i, reason in sorted(report.excluded.items())))
+    return data, lines
+
+
+def snp_policy_view(snap) -> tuple[dict, list[str]]:
+    """Governance's SEV-SNP policy as (JSON, lines)."""
+    required = ", ".join(f"{n}={int(v)}" for n, v in sorted(snap.snp_guest_policy.items())) or "nothing"
+    data = {"max_vmpl": snap.snp_max_vmpl, "guest_policy": dict(snap.snp_guest_policy),
+            "min_tcb": {p: dict(c) for p, c in snap.snp_min_tcb.items()}}
+    lines = [f"  SEV-SNP: VMPL at most {snap.snp_max_vmpl}; guest policy requires {required}"]
+    for product, components in sorted(snap.snp_min_tcb.items()):
+        lines.append(f"  SEV-SNP minimum TCB {product}: " + ", ".join(f"{n}={v}" for n, v in components.items()))
+    return data, lines

@@ -492,6 +492,11 @@ class Devnet:
                 pending = registry.pending_epoch()
                 if pending:
                     out["pending_epoch"] = pending
+                out["exclusions"] = [
+                    {"epoch": e.epoch, **e.to_json_dict()}
+                    for epoch_id in (current, pending) if epoch_id
+                    for e in registry.epoch_exclusions(registry.epoch(epoch_id))
+                ]
             except Exception as exc:  # status must always answer
                 out["chain_error"] = str(exc)
         return out

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from derot import _proto
+from derot.chain import exclusions
 from derot.chain.finality import OwnResult, ShareRetirement
 from derot.chain.registry import Registry
 from derot.chain.state import RegistryState
@@ -286,7 +287,10 @@ class EpochOrchestrator:
         run.advance(EpochState.FINISHED)
         self._activate_if_current(epoch.id)
         if epoch.index_of(self.operator) and run.keys is not None:
-            await self._report(epoch.id, result)
+            # a fresh DKG's dealers are its recipients, so the members this node refused to deal to share
+            # the dealers' indices; in a reshare they do not (dealers are the previous epoch's members)
+            refused = run.runner.session.refused if run.runner is not None and epoch.previous == 0 else None
+            await self._report(epoch.id, result, exclusions.encode(result.excluded, refused))
         elif epoch.index_of(self.operator):  # only holders vouch: ACTIVE then means t members hold their shares
             log.warning("not reporting the epoch: this member holds no share of the result",
                         extra={"epoch": epoch.id})
@@ -385,13 +389,13 @@ class EpochOrchestrator:
 
         return broadcast, relay, pull
 
-    async def _report(self, epoch_id: int, result) -> None:
+    async def _report(self, epoch_id: int, result, excluded: tuple[list[int], list[int]] = ([], [])) -> None:
         delay = 1.0
         for _attempt in range(LIMITS.epoch_report_attempts):
             try:
                 await asyncio.to_thread(
                     self.registry.report_epoch, self.account, epoch_id, result.sig.group_key, result.kd.group_key,
-                    result.transcript_hash,
+                    result.transcript_hash, excluded,
                 )
                 log.info("reported epoch result", extra={"epoch": epoch_id, "transcript": result.transcript_hash})
                 return

@@ -73,14 +73,14 @@ def test_reports_are_checked(chain):
         reg.report_epoch(chain.nodes[4], epoch_id, pk, pk, bytes(32))
     identity = G2.identity().to_eip2537()
     with pytest.raises(TransactionFailed, match=r"InvalidGroupKey\(0\)"):
-        send(chain.w3, chain.nodes[0], reg.contract.functions.reportEpoch(epoch_id, identity, pk.to_eip2537(), bytes(32)))
+        send(chain.w3, chain.nodes[0], reg.contract.functions.reportEpoch(epoch_id, identity, pk.to_eip2537(), bytes(32), [], []))
     off_curve = bytearray(pk.to_eip2537())
     off_curve[-1] ^= 1
     with pytest.raises(TransactionFailed, match=r"InvalidGroupKey\(1\)"):
         send(chain.w3, chain.nodes[0],
-             reg.contract.functions.reportEpoch(epoch_id, pk.to_eip2537(), bytes(off_curve), bytes(32)))
+             reg.contract.functions.reportEpoch(epoch_id, pk.to_eip2537(), bytes(off_curve), bytes(32), [], []))
     with pytest.raises(TransactionFailed, match=r"InvalidGroupKey\(0\)"):
-        send(chain.w3, chain.nodes[0], reg.contract.functions.reportEpoch(epoch_id, pk.to_eip2537()[:-1], pk.to_eip2537(), bytes(32)))
+        send(chain.w3, chain.nodes[0], reg.contract.functions.reportEpoch(epoch_id, pk.to_eip2537()[:-1], pk.to_eip2537(), bytes(32), [], []))
     reg.report_epoch(chain.nodes[0], epoch_id, pk, pk, bytes(32))
     with pytest.raises(TransactionFailed, match="AlreadyReported"):
         reg.report_epoch(chain.nodes[0], epoch_id, pk, pk, bytes(32))

@@ -139,6 +139,8 @@ def _owner_only_actions(chain):
         A.UnfreezeApp(chain.app_id),
         A.SetCouncil(chain.stranger.address),
         A.SetEpochTimeout(1),
+        A.SetSnpPolicy(3, 0, 0),
+        A.SetSnpMinTcb(0, 0),
     ]
 
 
@@ -171,7 +173,8 @@ def test_every_state_changing_registry_function_is_classified(chain):
     """Self-service functions (operators, members, app owners) or a typed governance action: nothing else."""
     self_service = {
         "registerNode", "updateNode", "reportEpoch", "registerApp", "setAppMeasurement", "raiseKeyVersion",
-        "setAppAllowDebug", "setAppDelegate", "transferAppOwnership", "acceptAppOwnership",
+        "setAppAllowDebug", "setAppDelegate", "transferAppOwnership", "acceptAppOwnership", "setAppTeeExceptions",
+        "setAppGpuPolicy",
         "expireEpoch",  # anyone, and only once the pending epoch's timeout has passed
     }
     ownable = {"transferOwnership", "renounceOwnership"}

@@ -27,6 +27,8 @@ def test_devnet_up_status_down_leaves_no_process(tmp_path, processes):
         assert status.returncode == 0, status.stderr
         info = json.loads(status.stdout)
         assert info["epoch"] == 1 and info["threshold"] == 2 and len(info["nodes"]) == 3
+        # a clean DKG: the on-chain exclusion reports (EpochExclusions) were read and are empty
+        assert "chain_error" not in info and info["exclusions"] == []
         assert all(node["state"] == "running" for node in info["nodes"])
         assert len(processes(str(directory))) >= 4  # 3 nodes + the broker
     finally:

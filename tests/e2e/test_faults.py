@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from derot.chain.exclusions import ExclusionReason
 from derot.constants import KeyType, Platform
 
 pytestmark = pytest.mark.slow
@@ -38,6 +39,12 @@ def test_cheating_dealer_is_disqualified_and_dkg_completes(faulty_network):
         assert finished is not None, f"node {honest} did not finish the DKG"
         assert CHEATER not in finished["qualified"]
         assert str(CHEATER) in finished["excluded"]
+    # each honest member's report put the exclusion and its reason on-chain (EpochExclusions, per reporter)
+    honest = {faulty_network.node_processes[i - 1].operator.lower() for i in (1, 2, 4)}
+    reports = [r for r in registry.epoch_exclusions(epoch) if r.reporter.lower() in honest]
+    assert reports, "no honest member reported its exclusions on-chain"
+    for report in reports:
+        assert report.excluded[CHEATER] is ExclusionReason.PROVEN_COMPLAINT, report
 
 
 def test_corrupted_shares_are_excluded_and_requests_succeed(faulty_network, request):
