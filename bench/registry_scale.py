@@ -26,9 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from scale.fill import ANVIL_ARGS, Filler, app_txs, node_txs, revocation_ids, revoke_txs  # noqa: E402
+from derot.devnet.fill import ANVIL_ARGS, Filler, app_txs, node_txs, revocation_ids, revoke_txs  # noqa: E402
 
 from derot.chain import actions as A  # noqa: E402
 from derot.chain.deploy import DeployParams, deploy  # noqa: E402

@@ -110,7 +110,7 @@ def read_all(registry: Registry, at, limits: ReadLimits = ReadLimits()) -> Conte
         unreadable_apps=unreadable,
         nodes=_nodes(registry, at, n_nodes),
         epochs=_epochs(registry, at, n_epochs),
-        revoked={kind: _revocations(registry, at, kind, counts[kind.name]) for kind in KINDS},
+        revoked=_revocations(registry, at, {kind: counts[kind.name] for kind in KINDS}),
         node_measurements=_node_measurements(registry, at, n_measurements),
         platforms={_platform(p): PlatformRule(enabled=r[0], tcb_floor=_tcb(r[1])) for p, r in zip(ids, rules)},
         current_epoch=current,
@@ -159,9 +159,17 @@ def _epochs(registry: Registry, at, count: int) -> dict[int, EpochRecord]:
     return {i: registry.epoch_record(i, v, keys.get(i)) for i, v in zip(ids, views)}
 
 
-def _revocations(registry: Registry, at, kind: RevocationKind, count: int) -> frozenset[bytes]:
-    return frozenset(bytes(x) for page in _pages(registry, at, "revocationsPage", count, PAGE, int(kind))
-                     for x in page)
+def _revocations(registry: Registry, at, counts: dict[RevocationKind, int]) -> dict[RevocationKind, frozenset[bytes]]:
+    """Every kind's revoked ids, all pages of all kinds in one run of batches, each page length-checked."""
+    fn = registry.contract.functions.revocationsPage
+    wanted = [(kind, start) for kind in KINDS for start in range(0, counts[kind], PAGE)]
+    pages = registry._call_many([fn(int(kind), start, PAGE) for kind, start in wanted], at)
+    out: dict[RevocationKind, set[bytes]] = {kind: set() for kind in KINDS}
+    for (kind, start), page in zip(wanted, pages):
+        if len(page) != min(PAGE, counts[kind] - start):
+            raise PageMismatch(f"revocationsPage({int(kind)}, {start}) answered {len(page)} of {counts[kind]} ids")
+        out[kind].update(bytes(x) for x in page)
+    return {kind: frozenset(ids) for kind, ids in out.items()}
 
 
 def _node_measurements(registry: Registry, at, count: int) -> frozenset[tuple]:

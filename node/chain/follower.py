@@ -5,7 +5,8 @@ Each :meth:`Follower.poll` advances from the last processed block (the *cursor*)
 
 - ``state``: the :class:`~derot.chain.state.RegistryState` at the new cursor, read with view calls pinned to
   the cursor's block hash (EIP-1898 ``requireCanonical``), so it is internally consistent;
-- ``events``: the registry's events in the new blocks, in chain order;
+- ``events``: the registry's events in the new blocks, in chain order. The first update (and one after a gap
+  wider than ``reorg_window``) jumps to ``head − confirmations`` with no events: history is not replayed;
 - ``reorg``: set when blocks the follower had already processed were replaced. Their events are void;
   the state is re-read in full at the new cursor and the events of the new canonical blocks follow.
 
@@ -14,6 +15,12 @@ head. Before advancing it checks that the cursor's hash is still canonical; if n
 newest remembered block that still is (the fork point) and resumes from there. The headers of a new range
 must chain (parentHash) from the cursor, and the logs must come from those exact blocks; otherwise the poll
 is abandoned and retried, so a reorg racing a poll cannot mix two forks.
+
+Cost: a first read is a few JSON-RPC batches of paged views (:mod:`derot.chain.bulk`), bounded in size.
+After it, a poll costs about five requests whatever the registry's size (head, the new headers in one
+batch, ``eth_getLogs``, the canonical check), plus one ``eth_getBlockReceipts`` per block whose bloom may
+hold the registry, plus one batch re-reading only the apps, nodes and epochs the events name. A log
+range is halved until its answer holds at most ``max_logs`` logs and fits the reply limit.
 
 Failure model: any RPC failure (connection refused, timeout, HTTP error, a pinned block that vanished)
 raises out of :meth:`poll` *before* the cursor moves, so nothing is lost; :meth:`run` and :meth:`updates`
@@ -219,12 +226,13 @@ class Follower:
         first = self.cursor + 1
         last = max(self.cursor, min(target, self.cursor + self.max_range))
         # Incremental updates trust the logs, so every block of the range is fetched and its logs are
-        # checked against its bloom. A first read, a reorg or a gap wider than the window re-reads in full;
-        # a gap wider than the window jumps straight to the target (the state needs no history).
-        far = first < head - self.reorg_window
-        full = self.state is None or reorg is not None or far
+        # checked against its bloom. A first read, a reorg or a gap wider than the window re-reads in full.
+        # A first read and a gap wider than the window jump straight to the target with no events: the
+        # state needs no history, and a cold sync costs the same however old the registry is.
+        jump = self.state is None or first < head - self.reorg_window
+        full = jump or reorg is not None
         raw: list = []
-        if far:
+        if jump:
             last = target
         elif last >= first:
             raw, last = self._fetch_logs(first, last)

@@ -5,7 +5,7 @@ signs them), with explicit nonces and gas, while automine is off; one ``evm_mine
 batch into one block (``--order fifo``, a block gas limit far above mainnet's). Every receipt of the batch is
 then checked (status 1), so a fill that silently reverted cannot pass for a full registry.
 
-Used by ``bench/registry_scale.py``; the world is: apps owned by a few owners (each app: ``registerApp`` +
+Used by ``bench/registry_scale.py`` and ``tests/chain/test_follower_scale.py``; the world is: apps owned by a few owners (each app: ``registerApp`` +
 two ``setAppMeasurement``), revocations of every kind sent by the SecurityCouncil, and one node per operator
 account (``registerNode``).
 """
@@ -22,6 +22,7 @@ from eth_utils import function_abi_to_4byte_selector, keccak
 
 from derot.chain.types import RevocationKind
 from derot.constants import Platform
+from derot.errors import DerotError
 
 BATCH = 400  # transactions per HTTP batch and per mined block
 GAS = 400_000  # per transaction (registerApp ≈ 95 k, setAppMeasurement ≈ 120 k, revoke ≤ 160 k)
@@ -35,8 +36,10 @@ KIND_LENGTHS = (
 )
 
 
-class FillError(RuntimeError):
-    pass
+class FillError(DerotError, RuntimeError):
+    """A fill transaction failed or did not fit into its block."""
+
+    reason = "fill_failed"
 
 
 @dataclass
