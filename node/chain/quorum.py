@@ -15,7 +15,13 @@ error and simply does not vote. Rules (:meth:`QuorumProvider.make_request`):
 - transaction plumbing (nonce, gas price, receipts of own transactions, sending) is not a trust decision
   and goes to the endpoints in order; a raw transaction is sent to all of them.
 
-Every answer is untrusted: the body is size-capped and depth-checked before JSON parsing.
+Reads may go out as JSON-RPC batches (:meth:`QuorumProvider.make_batch`, at most ``BATCH_MAX`` calls per
+HTTP request): every call of a batch is voted on exactly as if it had been sent alone, and a batch answer
+that is not one reply per call is that endpoint's failure.
+
+Every answer is untrusted: the body is size-capped (``max_reply_bytes``; an answer over it is dropped unread
+and, when too few endpoints are left, :class:`AnswerTooLarge` tells the caller to ask for less) and
+depth-checked before JSON parsing.
 """
 
 from __future__ import annotations
