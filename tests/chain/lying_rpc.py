@@ -6,6 +6,7 @@ Lies it can tell (each an attribute tests set and clear while it runs):
   ``currentEpoch`` or ``getEpoch(7)``; ``call_errors``: calldata prefixes answered "out of gas";
 - ``drop_log``: a predicate; matching logs are left out of eth_getLogs answers;
 - ``log_lie``: a function that edits each eth_getLogs entry (returns the entry to answer);
+- ``batch_lie``: a function that edits the list of replies to a JSON-RPC batch;
 - ``frozen_head``: eth_blockNumber and the ``latest`` block stay at this number;
 - ``header_lie``: a function that edits block objects (e.g. a fake timestamp) without fixing their hash.
 """
@@ -26,6 +27,7 @@ class LyingRpc:
         self.call_errors: set[str] = set()
         self.drop_log = None
         self.log_lie = None
+        self.batch_lie = None
         self.frozen_head: int | None = None
         self.header_lie = None
         self.requests = 0
@@ -36,6 +38,8 @@ class LyingRpc:
             def do_POST(self):  # noqa: N802 - http.server's naming
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 reply = [proxy._answer(r) for r in body] if isinstance(body, list) else proxy._answer(body)
+                if isinstance(body, list) and proxy.batch_lie is not None:
+                    reply = proxy.batch_lie(reply)
                 data = json.dumps(reply).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -56,7 +60,7 @@ class LyingRpc:
 
     def honest(self) -> None:
         self.calls, self.drop_log, self.frozen_head, self.header_lie = {}, None, None, None
-        self.log_lie = None
+        self.log_lie = self.batch_lie = None
         self.call_errors = set()
 
     def close(self) -> None:

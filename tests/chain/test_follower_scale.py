@@ -15,7 +15,7 @@ from web3 import Web3
 from derot.chain.bulk import PageMismatch, ReadLimits, RegistryOversize
 from derot.chain.deploy import DeployParams, deploy
 from derot.chain.follower import Follower, LogsOversize
-from derot.chain.quorum import AnswerTooLarge, ChainUnverified, QuorumProvider
+from derot.chain.quorum import AnswerTooLarge, ChainUnavailable, ChainUnverified, QuorumProvider
 from derot.chain.registry import Registry
 from derot.chain.state import read_state
 from derot.chain import actions as A
@@ -280,3 +280,17 @@ def test_an_answer_over_the_reply_limit_is_refused_by_name(w):
         provider.make_request("eth_getLogs", [{"address": w.registry.address, "fromBlock": hex(0),
                                                "toBlock": "latest"}])
     assert refused.value.reason == "rpc_answer_oversize"
+
+
+def test_a_batch_answer_that_does_not_match_its_calls_is_not_a_vote(w):
+    follower = w.follower([w.anvil.url, w.proxy.url], quorum=2)
+    for lie in (lambda replies: replies[:-1],  # one reply missing
+                lambda replies: [{**r, "id": replies[0]["id"]} for r in replies],  # ids not one to one
+                lambda replies: {"jsonrpc": "2.0", "result": "0x"}):  # not a list
+        w.proxy.batch_lie = lie
+        with pytest.raises(ChainUnavailable) as refused:
+            follower.poll()
+        assert refused.value.reason == "chain_unavailable" and follower.state is None
+    w.proxy.batch_lie = None
+    drain(follower)
+    assert len(follower.state.snapshot.apps) == APPS
