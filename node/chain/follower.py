@@ -5,7 +5,8 @@ Each :meth:`Follower.poll` advances from the last processed block (the *cursor*)
 
 - ``state``: the :class:`~derot.chain.state.RegistryState` at the new cursor, read with view calls pinned to
   the cursor's block hash (EIP-1898 ``requireCanonical``), so it is internally consistent;
-- ``events``: the registry's events in the new blocks, in chain order;
+- ``events``: the registry's events in the new blocks, in chain order. The first update (and one after a gap
+  wider than ``reorg_window``) jumps to ``head − confirmations`` with no events: history is not replayed;
 - ``reorg``: set when blocks the follower had already processed were replaced. Their events are void;
   the state is re-read in full at the new cursor and the events of the new canonical blocks follow.
 
@@ -14,6 +15,12 @@ head. Before advancing it checks that the cursor's hash is still canonical; if n
 newest remembered block that still is (the fork point) and resumes from there. The headers of a new range
 must chain (parentHash) from the cursor, and the logs must come from those exact blocks; otherwise the poll
 is abandoned and retried, so a reorg racing a poll cannot mix two forks.
+
+Cost: a first read is a few JSON-RPC batches of paged views (:mod:`derot.chain.bulk`), bounded in size.
+After it, a poll costs about five requests whatever the registry's size (head, the new headers in one
+batch, ``eth_getLogs``, the canonical check), plus one ``eth_getBlockReceipts`` per block whose bloom may
+hold the registry, plus one batch re-reading only the apps, nodes and epochs the events name. A log
+range is halved until its answer holds at most ``max_logs`` logs and fits the reply limit.
 
 Failure model: any RPC failure (connection refused, timeout, HTTP error, a pinned block that vanished)
 raises out of :meth:`poll` *before* the cursor moves, so nothing is lost; :meth:`run` and :meth:`updates`
@@ -43,7 +50,8 @@ from web3 import Web3
 from web3.exceptions import BlockNotFound, Web3Exception
 
 from derot.chain.headers import bloom_may_contain
-from derot.chain.quorum import QuorumProvider
+from derot.chain.bulk import ReadLimits
+from derot.chain.quorum import AnswerTooLarge, QuorumProvider
 from derot.chain.receipts import ReceiptsInvalid, verified_receipts
 from derot.chain.registry import ChainReadError, Registry
 from derot.chain.state import RegistryState, apply_changes, read_state
@@ -112,6 +120,12 @@ class LogsIncomplete(ChainReadError):
     reason = "chain_unverified"
 
 
+class LogsOversize(ChainReadError):
+    """One block holds more registry logs than ``max_logs`` (or than the RPC reply limit); the poll is retried."""
+
+    reason = "logs_oversize"
+
+
 @dataclass(frozen=True)
 class RegistryEvent:
     name: str
@@ -156,6 +170,8 @@ class Follower:
         poll_interval: float = 1.0,
         backoff_initial: float = 0.2,
         backoff_max: float = 10.0,
+        max_logs: int = 10_000,
+        limits: ReadLimits = ReadLimits(),
     ) -> None:
         if confirmations < 0 or reorg_window <= confirmations:
             raise ValueError("need confirmations >= 0 and reorg_window > confirmations")
@@ -168,6 +184,8 @@ class Follower:
         self.poll_interval = poll_interval
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
+        self.max_logs = max_logs
+        self.limits = limits
         self.state: RegistryState | None = None
         self.cursor: int = self.start_block - 1  # last processed block
         self._hashes: dict[int, bytes] = {}  # processed block number → hash (within the window)
@@ -209,12 +227,20 @@ class Follower:
         last = max(self.cursor, min(target, self.cursor + self.max_range))
         # Incremental updates trust the logs, so every block of the range is fetched and its logs are
         # checked against its bloom. A first read, a reorg or a gap wider than the window re-reads in full.
-        full = self.state is None or reorg is not None or first < head - self.reorg_window
+        # A first read and a gap wider than the window jump straight to the target with no events: the
+        # state needs no history, and a cold sync costs the same however old the registry is.
+        jump = self.state is None or first < head - self.reorg_window
+        full = jump or reorg is not None
+        raw: list = []
+        if jump:
+            last = target
+        elif last >= first:
+            raw, last = self._fetch_logs(first, last)
         headers = self._headers(first, last, head, every=not full)
         end_hash, end_time, _bloom, _root = headers[last]
-        events = self._logs(first, last, headers, verify=not full) if last >= first else []
+        events = self._logs(raw, first, last, headers, verify=not full)
         if full:
-            state = read_state(self.registry, end_hash, last, end_time)
+            state = read_state(self.registry, end_hash, last, end_time, self.limits)
         else:
             state = self._incremental(events, end_hash, last, end_time)
         if self._canonical_hash(last) != end_hash:
@@ -266,9 +292,8 @@ class Follower:
         remembered cursor hash."""
         low = first if every else max(first, head - self.reorg_window)
         numbers = sorted({*range(low, last + 1), last})
-        out: dict[int, tuple[bytes, int, bytes]] = {}
-        for number in numbers:
-            block = self.w3.eth.get_block(number)
+        out: dict[int, tuple[bytes, int, bytes, bytes]] = {}
+        for number, block in zip(numbers, self._blocks(numbers)):
             parent = bytes(block["parentHash"])
             expected = out[number - 1][0] if number - 1 in out else self._hashes.get(number - 1)
             if number >= first and expected is not None and parent != expected:
@@ -277,8 +302,44 @@ class Follower:
                            bytes(block["receiptsRoot"]))
         return out
 
-    def _logs(self, first: int, last: int, headers, *, verify: bool) -> list[RegistryEvent]:
-        raw = self.w3.eth.get_logs({"address": self.registry.address, "fromBlock": first, "toBlock": last})
+    def _blocks(self, numbers: list[int]) -> list[dict]:
+        """Headers (hash, parentHash, timestamp, logsBloom, receiptsRoot as bytes/int) of ``numbers``, in JSON-RPC
+        batches when the provider can (each header still voted on and re-hashed by the quorum provider)."""
+        batch = getattr(self.w3.provider, "make_batch", None)
+        if batch is None:
+            return [self.w3.eth.get_block(n) for n in numbers]
+        out = []
+        for number, reply in zip(numbers, batch([("eth_getBlockByNumber", [hex(n), False]) for n in numbers])):
+            block = reply.get("result") if isinstance(reply, dict) else None
+            if not isinstance(block, dict):
+                raise ChainReadError(f"block {number} is not available")
+            try:
+                out.append({"hash": _hex_bytes(block["hash"]), "parentHash": _hex_bytes(block["parentHash"]),
+                            "timestamp": int(block["timestamp"], 16), "logsBloom": _hex_bytes(block["logsBloom"]),
+                            "receiptsRoot": _hex_bytes(block["receiptsRoot"])})
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ChainReadError(f"block {number}: malformed header ({exc})") from None
+        return out
+
+    def _fetch_logs(self, first: int, last: int) -> tuple[list, int]:
+        """The registry's logs of [first, last'] and last': the range is halved until the answer holds at most
+        ``max_logs`` logs and fits the RPC reply limit, so a registry flooded with events is read in
+        bounded steps instead of stalling the follower. One block over the bounds raises LogsOversize."""
+        while True:
+            try:
+                raw = self.w3.eth.get_logs({"address": self.registry.address, "fromBlock": first, "toBlock": last})
+            except AnswerTooLarge:
+                if last == first:
+                    raise LogsOversize(f"the registry logs of block {first} are over the RPC reply limit") from None
+                last = first + (last - first) // 2
+                continue
+            if len(raw) <= self.max_logs:
+                return list(raw), last
+            if last == first:
+                raise LogsOversize(f"block {first} holds {len(raw)} registry logs; max_logs is {self.max_logs}")
+            last = first + (last - first) // 2
+
+    def _logs(self, raw: list, first: int, last: int, headers, *, verify: bool) -> list[RegistryEvent]:
         for entry in raw:
             number = entry["blockNumber"]
             if number in headers and bytes(entry["blockHash"]) != headers[number][0]:

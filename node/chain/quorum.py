@@ -15,7 +15,13 @@ error and simply does not vote. Rules (:meth:`QuorumProvider.make_request`):
 - transaction plumbing (nonce, gas price, receipts of own transactions, sending) is not a trust decision
   and goes to the endpoints in order; a raw transaction is sent to all of them.
 
-Every answer is untrusted: the body is size-capped and depth-checked before JSON parsing.
+Reads may go out as JSON-RPC batches (:meth:`QuorumProvider.make_batch`, at most ``BATCH_MAX`` calls per
+HTTP request): every call of a batch is voted on exactly as if it had been sent alone, and a batch answer
+that is not one reply per call is that endpoint's failure.
+
+Every answer is untrusted: the body is size-capped (``max_reply_bytes``; an answer over it is dropped unread
+and, when too few endpoints are left, :class:`AnswerTooLarge` tells the caller to ask for less) and
+depth-checked before JSON parsing.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from derot.untrusted import UntrustedInputError, json_loads
 log = logging.getLogger("derot.chain.quorum")
 
 MAX_REPLY_BYTES = 64 << 20
+BATCH_MAX = 50  # calls per JSON-RPC batch (public providers cap batches at 50-1000)
 TAGS = ("latest", "safe", "finalized", "pending", "earliest")
 #: Methods whose answers legitimately differ between honest endpoints, or that send transactions.
 PASS_THROUGH = frozenset({
@@ -59,6 +66,17 @@ class ChainUnavailable(ChainReadError):
     """Fewer than ``quorum`` endpoints answered."""
 
     reason = "chain_unavailable"
+
+
+class ReplyTooLarge(UntrustedInputError):
+    """One endpoint's answer is over MAX_REPLY_BYTES (it is dropped unread)."""
+
+
+class AnswerTooLarge(ChainUnavailable):
+    """Too few endpoints answered because answers were over MAX_REPLY_BYTES: ask for less (e.g. a shorter
+    eth_getLogs range)."""
+
+    reason = "rpc_answer_oversize"
 
 
 def _norm_hex(value):
@@ -98,37 +116,66 @@ def fingerprint(method: str, result) -> str:
 class Endpoint:
     """One JSON-RPC endpoint over HTTP(S) with a bounded, depth-checked reply."""
 
-    def __init__(self, url: str, timeout: float) -> None:
+    def __init__(self, url: str, timeout: float, max_reply_bytes: int = MAX_REPLY_BYTES) -> None:
         self.url = url
         self.timeout = timeout
+        self.max_reply_bytes = max_reply_bytes
         self.session = requests.Session()
         self._id = 0
+        self.posts = 0  # HTTP requests sent (a batch is one)
+        self.calls = 0  # JSON-RPC calls sent (each item of a batch counts)
 
     def call(self, method: str, params) -> dict:
         """The JSON-RPC reply object (with ``result`` or ``error``); raises OSError/RequestException or
         UntrustedInputError on transport failure or a malformed reply."""
         self._id += 1
+        self.posts += 1
+        self.calls += 1
         body = {"jsonrpc": "2.0", "id": self._id, "method": method, "params": list(params or ())}
         with self.session.post(self.url, json=body, timeout=self.timeout, stream=True) as response:
             response.raise_for_status()
-            raw = response.raw.read(MAX_REPLY_BYTES + 1, decode_content=True)
-        if len(raw) > MAX_REPLY_BYTES:
-            raise UntrustedInputError(f"{self.url}: {method} reply over {MAX_REPLY_BYTES} bytes")
-        reply = json_loads(raw, what=f"{method} reply", max_bytes=MAX_REPLY_BYTES)
+            raw = response.raw.read(self.max_reply_bytes + 1, decode_content=True)
+        if len(raw) > self.max_reply_bytes:
+            raise ReplyTooLarge(f"{self.url}: {method} reply over {self.max_reply_bytes} bytes")
+        reply = json_loads(raw, what=f"{method} reply", max_bytes=self.max_reply_bytes)
         if not isinstance(reply, dict) or ("result" not in reply and "error" not in reply):
             raise UntrustedInputError(f"{self.url}: {method} reply is not a JSON-RPC response")
         return reply
+
+    def call_batch(self, calls: Sequence[tuple[str, list]]) -> list[dict]:
+        """One HTTP request carrying ``calls`` (a JSON-RPC batch); the replies in the order of ``calls``.
+        Raises like :meth:`call`, and UntrustedInputError when the answer is not one reply per call."""
+        first = self._id + 1
+        body = [{"jsonrpc": "2.0", "id": first + i, "method": m, "params": list(p or ())}
+                for i, (m, p) in enumerate(calls)]
+        self._id += len(calls)
+        self.posts += 1
+        self.calls += len(calls)
+        with self.session.post(self.url, json=body, timeout=self.timeout, stream=True) as response:
+            response.raise_for_status()
+            raw = response.raw.read(self.max_reply_bytes + 1, decode_content=True)
+        if len(raw) > self.max_reply_bytes:
+            raise ReplyTooLarge(f"{self.url}: batch reply over {self.max_reply_bytes} bytes")
+        replies = json_loads(raw, what="batch reply", max_bytes=self.max_reply_bytes)
+        if not isinstance(replies, list) or len(replies) != len(calls):
+            raise UntrustedInputError(f"{self.url}: a batch of {len(calls)} calls answered "
+                                      f"{len(replies) if isinstance(replies, list) else 'no list'}")
+        by_id = {r.get("id"): r for r in replies if isinstance(r, dict) and ("result" in r or "error" in r)}
+        if sorted(k for k in by_id if isinstance(k, int)) != list(range(first, first + len(calls))):
+            raise UntrustedInputError(f"{self.url}: batch replies do not match the calls one to one")
+        return [by_id[first + i] for i in range(len(calls))]
 
 
 class QuorumProvider(JSONBaseProvider):
     """A web3 provider over ``urls`` that needs ``quorum`` agreeing endpoints per read (see module doc)."""
 
-    def __init__(self, urls: str | Sequence[str], quorum: int = 1, *, timeout: float = 5.0) -> None:
+    def __init__(self, urls: str | Sequence[str], quorum: int = 1, *, timeout: float = 5.0,
+                 max_reply_bytes: int = MAX_REPLY_BYTES) -> None:
         super().__init__()
         urls = list(dict.fromkeys([urls] if isinstance(urls, str) else urls))
         if not urls or not 1 <= quorum <= len(urls):
             raise ValueError(f"need 1 <= quorum <= number of distinct RPC URLs, got {quorum} of {len(urls)}")
-        self.endpoints = [Endpoint(u, timeout) for u in urls]
+        self.endpoints = [Endpoint(u, timeout, max_reply_bytes) for u in urls]
         self.quorum = quorum
         self._pool = ThreadPoolExecutor(max_workers=len(urls), thread_name_prefix="rpc") if len(urls) > 1 else None
         self.disagreements = 0  # answers outvoted or refused as unverified (for status and metrics)
@@ -235,11 +282,40 @@ class QuorumProvider(JSONBaseProvider):
             params[0] = {k: self._resolve(v) if k in ("fromBlock", "toBlock") else v for k, v in params[0].items()}
         return params
 
+    def make_batch(self, calls: Sequence[tuple[str, list]]) -> list[dict]:
+        """Replies to read ``calls`` (method, params), each voted on exactly like :meth:`make_request`, sent
+        as JSON-RPC batches of at most ``BATCH_MAX`` calls (one HTTP request per endpoint and batch)."""
+        calls = [(m, self._resolve_tags(m, list(p or ()))) for m, p in calls]
+        if any(m in PASS_THROUGH or m in ("eth_sendRawTransaction", "eth_blockNumber") for m, _ in calls):
+            raise ValueError("make_batch is for pinned reads only")
+        out: list[dict] = []
+        for start in range(0, len(calls), BATCH_MAX):
+            chunk = calls[start:start + BATCH_MAX]
+            answers = self._ask_all_batch(chunk)
+            for i, (method, _params) in enumerate(chunk):
+                out.append(self._vote(method, [(e, r if isinstance(r, Exception) else r[i]) for e, r in answers]))
+        return out
+
+    def _ask_all_batch(self, calls) -> list[tuple[Endpoint, list[dict] | Exception]]:
+        def ask(endpoint: Endpoint):
+            try:
+                return endpoint, endpoint.call_batch(calls)
+            except (OSError, requests.RequestException, UntrustedInputError) as exc:
+                return endpoint, exc
+
+        if self._pool is None:
+            return [ask(self.endpoints[0])]
+        return list(self._pool.map(ask, self.endpoints))
+
     def _agreed(self, method: str, params) -> dict:
+        return self._vote(method, self._ask_all(method, params))
+
+    def _vote(self, method: str, answers) -> dict:
+        """The reply ``quorum`` endpoints agree on, from (endpoint, reply or exception) pairs (module doc)."""
         groups: dict[str, list[dict]] = {}
         missing: list[dict] = []  # error or null replies: this endpoint does not vote
         failures: list[str] = []
-        for endpoint, reply in self._ask_all(method, params):
+        for endpoint, reply in answers:
             if isinstance(reply, Exception):
                 failures.append(f"{endpoint.url}: {type(reply).__name__}: {reply}")
                 continue
@@ -267,6 +343,8 @@ class QuorumProvider(JSONBaseProvider):
             raise ChainUnverified(f"{method}: the only answer has a header that does not verify")
         if missing:
             return missing[0]
+        if any(isinstance(r, ReplyTooLarge) for _e, r in answers):
+            raise AnswerTooLarge(f"{method}: answers too large ({'; '.join(failures)})")
         raise ChainUnavailable(f"{method}: {answered} of {len(self.endpoints)} endpoints answered, need "
                                f"{self.quorum} ({'; '.join(failures)})")
 

@@ -85,10 +85,40 @@ class Registry:
         """eth_call of a bound view function at ``block`` (number, hash or tag), decoded like web3 does."""
         data = fn._encode_transaction_data()
         reply = self.w3.provider.make_request("eth_call", [{"to": self.address, "data": data}, block_param(block)])
+        return self._decode(fn, block, reply)
+
+    def _call_many(self, fns, block="latest", *, errors: bool = False) -> list:
+        """:meth:`_call` of every bound view in ``fns`` at ``block``, as JSON-RPC batches when the provider
+        can (:meth:`derot.chain.quorum.QuorumProvider.make_batch`: each answer still voted on by the quorum),
+        else one by one. ``errors``: a call the node answers with an error gives its ChainReadError in the
+        list instead of raising."""
+        fns = list(fns)
+        calls = [("eth_call", [{"to": self.address, "data": fn._encode_transaction_data()}, block_param(block)])
+                 for fn in fns]
+        batch = getattr(self.w3.provider, "make_batch", None)
+        replies = batch(calls) if batch else [self.w3.provider.make_request(m, p) for m, p in calls]
+        out = []
+        for fn, reply in zip(fns, replies):
+            try:
+                out.append(self._decode(fn, block, reply))
+            except ChainReadError as exc:
+                if not errors:
+                    raise
+                out.append(exc)
+        return out
+
+    @staticmethod
+    def _decode(fn, block, reply):
         if "error" in reply:
             raise ChainReadError(f"{fn.fn_name} at {block!r}: {reply['error'].get('message', reply['error'])}")
-        raw = bytes.fromhex(reply["result"].removeprefix("0x"))
-        values = abi_decode(get_abi_output_types(fn.abi), raw)
+        result = reply.get("result")
+        if not isinstance(result, str):
+            raise ChainReadError(f"{fn.fn_name} at {block!r}: no result")
+        try:
+            raw = bytes.fromhex(result.removeprefix("0x"))
+            values = abi_decode(get_abi_output_types(fn.abi), raw)
+        except Exception as exc:  # noqa: BLE001 - any undecodable answer is a failed read, never a crash
+            raise ChainReadError(f"{fn.fn_name} at {block!r}: undecodable answer ({type(exc).__name__})") from None
         return values[0] if len(values) == 1 else values
 
     # ---------------------------------------------------------------------------------------------
@@ -126,11 +156,17 @@ class Registry:
 
     def epoch(self, epoch_id: int, block="latest") -> EpochRecord:
         v = self._call(self.contract.functions.getEpoch(epoch_id), block)
+        keys = self._call(self.contract.functions.epochKeys(epoch_id), block) if int(v[6], 16) != 0 else None
+        return self.epoch_record(epoch_id, v, keys)
+
+    @staticmethod
+    def epoch_record(epoch_id: int, v, keys) -> EpochRecord:
+        """An EpochRecord from a ``getEpoch`` answer and, if it has a key store, its ``epochKeys`` answer."""
         (_id, phase, threshold, previous, started, activated, store, transcript, members) = v
         group_key_sig = group_key_kd = None
         has_keys = int(store, 16) != 0
         if has_keys:
-            raw_sig, raw_kd = self._call(self.contract.functions.epochKeys(epoch_id), block)
+            raw_sig, raw_kd = keys
             group_key_sig, group_key_kd = G2.from_eip2537(raw_sig), G2.from_eip2537(raw_kd)
         return EpochRecord(
             id=epoch_id,

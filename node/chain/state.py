@@ -13,7 +13,9 @@ from types import MappingProxyType
 
 from derot.attest.snapshot import AppRecord, GovernanceSnapshot
 from derot.certs import CertEpoch, CertificateTrust, Verdict, verify_certificate
-from derot.chain.registry import ChainReadError
+from derot.chain.bulk import ReadLimits, read_all
+from derot.chain.bulk import node_measurements as bulk_node_measurements
+from derot.chain.registry import ChainReadError, _app_record, _node_record
 from derot.chain.types import EpochRecord, NodeRecord, NodeStatus, RevocationKind
 from derot.crypto.bls import G2
 
@@ -92,65 +94,85 @@ class RegistryState:
         return replace(self, snapshot=snap)
 
 
-def read_state(registry, block_hash: bytes, block_number: int, timestamp: int) -> RegistryState:
-    """Read everything with view calls pinned to ``block_hash`` (a ``derot.chain.registry.Registry``)."""
-    at = block_hash
+def read_state(registry, block_hash: bytes, block_number: int, timestamp: int,
+               limits: ReadLimits = ReadLimits()) -> RegistryState:
+    """Read everything at ``block_hash`` (a ``derot.chain.registry.Registry``): paged views pinned to the hash,
+    sent as a few JSON-RPC batches, every list bounded by ``limits`` (:mod:`derot.chain.bulk`)."""
     if not registry.w3.eth.get_code(registry.address, block_number):
         raise ChainReadError(f"no registry code at {registry.address} in block {block_number} (before deployment?)")
-    revoked = {kind: registry.revocations(kind, at) for kind in RevocationKind if kind is not RevocationKind.NONE}
-    apps, unreadable = registry.apps_report(at)
+    c = read_all(registry, block_hash, limits)
+    revoked = c.revoked
     snapshot = GovernanceSnapshot(
         chain_id=registry.w3.eth.chain_id,
         registry=registry.address,
         block_number=block_number,
         block_hash=bytes(block_hash),
         block_timestamp=timestamp,
-        platforms=registry.platform_rules(at),
+        platforms=c.platforms,
         revoked_fmspcs=revoked[RevocationKind.FMSPC],
         revoked_chip_ids=revoked[RevocationKind.CHIP_ID],
         revoked_gpu_fwids=revoked[RevocationKind.GPU_FWID],
         revoked_measurements=revoked[RevocationKind.MEASUREMENT],
-        node_measurements=registry.node_measurements(at),
-        apps=apps,
+        node_measurements=c.node_measurements,
+        apps=c.apps,
         revoked_ppids=revoked[RevocationKind.PPID],
         revoked_pck_certs=revoked[RevocationKind.PCK_CERT],
         revoked_gpu_devices=revoked[RevocationKind.GPU_DEVICE],
-        **registry.snp_policy(at),
+        **registry.snp_policy(block_hash),
     )
     return RegistryState(
         snapshot=snapshot,
-        nodes=registry.nodes(at),
-        epochs=registry.epochs(at),
-        current_epoch=registry.current_epoch(at),
-        pending_epoch=registry.pending_epoch(at),
-        owner=registry.owner(at),
-        council=registry.security_council(at),
+        nodes=c.nodes,
+        epochs=c.epochs,
+        current_epoch=c.current_epoch,
+        pending_epoch=c.pending_epoch,
+        owner=c.owner,
+        council=c.council,
         revoked_serials=revoked[RevocationKind.CERT_SERIAL],
         revoked_evidence_hashes=revoked[RevocationKind.EVIDENCE_HASH],
-        unreadable_apps=unreadable,
+        unreadable_apps=c.unreadable_apps,
     )
 
 
 def _reread_apps(
     registry, state: RegistryState, app_ids: set[bytes], at: bytes
 ) -> tuple[dict[bytes, AppRecord], set[bytes]]:
-    """The snapshot's apps with ``app_ids`` re-read at ``at``, and the ids that could not be read (kept for the
-    next block). A chain that is unverified or unavailable fails the whole update instead."""
+    """The snapshot's apps with ``app_ids`` re-read at ``at`` (one batch), and the ids that could not be read
+    (kept for the next block). A chain that is unverified or unavailable fails the whole update instead."""
     new_apps: dict[bytes, AppRecord] = dict(state.snapshot.apps)
     unreadable = set()
-    for app_id in app_ids:
-        try:
-            record = registry.app(app_id, at)
-        except ChainReadError as exc:
-            if exc.reason in ("chain_unverified", "chain_unavailable"):
-                raise
+    ids = sorted(app_ids)
+    answers = registry._call_many([registry.contract.functions.getApp(i) for i in ids], at, errors=True)
+    for app_id, raw in zip(ids, answers):
+        if isinstance(raw, ChainReadError):
+            if raw.reason in ("chain_unverified", "chain_unavailable"):
+                raise raw
             unreadable.add(app_id)
             record = None
+        else:
+            record = _app_record(raw)
         if record is None:
             new_apps.pop(app_id, None)
         else:
             new_apps[app_id] = record
     return new_apps, unreadable
+
+
+def _reread_nodes(registry, state: RegistryState, operators: set[str], at: bytes) -> dict[str, NodeRecord]:
+    ops = sorted(operators)
+    raws = registry._call_many([registry.contract.functions.getNode(op) for op in ops], at)
+    return {**state.nodes, **{op: _node_record(op, raw) for op, raw in zip(ops, raws)}}
+
+
+def _reread_epochs(registry, state: RegistryState, epoch_ids: set[int], at: bytes) -> tuple[dict, int, int]:
+    f = registry.contract.functions
+    ids = sorted(epoch_ids)
+    *views, current, pending = registry._call_many([f.getEpoch(i) for i in ids] + [f.currentEpoch(),
+                                                                                    f.pendingEpoch()], at)
+    keyed = [i for i, v in zip(ids, views) if int(v[6], 16) != 0]
+    keys = dict(zip(keyed, registry._call_many([f.epochKeys(i) for i in keyed], at)))
+    epochs = {**state.epochs, **{i: registry.epoch_record(i, v, keys.get(i)) for i, v in zip(ids, views)}}
+    return epochs, current, pending
 
 
 def _revoked_after(
@@ -197,20 +219,7 @@ def apply_changes(
     ``SnpMinTcbSet`` event (governance's SEV-SNP policy is re-read)."""
     at = block_hash
     snap = state.snapshot
-    new_apps: dict[bytes, AppRecord] = dict(snap.apps)
-    unreadable = set()
-    for app_id in set(apps) | state.unreadable_apps:
-        try:
-            record = registry.app(app_id, at)
-        except ChainReadError as exc:
-            if getattr(exc, "reason", None) in ("chain_unverified", "chain_unavailable"):
-                raise
-            unreadable.add(app_id)
-            record = None
-        if record is None:
-            new_apps.pop(app_id, None)
-        else:
-            new_apps[app_id] = record
+    new_apps, unreadable = _reread_apps(registry, state, set(apps) | state.unreadable_apps, at)
     revoked = _revoked_after(state, revocations)
     snapshot = replace(
         snap,
@@ -222,7 +231,7 @@ def apply_changes(
         revoked_chip_ids=revoked[RevocationKind.CHIP_ID],
         revoked_gpu_fwids=revoked[RevocationKind.GPU_FWID],
         revoked_measurements=revoked[RevocationKind.MEASUREMENT],
-        node_measurements=registry.node_measurements(at) if node_measurements else snap.node_measurements,
+        node_measurements=bulk_node_measurements(registry, at) if node_measurements else snap.node_measurements,
         apps=new_apps,
         revoked_ppids=revoked[RevocationKind.PPID],
         revoked_pck_certs=revoked[RevocationKind.PCK_CERT],
@@ -230,15 +239,10 @@ def apply_changes(
     )
     if snp:
         snapshot = replace(snapshot, **registry.snp_policy(at))
-    new_nodes = dict(state.nodes)
-    for operator in nodes:
-        new_nodes[operator] = registry.node(operator, at)
-    new_epochs = dict(state.epochs)
-    current, pending = state.current_epoch, state.pending_epoch
+    new_nodes = _reread_nodes(registry, state, set(nodes), at) if nodes else dict(state.nodes)
+    new_epochs, current, pending = dict(state.epochs), state.current_epoch, state.pending_epoch
     if epochs:
-        for epoch_id in epochs:
-            new_epochs[epoch_id] = registry.epoch(epoch_id, at)
-        current, pending = registry.current_epoch(at), registry.pending_epoch(at)
+        new_epochs, current, pending = _reread_epochs(registry, state, set(epochs), at)
     owner, council = state.owner, state.council
     if governance:
         owner, council = registry.owner(at), registry.security_council(at)

@@ -5,6 +5,8 @@ Lies it can tell (each an attribute tests set and clear while it runs):
 - ``calls``: eth_call answers replaced by calldata prefix (hex without 0x → result hex), e.g. a fake
   ``currentEpoch`` or ``getEpoch(7)``; ``call_errors``: calldata prefixes answered "out of gas";
 - ``drop_log``: a predicate; matching logs are left out of eth_getLogs answers;
+- ``log_lie``: a function that edits each eth_getLogs entry (returns the entry to answer);
+- ``batch_lie``: a function that edits the list of replies to a JSON-RPC batch;
 - ``frozen_head``: eth_blockNumber and the ``latest`` block stay at this number;
 - ``header_lie``: a function that edits block objects (e.g. a fake timestamp) without fixing their hash.
 """
@@ -24,6 +26,8 @@ class LyingRpc:
         self.calls: dict[str, str] = {}
         self.call_errors: set[str] = set()
         self.drop_log = None
+        self.log_lie = None
+        self.batch_lie = None
         self.frozen_head: int | None = None
         self.header_lie = None
         self.requests = 0
@@ -34,6 +38,8 @@ class LyingRpc:
             def do_POST(self):  # noqa: N802 - http.server's naming
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 reply = [proxy._answer(r) for r in body] if isinstance(body, list) else proxy._answer(body)
+                if isinstance(body, list) and proxy.batch_lie is not None:
+                    reply = proxy.batch_lie(reply)
                 data = json.dumps(reply).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -54,6 +60,7 @@ class LyingRpc:
 
     def honest(self) -> None:
         self.calls, self.drop_log, self.frozen_head, self.header_lie = {}, None, None, None
+        self.log_lie = self.batch_lie = None
         self.call_errors = set()
 
     def close(self) -> None:
@@ -82,6 +89,8 @@ class LyingRpc:
         result = reply.get("result")
         if method == "eth_getLogs" and self.drop_log is not None and isinstance(result, list):
             reply["result"] = [entry for entry in result if not self.drop_log(entry)]
+        if method == "eth_getLogs" and self.log_lie is not None and isinstance(result, list):
+            reply["result"] = [self.log_lie(dict(entry)) for entry in reply["result"]]
         if method in ("eth_getBlockByNumber", "eth_getBlockByHash") and self.header_lie and isinstance(result, dict):
             reply["result"] = self.header_lie(dict(result))
         return reply
