@@ -85,13 +85,14 @@ def peer_info(state: RegistryState, epoch: EpochRecord) -> dict[int, PeerInfo]:
 
 
 class Peering:
-    def __init__(self, identity: tls.TlsIdentity, operator: str, *, peer_deadline: float):
+    def __init__(self, identity: tls.TlsIdentity, operator: str, *, peer_deadline: float,
+                 routes: dict[str, str] | None = None):
         self.identity = identity
         self.operator = operator.lower()
         self.peer_deadline = peer_deadline
         self.pool = PeerPool(identity, connect_timeout=LIMITS.peer_connect_timeout,
                              max_strikes=LIMITS.peer_max_strikes, max_age=LIMITS.peer_channel_max_age,
-                             stale_after=LIMITS.peer_stale_after)
+                             stale_after=LIMITS.peer_stale_after, routes=routes)
         self._pb = _proto.load("node_pb2")
         self._peer_certs: dict[bytes, bytes] = {}  # tls key hash -> PEM, for the Peer port's client auth
         self._server_cert_config = grpc.ssl_server_certificate_configuration(
@@ -140,7 +141,7 @@ class Peering:
 
         async def fetch(node: NodeRecord):
             try:
-                endpoint = Endpoint.parse(node.endpoint)
+                endpoint = self.pool.route(Endpoint.parse(node.endpoint))
                 pem = await asyncio.to_thread(fetch_peer_certificate, endpoint, node.tls_key_hash, LIMITS.peer_cert_timeout)
                 self._retry_at.pop(node.tls_key_hash, None)
                 return node.tls_key_hash, pem
