@@ -136,7 +136,7 @@ class NodeService:
         retirement = ShareRetirement(EraseGuard(self.registry, finality, self.account.address), store)
         self.tasks = TaskSet()
         self.peering = Peering(self.identity.tls, self.account.address, peer_deadline=limits.peer_deadline,
-                               routes=parse_routes(config.node.peer_routes))
+                               routes=parse_routes(config.node.peer_routes), metrics=self.metrics)
         trust.collateral.fetch_on_get = False  # collateral is fetched before verification, off the loop
         self.verifier = EvidenceVerifier(trust, workers=LIMITS.verify_workers,
                                          fetch_workers=LIMITS.collateral_fetch_workers)

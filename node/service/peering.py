@@ -86,10 +86,11 @@ def peer_info(state: RegistryState, epoch: EpochRecord) -> dict[int, PeerInfo]:
 
 class Peering:
     def __init__(self, identity: tls.TlsIdentity, operator: str, *, peer_deadline: float,
-                 routes: dict[str, str] | None = None):
+                 routes: dict[str, str] | None = None, metrics=None):
         self.identity = identity
         self.operator = operator.lower()
         self.peer_deadline = peer_deadline
+        self.metrics = metrics  # derot.service.metrics.Metrics, or None: counts the calls made
         self.pool = PeerPool(identity, connect_timeout=LIMITS.peer_connect_timeout,
                              max_strikes=LIMITS.peer_max_strikes, max_age=LIMITS.peer_channel_max_age,
                              stale_after=LIMITS.peer_stale_after, routes=routes)
@@ -201,8 +202,14 @@ class Peering:
     # ---------------------------------------------------------------------------------------------
     # calling peers
 
+    def _sent(self, method: str, message) -> None:
+        if self.metrics is not None:
+            self.metrics.peer_sent.labels(method).inc()
+            self.metrics.peer_sent_bytes.labels(method).inc(message.ByteSize())
+
     async def call(self, info: PeerInfo, method: str, message):
         """One unary Peer call; every failure is a :class:`Refusal` (``unavailable`` drops the channel)."""
+        self._sent(method, message)
         try:
             stub = await self.pool.stub(info)
         except (OSError, tls.PinMismatch) as exc:
@@ -231,6 +238,7 @@ class Peering:
         while time.monotonic() - started < deadline:
             try:
                 stub = await self.pool.stub(info)
+                self._sent("SubmitDkgMessage", envelope)
                 await stub.SubmitDkgMessage(envelope, timeout=LIMITS.dkg_send_timeout)
                 return
             except grpc.aio.AioRpcError as exc:
