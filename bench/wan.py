@@ -84,6 +84,7 @@ def proxy_main(routes: list, jitter_ms: float, loss: float, seed: int, conn) -> 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     rng = random.Random(seed)
     stats = {tuple(r[0]): [0, 0, 0, 0] for r in routes}
+    scale = [1.0]  # every delay is multiplied by this ("scale" command): 0 = the same network without latency
     loop = asyncio.new_event_loop()
 
     def reset(writer) -> None:
@@ -114,7 +115,7 @@ def proxy_main(routes: list, jitter_ms: float, loss: float, seed: int, conn) -> 
         try:
             while True:
                 data = await reader.read(1 << 16)
-                delay = one_way + (rng.uniform(0, jitter_ms) / 1e3 if jitter_ms else 0.0)
+                delay = scale[0] * (one_way + (rng.uniform(0, jitter_ms) / 1e3 if jitter_ms else 0.0))
                 last = max(last, loop.time() + delay)  # jitter never reorders a byte stream
                 queue.put_nowait((last, data or None))
                 if not data:
@@ -147,7 +148,7 @@ def proxy_main(routes: list, jitter_ms: float, loss: float, seed: int, conn) -> 
         counters = stats[key]
         counters[2] += 1
         try:
-            await asyncio.sleep(rtt)  # the upstream TCP handshake
+            await asyncio.sleep(rtt * scale[0])  # the upstream TCP handshake
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
         except OSError:
             writer.transport.abort()
@@ -175,6 +176,8 @@ def proxy_main(routes: list, jitter_ms: float, loss: float, seed: int, conn) -> 
             if command == "stop":
                 loop.call_soon_threadsafe(loop.stop)
                 return
+            if isinstance(command, tuple) and command[0] == "scale":
+                scale[0] = float(command[1])
             conn.send({k: list(v) for k, v in list(stats.items())})
 
     threading.Thread(target=commands, daemon=True).start()
@@ -199,6 +202,11 @@ class Proxies:
     def stats(self) -> dict:
         self._conn.send("stats")
         return self._conn.recv()
+
+    def scale(self, factor: float) -> None:
+        """Multiply every delay by ``factor`` from now on (0: no latency, 1: the matrix)."""
+        self._conn.send(("scale", factor))
+        self._conn.recv()
 
     def stop(self) -> None:
         with contextlib.suppress(OSError, BrokenPipeError):
@@ -367,7 +375,7 @@ class _RpcTimer:
             self.last = time.perf_counter() - started - spent
 
 
-def measure_requests(net, app_id, anchor, gateway: int, requests: int, warmup: int) -> dict:
+def measure_requests(net, app_id, anchor, gateway: int, requests: int, warmup: int, lan: bool = False) -> dict:
     from derot.app.client import RootOfTrustClient
     from derot.app.sdk import App
     from derot.app.tee.devnet import DevnetDevice
@@ -392,6 +400,18 @@ def measure_requests(net, app_id, anchor, gateway: int, requests: int, warmup: i
                 samples.append(timer.last)
             out[name] = {"samples": samples, "traffic": traffic(net, before, snapshot(net)),
                          "used": shares_used(net, gateway) - used}
+        if lan:  # the same requests with every delay off: what the committee's work costs on this machine now
+            net.proxies.scale(0.0)
+            try:
+                for _ in range(warmup):
+                    app.get_key()
+                samples = []
+                for _ in range(requests):
+                    app.get_key()
+                    samples.append(timer.last)
+                out["lan"] = samples
+            finally:
+                net.proxies.scale(1.0)
     return out
 
 
@@ -432,7 +452,8 @@ def run_case(n: int, args, root: Path, progress) -> dict:
         for label, gateway in (("near", near), ("far", far)):
             progress(f"{t}-of-{n}: {args.requests} DeriveKey + {args.requests} IssueCertificate via the {label} "
                      f"gateway (node {gateway}, {region_of(gateway)})")
-            fig[label] = measure_requests(net, app_id, anchor, gateway, args.requests, args.warmup)
+            fig[label] = measure_requests(net, app_id, anchor, gateway, args.requests, args.warmup,
+                                          lan=label == "near")
             fig[label]["gateway"] = gateway
             fig[label]["bound_ms"] = derive_bound_ms(n, t, gateway, CLIENT_REGION)
 
@@ -506,6 +527,11 @@ def report(figs: list[dict], args) -> None:
                 per_request = sum(tr["messages"]) / max(1, len(samples))
                 wire = sum(tr["wire"]) / max(1, len(samples))
                 print(f"      per request: {per_request:.2f} peer messages, {wire:,.0f} peer wire bytes (all members)")
+                if method == "DeriveKey" and side.get("lan"):
+                    lan50 = percentile(side["lan"], 50) * 1e3
+                    network = side["bound_ms"] - MARGIN_MS
+                    print(f"      same gateway, delays off (this machine's load, same run): p50 {lan50:.1f} ms; "
+                          f"so the WAN part was {p50 - lan50:.1f} ms against {network:.0f} ms of RTTs in the bound")
                 used = side[method]["used"]
                 mix = ", ".join(f"{i}:{region_of(i)} {rtt_ms(region_of(g), region_of(i)):.0f}ms x{c}"
                                 for i, c in sorted(used.items(), key=lambda kv: -kv[1]) if i != g)

@@ -195,7 +195,10 @@ class PeerPool:
     async def _close(self, key) -> None:
         entry = self._channels.pop(key, None)
         if entry is not None:
-            await entry.channel.close(grace=None)
+            try:  # bounded: it runs under the peer's lock, which every call to that peer waits for
+                await asyncio.wait_for(entry.channel.close(grace=None), timeout=self.connect_timeout)
+            except asyncio.TimeoutError:
+                log.warning("a peer channel did not close in time", extra={"peer": key[0]})
 
     async def close(self) -> None:
         for key in list(self._channels):

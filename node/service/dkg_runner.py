@@ -216,7 +216,11 @@ class DkgRunner:
             sync_at = deadline - (1 - SYNC_AT) * self.phase_timeout
             if self._pull is not None and synced != number and time.time() >= sync_at:
                 synced = number
-                await self.sync()
+                try:  # a peer that never answers must not hold the phase past its deadline
+                    await asyncio.wait_for(self.sync(), timeout=max(deadline - time.time(), 0.05))
+                except asyncio.TimeoutError:
+                    log.warning("dkg sync cut off at the phase deadline", extra={"epoch": self.epoch,
+                                                                                 "phase": phase.value})
                 continue
             wake = sync_at if self._pull is not None and synced != number else deadline
             remaining = max(wake - time.time(), 0.05 if number == 0 else 0.0)
