@@ -195,9 +195,12 @@ class PeerPool:
     async def _close(self, key) -> None:
         entry = self._channels.pop(key, None)
         if entry is not None:
-            try:  # bounded: it runs under the peer's lock, which every call to that peer waits for
-                await asyncio.wait_for(entry.channel.close(grace=None), timeout=self.connect_timeout)
-            except asyncio.TimeoutError:
+            # bounded: it runs under the peer's lock, which every call to that peer waits for (asyncio.wait, not
+            # wait_for: a close that ignores cancellation must not hold the lock either)
+            closing = asyncio.ensure_future(entry.channel.close(grace=None))
+            done, _ = await asyncio.wait({closing}, timeout=self.connect_timeout)
+            if not done:
+                closing.add_done_callback(lambda t: t.cancelled() or t.exception())
                 log.warning("a peer channel did not close in time", extra={"peer": key[0]})
 
     async def close(self) -> None:
