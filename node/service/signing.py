@@ -36,6 +36,13 @@ R = TypeVar("R")
 
 #: the failure reason of a member whose answer failed decoding or verification
 INVALID_SHARE = "invalid_share"
+#: refusals that say the peer itself cannot serve now (down, overloaded, lagging, without keys): it is asked
+#: last for a while. Refusals about the request (policy, malformed) are answers like any other: an attacker's
+#: bad requests must not reorder the peers for everyone
+PEER_CANNOT_SERVE = frozenset({status.UNAVAILABLE, status.DEADLINE_EXCEEDED, status.OVERLOADED,
+                               status.NO_ACTIVE_EPOCH, status.WRONG_EPOCH, status.NOT_A_MEMBER,
+                               status.CHAIN_STALE, status.CHAIN_UNVERIFIED, status.NOT_CONFIRMED,
+                               status.INTERNAL})
 
 
 class FanOut:
@@ -73,7 +80,7 @@ class FanOut:
                 try:
                     reply = await self.peering.call(info, method, message)
                 except Refusal as refusal:
-                    if refusal.reason in (status.UNAVAILABLE, status.DEADLINE_EXCEEDED):
+                    if refusal.reason in PEER_CANNOT_SERVE:
                         latency.penalize(info.operator)
                     else:  # the peer answered (with a refusal): a round trip like any other
                         latency.observe(info.operator, time.monotonic() - started)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from derot import _proto
 from derot.certs.notices import Notice, RevocationSet
 from derot.constants import DST_CERT
@@ -74,7 +76,8 @@ def test_a_peer_that_answers_fast_then_stalls_costs_at_most_its_own_hedge_delay(
         sign(committee, fanout, serial)
     operator2 = committee.state().committee.members[1]
     hedge = fanout.latency.hedge_after(operator2)
-    assert hedge < 0.05  # learnt from its fast answers (floor 10 ms); the fixed timer was 50 ms
+    operator4 = committee.state().committee.members[3]
+    assert hedge < fanout.latency.hedge_after(operator4)  # learnt from its fast answers
 
     delays[2] = 30.0  # now it stalls (a request would wait for the 30 s peer deadline without a hedge)
     before = len(peering.calls)
@@ -105,3 +108,40 @@ def test_a_lying_fast_peer_is_caught_by_the_fallback_and_then_asked_last(committ
     collected = sign(committee, fanout, 50)
     assert 2 not in first_asked(peering, before, 2)
     assert invalid_members(collected) == []
+
+
+def test_a_peer_without_keys_is_asked_last_but_request_refusals_reorder_nobody(committee, local_peering):
+    """A member that refuses with no_active_epoch (it missed the DKG) would, answering fast, be asked first on
+    every request and make every request ask everyone; it is asked last instead. A refusal about the request
+    itself (a policy refusal every member gives) must not demote anyone: an attacker could reorder the peers."""
+    from derot.net.status import Refusal
+
+    delays = {2: 0.0, 3: 0.005, 4: 0.005, 5: 0.005}
+    answers = signers(committee, delays)
+
+    async def no_keys(method, message):
+        raise Refusal("no_active_epoch", "this node serves no active epoch yet")
+
+    answers[2] = no_keys
+    peering = local_peering(answers)
+    fanout = FanOut(peering, Metrics(), LimitsSection(peer_deadline=10.0))
+    for serial in range(6):
+        sign(committee, fanout, serial)
+    operator = committee.state().committee.members
+    assert fanout.latency.estimate(operator[1]) == fanout.latency.policy.cap
+    before = len(peering.calls)
+    sign(committee, fanout, 60)
+    assert 2 not in first_asked(peering, before, 2)
+
+    known = {i: fanout.latency.estimate(operator[i - 1]) for i in (3, 4, 5)}
+    for i in (3, 4, 5):
+        fanout.latency.observe(operator[i - 1], 0.005)  # the same peers, now all refusing a bad request
+    async def policy_refusal(method, message):
+        raise Refusal("measurement_not_allowed", "the measurement is not allowed for this app")
+
+    refusing = local_peering({i: policy_refusal for i in (2, 3, 4, 5)})
+    fanout.peering = refusing
+    for serial in range(3):
+        with pytest.raises(Refusal):
+            sign(committee, fanout, 70 + serial)
+    assert all(fanout.latency.estimate(operator[i - 1]) < fanout.latency.policy.cap for i in known)
