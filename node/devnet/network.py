@@ -75,6 +75,8 @@ class Devnet:
     mqtt_url: str = ""
     #: devnet fault injection per node index, e.g. {4: "corrupt_shares"} (derot.service.faults)
     node_faults: dict = field(default_factory=dict)
+    #: per node index, ``[node].peer_routes`` (derot.net.peers.parse_routes): the WAN benchmark's delay proxies
+    peer_routes: dict = field(default_factory=dict)
     progress: Callable[[str], None] = field(default=lambda message: None, repr=False)
     anvil_port: int | None = None
     node_processes: list[NodeProcess] = field(default_factory=list)
@@ -264,6 +266,7 @@ class Devnet:
             f'peer_listen = "{addresses["peer_listen"]}"',
             f'advertise_host = "{addresses["advertise_host"]}"',
             f'faults = "{self.node_faults.get(proc.index, "")}"',
+            f'peer_routes = "{self.peer_routes.get(proc.index, "")}"',
             "",
             "[chain]",
             f'rpc_url = "{self.rpc_url}"',

@@ -1,10 +1,12 @@
 """Gateway fan-out: ask members in parallel, keep the first ``t`` valid answers, combine.
 
 :func:`collect` starts the first ``eager`` calls at once (the gateway itself and enough peers for ``t``
-answers) and *hedges*: it starts every other call as soon as one call fails, the optimistic combine fails,
-or ``hedge_after`` seconds pass without ``t`` answers. So an honest, live committee does ``t`` members'
-work per request instead of ``n``, and a dead, slow or lying member costs at most one hedge delay. With
-``eager >= len(calls)`` every member is asked at once.
+answers, in the caller's order of preference) and *hedges*: when a started call has not answered within its
+own hedge delay (``hedge_after(member)``, e.g. from :class:`derot.service.latency.PeerLatency`), it starts the
+next call in order, one per overdue call; and it starts every other call at once when a call fails or the
+optimistic combine fails. So an honest, live committee does ``t`` members' work per request instead of ``n``,
+and a dead, slow or lying member costs at most its own hedge delay. With ``eager >= len(calls)`` every
+member is asked at once.
 
 As soon as ``t`` answers have arrived it tries the optimistic combine (one verification); if that fails
 it waits for the remaining answers and combines with per-share verification, so a bad share costs latency
@@ -45,41 +47,55 @@ async def collect(
     *,
     deadline: float,
     eager: int | None = None,
-    hedge_after: float = 0.05,
+    hedge_after: float | Callable[[int], float] = 0.05,
 ) -> Collected[R]:
     """Fan out ``calls`` (member index -> coroutine factory) and combine.
 
     ``combine_first(answers)`` gets exactly ``threshold`` answers and returns a verified result or None;
     ``combine_all(answers)`` gets every answer and returns ``(result, used, bad)``, or raises
-    :class:`NotEnoughShares` if it cannot combine.
+    :class:`NotEnoughShares` if it cannot combine. ``hedge_after`` is a member's hedge delay in seconds
+    (one for all, or a function of the member index).
     Raises :class:`Refusal` when no result can be formed by ``deadline`` seconds.
     """
     started = time.monotonic()
+    budget = hedge_after if callable(hedge_after) else (lambda _index: hedge_after)
     waiting = list(calls.items())  # calls not started yet, in order of preference
     eager = len(waiting) if eager is None else max(threshold, eager)
     tasks: dict[asyncio.Future, int] = {}
+    hedge_at: dict[asyncio.Future, float] = {}  # started calls that have not caused a hedge yet -> when they do
     answers: dict[int, T] = {}
     failures: dict[int, str] = {}
     details: dict[int, str] = {}
     tried_first = False
 
     def launch(count: int) -> None:
+        now = time.monotonic()
         for index, factory in waiting[:count]:
-            tasks[asyncio.ensure_future(factory())] = index
+            task = asyncio.ensure_future(factory())
+            tasks[task] = index
+            hedge_at[task] = now + budget(index)
         del waiting[:count]
 
     launch(eager)
     try:
         pending = set(tasks)
         while pending or waiting:
-            elapsed = time.monotonic() - started
-            remaining = deadline - elapsed
+            now = time.monotonic()
+            remaining = deadline - (now - started)
             if remaining <= 0:
                 break
-            if waiting and (failures or tried_first or elapsed >= hedge_after or not pending):
-                launch(len(waiting))  # hedge: ask everyone else now
-                pending = {t for t in tasks if not t.done()}
-            timeout = remaining if not waiting else min(remaining, max(hedge_after - elapsed, 0.001))
+            if waiting and (failures or tried_first or not pending):
+                launch(len(waiting))  # ask everyone else now
+            elif waiting:
+                overdue = [t for t in pending if hedge_at.get(t, now + 1) <= now]
+                for task in overdue:  # hedge: each overdue call starts the next one in order, once
+                    del hedge_at[task]
+                launch(len(overdue))
+            pending = {t for t in tasks if not t.done()}
+            timeout = remaining
+            if waiting:
+                next_hedge = min((hedge_at[t] for t in pending if t in hedge_at), default=now + remaining)
+                timeout = min(remaining, max(next_hedge - now, 0.001))
             done, pending = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 index = tasks[task]

@@ -60,6 +60,22 @@ def split_host_port(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def parse_routes(text: str) -> dict[str, str]:
+    """``"HOST:PORT=HOST:PORT,..."`` (a registered address = the address this node dials instead) as a dict.
+
+    Devnet and benchmark only (``[node].peer_routes``): e.g. a WAN simulation puts a delay proxy per
+    directed pair of nodes between them."""
+    routes = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        registered, sep, dialled = item.partition("=")
+        if not sep:
+            raise EndpointError(f"route {item!r} is not registered=dialled")
+        split_host_port(registered.strip())
+        split_host_port(dialled.strip())
+        routes[registered.strip()] = dialled.strip()
+    return routes
+
+
 def fetch_peer_certificate(endpoint: Endpoint, tls_key_hash: bytes, timeout: float = 3.0) -> bytes:
     """A node's pinned certificate, read from its public port (the peer port demands a client certificate
     before it completes a handshake; both ports present the same certificate)."""
@@ -79,8 +95,6 @@ class PeerInfo:
 
 #: channel states in which a call can make progress without a new connection
 _USABLE = (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.IDLE)
-#: seconds a channel gets to close before it is abandoned (its calls are cancelled either way)
-CLOSE_TIMEOUT = 2.0
 
 
 @dataclass
@@ -104,8 +118,9 @@ class PeerPool:
     """
 
     def __init__(self, identity: tls.TlsIdentity, *, connect_timeout: float = 3.0, max_strikes: int = 3,
-                 max_age: float = 600.0, stale_after: float = 1.0):
+                 max_age: float = 600.0, stale_after: float = 1.0, routes: dict[str, str] | None = None):
         self.identity = identity
+        self.routes = dict(routes or {})  # registered host:port -> the one dialled (devnet; parse_routes)
         self.connect_timeout = connect_timeout
         self.max_strikes = max_strikes
         self.max_age = max_age
@@ -113,6 +128,12 @@ class PeerPool:
         self._channels: dict[tuple[str, str, bytes], _Channel] = {}
         self._locks: dict[tuple[str, str, bytes], asyncio.Lock] = {}
         self._pb_grpc = _proto.load("node_pb2_grpc")
+
+    def route(self, endpoint: Endpoint) -> Endpoint:
+        """The addresses this node dials for a registered ``endpoint`` (the same unless routed)."""
+        if not self.routes:
+            return endpoint
+        return Endpoint(self.routes.get(endpoint.public, endpoint.public), self.routes.get(endpoint.peer, endpoint.peer))
 
     def _key(self, peer: PeerInfo) -> tuple[str, str, bytes]:
         return (peer.operator.lower(), peer.endpoint.peer, peer.tls_key_hash)
@@ -142,9 +163,10 @@ class PeerPool:
                 log.info("replacing an unhealthy peer channel", extra={"peer": peer.operator,
                                                                         "strikes": entry.strikes})
                 await self._close(key)
-            cert = await asyncio.to_thread(fetch_peer_certificate, peer.endpoint, peer.tls_key_hash,
+            endpoint = self.route(peer.endpoint)
+            cert = await asyncio.to_thread(fetch_peer_certificate, endpoint, peer.tls_key_hash,
                                            self.connect_timeout)
-            host, port = split_host_port(peer.endpoint.peer)
+            host, port = split_host_port(endpoint.peer)
             credentials = grpc.ssl_channel_credentials(
                 root_certificates=cert, private_key=self.identity.key_pem, certificate_chain=self.identity.cert_pem
             )
@@ -173,10 +195,13 @@ class PeerPool:
     async def _close(self, key) -> None:
         entry = self._channels.pop(key, None)
         if entry is not None:
-            try:  # closing cancels the channel's calls; never wait on a wedged channel for long
-                await asyncio.wait_for(entry.channel.close(grace=None), timeout=CLOSE_TIMEOUT)
-            except asyncio.TimeoutError:
-                log.warning("peer channel did not close in time", extra={"peer": key[0]})
+            # bounded: it runs under the peer's lock, which every call to that peer waits for (asyncio.wait, not
+            # wait_for: a close that ignores cancellation must not hold the lock either)
+            closing = asyncio.ensure_future(entry.channel.close(grace=None))
+            done, _ = await asyncio.wait({closing}, timeout=self.connect_timeout)
+            if not done:
+                closing.add_done_callback(lambda t: t.cancelled() or t.exception())
+                log.warning("a peer channel did not close in time", extra={"peer": key[0]})
 
     async def close(self) -> None:
         for key in list(self._channels):

@@ -120,8 +120,12 @@ def channel_options() -> list[tuple[str, object]]:
         # a node that restarts (or a peer that does not trust us yet) must be retried within seconds,
         # not after grpc's default exponential backoff of up to two minutes
         ("grpc.initial_reconnect_backoff_ms", 200),
-        ("grpc.min_reconnect_backoff_ms", 100),
         ("grpc.max_reconnect_backoff_ms", 2_000),
+        # grpc reads this as the minimum connect timeout (doc/connection-backoff.md MIN_CONNECT_TIMEOUT): the time
+        # one attempt may take to connect and finish its TLS handshake. At 100 ms it cut off every handshake
+        # over a link with an RTT of 100 ms or more (bench/wan.py); a refused connection still retries after
+        # the 200 ms initial backoff
+        ("grpc.min_reconnect_backoff_ms", 4_000),
         # each channel its own subchannels: a dropped channel must not hand its backoff state to the next
         ("grpc.use_local_subchannel_pool", 1),
     ]

@@ -51,6 +51,9 @@ class NodeSection:
     name: str = "derot-node"
     #: devnet-only deliberate misbehaviour for fault tests (derot.service.faults); empty in production
     faults: str = ""
+    #: devnet-only: "HOST:PORT=HOST:PORT,..." dial the second address for a peer registered with the first
+    #: (a benchmark's WAN delay proxies, bench/wan.py); empty in production
+    peer_routes: str = ""
 
 
 @dataclass(frozen=True)
@@ -118,10 +121,15 @@ class LimitsSection:
     max_concurrent_requests: int = 64
     request_deadline: float = 10.0
     peer_deadline: float = 5.0
-    #: a gateway first asks t members (itself and t-1 peers) plus this many more; the rest only if one of
-    #: them fails, a share is bad, or ``hedge_after`` seconds pass without t answers
+    #: a gateway first asks t members (itself and the t-1 peers it measured fastest) plus this many more;
+    #: everyone else if one of them fails or a share is bad, and the next peer in line whenever one stays
+    #: silent past its hedge delay: clamp(its round-trip estimate × hedge_factor, hedge_floor, hedge_cap),
+    #: or ``hedge_after`` while it has no estimate yet (derot.service.latency)
     extra_peers: int = 0
     hedge_after: float = 0.05
+    hedge_factor: float = 2.0
+    hedge_floor: float = 0.01
+    hedge_cap: float = 0.5
     certificate_lifetime: int = 24 * 3600
     max_certificate_lifetime: int = 7 * 24 * 3600
 
@@ -251,6 +259,15 @@ def _validate(config: NodeConfig) -> None:
             raise ConfigError(f"[node].faults: {exc}") from None
         if config.attest.mode != "devnet":
             raise ConfigError("[node].faults is refused outside devnet mode")
+    if config.node.peer_routes:
+        from derot.net.peers import parse_routes
+
+        try:
+            parse_routes(config.node.peer_routes)
+        except ValueError as exc:
+            raise ConfigError(f"[node].peer_routes: {exc}") from None
+        if config.attest.mode != "devnet":
+            raise ConfigError("[node].peer_routes is refused outside devnet mode")
     if config.seal.method not in ("keyfile", "passphrase", "snp"):
         raise ConfigError("[seal].method must be 'keyfile', 'passphrase' or 'snp'")
     if not -1 <= config.attest.privlevel <= 3:
@@ -270,6 +287,9 @@ def _validate(config: NodeConfig) -> None:
             BrokerAddress.parse(config.mqtt.url)
         except ValueError as exc:
             raise ConfigError(f"[mqtt].url: {exc}") from None
+    limits = config.limits
+    if not (0 < limits.hedge_floor <= limits.hedge_cap and limits.hedge_after > 0 and limits.hedge_factor >= 1):
+        raise ConfigError("[limits] needs 0 < hedge_floor <= hedge_cap, hedge_after > 0 and hedge_factor >= 1")
     for key in ("public_listen", "peer_listen"):
         value = getattr(config.node, key)
         if value.rpartition(":")[2].isdigit() is False:

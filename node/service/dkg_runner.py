@@ -147,12 +147,7 @@ class DkgRunner:
         if self._pull is None:
             return 0
         accepted = 0
-        try:  # a peer that never answers must not hold the phase deadlines hostage
-            pulled = await asyncio.wait_for(self._pull(self.session.inventory()), timeout=self.phase_timeout / 4)
-        except asyncio.TimeoutError:
-            log.warning("dkg sync timed out", extra={"epoch": self.epoch, "seconds": self.phase_timeout / 4})
-            return 0
-        for data in pulled:
+        for data in await self._pull(self.session.inventory()):
             try:
                 before = len(self.session.inventory())
                 self.receive(data)
@@ -221,7 +216,7 @@ class DkgRunner:
             sync_at = deadline - (1 - SYNC_AT) * self.phase_timeout
             if self._pull is not None and synced != number and time.time() >= sync_at:
                 synced = number
-                await self.sync()
+                await self._sync_until(deadline, phase)
                 continue
             wake = sync_at if self._pull is not None and synced != number else deadline
             remaining = max(wake - time.time(), 0.05 if number == 0 else 0.0)
@@ -241,6 +236,18 @@ class DkgRunner:
         log.info("dkg finished", extra={"epoch": self.epoch, "qualified": list(result.qualified),
                                         "excluded": dict(result.excluded), "holders": list(result.holders)})
         return result
+
+    async def _sync_until(self, deadline: float, phase: Phase) -> None:
+        """One digest sync, abandoned at the phase deadline: a peer call that never returns (or does not honour
+        cancellation, which ``asyncio.wait_for`` would wait for) must not hold the phase past its deadline."""
+        task = asyncio.ensure_future(self.sync())
+        done, _ = await asyncio.wait({task}, timeout=max(deadline - time.time(), 0.05))
+        if not done:
+            task.cancel()
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # never "exception not retrieved"
+            log.warning("dkg sync cut off at the phase deadline", extra={"epoch": self.epoch, "phase": phase.value})
+        elif task.exception() is not None:
+            log.warning("dkg sync failed", extra={"epoch": self.epoch, "error": repr(task.exception())})
 
     def _phases_ended(self, phase: Phase, now: Phase, seconds: float) -> None:
         """Report ``phase`` as ended after ``seconds``, and every phase the session passed through on its

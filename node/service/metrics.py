@@ -34,6 +34,14 @@ class Metrics:
             "derot_peer_shares_total", "Shares received from peers, by peer index and verdict",
             ["peer", "verdict"], registry=r,
         )
+        self.peer_sent = Counter(
+            "derot_peer_messages_sent_total", "Peer calls this node made (DKG messages, share requests), by method",
+            ["method"], registry=r,
+        )
+        self.peer_sent_bytes = Counter(
+            "derot_peer_message_bytes_sent_total", "Serialized bytes of the requests of those calls, by method",
+            ["method"], registry=r,
+        )
         self.evidence = Counter(
             "derot_evidence_verifications_total", "Evidence verifications by platform and verdict",
             ["platform", "verdict"], registry=r,

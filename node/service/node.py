@@ -38,6 +38,7 @@ from derot.chain.state import RegistryState
 from derot.crypto.dkg import Identity
 from derot.net import tls
 from derot.net.malformed import MalformedRequests
+from derot.net.peers import parse_routes
 from derot.net.servicers import Health, add_services
 from derot.service import faults, issuance
 from derot.service.api import ServiceApi
@@ -134,7 +135,8 @@ class NodeService:
         finality = FinalityRule(FinalityMode(config.chain.finality), config.chain.finality_depth)
         retirement = ShareRetirement(EraseGuard(self.registry, finality, self.account.address), store)
         self.tasks = TaskSet()
-        self.peering = Peering(self.identity.tls, self.account.address, peer_deadline=limits.peer_deadline)
+        self.peering = Peering(self.identity.tls, self.account.address, peer_deadline=limits.peer_deadline,
+                               routes=parse_routes(config.node.peer_routes), metrics=self.metrics)
         trust.collateral.fetch_on_get = False  # collateral is fetched before verification, off the loop
         self.verifier = EvidenceVerifier(trust, workers=LIMITS.verify_workers,
                                          fetch_workers=LIMITS.collateral_fetch_workers)

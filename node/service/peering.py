@@ -85,13 +85,15 @@ def peer_info(state: RegistryState, epoch: EpochRecord) -> dict[int, PeerInfo]:
 
 
 class Peering:
-    def __init__(self, identity: tls.TlsIdentity, operator: str, *, peer_deadline: float):
+    def __init__(self, identity: tls.TlsIdentity, operator: str, *, peer_deadline: float,
+                 routes: dict[str, str] | None = None, metrics=None):
         self.identity = identity
         self.operator = operator.lower()
         self.peer_deadline = peer_deadline
+        self.metrics = metrics  # derot.service.metrics.Metrics, or None: counts the calls made
         self.pool = PeerPool(identity, connect_timeout=LIMITS.peer_connect_timeout,
                              max_strikes=LIMITS.peer_max_strikes, max_age=LIMITS.peer_channel_max_age,
-                             stale_after=LIMITS.peer_stale_after)
+                             stale_after=LIMITS.peer_stale_after, routes=routes)
         self._pb = _proto.load("node_pb2")
         self._peer_certs: dict[bytes, bytes] = {}  # tls key hash -> PEM, for the Peer port's client auth
         self._server_cert_config = grpc.ssl_server_certificate_configuration(
@@ -140,7 +142,7 @@ class Peering:
 
         async def fetch(node: NodeRecord):
             try:
-                endpoint = Endpoint.parse(node.endpoint)
+                endpoint = self.pool.route(Endpoint.parse(node.endpoint))
                 pem = await asyncio.to_thread(fetch_peer_certificate, endpoint, node.tls_key_hash, LIMITS.peer_cert_timeout)
                 self._retry_at.pop(node.tls_key_hash, None)
                 return node.tls_key_hash, pem
@@ -200,8 +202,14 @@ class Peering:
     # ---------------------------------------------------------------------------------------------
     # calling peers
 
+    def _sent(self, method: str, message) -> None:
+        if self.metrics is not None:
+            self.metrics.peer_sent.labels(method).inc()
+            self.metrics.peer_sent_bytes.labels(method).inc(message.ByteSize())
+
     async def call(self, info: PeerInfo, method: str, message):
         """One unary Peer call; every failure is a :class:`Refusal` (``unavailable`` drops the channel)."""
+        self._sent(method, message)
         try:
             stub = await self.pool.stub(info)
         except (OSError, tls.PinMismatch) as exc:
@@ -230,6 +238,7 @@ class Peering:
         while time.monotonic() - started < deadline:
             try:
                 stub = await self.pool.stub(info)
+                self._sent("SubmitDkgMessage", envelope)
                 await stub.SubmitDkgMessage(envelope, timeout=LIMITS.dkg_send_timeout)
                 return
             except grpc.aio.AioRpcError as exc:

@@ -5,21 +5,29 @@
 notices alike: fan out, combine the first ``t`` partials optimistically, verify the signature under the
 group key, and fall back to per-share verification when that fails, so a bad partial among the first
 ``t`` costs latency, never the signature, while ``t`` good ones exist.
+
+Whom it asks first: the ``t − 1`` peers with the lowest round-trip estimate (:mod:`derot.service.latency`,
+learnt from this gateway's own completed calls; equally fast peers in round robin), plus ``extra_peers``;
+a peer that stays silent past its own estimate-based hedge delay makes the gateway ask the next one.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
 from derot.chain.state import RegistryState
 from derot.crypto import threshold as th
 from derot.crypto.bls import G1, PointDecodeError
+from derot.net import status
 from derot.net.fanout import Collected, collect
 from derot.net.peers import PeerInfo
 from derot.net.status import Refusal
 from derot.service.config import LimitsSection
 from derot.service.epoch import EpochKeys
+from derot.service.latency import HedgePolicy, PeerLatency
 from derot.service.metrics import Metrics
 from derot.service.peering import Peering, peer_info
 
@@ -28,6 +36,13 @@ R = TypeVar("R")
 
 #: the failure reason of a member whose answer failed decoding or verification
 INVALID_SHARE = "invalid_share"
+#: refusals that say the peer itself cannot serve now (down, overloaded, lagging, without keys): it is asked
+#: last for a while. Refusals about the request (policy, malformed) are answers like any other: an attacker's
+#: bad requests must not reorder the peers for everyone
+PEER_CANNOT_SERVE = frozenset({status.UNAVAILABLE, status.DEADLINE_EXCEEDED, status.OVERLOADED,
+                               status.NO_ACTIVE_EPOCH, status.WRONG_EPOCH, status.NOT_A_MEMBER,
+                               status.CHAIN_STALE, status.CHAIN_UNVERIFIED, status.NOT_CONFIRMED,
+                               status.INTERNAL})
 
 
 class FanOut:
@@ -35,7 +50,8 @@ class FanOut:
         self.peering = peering
         self.metrics = metrics
         self.limits = limits
-        self._rotation = 0  # which peers a gateway asks first (round robin)
+        self.latency = PeerLatency(hedge_policy(limits))  # by member operator (indices change per epoch)
+        self._rotation = 0  # among equally fast peers, which a gateway asks first (round robin)
 
     async def collect(
         self,
@@ -56,9 +72,23 @@ class FanOut:
         async def mine():
             return own()
 
+        latency = self.latency
+
         def remote(info: PeerInfo):
             async def call():
-                reply = await self.peering.call(info, method, message)
+                started = time.monotonic()
+                try:
+                    reply = await self.peering.call(info, method, message)
+                except Refusal as refusal:
+                    if refusal.reason in PEER_CANNOT_SERVE:
+                        latency.penalize(info.operator)
+                    else:  # the peer answered (with a refusal): a round trip like any other
+                        latency.observe(info.operator, time.monotonic() - started)
+                    raise
+                except asyncio.CancelledError:
+                    latency.abandoned(info.operator, time.monotonic() - started)
+                    raise
+                latency.observe(info.operator, time.monotonic() - started)
                 try:
                     return decode(reply)
                 except PointDecodeError as exc:
@@ -70,12 +100,21 @@ class FanOut:
         peers = [i for i in members if i != keys.index]
         self._rotation += 1
         shift = self._rotation % max(1, len(peers))
-        order = peers[shift:] + peers[:shift]  # round robin: spread the eager calls over the committee
+        rotated = peers[shift:] + peers[:shift]  # round robin among equally fast peers
+        by_operator = {members[i].operator: i for i in rotated}
+        order = [by_operator[op] for op in latency.order(list(by_operator))]
         calls = {keys.index: mine}
         calls.update({i: remote(members[i]) for i in order})
         limits = self.limits
+
+        def hedge_after(index: int) -> float:
+            return limits.peer_deadline if index == keys.index else latency.hedge_after(members[index].operator)
+
         collected = await collect(calls, keys.threshold, first, every, deadline=limits.peer_deadline,
-                                  eager=keys.threshold + limits.extra_peers, hedge_after=limits.hedge_after)
+                                  eager=keys.threshold + limits.extra_peers, hedge_after=hedge_after)
+        for index, reason in collected.failures.items():
+            if reason == INVALID_SHARE:  # a lying (often fast) peer: ask it last from now on
+                latency.penalize(members[index].operator)
         for index in collected.used:
             self.metrics.shares.labels(str(index), "accepted").inc()
         for index, reason in collected.failures.items():
@@ -110,6 +149,12 @@ class FanOut:
             state, keys, own=own, method=method, message=message,
             decode=lambda reply: G1.from_bytes(reply.partial_signature), first=first, every=every,
         )
+
+
+def hedge_policy(limits: LimitsSection) -> HedgePolicy:
+    """The gateway's hedge policy from the node config's ``[limits]``."""
+    return HedgePolicy(initial=limits.hedge_after, factor=limits.hedge_factor, floor=limits.hedge_floor,
+                       cap=limits.hedge_cap)
 
 
 def invalid_members(collected: Collected) -> list[int]:

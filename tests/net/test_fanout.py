@@ -58,12 +58,36 @@ def test_a_dead_member_makes_the_gateway_ask_everyone():
     assert 2 not in result.used and result.failures[2] == "unavailable"
 
 
-def test_a_slow_member_is_hedged_after_the_delay():
+def test_a_slow_member_is_hedged_to_the_next_one_after_the_delay():
     behaviour = {i: (0.001, f"share{i}") for i in range(1, 6)}
     behaviour[3] = (1.0, "share3")
     result, started = run(behaviour, hedge_after=0.02)
-    assert sorted(started) == [1, 2, 3, 4, 5] and 3 not in result.used
+    assert started == [1, 2, 3, 4] and 3 not in result.used  # one overdue call starts one more, not everyone
     assert result.seconds < 0.5
+
+
+def test_each_member_is_hedged_after_its_own_delay():
+    """Member 2 is known fast (hedge 20 ms) but stalls; member 3 is known slow (hedge 1 s) and answers in
+    300 ms. Only the stalled fast member is hedged, at its own delay; the slow one is waited for."""
+    behaviour = {i: (0.001, f"share{i}") for i in range(1, 6)}
+    behaviour[2] = (5.0, "share2")
+    behaviour[3] = (0.3, "share3")
+    delays = {1: 1.0, 2: 0.02, 3: 1.0, 4: 1.0, 5: 1.0}
+    result, started = run(behaviour, hedge_after=delays.__getitem__)
+    assert started == [1, 2, 3, 4]
+    assert set(result.used) == {1, 3, 4}
+    assert 0.25 < result.seconds < 0.9
+
+
+def test_a_hedge_that_stalls_too_is_hedged_in_turn():
+    behaviour = {i: (5.0, f"share{i}") for i in range(1, 7)}  # 2, 3 and 4 stall
+    for fast in (1, 5, 6):
+        behaviour[fast] = (0.001, f"share{fast}")
+    result, started = run(behaviour, hedge_after=0.02)
+    # 2 and 3 overdue at 20 ms start 4 and 5; 4 overdue at 40 ms starts 6
+    assert started == [1, 2, 3, 4, 5, 6]
+    assert set(result.used) == {1, 5, 6}
+    assert result.seconds < 1.0
 
 
 def test_a_bad_share_is_excluded_after_asking_everyone():

@@ -254,3 +254,39 @@ def test_retries_follow_one_schedule_and_new_sessions():
     with pytest.raises(DkgMessageRejected) as info:
         new_session(retry, ids[2]).receive(old.encode())
     assert info.value.reason is RejectReason.WRONG_SESSION
+
+
+def test_a_digest_sync_that_never_returns_does_not_hold_a_phase_past_its_deadline():
+    """A peer that never answers the sync (seen at n = 16 over a WAN: the pull hung for minutes, so no phase
+    ever reached its deadline). Member 5 never starts, so each phase waits for its deadline and syncs first."""
+    ids, config = setup(5, 3)
+
+    async def scenario():
+        net = Net()
+        started = time.time()
+        runners = []
+        release = asyncio.Event()
+
+        async def pull(digests):  # never answers, and ignores the first cancellation (a stuck transport)
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                await release.wait()
+            return []
+
+        for k in (1, 2, 3, 4):
+            runner = DkgRunner(new_session(config, ids[k]), phase_timeout=PHASE, started_at=started,
+                               broadcast=lambda messages, k=k: [net.deliver(k, m.encode()) for m in messages],
+                               relay=lambda data, k=k: net.deliver(k, data), pull=pull)
+            net.runners[k] = runner
+            runners.append(runner)
+        try:
+            results = await asyncio.wait_for(asyncio.gather(*(r.run() for r in runners)), timeout=6 * PHASE)
+        finally:
+            release.set()
+        return results, time.time() - started
+
+    results, took = asyncio.run(scenario())
+    result = agree(results)
+    assert result.excluded == {5: "silent: no deal bundle"}
+    assert took < 4 * PHASE, took  # three phases, each ended at its deadline at the latest
