@@ -104,7 +104,7 @@ class Devnet:
             self._make_roots()
             self._setup_nodes()
             self._start_nodes()
-            self._wait_nodes_listening()
+            self._wait_nodes_listening(timeout=max(90.0, 4.0 * self.nodes))  # 2 cores boot a node in ~2 s
             self._bootstrap_governance()
             self._interval_mining()
             self._save_state()

@@ -249,6 +249,28 @@ class DkgRunner:
 
     async def _run_phases(self, phase: Phase, phase_started: float, number: int) -> DkgResult:
         session = self.session
+        self._gossiping: asyncio.Task | None = None
+        try:
+            await self._phase_loop(phase, phase_started, number)
+        finally:
+            if self._gossiping is not None:
+                self._gossiping.cancel()
+        if self._gossip is not None:  # early finishes skip the scheduled syncs: one full sync (see _to_relay)
+            await self._bounded_sync(None, (1 - SYNC_AT) * self.phase_timeout)
+        failure = session.failure
+        if failure is not None:
+            raise failure
+        result = session.result
+        log.info("dkg finished", extra={"epoch": self.epoch, "qualified": list(result.qualified),
+                                        "excluded": dict(result.excluded), "holders": list(result.holders),
+                                        "transcript": result.transcript_hash.hex(),
+                                        "group_key_sig": result.sig.group_key.to_bytes().hex(),
+                                        "group_key_kd": result.kd.group_key.to_bytes().hex()})
+        return result
+
+    async def _phase_loop(self, phase: Phase, phase_started: float, number: int) -> None:
+        """Until the session finishes: phase ends, deadlines, the sync at each sync point, gossip pulls."""
+        session = self.session
         synced = -1
         every = gossip_interval(self.phase_timeout)
         next_gossip = time.time() + every
@@ -259,17 +281,17 @@ class DkgRunner:
                 number = list(Phase).index(phase)
                 next_gossip = time.time() + every
             if session.done:
-                break
+                return
             deadline = self._deadline(number)
             sync_at = self._sync_point(number)
             if self._pull is not None and synced != number and time.time() >= sync_at:
                 synced = number
-                await self.sync()
+                await self._bounded_sync(None, deadline - time.time())
                 continue
             if self._gossip is not None and time.time() >= next_gossip:
                 next_gossip = time.time() + every
-                await self.sync(self._gossip)
-                continue
+                if self._gossiping is None or self._gossiping.done():  # in the background: never delays a deadline
+                    self._gossiping = asyncio.create_task(self._bounded_sync(self._gossip, every))
             wake = sync_at if self._pull is not None and synced != number else deadline
             if self._gossip is not None:
                 wake = min(wake, next_gossip)
@@ -283,18 +305,14 @@ class DkgRunner:
             if session.phase == phase and time.time() >= deadline:
                 log.info("dkg phase deadline", extra={"epoch": self.epoch, "phase": phase.value})
                 self._commit(session.on_deadline())
-        if self._gossip is not None:  # early finishes skip the scheduled syncs: one full sync (see _to_relay)
-            await self.sync()
-        failure = session.failure
-        if failure is not None:
-            raise failure
-        result = session.result
-        log.info("dkg finished", extra={"epoch": self.epoch, "qualified": list(result.qualified),
-                                        "excluded": dict(result.excluded), "holders": list(result.holders),
-                                        "transcript": result.transcript_hash.hex(),
-                                        "group_key_sig": result.sig.group_key.to_bytes().hex(),
-                                        "group_key_kd": result.kd.group_key.to_bytes().hex()})
-        return result
+
+    async def _bounded_sync(self, pull, timeout: float) -> int:
+        """:meth:`sync` given at most ``timeout`` seconds (a stuck peer call never holds up a phase)."""
+        try:
+            return await asyncio.wait_for(self.sync(pull), timeout=max(timeout, 0.1))
+        except asyncio.TimeoutError:
+            log.info("dkg sync timed out", extra={"epoch": self.epoch, "gossip": pull is not None})
+            return 0
 
     def _phases_ended(self, phase: Phase, now: Phase, seconds: float) -> None:
         """Report ``phase`` as ended after ``seconds``, and every phase the session passed through on its
