@@ -49,6 +49,8 @@ TARGET_DKG_S = {16: 10.0, 64: 60.0}
 TARGET_RSS_MB = {64: 10 * 1024}
 BYZANTINE = 1
 BYZANTINE_FAULT = "dkg_cheat"
+#: a node could not bind a port the devnet picked (taken meanwhile by another process): the run is retried
+PORT_COLLISION = "Address already in use"
 
 
 def threshold_of(n: int) -> int:
@@ -188,6 +190,8 @@ def run_dkg(n: int, directory: Path, *, byzantine: bool, phase_timeout: float, t
         return fig
     except Exception as exc:  # the devnet itself did not come up
         fig["error"] = f"{type(exc).__name__}: {exc}"
+        fig["port_collision"] = any(PORT_COLLISION in (p.directory / "node.log").read_text(errors="replace")
+                                    for p in net.node_processes if (p.directory / "node.log").exists())
         return fig
     finally:
         with no_interrupts():
@@ -348,9 +352,14 @@ def main() -> int:
             while directory.exists():
                 k += 1
                 directory = root / f"{name}-run{k}"
-            progress(f"{name}: fresh devnet, phase timeout {phase_timeout:.0f} s")
-            fig = run_dkg(n, directory, byzantine=byzantine, phase_timeout=phase_timeout,
-                          timeout=120 + 10 * n, profile=args.profile, progress=progress)
+            for attempt in range(2):
+                progress(f"{name}: fresh devnet, phase timeout {phase_timeout:.0f} s")
+                fig = run_dkg(n, directory.with_name(f"{directory.name}-retry") if attempt else directory,
+                              byzantine=byzantine, phase_timeout=phase_timeout, timeout=120 + 10 * n,
+                              profile=args.profile, progress=progress)
+                if not fig.get("port_collision"):
+                    break
+                progress(f"{name}: {fig['error']} ({PORT_COLLISION}): once more with fresh ports")
             keep |= "error" in fig
             progress(f"{name}: " + (fig.get("error") or f"DKG {fig.get('dkg_s', float('nan')):.1f} s"))
             figs.append(fig)
