@@ -1,8 +1,7 @@
 """Node-network benchmark (issue 4): real devnets on localhost, devnet TDX evidence, real gRPC + TLS.
 
-    python bench/network.py                                  # everything (~8-10 minutes on 2 cores)
-    python bench/network.py --skip-dkg --duration 10 --clients 8
-    python bench/network.py --skip-load --dkg-sizes 16
+    python bench/network.py                                  # the load network (~5 minutes on 2 cores)
+    python bench/network.py --duration 10 --clients 8
 
 Load network: ``Devnet(nodes=5, threshold=3)``; one app registered, allowing the devnet TDX image.
 - latency: one client process, sequential requests. "RPC" is the gRPC call including the client's evidence
@@ -20,10 +19,11 @@ Load network: ``Devnet(nodes=5, threshold=3)``; one app registered, allowing the
   ``--profile`` also samples the nodes with py-spy (``pip install py-spy``) during the DeriveKey throughput
   run and prints where their CPU goes (bench/tools/profile_nodes.py).
   Client CPU, anvil CPU and the CPU of unrelated processes on the machine are reported separately.
-DKG: a fresh ``Devnet(nodes=n, threshold=floor(2n/3)+1)`` per size. "DKG" runs from the first member's
-"dkg started" log line to the last "dkg finished"; "spawn → ACTIVE" from starting the node processes (the
-StartDkg proposal executed just before) to the epoch being ACTIVE on-chain. A devnet whose node could
-not bind its port, or whose node process died, is started again once; the failure is printed.
+The load network's own first DKG is timed as it boots: from the first member's "dkg started" log line to
+the last "dkg finished"; "spawn → ACTIVE" from starting the node processes (the StartDkg proposal executed
+just before) to the epoch being ACTIVE on-chain. A devnet whose node could not bind its port, or whose node
+process died, is started again once; the failure is printed. DKG at committee scale (n = 16, 32, 64, with a
+byzantine member): bench/committee.py.
 Everything started here is stopped at the end, also on Ctrl-C or SIGTERM; logs of failures are kept.
 """
 
@@ -541,24 +541,6 @@ def start_devnet_retrying(directory: Path, nodes: int, threshold: int, phase_tim
             progress(f"{exc}; starting a fresh devnet")
 
 
-def dkg_benchmark(n: int, root: Path, phase_timeout: float, timeout: float, progress) -> dict:
-    threshold = 2 * n // 3 + 1
-    directory = root / f"dkg-{n}"
-    k = 1
-    while directory.exists():  # the same size twice: never reuse a devnet directory (its nodes' databases)
-        k += 1
-        directory = root / f"dkg-{n}-run{k}"
-    try:
-        net, figures = start_devnet_retrying(directory, n, threshold, phase_timeout, timeout, progress)
-    except DevnetRunFailed as exc:
-        return exc.figures
-    except Exception as exc:  # the devnet itself did not come up (deploy, registration, governance)
-        return {"n": n, "t": threshold, "phase_timeout": phase_timeout, "error": f"{type(exc).__name__}: {exc}"}
-    with no_interrupts():
-        net.down()
-    return figures
-
-
 # -------------------------------------------------------------------------------------------------
 # the load benchmark
 
@@ -783,20 +765,15 @@ def _interrupt(signum, frame):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dkg-sizes", default="5,16,32", help="committee sizes for the DKG runs")
     ap.add_argument("--duration", type=float, default=15.0, help="seconds per throughput run")
     ap.add_argument("--clients", default="12", help="concurrent clients per throughput run (comma list)")
     ap.add_argument("--client-procs", type=int, default=2, help="processes the clients are spread over")
     ap.add_argument("--requests", type=int, default=150, help="sequential requests for the latency runs")
-    ap.add_argument("--phase-timeout", type=float, default=0.0, help="DKG phase timeout (0: max(10, 3n) s: on 2 cores, n nodes need about 2n s to boot and check each other before the first deadline)")
     ap.add_argument("--profile", action="store_true",
                     help="sample the nodes with py-spy during the largest DeriveKey throughput run")
-    ap.add_argument("--skip-dkg", action="store_true")
-    ap.add_argument("--skip-load", action="store_true")
     ap.add_argument("--dir", type=Path, help="work directory (default: a fresh temporary one, removed at the end)")
     args = ap.parse_args()
     args.clients = [int(c) for c in args.clients.split(",") if c]
-    sizes = [int(n) for n in args.dkg_sizes.split(",") if n] if not args.skip_dkg else []
 
     signal.signal(signal.SIGTERM, _interrupt)
     root = args.dir or Path(tempfile.mkdtemp(prefix="derot-bench-network-"))
@@ -809,18 +786,9 @@ def main() -> int:
     boot, floor, runs, extra, dkg_rows = None, None, [], {}, []
     keep = False  # keep the logs of anything that failed
     try:
-        if not args.skip_load:
-            boot, floor, runs, extra = load_benchmark(args, root, progress)
-            dkg_rows.append(dict(boot, load=True))
-            keep |= bool(boot.get("failed_attempts"))
-        for n in sizes:
-            phase_timeout = args.phase_timeout or max(10.0, 3.0 * n)
-            progress(f"DKG n={n}: fresh devnet, phase timeout {phase_timeout:.0f} s")
-            fig = dkg_benchmark(n, root, phase_timeout, timeout=120 + 15 * n, progress=progress)
-            keep |= bool(fig.get("error") or fig.get("failed_attempts"))
-            progress(f"DKG n={n}: " + (fig.get("error") or f"{fig.get('dkg_s', float('nan')):.2f} s DKG, "
-                                                          f"{fig['active_s']:.1f} s spawn -> ACTIVE"))
-            dkg_rows.append(fig)
+        boot, floor, runs, extra = load_benchmark(args, root, progress)
+        dkg_rows.append(dict(boot, load=True))
+        keep |= bool(boot.get("failed_attempts"))
     except KeyboardInterrupt:
         print("\ninterrupted; everything started here has been stopped", file=sys.stderr)
         return 130

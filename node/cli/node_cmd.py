@@ -14,9 +14,12 @@ Errors are one line with a documented exit code (:mod:`derot.cli.errors`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from derot.cli.errors import ADDRESS_IN_USE, FAILED, UNREACHABLE, USAGE, CommandError, guarded
@@ -193,11 +196,31 @@ def _run(args) -> int:
         await service.stop(grace=5.0)
 
     try:
-        asyncio.run(main())
+        with _profiled(config.node.name):
+            asyncio.run(main())
     except Exception as exc:
         logging.getLogger("derot.node").error("node stopped on an error", extra={"error": type(exc).__name__})
         raise
     return 0
+
+
+@contextlib.contextmanager
+def _profiled(name: str):
+    """With ``DEROT_PROFILE=DIR`` (benchmarks only), cProfile the node and write ``DIR/<name>.prof`` on exit."""
+    directory = os.environ.get("DEROT_PROFILE")
+    if not directory:
+        yield
+        return
+    import cProfile
+
+    profile = cProfile.Profile(time.process_time)  # CPU, not wall: the machine is shared
+    profile.enable()
+    try:
+        yield
+    finally:
+        profile.disable()
+        os.makedirs(directory, exist_ok=True)
+        profile.dump_stats(os.path.join(directory, f"{name}-{os.getpid()}.prof"))
 
 
 def _status(args) -> int:

@@ -106,7 +106,7 @@ class Devnet:
             self._make_roots()
             self._setup_nodes()
             self._start_nodes()
-            self._wait_nodes_listening()
+            self._wait_nodes_listening(timeout=max(180.0, 8.0 * self.nodes))  # a node boots in ~2 s of CPU
             self._bootstrap_governance()
             self._interval_mining()
             self._save_state()
@@ -145,9 +145,14 @@ class Devnet:
 
     @property
     def accounts(self):
+        """The dev accounts (derived once: each derivation from the mnemonic costs ~20 ms of CPU)."""
         from derot.devnet.anvil import dev_accounts
 
-        return dev_accounts(FIRST_OPERATOR + self.nodes + SPARE_ACCOUNTS)
+        count = FIRST_OPERATOR + self.nodes + SPARE_ACCOUNTS
+        cached = self.__dict__.get("_accounts")
+        if cached is None or len(cached) != count:
+            cached = self.__dict__["_accounts"] = dev_accounts(count)
+        return cached
 
     def w3(self):
         from web3 import Web3

@@ -29,6 +29,13 @@ class Metrics:
             "derot_dkg_phase_seconds", "Duration of DKG/reshare phases", ["phase"],
             buckets=(0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120), registry=r,
         )
+        self.dkg_messages = Counter(
+            "derot_dkg_messages_total", "DKG messages by direction (sent, received) and path (push: SubmitDkgMessage "
+            "calls, own or relayed, counted when taken; sync: messages in SyncDkg answers)", ["direction", "via"],
+            registry=r)
+        self.dkg_bytes = Counter(
+            "derot_dkg_bytes_total", "Bytes of DKG messages (signed message encodings, without gRPC/TLS framing), "
+            "by direction and path as derot_dkg_messages_total", ["direction", "via"], registry=r)
         self.dkg_runs = Counter("derot_dkg_runs_total", "DKG/reshare runs by outcome", ["outcome"], registry=r)
         self.shares = Counter(
             "derot_peer_shares_total", "Shares received from peers, by peer index and verdict",

@@ -29,6 +29,7 @@ import dataclasses
 import enum
 import logging
 import os
+import random
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -73,6 +74,8 @@ log = logging.getLogger("derot.node")
 
 #: digests one DKG sync request may carry (2 per kind and member bounds what a run can hold)
 MAX_SYNC_DIGESTS = 4096
+#: peers asked in one gossip pull (the runner pulls while a phase is incomplete; docs/dkg.md)
+GOSSIP_FANOUT = 2
 
 
 class EpochState(enum.Enum):
@@ -185,6 +188,7 @@ class EpochOrchestrator:
     def receive_dkg(self, epoch: int, data: bytes, sender: str) -> None:
         """A DKG message from member ``sender``: to the running session, or buffered until the session starts
         (only for the pending epoch)."""
+        self._count("received", "push", [data])
         run = self._runs.get(epoch)
         if run is None or run.runner is None:
             state = self.view.state
@@ -216,7 +220,14 @@ class EpochOrchestrator:
             raise Refusal(status.REQUEST_TOO_LARGE, f"{len(held)} digests, at most {MAX_SYNC_DIGESTS}")
         digests = [Digest(MessageKind(d.kind), d.sender, bytes(d.body_hash)) for d in held
                    if d.kind in MessageKind._value2member_map_]
-        return run.runner.serve_sync(digests)
+        answer = run.runner.serve_sync(digests)
+        self._count("sent", "sync", answer)
+        return answer
+
+    def _count(self, direction: str, via: str, messages: list[bytes]) -> None:
+        if messages and self.metrics is not None:
+            self.metrics.dkg_messages.labels(direction, via).inc(len(messages))
+            self.metrics.dkg_bytes.labels(direction, via).inc(sum(len(m) for m in messages))
 
     # ---------------------------------------------------------------------------------------------
 
@@ -339,7 +350,7 @@ class EpochOrchestrator:
             config, self.identity, old_shares, checks_pending=True, session_class=session_class,
             load=lambda: self.store.dkg_state(epoch.id, config.session_id))
         epochs = [epoch] + ([state.epochs[epoch.previous]] if config.is_reshare else [])
-        broadcast, relay, pull = self._broadcaster(state, epochs)
+        broadcast, relay, pull, gossip = self._broadcaster(state, epochs)
         run.runner = DkgRunner(
             session,
             phase_timeout=self.phase_timeout,
@@ -347,6 +358,7 @@ class EpochOrchestrator:
             broadcast=broadcast,
             relay=relay,
             pull=pull,
+            gossip=gossip,
             member_checks=lambda decide_by: self.evidence.check_members(state, epoch, decide_by),
             persist=lambda blob: self._persist(epoch.id, session, blob),
             on_phase=lambda phase, seconds: self.metrics.dkg_phase.labels(phase).observe(seconds),
@@ -367,8 +379,9 @@ class EpochOrchestrator:
                 os._exit(70)
 
     def _broadcaster(self, state: RegistryState, epochs: list[EpochRecord]):
-        """``(broadcast, relay, pull)`` for a runner: send own messages, forward a peer's signed bytes, and pull
-        what peers hold beyond given digests, to and from every other participant of ``epochs``."""
+        """``(broadcast, relay, pull, gossip)`` for a runner: send own messages, forward a peer's signed bytes,
+        and pull what peers hold beyond given digests, to and from every other participant of ``epochs``
+        (gossip: from :data:`GOSSIP_FANOUT` of them, chosen at random each time)."""
         targets: dict[str, PeerInfo] = {}
         for epoch in epochs:
             for info in peer_info(state, epoch).values():
@@ -376,18 +389,28 @@ class EpochOrchestrator:
                     targets[info.operator.lower()] = info
         epoch_id = epochs[0].id
 
+        async def send(info: PeerInfo, data: bytes) -> None:
+            if await self.peering.submit_dkg(info, epoch_id, data, self.phase_timeout):
+                self._count("sent", "push", [data])
+
         def relay(data: bytes) -> None:
             for info in targets.values():
-                self.tasks.spawn(self.peering.submit_dkg(info, epoch_id, data, self.phase_timeout))
+                self.tasks.spawn(send(info, data))
 
         def broadcast(messages) -> None:
             for message in messages:
                 relay(message.encode())
 
-        async def pull(digests) -> list[bytes]:
-            return await self.peering.pull_dkg(list(targets.values()), epoch_id, digests, MAX_SYNC_MESSAGES)
+        async def pull(digests, peers=None) -> list[bytes]:
+            got = await self.peering.pull_dkg(peers or list(targets.values()), epoch_id, digests, MAX_SYNC_MESSAGES)
+            self._count("received", "sync", got)
+            return got
 
-        return broadcast, relay, pull
+        async def gossip(digests) -> list[bytes]:
+            peers = list(targets.values())
+            return await pull(digests, random.sample(peers, min(GOSSIP_FANOUT, len(peers)))) if peers else []
+
+        return broadcast, relay, pull, gossip
 
     async def _report(self, epoch_id: int, result, excluded: tuple[list[int], list[int]] = ([], [])) -> None:
         delay = 1.0

@@ -20,6 +20,7 @@ with health (a failed, stuck or aged channel is replaced). DKG messages go out w
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 
@@ -39,6 +40,10 @@ log = logging.getLogger("derot.peering")
 LAGGING = frozenset({status.NOT_A_MEMBER, status.WRONG_EPOCH})
 #: seconds before an unreachable node's certificate is fetched again (doubling up to the limit)
 CERT_RETRY = 2.0
+
+
+#: the pinned hash of a peer's certificate, parsed once per certificate, not on every call (a DKG makes many)
+_spki_hash = functools.lru_cache(maxsize=1024)(tls.spki_hash)
 
 
 def admitted_statuses(state: RegistryState) -> tuple[NodeStatus, ...]:
@@ -193,7 +198,7 @@ class Peering:
         certs = context.auth_context().get("x509_pem_cert")
         if not certs or state is None:
             raise Refusal(status.NOT_A_MEMBER, "no client certificate")
-        key_hash = tls.spki_hash(certs[0])
+        key_hash = _spki_hash(bytes(certs[0]))
         for operator, node in state.nodes.items():
             if node.tls_key_hash == key_hash:
                 return operator
@@ -230,8 +235,9 @@ class Peering:
         self.pool.answered(info)
         return reply
 
-    async def submit_dkg(self, info: PeerInfo, epoch_id: int, data: bytes, deadline: float) -> None:
-        """Deliver one DKG message, retrying transport failures for ``deadline`` seconds."""
+    async def submit_dkg(self, info: PeerInfo, epoch_id: int, data: bytes, deadline: float) -> bool:
+        """Deliver one DKG message, retrying transport failures for ``deadline`` seconds; whether the peer
+        took it."""
         started = time.monotonic()
         delay = 0.1
         envelope = self._pb.DkgEnvelope(epoch=epoch_id, message=data)
@@ -240,19 +246,20 @@ class Peering:
                 stub = await self.pool.stub(info)
                 self._sent("SubmitDkgMessage", envelope)
                 await stub.SubmitDkgMessage(envelope, timeout=LIMITS.dkg_send_timeout)
-                return
+                return True
             except grpc.aio.AioRpcError as exc:
                 reason = refusal_from_rpc_error(exc).reason
                 if reason in (status.UNAVAILABLE, status.DEADLINE_EXCEEDED):
                     await self.pool.drop(info)
                 elif reason not in LAGGING:
                     log.warning("peer refused a DKG message", extra={"peer": info.index, "reason": reason})
-                    return
+                    return False
             except (OSError, tls.PinMismatch):
                 pass
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
         log.warning("DKG message not delivered", extra={"peer": info.index, "epoch": epoch_id})
+        return False
 
     async def pull_dkg(self, infos, epoch_id: int, digests, max_messages: int) -> list[bytes]:
         """Digest sync: ask every peer in ``infos`` for the messages of ``epoch_id``'s run it holds beyond

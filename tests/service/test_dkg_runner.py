@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import random
 import time
 
 import pytest
 
 from derot.crypto.dkg import DkgConfig, DkgMessageRejected, MessageKind, RejectReason
+from derot.crypto.bls import G1, random_scalar
 from derot.crypto.dkg.local import committee_of, generate_identities
+from derot.crypto.dkg.messages import AnnounceBody, Message
 from derot.service.dkg_runner import DkgRunner, attempt_start, open_session
 from derot.service.storage import NodeStore
 
@@ -28,6 +31,8 @@ class Net:
         self.sent: list[tuple[int, MessageKind, bytes]] = []
         self.link = link or (lambda sender, recipient, data: True)
         self.pulls = 0
+        self.gossips = 0
+        self.relayed: list[tuple[int, bytes]] = []
 
     def deliver(self, sender: int, data: bytes) -> None:
         for name, runner in list(self.runners.items()):
@@ -42,7 +47,7 @@ class Net:
             pass
 
     def runner(self, name, session, started_at, *, persist=None, resumed=False, relay=True, sync=False,
-               checks=None, on_phase=None):
+               gossip=False, checks=None, on_phase=None):
         def broadcast(messages):
             for m in messages:
                 self.sent.append((name, m.kind, m.body_hash))
@@ -52,8 +57,17 @@ class Net:
             self.pulls += 1
             return [data for peer, r in list(self.runners.items()) if peer != name for data in r.serve_sync(digests)]
 
+        async def gossip_pull(digests):  # ask one peer at random (the node asks a few)
+            self.gossips += 1
+            peers = [r for peer, r in list(self.runners.items()) if peer != name]
+            return random.choice(peers).serve_sync(digests) if peers else []
+
+        def relay_and_count(data):
+            self.relayed.append((name, data))
+            self.deliver(name, data)
+
         runner = DkgRunner(session, phase_timeout=PHASE, broadcast=broadcast, started_at=started_at,
-                           relay=(lambda data: self.deliver(name, data)) if relay else None,
+                           relay=relay_and_count if relay else None, gossip=gossip_pull if gossip else None,
                            pull=pull if sync else None, persist=persist, resumed=resumed, member_checks=checks,
                            on_phase=on_phase)
         self.runners[name] = runner
@@ -240,6 +254,75 @@ def test_digest_sync_repairs_a_selective_sender_without_relays():
     results, net = asyncio.run(scenario())
     result = agree(results)
     assert 3 in result.qualified and result.excluded == {} and net.pulls > 0
+
+
+def test_with_gossip_an_honest_run_relays_nothing_and_persists_only_before_sending():
+    """Selective relays: every message arrives from its author early in its phase, so none is relayed (the
+    eager relay sent each one n-1 times more); the snapshot is written only when the member has something
+    of its own to send (announce, deal, response), never after a received message."""
+    ids, config = setup(5, 4)
+    persisted = {k: 0 for k in ids}
+
+    def persist(k):
+        def put(blob):
+            persisted[k] += 1
+        return put
+
+    async def scenario():
+        net = Net()
+        started = time.time()
+        runners = [net.runner(k, new_session(config, ids[k]), started, sync=True, gossip=True, persist=persist(k))
+                   for k in ids]
+        return await asyncio.gather(*(r.run() for r in runners)), net
+
+    results, net = asyncio.run(scenario())
+    result = agree(results)
+    assert result.excluded == {} and net.relayed == []
+    assert all(count <= 3 for count in persisted.values()), persisted
+
+
+def test_gossip_repairs_a_selective_sender_before_the_sync_point():
+    """Member 3's messages reach member 1 only and nobody relays them (they arrive early); the others
+    lack them, pull from random peers while the phase is incomplete, and finish before any sync point."""
+    ids, config = setup(4, 3)
+    seed = random.randrange(2**32)
+    print("seed", seed)
+    random.seed(seed)
+
+    async def scenario():
+        net = Net(link=lambda sender, recipient, data: sender != 3 or recipient == 1)
+        started = time.time()
+        runners = [net.runner(k, new_session(config, ids[k]), started, sync=True, gossip=True) for k in ids]
+        results = await asyncio.gather(*(r.run() for r in runners))
+        return results, net, time.time() - started
+
+    results, net, took = asyncio.run(scenario())
+    result = agree(results)
+    assert 3 in result.qualified and result.excluded == {} and net.gossips > 0
+    assert took < 3 * PHASE * 0.75  # the last phase's sync point was never needed
+
+
+def test_with_gossip_an_equivocation_reaches_every_member():
+    """Member 4 announces a second key to member 1 only, while everyone holds its first: every member is
+    complete, phases end early and no scheduled sync runs. Member 1 relays the pair it holds, and the full
+    sync after the finish catches the rest: every honest member ends up holding both bodies."""
+    ids, config = setup(4, 3)
+
+    async def scenario():
+        net = Net()
+        started = time.time()
+        runners = {k: net.runner(k, new_session(config, ids[k]), started, sync=True, gossip=True) for k in ids}
+        second = Message.sign(ids[4].signing_key, network=config.network, epoch=config.epoch,
+                              session_id=config.session_id, kind=MessageKind.ANNOUNCE, sender=4,
+                              body=AnnounceBody((G1.generator() * random_scalar()).to_bytes()).encode())
+        asyncio.get_running_loop().call_soon(Net._receive, runners[1], second.encode())
+        results = await asyncio.gather(*(r.run() for r in runners.values()))
+        return results, runners
+
+    results, runners = asyncio.run(scenario())
+    agree([r for k, r in zip(runners, results) if k != 4])
+    for k in (1, 2, 3):
+        assert len(runners[k].session.held_bodies(MessageKind.ANNOUNCE, 4)) == 2, k
 
 
 def test_retries_follow_one_schedule_and_new_sessions():

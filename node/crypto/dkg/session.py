@@ -268,6 +268,10 @@ class DkgSession:
         held = self._messages.get(digest)
         return None if held is None else held.encode()
 
+    def held_bodies(self, kind: MessageKind, sender: int) -> list[bytes]:
+        """Wire bytes of every message of ``kind`` held from ``sender`` (two prove equivocation)."""
+        return [self._messages[Digest(kind, sender, h)].encode() for h in sorted(self._bodies(kind, sender))]
+
     def fetch_hints(self) -> list[Digest]:
         """Bundles that some response says its author holds and this member does not: fetch them."""
         listed = {d for responses in self._responses.values() for r in responses.values() for d in r.held}
