@@ -24,7 +24,7 @@ KNOWN_BOARDS: Mapping[tuple[str, str], GpuModel] = {
     ("GH100", "G520"): GpuModel.H100,
     ("GH100", "1010"): GpuModel.H100,
 }
-_CHIP = re.compile(r"(?<![A-Z0-9])(G[A-Z]\d{3}X?)(?![A-Z0-9])")
+_CHIP = re.compile(r"(?<![A-Z0-9])(G[A-Z]\d{2}[0-9X])(?![A-Z0-9])")
 
 
 def chip_of(device_subject: str) -> str | None:
