@@ -549,6 +549,14 @@ class DevnetGpu:
                          (17, project.encode() + b"\0"), (20, self.fwid))
         )
 
+    @property
+    def measurement_digest(self) -> bytes:
+        """The measurement digest this GPU's claims carry (every block, by index): what an app owner allows."""
+        from derot.attest.claims import measurement_digest
+
+        return measurement_digest(Platform.NVIDIA_GPU,
+                                  {f"MEASUREMENT[{i + 1}]": m for i, m in enumerate(self.measurements)})
+
     def report(self, nonce: bytes) -> bytes:
         """request || response for SPDM nonce ``nonce`` (32 bytes)."""
         request = bytes([0x11, 0xE0, 0x01, 0xFF]) + nonce + b"\0"

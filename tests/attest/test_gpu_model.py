@@ -56,6 +56,7 @@ def test_a_devnet_gpu_goes_through_the_same_code():
         gpu = DevnetGpu(roots, project=project)
         claims = nvidia_gpu.verify_report(gpu.report(nonce), gpu.cert_chain, roots.nvidia_roots(), roots.created + 60)
         assert claims.tee_attributes["gpu_model"] == model
+        assert claims.measurement_digest == gpu.measurement_digest
 
 
 def test_the_board_is_under_the_signature():

@@ -13,7 +13,6 @@ import pytest
 
 from derot import _proto
 from derot.attest.binding import RequestBinding, network_id
-from derot.attest.claims import measurement_digest
 from derot.attest.devnet import DevnetGpu, DevnetRoots, DevnetTee, devnet_measurement_digest, image_registers
 from derot.attest.policy import PolicyEngine
 from derot.attest.replay import ReplayCache
@@ -41,11 +40,6 @@ from derot.service.view import Admission, NodeView
 pb = _proto.load("node_pb2")
 APP_ID = bytes(range(32))
 IMAGE = image_registers(Platform.SEV_SNP, "unit-test app v1")
-
-
-def devnet_gpu_digest(gpu: DevnetGpu) -> bytes:
-    """The measurement digest a devnet GPU's claims carry (its blocks, by index)."""
-    return measurement_digest(Platform.NVIDIA_GPU, {f"MEASUREMENT[{i + 1}]": m for i, m in enumerate(gpu.measurements)})
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +182,7 @@ def test_a_certificate_records_the_attested_gpus_and_their_models(committee, roo
     """SNP + two devnet H100s (board G520) and one GPU of a board derot does not know: gpuCount 3, gpuModels
     H100 | UNRECOGNISED; CPU-only evidence: 0 and 0."""
     gpus = [DevnetGpu(roots), DevnetGpu(roots, fwid=os.urandom(48)), DevnetGpu(roots, project="X999")]
-    gpu_digest = devnet_gpu_digest(gpus[0])
+    gpu_digest = gpus[0].measurement_digest
     network = Network(committee, roots, tmp_path, gpu_digest=gpu_digest)
     try:
         cert = _issue(network, roots, gpus=gpus)
@@ -201,7 +195,7 @@ def test_a_certificate_records_the_attested_gpus_and_their_models(committee, roo
 
 def test_a_contributor_refuses_a_certificate_that_misstates_the_gpus(committee, roots, tmp_path):
     gpus = [DevnetGpu(roots)]
-    network = Network(committee, roots, tmp_path / "gpu", gpu_digest=devnet_gpu_digest(gpus[0]))
+    network = Network(committee, roots, tmp_path / "gpu", gpu_digest=gpus[0].measurement_digest)
     try:
         request = app_request(network, roots, subject_key=b"\x04" + os.urandom(64), key_type=1, gpus=gpus)
         checked = asyncio.run(network.admissions[1].check(request, "certify", "test"))[2]
