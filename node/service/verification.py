@@ -51,7 +51,9 @@ class EvidenceVerifier:
             evidence = Evidence.decode(evidence_bytes)
         except AttestationError:
             return
-        if evidence.gpus and self.trust.rims is not None and self.trust.nvidia is not None:
+        rims = self.trust.rims
+        service = getattr(getattr(rims, "store", None), "service_url", None)
+        if evidence.gpus and service and self.trust.nvidia is not None:
             await self._prefetch_rims(evidence)
         if evidence.platform not in (Platform.TDX, Platform.SGX) or evidence.collateral:
             return
@@ -73,7 +75,8 @@ class EvidenceVerifier:
 
     async def _prefetch_rims(self, evidence: Evidence) -> None:
         """Each GPU's report is verified first (chain to a pinned NVIDIA root, SPDM signature) on a worker, so
-        RIM ids come only from genuine reports; the RIMs are then fetched and verified on the fetch pool."""
+        RIM ids come only from genuine reports; the RIMs are then fetched and verified on the fetch pool. Only
+        with a RIM service configured (a bundle is local files); costs one more GPU report verification each."""
         from derot.attest import nvidia_gpu
 
         now = int(time.time())
