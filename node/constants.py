@@ -13,7 +13,10 @@ DST_CERT = b"DEROT-V1-CERT-BLS12381G1_XMD:SHA-256_SSWU_RO_"
 DST_KD = b"DEROT-V1-KD-BLS12381G1_XMD:SHA-256_SSWU_RO_"
 
 #: Certificate format version (docs/design.md §4).
-CERT_VERSION = 2  # 2: adds ``bytes32[] hardware`` (docs/revocation.md)
+CERT_VERSION = 3  # 2: adds ``bytes32[] hardware`` (docs/revocation.md); 3: adds ``gpuCount``, ``gpuModels``
+#: The certificate's ``gpuModels`` bit for an attested GPU whose model derot does not recognise
+#: (derot.attest.gpu_model); never a GpuModel member, so an allowed-model mask never contains it.
+GPU_MODEL_UNRECOGNISED = 1 << 31
 #: Default certificate lifetime: short, renewed by re-attesting.
 CERT_DEFAULT_LIFETIME_S = 24 * 3600
 
@@ -27,6 +30,17 @@ class Platform(enum.IntEnum):
     NVIDIA_GPU = 4
     AZURE_SNP = 5  # SEV-SNP behind Azure's paravisor: SNP report + HCL runtime data + vTPM quote
     AZURE_TDX = 6  # TDX behind Azure's paravisor: TD quote + HCL runtime data + vTPM quote
+
+
+class GpuModel(enum.IntFlag):
+    """NVIDIA GPU models, as bits: a certificate's ``uint32 gpuModels`` is the OR of its GPUs' models, and an
+    app's allowed-model policy is a mask of the same bits. Never renumber; 0 is "no recognised model"."""
+
+    H100 = 1
+    H200 = 2
+    B100 = 4
+    B200 = 8
+    GB200 = 16
 
 
 class TcbStatus(enum.IntEnum):
@@ -114,12 +128,3 @@ class RevocationKind(enum.IntEnum):
 HARDWARE_KINDS = frozenset({RevocationKind.FMSPC, RevocationKind.CHIP_ID, RevocationKind.GPU_FWID,
                             RevocationKind.PPID, RevocationKind.PCK_CERT, RevocationKind.GPU_DEVICE})
 
-
-class GpuModel(enum.IntFlag):
-    """NVIDIA GPU models (bits of a certificate's ``gpuModels`` and of an app's allowed GPU models)."""
-
-    H100 = 1
-    H200 = 2
-    B100 = 4
-    B200 = 8
-    GB200 = 16

@@ -153,7 +153,7 @@ contract DerotRegistry is Ownable {
     // ----------------------------------------------------------------------------------------------
     // constants
 
-    uint8 public constant CERT_VERSION = 2;
+    uint8 public constant CERT_VERSION = 3;
     bytes public constant DST_CERT = "DEROT-V1-CERT-BLS12381G1_XMD:SHA-256_SSWU_RO_";
     uint256 public constant MAX_COMMITTEE = 255;
     /// @notice Allowed (platform, measurement) pairs per app: bounds getApp and every app page, so no app

@@ -537,14 +537,25 @@ class DevnetGpu:
     """A devnet NVIDIA-style GPU: SPDM 1.1 GET_MEASUREMENTS exchanges signed by a devnet attestation key."""
 
     def __init__(self, roots: DevnetRoots, measurements: list[bytes] | None = None, *, fwid: bytes | None = None,
-                 driver_version: str = "550.90.07"):
+                 driver_version: str = "550.90.07", project: str = "G520"):
+        """``project`` is the board id the report's signed opaque data names ("G520": an HGX H100 SXM5 board,
+        so the GPU is recognised as an H100; derot.attest.gpu_model)."""
         self.measurements = list(measurements or [hashlib.sha384(b"devnet gpu %d" % i).digest() for i in range(8)])
         self.fwid = fwid or hashlib.sha384(b"derot devnet GPU firmware").digest()
         self._key, self.cert_chain = roots.issue_gpu(self.fwid)
         self._opaque = b"".join(
             struct.pack("<HH", t, len(v)) + v
-            for t, v in ((3, driver_version.encode() + b"\0"), (6, bytes([1, 0, 0x9F, 0x96, 1, 0, 0, 0])), (20, self.fwid))
+            for t, v in ((3, driver_version.encode() + b"\0"), (6, bytes([1, 0, 0x9F, 0x96, 1, 0, 0, 0])),
+                         (17, project.encode() + b"\0"), (20, self.fwid))
         )
+
+    @property
+    def measurement_digest(self) -> bytes:
+        """The measurement digest this GPU's claims carry (every block, by index): what an app owner allows."""
+        from derot.attest.claims import measurement_digest
+
+        return measurement_digest(Platform.NVIDIA_GPU,
+                                  {f"MEASUREMENT[{i + 1}]": m for i, m in enumerate(self.measurements)})
 
     def report(self, nonce: bytes) -> bytes:
         """request || response for SPDM nonce ``nonce`` (32 bytes)."""

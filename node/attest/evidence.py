@@ -15,6 +15,8 @@ from derot.constants import Platform
 
 ENVELOPE_VERSION = 1
 MAX_ENCODED_SIZE = 1 << 20
+#: GPUs one piece of evidence may carry: an HGX box has 8; a certificate's ``gpuCount`` is a uint8
+MAX_GPUS = 16
 
 
 def _pb():
@@ -88,6 +90,8 @@ class Evidence:
             platform = Platform(msg.platform)
         except ValueError:
             raise EvidenceParseError(f"evidence envelope: unknown platform {msg.platform}", 0) from None
+        if len(msg.gpus) > MAX_GPUS:
+            raise EvidenceParseError(f"evidence envelope: {len(msg.gpus)} GPU reports, at most {MAX_GPUS}", 0)
         return cls(
             platform=platform,
             quote=msg.quote,

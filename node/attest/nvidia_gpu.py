@@ -34,6 +34,7 @@ from derot import untrusted
 from derot.attest._reader import Reader
 from derot.attest._x509 import load_certificates
 from derot.attest.claims import Claims, HardwareIds, measurement_digest
+from derot.attest.gpu_model import identify
 from derot.attest.identity import serial_bytes
 from derot.attest.errors import (
     CertificateExpired,
@@ -367,6 +368,7 @@ def verify_report(
         raise ChainInvalid("FWID in the GPU report differs from the FWID in its certificate")
     fwid = chain_fwid
 
+    chip, model = identify(leaf.subject.rfc4514_string(), {OPAQUE_NAMES.get(t, ""): v for t, v in report.opaque})
     registers = {f"MEASUREMENT[{b.index}]": b.value for b in sorted(report.blocks, key=lambda b: b.index)}
     details = {
         "spdm_version": f"{report.spdm_version >> 4}.{report.spdm_version & 0xF}",
@@ -392,4 +394,5 @@ def verify_report(
         not_after=not_after,
         root=label,
         details=details,
+        tee_attributes={"gpu_chip": chip, "gpu_model": model.name if model is not None else None},
     )

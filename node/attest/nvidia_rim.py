@@ -31,7 +31,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from derot.attest.errors import ChainInvalid, EvidenceParseError, SignatureInvalid
+from derot.attest.errors import AttestationError, ChainInvalid, EvidenceParseError, SignatureInvalid
 
 SWID_NS = "http://standards.iso.org/iso/19770/-2/2015/schema.xsd"
 DS_NS = "http://www.w3.org/2000/09/xmldsig#"
@@ -305,6 +305,17 @@ class RimVerifier:
                     self._by_id.clear()
                 self._by_id[rim_id] = hit
         return hit, None
+
+    def prefetch(self, claims, at: int) -> None:
+        """Fetch and verify the RIMs of verified GPU claims ahead of :meth:`check` (a node does this on its fetch
+        pool, so a slow RIM service never holds a verification worker). A failure is left for :meth:`check` to
+        report: the store remembers it for ``retry_after`` seconds."""
+        for rim_id in gpu_rim_ids(claims):
+            if rim_id:
+                try:
+                    self._rim(rim_id, at)
+                except AttestationError:
+                    pass
 
     def check(self, claims, at: int) -> dict:
         """The RIM comparison of verified GPU claims, JSON-ready (``Claims.tee_attributes["rim"]``)."""

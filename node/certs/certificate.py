@@ -1,13 +1,18 @@
 """The derot certificate (docs/design.md §4): a frozen value, its canonical ABI encoding and its digest.
 
 Wire form: ``abi.encode(Certificate)`` of the Solidity struct in ``contracts/src/lib/CertificateCodec.sol``,
-i.e. the 17-field tuple encoded as one ABI parameter (the first word is the offset 0x20), so a contract
+i.e. the 19-field tuple encoded as one ABI parameter (the first word is the offset 0x20), so a contract
 reads it with ``abi.decode(cert, (Certificate))``. Only the canonical encoding is accepted: decoding
 re-encodes and compares, which is exactly the set the on-chain decoder accepts.
 
 Version 2 adds ``bytes32[] hardware``: ``keccak256(uint8 RevocationKind ‖ id)`` of every hardware identity
 the evidence was verified with (``derot.attest.identity.hardware_keys``), sorted ascending, at most
 :data:`MAX_HARDWARE`, so a certificate stops verifying once its machine is revoked (docs/revocation.md).
+
+Version 3 adds ``uint8 gpuCount`` and ``uint32 gpuModels``: how many NVIDIA GPUs were attested together with
+the CPU evidence (each verified and nonce-bound to the request), and the OR of their
+:class:`~derot.constants.GpuModel` bits (0 for a GPU whose model derot does not recognise), so a relying
+contract can require a GPU, or a model (docs/gpu.md).
 
 The BLS signature is a G1 point over :attr:`Certificate.digest` (keccak256 of the encoding) with
 ``derot.constants.DST_CERT``, made by the epoch's ``sig`` key.
@@ -27,7 +32,7 @@ from derot.errors import DerotError
 #: The ABI type of the certificate tuple, in field order.
 CERT_ABI_TYPE = (
     "(uint8,uint256,address,uint64,bytes32,bytes32,uint32,uint8,bytes,"
-    "uint8,bytes32,bytes32,uint8,uint64,uint64,uint64,bytes32[])"
+    "uint8,bytes32,bytes32,uint8,uint64,uint64,uint64,bytes32[],uint8,uint32)"
 )
 _INT_BITS = {
     "version": 8,
@@ -40,10 +45,12 @@ _INT_BITS = {
     "not_before": 64,
     "not_after": 64,
     "policy_block": 64,
+    "gpu_count": 8,
+    "gpu_models": 32,
 }
 _BYTES32 = ("serial", "app_id", "measurement", "evidence_hash")
-#: Smallest possible encoding: outer offset + 17 head words + subjectKey and hardware length words.
-MIN_ENCODED_SIZE = 0x280
+#: Smallest possible encoding: outer offset + 19 head words + subjectKey and hardware length words.
+MIN_ENCODED_SIZE = 0x2C0
 #: The most hardware keys a certificate holds (``CertificateCodec.MAX_HARDWARE``).
 MAX_HARDWARE = 32
 
@@ -80,6 +87,8 @@ class Certificate:
     not_after: int
     policy_block: int
     hardware: tuple[bytes, ...] = ()
+    gpu_count: int = 0
+    gpu_models: int = 0
 
     def __post_init__(self) -> None:
         for name, bits in _INT_BITS.items():

@@ -331,7 +331,18 @@ def certificate_summary(cert) -> dict:
         "chain_id": cert.chain_id,
         "registry": cert.registry,
         "policy_block": cert.policy_block,
+        "gpu_count": cert.gpu_count,
+        "gpu_models": gpu_model_names(cert.gpu_models),
     }
+
+
+def gpu_model_names(bits: int) -> list[str]:
+    """``["h100", "unrecognised"]``: the GpuModel bits of a certificate's ``gpuModels``, by name."""
+    from derot.constants import GPU_MODEL_UNRECOGNISED, GpuModel
+
+    names = [m.name.lower() for m in GpuModel if bits & m]
+    known = GPU_MODEL_UNRECOGNISED | sum(int(m) for m in GpuModel)
+    return names + (["unrecognised"] if bits & GPU_MODEL_UNRECOGNISED else []) + ([hex(bits & ~known)] if bits & ~known else [])
 
 
 # ------------------------------------------------------------------------------------------------

@@ -3,8 +3,10 @@
 1. a devnet starts; 2. an app is registered with TDX and SNP measurements; 3. the app gets its key and
 certificate on TDX; 4. the certificate is verified on-chain (gas printed); 5. governance revokes the TDX
 FMSPC; 6. the TDX request is refused, with the reason; 7. the app moves to SNP and gets the same key (same
-Ethereum address) and a new certificate; 8. a node is removed by vote, the network reshares with the
-group key unchanged, and the app's key is still the same.
+Ethereum address) and a new certificate; 8-11. the GPU chapter: an app on TDX + an H100 gets its key and a
+certificate that says so, the Security Council revokes that GPU's firmware (FWID) and the request is refused,
+the app moves to SEV-SNP with another GPU and gets the same key; 12. a node is removed by vote, the network
+reshares with the group key unchanged, and the app's key is still the same.
 
 Everything runs in a temporary directory and is stopped at the end, also on failure or Ctrl-C.
 """
@@ -84,10 +86,11 @@ def _mission(net, narrator: Narrator) -> None:
     _revoke_tdx(net, narrator, registry, tdx, cert)
     snp = App(client, DevnetDevice(roots, Platform.SEV_SNP, image_registers(Platform.SEV_SNP, IMAGE)), anchor, app_id)
     snp_cert = _redeploy_on_snp(narrator, registry, snp, key)
+    _gpu_chapter(net, narrator, registry, client, anchor, app_id, roots, key)
     client4 = _reshare(net, narrator, registry, epoch1, snp, key, snp_cert)
     client.close()
     client4.close()
-    print(f"\n{'═' * WIDTH}\nmission complete: one app key across TDX → SEV-SNP, a revocation and a reshare\n{'═' * WIDTH}")
+    print(f"\n{'═' * WIDTH}\nmission complete: one app key across TDX → SEV-SNP, GPU TEEs, revocations and a reshare\n{'═' * WIDTH}")
 
 
 def _register_app(net, narrator: Narrator) -> bytes:
@@ -169,8 +172,68 @@ def _redeploy_on_snp(narrator: Narrator, registry, snp, key):
     return snp_cert
 
 
+#: the GPU server's TDX platform family: not the one revoked in step 5
+GPU_HOST_FMSPC = bytes.fromhex("50a06f000000")
+
+
+def _gpu_chapter(net, narrator: Narrator, registry, client, anchor, app_id: bytes, roots, key) -> None:
+    """Steps 8-11 (issue 14 §3): TDX + H100 → key and a certificate naming the GPU; the council revokes that GPU's
+    FWID → refused by name; SEV-SNP + another GPU (other firmware) → the same key."""
+    import hashlib
+
+    from derot.app.client import RequestFailed
+    from derot.app.owner import AppOwner
+    from derot.app.sdk import App
+    from derot.app.tee.devnet import DevnetDevice
+    from derot.attest.devnet import image_registers
+    from derot.chain.actions import AllowPlatform, Revoke, SetTcbFloor
+    from derot.chain.types import RevocationKind
+    from derot.cli.app_cmd import gpu_model_names
+    from derot.constants import KeyType, Platform, TcbStatus
+    from derot.devnet.network import APP_OWNER, COUNCIL
+
+    narrator.step("GPU TEEs: governance enables NVIDIA GPUs; the app allows its GPU measurement")
+    gpu = Platform.NVIDIA_GPU
+    net.enact([AllowPlatform(int(gpu)), SetTcbFloor(int(gpu), int(TcbStatus.UP_TO_DATE))], "Enable NVIDIA GPU TEEs")
+    tdx = App(client, DevnetDevice(roots, Platform.TDX, image_registers(Platform.TDX, IMAGE), fmspc=GPU_HOST_FMSPC,
+                                   gpus=1), anchor, app_id)
+    h100 = tdx.device.gpus[0]
+    AppOwner.connect(net.rpc_url, net.registry, net.accounts[APP_OWNER]).allow(app_id, gpu, h100.measurement_digest)
+    net.wait_confirmed()
+    narrator.say(f"allowed   NVIDIA_GPU measurement {h100.measurement_digest.hex()[:32]}…")
+
+    narrator.step("On TDX + an H100 (CPU and GPU evidence, each bound to the request), the app gets its key")
+    gpu_key = tdx.get_key()
+    cert = tdx.get_certificate(gpu_key.keys.public_key(KeyType.SECP256K1), KeyType.SECP256K1)
+    c = cert.certificate
+    narrator.say(f"Ethereum address {gpu_key.ethereum_address}  "
+                 f"({'the SAME address' if gpu_key.ethereum_address == key.ethereum_address else 'DIFFERENT (bug!)'})")
+    narrator.say(f"certificate: {c.gpu_count} GPU attested, models {','.join(gpu_model_names(c.gpu_models))}; "
+                 f"on-chain: {registry.verify_certificate(cert.encoded, cert.signature).name}")
+
+    narrator.step(f"The Security Council revokes that GPU's firmware at once (FWID {h100.fwid.hex()[:16]}…)")
+    registry.apply(net.accounts[COUNCIL], [Revoke(RevocationKind.GPU_FWID, h100.fwid)])
+    net.wait_confirmed()
+    try:
+        tdx.get_key()
+        raise RuntimeError("the revoked GPU was not refused")
+    except RequestFailed as exc:
+        narrator.say(f"GPU refused: {exc.reason} — {exc.refusal.detail}")
+    narrator.say(f"the GPU certificate, on-chain: {registry.verify_certificate(cert.encoded, cert.signature).name}")
+
+    narrator.step("The app moves to AMD SEV-SNP with another GPU (other firmware): same key")
+    snp = App(client, DevnetDevice(roots, Platform.SEV_SNP, image_registers(Platform.SEV_SNP, IMAGE), gpus=1,
+                                   gpu_firmware=hashlib.sha384(b"derot devnet GPU firmware, patched").digest()),
+              anchor, app_id)
+    moved = snp.get_key()
+    same = moved.ethereum_address == key.ethereum_address
+    narrator.say(f"SEV-SNP + GPU: {moved.ethereum_address}  — {'the SAME address' if same else 'DIFFERENT (bug!)'}")
+    if not same or gpu_key.ethereum_address != key.ethereum_address:
+        raise RuntimeError("the key changed across GPU TEEs")
+
+
 def _reshare(net, narrator: Narrator, registry, epoch1, snp, key, snp_cert):
-    """Step 8: node 5 is removed and the committee reshares 3-of-4; the group keys and the app's key stay.
+    """Step 12: node 5 is removed and the committee reshares 3-of-4; the group keys and the app's key stay.
 
     Returns the client of the four remaining nodes (the caller closes it)."""
     from derot.app.client import RootOfTrustClient

@@ -103,6 +103,13 @@ class AttestSection:
     collateral_path: str = ""
     #: SEV-SNP: the VMPL to ask reports for; -1 = the guest's own (privlevel_floor)
     privlevel: int = -1
+    #: NVIDIA golden measurements (RIMs, docs/attestation.md): an offline bundle directory of signed SWID tags
+    #: and/or a RIM service URL (NVIDIA's is derot.attest.nvidia_rim.NVIDIA_RIM_SERVICE). Either one set: every
+    #: GPU's measurement blocks are compared with its driver and VBIOS RIMs (``gpu_rim`` policy rule)
+    rim_dir: str = ""
+    rim_url: str = ""
+    #: where fetched RIMs are cached (default: <data_dir>/rim)
+    rim_cache: str = ""
 
     def device_options(self) -> dict:
         """Keyword arguments for :func:`derot.app.tee.detect_device` (``expect`` included for "tdx"/"snp")."""
@@ -270,6 +277,10 @@ def _validate(config: NodeConfig) -> None:
             raise ConfigError("[node].peer_routes is refused outside devnet mode")
     if config.seal.method not in ("keyfile", "passphrase", "snp"):
         raise ConfigError("[seal].method must be 'keyfile', 'passphrase' or 'snp'")
+    if config.attest.rim_url and not config.attest.rim_url.startswith(("https://", "http://")):
+        raise ConfigError(f"[attest].rim_url must be an http(s) URL, got {config.attest.rim_url!r}")
+    if config.attest.rim_dir and not Path(config.attest.rim_dir).is_dir():
+        raise ConfigError(f"[attest].rim_dir {config.attest.rim_dir} is not a directory")
     if not -1 <= config.attest.privlevel <= 3:
         raise ConfigError("[attest].privlevel must be 0..3, or -1 for the guest's own VMPL")
     if config.chain.confirmations < 0:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from derot.attest.gpu_model import certificate_gpus
 from derot.attest.identity import hardware_keys
 from derot.certs.certificate import Certificate, CertificateDecodeError
 from derot.constants import CERT_VERSION, DST_CERT
@@ -46,7 +47,10 @@ def serial_of(checked: CheckedRequest) -> bytes:
 def build_certificate(
     checked: CheckedRequest, deployment: Deployment, epoch: int, *, now: int, lifetime: int, policy_block: int
 ) -> Certificate:
-    """The certificate for a checked certification request (the gateway's proposal)."""
+    """The certificate for a checked certification request (the gateway's proposal; a contributor rebuilds it
+    from its own check). Its TCB status is the effective one (governance's minimum TCB applied), and
+    gpuCount/gpuModels come from the verified GPU claims paired with the CPU evidence."""
+    gpu_count, gpu_models = certificate_gpus(checked.claims)
     return Certificate(
         version=CERT_VERSION,
         chain_id=deployment.chain_id,
@@ -60,11 +64,13 @@ def build_certificate(
         platform=int(checked.claims.platform),
         measurement=checked.claims.measurement_digest,
         evidence_hash=checked.evidence_hash,
-        tcb_status=int(checked.claims.tcb_status),
+        tcb_status=int(checked.tcb_status),
         not_before=now,
         not_after=now + lifetime,
         policy_block=policy_block,
         hardware=hardware_keys(checked.claims),
+        gpu_count=gpu_count,
+        gpu_models=gpu_models,
     )
 
 

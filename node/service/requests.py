@@ -16,10 +16,11 @@ from derot.attest.claims import Claims
 from derot.attest.errors import AttestationError
 from derot.attest.evidence import Evidence
 from derot.attest.policy import PolicyEngine, PolicyRequest
+from derot.attest.policy_tee import effective_tcb_status
 from derot.attest.snapshot import GovernanceSnapshot
 from derot.attest.trust import TrustConfig
 from derot.attest.verify import verify_evidence
-from derot.constants import KeyType
+from derot.constants import KeyType, TcbStatus
 from derot.crypto.bls import G1, PointDecodeError
 from derot.limits import LIMITS
 from derot.net import status
@@ -32,7 +33,9 @@ MAX_SUBJECT_KEY = 133  # an uncompressed P-521 point; every derot key type is sm
 
 @dataclass(frozen=True)
 class CheckedRequest:
-    """An app request whose evidence verified and whose policy allowed it, at ``snapshot_block``."""
+    """An app request whose evidence verified and whose policy allowed it, at ``snapshot_block``.
+    ``tcb_status`` is the claims' status with governance's rules applied at that block
+    (:func:`derot.attest.policy_tee.effective_tcb_status`): what its certificate carries."""
 
     app_id: bytes
     key_version: int
@@ -45,6 +48,7 @@ class CheckedRequest:
     evidence_hash: bytes
     claims: Claims
     snapshot_block: int
+    tcb_status: TcbStatus
 
 
 class RequestChecker:
@@ -98,6 +102,7 @@ class RequestChecker:
             evidence_hash=evidence.digest(),
             claims=claims,
             snapshot_block=snapshot.block_number,
+            tcb_status=effective_tcb_status(claims, snapshot),
         )
 
 

@@ -42,15 +42,26 @@ def open_store(config: NodeConfig, *, create: bool = False):
 
 
 def trust_config(config: NodeConfig):
-    """The attestation roots a node trusts: pinned vendor roots, plus the devnet roots in devnet mode."""
-    from derot.attest.devnet import DevnetRoots
-    from derot.attest.trust import TrustConfig
+    """The attestation roots a node trusts: pinned vendor roots, plus the devnet roots in devnet mode; and, if
+    ``[attest] rim_dir`` or ``rim_url`` is set, NVIDIA's pinned RIM root with RIMs from that bundle or service
+    (fetched off the event loop: :meth:`derot.service.verification.EvidenceVerifier.prefetch`)."""
+    from dataclasses import replace
 
-    cache = config.attest.collateral_cache or str(config.data_dir / "collateral")
-    if config.attest.mode == "devnet":
-        return TrustConfig.devnet(DevnetRoots.load(config.attest.devnet_roots), include_production=True,
-                                  pccs_url=config.attest.pccs_url, cache_dir=cache)
-    return TrustConfig.production_defaults(pccs_url=config.attest.pccs_url, cache_dir=cache)
+    from derot.attest.devnet import DevnetRoots
+    from derot.attest.trust import TrustConfig, production_rim_verifier
+
+    attest = config.attest
+    cache = attest.collateral_cache or str(config.data_dir / "collateral")
+    if attest.mode == "devnet":
+        trust = TrustConfig.devnet(DevnetRoots.load(attest.devnet_roots), include_production=True,
+                                   pccs_url=attest.pccs_url, cache_dir=cache)
+    else:
+        trust = TrustConfig.production_defaults(pccs_url=attest.pccs_url, cache_dir=cache)
+    if not (attest.rim_dir or attest.rim_url):
+        return trust
+    rims = production_rim_verifier(bundle_dir=attest.rim_dir or None, service_url=attest.rim_url or None,
+                                   cache_dir=attest.rim_cache or str(config.data_dir / "rim"))
+    return replace(trust, rims=rims)
 
 
 def endpoint_of(config: NodeConfig) -> str:

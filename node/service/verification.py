@@ -45,12 +45,16 @@ class EvidenceVerifier:
         return await self.run(fn, *args, **kwargs)
 
     async def prefetch(self, evidence_bytes: bytes, source: str) -> None:
-        """Fetch the Intel collateral ``evidence_bytes`` needs if this node lacks it. Never raises: a problem
-        with the evidence is reported by the verification that follows, with its reason."""
+        """Fetch the Intel collateral and the NVIDIA RIMs ``evidence_bytes`` needs if this node lacks them. Never
+        raises: a problem with the evidence is reported by the verification that follows, with its reason."""
         try:
             evidence = Evidence.decode(evidence_bytes)
         except AttestationError:
             return
+        rims = self.trust.rims
+        service = getattr(getattr(rims, "store", None), "service_url", None)
+        if evidence.gpus and service and self.trust.nvidia is not None:
+            await self._prefetch_rims(evidence)
         if evidence.platform not in (Platform.TDX, Platform.SGX) or evidence.collateral:
             return
         store = self.trust.collateral
@@ -68,6 +72,21 @@ class EvidenceVerifier:
         except AttestationError as exc:  # recorded by the store; the verification reports it
             log.info("collateral not fetched", extra={"fmspc": key.fmspc.hex(), "source": source,
                                                       "reason": exc.reason, "detail": str(exc)})
+
+    async def _prefetch_rims(self, evidence: Evidence) -> None:
+        """Each GPU's report is verified first (chain to a pinned NVIDIA root, SPDM signature) on a worker, so
+        RIM ids come only from genuine reports; the RIMs are then fetched and verified on the fetch pool. Only
+        with a RIM service configured (a bundle is local files); costs one more GPU report verification each."""
+        from derot.attest import nvidia_gpu
+
+        now = int(time.time())
+        loop = asyncio.get_running_loop()
+        for gpu in evidence.gpus:
+            try:
+                claims = await self.run(nvidia_gpu.verify_report, gpu.report, gpu.cert_chain, self.trust.nvidia, now)
+            except AttestationError:
+                continue
+            await loop.run_in_executor(self._fetchers, self.trust.rims.prefetch, claims, now)
 
     def close(self) -> None:
         self._workers.shutdown(wait=False, cancel_futures=True)

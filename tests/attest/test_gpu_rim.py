@@ -223,3 +223,67 @@ def test_cli_rim_dir_names_mismatches_on_the_real_hopper_report(vectors, tmp_pat
     empty.mkdir()
     assert main(base + ["--rim-dir", str(empty)]) == 1
     assert json.loads(capsys.readouterr().out)["verdict"]["reason"] == "gpu_rim_unavailable"
+
+
+def test_a_node_fetches_rims_on_its_fetch_pool_never_on_the_loop_or_a_worker(devnet, devnet_trust, rim_signer):
+    """EvidenceVerifier.prefetch verifies each GPU report, then fetches its RIMs from a slow RIM service (a real
+    socket) on the fetch pool while the event loop keeps running; the verification that follows reads the RIM
+    from memory (one request in all) and compares it."""
+    import asyncio
+    import time
+    from dataclasses import replace
+
+    from derot.attest.binding import gpu_nonce
+    from derot.service.verification import EvidenceVerifier
+
+    gpu = DevnetGpu(devnet)
+    rim = rim_signer.sign("drv", "550.90.07", {i: [m] for i, m in enumerate(gpu.measurements)})
+    hits, fetch_threads = [], []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            hits.append(self.path)
+            time.sleep(0.5)  # a slow service
+            ok = self.path.endswith("/NV_GPU_DRIVER_GH100_550.90.07")
+            self.send_response(200 if ok else 404)
+            self.end_headers()
+            if ok:
+                self.wfile.write(json.dumps({"rim": base64.b64encode(rim).decode()}).encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    store = nvidia_rim.RimStore(service_url=f"http://127.0.0.1:{server.server_address[1]}/v1/rim", timeout=10)
+    fetch = store._fetch
+    store._fetch = lambda *a: fetch_threads.append(threading.current_thread().name) or fetch(*a)
+    trust = replace(devnet_trust, rims=nvidia_rim.RimVerifier([rim_signer.root], store))
+    verifier = EvidenceVerifier(trust, workers=1, fetch_workers=1)
+    evidence = Evidence(Platform.NVIDIA_GPU, gpus=(gpu.evidence_for(bytes(64)),))
+
+    async def run():
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        claims = await verifier.verify(verify_evidence, evidence.encode(), evidence, trust, at=int(time.time()),
+                                       gpu_nonce_override=gpu_nonce(bytes(64)), source="test")
+        task.cancel()
+        return claims, ticks
+
+    try:
+        claims, ticks = asyncio.run(run())
+    finally:
+        verifier.close()
+        server.shutdown()
+    assert ticks >= 10  # the loop ran while the service answered
+    assert hits == ["/v1/rim/NV_GPU_DRIVER_GH100_550.90.07"]
+    assert fetch_threads and all(name.startswith("collateral") for name in fetch_threads)
+    rim_result = claims.tee_attributes["rim"]
+    assert rim_result["driver_rim"] == "drv" and rim_result["checked"] == 8 and rim_result["mismatches"] == {}

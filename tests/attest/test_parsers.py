@@ -130,6 +130,10 @@ def test_envelope_version_and_garbage():
         Evidence.decode(b"\xff\xff\xff\xff garbage")
     with pytest.raises(EvidenceParseError):
         Evidence.decode(bytes(2 << 20))
+    gpu = pb.GpuEvidence(report=b"r", cert_chain_pem=b"c")
+    assert len(Evidence.decode(pb.Evidence(version=1, platform=1, gpus=[gpu] * 16).SerializeToString()).gpus) == 16
+    with pytest.raises(EvidenceParseError, match="17 GPU reports, at most 16"):  # gpuCount is a uint8; bounded work
+        Evidence.decode(pb.Evidence(version=1, platform=1, gpus=[gpu] * 17).SerializeToString())
 
 
 def test_padding_and_trailers_still_parse():

@@ -37,7 +37,7 @@ def hand_encoding(c: Certificate) -> bytes:
         c.app_id,
         _word(c.key_version),
         _word(c.key_type),
-        _word(17 * 32),  # offset of subjectKey inside the tuple
+        _word(19 * 32),  # offset of subjectKey inside the tuple
         _word(c.platform),
         c.measurement,
         c.evidence_hash,
@@ -48,7 +48,8 @@ def hand_encoding(c: Certificate) -> bytes:
     ]
     key = c.subject_key
     padded = key + bytes(-len(key) % 32)
-    head.append(_word(17 * 32 + 32 + len(padded)))  # offset of hardware (version 2)
+    head.append(_word(19 * 32 + 32 + len(padded)))  # offset of hardware (version 2)
+    head += [_word(c.gpu_count), _word(c.gpu_models)]  # version 3
     hardware = _word(len(c.hardware)) + b"".join(c.hardware)
     return _word(0x20) + b"".join(head) + _word(len(key)) + padded + hardware
 
@@ -67,6 +68,8 @@ certs = st.builds(
     not_after=st.integers(0, 2**64 - 1),
     policy_block=st.integers(0, 2**64 - 1),
     hardware=st.lists(st.binary(min_size=32, max_size=32), max_size=MAX_HARDWARE).map(tuple),
+    gpu_count=st.integers(0, 255),
+    gpu_models=st.integers(0, 2**32 - 1),
 )
 
 
@@ -92,8 +95,10 @@ def test_digest_is_keccak256_of_encoding():
         (lambda b: b[:31] + b"\x40" + b[32:], 31),  # outer offset is not 0x20
         (lambda b: b[:0x20 + 30] + b"\x01" + b[0x20 + 31 :], 0x20),  # dirty high byte of uint8 version
         (lambda b: b[:0x20 + 8 * 32 + 31] + b"\x40" + b[0x20 + 8 * 32 + 32 :], 0x20 + 8 * 32 + 31),  # key offset
-        (lambda b: b[:0x20 + 0x240 + 0x40 - 1] + b"\x01" + b[0x20 + 0x240 + 0x40:], None),  # padding after subjectKey
+        (lambda b: b[:0x20 + 0x280 + 0x40 - 1] + b"\x01" + b[0x20 + 0x280 + 0x40:], None),  # padding after subjectKey
         (lambda b: b[:0x20 + 16 * 32 + 31] + b"\x00" + b[0x20 + 16 * 32 + 32:], None),  # hardware offset
+        (lambda b: b[:0x20 + 17 * 32 + 30] + b"\x01" + b[0x20 + 17 * 32 + 31:], 0x20 + 17 * 32 + 30),  # gpuCount > 255
+        (lambda b: b[:0x20 + 18 * 32 + 27] + b"\x01" + b[0x20 + 18 * 32 + 28:], 0x20 + 18 * 32 + 27),  # gpuModels > u32
         (lambda b: b[:-32 * 3 - 1] + b"\x03" + b[-32 * 3:], None),  # hardware count 3 with 2 entries
         (lambda b: b[:-32] , None),  # hardware entry missing
     ],
@@ -109,20 +114,26 @@ def test_decode_refuses_non_canonical_encodings(mutate, offset):
 def test_decode_refuses_too_many_hardware_keys():
     ok = make_cert(hardware=tuple(os.urandom(32) for _ in range(MAX_HARDWARE)))
     assert Certificate.decode(ok.encode()) == ok
-    too_many = eth_abi.encode([CERT_ABI_TYPE], [tuple(getattr(ok, f.name) for f in fields(ok))[:-1]
-                                                + (ok.hardware + (bytes(32),),)])
+    values = tuple(getattr(ok, f.name) for f in fields(ok))
+    too_many = eth_abi.encode([CERT_ABI_TYPE], [values[:-3] + (ok.hardware + (bytes(32),),) + values[-2:]])
     with pytest.raises(CertificateDecodeError, match="hardware"):
         Certificate.decode(too_many)
 
 
 def test_other_versions_are_named_not_decoded():
-    """A version-1 certificate (16 fields, no hardware) is refused naming its version."""
+    """A version-1 certificate (16 fields, no hardware) and a version-2 one (no GPU fields) are refused naming
+    their version."""
     v1 = eth_abi.encode(["(uint8,uint256,address,uint64,bytes32,bytes32,uint32,uint8,bytes,uint8,bytes32,bytes32,"
                          "uint8,uint64,uint64,uint64)"],
                         [(1, 1, "0x" + "11" * 20, 1, bytes(32), bytes(32), 1, 1, b"k", 1, bytes(32), bytes(32), 7, 0, 1, 0)])
     assert other_version(v1) == 1 and other_version(make_cert().encode()) is None
     with pytest.raises(CertificateDecodeError, match="version 1"):
         Certificate.decode(v1)
+    v2 = eth_abi.encode([CERT_ABI_TYPE.removesuffix(",uint8,uint32)") + ")"],
+                        [tuple(getattr(make_cert(version=2), f.name) for f in fields(Certificate))[:-2]])
+    assert other_version(v2) == 2
+    with pytest.raises(CertificateDecodeError, match="version 2"):
+        Certificate.decode(v2)
 
 
 def test_decode_refuses_short_input_naming_the_size():

@@ -60,8 +60,8 @@ def test_certificate_from_a_retired_epoch_with_the_same_key_is_ok(world):
 @pytest.mark.parametrize(
     "overrides, expected",
     [
-        (dict(version=3), Reason.WRONG_VERSION),
-        (dict(version=1), Reason.WRONG_VERSION),
+        (dict(version=4), Reason.WRONG_VERSION),
+        (dict(version=2), Reason.WRONG_VERSION),
         (dict(chain_id=1), Reason.WRONG_CHAIN),
         (dict(registry="0x" + "22" * 20), Reason.WRONG_REGISTRY),
         (dict(epoch=9), Reason.UNKNOWN_EPOCH),

@@ -4,6 +4,7 @@ with the off-chain verifier over hundreds of random certificates."""
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 import random
 from hashlib import sha256
@@ -44,20 +45,25 @@ def test_flipped_bits_are_refused(chain):
     reg = chain.registry
     cert = chain.cert(hardware=(os.urandom(32), os.urandom(32)))
     encoded, sig = cert.encode(), cert.sign(chain.sk).to_eip2537()
-    # serial, appId, subjectKey, a hardware key
-    for position in (0x20 + 4 * 32 + 7, 0x20 + 5 * 32, 0x20 + 0x240 + 5, len(encoded) - 40):
+    # serial, appId, gpuCount, gpuModels, subjectKey, a hardware key
+    for position in (0x20 + 4 * 32 + 7, 0x20 + 5 * 32, 0x20 + 17 * 32 + 31, 0x20 + 18 * 32 + 28, 0x20 + 0x280 + 5,
+                     len(encoded) - 40):
         bad = bytearray(encoded)
         bad[position] ^= 0x01
         assert reg.verify_certificate(bytes(bad), sig) is Reason.BAD_SIGNATURE
     bad = bytearray(encoded)
-    bad[0x20 + 31] ^= 0x01  # version 2 → 3
+    bad[0x20 + 31] ^= 0x01  # version 3 → 2
     assert reg.verify_certificate(bytes(bad), sig) is Reason.WRONG_VERSION
     bad[0x20 + 31] ^= 0x01
-    bad[0x20 + 30] ^= 0x01  # dirty high byte of the version: not version 2 either
+    bad[0x20 + 30] ^= 0x01  # dirty high byte of the version: not version 3 either
     assert reg.verify_certificate(bytes(bad), sig) is Reason.WRONG_VERSION
     bad = bytearray(encoded)
     bad[0x20 + 7 * 32 + 30] ^= 0x01  # dirty uint8 keyType: not canonical
     assert reg.verify_certificate(bytes(bad), sig) is Reason.MALFORMED
+    for position in (0x20 + 17 * 32 + 30, 0x20 + 18 * 32 + 27):  # gpuCount above uint8, gpuModels above uint32
+        bad = bytearray(encoded)
+        bad[position] ^= 0x01
+        assert reg.verify_certificate(bytes(bad), sig) is Reason.MALFORMED
     bad_sig = bytearray(sig)
     bad_sig[100] ^= 0x01  # y changes: not on the curve
     assert reg.verify_certificate(encoded, bytes(bad_sig)) is Reason.MALFORMED_SIGNATURE
@@ -196,7 +202,7 @@ def test_on_chain_and_off_chain_agree_on_random_certificates(chain, busy_world):
             tcb_status=rng.randrange(0, 9),
             not_before=t0 + rng.randrange(-500, 200),
             not_after=t0 + rng.randrange(-200, 500),
-            version=rng.choice([CERT_VERSION] * 12 + [0, 1, 3]),
+            version=rng.choice([CERT_VERSION] * 12 + [0, 1, 2, 4]),
             chain_id=rng.choice([chain.w3.eth.chain_id] * 12 + [1]),
             subject_key=os.urandom(rng.choice([0, 1, 32, 33, 65, 100])),
         )
@@ -212,6 +218,8 @@ def test_on_chain_and_off_chain_agree_on_random_certificates(chain, busy_world):
         if not clean and rng.random() < 0.15:
             hardware.insert(rng.randrange(len(hardware) + 1), rng.choice(revoked["hardware"]))
         claim["hardware"] = tuple(hardware)
+        claim["gpu_count"] = rng.choice([0, 0, 1, 8, 255])
+        claim["gpu_models"] = rng.choice([0, 1, 3, 2**31 | 1, 2**32 - 1])
         cert = chain.cert(**claim)
         encoded = cert.encode()
         signer = sk if clean or rng.random() < 0.9 else random_scalar()
@@ -234,3 +242,52 @@ def test_on_chain_and_off_chain_agree_on_random_certificates(chain, busy_world):
         seen[on_chain] += 1
     assert seen[Reason.OK] >= 20
     assert len(seen) >= 14, seen  # the random inputs reach most of the reason codes
+
+
+def _custom_error(call) -> tuple[str, bytes]:
+    """The 4-byte selector and arguments of the custom error a call reverts with."""
+    from web3.exceptions import ContractCustomError
+
+    with pytest.raises(ContractCustomError) as info:
+        call.call()
+    data = info.value.data if isinstance(info.value.data, str) else info.value.args[0]
+    raw = bytes.fromhex(data.removeprefix("0x"))
+    return raw[:4].hex(), raw[4:]
+
+
+def test_a_relying_contract_requires_attested_gpus_of_allowed_models(chain):
+    """GpuGate (contracts/src/examples) reads gpuCount/gpuModels of a certificate the registry verified: a GPU is
+    required, only H100/H200 allowed, an unrecognised GPU never passes, and the fields are under the signature."""
+    from eth_utils import keccak
+
+    from derot.chain.artifacts import load_artifact
+    from derot.chain.tx import deploy_contract
+    from derot.constants import GPU_MODEL_UNRECOGNISED, GpuModel
+
+    allowed = int(GpuModel.H100 | GpuModel.H200)
+    gate = deploy_contract(chain.w3, chain.app_owner, load_artifact("GpuGate"), chain.registry.address, 1, allowed)
+
+    def check(cert, sig=None):
+        sig = cert.sign(chain.sk) if sig is None else sig
+        return gate.functions.check(cert.encode(), sig.to_eip2537())
+
+    def selector(sig: str) -> str:
+        return keccak(text=sig)[:4].hex()
+
+    good = chain.cert(gpu_count=8, gpu_models=int(GpuModel.H100))
+    app_id, key = check(good).call()
+    assert app_id == good.app_id and key == good.subject_key
+    assert check(chain.cert(gpu_count=2, gpu_models=allowed)).call()[0] == chain.app_id
+
+    name, args = _custom_error(check(chain.cert()))  # CPU-only certificate
+    assert name == selector("TooFewGpus(uint8,uint8)") and args == (0).to_bytes(32, "big") + (1).to_bytes(32, "big")
+    for models in (int(GpuModel.B200), int(GpuModel.H100) | GPU_MODEL_UNRECOGNISED, 0):
+        name, args = _custom_error(check(chain.cert(gpu_count=1, gpu_models=models)))
+        assert name == selector("GpuModelNotAllowed(uint32,uint32)") and int.from_bytes(args[:32], "big") == models
+
+    # the GPU fields are signed: a CPU-only certificate's signature does not carry over to a claimed GPU
+    cpu_only = chain.cert()
+    forged = dataclasses.replace(cpu_only, gpu_count=1, gpu_models=int(GpuModel.H100))
+    name, args = _custom_error(check(forged, cpu_only.sign(chain.sk)))
+    assert name == selector("CertificateRefused(uint8)") and int.from_bytes(args, "big") == Reason.BAD_SIGNATURE
+    assert chain.registry.verify_certificate(forged.encode(), cpu_only.sign(chain.sk)) is Reason.BAD_SIGNATURE

@@ -172,3 +172,27 @@ def test_snp_seal_method_off_an_snp_guest_is_a_clear_setup_error(tmp_path, monke
     with pytest.raises(SetupError, match="method = 'snp'.*/dev/sev-guest does not exist"):
         open_store(config, create=True)
     assert not (tmp_path / "d" / "node.db").exists()
+
+
+def test_rim_settings_give_the_node_a_rim_verifier(tmp_path, vectors_dir):
+    """``[attest] rim_dir`` / ``rim_url``: the node's trust compares GPU blocks with RIMs from the bundle (here
+    NVIDIA's real test RIMs, verified under the pinned RIM root) or the service; neither set: no comparison."""
+    from derot.attest.nvidia_rim import RimVerifier
+    from derot.service.setup import trust_config
+
+    bundle = tmp_path / "rims"
+    bundle.mkdir()
+    (bundle / "NV_GPU_DRIVER_GH100_545.00").write_bytes((vectors_dir / "nvidia_nvtrust/Driver_RIM_test_no_gpu.swidtag").read_bytes())
+    env = {"DEROT_NODE_DATA_DIR": str(tmp_path / "d")}
+    assert trust_config(load_config(env=env)).rims is None
+    trust = trust_config(load_config(env={**env, "DEROT_ATTEST_RIM_DIR": str(bundle)}))
+    assert isinstance(trust.rims, RimVerifier) and trust.rims.store.service_url is None
+    at = 1_717_200_000  # 2024-06-01: inside the test RIM signer's validity
+    rim, why = trust.rims._rim("NV_GPU_DRIVER_GH100_545.00", at)
+    assert why is None and rim.version == "545.00"
+    trust = trust_config(load_config(env={**env, "DEROT_ATTEST_RIM_URL": "https://rim.example/v1/rim/"}))
+    assert trust.rims.store.service_url == "https://rim.example/v1/rim"
+    assert trust.rims.store.cache_dir == tmp_path / "d" / "rim"
+    for bad in ({"DEROT_ATTEST_RIM_URL": "file:///etc/passwd"}, {"DEROT_ATTEST_RIM_DIR": str(tmp_path / "absent")}):
+        with pytest.raises(ConfigError, match="rim_"):
+            load_config(env={**env, **bad})

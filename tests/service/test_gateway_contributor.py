@@ -13,13 +13,13 @@ import pytest
 
 from derot import _proto
 from derot.attest.binding import RequestBinding, network_id
-from derot.attest.devnet import DevnetRoots, DevnetTee, devnet_measurement_digest, image_registers
+from derot.attest.devnet import DevnetGpu, DevnetRoots, DevnetTee, devnet_measurement_digest, image_registers
 from derot.attest.policy import PolicyEngine
 from derot.attest.replay import ReplayCache
 from derot.attest.snapshot import AppRecord, PlatformRule
 from derot.attest.trust import TrustConfig
 from derot.certs.certificate import Certificate
-from derot.constants import DST_CERT, KeyType, Platform
+from derot.constants import DST_CERT, GPU_MODEL_UNRECOGNISED, GpuModel, KeyType, Platform, TcbStatus
 from derot.crypto import kd
 from derot.crypto import threshold as th
 from derot.crypto.bls import G1
@@ -50,13 +50,17 @@ def roots():
 class Network:
     """Five members' admissions and contributors; member 1's gateway."""
 
-    def __init__(self, committee, roots, tmp_path, *, faulty=(), snapshot_changes=None):
+    def __init__(self, committee, roots, tmp_path, *, faulty=(), snapshot_changes=None, gpu_digest=None,
+                 platforms=None):
         state = committee.state()
+        allowed = {(Platform.SEV_SNP, devnet_measurement_digest(Platform.SEV_SNP, IMAGE))}
+        if gpu_digest is not None:
+            allowed.add((Platform.NVIDIA_GPU, gpu_digest))
         snap = dataclasses.replace(
             state.snapshot,
-            platforms={Platform.SEV_SNP: PlatformRule(enabled=True), Platform.TDX: PlatformRule(enabled=True)},
-            apps={APP_ID: AppRecord(APP_ID, "0x" + "00" * 20, 1, measurements=frozenset(
-                {(Platform.SEV_SNP, devnet_measurement_digest(Platform.SEV_SNP, IMAGE))}))},
+            platforms=platforms or {Platform.SEV_SNP: PlatformRule(enabled=True), Platform.TDX: PlatformRule(enabled=True),
+                                    Platform.NVIDIA_GPU: PlatformRule(enabled=True)},
+            apps={APP_ID: AppRecord(APP_ID, "0x" + "00" * 20, 1, measurements=frozenset(allowed))},
             **(snapshot_changes or {}),
         )
         self.state = dataclasses.replace(state, snapshot=snap)
@@ -101,11 +105,15 @@ def net(committee, roots, tmp_path):
     network.close()
 
 
-def app_request(net, roots, *, tpk=b"", subject_key=b"", key_type=0, context=b"", timestamp=None, **overrides):
+def app_request(net, roots, *, tpk=b"", subject_key=b"", key_type=0, context=b"", timestamp=None, gpus=(),
+                **overrides):
     timestamp, nonce = timestamp or int(time.time()), os.urandom(16)
     binding = RequestBinding(net.network, APP_ID, 1, context, tpk, subject_key, timestamp, nonce)
     tee = DevnetTee(roots, Platform.SEV_SNP, IMAGE)
-    fields = dict(evidence=tee.quote(binding.report_data()).encode(), app_id=APP_ID, key_version=1,
+    evidence = tee.quote(binding.report_data())
+    if gpus:
+        evidence = dataclasses.replace(evidence, gpus=tuple(g.evidence_for(binding.report_data()) for g in gpus))
+    fields = dict(evidence=evidence.encode(), app_id=APP_ID, key_version=1,
                   context=context, transport_public_key=tpk, subject_key=subject_key, key_type=key_type,
                   timestamp=timestamp, nonce=nonce)
     fields.update(overrides)
@@ -161,6 +169,72 @@ def test_a_contributor_signs_only_the_certificate_it_rebuilds(net, roots):
         asyncio.run(net.contributors[2].partial_sign(
             pb.PartialSignRequest(request=request, certificate=forged.encode()), "gateway"))
     assert refused.value.reason == status.CERTIFICATE_MISMATCH
+
+
+def _issue(net, roots, **request_fields) -> Certificate:
+    subject = b"\x04" + os.urandom(64)
+    request = app_request(net, roots, subject_key=subject, key_type=int(KeyType.SECP256K1), **request_fields)
+    reply = asyncio.run(net.gateway.issue_certificate(pb.IssueCertificateRequest(request=request), "app"))
+    return Certificate.decode(reply.certificate)
+
+
+def test_a_certificate_records_the_attested_gpus_and_their_models(committee, roots, tmp_path):
+    """SNP + two devnet H100s (board G520) and one GPU of a board derot does not know: gpuCount 3, gpuModels
+    H100 | UNRECOGNISED; CPU-only evidence: 0 and 0."""
+    gpus = [DevnetGpu(roots), DevnetGpu(roots, fwid=os.urandom(48)), DevnetGpu(roots, project="X999")]
+    gpu_digest = gpus[0].measurement_digest
+    network = Network(committee, roots, tmp_path, gpu_digest=gpu_digest)
+    try:
+        cert = _issue(network, roots, gpus=gpus)
+        assert (cert.gpu_count, cert.gpu_models) == (3, int(GpuModel.H100) | GPU_MODEL_UNRECOGNISED)
+        assert _issue(network, roots, gpus=gpus[:1]).gpu_models == int(GpuModel.H100)
+        assert (_issue(network, roots).gpu_count, _issue(network, roots).gpu_models) == (0, 0)
+    finally:
+        network.close()
+
+
+def test_a_contributor_refuses_a_certificate_that_misstates_the_gpus(committee, roots, tmp_path):
+    gpus = [DevnetGpu(roots)]
+    network = Network(committee, roots, tmp_path / "gpu", gpu_digest=gpus[0].measurement_digest)
+    try:
+        request = app_request(network, roots, subject_key=b"\x04" + os.urandom(64), key_type=1, gpus=gpus)
+        checked = asyncio.run(network.admissions[1].check(request, "certify", "test"))[2]
+        honest = issuance.build_certificate(checked, network.deployment, 1, now=int(time.time()), lifetime=3600,
+                                            policy_block=network.state.block_number)
+        for member, lie in ((2, dict(gpu_count=2)), (3, dict(gpu_models=int(GpuModel.H200)))):
+            with pytest.raises(Refusal) as refused:
+                asyncio.run(network.contributors[member].partial_sign(pb.PartialSignRequest(
+                    request=request, certificate=dataclasses.replace(honest, **lie).encode()), "gateway"))
+            assert refused.value.reason == status.CERTIFICATE_MISMATCH and next(iter(lie)) in str(refused.value)
+    finally:
+        network.close()
+
+
+def test_the_certificate_carries_the_effective_tcb_status(committee, roots, tmp_path):
+    """Governance's SEV-SNP minimum TCB for the product (Milan) makes an UpToDate report OUT_OF_DATE: the
+    certificate says so, and a contributor refuses a gateway's proposal that carries the raw status."""
+    floor = {Platform.SEV_SNP: PlatformRule(enabled=True, tcb_floor=TcbStatus.OUT_OF_DATE)}
+    network = Network(committee, roots, tmp_path, snapshot_changes=dict(snp_min_tcb={"Milan": {"snp": 250}}),
+                      platforms=floor)
+    try:
+        assert _issue(network, roots).tcb_status == TcbStatus.OUT_OF_DATE
+        request = app_request(network, roots, subject_key=b"\x04" + os.urandom(64), key_type=1)
+        checked = asyncio.run(network.admissions[1].check(request, "certify", "test"))[2]
+        assert checked.claims.tcb_status == TcbStatus.UP_TO_DATE  # the report itself is up to date
+        proposed = dataclasses.replace(issuance.build_certificate(
+            checked, network.deployment, 1, now=int(time.time()), lifetime=3600,
+            policy_block=network.state.block_number), tcb_status=int(TcbStatus.UP_TO_DATE))
+        with pytest.raises(Refusal) as refused:
+            asyncio.run(network.contributors[3].partial_sign(
+                pb.PartialSignRequest(request=request, certificate=proposed.encode()), "gateway"))
+        assert refused.value.reason == status.CERTIFICATE_MISMATCH and "tcb_status" in str(refused.value)
+    finally:
+        network.close()
+    plain = Network(committee, roots, tmp_path / "plain", platforms=floor)
+    try:
+        assert _issue(plain, roots).tcb_status == TcbStatus.UP_TO_DATE
+    finally:
+        plain.close()
 
 
 def test_a_contributor_refuses_a_replayed_request(net, roots):

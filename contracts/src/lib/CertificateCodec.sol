@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity ^0.8.30;
 
-/// @notice A derot certificate (DESIGN.md §4, version 2). Its wire form is `abi.encode(cert)` of this struct,
-/// i.e. the 17-field tuple as one ABI parameter (first word 0x20), so `abi.decode(b, (Certificate))` reads it.
+/// @notice A derot certificate (DESIGN.md §4, version 3). Its wire form is `abi.encode(cert)` of this struct,
+/// i.e. the 19-field tuple as one ABI parameter (first word 0x20), so `abi.decode(b, (Certificate))` reads it.
 /// `hardware` (version 2) lists keccak256(uint8 RevocationKind ‖ id) of every hardware identity the evidence
-/// was verified with, sorted ascending, at most MAX_HARDWARE (docs/revocation.md).
+/// was verified with, sorted ascending, at most MAX_HARDWARE (docs/revocation.md). `gpuCount` (version 3) is the
+/// number of NVIDIA GPUs attested with the CPU evidence and `gpuModels` the OR of their GpuModel bits
+/// (H100=1, H200=2, B100=4, B200=8, GB200=16; derot.constants.GpuModel), so a relying contract can require a GPU.
 struct Certificate {
     uint8 version;
     uint256 chainId;
@@ -23,18 +25,20 @@ struct Certificate {
     uint64 notAfter;
     uint64 policyBlock;
     bytes32[] hardware;
+    uint8 gpuCount;
+    uint32 gpuModels;
 }
 
 /// @title Strict decoder for certificates.
 /// @notice Accepts exactly the canonical encodings `abi.encode(Certificate)`: the outer offset is 0x20, the
-/// subjectKey offset is 0x220, the hardware offset follows the padded subjectKey, every integer fits its type,
+/// subjectKey offset is 0x260, the hardware offset follows the padded subjectKey, every integer fits its type,
 /// hardware has at most MAX_HARDWARE entries, the length is exact and the padding is zero.
 /// Anything else is refused without reverting, so verification can return a reason code.
 /// The off-chain decoder (node/certs) accepts the same set: decode, re-encode, compare.
 library CertificateCodec {
     uint256 private constant HEAD = 0x20; // start of the tuple
-    uint256 private constant SUBJECT_KEY_OFFSET = 0x220; // 17 head words
-    uint256 private constant DATA = HEAD + SUBJECT_KEY_OFFSET + 0x20; // 0x260: start of subjectKey bytes
+    uint256 private constant SUBJECT_KEY_OFFSET = 0x260; // 19 head words
+    uint256 private constant DATA = HEAD + SUBJECT_KEY_OFFSET + 0x20; // 0x2a0: start of subjectKey bytes
     uint256 internal constant MAX_HARDWARE = 32;
 
     /// @notice True if `cert` does not decode but names a version other than `version` (word 1 of the tuple), so
@@ -83,6 +87,12 @@ library CertificateCodec {
         (ok, v) = _uint(cert, 15, 64);
         if (!ok) return (false, c);
         c.policyBlock = uint64(v);
+        (ok, v) = _uint(cert, 17, 8);
+        if (!ok) return (false, c);
+        c.gpuCount = uint8(v);
+        (ok, v) = _uint(cert, 18, 32);
+        if (!ok) return (false, c);
+        c.gpuModels = uint32(v);
 
         uint256 len = _word(cert, DATA - 0x20);
         if (len > cert.length) return (false, c);

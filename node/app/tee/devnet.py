@@ -25,7 +25,8 @@ class DevnetDevice:
     ``measurements`` are the identity registers (``MRTD``/``RTMR0..3``/``MRCONFIGID``… for TDX,
     ``MEASUREMENT``/``HOST_DATA`` for SNP); missing ones are zero. ``fmspc`` (TDX) and ``chip_id``
     (SNP, 64 bytes) pick the hardware identity governance can revoke; ``vlek`` signs SNP reports
-    with a VLEK instead of a VCEK.
+    with a VLEK instead of a VCEK. ``gpu_firmware`` is the FWID (firmware build) of its GPUs (default: the one
+    devnet firmware every devnet GPU runs) and ``gpu_project`` their board (default: an HGX H100 board).
     """
 
     def __init__(
@@ -39,6 +40,8 @@ class DevnetDevice:
         debug: bool = False,
         vlek: bool = False,
         gpus: int = 0,
+        gpu_firmware: bytes | None = None,
+        gpu_project: str = "G520",
     ):
         from derot.attest.devnet import DevnetGpu, DevnetRoots, DevnetTee
 
@@ -56,7 +59,12 @@ class DevnetDevice:
         if gpus < 0:
             raise ValueError("gpus must be >= 0")
         self._tee = DevnetTee(roots, self.platform, measurements, **options)
-        self._gpus = tuple(DevnetGpu(roots) for _ in range(gpus))
+        self._gpus = tuple(DevnetGpu(roots, fwid=gpu_firmware, project=gpu_project) for _ in range(gpus))
+
+    @property
+    def gpus(self) -> tuple:
+        """The attached devnet GPUs (:class:`derot.attest.devnet.DevnetGpu`: ``fwid``, ``measurement_digest``)."""
+        return self._gpus
 
     def evidence(self, report_data: bytes) -> Evidence:
         rd = check_report_data(report_data)
