@@ -34,8 +34,9 @@ The SNP VMPL floor (``GovernanceSnapshot.snp_max_vmpl``, default 0), the require
 from __future__ import annotations
 
 from derot.attest.claims import Claims
+from derot.attest.gpu_model import model_bits
 from derot.attest.policy import PolicyReason, _all, refuse
-from derot.constants import GpuModel, Platform, TcbStatus
+from derot.constants import GPU_MODEL_UNRECOGNISED, GpuModel, Platform, TcbStatus
 
 SNP_TCB_COMPONENTS = ("bootloader", "tee", "snp", "microcode", "fmc")
 
@@ -139,10 +140,10 @@ class GpuRimMatches:
 
 
 def gpu_model_of(claims: Claims) -> GpuModel | None:
-    """The model of verified GPU claims, from the verifier's ``details["gpu_model"]`` (a ``GpuModel`` name);
-    None when the verifier could not tell."""
-    name = str(claims.details.get("gpu_model", "")).upper()
-    return GpuModel[name] if name in GpuModel.__members__ else None
+    """The model of verified GPU claims (the same bits a certificate's ``gpuModels`` carries,
+    :func:`derot.attest.gpu_model.model_bits`); None when the verifier could not tell."""
+    bits = model_bits(claims)
+    return None if bits == GPU_MODEL_UNRECOGNISED else GpuModel(bits)
 
 
 class GpuPolicyMet:

@@ -1,9 +1,9 @@
 """Per-app GPU policy (``AppRecord.gpu_required`` / ``gpu_models``, set on-chain by ``setAppGpuPolicy``) and
 the on-chain waiver bits (``derot.chain.tee_policy``) against the rules that read them.
 
-Claims come from real verification of devnet TDX and NVIDIA evidence. The devnet GPU verifier does not
-report a model, so the model cases set ``details["gpu_model"]`` (what a verifier that knows the model
-reports) on verified claims; an unknown model is refused wherever the app restricts models.
+Claims come from real verification of devnet TDX and NVIDIA evidence. The model cases set the verified
+claims' ``tee_attributes["gpu_model"]`` (what the GPU verifier derives from the chip and board,
+derot.attest.gpu_model) to each model in turn; an unknown model is refused wherever the app restricts models.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def pair(devnet, devnet_trust, now):
 
 
 def with_model(claims, model: str):
-    gpu = replace(claims.gpus[0], details={**claims.gpus[0].details, "gpu_model": model})
+    gpu = replace(claims.gpus[0], tee_attributes={**claims.gpus[0].tee_attributes, "gpu_model": model})
     return claims.with_gpus((gpu,))
 
 
