@@ -161,6 +161,19 @@ def percentile(values, q: float) -> float:
 # -------------------------------------------------------------------------------------------------
 # crypto floor, measured in this process
 
+def best(fn, reps: int = 50, rounds: int = 7) -> float:
+    """Seconds of process time per call of ``fn``: the best of ``rounds`` rounds of ``reps`` calls (after one
+    warm-up call)."""
+    fn()
+    samples = []
+    for _ in range(rounds):
+        started = time.process_time()
+        for _ in range(reps):
+            fn()
+        samples.append((time.process_time() - started) / reps)
+    return min(samples)
+
+
 def measure_floor(roots_dir: Path, network: bytes, app_id: bytes, threshold: int, nodes: int,
                   rounds: int = 7, reps: int = 30) -> dict[str, float]:
     """CPU seconds per operation of the crypto every request needs on the nodes: the best of ``rounds``
@@ -214,14 +227,7 @@ def measure_floor(roots_dir: Path, network: bytes, app_id: bytes, threshold: int
     out = {}
     for name, fn in (("verify", verify), ("share", share), ("combine_verify", combine_verify),
                      ("partial", partial), ("sig_combine_verify", sig_combine_verify)):
-        fn()
-        samples = []
-        for _ in range(rounds):
-            started = time.process_time()
-            for _ in range(reps):
-                fn()
-            samples.append((time.process_time() - started) / reps)
-        out[name] = min(samples)
+        out[name] = best(fn, reps, rounds)
     out["derive_floor"] = threshold * (out["verify"] + out["share"]) + out["combine_verify"]
     out["certify_floor"] = threshold * (out["verify"] + out["partial"]) + out["sig_combine_verify"]
     out["derive_floor_all"] = nodes * (out["verify"] + out["share"]) + out["combine_verify"]

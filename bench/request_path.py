@@ -26,21 +26,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from network import best  # noqa: E402  (bench/network.py: best-of-rounds process time)
 
 APP_IMAGE = "bench app v1"
 TARGET_CPU_RATIO = 1.5  # bench/network.py's target: node CPU per request <= 1.5x the t-member floor
-
-
-def best(fn, reps: int = 50, rounds: int = 7) -> float:
-    """Seconds of process time per call of ``fn``: the best of ``rounds`` rounds of ``reps`` calls."""
-    fn()
-    samples = []
-    for _ in range(rounds):
-        started = time.process_time()
-        for _ in range(reps):
-            fn()
-        samples.append((time.process_time() - started) / reps)
-    return min(samples)
 
 
 class Fixture:
