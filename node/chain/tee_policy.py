@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 
 from derot.attest.sev_snp import POLICY_BITS, PRODUCTS, TcbVersion
 from derot.constants import GpuModel
+from derot.errors import DerotError
 
 #: waiver name → bit of ``teeExceptions``
 TEE_EXCEPTION_BITS: Mapping[str, int] = {
@@ -35,8 +36,10 @@ SNP_PRODUCT_INDEX: Mapping[str, int] = {name: i for i, name in enumerate(PRODUCT
 SNP_DEFAULT_GUEST_POLICY = {"migrate_ma": False}
 
 
-class PolicyEncodingError(ValueError):
+class PolicyEncodingError(DerotError, ValueError):
     """A name or value the registry cannot store (it would revert ``BadPolicy``)."""
+
+    reason = "bad_policy"
 
 
 def encode_exceptions(names: Iterable[str]) -> int:

@@ -149,10 +149,15 @@ def _dump_tasks() -> None:
     if out is None:
         return
     tasks = asyncio.all_tasks()
-    print(f"--- {len(tasks)} asyncio tasks (most recent call last) ---", file=out)
-    for task in tasks:
-        task.print_stack(limit=12, file=out)
-    out.flush()
+    try:
+        print(f"--- {len(tasks)} asyncio tasks (most recent call last) ---", file=out)
+        for task in tasks:
+            try:
+                task.print_stack(limit=12, file=out)
+            except Exception as exc:  # e.g. a task driving a coroutine without Python frames (grpc's Cython ones)
+                print(f"{task!r}: no stack ({type(exc).__name__}: {exc})", file=out)
+    finally:
+        out.flush()
 
 
 def _run(args) -> int:

@@ -201,4 +201,4 @@ def test_sigusr1_writes_every_thread_stack_to_the_node_log(small):
                   for mark in ("most recent call first", "asyncio tasks")):  # threads (USR1), tasks (USR2)
         assert time.monotonic() < deadline, "no stack dump in node-2's log"
         time.sleep(0.1)
-    assert _value(_metrics(small, 2), "derot_epoch") == 1  # still serving
+    assert "derot_epoch" in _metrics(small, 2)  # both signals handled: the node still answers
