@@ -498,22 +498,39 @@ class EpochOrchestrator:
             except Refusal:
                 return None
 
-        votes: dict[bytes, list] = defaultdict(list)
-        for reply in await asyncio.gather(*(ask(info) for info in peer_info(state, previous).values())):
-            if reply is not None and reply.epoch == previous.id:
-                votes[reply.SerializeToString(deterministic=True)].append(reply)
-        for replies in votes.values():
-            if len(replies) < previous.threshold:
-                continue
-            reply = replies[0]
-            try:
-                sig = PublicKeys(G2.from_bytes(reply.group_key_sig),
-                                 {k.index: G2.from_bytes(k.sig) for k in reply.share_keys})
-                kd_keys = PublicKeys(G2.from_bytes(reply.group_key_kd),
-                                     {k.index: G2.from_bytes(k.kd) for k in reply.share_keys})
-            except PointDecodeError:
-                continue
-            if sig.group_key == previous.group_key_sig and kd_keys.group_key == previous.group_key_kd:
-                return PreviousEpoch(committee, sig, kd_keys)
-        raise Refusal(status.NO_ACTIVE_EPOCH, f"fewer than {previous.threshold} old members agree on the keys "
-                                              f"of epoch {previous.id}")
+        # old members may still be activating the previous epoch (it became ACTIVE moments ago): ask again,
+        # for up to one phase, before refusing to take part
+        deadline, delay = time.monotonic() + self.phase_timeout, 0.5
+        while True:
+            replies = await asyncio.gather(*(ask(info) for info in peer_info(state, previous).values()))
+            keys = _agreed_previous_keys(replies, previous)
+            if keys is not None:
+                return PreviousEpoch(committee, *keys)
+            if time.monotonic() + delay > deadline:
+                raise Refusal(status.NO_ACTIVE_EPOCH, f"fewer than {previous.threshold} old members agree on the "
+                                                      f"keys of epoch {previous.id}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+def _agreed_previous_keys(replies, previous: EpochRecord) -> tuple[PublicKeys, PublicKeys] | None:
+    """``(sig, kd)`` public keys that ``t_old`` identical ``GetEpochKeys`` answers give and that match the
+    previous epoch's group keys on-chain; None if no such set of answers."""
+    votes: dict[bytes, list] = defaultdict(list)
+    for reply in replies:
+        if reply is not None and reply.epoch == previous.id:
+            votes[reply.SerializeToString(deterministic=True)].append(reply)
+    for same in votes.values():
+        if len(same) < previous.threshold:
+            continue
+        reply = same[0]
+        try:
+            sig = PublicKeys(G2.from_bytes(reply.group_key_sig),
+                             {k.index: G2.from_bytes(k.sig) for k in reply.share_keys})
+            kd_keys = PublicKeys(G2.from_bytes(reply.group_key_kd),
+                                 {k.index: G2.from_bytes(k.kd) for k in reply.share_keys})
+        except PointDecodeError:
+            continue
+        if sig.group_key == previous.group_key_sig and kd_keys.group_key == previous.group_key_kd:
+            return sig, kd_keys
+    return None
