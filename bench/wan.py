@@ -286,38 +286,36 @@ def dkg_log(net, epoch: int) -> dict:
     return out
 
 
-def shares_used(net, gateway: int) -> Counter:
-    """At ``gateway``: how many shares of each peer it combined (derot_peer_shares_total{verdict="accepted"})."""
+def metric_samples(proc):
+    """Every Prometheus sample a node exports (none while it does not answer)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    proc = net.node_processes[gateway - 1]
-    used: Counter = Counter()
-    with contextlib.suppress(OSError):
+    try:
         with urllib.request.urlopen(f"http://127.0.0.1:{proc.metrics_port}/metrics", timeout=5) as reply:
             text = reply.read().decode()
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == "derot_peer_shares_total" and sample.labels.get("verdict") == "accepted":
-                    used[int(sample.labels["peer"])] += int(sample.value)
+    except OSError:
+        return []
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
+def shares_used(net, gateway: int) -> Counter:
+    """At ``gateway``: how many shares of each peer it combined (derot_peer_shares_total{verdict="accepted"})."""
+    used: Counter = Counter()
+    for sample in metric_samples(net.node_processes[gateway - 1]):
+        if sample.name == "derot_peer_shares_total" and sample.labels.get("verdict") == "accepted":
+            used[int(sample.labels["peer"])] += int(sample.value)
     return used
 
 
 def peer_sent(net) -> dict[int, Counter]:
     """Per node: {(method, "n"|"bytes"): total} of its derot_peer_message(s|_bytes)_sent_total."""
-    from prometheus_client.parser import text_string_to_metric_families
-
+    kinds = {"derot_peer_messages_sent_total": "n", "derot_peer_message_bytes_sent_total": "bytes"}
     out = {}
     for proc in net.node_processes:
         totals: Counter = Counter()
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"http://127.0.0.1:{proc.metrics_port}/metrics", timeout=5) as reply:
-                text = reply.read().decode()
-            for family in text_string_to_metric_families(text):
-                for sample in family.samples:
-                    if sample.name == "derot_peer_messages_sent_total":
-                        totals[(sample.labels["method"], "n")] += sample.value
-                    elif sample.name == "derot_peer_message_bytes_sent_total":
-                        totals[(sample.labels["method"], "bytes")] += sample.value
+        for sample in metric_samples(proc):
+            if sample.name in kinds:
+                totals[(sample.labels["method"], kinds[sample.name])] += sample.value
         out[proc.index] = totals
     return out
 

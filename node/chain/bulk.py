@@ -129,13 +129,8 @@ def _apps(registry: Registry, at, count: int) -> tuple[dict[bytes, AppRecord], f
     pages = _pages(registry, at, "apps", count, APP_PAGE, errors=True)
     for start, page in zip(range(0, count, APP_PAGE), pages):
         if isinstance(page, ChainReadError):
-            page = []
-            for app_id in registry._call(registry.contract.functions.appIds(start, APP_PAGE), at):
-                record = registry.app_or_skip(bytes(app_id), at)
-                if record is None:
-                    skipped.add(bytes(app_id))
-                else:
-                    page.append(record)
+            page, unreadable = registry.app_page_by_ids(start, at)
+            skipped |= unreadable
         else:
             page = [_app_record(raw) for raw in page]
         out.update((record.app_id, record) for record in page if record is not None)

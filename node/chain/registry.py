@@ -226,15 +226,23 @@ class Registry:
             except ChainReadError as exc:
                 if getattr(exc, "reason", None) in ("chain_unverified", "chain_unavailable"):
                     raise
-                page = []
-                for app_id in self._call(self.contract.functions.appIds(start, APP_PAGE), block):
-                    record = self.app_or_skip(bytes(app_id), block)
-                    if record is None:
-                        skipped.add(bytes(app_id))
-                    else:
-                        page.append(record)
+                page, unreadable = self.app_page_by_ids(start, block)
+                skipped |= unreadable
             out.update((record.app_id, record) for record in page if record is not None)
         return out, frozenset(skipped)
+
+    def app_page_by_ids(self, start: int, block) -> tuple[list[AppRecord], set[bytes]]:
+        """The apps of page ``start`` read one by one (when the page view itself fails), and the ids of the
+        apps that cannot be read even alone (they are skipped, never guessed)."""
+        page: list[AppRecord] = []
+        skipped: set[bytes] = set()
+        for app_id in self._call(self.contract.functions.appIds(start, APP_PAGE), block):
+            record = self.app_or_skip(bytes(app_id), block)
+            if record is None:
+                skipped.add(bytes(app_id))
+            else:
+                page.append(record)
+        return page, skipped
 
     def app_or_skip(self, app_id: bytes, block="latest") -> AppRecord | None:
         """The app, or None (logged) if the node answers an error for it; RPC failures still raise."""
