@@ -93,6 +93,26 @@ def test_model_configfs_rules(snp_tee):
     assert info.value.errno == errno.EINVAL and tsm.read(f"{ROOT}/a/generation", 64) == b"2\n"
     tsm.write(f"{ROOT}/a/privlevel", b"2\n")
     assert sev_snp.parse_report(tsm.read(f"{ROOT}/a/outblob", 1 << 20)).vmpl == 2
+    # the inblob length rule on its own (privlevel already at the floor): only 64 bytes make a report
+    for size in (0, 1, 32, 63):
+        tsm.write(f"{ROOT}/a/inblob", bytes(size))
+        with pytest.raises(OSError) as info:
+            tsm.read(f"{ROOT}/a/outblob", 1 << 20)
+        assert info.value.errno == errno.EINVAL, size
+    with pytest.raises(OSError) as info:  # TSM_REPORT_INBLOB_MAX
+        tsm.write(f"{ROOT}/a/inblob", bytes(65))
+    assert info.value.errno == errno.EFBIG
+
+
+def test_model_tdx_inblob_rule(tdx_tee):
+    tsm = FakeTsm(ROOT, "tdx_guest", TdxGuest(tdx_tee))
+    tsm.mkdir(f"{ROOT}/t")
+    tsm.write(f"{ROOT}/t/inblob", bytes(63))
+    with pytest.raises(OSError) as info:
+        tsm.read(f"{ROOT}/t/outblob", 1 << 20)
+    assert info.value.errno == errno.EINVAL
+    tsm.write(f"{ROOT}/t/inblob", bytes(64))
+    assert parse_quote(tsm.read(f"{ROOT}/t/outblob", 1 << 20)).body.report_data == bytes(64)
 
 
 # --------------------------------------------------------------------------- 1. SNP at VMPL >= 1
