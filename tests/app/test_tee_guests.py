@@ -215,6 +215,25 @@ def test_firmware_failure_reports_the_cause_then_reboot(snp_tee, device_node):
     assert device.status().state == "disabled" and "BUSY" in device.status().detail
 
 
+@pytest.mark.parametrize("interface", ["sev-guest", "configfs"])
+def test_newer_kernel_busy_timeout_says_reboot(snp_tee, device_node, interface):
+    """A newer kernel retries a host BUSY inside the driver for 60 s, then fails ETIMEDOUT and wipes the VMPCK."""
+    guest = SnpGuest(snp_tee, certs=cert_table((VCEK_GUID, snp_tee.vek_der)), host_interval=2.0, old_kernel=False)
+    gate = RequestGate(0.0, guest.clock)  # no spacing: the second request is throttled
+    if interface == "sev-guest":
+        device = SnpDevice(device_node, ioctl=guest.ioctl, gate=gate, vmpl=0)
+    else:
+        device = SnpConfigfsDevice(ROOT, fs=FakeTsm(ROOT, "sev_guest", guest), gate=gate)
+    device.evidence(os.urandom(64))
+    with pytest.raises(AttestationDisabled, match="until the guest reboots.*BUSY.*ETIMEDOUT"):
+        device.evidence(os.urandom(64))
+    assert not guest.vmpck_alive and device.status().state == "disabled"
+    asked = guest.requests
+    with pytest.raises(AttestationDisabled):
+        device.evidence(os.urandom(64))
+    assert guest.requests == asked  # not asked again
+
+
 # --------------------------------------------------------------------------- 5. self-throttling
 
 
