@@ -78,7 +78,8 @@ class Settings:
             raise SettingsError(f"devnet platform must be 'tdx' or 'sev-snp', got {platform!r}")
         privlevel = pick("privlevel", "DEROT_TEE_PRIVLEVEL").strip()
         if privlevel and privlevel not in ("0", "1", "2", "3"):
-            raise SettingsError(f"privlevel must be 0..3, got {privlevel!r} (argument privlevel or $DEROT_TEE_PRIVLEVEL)")
+            raise SettingsError(f"privlevel must be 0..3, got {privlevel!r} "
+                                "(argument privlevel or $DEROT_TEE_PRIVLEVEL)")
         vek_path = pick("vek_path", "DEROT_TEE_VEK_PATH")
         collateral_path = pick("collateral_path", "DEROT_TEE_COLLATERAL_PATH")
         return cls(
