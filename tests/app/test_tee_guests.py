@@ -143,6 +143,18 @@ def test_sev_guest_under_an_svsm_asks_at_the_guests_vmpl(snp_tee, device_node, t
     assert sev_snp.parse_report(override.evidence(os.urandom(64)).quote).vmpl == 3
 
 
+def test_guest_vmpl_prefers_privlevel_floor_then_vmpck_id(snp_tee, tmp_path, caplog):
+    """/dev/sev-guest's default VMPL (also the sealing key's): configfs privlevel_floor, else vmpck_id, else 0."""
+    from derot.app.tee.sev_guest import guest_vmpl
+
+    tsm = FakeTsm(ROOT, "sev_guest", SnpGuest(snp_tee, vmpl=2), privlevel_floor=2)
+    assert guest_vmpl(ROOT, _vmpl_file(tmp_path, "0\n"), fs=tsm) == 2 and tsm.instances == {}
+    tdx = FakeTsm(ROOT, "tdx_guest", None)  # no privlevel_floor attribute: the driver's parameter decides
+    assert guest_vmpl(ROOT, _vmpl_file(tmp_path, "1\n"), fs=tdx) == 1
+    with caplog.at_level("INFO", "derot.app.tee"):
+        assert guest_vmpl(None, _vmpl_file(tmp_path, "-1\n")) == 0 and "set privlevel" in caplog.text
+
+
 # --------------------------------------------------------------------------- 2. certificate tables
 
 
