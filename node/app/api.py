@@ -39,14 +39,18 @@ class DerotClient:
                  registry: str | None = None, endpoints: Sequence[str] | None = None, device=None,
                  tee: str | None = None, devnet: str | os.PathLike | None = None,
                  devnet_roots: str | os.PathLike | None = None, devnet_platform: str | None = None,
-                 devnet_image: str | None = None, timeout: float = 15.0, hedge_after: float = 2.0,
+                 devnet_image: str | None = None, vek_path: str | os.PathLike | None = None,
+                 collateral_path: str | os.PathLike | None = None, privlevel: int | None = None, timeout: float = 15.0, hedge_after: float = 2.0,
                  environ: Mapping[str, str] = os.environ):
         self.settings = Settings.resolve(
             environ, app_id=app_id.hex() if isinstance(app_id, (bytes, bytearray)) else app_id, rpc_url=rpc_url,
             registry=registry, endpoints=list(endpoints) if endpoints is not None else None, tee=tee,
             devnet=os.fspath(devnet) if devnet is not None else None,
             devnet_roots=os.fspath(devnet_roots) if devnet_roots is not None else None,
-            devnet_platform=devnet_platform, devnet_image=devnet_image)
+            devnet_platform=devnet_platform, devnet_image=devnet_image,
+            vek_path=os.fspath(vek_path) if vek_path is not None else None,
+            collateral_path=os.fspath(collateral_path) if collateral_path is not None else None,
+            privlevel=privlevel)
         if not self.settings.app_id:
             raise SettingsError("no app id: pass app_id=... or set $DEROT_APP_ID (the hex `derot app register` prints)")
         try:

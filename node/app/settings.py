@@ -11,9 +11,13 @@
 | devnet TEE roots (default: DEVNET/roots) | ``devnet_roots`` | ``DEROT_DEVNET_ROOTS`` |
 | devnet TEE platform: ``tdx`` or ``sev-snp`` | ``devnet_platform`` | ``DEROT_DEVNET_PLATFORM`` |
 | devnet image whose measurement the TEE reports | ``devnet_image`` | ``DEROT_DEVNET_IMAGE`` |
+| SEV-SNP: a VCEK/VLEK file for hosts that supply none | ``vek_path`` | ``DEROT_TEE_VEK_PATH`` |
+| TDX: an offline collateral bundle to attach | ``collateral_path`` | ``DEROT_TEE_COLLATERAL_PATH`` |
+| SEV-SNP: the VMPL reports are for (default: the guest's own) | ``privlevel`` | ``DEROT_TEE_PRIVLEVEL`` |
 
 ``tee`` defaults to ``devnet`` when devnet roots are known (``devnet``/``devnet_roots``), else ``auto``:
-a hardware TEE is never silently replaced by a devnet one.
+a hardware TEE is never silently replaced by a devnet one. The last three are the hardware device
+options of docs/tee-guests.md, with the same variables as ``derot app --tee auto``.
 """
 
 from __future__ import annotations
@@ -47,6 +51,9 @@ class Settings:
     devnet_roots: Path | None
     devnet_platform: str
     devnet_image: str
+    vek_path: Path | None = None
+    collateral_path: Path | None = None
+    privlevel: int | None = None
 
     @classmethod
     def resolve(cls, environ: Mapping[str, str] = os.environ, **given) -> Settings:
@@ -69,6 +76,12 @@ class Settings:
         platform = (pick("devnet_platform", "DEROT_DEVNET_PLATFORM") or "tdx").lower()
         if platform not in PLATFORM_NAMES:
             raise SettingsError(f"devnet platform must be 'tdx' or 'sev-snp', got {platform!r}")
+        privlevel = pick("privlevel", "DEROT_TEE_PRIVLEVEL").strip()
+        if privlevel and privlevel not in ("0", "1", "2", "3"):
+            raise SettingsError(f"privlevel must be 0..3, got {privlevel!r} "
+                                "(argument privlevel or $DEROT_TEE_PRIVLEVEL)")
+        vek_path = pick("vek_path", "DEROT_TEE_VEK_PATH")
+        collateral_path = pick("collateral_path", "DEROT_TEE_COLLATERAL_PATH")
         return cls(
             rpc_url=pick("rpc_url", "DEROT_RPC") or state.get("rpc_url", ""),
             registry=pick("registry", "DEROT_REGISTRY") or deployment.get("registry") or state.get("registry", ""),
@@ -78,6 +91,9 @@ class Settings:
             devnet_roots=Path(roots) if roots else None,
             devnet_platform=platform,
             devnet_image=pick("devnet_image", "DEROT_DEVNET_IMAGE"),
+            vek_path=Path(vek_path) if vek_path else None,
+            collateral_path=Path(collateral_path) if collateral_path else None,
+            privlevel=int(privlevel) if privlevel else None,
         )
 
     def require_chain(self) -> None:
@@ -92,7 +108,8 @@ class Settings:
         if self.tee == "auto":
             from derot.app.tee import detect_device
 
-            return detect_device()
+            return detect_device(vek_path=self.vek_path, collateral_path=self.collateral_path,
+                                 privlevel=self.privlevel)
         if self.devnet_roots is None:
             raise SettingsError("a devnet TEE needs its roots: devnet_roots=... or $DEROT_DEVNET_ROOTS "
                                 "(or devnet=DIR / $DEROT_DEVNET)")

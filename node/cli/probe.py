@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import urllib.request
 
-GAUGES = ("derot_chain_lag_blocks", "derot_confirmed_block", "derot_epoch")
+GAUGES = ("derot_chain_lag_blocks", "derot_confirmed_block", "derot_epoch", "derot_tee_attestation_available")
 
 
 def health(endpoint: str, timeout: float = 3.0) -> str:

@@ -196,6 +196,8 @@ class NodeService:
         self.tasks.spawn(self._watch_staleness(), name="chain-staleness")
         if self.config.attest.node_tee in ("tdx", "snp"):
             self.tasks.spawn(self._watch_tee(), name="tee-status")
+        elif self.config.attest.node_tee.startswith("devnet:"):  # a devnet TEE always attests (gauges start at 0)
+            self.metrics.tee_available.set(1)
         if self.notices is not None:
             self.tasks.add(self.notices.start())
         log.info(
@@ -251,28 +253,13 @@ class NodeService:
             await asyncio.sleep(period)
 
     async def _watch_tee(self, period: float = 5.0) -> None:
-        """This node's own TEE: ``derot_tee_attestation_available`` and the ``derot.v1.Tee`` health service.
-        A device that cannot attest any more (a disabled VMPCK) is reported once, by name, until the reboot it
-        needs; a TEE of another platform than configured stops the check with an error line."""
-        from derot.app.tee import detect_device
-        from derot.app.tee.errors import TeeError
-        from derot.app.tee.gate import device_status
+        """This node's own TEE (:mod:`derot.service.tee_watch`): ``derot_tee_attestation_available`` and the
+        ``derot.v1.Tee`` health service, every ``period`` s; an unavailable TEE is logged once, by name."""
+        from derot.service.tee_watch import TeeWatch
 
-        device, said = None, ""
+        watch = TeeWatch(self.config.attest.device_options())
         while True:
-            try:
-                if device is None:
-                    device = await asyncio.to_thread(detect_device, **self.config.attest.device_options())
-                status = device_status(device)
-                available, detail = status.available, status.detail
-            except TeeError as exc:
-                available, detail = False, exc.diagnostics()
-            self.metrics.tee_available.set(int(available))
-            if self._health is not None:
-                await self._health.set_service("derot.v1.Tee", available)
-            if not available and detail != said:
-                log.error("TEE attestation unavailable", extra={"detail": detail})
-            said = "" if available else detail
+            await watch.publish(self.metrics.tee_available, self._health)
             await asyncio.sleep(period)
 
     async def _on_state(self, state: RegistryState) -> None:

@@ -43,6 +43,27 @@ def test_device_options_from_the_environment(monkeypatch, tmp_path):
         build_parser().parse_args(["app", "get-key", APP_ID, "--tee", "auto"])
 
 
+def test_sdk_settings_pass_the_device_options(monkeypatch, tmp_path):
+    """DerotClient / Settings: the same device options as the CLI, from arguments or $DEROT_TEE_*."""
+    from derot.app import DerotClient
+    from derot.app.settings import Settings, SettingsError
+
+    seen = []
+    monkeypatch.setattr(tee, "detect_device", lambda **kwargs: seen.append(kwargs) or "device")
+    env = {"DEROT_TEE_VEK_PATH": str(tmp_path / "vcek.der"), "DEROT_TEE_COLLATERAL_PATH": str(tmp_path / "c.json"),
+           "DEROT_TEE_PRIVLEVEL": "2"}
+    assert Settings.resolve(env).device() == "device"
+    assert seen.pop() == {"vek_path": tmp_path / "vcek.der", "collateral_path": tmp_path / "c.json", "privlevel": 2}
+    client = DerotClient(APP_ID, rpc_url=CLOSED_RPC, registry=REGISTRY, vek_path=tmp_path / "other.pem",
+                         privlevel=0, environ=env)
+    client.settings.device()
+    assert seen.pop() == {"vek_path": tmp_path / "other.pem", "collateral_path": tmp_path / "c.json", "privlevel": 0}
+    Settings.resolve({}).device()
+    assert seen.pop() == {"vek_path": None, "collateral_path": None, "privlevel": None}
+    with pytest.raises(SettingsError, match="privlevel must be 0..3"):
+        Settings.resolve({"DEROT_TEE_PRIVLEVEL": "4"})
+
+
 def test_disabled_vmpck_is_reported_as_unavailable_until_reboot(capsys):
     class Args:
         json = True

@@ -93,6 +93,26 @@ def test_model_configfs_rules(snp_tee):
     assert info.value.errno == errno.EINVAL and tsm.read(f"{ROOT}/a/generation", 64) == b"2\n"
     tsm.write(f"{ROOT}/a/privlevel", b"2\n")
     assert sev_snp.parse_report(tsm.read(f"{ROOT}/a/outblob", 1 << 20)).vmpl == 2
+    # the inblob length rule on its own (privlevel already at the floor): only 64 bytes make a report
+    for size in (0, 1, 32, 63):
+        tsm.write(f"{ROOT}/a/inblob", bytes(size))
+        with pytest.raises(OSError) as info:
+            tsm.read(f"{ROOT}/a/outblob", 1 << 20)
+        assert info.value.errno == errno.EINVAL, size
+    with pytest.raises(OSError) as info:  # TSM_REPORT_INBLOB_MAX
+        tsm.write(f"{ROOT}/a/inblob", bytes(65))
+    assert info.value.errno == errno.EFBIG
+
+
+def test_model_tdx_inblob_rule(tdx_tee):
+    tsm = FakeTsm(ROOT, "tdx_guest", TdxGuest(tdx_tee))
+    tsm.mkdir(f"{ROOT}/t")
+    tsm.write(f"{ROOT}/t/inblob", bytes(63))
+    with pytest.raises(OSError) as info:
+        tsm.read(f"{ROOT}/t/outblob", 1 << 20)
+    assert info.value.errno == errno.EINVAL
+    tsm.write(f"{ROOT}/t/inblob", bytes(64))
+    assert parse_quote(tsm.read(f"{ROOT}/t/outblob", 1 << 20)).body.report_data == bytes(64)
 
 
 # --------------------------------------------------------------------------- 1. SNP at VMPL >= 1
@@ -121,6 +141,18 @@ def test_sev_guest_under_an_svsm_asks_at_the_guests_vmpl(snp_tee, device_node, t
     override = SnpDevice(device_node, ioctl=guest.ioctl, gate=RequestGate(), vmpl=3,
                          vmpck_param=_vmpl_file(tmp_path, "1\n"))
     assert sev_snp.parse_report(override.evidence(os.urandom(64)).quote).vmpl == 3
+
+
+def test_guest_vmpl_prefers_privlevel_floor_then_vmpck_id(snp_tee, tmp_path, caplog):
+    """/dev/sev-guest's default VMPL (also the sealing key's): configfs privlevel_floor, else vmpck_id, else 0."""
+    from derot.app.tee.sev_guest import guest_vmpl
+
+    tsm = FakeTsm(ROOT, "sev_guest", SnpGuest(snp_tee, vmpl=2), privlevel_floor=2)
+    assert guest_vmpl(ROOT, _vmpl_file(tmp_path, "0\n"), fs=tsm) == 2 and tsm.instances == {}
+    tdx = FakeTsm(ROOT, "tdx_guest", None)  # no privlevel_floor attribute: the driver's parameter decides
+    assert guest_vmpl(ROOT, _vmpl_file(tmp_path, "1\n"), fs=tdx) == 1
+    with caplog.at_level("INFO", "derot.app.tee"):
+        assert guest_vmpl(None, _vmpl_file(tmp_path, "-1\n")) == 0 and "set privlevel" in caplog.text
 
 
 # --------------------------------------------------------------------------- 2. certificate tables
@@ -193,6 +225,25 @@ def test_firmware_failure_reports_the_cause_then_reboot(snp_tee, device_node):
     with pytest.raises(AttestationDisabled, match="BUSY"):
         device.evidence(os.urandom(64))
     assert device.status().state == "disabled" and "BUSY" in device.status().detail
+
+
+@pytest.mark.parametrize("interface", ["sev-guest", "configfs"])
+def test_newer_kernel_busy_timeout_says_reboot(snp_tee, device_node, interface):
+    """A newer kernel retries a host BUSY inside the driver for 60 s, then fails ETIMEDOUT and wipes the VMPCK."""
+    guest = SnpGuest(snp_tee, certs=cert_table((VCEK_GUID, snp_tee.vek_der)), host_interval=2.0, old_kernel=False)
+    gate = RequestGate(0.0, guest.clock)  # no spacing: the second request is throttled
+    if interface == "sev-guest":
+        device = SnpDevice(device_node, ioctl=guest.ioctl, gate=gate, vmpl=0)
+    else:
+        device = SnpConfigfsDevice(ROOT, fs=FakeTsm(ROOT, "sev_guest", guest), gate=gate)
+    device.evidence(os.urandom(64))
+    with pytest.raises(AttestationDisabled, match="until the guest reboots.*BUSY.*ETIMEDOUT"):
+        device.evidence(os.urandom(64))
+    assert not guest.vmpck_alive and device.status().state == "disabled"
+    asked = guest.requests
+    with pytest.raises(AttestationDisabled):
+        device.evidence(os.urandom(64))
+    assert guest.requests == asked  # not asked again
 
 
 # --------------------------------------------------------------------------- 5. self-throttling

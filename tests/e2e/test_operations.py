@@ -74,6 +74,7 @@ def test_prometheus_metrics(small, app_harness):
     assert any(_value(text, "derot_peer_shares_total", peer=str(p), verdict="accepted") for p in (2, 3))
     assert "derot_chain_lag_blocks" in text and _value(text, "derot_confirmed_block") > 0
     assert _value(text, "derot_epoch") == 1
+    assert _value(text, "derot_tee_attestation_available") == 1  # a devnet node's TEE always attests
     # contributors count what they checked too (the gateway spreads its eager calls over its peers)
     contributed = [_metrics(small, i) for i in (2, 3)]
     assert sum(_value(t, "derot_requests_total", method="DeriveShare", outcome="ok") for t in contributed) >= 2

@@ -112,13 +112,14 @@ SNP_GET_DERIVED_KEY = _iowr("S", 0x1, ctypes.sizeof(_GuestRequest))
 SNP_GET_EXT_REPORT = _iowr("S", 0x2, ctypes.sizeof(_GuestRequest))
 
 
-def guest_vmpl(configfs_root: str | None = None, vmpck_param: str = VMPCK_PARAM) -> int:
-    """This guest's VMPL: configfs-tsm's ``privlevel_floor``, else the driver's ``vmpck_id``, else 0."""
-    if configfs_root is not None and os.path.isdir(configfs_root):
+def guest_vmpl(configfs_root: str | None = None, vmpck_param: str = VMPCK_PARAM, *, fs=None) -> int:
+    """This guest's VMPL: configfs-tsm's ``privlevel_floor``, else the driver's ``vmpck_id``, else 0.
+    ``fs`` is :class:`~derot.app.tee.configfs.ConfigfsTsm`'s file-system seam (tests play the kernel)."""
+    if configfs_root is not None and (fs is not None or os.path.isdir(configfs_root)):
         from derot.app.tee.configfs import SNP_PROVIDER, ConfigfsTsm
 
         try:
-            floor = ConfigfsTsm(configfs_root, SNP_PROVIDER).read_privlevel_floor()
+            floor = ConfigfsTsm(configfs_root, SNP_PROVIDER, fs=fs).read_privlevel_floor()
         except TeeError as exc:
             log.debug("no privlevel_floor from %s: %s", configfs_root, exc)
         else:
