@@ -41,8 +41,9 @@ def test_devnet_up_status_down_leaves_no_process(tmp_path, processes):
                          "--json", env=env)
         assert revoked.returncode == 0, revoked.stderr
         assert json.loads(revoked.stdout)["council"] == accounts["council"]
-        state = _derot("gov", "state", "--json", env=env)
-        assert state.returncode == 0 and "00806f050000" in json.loads(state.stdout)["revoked"]["fmspcs"], state
+        registry_state = _derot("gov", "state", "--json", env=env)
+        assert registry_state.returncode == 0, registry_state.stderr
+        assert "00806f050000" in json.loads(registry_state.stdout)["revoked"]["fmspcs"]
         members = _derot("gov", "state", "--members", env=env)  # the devnet's roots are trusted for the check
         assert members.returncode == 0, members.stderr
         assert members.stdout.count("machine not revoked") == 3 and "not checked" not in members.stdout, members.stdout
