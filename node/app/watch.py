@@ -141,8 +141,9 @@ class FeedVerifier:
 
 
 def _platform_name(value: int) -> str:
+    """The CLI's one spelling (``tdx``, ``sev-snp``, ``azure-snp``...), as ``derot gov state`` prints it."""
     try:
-        return Platform(value).name
+        return Platform(value).name.lower().replace("_", "-")
     except ValueError:
         return f"platform {value}"
 
@@ -151,7 +152,7 @@ def _rule(rule: PlatformStatus) -> str:
     if not rule.enabled:
         return "disabled"
     try:
-        floor = TcbStatus(rule.tcb_floor).name
+        floor = TcbStatus(rule.tcb_floor).name.lower().replace("_", "-")
     except ValueError:
         floor = str(rule.tcb_floor)
     return f"enabled, TCB floor {floor}"

@@ -39,6 +39,12 @@ log = logging.getLogger("derot.chain.registry")
 
 PAGE = 100  # items per paged view call
 APP_PAGE = 16  # apps per page: 16 × MAX_APP_MEASUREMENTS (64) pairs stays far below any eth_call gas cap
+#: the gas limit under every reportEpoch: members report at about the same time, so a report's estimate is
+#: often made before another member's report lands, against a state where it does not activate the epoch;
+#: mined after it, it is the t-th agreeing report and activates (KeyStore deployment, epoch storage), which
+#: the estimate did not cover. An activating DKG report used 258,493 gas on anvil (a non-activating one ~70,000);
+#: the floor leaves about twice that, and unused gas is not charged (tests/chain/test_epochs.py, the racing test).
+REPORT_GAS_FLOOR = 500_000
 
 
 class ChainReadError(DerotError, RuntimeError):
@@ -331,7 +337,7 @@ class Registry:
         indices, reasons = exclusions
         fn = self.contract.functions.reportEpoch(epoch_id, group_key_sig.to_eip2537(), group_key_kd.to_eip2537(),
                                                  transcript_hash, list(indices), list(reasons))
-        return send(self.w3, account, fn)
+        return send(self.w3, account, fn, min_gas=REPORT_GAS_FLOOR)
 
     # writes: app owners ---------------------------------------------------------------------------
     def register_app(self, account, salt: bytes) -> bytes:

@@ -93,8 +93,12 @@ def revert_reason(exc: Exception) -> str:
     return str(exc)
 
 
-def send(w3: Web3, account, call, *, what: str | None = None, value: int = 0, gas: int | None = None):
-    """Sign ``call`` (a bound contract function, or a dict tx) with ``account`` and wait for the receipt."""
+def send(w3: Web3, account, call, *, what: str | None = None, value: int = 0, gas: int | None = None,
+         min_gas: int = 0):
+    """Sign ``call`` (a bound contract function, or a dict tx) with ``account`` and wait for the receipt.
+
+    ``gas`` replaces the estimate; ``min_gas`` is a floor under it, for a call whose cost depends on
+    transactions that may land before it (unused gas is not charged)."""
     label = what or getattr(call, "fn_name", "transaction")
     base = {"from": account.address, "value": value, "nonce": w3.eth.get_transaction_count(account.address, "pending")}
     try:
@@ -115,6 +119,7 @@ def send(w3: Web3, account, call, *, what: str | None = None, value: int = 0, ga
         raise TransactionFailed(label, revert_reason(exc)) from None
     if gas is not None:
         tx["gas"] = gas
+    tx["gas"] = max(tx["gas"], min_gas)
     signed = account.sign_transaction(tx)
     tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
     receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120)

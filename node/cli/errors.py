@@ -79,7 +79,15 @@ def classify(exc: BaseException) -> CommandError:
 
 
 def _short(exc: BaseException) -> str:
-    """The first line of an exception's message, without a library's nested reprs past 300 characters."""
+    """The first line of an exception's message, without a library's nested reprs past 300 characters; for a
+    JSON-RPC error answer (web3's ``rpc_response``), its message and code rather than the dict's repr."""
+    response = getattr(exc, "rpc_response", None)
+    error = response.get("error") if isinstance(response, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str) and error["message"].strip():
+        code = error.get("code")
+        text = f"the RPC refused: {error['message'].strip().splitlines()[0]}" + \
+            (f" (code {code})" if isinstance(code, int) else "")
+        return text if len(text) <= 300 else text[:297] + "..."
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text if len(text) <= 300 else text[:297] + "..."
 

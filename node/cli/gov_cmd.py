@@ -11,7 +11,8 @@
     derot gov deploy --devnet --holder ADDR:AMOUNT ...  deploy token, timelock, governor and registry
 
 Connection: ``--rpc`` (``$DEROT_RPC``), ``--deployment`` file (``$DEROT_DEPLOYMENT``, written by
-``gov deploy`` and ``derot devnet up``). Signing key: ``--key-file`` or ``$DEROT_KEY`` (hex). Keys are never
+``gov deploy`` and ``derot devnet up``); with neither, ``$DEROT_DEVNET`` names a devnet directory whose chain and
+deployment are used. Signing key: ``--key-file`` or ``$DEROT_KEY`` (hex). Keys are never
 printed; only the signer's address is. These options and ``--json`` are accepted before or after the command
 (``derot gov council revoke fmspc 00906ed50000 --key-file K``).
 
@@ -37,12 +38,28 @@ DEFAULT_RPC = "http://127.0.0.1:8545"
 DEFAULT_DEPLOYMENT = ".devnet/deployment.json"
 
 
+def connection_defaults(environ=os.environ) -> tuple[str, Path]:
+    """``--rpc`` and ``--deployment`` when not given: ``$DEROT_RPC`` and ``$DEROT_DEPLOYMENT``; else, with
+    ``$DEROT_DEVNET``, that devnet's chain (its devnet.json) and deployment.json; else the local defaults."""
+    rpc, deployment = environ.get("DEROT_RPC", ""), environ.get("DEROT_DEPLOYMENT", "")
+    devnet = environ.get("DEROT_DEVNET", "")
+    if devnet and not rpc:
+        try:
+            rpc = str(json.loads((Path(devnet) / "devnet.json").read_text()).get("rpc_url") or "")
+        except (OSError, ValueError, AttributeError):
+            rpc = ""  # no running devnet there: the commands say which RPC did not answer
+    if devnet and not deployment:
+        deployment = str(Path(devnet) / "deployment.json")
+    return rpc or DEFAULT_RPC, Path(deployment or DEFAULT_DEPLOYMENT)
+
+
 def register(subparsers) -> None:
     gov = subparsers.add_parser("gov", help="governance: proposals, votes, council actions, deployment",
                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    gov.add_argument("--rpc", default=os.environ.get("DEROT_RPC", DEFAULT_RPC), help="JSON-RPC URL ($DEROT_RPC)")
-    gov.add_argument("--deployment", type=Path, default=Path(os.environ.get("DEROT_DEPLOYMENT", DEFAULT_DEPLOYMENT)),
-                     help="deployment JSON ($DEROT_DEPLOYMENT)")
+    rpc, deployment = connection_defaults()
+    gov.add_argument("--rpc", default=rpc, help="JSON-RPC URL ($DEROT_RPC, else $DEROT_DEVNET's chain)")
+    gov.add_argument("--deployment", type=Path, default=deployment,
+                     help="deployment JSON ($DEROT_DEPLOYMENT, else $DEROT_DEVNET/deployment.json)")
     gov.add_argument("--key-file", type=Path, help="file holding the signing key (hex); default $DEROT_KEY")
     gov.add_argument("--json", action="store_true", help="machine-readable output")
     # the same options after the command; SUPPRESS keeps a value given before the command
@@ -95,7 +112,10 @@ def register(subparsers) -> None:
     p = sub.add_parser("state", help="summarise the registry state")
     p.add_argument("--members", action="store_true",
                    help="also fetch and verify each committee member's TEE evidence: is its machine revoked?")
-    p.add_argument("--devnet", type=Path, metavar="DIR", help="with --members: trust this devnet's roots")
+    devnet = os.environ.get("DEROT_DEVNET")
+    p.add_argument("--devnet", type=Path, metavar="DIR", default=Path(devnet) if devnet else None,
+                   help="with --members: trust the roots of this devnet (its directory or its roots/ folder; "
+                        "default $DEROT_DEVNET)")
     p.set_defaults(func=_run(cmd_state))
 
     p = sub.add_parser("deploy", help="deploy token, timelock, governor and registry")
@@ -411,9 +431,16 @@ def cmd_council(args) -> int:
 
     gov = _governance(args)
     if args.words[:1] == ["cancel"] and len(args.words) == 2:  # the council's veto (timelock CANCELLER role)
+        try:
+            proposal = resolve_proposal(gov, _proposal_ref(args.words[1]))
+        except argparse.ArgumentTypeError as exc:
+            raise CliError(str(exc)) from None
         account = _account(args)
-        receipt = gov.council_cancel(account, int(args.words[1], 0))
-        print(f"council: cancelled queued proposal {args.words[1]}; {_tx_line(receipt)}")
+        receipt = gov.council_cancel(account, proposal)
+        short = short_ids([p.id for p in gov.proposals()]).get(proposal, hex_id(proposal))
+        emit(args, {"council": account.address, "id": str(proposal), "short_id": short, "state": "cancelled",
+                    **_tx_data(receipt)},
+             [f"council: cancelled queued proposal {short}; {_tx_line(receipt)}"])
         return 0
     action = parse_action(args.words)
     if not action.council_allowed:
@@ -496,7 +523,8 @@ def _print_member_machines(args, state) -> None:
     if args.devnet:
         from derot.attest.devnet import DevnetRoots
 
-        trust = TrustConfig.devnet(DevnetRoots.load(args.devnet))
+        roots = args.devnet / "roots" if (args.devnet / "roots").is_dir() else args.devnet
+        trust = TrustConfig.devnet(DevnetRoots.load(roots))
     else:
         trust = TrustConfig.production_defaults()
     for machine in check_member_machines(state, grpc_fetch(), trust):

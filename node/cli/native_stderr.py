@@ -29,8 +29,10 @@ def to_json(line: str, node: str = "") -> str:
     return json.dumps(entry, separators=(",", ":"))
 
 
-def capture(node: str = "") -> None:
-    """Route fd 2 through a JSON-wrapping thread; Python's ``sys.stderr`` keeps writing to the real stderr."""
+def capture(node: str = "") -> threading.Thread:
+    """Route fd 2 through a JSON-wrapping thread; Python's ``sys.stderr`` keeps writing to the real stderr.
+
+    Returns the thread: it ends once fd 2 is closed and every line written before has been wrapped."""
     sys.stderr.flush()
     real = os.dup(2)
     read_end, write_end = os.pipe()
@@ -46,4 +48,6 @@ def capture(node: str = "") -> None:
                 if text:
                     out.write(to_json(text, node) + "\n")
 
-    threading.Thread(target=pump, name="native-stderr", daemon=True).start()
+    thread = threading.Thread(target=pump, name="native-stderr", daemon=True)
+    thread.start()
+    return thread

@@ -287,9 +287,10 @@ def _print(data: dict, as_json: bool, indent: int = 0) -> None:
         return
     width = max(len(k) for k in data)
     for key, value in data.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value:
             print(f"{' ' * indent}{key}")
             _print(value, False, indent + 2)
         else:
-            shown = "none" if value is None else ("yes" if value is True else "no" if value is False else value)
+            shown = "none" if value is None or value == {} else value
+            shown = "yes" if shown is True else "no" if shown is False else shown
             print(f"{' ' * indent}{key:<{width}}  {shown}")

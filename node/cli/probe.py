@@ -46,7 +46,9 @@ def network_info(endpoint: str, timeout: float = 3.0) -> dict:
 
 
 def gauges(metrics_listen: str, timeout: float = 3.0) -> dict:
-    """The :data:`GAUGES` from ``http://<metrics_listen>/metrics`` (absent ones omitted), or ``{"error": ...}``."""
+    """The :data:`GAUGES` from ``http://<metrics_listen>/metrics`` (absent ones omitted) and ``peers``: per peer
+    index, the signature/key shares received from it since the node started, by verdict (``accepted`` or the
+    refusal reason); or ``{"error": ...}``."""
     from prometheus_client.parser import text_string_to_metric_families
 
     host, _, port = metrics_listen.rpartition(":")
@@ -56,8 +58,15 @@ def gauges(metrics_listen: str, timeout: float = 3.0) -> dict:
             text = answer.read(4 * 1024 * 1024).decode("utf-8", "replace")
     except OSError as exc:
         return {"error": f"metrics unreachable: {getattr(exc, 'reason', None) or exc}"}
-    out = {}
+    out: dict = {}
+    peers: dict[str, dict[str, int]] = {}
     for family in text_string_to_metric_families(text):
         if family.name in GAUGES and family.samples:
             out[family.name.removeprefix("derot_")] = int(family.samples[0].value)
+        elif family.name == "derot_peer_shares":  # the counter derot_peer_shares_total
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    verdicts = peers.setdefault(sample.labels.get("peer", "?"), {})
+                    verdicts[sample.labels.get("verdict", "?")] = int(sample.value)
+    out["peers"] = dict(sorted(peers.items(), key=lambda item: (len(item[0]), item[0])))
     return out

@@ -9,6 +9,8 @@ Everything lives in one directory::
     DIR/roots/             devnet "Intel" and "AMD" roots (public certs and the devnet's private keys)
     DIR/node-i/            each node: node.toml, operator.key, seal.key, node.db, node.log
     DIR/accounts.json      which dev account plays which role (governance voters, council, app owner)
+    DIR/keys/              the role accounts' keys (voter-1.key, voter-2.key, council.key, app-owner.key; 0600):
+                           anvil's public dev keys, for --key-file / $DEROT_KEY in the README's guides
 
 ``down`` stops exactly the processes recorded in ``devnet.json`` (checking each one's command line) and
 nothing else.
@@ -185,6 +187,14 @@ class Devnet:
             "app_owner": accounts[APP_OWNER].address,
             "operators": [accounts[FIRST_OPERATOR + i].address for i in range(self.nodes)],
         }
+        keys = {f"voter-{n}": v for n, v in enumerate(voters, 1)} | {"council": accounts[COUNCIL],
+                                                                   "app-owner": accounts[APP_OWNER]}
+        from derot.service.storage import private_dir
+
+        private_dir(self.directory / "keys")
+        for role, account in keys.items():
+            _write_private(self.directory / "keys" / f"{role}.key", account.key.hex())
+        roles["key_files"] = {role: f"keys/{role}.key" for role in keys}
         (self.directory / "accounts.json").write_text(json.dumps(roles, indent=2) + "\n")
 
     def _make_roots(self) -> None:

@@ -1,6 +1,7 @@
 """The one-call SDK against a real devnet (anvil, contracts, 5 node processes, devnet TEEs).
 
-- docs/sdk.md's app snippet (the README's) runs as written, with only $DEROT_* set;
+- the README's app snippet and docs/sdk.md's run as written, with only $DEROT_* set;
+- the asyncio client gets the same key and a certificate, concurrently, without blocking the event loop;
 - get_key follows a keyVersion rotation without being told;
 - a hung gateway (SIGSTOP) costs the hedge delay, not the 15 s attempt timeout;
 - with 3 of 5 members down the headline reason is ``not_enough_shares``, not ``unavailable``.
@@ -8,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from derot.app import DerotClient, RequestFailed
+from derot.app import AsyncDerotClient, DerotClient, RequestFailed, verify_certificate
 from derot.app.owner import AppOwner
 from derot.attest.devnet import devnet_measurement_digest, image_registers
 from derot.constants import Platform
@@ -30,11 +32,11 @@ REPO = Path(__file__).resolve().parents[2]
 IMAGE = "sdk-app v1"
 
 
-def snippet() -> str:
-    """The first python block of docs/sdk.md."""
-    text = (REPO / "docs" / "sdk.md").read_text()
+def snippet(doc: str) -> str:
+    """The first python block of ``doc`` (a path under the repository)."""
+    text = (REPO / doc).read_text()
     match = re.search(r"```python\n(.*?)```", text, re.S)
-    assert match, "docs/sdk.md has no python block"
+    assert match, f"{doc} has no python block"
     return match.group(1)
 
 
@@ -63,17 +65,55 @@ def client(devnet, app_id: bytes, **kwargs) -> DerotClient:
     return DerotClient(app_id.hex(), devnet=devnet.directory, devnet_image=IMAGE, environ={}, **kwargs)
 
 
-def test_the_docs_snippet_runs_as_written(devnet, app_id, tmp_path):
+@pytest.mark.parametrize("doc", ["README.md", "docs/sdk.md"])
+def test_the_docs_snippet_runs_as_written(devnet, app_id, tmp_path, doc):
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEROT_")}
     env.update(DEROT_DEVNET=str(devnet.directory), DEROT_APP_ID=app_id.hex(), DEROT_DEVNET_IMAGE=IMAGE,
                GRPC_VERBOSITY="ERROR")
-    result = subprocess.run([sys.executable, "-c", snippet()], capture_output=True, text=True, timeout=300,
+    result = subprocess.run([sys.executable, "-c", snippet(doc)], capture_output=True, text=True, timeout=300,
                             env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     with client(devnet, app_id) as mine:
         expected = mine.get_key().ethereum_address
     assert f"address {expected}" in result.stdout
     assert "certificate OK valid True" in result.stdout, result.stdout
+
+
+def test_the_async_client_gets_the_same_key_without_blocking_the_loop(devnet, app_id):
+    with client(devnet, app_id) as blocking:
+        expected = blocking.get_key()
+
+    async def main():
+        ticks = 0
+        done = asyncio.Event()
+
+        async def tick():  # counts while the calls are in flight; a blocked loop would not count
+            nonlocal ticks
+            while not done.is_set():
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        ticker = asyncio.create_task(tick())
+        async with AsyncDerotClient(app_id.hex(), devnet=devnet.directory, devnet_image=IMAGE, environ={}) as app:
+            keys = await asyncio.gather(app.get_key(), app.get_key())
+            cert = await app.get_certificate(keys[0])
+        done.set()
+        await ticker
+        return keys, cert, ticks
+
+    keys, cert, ticks = asyncio.run(main())
+    assert [k.ethereum_address for k in keys] == [expected.ethereum_address] * 2
+    assert cert.certificate.app_id == app_id and cert.certificate.key_version == expected.key_version
+    assert ticks >= 5, f"the event loop ran only {ticks} times while the client worked"
+
+    # the relying party's one call: the real certificate passes off- and on-chain, one flipped bit fails both
+    chain = {"rpc_url": devnet.rpc_url, "registry": devnet.registry}
+    good = verify_certificate(cert.encoded, cert.signature_eip2537, onchain=True, **chain)
+    assert good.ok and good.reason.name == "OK" and good.onchain.name == "OK"
+    tampered = bytearray(cert.encoded)
+    tampered[-1] ^= 1
+    bad = verify_certificate(bytes(tampered), cert.signature_eip2537, onchain=True, **chain)
+    assert not bad.ok and bad.reason.name != "OK" and bad.onchain.name != "OK"
 
 
 def test_get_key_follows_a_rotation(devnet, app_id):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 
 from derot.devnet.anvil import mine, warp
 from derot.chain.types import RevocationKind
+from derot.cli.gov_view import short_ids
 from derot.cli.main import main
 
 FMSPC = "00906ed50000"
@@ -120,6 +122,8 @@ def test_council_vetoes_a_queued_proposal_from_the_cli(chain, gov_cli):
     gov.queue(chain.whale, pid)
     code, _, err = gov_cli("council", "cancel", str(pid), key=chain.stranger)
     assert code == 1 and "AccessControlUnauthorizedAccount" in err
-    code, out, err = gov_cli("council", "cancel", str(pid), key=chain.council)
-    assert code == 0 and f"cancelled queued proposal {pid}" in out, err
+    short = short_ids([p.id for p in gov.proposals()])[pid]
+    code, out, err = gov_cli("council", "cancel", short, "--json", key=chain.council)  # a short id, like every command
+    assert code == 0, err
+    assert json.loads(out)["id"] == str(pid) and json.loads(out)["state"] == "cancelled"
     assert gov.state(pid) is ProposalState.CANCELED

@@ -153,3 +153,48 @@ def test_council_can_abort_a_pending_epoch(chain):
     assert chain.registry.current_epoch() == 1
     with pytest.raises(TransactionFailed, match="EpochClosed"):
         chain.registry.report_epoch(chain.nodes[0], epoch_id, chain.pk, chain.kd, bytes(32))
+
+
+def test_racing_reports_activate_even_when_estimated_before_the_other_landed(chain):
+    """Found on a healthy devnet: members report at about the same time, so each one's gas is estimated against
+    a state where its report does not activate the epoch; mined in one block, the t-th of them does activate
+    (KeyStore deployment, epoch storage). Its gas must cover that path, or it reverts out of gas and the node
+    logs a failed report. Here 1 of t = 3 reports is in, two more are estimated, then mined together."""
+    import threading
+    import time
+
+    reg, w3 = chain.registry, chain.w3
+    chain.enact([A.StartDkg(members(chain, 4), 3)])
+    epoch_id = reg.epoch_count()
+    pk, kd, transcript = G2.generator() * random_scalar(), G2.generator() * random_scalar(), os.urandom(32)
+    reg.report_epoch(chain.nodes[0], epoch_id, pk, kd, transcript)
+    racers = chain.nodes[1:3]
+    nonces = {n.address: w3.eth.get_transaction_count(n.address) for n in racers}
+    outcomes: dict[str, object] = {}
+
+    def report(node):
+        try:
+            outcomes[node.address] = reg.report_epoch(node, epoch_id, pk, kd, transcript)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            outcomes[node.address] = exc
+
+    w3.provider.make_request("evm_setAutomine", [False])
+    try:
+        threads = [threading.Thread(target=report, args=(n,)) for n in racers]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 60
+        while any(w3.eth.get_transaction_count(a, "pending") == nonce for a, nonce in nonces.items()):
+            assert time.monotonic() < deadline and all(t.is_alive() for t in threads), outcomes
+            time.sleep(0.05)
+        w3.provider.make_request("evm_mine", [])
+    finally:
+        w3.provider.make_request("evm_setAutomine", [True])
+    for t in threads:
+        t.join(120)
+    receipts = [outcomes[n.address] for n in racers]
+    assert all(not isinstance(r, Exception) for r in receipts), receipts
+    assert receipts[0]["blockNumber"] == receipts[1]["blockNumber"]
+    print("gas used by the two racing reports:", [r["gasUsed"] for r in receipts])
+    epoch = reg.epoch(epoch_id)
+    assert epoch.phase is EpochPhase.ACTIVE and epoch.group_key_sig == pk

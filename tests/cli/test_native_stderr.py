@@ -7,13 +7,15 @@ import subprocess
 import sys
 
 CHILD = r"""
-import os, sys, time
+import os, sys
 from derot.cli import native_stderr
-native_stderr.capture("node-9")
+pump = native_stderr.capture("node-9")
 os.write(2, b"E1130 12:00:00.000000   77 chttp2_transport.cc:1234] connection reset\n")
 os.write(2, b"plain native text\n")
 print("from python", file=sys.stderr)
-time.sleep(0.5)
+os.close(2)  # the pipe's only writer: the pump reads to the end and stops
+pump.join(60)
+assert not pump.is_alive()
 """
 
 

@@ -48,7 +48,7 @@ def node_dir(tmp_path_factory) -> Path:
 
 
 def write_config(d: Path, name: str, *, rpc: str | None = None, public: int | None = None,
-                 level: str = "info", operator_key_file: str = "") -> Path:
+                 level: str = "info", operator_key_file: str = "", metrics: int | None = None) -> Path:
     rpc = rpc or f"http://127.0.0.1:{free_port()}"  # nothing listens there
     path = d / name
     path.write_text(f"""
@@ -67,7 +67,10 @@ operator_key_file = "{operator_key_file}"
 
 [log]
 level = "{level}"
-""")
+""" + (f"""
+[metrics]
+listen = "127.0.0.1:{metrics}"
+""" if metrics else ""))
     return path
 
 
@@ -107,6 +110,16 @@ def test_a_grpc_port_in_use(node_dir):
         line = one_line(derot("node", "run", "--config", str(config), env={"DEROT_SEAL_PASSPHRASE": "right"}),
                         errors.ADDRESS_IN_USE, "address_in_use")
     assert "[node].public_listen" in line
+
+
+def test_a_metrics_port_in_use(node_dir):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = write_config(node_dir, "busy-metrics.toml", metrics=taken.getsockname()[1])
+        line = one_line(derot("node", "run", "--config", str(config), env={"DEROT_SEAL_PASSPHRASE": "right"}),
+                        errors.ADDRESS_IN_USE, "address_in_use")
+    assert "[metrics].listen" in line
 
 
 def test_a_bad_log_level(node_dir):

@@ -285,13 +285,22 @@ def test_the_image_file_set_is_enough_to_run(dockerfile, tmp_path):
             else:
                 (target if dest.endswith("/") else target.parent).mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, target / src.name if dest.endswith("/") else target)
+    package = image / "node"
     script = (
-        "import node, sys\n"
-        f"assert node.__file__.startswith({str(image)!r}), node.__file__\n"
+        # what the image's editable install does: the import name derot maps to /opt/derot/node
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('derot', {str(package / '__init__.py')!r}, "
+        f"submodule_search_locations=[{str(package)!r}])\n"
+        "derot = importlib.util.module_from_spec(spec); sys.modules['derot'] = derot; spec.loader.exec_module(derot)\n"
         "from derot import _proto; _proto.generate(force=True); _proto.load('node_pb2')\n"
+        f"assert _proto.__file__.startswith({str(image)!r}), _proto.__file__\n"
         "from derot.devnet.compile import load_artifact; assert load_artifact('DerotRegistry')['abi']\n"
+        f"from derot.chain import artifacts; assert str(artifacts.artifact_dir()).startswith({str(image)!r})\n"
         "from derot.devnet.anvil import find_anvil; assert find_anvil().is_file()\n"
-        "from derot.cli.main import main; sys.exit(main(['compose', 'deploy', '--help']))\n"
+        "from derot.cli import main as cli\n"
+        f"assert all(m.__file__.startswith({str(image)!r}) for n, m in sys.modules.items() "
+        "if n.startswith('derot') and getattr(m, '__file__', None)), 'a derot module came from outside the image'\n"
+        "sys.exit(cli.main(['compose', 'deploy', '--help']))\n"
     )
     env = dict(os.environ, PYTHONPATH=str(image))
     env.pop("DEROT_ANVIL", None)

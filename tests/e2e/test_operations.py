@@ -1,12 +1,15 @@
-"""Operating a node: Prometheus metrics, gRPC health and reflection, logs free of secrets, graceful SIGTERM.
+"""Operating a node: Prometheus metrics, gRPC health and reflection, logs free of secrets and JSON throughout,
+graceful SIGTERM.
 
-All against real node processes of a 3-node devnet.
+All against real node processes of a 3-node devnet with the embedded MQTT broker.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -31,7 +34,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def small(devnet_starter):
-    net = devnet_starter("ops", nodes=3, threshold=2)
+    net = devnet_starter("ops", nodes=3, threshold=2, mqtt_url="embedded")
     yield net
     net.down()
 
@@ -158,6 +161,53 @@ def test_logs_never_contain_secrets(small, app_harness):
             json.loads(line)  # every structured line is valid JSON
         for secret in secrets:
             assert secret not in line, f"a secret appears in the logs: {line[:120]}"
+
+
+def test_logs_are_json_lines_without_healthy_noise(small, app_harness):
+    """Every line a node or the embedded broker writes is one JSON object (gRPC C-core and amqtt included), and
+    a healthy devnet logs no failed epoch report (a late report that agrees with the activated epoch is not one)."""
+    app_harness.app(Platform.SEV_SNP, client=app_harness.client()).get_key()  # some traffic first
+    paths = [p.directory / "node.log" for p in small.node_processes] + [small.directory / "mqtt.log"]
+    for path in paths:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        assert lines or path.name == "mqtt.log", f"{path} is empty"  # the broker logs warnings and errors only
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                raise AssertionError(f"{path.parent.name}/{path.name}: a line that is not JSON: {line[:160]!r}") from None
+            assert isinstance(entry, dict) and {"level", "msg"} <= entry.keys(), line[:160]
+            assert entry["msg"] != "epoch report failed", f"{path.parent.name}: {line[:200]}"
+
+
+def _derot(*argv: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEROT_")}
+    return subprocess.run([sys.executable, "-m", "derot.cli.main", *argv], capture_output=True, text=True,
+                          timeout=120, env=env)
+
+
+def test_node_status_health_and_devnet_status_ask_the_running_nodes(small, app_harness):
+    """`derot node status` (health, epoch, chain lag, per-peer share verdicts), `derot node health` and
+    `derot devnet status` (readiness and epoch per node) against the live processes."""
+    app_harness.app(Platform.TDX, client=app_harness.client()).get_key()  # every gateway-to-peer path used
+    statuses = []
+    for proc in small.node_processes:
+        result = _derot("node", "status", "--config", str(proc.config_path), "--json")
+        assert result.returncode == 0, result.stderr
+        status = json.loads(result.stdout)
+        running = status["node"]
+        assert running["health"] == "SERVING" and running["epoch"] == status["store"]["active_epoch"] >= 1
+        assert running["chain_lag_blocks"] >= 0 and running["members"] == 3 and isinstance(running["peers"], dict)
+        statuses.append(status)
+        health = _derot("node", "health", "--config", str(proc.config_path))
+        assert health.returncode == 0 and health.stdout.strip() == "SERVING", health
+    assert any(verdicts.get("accepted", 0) > 0 for s in statuses for verdicts in s["node"]["peers"].values())
+    human = _derot("node", "status", "--config", str(small.node_processes[0].config_path))
+    assert human.returncode == 0 and "SERVING" in human.stdout and "{" not in human.stdout, human
+    devnet = _derot("devnet", "status", "--dir", str(small.directory), "--json")
+    assert devnet.returncode == 0, devnet.stderr
+    nodes = json.loads(devnet.stdout)["nodes"]
+    assert [(n["health"], n["serving_epoch"]) for n in nodes] == [("SERVING", statuses[0]["node"]["epoch"])] * 3
 
 
 def test_sigterm_finishes_in_flight_requests_and_closes_storage(small, app_harness):

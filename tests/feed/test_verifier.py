@@ -45,7 +45,7 @@ def refusal(verifier, signed_or_payload, topic) -> NoticeRefused:
 def test_first_notice_lists_the_state_then_only_changes(verifier, committee):
     first = feed(verifier, committee.sign(revocations(100)))
     assert first.first and [str(c) for c in first.changes] == [
-        "platform TDX enabled, TCB floor UP_TO_DATE", "platform SEV_SNP enabled, TCB floor UP_TO_DATE"]
+        "platform tdx enabled, TCB floor up-to-date", "platform sev-snp enabled, TCB floor up-to-date"]
     revoked = feed(verifier, committee.sign(revocations(105, fmspcs=[FMSPC])))
     assert not revoked.first and [str(c) for c in revoked.changes] == ["revoked FMSPC 00906ed50000"]
     heartbeat = feed(verifier, committee.sign(revocations(130, fmspcs=[FMSPC])))
@@ -59,7 +59,7 @@ def test_platform_rule_changes_are_reported():
     before = revocations(1)
     rules = (PlatformStatus(int(Platform.TDX), False, 7),)
     after = replace(before, block_number=2, content=replace(before.content, platforms=rules))
-    assert [str(c) for c in changes(before, after)] == ["platform TDX disabled", "platform SEV_SNP no rule (disabled)"]
+    assert [str(c) for c in changes(before, after)] == ["platform tdx disabled", "platform sev-snp no rule (disabled)"]
 
 
 def test_epoch_changes_are_reported(committee, verifier):
