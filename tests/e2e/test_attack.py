@@ -610,28 +610,3 @@ def test_an_attacker_pck_chain_ending_in_the_trusted_root_is_refused_before_any_
     assert max(latencies) < max(2.0, 10 * baseline["p99"]), f"canary stalled for {max(latencies):.2f}s"
     _check_health(network, baseline, "forged PCK chains")
 
-
-def test_a_tcb_floor_above_up_to_date_is_refused_by_name_at_every_node(network, harness, baseline):
-    """Finding 7 at real nodes (last in this module: the council may only raise a floor): after
-    ``setTcbFloor(TDX, 8)`` every node refuses a TDX app with ``tcb_floor_unknown``, not ``internal_error``,
-    and an SNP app still gets its key."""
-    from derot.app.client import RequestFailed
-    from derot.chain.actions import SetTcbFloor
-    from derot.chain.registry import Registry
-    from derot.devnet.network import COUNCIL
-
-    registry = Registry(network.w3(), network.registry)
-    receipt = registry.apply(network.accounts[COUNCIL], [SetTcbFloor(int(Platform.TDX), 8)])
-    network.wait_confirmed()
-    for target in network.node_processes:
-        info = baseline["canary"].calls[target.index - 1]
-        deadline = time.monotonic() + 60
-        while pb.NetworkInfo.FromString(info(b"", timeout=30)).confirmed_block < receipt["blockNumber"]:
-            assert time.monotonic() < deadline, f"node {target.index} never saw the floor"
-            time.sleep(0.1)
-    for target in network.node_processes:
-        with pytest.raises(RequestFailed) as info:
-            harness.app(Platform.TDX, client=harness.client([target.index])).get_key()
-        assert info.value.reason == "tcb_floor_unknown", f"node {target.index}: {info.value}"
-    assert harness.app(Platform.SEV_SNP).get_key().ethereum_address
-    _check_health(network, baseline, "TCB floor 8")
