@@ -1,14 +1,17 @@
-"""Issue 9 findings 6 and 7 at real node processes (the other findings: test_attack.py, test_chain_stale.py,
+"""Issue 9 findings 6, 7 and 8 at real node processes (the other findings: test_attack.py, test_chain_stale.py,
 test_network.py).
 
 - Finding 6: after two members are killed and restarted, a gateway uses them again within seconds (it had
   avoided them for 20-60 s, once for over 10 minutes, because a hedged-away call never failed its channel).
 - Finding 7: ``setTcbFloor(TDX, 8)`` (a value above UP_TO_DATE, which the council may set) is refused by name,
   ``tcb_floor_unknown``, at every node, not ``internal_error``.
+- Finding 8: a running node's store, its WAL, its sealing key and its folder are private (0600 files in a 0700
+  folder; they were 0644).
 """
 
 from __future__ import annotations
 
+import stat
 import time
 
 import pytest
@@ -39,6 +42,17 @@ def _wait(condition, what: str, timeout: float = 90.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.2)
+
+
+def test_a_running_nodes_store_wal_and_sealing_key_are_private(network, harness):
+    assert harness.app(Platform.TDX).get_key()  # every node has written to its store
+    for proc in network.node_processes:
+        folder = proc.directory
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, f"node {proc.index}: {folder} is {folder.stat().st_mode:o}"
+        files = [f for f in folder.iterdir() if f.name.startswith("node.db") or f.name == "seal.key"]
+        assert {"node.db", "seal.key"} <= {f.name for f in files}
+        for f in files:
+            assert stat.S_IMODE(f.stat().st_mode) == 0o600, f"node {proc.index}: {f.name} is {f.stat().st_mode:o}"
 
 
 def test_a_gateway_uses_restarted_members_again_within_seconds(network, harness):
