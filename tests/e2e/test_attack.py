@@ -252,6 +252,8 @@ def test_malformed_classes_and_nesting_bombs_at_every_public_port(network, harne
             assert reason != "internal_error", f"{method} {data[:16].hex()}: internal_error"
             if method != "GetNetworkInfo":
                 assert reason != "ok", f"{method} accepted a malformed request"
+        for method in ("DeriveKey", "IssueCertificate", "GetStatus"):  # finding 10: not UNKNOWN "DecodeError"
+            assert send_raw(channel, method, b"\xff\xff\xff\xff") == "malformed_request"
     _check_health(network, baseline, "malformed classes")
     assert harness.app(Platform.TDX).get_key().ethereum_address
 
