@@ -4,9 +4,10 @@ a verification worker is taken.
 Verifying evidence (dcap-qvl, SEV-SNP/GPU chains, policy) is blocking CPU work: it runs on a pool of
 ``workers`` threads, never on the loop. Fetching Intel collateral from a PCCS is blocking I/O that may take a
 whole timeout: :meth:`EvidenceVerifier.prefetch` does it first, on its own small pool, only for a quote whose
-PCK chain verified up to a trusted root, and only within the requester's fetch budget; the verification that
-follows then finds the collateral in memory (or the recorded failure) and never waits on the network. So a
-PCCS that never answers costs only the requests that need collateral this node does not hold.
+PCK chain verified up to a trusted root, and only within the requester's fetch budget (the calling host's, not
+the connection's: :func:`requester_of`); the verification that follows then finds the collateral in memory (or
+the recorded failure) and never waits on the network. So a PCCS that never answers costs only the requests
+that need collateral this node does not hold.
 """
 
 from __future__ import annotations
@@ -26,6 +27,17 @@ from derot.constants import Platform
 log = logging.getLogger("derot.verify")
 
 T = TypeVar("T")
+
+
+def requester_of(source: str) -> str:
+    """Whom a collateral fetch is charged to: the host of a gRPC peer string (``ipv4:HOST:PORT`` and
+    ``ipv6:[HOST]:PORT`` lose the port, which is new with every connection, so a budget keyed by it would restart
+    with each one); any other source (an operator address, a unix socket) as given."""
+    if source.startswith(("ipv4:", "ipv6:")):
+        host, sep, port = source.rpartition(":")
+        if sep and port.isdigit() and host not in ("ipv4", "ipv6"):
+            return host
+    return source
 
 
 class EvidenceVerifier:
@@ -68,7 +80,7 @@ class EvidenceVerifier:
             return
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._fetchers, store.fetch, key, evidence.quote, source)
+            await loop.run_in_executor(self._fetchers, store.fetch, key, evidence.quote, requester_of(source))
         except AttestationError as exc:  # recorded by the store; the verification reports it
             log.info("collateral not fetched", extra={"fmspc": key.fmspc.hex(), "source": source,
                                                       "reason": exc.reason, "detail": str(exc)})

@@ -84,6 +84,24 @@ def test_dkg_messages_are_buffered_only_for_the_pending_epoch_and_bounded_per_se
     assert epochs._early[0] == 2 and len(epochs._early[1].messages) == LIMITS.dkg_backlog_per_sender + 1
 
 
+def test_the_dkg_backlog_of_an_epoch_is_bounded_in_bytes_across_senders():
+    """The per-epoch byte bound: members each within their message count still cannot fill memory together."""
+    from derot.service.orchestrator import DkgBacklog
+
+    backlog, message = DkgBacklog(), bytes(1 << 20)
+    senders = [f"0x{i:040x}" for i in range(8)]
+    kept = 0
+    with pytest.raises(Refusal) as refused:
+        for k in range(LIMITS.dkg_backlog_bytes // len(message) + 1):
+            backlog.add(senders[k % len(senders)], message)
+            kept += 1
+    assert refused.value.reason == status.OVERLOADED and "full" in refused.value.detail
+    assert kept == LIMITS.dkg_backlog_bytes // len(message) and backlog.size <= LIMITS.dkg_backlog_bytes
+    assert max(backlog.per_sender.values()) < LIMITS.dkg_backlog_per_sender  # the byte bound refused, not the count
+    backlog.drain()
+    backlog.add(senders[0], message)  # drained (the session started): room again
+
+
 def test_a_registry_update_never_waits_for_silent_registrants_and_unpins_a_removed_node_at_once(committee):
     me = tls.generate_identity()
     state = committee.state()

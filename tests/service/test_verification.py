@@ -136,3 +136,41 @@ def test_fetches_are_budgeted_per_requester_and_a_failing_source_is_not_asked_ag
     with pytest.raises(CollateralUnavailable, match="no answer"):  # another FMSPC: the source is known down
         store.fetch(trust.intel.collateral_key(fresh), b"", "bob")
     assert Down.calls == 1
+
+
+def test_the_fetch_budget_is_per_host_not_per_connection(roots):
+    """gRPC names a caller ``ipv4:HOST:PORT``: a budget keyed by that string restarts with every new connection.
+    Three FMSPCs from one host over three connections: the third is over the host's budget of two."""
+    pccs = InMemoryPccs()
+    fmspcs = [bytes([0, 0xD0, i, 0, 0, 0]) for i in range(3)]
+    for fmspc in fmspcs:
+        pccs.publish(roots.tdx_collateral(fmspc))
+    store = CollateralStore(fetcher=pccs, fetch_on_get=False, fetch_budget=2, budget_window=60)
+    trust = TrustConfig(production=False, intel_roots={"devnet": roots.intel_root_der}, amd=None, nvidia=None,
+                        collateral=store)
+    verifier = EvidenceVerifier(trust, workers=1, fetch_workers=1)
+    sources = ["ipv4:10.9.8.7:40001", "ipv4:10.9.8.7:40002", "ipv4:10.9.8.7:40003"]
+
+    async def scenario():
+        for fmspc, source in zip(fmspcs, sources):
+            await verifier.prefetch(tdx_evidence(DevnetTee(roots, Platform.TDX, fmspc=fmspc)), source)
+
+    asyncio.run(scenario())
+    verifier.close()
+    assert sorted(k.fmspc for k in pccs.requests) == fmspcs[:2]  # the third was refused, not fetched
+    fresh = DevnetTee(roots, Platform.TDX, fmspc=fmspcs[2])
+    asyncio.run(EvidenceVerifier(trust, workers=1, fetch_workers=1).prefetch(tdx_evidence(fresh), "ipv4:10.9.8.6:1"))
+    assert fmspcs[2] in [k.fmspc for k in pccs.requests]  # another host still has its own budget
+
+
+@pytest.mark.parametrize("peer,host", [
+    ("ipv4:10.9.8.7:40001", "ipv4:10.9.8.7"),
+    ("ipv6:[::1]:5678", "ipv6:[::1]"),
+    ("ipv6:%5B2001:db8::1%5D:443", "ipv6:%5B2001:db8::1%5D"),
+    ("0xAbC0000000000000000000000000000000000001", "0xAbC0000000000000000000000000000000000001"),
+    ("unix:/tmp/socket", "unix:/tmp/socket"),
+])
+def test_requester_is_the_callers_host(peer, host):
+    from derot.service.verification import requester_of
+
+    assert requester_of(peer) == host
