@@ -21,6 +21,15 @@ GPU_MODEL_UNRECOGNISED = 1 << 31
 CERT_DEFAULT_LIFETIME_S = 24 * 3600
 
 
+def spelled(enum_cls: type[enum.IntEnum], value: int) -> str:
+    """A wire enum value in derot's one user-facing spelling (``sev-snp``, ``up-to-date``, ``secp256k1``):
+    the member name in lower case with ``-`` for ``_``; a value outside the enum as ``<enum> <value>``."""
+    try:
+        return enum_cls(value).name.lower().replace("_", "-")
+    except ValueError:
+        return f"{enum_cls.__name__.lower()} {value}"
+
+
 class Platform(enum.IntEnum):
     """TEE platform of a piece of evidence (certificate ``platform`` field)."""
 

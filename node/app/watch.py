@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from derot.constants import Platform, TcbStatus
+from derot.constants import Platform, TcbStatus, spelled
 from derot.crypto.bls import G2
 from derot.certs.notices import (
     BrokerAddress,
@@ -142,20 +142,13 @@ class FeedVerifier:
 
 def _platform_name(value: int) -> str:
     """The CLI's one spelling (``tdx``, ``sev-snp``, ``azure-snp``...), as ``derot gov state`` prints it."""
-    try:
-        return Platform(value).name.lower().replace("_", "-")
-    except ValueError:
-        return f"platform {value}"
+    return spelled(Platform, value)
 
 
 def _rule(rule: PlatformStatus) -> str:
     if not rule.enabled:
         return "disabled"
-    try:
-        floor = TcbStatus(rule.tcb_floor).name.lower().replace("_", "-")
-    except ValueError:
-        floor = str(rule.tcb_floor)
-    return f"enabled, TCB floor {floor}"
+    return f"enabled, TCB floor {spelled(TcbStatus, rule.tcb_floor)}"
 
 
 def changes(old: Notice | None, new: Notice) -> tuple[Change, ...]:

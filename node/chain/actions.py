@@ -18,7 +18,7 @@ from typing import ClassVar
 from eth_utils import to_checksum_address
 
 from derot.chain.types import RevocationKind
-from derot.constants import Platform, TcbStatus
+from derot.constants import Platform, TcbStatus, spelled
 from derot.errors import DerotError
 
 
@@ -81,17 +81,11 @@ def parse_address(text: str) -> str:
 
 
 def platform_name(value: int) -> str:
-    try:
-        return Platform(value).name.lower().replace("_", "-")
-    except ValueError:
-        return f"platform {value}"
+    return spelled(Platform, value)
 
 
 def tcb_name(value: int) -> str:
-    try:
-        return TcbStatus(value).name.lower().replace("_", "-")
-    except ValueError:
-        return f"tcb {value}"
+    return spelled(TcbStatus, value)
 
 
 def _argtype(parse, **kwargs):

@@ -307,10 +307,9 @@ def _iso(ts: int) -> str:
 
 def _enum_name(enum_cls, value: int) -> str:
     """``sev-snp``, ``up-to-date``, ``secp256k1``: enum names in the CLI's one spelling."""
-    try:
-        return enum_cls(value).name.lower().replace("_", "-")
-    except ValueError:
-        return str(value)
+    from derot.constants import spelled
+
+    return spelled(enum_cls, value)
 
 
 def certificate_summary(cert) -> dict:

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from derot.cli.errors import guarded
+from derot.constants import Platform, TcbStatus, spelled
 
 
 def register(subparsers) -> None:
@@ -252,8 +253,8 @@ def _print_claims(claims, indent: str = "") -> None:
     extra = ", ".join(f"{k}={d[k]}" for k in ("quote_version", "body", "product", "signing_key", "report_version",
                                                "driver_version", "vbios_version", "verified_by") if d.get(k) is not None)
     rows = [
-        ("platform", f"{claims.platform.name} ({extra}); root: {claims.root}"),
-        ("tcb_status", f"{claims.tcb_status.name}; advisories: {', '.join(claims.advisory_ids) or '-'}"),
+        ("platform", f"{spelled(Platform, claims.platform)} ({extra}); root: {claims.root}"),
+        ("tcb_status", f"{spelled(TcbStatus, claims.tcb_status)}; advisories: {', '.join(claims.advisory_ids) or '-'}"),
         ("measurement", claims.measurement_digest.hex()),
     ]
     rows += [(f"  {k}", v.hex()) for k, v in claims.measurements.items()]
@@ -317,5 +318,5 @@ def cmd_devnet_evidence(args) -> int:
     else:
         evidence = DevnetTee(roots, platform, measurements, debug=args.debug).quote(bytes.fromhex(args.report_data))
     Path(args.out).write_bytes(evidence.encode())
-    print(f"wrote {platform.name} devnet evidence to {args.out}")
+    print(f"wrote {spelled(Platform, platform)} devnet evidence to {args.out}")
     return 0

@@ -184,7 +184,7 @@ def test_detect_checks_the_configured_platform_and_passes_options(tmp_path, devi
     device = detect_device(configfs_root=tmp_path / "none", sev_guest=device_node, vek_path=vek, privlevel=2,
                            expect=Platform.SEV_SNP)
     assert isinstance(device, SnpDevice) and device.vmpl == 2
-    with pytest.raises(PlatformMismatch, match="SEV_SNP guest .* configuration names TDX"):
+    with pytest.raises(PlatformMismatch, match="sev-snp guest .* configuration names tdx"):
         detect_device(configfs_root=tmp_path / "none", sev_guest=device_node, expect=Platform.TDX)
 
 

@@ -98,7 +98,7 @@ def test_another_platform_than_configured_is_unavailable(tmp_path, device_node):
     value, answer = node.published(TeeWatch(options))
     assert (value, answer) == (0.0, "NOT_SERVING")
     available, detail = TeeWatch(options).check()
-    assert not available and detail.startswith("tee_platformmismatch") and "configuration names TDX" in detail
+    assert not available and detail.startswith("tee_platformmismatch") and "configuration names tdx" in detail
 
 
 def test_registration_evidence_uses_the_device_options_and_refuses_another_platform(tmp_path, device_node,
@@ -119,7 +119,7 @@ def test_registration_evidence_uses_the_device_options_and_refuses_another_platf
     monkeypatch.setattr(tee, "detect_device", on_this_guest)
     path = tmp_path / "node.toml"
     path.write_text('[attest]\nnode_tee = "tdx"\ncollateral_path = "/etc/derot/collateral.json"\nprivlevel = 1\n')
-    with pytest.raises(PlatformMismatch, match="SEV_SNP guest .* configuration names TDX"):
+    with pytest.raises(PlatformMismatch, match="sev-snp guest .* configuration names tdx"):
         make_node_evidence(load_config(path, env={}), bytes(32), "0x" + "11" * 20, bytes(32), bytes(32), bytes(32))
     assert seen == [{"vek_path": None, "collateral_path": "/etc/derot/collateral.json", "privlevel": 1,
                      "expect": Platform.TDX}]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 
-from derot.constants import Platform
+from derot.constants import Platform, spelled
 
 from derot.app.tee.configfs import (
     DEFAULT_ROOT,
@@ -43,8 +43,8 @@ def detect_device(*, configfs_root: str | os.PathLike = DEFAULT_ROOT, sev_guest:
     device = _detect(os.fspath(configfs_root), os.fspath(sev_guest), vek_path, collateral_path, privlevel,
                      os.fspath(tpm_device))
     if expect is not None and device.platform != Platform(expect):
-        raise PlatformMismatch(f"this machine is a {device.platform.name} guest ({type(device).__name__}), but the "
-                               f"configuration names {Platform(expect).name}")
+        raise PlatformMismatch(f"this machine is a {spelled(Platform, device.platform)} guest "
+                               f"({type(device).__name__}), but the configuration names {spelled(Platform, expect)}")
     return device
 
 
