@@ -117,10 +117,17 @@ def test_voting_with_zero_power_warns(chain, gov):
 
 
 @pytest.mark.parametrize("kind, expected, given", [("chip", "64", 63), ("gpu-fwid", "1..64", 65), ("fmspc", "6", 5),
-                                                    ("ppid", "16", 15)])
+                                                    ("ppid", "16", 15), ("pck", "32", 31), ("gpu-device", "1..32", 33)])
 def test_hardware_ids_are_checked_for_length(chain, gov, kind, expected, given):
     code, _, err = gov("council", "revoke", kind, "ab" * given, key=chain.council)
     assert code == 1 and f"must be {expected} bytes, got {given}" in err, err
+
+
+@pytest.mark.parametrize("kind, size", [("chip", 64), ("ppid", 16), ("gpu-device", 9)])
+def test_an_all_zero_machine_id_is_refused(chain, gov, kind, size):
+    """An all-zero id names no machine (a VLEK report's masked chip_id): revoking it is refused before sending."""
+    code, _, err = gov("council", f"revoke-{kind}", "00" * size, key=chain.council)
+    assert code == 1 and "must not be all zero" in err, err
 
 
 def test_state_shows_an_aborted_epoch(chain, gov):
