@@ -86,7 +86,7 @@ class HardwareIds:
 
     fmspc: bytes | None = None  # Intel platform family (6 bytes)
     ppid: bytes | None = None  # Intel platform provisioning id (16 bytes)
-    chip_id: bytes | None = None  # AMD chip id (64 bytes); for a VLEK this is all zeros (masked)
+    chip_id: bytes | None = None  # AMD chip id (64 bytes), VCEK-signed reports only (a VLEK endorses no chip)
     gpu_fwid: bytes | None = None  # NVIDIA firmware id (48 bytes)
     pck_cert: bytes | None = None  # Intel PCK certificate id (32 bytes, derot.attest.identity.pck_id)
     gpu_device: bytes | None = None  # NVIDIA device identity certificate serial (the leaf's issuer)

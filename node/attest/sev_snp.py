@@ -567,7 +567,9 @@ def verify_report(raw_report: bytes, vek_der: bytes, roots: AmdRoots, at: int) -
         tcb_status=TcbStatus.UP_TO_DATE,
         advisory_ids=(),
         debug=report.debug,
-        hardware_ids=HardwareIds(chip_id=report.chip_id),
+        # only a VCEK endorses the chip_id (its hwID, checked above); a VLEK names no chip, so a VLEK report's
+        # chip_id, masked or not, is no identity (docs/revocation.md)
+        hardware_ids=HardwareIds(chip_id=None if is_vlek else report.chip_id),
         not_before=not_before,
         not_after=not_after,
         root=label,

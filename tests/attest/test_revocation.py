@@ -17,7 +17,7 @@ from derot.attest import identity, policy as P
 from derot.attest.collateral import Collateral
 from derot.attest.errors import PckChainMismatch
 from derot.attest.evidence import Evidence, GpuEvidence
-from derot.attest.intel import pck_info
+from derot.attest.intel import check_chain_signatures, pck_info
 from derot.attest.intel_quote import parse_quote
 from derot.attest.snapshot import GovernanceSnapshot, PlatformRule
 from derot.attest.verify import verify_evidence
@@ -42,7 +42,9 @@ def decide(claims, snapshot):
 def _intel(vectors, ts, quote, collateral, at):
     raw = vectors.bytes(PH + quote)
     ev = Evidence(Platform.TDX, quote=raw, collateral=vectors.text(PH + collateral).encode())
-    return verify_evidence(ev, _trust(), at=ts(at))
+    claims = verify_evidence(ev, _trust(), at=ts(at))
+    assert claims.root == "production"
+    return claims
 
 
 _TRUST = []
@@ -85,7 +87,14 @@ def test_intel_ppid_revoked_by_name(tdx_a, tdx_b, vectors):
     # the other real TDX machine passes under the same revocation set
     assert decide(tdx_b, snap(revoked_ppids=frozenset({ppid}))).allowed
     # and revoking the other machine of tdx_a's own family (same FMSPC b0c06f, another PPID) leaves it alone
-    other = pck_info(parse_quote(vectors.bytes(PH + "tdx-quote.bin")))
+    # (that quote's TCB matches no level of the collateral, so it cannot pass itself; its PPID is read from a
+    # PCK chain signed up to the pinned Intel root)
+    sibling = parse_quote(vectors.bytes(PH + "tdx-quote.bin"))
+    check_chain_signatures(sibling)
+    other = pck_info(sibling)
+    from derot.attest.trust import production_intel_root
+
+    assert other.root_der == production_intel_root()
     assert other.fmspc == tdx_a.hardware_ids.fmspc and other.ppid != ppid
     assert decide(tdx_a, snap(revoked_ppids=frozenset({other.ppid}), revoked_pck_certs=frozenset({other.pck_cert}))).allowed
 
@@ -170,8 +179,10 @@ SNP = [("google_go_sev_guest/attestation.bin", "google_go_sev_guest/vcek_milan.d
 
 @pytest.fixture(scope="module")
 def snps(vectors, ts):
-    return [verify_evidence(Evidence(Platform.SEV_SNP, quote=vectors.bytes(r), vek=vectors.bytes(v)), _trust(),
-                            at=ts("2025-01-01T00:00:00Z")) for r, v in SNP]
+    out = [verify_evidence(Evidence(Platform.SEV_SNP, quote=vectors.bytes(r), vek=vectors.bytes(v)), _trust(),
+                           at=ts("2025-01-01T00:00:00Z")) for r, v in SNP]
+    assert {c.root for c in out} == {"production"}
+    return out
 
 
 def test_snp_chip_revoked_by_name(snps):
@@ -193,6 +204,23 @@ def test_snp_masked_chip_id_is_no_identity(snps):
         RevocationKind.CHIP_ID.check_length(bytes(64))
 
 
+def test_a_vlek_reports_chip_id_is_never_an_identity(devnet, devnet_trust):
+    """A VLEK certificate names no chip (no hwID), so nothing endorses a VLEK report's chip_id, masked or not: a
+    holder of the provider's VLEK could write any chip_id. Real-format devnet reports through the same verifier:
+    the VLEK report with a non-zero chip_id exposes no identity and its chip_id revokes nothing, while a
+    VCEK-signed report with that very chip_id is refused by name."""
+    from derot.attest.devnet import DevnetTee
+
+    chip = bytes(range(1, 65))
+    vlek = verify_evidence(DevnetTee(devnet, Platform.SEV_SNP, chip_id=chip, vlek=True).quote(bytes(64)), devnet_trust)
+    vcek = verify_evidence(DevnetTee(devnet, Platform.SEV_SNP, chip_id=chip).quote(bytes(64)), devnet_trust)
+    assert vlek.details["signing_key"] == "VLEK" and vcek.details["signing_key"] == "VCEK"
+    assert vlek.hardware_ids.chip_id is None and identity.identities(vlek) == () and identity.hardware_keys(vlek) == ()
+    revoked = snap(revoked_chip_ids=frozenset({chip}))
+    assert decide(vlek, revoked).allowed
+    assert decide(vcek, revoked).reason is P.PolicyReason.CHIP_REVOKED
+
+
 # ------------------------------------------------------------------------------------------ NVIDIA
 
 N = "nvidia_nvtrust/"
@@ -200,11 +228,14 @@ PPCIE_NONCE = bytes.fromhex("4760e30534a0621357d458b1a7936551b5dc4cd1e69718adf7e
 
 
 @pytest.fixture(scope="module")
-def gpus(vectors):
+def gpus(vectors, ts):
+    """Two H100s of one PPCIe machine, verified at the vectors' commit date (their chains run 2022..9999)."""
     out = []
     for i in (0, 1):
         gpu = GpuEvidence(vectors.bytes(N + f"ppcie_gpu{i}_report.hex"), vectors.bytes(N + f"ppcie_gpu{i}_certs.pem"))
-        out.append(verify_evidence(Evidence(Platform.NVIDIA_GPU, gpus=(gpu,)), _trust(), gpu_nonce_override=PPCIE_NONCE))
+        out.append(verify_evidence(Evidence(Platform.NVIDIA_GPU, gpus=(gpu,)), _trust(), at=ts("2026-04-20T00:00:00Z"),
+                                   gpu_nonce_override=PPCIE_NONCE))
+    assert {c.root for c in out} == {"production"}
     return out
 
 
@@ -258,3 +289,36 @@ def test_attest_verify_prints_every_revocable_identity_as_a_gov_action(vectors, 
     assert not rows[("GPU_FWID", doc["claims"]["hardware_ids"]["gpu_fwid"])]["per_machine"]
     assert main(args[:-1]) == 0
     assert "derot gov council revoke-gpu-device 412921ce551e4eeda3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("platform", ["tdx", "sev-snp"])
+def test_attest_verify_prints_the_cpu_machines_identities_as_gov_actions(vectors, capsys, platform):
+    """The same for a CPU TEE: Intel's FMSPC, PPID and PCK certificate, and the SEV-SNP chip_id, each checked
+    against an independent reading of the vector (the PCK leaf's extension and serial, the report's bytes)."""
+    from cryptography import x509
+
+    from derot.chain.actions import Revoke, parse_action
+    from derot.cli.main import main
+
+    if platform == "tdx":
+        quote = vectors.root / (PH + "tdx_quote")
+        args = [str(quote), "--collateral", str(vectors.root / (PH + "tdx_quote_collateral.json")),
+                "--at", "2025-07-01T00:00:00Z"]
+        leaf = x509.load_pem_x509_certificates(parse_quote(quote.read_bytes()).pck_chain_pem.rstrip(b"\0"))[0]
+        expected = {("FMSPC", "b0c06f000000"), ("PPID", "811dca2a26b952e85bb6448b097ba4fd"),
+                    ("PCK_CERT", identity.pck_id(leaf.issuer.public_bytes(), leaf.serial_number).hex())}
+    else:
+        report = vectors.root / "virtee_sev/report_milan.bin"
+        args = [str(report), "--vek", str(vectors.root / "virtee_sev/vcek_milan.der"), "--at", "2025-01-01T00:00:00Z"]
+        expected = {("CHIP_ID", report.read_bytes()[0x1A0:0x1E0].hex())}  # chip_id: report bytes 0x1A0..0x1DF
+    assert main(["attest", "verify", *args, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["revocable"]
+    assert {(r["kind"], r["id"]) for r in rows} == expected
+    for row in rows:
+        action = parse_action(row["action"].split())
+        assert isinstance(action, Revoke) and (action.kind.name, action.ident.hex()) == (row["kind"], row["id"])
+        assert row["per_machine"] is (row["kind"] != "FMSPC")
+    assert main(["attest", "verify", *args]) == 0
+    text = capsys.readouterr().out
+    for row in rows:
+        assert f"derot gov council {row['action']}" in text

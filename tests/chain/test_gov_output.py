@@ -117,10 +117,17 @@ def test_voting_with_zero_power_warns(chain, gov):
 
 
 @pytest.mark.parametrize("kind, expected, given", [("chip", "64", 63), ("gpu-fwid", "1..64", 65), ("fmspc", "6", 5),
-                                                    ("ppid", "16", 15)])
+                                                    ("ppid", "16", 15), ("pck", "32", 31), ("gpu-device", "1..32", 33)])
 def test_hardware_ids_are_checked_for_length(chain, gov, kind, expected, given):
     code, _, err = gov("council", "revoke", kind, "ab" * given, key=chain.council)
     assert code == 1 and f"must be {expected} bytes, got {given}" in err, err
+
+
+@pytest.mark.parametrize("kind, size", [("chip", 64), ("ppid", 16), ("gpu-device", 9)])
+def test_an_all_zero_machine_id_is_refused(chain, gov, kind, size):
+    """An all-zero id names no machine (a VLEK report's masked chip_id): revoking it is refused before sending."""
+    code, _, err = gov("council", f"revoke-{kind}", "00" * size, key=chain.council)
+    assert code == 1 and "must not be all zero" in err, err
 
 
 def test_state_shows_an_aborted_epoch(chain, gov):
@@ -133,3 +140,39 @@ def test_state_shows_an_aborted_epoch(chain, gov):
     assert re.search(r"epoch \d+ aborted \(failed run\)", out), out
     state, _ = gov.json("state")
     assert state["aborted_epochs"]
+
+
+# the per-machine ids of the real vectors (tests/attest/test_revocation.py), as `derot attest verify` prints them
+MACHINE_IDS = {"ppid": "811dca2a26b952e85bb6448b097ba4fd",
+               "pck": "ce2bee4d12e5ca320a3d14cf665de55eb5d59012253f37b5048e4061a5b260f5",
+               "chip": "d49554ec717f4e5b0fe6b143bcf0405bd7ae304727edf46603f2a76aef6a3abc"
+                       "15d7af38db757039029f0efacfd08e244324884738c72b082e2f87a44d541eb6",
+               "gpu-device": "412921ce551e4eeda3"}
+STATE_KEYS = {"ppid": "intel_ppids", "pck": "intel_pck_certificates", "chip": "chip_ids", "gpu-device": "gpu_devices"}
+
+
+def test_every_machine_kind_through_a_cli_proposal_and_the_council(chain, gov):
+    """Issue 16: one proposal revoking one machine of each vendor (`revoke-ppid X + revoke-pck Y + ...`), voted,
+    queued and executed with `derot gov`; then the council revokes another machine of each kind at once."""
+    import os
+
+    words = []
+    for kind, ident in MACHINE_IDS.items():
+        words += ["+", f"revoke-{kind}", ident] if words else [f"revoke-{kind}", ident]
+    proposed, _ = gov.json("propose", "-m", "Revoke four compromised machines", *words, key=chain.whale)
+    mine(chain.w3, chain.gov.voting_delay() + 1)
+    gov.json("vote", proposed["short_id"], "for", key=chain.whale)
+    gov.json("vote", proposed["short_id"], "for", key=chain.mid)
+    mine(chain.w3, chain.gov.voting_period())
+    gov.json("queue", proposed["short_id"], key=chain.stranger)
+    warp(chain.w3, chain.gov.timelock_delay() + 1)
+    executed, _ = gov.json("execute", proposed["short_id"], key=chain.stranger)
+    assert len(executed["actions"]) == 4
+    council = {"ppid": os.urandom(16).hex(), "pck": os.urandom(32).hex(), "chip": os.urandom(64).hex(),
+               "gpu-device": os.urandom(20).hex()}
+    for kind, ident in council.items():
+        code, out, err = gov("council", f"revoke-{kind}", ident, key=chain.council)
+        assert code == 0 and out.startswith("council: Revoke"), err
+    state, _ = gov.json("state")
+    for kind in MACHINE_IDS:
+        assert {MACHINE_IDS[kind], council[kind]} <= set(state["revoked"][STATE_KEYS[kind]]), kind

@@ -9,6 +9,7 @@ verification afterwards, on-chain (with the gas) and off-chain (registry state, 
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -20,6 +21,7 @@ from derot.certs import Reason
 from derot.chain.actions import Revoke
 from derot.chain.state import read_state
 from derot.constants import KeyType, Platform, RevocationKind
+from derot.devnet.anvil import rpc
 from derot.devnet.network import COUNCIL
 
 pytestmark = pytest.mark.slow
@@ -63,6 +65,34 @@ def _wait_all_nodes_confirmed(net, block: int, timeout: float = 60.0) -> None:
             client.close()
 
 
+@contextmanager
+def _chain_frozen(net):
+    """Blocks come only from transactions and from the test's own ``mine(n)`` (anvil automine), so the block at
+    which the nodes refuse is known exactly; interval mining resumes afterwards."""
+    rpc(net.rpc_url, "evm_setAutomine", [True])
+    try:
+        yield lambda n: [rpc(net.rpc_url, "evm_mine", []) for _ in range(n)]
+    finally:
+        rpc(net.rpc_url, "evm_setIntervalMining", [max(1, int(net.block_time))])
+
+
+def _refused_at_the_first_confirmed_block(net, app, revoked_at: int, reason: str, ident: bytes) -> None:
+    """Every node, once it has applied block ``revoked_at`` (the first confirmed block holding the revocation,
+    the chain's head being ``revoked_at + confirmations`` and no later block mined), refuses ``app`` by name."""
+    w3 = net.w3()
+    assert w3.eth.block_number == revoked_at + net.confirmations
+    _wait_all_nodes_confirmed(net, revoked_at)
+    for node in range(1, len(net.node_processes) + 1):  # every node refuses it on its own
+        client = RootOfTrustClient([net.node_processes[node - 1].public_endpoint], attempts=1)
+        try:
+            with pytest.raises(RequestFailed) as info:
+                App(client, app.device, app.anchor, app.app_id).get_key()
+        finally:
+            client.close()
+        assert info.value.reason == reason and ident.hex() in info.value.refusal.detail, info.value
+    assert w3.eth.block_number == revoked_at + net.confirmations, "a later block was mined: not exact"
+
+
 def _verdicts(net, issued) -> list[tuple[Reason, Reason, str]]:
     """(on-chain, off-chain, a node's GetStatus) for each certificate, at one block."""
     registry, w3 = net.registry_client(), net.w3()
@@ -82,8 +112,9 @@ def test_council_revokes_one_tdx_machine_and_governance_one_snp_chip(harness, ca
     tdx_a, ids_a = _machine(harness, Platform.TDX)
     tdx_b, ids_b = _machine(harness, Platform.TDX)
     snp_a, snp_ids_a = _machine(harness, Platform.SEV_SNP)
-    snp_b, _ = _machine(harness, Platform.SEV_SNP)
+    snp_b, snp_ids_b = _machine(harness, Platform.SEV_SNP)
     assert ids_a.fmspc == ids_b.fmspc and ids_a.ppid != ids_b.ppid  # one family, two machines
+    assert snp_ids_a.chip_id != snp_ids_b.chip_id
     issued = [_certificate(app) for app in (tdx_a, tdx_b, snp_a)]
     for cert, ids in zip(issued, (ids_a, ids_b, snp_ids_a)):
         assert len(cert.certificate.hardware) == (3 if ids.ppid else 1)
@@ -91,31 +122,25 @@ def test_council_revokes_one_tdx_machine_and_governance_one_snp_chip(harness, ca
     registry = net.registry_client()
     gas_before = registry.contract.functions.verifyCertificate(issued[0].encoded, issued[0].signature_eip2537).estimate_gas()
 
-    # the SecurityCouncil revokes machine A's PPID at once
-    receipt = registry.apply(net.accounts[COUNCIL], [Revoke(RevocationKind.PPID, ids_a.ppid)])
-    revoked_at = receipt["blockNumber"]
-    net.wait_for_block(revoked_at + net.confirmations)
-    _wait_all_nodes_confirmed(net, revoked_at)
-    for node in range(1, len(net.node_processes) + 1):  # every node refuses it on its own
-        app = App(harness.client([node], attempts=1), tdx_a.device, tdx_a.anchor, harness.app_id)
-        with pytest.raises(RequestFailed) as info:
-            app.get_key()
-        assert info.value.reason == "ppid_revoked" and ids_a.ppid.hex() in info.value.refusal.detail
-    assert tdx_b.get_key().ethereum_address == snp_b.get_key().ethereum_address  # the others keep working
-    gas_after = registry.contract.functions.verifyCertificate(issued[0].encoded, issued[0].signature_eip2537).estimate_gas()
-    assert _verdicts(net, issued) == [(Reason.HARDWARE_REVOKED, Reason.HARDWARE_REVOKED, "hardware_revoked"),
-                                      (Reason.OK, Reason.OK, "ok"), (Reason.OK, Reason.OK, "ok")]
+    with _chain_frozen(net) as mine:
+        # the SecurityCouncil revokes machine A's PPID at once; refused once that block is confirmed
+        receipt = registry.apply(net.accounts[COUNCIL], [Revoke(RevocationKind.PPID, ids_a.ppid)])
+        revoked_at = receipt["blockNumber"]
+        mine(net.confirmations)
+        _refused_at_the_first_confirmed_block(net, tdx_a, revoked_at, "ppid_revoked", ids_a.ppid)
+        assert tdx_b.get_key().ethereum_address == snp_b.get_key().ethereum_address  # the others keep working
+        gas_after = registry.contract.functions.verifyCertificate(issued[0].encoded,
+                                                                  issued[0].signature_eip2537).estimate_gas()
+        assert _verdicts(net, issued) == [(Reason.HARDWARE_REVOKED, Reason.HARDWARE_REVOKED, "hardware_revoked"),
+                                          (Reason.OK, Reason.OK, "ok"), (Reason.OK, Reason.OK, "ok")]
 
-    # governance votes to revoke SNP chip A (propose, vote, queue, execute)
-    net.enact([Revoke(RevocationKind.CHIP_ID, snp_ids_a.chip_id)], "revoke one compromised SNP chip")
-    executed_at = net.w3().eth.block_number
-    net.wait_for_block(executed_at + net.confirmations)
-    _wait_all_nodes_confirmed(net, executed_at)
-    with pytest.raises(RequestFailed) as info:
-        snp_a.get_key()
-    assert info.value.reason == "chip_revoked"
-    assert snp_b.get_key().ethereum_address == tdx_b.get_key().ethereum_address
-    assert [v[0] for v in _verdicts(net, issued)] == [Reason.HARDWARE_REVOKED, Reason.OK, Reason.HARDWARE_REVOKED]
+        # governance votes to revoke SNP chip A (propose, vote, queue, execute); the execute block is the last
+        net.enact([Revoke(RevocationKind.CHIP_ID, snp_ids_a.chip_id)], "revoke one compromised SNP chip")
+        executed_at = net.w3().eth.block_number
+        mine(net.confirmations)
+        _refused_at_the_first_confirmed_block(net, snp_a, executed_at, "chip_revoked", snp_ids_a.chip_id)
+        assert snp_b.get_key().ethereum_address == tdx_b.get_key().ethereum_address
+        assert [v[0] for v in _verdicts(net, issued)] == [Reason.HARDWARE_REVOKED, Reason.OK, Reason.HARDWARE_REVOKED]
     with capsys.disabled():
         print(f"\nverifyCertificate estimate_gas, TDX certificate with 3 hardware keys: {gas_before:,} before, "
               f"{gas_after:,} after its PPID was revoked")

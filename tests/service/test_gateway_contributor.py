@@ -271,3 +271,33 @@ def test_the_request_checker_refuses_evidence_bound_to_another_request(net, root
     with pytest.raises(Refusal) as refused:
         asyncio.run(net.admissions[1].check(request, "derive", "test"))
     assert refused.value.reason == "report_data_mismatch"
+
+
+def test_a_contributor_refuses_a_certificate_that_misstates_the_hardware(committee, roots, tmp_path):
+    """Issue 16: a gateway that drops a machine's hardware key from the certificate (so a later revocation of that
+    chip or GPU would not reach it), or names another machine, gets no partial signature."""
+    from derot.attest.identity import hardware_key
+    from derot.constants import RevocationKind
+
+    gpus = [DevnetGpu(roots)]
+    network = Network(committee, roots, tmp_path / "hw", gpu_digest=gpus[0].measurement_digest)
+    try:
+        request = app_request(network, roots, subject_key=b"\x04" + os.urandom(64), key_type=1, gpus=gpus)
+        checked = asyncio.run(network.admissions[1].check(request, "certify", "test"))[2]
+        honest = issuance.build_certificate(checked, network.deployment, 1, now=int(time.time()), lifetime=3600,
+                                            policy_block=network.state.block_number)
+        chip_key = hardware_key(RevocationKind.CHIP_ID, checked.claims.hardware_ids.chip_id)
+        assert chip_key in honest.hardware and len(honest.hardware) >= 2  # the chip and the GPU's ids
+        other = tuple(sorted(k for k in honest.hardware if k != chip_key) + [hardware_key(RevocationKind.CHIP_ID,
+                                                                                          os.urandom(64))])
+        lies = (tuple(), tuple(k for k in honest.hardware if k != chip_key), tuple(sorted(other)))
+        for member, hardware in zip((2, 3, 4), lies):
+            with pytest.raises(Refusal) as refused:
+                asyncio.run(network.contributors[member].partial_sign(pb.PartialSignRequest(
+                    request=request, certificate=dataclasses.replace(honest, hardware=hardware).encode()), "gateway"))
+            assert refused.value.reason == status.CERTIFICATE_MISMATCH and "hardware" in str(refused.value)
+        reply = asyncio.run(network.contributors[5].partial_sign(pb.PartialSignRequest(
+            request=request, certificate=honest.encode()), "gateway"))
+        assert len(reply.partial_signature) == 48  # the honest certificate is signed by the same contributor code
+    finally:
+        network.close()
