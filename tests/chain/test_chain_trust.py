@@ -437,3 +437,44 @@ def test_a_log_dropped_from_logs_and_receipts_in_a_busy_block_is_caught(w):
     w.proxy.honest()
     drain(follower)
     assert fmspc in follower.state.snapshot.revoked_fmspcs
+
+
+def test_a_node_that_follows_a_lying_rpc_keeps_its_shares(w, store):
+    """The issue's attack end to end inside the node: the follower reads a fake epoch 7 ACTIVE through the
+    lying proxy and hands it to the node's epoch orchestrator (the code that used to erase at once). The node
+    stops serving epoch 1 (reversible), but its sealed epoch-1 share stays: the erasure check refuses."""
+    import asyncio
+
+    from derot.service.metrics import Metrics
+    from derot.service.orchestrator import EpochOrchestrator
+    from derot.service.tasks import TaskSet
+    from derot.service.view import NodeView
+
+    w.activate()
+    mine(w.w3, 2 * DEPTH)
+    me = w.nodes[0]
+    w.proxy.calls = fake_epoch_answers(w, 7, [n.address for n in w.nodes[1:]], os.urandom(32),
+                                       activated_block=w.w3.eth.block_number - DEPTH - 1)
+    follower = w.follower(w.proxy.url)
+    (*_, update) = drain(follower)
+    assert update.state.committee.id == 7  # the node believes the lie
+    view = NodeView(update.state, None)
+    retirement = ShareRetirement(w.guard(w.proxy.url, me.address), store)
+
+    async def deliver() -> None:
+        epochs = EpochOrchestrator(view=view, store=store, peering=None, evidence=None, registry=None, w3=None,
+                                   account=me, network=b"", identity=None, metrics=Metrics(), phase_timeout=10.0,
+                                   faults_active=frozenset(), tasks=TaskSet(), retirement=retirement)
+        epochs.on_state(update.state)
+        deadline = time.monotonic() + 60
+        while epochs._retiring:  # the finality check runs in a worker thread
+            assert time.monotonic() < deadline, "the share retirement check never finished"
+            await asyncio.sleep(0.05)
+
+    asyncio.run(deliver())
+    assert retirement.last_verdict is not None and not retirement.last_verdict.allowed
+    assert retirement.last_verdict.reason == "activation_unproven", retirement.last_verdict
+    assert retirement.pending == 7  # asked again on every update, never granted on this view
+    assert view.keys is None  # it does not serve epoch 1 while it believes epoch 7 is current
+    record = store.epoch(1)
+    assert record.status == "active" and record.shares == b"\x01" * 64

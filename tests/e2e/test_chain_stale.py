@@ -4,6 +4,7 @@ NOT_SERVING and refuses app requests with chain_stale; once the RPC answers agai
 from __future__ import annotations
 
 import time
+import urllib.request
 
 import grpc
 import pytest
@@ -35,6 +36,14 @@ def health_of(proc) -> int:
         return stub.Check(health_pb2.HealthCheckRequest(service="derot.v1.RootOfTrust"), timeout=5).status
     finally:
         channel.close()
+
+
+def metric(proc, name: str) -> float:
+    """One unlabelled gauge from the node's Prometheus endpoint."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{proc.metrics_port}/metrics", timeout=5).read().decode()
+    values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")]
+    assert len(values) == 1, f"{name} not exported"
+    return values[0]
 
 
 def wait_for(condition, what: str, timeout: float = 120.0):
@@ -70,6 +79,9 @@ def test_frozen_rpc_makes_the_node_refuse_with_chain_stale(small, harness_for):
         frozen_at = time.monotonic()
         wait_for(lambda: health_of(proc) != serving, "NOT_SERVING on a frozen head")
         assert time.monotonic() - frozen_at >= MAX_STALENESS - 1
+        # the lag metric is measured on the wall clock, not against the frozen RPC's own head
+        lag = metric(proc, "derot_chain_lag_seconds")
+        assert lag > MAX_STALENESS and metric(proc, "derot_chain_lag_blocks") <= 2, lag
         with pytest.raises(RequestFailed) as refused:
             harness.app(Platform.TDX, client=harness.client([1], attempts=1)).get_key()
         assert refused.value.reason == "chain_stale"
