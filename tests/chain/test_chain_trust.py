@@ -478,3 +478,25 @@ def test_a_node_that_follows_a_lying_rpc_keeps_its_shares(w, store):
     assert view.keys is None  # it does not serve epoch 1 while it believes epoch 7 is current
     record = store.epoch(1)
     assert record.status == "active" and record.shares == b"\x01" * 64
+
+
+def test_the_finalized_tag_decides_in_tag_mode(w, store):
+    """The production rule (finality = "tag"): erasure waits for the chain's own `finalized` block, which on
+    anvil trails the head; activated-but-not-finalized is refused however many confirmations it has."""
+    me = w.nodes[0].address
+    own = w.activate()
+    activated = w.registry.epoch(1).activated_block
+    guard = EraseGuard(Registry(connect(w.anvil.url, 1, timeout=10), w.deployment.registry),
+                       FinalityRule(FinalityMode.TAG), me)
+    early = guard.may_erase(1, own)  # anvil's finalized block may predate the registry: any refusal will do
+    assert not early.allowed and early.reason in ("not_final", "no_finality", "chain_read_failed"), early
+    mine(w.w3, 2 * DEPTH)  # deep under the DEPTH rule, not yet under the tag
+    finalized = w.w3.eth.get_block("finalized")["number"]
+    refused = guard.may_erase(1, own)
+    assert finalized < activated and not refused.allowed and refused.reason in ("not_final", "chain_read_failed")
+    for _ in range(100):
+        if w.w3.eth.get_block("finalized")["number"] >= activated:
+            break
+        mine(w.w3, 8)
+    verdict = guard.may_erase(1, own)
+    assert verdict.allowed and verdict.finalized_block >= activated, verdict
