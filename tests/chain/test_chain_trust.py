@@ -103,6 +103,24 @@ def drain(follower: Follower) -> list:
     return updates
 
 
+def follower_failure_reason(follower: Follower, timeout: float = 60) -> str | None:
+    """Run the follower's own update loop (as the node does) until a poll fails; its recorded reason."""
+    import asyncio
+
+    async def run() -> str | None:
+        task = asyncio.ensure_future(follower.updates().__anext__())
+        deadline = time.monotonic() + timeout
+        try:
+            while follower.last_reason is None:
+                assert time.monotonic() < deadline and not task.done(), "no failed poll"
+                await asyncio.sleep(0.05)
+        finally:
+            task.cancel()
+        return follower.last_reason
+
+    return asyncio.run(run())
+
+
 def fake_epoch_answers(w: World, epoch: int, members, transcript: bytes, activated_block: int) -> dict[str, str]:
     """eth_call answers claiming ``epoch`` is the current, ACTIVE epoch."""
     fns = w.registry.contract.functions
@@ -325,6 +343,7 @@ def test_two_rpcs_that_disagree_give_chain_unverified(w):
     with pytest.raises(ChainUnverified) as refused:
         follower.poll()
     assert refused.value.reason == "chain_unverified" and follower.state is None
+    assert follower_failure_reason(follower) == "chain_unverified"  # what the node's refusals then name
     # one liar among three endpoints with a quorum of two is outvoted
     honest_twin = LyingRpc(w.anvil.url)
     try:
