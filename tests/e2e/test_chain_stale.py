@@ -1,5 +1,6 @@
 """A real node process behind a frozen RPC (issue 9 item 5, issue 17): past [chain].max_staleness it reports
-NOT_SERVING and refuses app requests with chain_stale; once the RPC answers again it serves again."""
+NOT_SERVING and refuses app requests with chain_stale (chain_unverified when the RPC's answers do not verify);
+once the RPC answers honestly again it serves again."""
 
 from __future__ import annotations
 
@@ -91,5 +92,15 @@ def test_frozen_rpc_makes_the_node_refuse_with_chain_stale(small, harness_for):
         proxy.honest()
         wait_for(lambda: health_of(proc) == serving, "SERVING again once the RPC answers")
         assert harness.app(Platform.TDX, client=harness.client([1], attempts=1)).get_key().epoch >= 1
+
+        # an RPC whose headers do not hash to their claimed hashes: the view stalls unverified, and the
+        # refusal says so (chain_unverified), not just chain_stale
+        proxy.header_lie = lambda block: {**block, "timestamp": hex(int(block["timestamp"], 16) + 3600)}
+        wait_for(lambda: health_of(proc) != serving, "NOT_SERVING behind forged headers")
+        with pytest.raises(RequestFailed) as refused:
+            harness.app(Platform.TDX, client=harness.client([1], attempts=1)).get_key()
+        assert refused.value.reason == "chain_unverified"
+        proxy.honest()
+        wait_for(lambda: health_of(proc) == serving, "SERVING again once the headers are honest")
     finally:
         proxy.close()
