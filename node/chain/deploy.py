@@ -53,7 +53,7 @@ class DeployParams:
         """Mainnet-like: 1 day voting delay, 1 week voting, 4% quorum, 2 days timelock, 1% to propose."""
         holders = tuple((to_checksum_address(a), int(n)) for a, n in holders)
         supply = sum(n for _, n in holders)
-        return cls(holders=holders, council=council, proposal_threshold=supply // 100, **overrides)
+        return cls(holders=holders, council=council, **{"proposal_threshold": supply // 100, **overrides})
 
     @classmethod
     def devnet(cls, holders, council: str | None, **overrides) -> DeployParams:

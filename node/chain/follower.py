@@ -199,6 +199,7 @@ class Follower:
         self.head: int | None = None  # the chain head seen by the last poll (for lag metrics)
         self.failures = 0  # consecutive failed polls (for status and metrics)
         self.last_error: str | None = None
+        self.last_reason: str | None = None  # the failed poll's DerotError reason, e.g. chain_unverified
 
     @classmethod
     def connect(cls, rpc_url, registry: str, *, quorum: int = 1, timeout: float = 5.0, **kwargs) -> Follower:
@@ -409,6 +410,7 @@ class Follower:
     def _failed(self, exc: Exception) -> float:
         self.failures += 1
         self.last_error = f"{type(exc).__name__}: {exc}"
+        self.last_reason = getattr(exc, "reason", None)
         delay = min(self.backoff_max, self.backoff_initial * 2 ** (self.failures - 1))
         log.warning("chain follower: %s; retrying in %.1fs", self.last_error, delay)
         return delay
@@ -418,6 +420,7 @@ class Follower:
             log.info("chain follower: RPC back after %d failed polls", self.failures)
         self.failures = 0
         self.last_error = None
+        self.last_reason = None
 
     @staticmethod
     def _pause(seconds: float, stop) -> None:

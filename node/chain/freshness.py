@@ -6,7 +6,8 @@ or when nothing was ever observed. The lag is the larger of
 - this machine's clock minus when the view last advanced to a new block (so a chain whose clock runs ahead
   of ours, like a devnet after timelock warps, still goes stale when it stops).
 A frozen, hung or lying-about-its-head RPC therefore makes the view stale on its own; no RPC answer is
-needed to notice.
+needed to notice. When the view stalls because the RPC endpoints disagree (``unverified``, set by the node
+from its follower), a stale view is refused as ``chain_unverified`` instead of ``chain_stale``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ class ChainStale(DerotError):
     """The node's view of the registry is older than its configured maximum staleness."""
 
     reason = "chain_stale"
+
+
+class ChainUnverifiedStale(ChainStale):
+    """Stale because the node's RPC endpoints disagree about the chain (no quorum at the confirmed height)."""
+
+    reason = "chain_unverified"
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,8 @@ class FreshnessClock:
         self.max_staleness = float(max_staleness)
         self._clock = clock
         self._block: tuple[int, int, float] | None = None  # number, timestamp, when the view advanced to it
+        #: true while the follower's last poll failed because the endpoints disagreed (chain_unverified)
+        self.unverified = False
 
     def observe(self, block_number: int, block_timestamp: int) -> None:
         """The follower verified ``block_number`` (its state now reflects it)."""
@@ -64,8 +73,10 @@ class FreshnessClock:
         """The current freshness; raises :class:`ChainStale` when stale."""
         status = self.status()
         if status.stale:
+            error = ChainUnverifiedStale if self.unverified else ChainStale
+            why = "; the RPC endpoints disagree" if self.unverified else ""
             if status.lag_seconds is None:
-                raise ChainStale("no verified chain state yet")
-            raise ChainStale(f"chain view is {status.lag_seconds:.0f}s old (block {status.block_number}); "
-                             f"the maximum is {self.max_staleness:.0f}s")
+                raise error(f"no verified chain state yet{why}")
+            raise error(f"chain view is {status.lag_seconds:.0f}s old (block {status.block_number}); "
+                             f"the maximum is {self.max_staleness:.0f}s{why}")
         return status

@@ -124,6 +124,11 @@ def register(subparsers) -> None:
                    help="initial token holder and whole-token amount (repeatable)")
     p.add_argument("--council", help="SecurityCouncil address")
     p.add_argument("--out", type=Path, help="where to write the deployment JSON (default: --deployment)")
+    for flag, unit in _GOVERNANCE_FLAGS.items():
+        p.add_argument(f"--{flag}", type=_natural, metavar="N",
+                       help=f"governance parameter in {unit} (default: the production or --devnet default)")
+    p.add_argument("--no-council-cancel", action="store_true",
+                   help="do not give the SecurityCouncil the timelock CANCELLER role (its veto)")
     p.set_defaults(func=_run(cmd_deploy))
 
     gov.set_defaults(func=lambda args: (gov.print_help(), 2)[1])
@@ -550,6 +555,36 @@ def _tcb_word(floor) -> str:
         return str(getattr(floor, "name", floor)).lower().replace("_", "-")
 
 
+#: ``gov deploy`` flags that override a DeployParams default (flag -> unit, for the help text)
+_GOVERNANCE_FLAGS = {
+    "voting-delay": "blocks", "voting-period": "blocks", "quorum-percent": "percent of supply",
+    "proposal-threshold": "token base units", "timelock-delay": "seconds", "epoch-timeout": "blocks",
+}
+
+
+def _natural(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {value}")
+    return value
+
+
+def governance_overrides(args) -> dict:
+    """The DeployParams fields the operator set on the command line (docs/chain-trust.md discusses them)."""
+    overrides = {flag.replace("-", "_"): getattr(args, flag.replace("-", "_")) for flag in _GOVERNANCE_FLAGS}
+    overrides = {name: value for name, value in overrides.items() if value is not None}
+    if not 1 <= overrides.get("quorum_percent", 4) <= 100:
+        raise CliError("--quorum-percent must be between 1 and 100")
+    if overrides.get("epoch_timeout", 1) == 0 or overrides.get("voting_period", 1) == 0:
+        raise CliError("--epoch-timeout and --voting-period must be at least 1 block")
+    if getattr(args, "no_council_cancel", False):
+        overrides["council_cancels"] = False
+    return overrides
+
+
 def cmd_deploy(args) -> int:
     from eth_utils import to_checksum_address
 
@@ -567,7 +602,7 @@ def cmd_deploy(args) -> int:
     w3 = _w3(args)
     account = _account(args)
     make = DeployParams.devnet if args.devnet else DeployParams.production
-    deployment = deploy(w3, account, make(holders, args.council))
+    deployment = deploy(w3, account, make(holders, args.council, **governance_overrides(args)))
     out = args.out or args.deployment
     out.parent.mkdir(parents=True, exist_ok=True)
     deployment.save(out)

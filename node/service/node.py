@@ -193,7 +193,7 @@ class NodeService:
             poll_interval=self.config.chain.poll_interval,
         )
         self.tasks.spawn(self._follow(follower), name="chain")
-        self.tasks.spawn(self._watch_staleness(), name="chain-staleness")
+        self.tasks.spawn(self._watch_staleness(follower), name="chain-staleness")
         if self.config.attest.node_tee in ("tdx", "snp"):
             self.tasks.spawn(self._watch_tee(), name="tee-status")
         elif self.config.attest.node_tee.startswith("devnet:"):  # a devnet TEE always attests (gauges start at 0)
@@ -235,19 +235,23 @@ class NodeService:
             if follower.head is not None:
                 self.metrics.chain_lag.set(follower.head - update.state.block_number)
 
-    async def _watch_staleness(self, period: float = 1.0) -> None:
+    async def _watch_staleness(self, follower: Follower, period: float = 1.0) -> None:
         """Lag on the wall clock, every ``period`` s whether or not the RPC answers; health follows it, so a
-        hung, frozen or lying-about-its-head RPC turns the node NOT_SERVING after [chain].max_staleness."""
+        hung, frozen or lying-about-its-head RPC turns the node NOT_SERVING after [chain].max_staleness, and
+        endpoints that disagree make it refuse with chain_unverified."""
         serving = None
         while True:
+            self.view.freshness.unverified = follower.last_reason == "chain_unverified"
             status = self.view.freshness.status()
             if status.lag_seconds is not None:
                 self.metrics.chain_lag_seconds.set(status.lag_seconds)
             healthy = self.view.healthy
             if healthy != serving and self._health is not None:
                 if not healthy and status.stale and status.lag_seconds is not None:
-                    log.warning("chain view stale: refusing with chain_stale", extra={
-                        "lag_seconds": round(status.lag_seconds), "max_staleness": status.max_staleness})
+                    refusal = "chain_unverified" if self.view.freshness.unverified else "chain_stale"
+                    log.warning(f"chain view stale: refusing with {refusal}", extra={
+                        "lag_seconds": round(status.lag_seconds), "max_staleness": status.max_staleness,
+                        "follower_error": follower.last_error})
                 await self._health.set_serving(healthy)
                 serving = healthy
             await asyncio.sleep(period)

@@ -39,8 +39,8 @@ class NodeView:
         if self.freshness is not None:
             try:
                 self.freshness.check()
-            except ChainStale as exc:
-                raise Refusal(status.CHAIN_STALE, str(exc)) from None
+            except ChainStale as exc:  # chain_stale, or chain_unverified when the endpoints disagree
+                raise Refusal(exc.reason, str(exc)) from None
         return state, keys
 
     @property

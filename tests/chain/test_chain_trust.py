@@ -103,6 +103,24 @@ def drain(follower: Follower) -> list:
     return updates
 
 
+def follower_failure_reason(follower: Follower, timeout: float = 60) -> str | None:
+    """Run the follower's own update loop (as the node does) until a poll fails; its recorded reason."""
+    import asyncio
+
+    async def run() -> str | None:
+        task = asyncio.ensure_future(follower.updates().__anext__())
+        deadline = time.monotonic() + timeout
+        try:
+            while follower.last_reason is None:
+                assert time.monotonic() < deadline and not task.done(), "no failed poll"
+                await asyncio.sleep(0.05)
+        finally:
+            task.cancel()
+        return follower.last_reason
+
+    return asyncio.run(run())
+
+
 def fake_epoch_answers(w: World, epoch: int, members, transcript: bytes, activated_block: int) -> dict[str, str]:
     """eth_call answers claiming ``epoch`` is the current, ACTIVE epoch."""
     fns = w.registry.contract.functions
@@ -325,6 +343,7 @@ def test_two_rpcs_that_disagree_give_chain_unverified(w):
     with pytest.raises(ChainUnverified) as refused:
         follower.poll()
     assert refused.value.reason == "chain_unverified" and follower.state is None
+    assert follower_failure_reason(follower) == "chain_unverified"  # what the node's refusals then name
     # one liar among three endpoints with a quorum of two is outvoted
     honest_twin = LyingRpc(w.anvil.url)
     try:
@@ -437,3 +456,66 @@ def test_a_log_dropped_from_logs_and_receipts_in_a_busy_block_is_caught(w):
     w.proxy.honest()
     drain(follower)
     assert fmspc in follower.state.snapshot.revoked_fmspcs
+
+
+def test_a_node_that_follows_a_lying_rpc_keeps_its_shares(w, store):
+    """The issue's attack end to end inside the node: the follower reads a fake epoch 7 ACTIVE through the
+    lying proxy and hands it to the node's epoch orchestrator (the code that used to erase at once). The node
+    stops serving epoch 1 (reversible), but its sealed epoch-1 share stays: the erasure check refuses."""
+    import asyncio
+
+    from derot.service.metrics import Metrics
+    from derot.service.orchestrator import EpochOrchestrator
+    from derot.service.tasks import TaskSet
+    from derot.service.view import NodeView
+
+    w.activate()
+    mine(w.w3, 2 * DEPTH)
+    me = w.nodes[0]
+    w.proxy.calls = fake_epoch_answers(w, 7, [n.address for n in w.nodes[1:]], os.urandom(32),
+                                       activated_block=w.w3.eth.block_number - DEPTH - 1)
+    follower = w.follower(w.proxy.url)
+    (*_, update) = drain(follower)
+    assert update.state.committee.id == 7  # the node believes the lie
+    view = NodeView(update.state, None)
+    retirement = ShareRetirement(w.guard(w.proxy.url, me.address), store)
+
+    async def deliver() -> None:
+        epochs = EpochOrchestrator(view=view, store=store, peering=None, evidence=None, registry=None, w3=None,
+                                   account=me, network=b"", identity=None, metrics=Metrics(), phase_timeout=10.0,
+                                   faults_active=frozenset(), tasks=TaskSet(), retirement=retirement)
+        epochs.on_state(update.state)
+        deadline = time.monotonic() + 60
+        while epochs._retiring:  # the finality check runs in a worker thread
+            assert time.monotonic() < deadline, "the share retirement check never finished"
+            await asyncio.sleep(0.05)
+
+    asyncio.run(deliver())
+    assert retirement.last_verdict is not None and not retirement.last_verdict.allowed
+    assert retirement.last_verdict.reason == "activation_unproven", retirement.last_verdict
+    assert retirement.pending == 7  # asked again on every update, never granted on this view
+    assert view.keys is None  # it does not serve epoch 1 while it believes epoch 7 is current
+    record = store.epoch(1)
+    assert record.status == "active" and record.shares == b"\x01" * 64
+
+
+def test_the_finalized_tag_decides_in_tag_mode(w, store):
+    """The production rule (finality = "tag"): erasure waits for the chain's own `finalized` block, which on
+    anvil trails the head; activated-but-not-finalized is refused however many confirmations it has."""
+    me = w.nodes[0].address
+    own = w.activate()
+    activated = w.registry.epoch(1).activated_block
+    guard = EraseGuard(Registry(connect(w.anvil.url, 1, timeout=10), w.deployment.registry),
+                       FinalityRule(FinalityMode.TAG), me)
+    early = guard.may_erase(1, own)  # anvil's finalized block may predate the registry: any refusal will do
+    assert not early.allowed and early.reason in ("not_final", "no_finality", "chain_read_failed"), early
+    mine(w.w3, 2 * DEPTH)  # deep under the DEPTH rule, not yet under the tag
+    finalized = w.w3.eth.get_block("finalized")["number"]
+    refused = guard.may_erase(1, own)
+    assert finalized < activated and not refused.allowed and refused.reason in ("not_final", "chain_read_failed")
+    for _ in range(100):
+        if w.w3.eth.get_block("finalized")["number"] >= activated:
+            break
+        mine(w.w3, 8)
+    verdict = guard.may_erase(1, own)
+    assert verdict.allowed and verdict.finalized_block >= activated, verdict

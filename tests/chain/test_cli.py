@@ -110,6 +110,39 @@ def test_deploy_from_the_cli(chain, gov_cli, tmp_path):
     assert deployment.params["voting_period"] == 20
 
 
+def test_deploy_sets_governance_parameters_from_the_cli(chain, gov_cli, tmp_path):
+    """Production parameters are defaults a deployment can set (issue 17): each flag reaches the contracts."""
+    from derot.chain.deploy import Deployment
+    from derot.chain.governance import Governance
+    from derot.chain.registry import Registry
+
+    out = tmp_path / "custom.json"
+    code, _, err = gov_cli("deploy", "--holder", f"{chain.whale.address}:1000", "--council", chain.council.address,
+                           "--out", str(out), "--voting-delay", "3", "--voting-period", "30", "--quorum-percent", "20",
+                           "--proposal-threshold", "5", "--timelock-delay", "90", "--epoch-timeout", "50",
+                           "--no-council-cancel", key=chain.deployer)
+    assert code == 0, err
+    deployment = Deployment.load(out)
+    gov = Governance(chain.w3, deployment)
+    governor = gov.governor.functions
+    assert (gov.voting_delay(), gov.voting_period(), gov.timelock_delay()) == (3, 30, 90)
+    assert governor.quorumNumerator().call() == 20 and governor.proposalThreshold().call() == 5
+    assert Registry(chain.w3, deployment.registry).epoch_timeout() == 50
+    timelock = gov.timelock.functions
+    assert not timelock.hasRole(timelock.CANCELLER_ROLE().call(), chain.council.address).call()
+    # without flags, a production deployment's council holds the veto and 1 % is needed to propose
+    default = tmp_path / "default.json"
+    code, _, err = gov_cli("deploy", "--holder", f"{chain.whale.address}:1000", "--council", chain.council.address,
+                           "--out", str(default), key=chain.deployer)
+    assert code == 0, err
+    gov = Governance(chain.w3, Deployment.load(default))
+    assert gov.voting_period() == 50400 and gov.governor.functions.proposalThreshold().call() == 10 * 10**18
+    assert gov.timelock.functions.hasRole(timelock.CANCELLER_ROLE().call(), chain.council.address).call()
+    code, _, err = gov_cli("deploy", "--holder", f"{chain.whale.address}:1000", "--quorum-percent", "0",
+                           "--out", str(tmp_path / "bad.json"), key=chain.deployer)
+    assert code != 0 and "--quorum-percent" in err
+
+
 def test_council_vetoes_a_queued_proposal_from_the_cli(chain, gov_cli):
     from derot.chain import actions as A
     from derot.chain.governance import ProposalState, Support

@@ -213,3 +213,56 @@ def test_list_views_are_paged(chain):
     platforms, page = fns.nodeMeasurementsPage(1, 2).call()
     assert len(page) == 2 and set(map(bytes, page)) <= set(digests)
     assert {(Platform.TDX, d) for d in digests} <= reg.node_measurements()
+
+
+# finding 9: the precompiles get all the gas; a short budget reverts, it never refuses a valid input -------------
+def _sweep(call, low: int, high: int, step: int) -> dict[int, str]:
+    """``call(gas)`` for gas limits from ``low`` to ``high``: the answer, or the revert's error name."""
+    from web3.exceptions import ContractCustomError, ContractLogicError, Web3RPCError
+
+    out = {}
+    for gas in range(low, high + 1, step):
+        try:
+            out[gas] = str(call(gas))
+        except ContractCustomError as exc:
+            out[gas] = f"revert:{exc.data[:10] if isinstance(exc.data, str) else exc.data}"
+        except (ContractLogicError, Web3RPCError) as exc:
+            out[gas] = f"revert:{exc}"[:80]
+    return out
+
+
+def _selector(signature: str) -> str:
+    from web3 import Web3
+
+    return "revert:0x" + Web3.keccak(text=signature)[:4].hex()
+
+
+def test_a_short_gas_budget_never_turns_a_valid_signature_into_malformed(chain):
+    """With fixed stipends (the old contract) a call whose gas runs short of the pairing's price answered
+    MALFORMED_SIGNATURE for a valid signature; with forwarded gas it reverts InsufficientGas, so a repricing
+    can only make calls cost more, never answer wrongly."""
+    reg = chain.registry
+    cert = chain.cert()
+    sig = cert.sign(chain.sk).to_eip2537()
+    fn = reg.contract.functions.verifyCertificate(cert.encode(), sig)
+    needed = fn.estimate_gas()
+    answers = _sweep(lambda gas: Reason(fn.call({"gas": gas})[1]).name, needed - 140_000, needed + 20_000, 1_000)
+    answered = {a for a in answers.values() if not a.startswith("revert:")}
+    assert answered == {"OK"}, answers  # whatever the budget: the right answer, or no answer at all
+    assert _selector("InsufficientGas()") in answers.values(), answers  # the short budgets were reached
+    assert answers[needed + 20_000] == "OK"
+
+
+def test_a_short_gas_budget_never_makes_a_valid_report_look_like_a_bad_key(chain):
+    """reportEpoch checks both group keys with the G2MSM precompile; short of gas it reverts InsufficientGas,
+    never InvalidGroupKey (the old stipend made a repricing revert every report as a bad key)."""
+    reg = chain.registry
+    epoch = start_epoch(chain)
+    pk, kd = G2.generator() * random_scalar(), G2.generator() * random_scalar()
+    fn = reg.contract.functions.reportEpoch(epoch, pk.to_eip2537(), kd.to_eip2537(), os.urandom(32), [], [])
+    sender = {"from": chain.nodes[0].address}
+    needed = fn.estimate_gas(sender)
+    answers = _sweep(lambda gas: fn.call({**sender, "gas": gas}), needed - 200_000, needed + 20_000, 2_000)
+    assert _selector("InsufficientGas()") in answers.values(), answers
+    assert not any(_selector("InvalidGroupKey(uint256)") == a for a in answers.values()), answers
+    assert answers[needed + 20_000] == "[]"

@@ -294,3 +294,43 @@ def test_a_batch_answer_that_does_not_match_its_calls_is_not_a_vote(w):
     w.proxy.batch_lie = None
     drain(follower)
     assert len(follower.state.snapshot.apps) == APPS
+
+
+# ------------------------------------------------------------------------------------------------
+# the measurement flood (issue 17, finding 2)
+
+
+def test_a_measurement_flood_stops_at_the_cap_and_never_stops_a_follower(w):
+    """The issue's attack at the cap: a page and one more of apps, each filled to MAX_APP_MEASUREMENTS. The
+    next measurement reverts; a whole page of full apps reads under a 30M eth_call gas cap; the follower that
+    was following keeps following (a revocation sent after the flood reaches it) and a new one loads it all."""
+    from derot.chain.registry import APP_PAGE
+
+    fns = w.registry.contract.functions
+    cap = fns.MAX_APP_MEASUREMENTS().call()
+    follower = w.follower()
+    drain(follower)
+    attacker = w.owners[0]
+    salts = [w.rng.randbytes(32) for _ in range(APP_PAGE + 1)]
+    flood = [app_id_of(attacker, salt) for salt in salts]
+    w.filler.send_mined(w.filler.tx(attacker, "registerApp", [salt]) for salt in salts)
+    w.filler.send_mined(w.filler.tx(attacker, "setAppMeasurement", [app, int(Platform.TDX), w.rng.randbytes(32), True])
+                        for app in flood for _ in range(cap))
+    refused = "0x" + Web3.keccak(text="TooManyMeasurements(bytes32)")[:4].hex()
+    with pytest.raises(Exception) as over:
+        fns.setAppMeasurement(flood[0], int(Platform.TDX), os.urandom(32), True).call({"from": attacker})
+    assert refused in str(getattr(over.value, "data", "")) + str(over.value), over.value
+
+    count = fns.appCount().call()
+    page = fns.apps(count - APP_PAGE, APP_PAGE).call({"gas": 30_000_000})  # anvil's and many providers' cap
+    assert len(page) == APP_PAGE and all(len(app[-1]) == cap for app in page)
+
+    fmspc = w.rng.randbytes(6)
+    w.filler.send_mined(revoke_txs(w.filler, w.council, [(RevocationKind.FMSPC, fmspc)]))
+    drain(follower)
+    state = follower.state
+    assert fmspc in state.snapshot.revoked_fmspcs and not state.unreadable_apps
+    assert all(len(state.snapshot.apps[app].measurements) == cap for app in flood)
+    fresh = w.follower()
+    drain(fresh)
+    assert fresh.state.snapshot == state.snapshot and fresh.state.block_number == state.block_number

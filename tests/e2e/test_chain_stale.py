@@ -1,9 +1,11 @@
 """A real node process behind a frozen RPC (issue 9 item 5, issue 17): past [chain].max_staleness it reports
-NOT_SERVING and refuses app requests with chain_stale; once the RPC answers again it serves again."""
+NOT_SERVING and refuses app requests with chain_stale (chain_unverified when the RPC's answers do not verify);
+once the RPC answers honestly again it serves again."""
 
 from __future__ import annotations
 
 import time
+import urllib.request
 
 import grpc
 import pytest
@@ -35,6 +37,14 @@ def health_of(proc) -> int:
         return stub.Check(health_pb2.HealthCheckRequest(service="derot.v1.RootOfTrust"), timeout=5).status
     finally:
         channel.close()
+
+
+def metric(proc, name: str) -> float:
+    """One unlabelled gauge from the node's Prometheus endpoint."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{proc.metrics_port}/metrics", timeout=5).read().decode()
+    values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")]
+    assert len(values) == 1, f"{name} not exported"
+    return values[0]
 
 
 def wait_for(condition, what: str, timeout: float = 120.0):
@@ -70,6 +80,9 @@ def test_frozen_rpc_makes_the_node_refuse_with_chain_stale(small, harness_for):
         frozen_at = time.monotonic()
         wait_for(lambda: health_of(proc) != serving, "NOT_SERVING on a frozen head")
         assert time.monotonic() - frozen_at >= MAX_STALENESS - 1
+        # the lag metric is measured on the wall clock, not against the frozen RPC's own head
+        lag = metric(proc, "derot_chain_lag_seconds")
+        assert lag > MAX_STALENESS and metric(proc, "derot_chain_lag_blocks") <= 2, lag
         with pytest.raises(RequestFailed) as refused:
             harness.app(Platform.TDX, client=harness.client([1], attempts=1)).get_key()
         assert refused.value.reason == "chain_stale"
@@ -79,5 +92,15 @@ def test_frozen_rpc_makes_the_node_refuse_with_chain_stale(small, harness_for):
         proxy.honest()
         wait_for(lambda: health_of(proc) == serving, "SERVING again once the RPC answers")
         assert harness.app(Platform.TDX, client=harness.client([1], attempts=1)).get_key().epoch >= 1
+
+        # an RPC whose headers do not hash to their claimed hashes: the view stalls unverified, and the
+        # refusal says so (chain_unverified), not just chain_stale
+        proxy.header_lie = lambda block: {**block, "timestamp": hex(int(block["timestamp"], 16) + 3600)}
+        wait_for(lambda: health_of(proc) != serving, "NOT_SERVING behind forged headers")
+        with pytest.raises(RequestFailed) as refused:
+            harness.app(Platform.TDX, client=harness.client([1], attempts=1)).get_key()
+        assert refused.value.reason == "chain_unverified"
+        proxy.honest()
+        wait_for(lambda: health_of(proc) == serving, "SERVING again once the headers are honest")
     finally:
         proxy.close()

@@ -77,3 +77,23 @@ def test_a_chain_clock_ahead_of_ours_still_goes_stale_when_it_stops():
     assert freshness.status().stale and freshness.status().lag_seconds == pytest.approx(31)
     freshness.observe(8, int(clock.now) + 601)
     assert not freshness.status().stale
+
+
+def test_a_view_stalled_by_disagreeing_endpoints_refuses_with_chain_unverified():
+    """Issue 17: RPC endpoints that disagree stop the view; once stale the node says why (chain_unverified,
+    retryable on another node) instead of the generic chain_stale. Before it is stale it keeps serving."""
+    clock = Clock(1_000_000.0)
+    freshness = FreshnessClock(30, clock=clock)
+    view = NodeView(State(), Keys(), freshness)
+    freshness.observe(100, int(clock.now) - 5)
+    freshness.unverified = True  # what the node sets while its follower's polls fail with chain_unverified
+    assert view.serving()  # the last verified view is still fresh: served
+    clock.now += 30
+    with pytest.raises(Refusal) as refused:
+        view.serving()
+    assert refused.value.reason == status.CHAIN_UNVERIFIED and refused.value.retryable
+    assert "disagree" in refused.value.detail and not view.healthy
+    freshness.unverified = False  # the endpoints agree again but the view has not advanced yet
+    with pytest.raises(Refusal) as refused:
+        view.serving()
+    assert refused.value.reason == status.CHAIN_STALE
