@@ -444,7 +444,7 @@ def cmd_state(args) -> int:
     if s.committee:
         c = s.committee
         data["active_epoch"] = {"epoch": c.id, "members": len(c.members), "threshold": c.threshold,
-                                "pk_sig": c.group_key_sig.to_bytes().hex()}
+                                "group_key_sig": c.group_key_sig.to_bytes().hex()}
         lines += [f"  epoch {c.id} active: {len(c.members)} members, threshold {c.threshold}",
                   f"    PK_sig {c.group_key_sig.to_bytes().hex()}"]
     else:
