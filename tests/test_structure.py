@@ -101,3 +101,36 @@ def test_the_limits_the_issue_found_disagreeing_live_only_in_derot_limits():
     kd.kd_message(bytes(32), 0, bytes(LIMITS.max_context))
     with pytest.raises(ValueError, match="context longer"):
         kd.kd_message(bytes(32), 0, bytes(LIMITS.max_context + 1))
+
+
+def _devnet_imports(tree: ast.Module) -> list[tuple[int, bool]]:
+    """(line, at module level) of every import of derot.devnet in ``tree``."""
+    top = set(map(id, tree.body))
+    found = []
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        if any(n == "derot.devnet" or n.startswith("derot.devnet.") for n in names):
+            found.append((node.lineno, id(node) in top))
+    return found
+
+
+def test_only_devnet_cli_commands_import_devnet_code_and_only_inside_handlers():
+    """Statically: outside derot.devnet, only derot.cli imports it, never at module level (the dynamic check of
+    ``derot node run`` is tests/cli/test_runtime_imports.py)."""
+    assert _devnet_imports(ast.parse("import derot.devnet.anvil\ndef f():\n    from derot.devnet import network")) \
+        == [(1, True), (3, False)]  # control
+    outside_cli, top_level = [], []
+    for path in modules():
+        rel = path.relative_to(PACKAGE)
+        if rel.parts[0] == "devnet":
+            continue
+        for line, at_top in _devnet_imports(ast.parse(path.read_text())):
+            if at_top:
+                top_level.append(f"{rel}:{line}")
+            if rel.parts[0] != "cli":
+                outside_cli.append(f"{rel}:{line}")
+    assert (outside_cli, top_level) == ([], [])
