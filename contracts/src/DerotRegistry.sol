@@ -8,7 +8,7 @@ import {BLS12381} from "./lib/BLS12381.sol";
 import {Certificate, CertificateCodec} from "./lib/CertificateCodec.sol";
 import {KeyStore} from "./lib/KeyStore.sol";
 
-/// @title DerotRegistry: the governance state every derot node follows (DESIGN.md §6).
+/// @title DerotRegistry: the governance state every derot node follows (docs/design.md §6).
 /// @notice Owned by the TimelockController that the DerotGovernor drives. A SecurityCouncil address (set by
 /// the owner) may act at once, but only in the restrictive direction: revoke, disable, suspend, freeze, raise
 /// a TCB floor, abort a pending epoch. Everything that adds, allows, lowers or unrevokes is owner-only.
@@ -773,7 +773,7 @@ contract DerotRegistry is Ownable {
     // ----------------------------------------------------------------------------------------------
     // certificates
 
-    /// @notice Verifies a certificate (DESIGN.md §4) and its BLS signature at the current block time, applying
+    /// @notice Verifies a certificate (docs/design.md §4) and its BLS signature at the current block time, applying
     /// the current revocations. `sig` is the 128-byte EIP-2537 encoding of the G1 signature.
     /// @return ok true iff reason == OK.
     /// @return reason the first check that failed, in `Reason` order.

@@ -24,7 +24,6 @@ The private keys there are devnet keys; anyone holding the directory can make de
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import os
@@ -35,18 +34,31 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from cryptography.x509.oid import NameOID
 from pyasn1.codec.der import encoder as der_encoder
 from pyasn1.type import char, univ
 
 from derot.attest import intel_quote as iq
 from derot.attest import sev_snp
 from derot.attest.collateral import Collateral
+from derot.attest.devnet_x509 import (
+    AMD_PSS,
+    amd_int_ext,
+    cert_pem,
+    der_seq,
+    devnet_name,
+    iso_time,
+    key_pem,
+    make_cert,
+    make_crl,
+    now_ts,
+    p256_point,
+    sgx_extension,
+    sign_p256_raw,
+)
 from derot.constants import Platform
 
-DEVNET_ORG = "derot devnet"
 FORMAT_VERSION = 1
 DEFAULT_FMSPC = bytes.fromhex("00806f050000")
 #: Platform TCB of devnet "machines" (the PCK's CPUSVN/PCESVN and the TD's TEE_TCB_SVN).
@@ -59,120 +71,6 @@ TD_ATTRIBUTES = (1 << 28).to_bytes(8, "little")
 TD_XFAM = bytes.fromhex("e702060000000000")
 QE_MRSIGNER = hashlib.sha256(b"derot devnet TD quoting enclave signer").digest()
 QE_ISVSVN = 4
-_SGX_EXT = "1.2.840.113741.1.13.1"
-_PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
-
-
-def _now() -> int:
-    import time
-
-    return int(time.time())
-
-
-def _dt(ts: int) -> datetime.datetime:
-    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc)
-
-
-def _iso(ts: int) -> str:
-    return _dt(ts).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn), x509.NameAttribute(NameOID.ORGANIZATION_NAME, DEVNET_ORG)])
-
-
-def _pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def _key_pem(key) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-
-
-def _cert(subject, issuer_name, pub, signer, nb, na, *, ca, serial, extra=(), sign_kwargs=None, issuer_pub=None):
-    b = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer_name)
-        .public_key(pub)
-        .serial_number(serial)
-        .not_valid_before(_dt(nb))
-        .not_valid_after(_dt(na))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=not ca, content_commitment=not ca, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
-                encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_pub or pub), critical=False)
-    )
-    for ext in extra:
-        b = b.add_extension(ext, critical=False)
-    kwargs = dict(sign_kwargs or {})
-    algorithm = kwargs.pop("algorithm", hashes.SHA384() if isinstance(signer, rsa.RSAPrivateKey) else hashes.SHA256())
-    return b.sign(signer, algorithm, **kwargs)
-
-
-def _crl(issuer_cert, issuer_key, nb, na) -> bytes:
-    crl = (
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(issuer_cert.subject)
-        .last_update(_dt(nb))
-        .next_update(_dt(na))
-        .add_extension(x509.CRLNumber(1), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False)
-        .sign(issuer_key, hashes.SHA256())
-    )
-    return crl.public_bytes(serialization.Encoding.DER)
-
-
-def _sign_p256_raw(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
-    r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
-    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
-
-
-def _p256_point(key) -> bytes:
-    return key.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)[1:]
-
-
-def _der_seq(*items):
-    s = univ.Sequence()
-    for i, item in enumerate(items):
-        s.setComponentByPosition(i, item)
-    return s
-
-
-def _sgx_extension(fmspc: bytes, ppid: bytes, cpu_svn: bytes, pce_svn: int) -> x509.UnrecognizedExtension:
-    """Intel's SGX extension of a PCK certificate (OID 1.2.840.113741.1.13.1), platform CA flavour."""
-    o = lambda suffix: univ.ObjectIdentifier(f"{_SGX_EXT}.{suffix}")  # noqa: E731
-    tcb = univ.Sequence()
-    for i in range(16):
-        tcb.setComponentByPosition(i, _der_seq(o(f"2.{i + 1}"), univ.Integer(cpu_svn[i])))
-    tcb.setComponentByPosition(16, _der_seq(o("2.17"), univ.Integer(pce_svn)))
-    tcb.setComponentByPosition(17, _der_seq(o("2.18"), univ.OctetString(cpu_svn)))
-    config = _der_seq(
-        _der_seq(o("7.1"), univ.Boolean(False)),
-        _der_seq(o("7.2"), univ.Boolean(False)),
-        _der_seq(o("7.3"), univ.Boolean(False)),
-    )
-    value = _der_seq(
-        _der_seq(o(1), univ.OctetString(ppid)),
-        _der_seq(o(2), tcb),
-        _der_seq(o(3), univ.OctetString(b"\0\0")),
-        _der_seq(o(4), univ.OctetString(fmspc)),
-        _der_seq(o(5), univ.Enumerated(1)),
-        _der_seq(o(6), univ.OctetString(hashlib.sha256(b"instance" + ppid).digest()[:16])),
-        _der_seq(o(7), config),
-    )
-    return x509.UnrecognizedExtension(x509.ObjectIdentifier(_SGX_EXT), der_encoder.encode(value))
-
-
-def _amd_int_ext(oid: str, value: int) -> x509.UnrecognizedExtension:
-    return x509.UnrecognizedExtension(x509.ObjectIdentifier(oid), der_encoder.encode(univ.Integer(value)))
 
 
 # --------------------------------------------------------------------------- roots
@@ -201,34 +99,34 @@ class DevnetRoots:
     @classmethod
     def generate(cls, directory: str | os.PathLike | None = None, *, now: int | None = None, years: int = 10) -> "DevnetRoots":
         """New devnet PKIs valid from ``now`` - 1 day for ``years``; saved to ``directory`` when given."""
-        created = (now if now is not None else _now()) - 86400
+        created = (now if now is not None else now_ts()) - 86400
         na = created + years * 365 * 86400
         pki = _Pki()
         k, c = pki.keys, pki.certs
         k["intel_root"] = ec.generate_private_key(ec.SECP256R1())
-        c["intel_root"] = _cert(_name("derot devnet SGX Root CA"), _name("derot devnet SGX Root CA"),
+        c["intel_root"] = make_cert(devnet_name("derot devnet SGX Root CA"), devnet_name("derot devnet SGX Root CA"),
                                 k["intel_root"].public_key(), k["intel_root"], created, na, ca=True, serial=1)
         k["intel_pck_ca"] = ec.generate_private_key(ec.SECP256R1())
-        c["intel_pck_ca"] = _cert(_name("derot devnet SGX PCK Platform CA"), c["intel_root"].subject,
+        c["intel_pck_ca"] = make_cert(devnet_name("derot devnet SGX PCK Platform CA"), c["intel_root"].subject,
                                   k["intel_pck_ca"].public_key(), k["intel_root"], created, na, ca=True, serial=2,
                                   issuer_pub=k["intel_root"].public_key())
         k["intel_tcb_signing"] = ec.generate_private_key(ec.SECP256R1())
-        c["intel_tcb_signing"] = _cert(_name("derot devnet SGX TCB Signing"), c["intel_root"].subject,
+        c["intel_tcb_signing"] = make_cert(devnet_name("derot devnet SGX TCB Signing"), c["intel_root"].subject,
                                        k["intel_tcb_signing"].public_key(), k["intel_root"], created, na, ca=False,
                                        serial=3, issuer_pub=k["intel_root"].public_key())
-        pki.blobs["intel_root_crl"] = _crl(c["intel_root"], k["intel_root"], created, na)
-        pki.blobs["intel_pck_crl"] = _crl(c["intel_pck_ca"], k["intel_pck_ca"], created, na)
+        pki.blobs["intel_root_crl"] = make_crl(c["intel_root"], k["intel_root"], created, na)
+        pki.blobs["intel_pck_crl"] = make_crl(c["intel_pck_ca"], k["intel_pck_ca"], created, na)
 
-        pss = {"rsa_padding": _PSS}
+        pss = {"rsa_padding": AMD_PSS}
         k["amd_ark"] = rsa.generate_private_key(65537, 4096)
-        c["amd_ark"] = _cert(_name("ARK-Milan"), _name("ARK-Milan"), k["amd_ark"].public_key(), k["amd_ark"],
+        c["amd_ark"] = make_cert(devnet_name("ARK-Milan"), devnet_name("ARK-Milan"), k["amd_ark"].public_key(), k["amd_ark"],
                              created, na, ca=True, serial=1, sign_kwargs=pss)
         for name, cn, serial in (("amd_ask", "SEV-Milan", 2), ("amd_asvk", "SEV-VLEK-Milan", 3)):
             k[name] = rsa.generate_private_key(65537, 4096)
-            c[name] = _cert(_name(cn), c["amd_ark"].subject, k[name].public_key(), k["amd_ark"], created, na,
+            c[name] = make_cert(devnet_name(cn), c["amd_ark"].subject, k[name].public_key(), k["amd_ark"], created, na,
                             ca=True, serial=serial, sign_kwargs=pss, issuer_pub=k["amd_ark"].public_key())
         k["nvidia_ca"] = ec.generate_private_key(ec.SECP384R1())
-        c["nvidia_ca"] = _cert(_name("derot devnet NVIDIA Device Identity CA"), _name("derot devnet NVIDIA Device Identity CA"),
+        c["nvidia_ca"] = make_cert(devnet_name("derot devnet NVIDIA Device Identity CA"), devnet_name("derot devnet NVIDIA Device Identity CA"),
                                k["nvidia_ca"].public_key(), k["nvidia_ca"], created, na, ca=True, serial=1,
                                sign_kwargs={"algorithm": hashes.SHA384()})
         roots = cls(pki, created, na, Path(directory) if directory is not None else None)
@@ -241,10 +139,10 @@ class DevnetRoots:
         d.mkdir(parents=True, exist_ok=True)
         for name, key in self._pki.keys.items():
             path = d / f"{name}.key.pem"
-            path.write_bytes(_key_pem(key))
+            path.write_bytes(key_pem(key))
             path.chmod(0o600)
         for name, cert in self._pki.certs.items():
-            (d / f"{name}.pem").write_bytes(_pem(cert))
+            (d / f"{name}.pem").write_bytes(cert_pem(cert))
         for name, blob in self._pki.blobs.items():
             (d / f"{name}.der").write_bytes(blob)
         meta = {"format": FORMAT_VERSION, "created": self.created, "not_after": self.not_after,
@@ -275,7 +173,7 @@ class DevnetRoots:
 
     def amd_root_pems(self) -> dict[str, tuple[bytes, bytes, bytes]]:
         c = self._pki.certs
-        return {"Milan": (_pem(c["amd_ark"]), _pem(c["amd_ask"]), _pem(c["amd_asvk"]))}
+        return {"Milan": (cert_pem(c["amd_ark"]), cert_pem(c["amd_ask"]), cert_pem(c["amd_asvk"]))}
 
     def amd_roots(self):
         return sev_snp.AmdRoots.from_pem_files(self.amd_root_pems(), "devnet")
@@ -308,7 +206,7 @@ class DevnetRoots:
 
     def _make_tdx_collateral(self, fmspc: bytes) -> str:
         k, c, b = self._pki.keys, self._pki.certs, self._pki.blobs
-        issue, nxt = _iso(self.created), _iso(self.not_after)
+        issue, nxt = iso_time(self.created), iso_time(self.not_after)
         comps = lambda svns: [{"svn": s} for s in svns]  # noqa: E731
         zero48 = "00" * 48
         tcb_info = {
@@ -344,17 +242,17 @@ class DevnetRoots:
         }
         tcb_text = json.dumps(tcb_info, separators=(",", ":"))
         qe_text = json.dumps(qe_identity, separators=(",", ":"))
-        signer_chain = (_pem(c["intel_tcb_signing"]) + _pem(c["intel_root"])).decode()
+        signer_chain = (cert_pem(c["intel_tcb_signing"]) + cert_pem(c["intel_root"])).decode()
         return json.dumps({
-            "pck_crl_issuer_chain": (_pem(c["intel_pck_ca"]) + _pem(c["intel_root"])).decode(),
+            "pck_crl_issuer_chain": (cert_pem(c["intel_pck_ca"]) + cert_pem(c["intel_root"])).decode(),
             "root_ca_crl": b["intel_root_crl"].hex(),
             "pck_crl": b["intel_pck_crl"].hex(),
             "tcb_info_issuer_chain": signer_chain,
             "tcb_info": tcb_text,
-            "tcb_info_signature": _sign_p256_raw(k["intel_tcb_signing"], tcb_text.encode()).hex(),
+            "tcb_info_signature": sign_p256_raw(k["intel_tcb_signing"], tcb_text.encode()).hex(),
             "qe_identity_issuer_chain": signer_chain,
             "qe_identity": qe_text,
-            "qe_identity_signature": _sign_p256_raw(k["intel_tcb_signing"], qe_text.encode()).hex(),
+            "qe_identity_signature": sign_p256_raw(k["intel_tcb_signing"], qe_text.encode()).hex(),
         })
 
     # ---- issuing per-machine certificates (once per DevnetTee)
@@ -363,12 +261,12 @@ class DevnetRoots:
         """A PCK key and its chain (leaf, PCK CA, root; PEM) for one devnet machine."""
         k, c = self._pki.keys, self._pki.certs
         key = ec.generate_private_key(ec.SECP256R1())
-        cert = _cert(_name("derot devnet SGX PCK Certificate"), c["intel_pck_ca"].subject, key.public_key(),
+        cert = make_cert(devnet_name("derot devnet SGX PCK Certificate"), c["intel_pck_ca"].subject, key.public_key(),
                      k["intel_pck_ca"], self.created, self.not_after, ca=False,
                      serial=int.from_bytes(hashlib.sha256(ppid).digest()[:8], "big") | 1,
-                     extra=[_sgx_extension(fmspc, ppid, cpu_svn, pce_svn)],
+                     extra=[sgx_extension(fmspc, ppid, cpu_svn, pce_svn)],
                      issuer_pub=k["intel_pck_ca"].public_key())
-        return key, _pem(cert) + _pem(c["intel_pck_ca"]) + _pem(c["intel_root"])
+        return key, cert_pem(cert) + cert_pem(c["intel_pck_ca"]) + cert_pem(c["intel_root"])
 
     def issue_vek(self, chip_id: bytes, tcb: sev_snp.TcbVersion, *, vlek: bool = False,
                   not_after: int | None = None, key: ec.EllipticCurvePrivateKey | None = None):
@@ -378,33 +276,33 @@ class DevnetRoots:
         key = key or ec.generate_private_key(ec.SECP384R1())
         base = "1.3.6.1.4.1.3704.1"
         extra = [
-            _amd_int_ext(f"{base}.1", 0),
+            amd_int_ext(f"{base}.1", 0),
             x509.UnrecognizedExtension(x509.ObjectIdentifier(f"{base}.2"), der_encoder.encode(char.IA5String("Milan-B0"))),
-            _amd_int_ext(f"{base}.3.1", tcb.bootloader),
-            _amd_int_ext(f"{base}.3.2", tcb.tee),
-            _amd_int_ext(f"{base}.3.3", tcb.snp),
-            _amd_int_ext(f"{base}.3.8", tcb.microcode),
+            amd_int_ext(f"{base}.3.1", tcb.bootloader),
+            amd_int_ext(f"{base}.3.2", tcb.tee),
+            amd_int_ext(f"{base}.3.3", tcb.snp),
+            amd_int_ext(f"{base}.3.8", tcb.microcode),
         ]
         if vlek:
             extra.append(x509.UnrecognizedExtension(x509.ObjectIdentifier(f"{base}.5"), b"derot-devnet-csp"))
         else:
             extra.append(x509.UnrecognizedExtension(x509.ObjectIdentifier(f"{base}.4"), chip_id))
-        cert = _cert(_name("SEV-VLEK" if vlek else "SEV-VCEK"), c[issuer].subject, key.public_key(), k[issuer],
+        cert = make_cert(devnet_name("SEV-VLEK" if vlek else "SEV-VCEK"), c[issuer].subject, key.public_key(), k[issuer],
                      self.created, not_after if not_after is not None else self.not_after, ca=False, serial=1,
-                     extra=extra, sign_kwargs={"rsa_padding": _PSS}, issuer_pub=k[issuer].public_key())
+                     extra=extra, sign_kwargs={"rsa_padding": AMD_PSS}, issuer_pub=k[issuer].public_key())
         return key, cert.public_bytes(serialization.Encoding.DER)
 
     def issue_gpu(self, fwid: bytes):
         """An NVIDIA-style GPU attestation key and chain (leaf, devnet CA; PEM) with ``fwid``."""
         k, c = self._pki.keys, self._pki.certs
         key = ec.generate_private_key(ec.SECP384R1())
-        fwid_ext = der_encoder.encode(_der_seq(
-            univ.Integer(1), _der_seq(univ.ObjectIdentifier("2.16.840.1.101.3.4.2.2"), univ.OctetString(fwid))))
-        cert = _cert(_name("derot devnet GH100 GSP FMC LF"), c["nvidia_ca"].subject, key.public_key(), k["nvidia_ca"],
+        fwid_ext = der_encoder.encode(der_seq(
+            univ.Integer(1), der_seq(univ.ObjectIdentifier("2.16.840.1.101.3.4.2.2"), univ.OctetString(fwid))))
+        cert = make_cert(devnet_name("derot devnet GH100 GSP FMC LF"), c["nvidia_ca"].subject, key.public_key(), k["nvidia_ca"],
                      self.created, self.not_after, ca=False, serial=int.from_bytes(os.urandom(8), "big") | 1,
                      extra=[x509.UnrecognizedExtension(x509.ObjectIdentifier("2.23.133.5.4.1"), fwid_ext)],
                      sign_kwargs={"algorithm": hashes.SHA384()}, issuer_pub=k["nvidia_ca"].public_key())
-        return key, _pem(cert) + _pem(c["nvidia_ca"])
+        return key, cert_pem(cert) + cert_pem(c["nvidia_ca"])
 
 
 # --------------------------------------------------------------------------- TEEs
@@ -475,11 +373,11 @@ class DevnetTee:
             ppid = hashlib.sha256(b"ppid" + os.urandom(16)).digest()[:16]
             pck_key, chain = roots.issue_pck(fmspc, ppid, cpu_svn, pce_svn)
             self._att_key = ec.generate_private_key(ec.SECP256R1())
-            att_pub = _p256_point(self._att_key)
+            att_pub = p256_point(self._att_key)
             auth = hashlib.sha256(b"qe auth" + ppid).digest()
             qe_report = _qe_report(cpu_svn, hashlib.sha256(att_pub + auth).digest() + bytes(32))
             qe_cert_data = (
-                qe_report + _sign_p256_raw(pck_key, qe_report)
+                qe_report + sign_p256_raw(pck_key, qe_report)
                 + struct.pack("<H", len(auth)) + auth
                 + struct.pack("<HI", iq.CERT_TYPE_PCK_CHAIN, len(chain)) + chain
             )
@@ -509,7 +407,7 @@ class DevnetTee:
 
     def tdx_quote(self, report_data: bytes) -> bytes:
         signed = self._header + _td_report(self.measurements, report_data, self._tee_tcb_svn, self.debug)
-        sig_data = _sign_p256_raw(self._att_key, signed) + self._tail
+        sig_data = sign_p256_raw(self._att_key, signed) + self._tail
         return signed + struct.pack("<I", len(sig_data)) + sig_data
 
     def snp_report(self, report_data: bytes) -> bytes:

@@ -107,9 +107,10 @@ class EraseGuard:
     def may_erase(self, epoch_id: int, own: OwnResult | None) -> EraseVerdict:
         try:
             return self._decide(epoch_id, own)
-        except (ChainReadError, HeaderInvalid, OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", "chain_unavailable")
-            return EraseVerdict(False, reason, f"{type(exc).__name__}: {exc}")
+        except (ChainReadError, HeaderInvalid) as exc:
+            return EraseVerdict(False, exc.reason, f"{type(exc).__name__}: {exc}")
+        except (OSError, ValueError) as exc:  # transport failures and web3's decoding errors
+            return EraseVerdict(False, "chain_unavailable", f"{type(exc).__name__}: {exc}")
 
     def _decide(self, epoch_id: int, own: OwnResult | None) -> EraseVerdict:
         final = self.finalized()

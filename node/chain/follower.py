@@ -410,7 +410,7 @@ class Follower:
     def _failed(self, exc: Exception) -> float:
         self.failures += 1
         self.last_error = f"{type(exc).__name__}: {exc}"
-        self.last_reason = getattr(exc, "reason", None)
+        self.last_reason = exc.reason if isinstance(exc, DerotError) else None
         delay = min(self.backoff_max, self.backoff_initial * 2 ** (self.failures - 1))
         log.warning("chain follower: %s; retrying in %.1fs", self.last_error, delay)
         return delay

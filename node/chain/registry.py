@@ -230,7 +230,7 @@ class Registry:
             try:
                 page = [_app_record(raw) for raw in self._call(self.contract.functions.apps(start, APP_PAGE), block)]
             except ChainReadError as exc:
-                if getattr(exc, "reason", None) in ("chain_unverified", "chain_unavailable"):
+                if exc.reason in ("chain_unverified", "chain_unavailable"):
                     raise
                 page, unreadable = self.app_page_by_ids(start, block)
                 skipped |= unreadable
@@ -255,7 +255,7 @@ class Registry:
         try:
             return self.app(app_id, block)
         except ChainReadError as exc:
-            if getattr(exc, "reason", None) in ("chain_unverified", "chain_unavailable"):
+            if exc.reason in ("chain_unverified", "chain_unavailable"):
                 raise
             log.warning("app unreadable, skipped", extra={"app_id": app_id.hex(), "error": str(exc)})
             return None

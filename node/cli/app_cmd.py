@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib
 import json
 import os
 import sys
@@ -38,6 +37,7 @@ import time
 from pathlib import Path
 
 from derot.cli.app_target import Target, node_client, open_registry, resolve_target, signing_account
+from derot.cli import watch_cmd
 from derot.cli.errors import FAILED, UNREACHABLE, USAGE, CliError, classify, report
 
 #: one spelling per platform, everywhere (input and output); "snp"/"sev_snp" are read as "sev-snp"
@@ -193,19 +193,8 @@ def register(subparsers) -> None:
     p.add_argument("--onchain", action="store_true", help="also ask DerotRegistry.verifyCertificate (eth_call)")
     p.add_argument("--now", type=int, help="Unix time to check validity at (default: the latest block's time)")
 
-    _register_watch(sub)
+    watch_cmd.register_watch(sub)  # derot app watch
     app.set_defaults(func=lambda args: (app.print_help(), 2)[1])
-
-
-def _register_watch(sub) -> None:
-    """``derot app watch`` belongs to the MQTT notices module, when it exists."""
-    try:
-        watch = importlib.import_module("derot.cli.watch_cmd")
-    except ModuleNotFoundError as exc:
-        if exc.name == "derot.cli.watch_cmd":
-            return
-        raise
-    watch.register_watch(sub)
 
 
 def _privlevel(text: str) -> int:

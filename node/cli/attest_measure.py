@@ -18,6 +18,8 @@ import json
 import sys
 from pathlib import Path
 
+from derot.errors import DerotError
+
 PLATFORMS = {"tdx": "TDX", "tdx-eventlog": "TDX", "sgx": "SGX", "snp": "SEV_SNP", "sev-snp": "SEV_SNP",
              "azure-snp": "AZURE_SNP", "azure-tdx": "AZURE_TDX"}
 DEFAULT_ZERO = {"MRCONFIGID": 48, "HOST_DATA": 32}
@@ -95,7 +97,7 @@ def cmd_measurement(args) -> int:
         used, digest = compute(args.platform, registers, event_log=log,
                                app_events=_pairs(args.app_event, "app event"))
     except (ValueError, KeyError, OSError) as exc:
-        text = exc.diagnostics() if hasattr(exc, "diagnostics") else str(exc)
+        text = exc.diagnostics() if isinstance(exc, DerotError) else str(exc)
         print(f"error: {text}", file=sys.stderr)
         return 2
     if args.json:

@@ -60,7 +60,7 @@ def classify(exc: BaseException) -> CommandError:
     if name == "TransactionFailed":
         return CommandError("transaction_failed", str(exc), FAILED)
     if name == "RequestFailed":
-        return CommandError(getattr(exc, "reason", "request_failed"), str(exc).partition(": ")[2] or str(exc), FAILED)
+        return CommandError(exc.reason, str(exc).partition(": ")[2] or str(exc), FAILED)
     if isinstance(exc, OSError) and exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES) \
             and not exc.filename:
         return CommandError("address_in_use", exc.strerror or str(exc), ADDRESS_IN_USE)
@@ -72,9 +72,8 @@ def classify(exc: BaseException) -> CommandError:
         return CommandError("unreachable", _short(exc), UNREACHABLE)
     if module.startswith("web3.") or name == "ChainReadError":
         return CommandError("chain_error", _short(exc), FAILED)
-    reason = getattr(exc, "reason", None)
-    if isinstance(reason, str) and hasattr(exc, "diagnostics"):  # a DerotError
-        return CommandError(reason, str(exc), FAILED)
+    if isinstance(exc, DerotError):
+        return CommandError(exc.reason, str(exc), FAILED)
     return CommandError("internal_error", f"{name}: {_short(exc)}", INTERNAL)
 
 

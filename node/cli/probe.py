@@ -7,6 +7,7 @@ the certificate and trusts it for this local question (pinning is for apps, whic
 
 from __future__ import annotations
 
+import urllib.error
 import urllib.request
 
 GAUGES = ("derot_chain_lag_blocks", "derot_confirmed_block", "derot_epoch", "derot_tee_attestation_available")
@@ -57,7 +58,8 @@ def gauges(metrics_listen: str, timeout: float = 3.0) -> dict:
         with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=timeout) as answer:
             text = answer.read(4 * 1024 * 1024).decode("utf-8", "replace")
     except OSError as exc:
-        return {"error": f"metrics unreachable: {getattr(exc, 'reason', None) or exc}"}
+        detail = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        return {"error": f"metrics unreachable: {detail}"}
     out: dict = {}
     peers: dict[str, dict[str, int]] = {}
     for family in text_string_to_metric_families(text):

@@ -67,7 +67,7 @@ def random_scalar() -> int:
 _BYTES = (bytes, bytearray, memoryview)
 
 
-def _require_bytes(data, what: str, error: type[Exception]) -> bytes:
+def require_bytes(data, what: str, error: type[Exception]) -> bytes:
     """``data`` as bytes, checked to *be* a byte string first: ``bytes(128)`` is 128 zero bytes, so an int
     (or anything else) passed by mistake must never reach a ``bytes(...)`` conversion."""
     if not isinstance(data, _BYTES):
@@ -77,7 +77,7 @@ def _require_bytes(data, what: str, error: type[Exception]) -> bytes:
 
 def scalar_from_wide_bytes(data: bytes) -> int:
     """Reduce at least 48 bytes (384 bits) modulo R; the bias is below 2^-128 (RFC 9380 §5)."""
-    data = _require_bytes(data, "wide scalar", TypeError)
+    data = require_bytes(data, "wide scalar", TypeError)
     if len(data) < 48:
         raise ValueError("need at least 48 bytes to reduce a scalar without bias")
     return int.from_bytes(data, "big") % R
@@ -90,7 +90,7 @@ def scalar_to_bytes(k: int) -> bytes:
 
 def scalar_from_bytes(data: bytes) -> int:
     """Decode a 32-byte big-endian scalar; refuses values >= R (non-canonical encodings)."""
-    data = _require_bytes(data, "scalar", TypeError)
+    data = require_bytes(data, "scalar", TypeError)
     if len(data) != 32:
         raise ValueError(f"scalar must be 32 bytes, got {len(data)}")
     k = int.from_bytes(data, "big")
@@ -142,7 +142,7 @@ class _Point:
     @classmethod
     def from_bytes(cls, data: bytes, *, allow_identity: bool = False):
         """Decode the compressed (ZCash) encoding, checking curve and subgroup membership."""
-        data = _require_bytes(data, cls.__name__, PointDecodeError)
+        data = require_bytes(data, cls.__name__, PointDecodeError)
         if len(data) != cls.SIZE:
             raise PointDecodeError(f"{cls.__name__}: expected {cls.SIZE} bytes, got {len(data)}")
         try:
@@ -157,7 +157,7 @@ class _Point:
     @classmethod
     def from_eip2537(cls, data: bytes, *, allow_identity: bool = False):
         """Decode the EIP-2537 affine encoding (64-byte padded field elements), with subgroup check."""
-        data = _require_bytes(data, cls.__name__, PointDecodeError)
+        data = require_bytes(data, cls.__name__, PointDecodeError)
         if len(data) != cls.EIP2537_SIZE:
             raise PointDecodeError(f"{cls.__name__}: expected {cls.EIP2537_SIZE} bytes, got {len(data)}")
         if not any(data):
@@ -262,7 +262,7 @@ class G1(_Point):
     @classmethod
     def hash_to_curve(cls, msg: bytes, dst: bytes) -> G1:
         """RFC 9380 hash_to_curve with suite BLS12381G1_XMD:SHA-256_SSWU_RO_ and the given DST."""
-        msg, dst = _require_bytes(msg, "message", TypeError), _require_bytes(dst, "DST", TypeError)
+        msg, dst = require_bytes(msg, "message", TypeError), require_bytes(dst, "DST", TypeError)
         if not 0 < len(dst) <= 255:
             raise ValueError("DST must be 1..255 bytes")
         return cls(_P1().hash_to_group(msg, dst))

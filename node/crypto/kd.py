@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from derot.constants import DST_KD
-from derot.crypto.bls import G1, G2, PointDecodeError, pairing_check, random_scalar
+from derot.crypto.bls import G1, G2, PointDecodeError, pairing_check, random_scalar, require_bytes
 from derot.crypto.hazmat.poly import lagrange_coefficients
 from derot.crypto.threshold import combine_with_fallback
 from derot.errors import DerotError
@@ -82,8 +82,8 @@ class EncryptedKey:
 
     @classmethod
     def decode(cls, data: bytes) -> EncryptedKey:
-        """Parse 192 bytes; raises :class:`PointDecodeError` naming the bad component."""
-        data = bytes(data)
+        """Parse 192 bytes; raises :class:`PointDecodeError` naming the bad component (or a non-bytes input)."""
+        data = require_bytes(data, "encrypted key", PointDecodeError)
         if len(data) != cls.SIZE:
             raise PointDecodeError(f"encrypted key must be {cls.SIZE} bytes, got {len(data)}")
         c1 = G1.from_bytes(data[:48])

@@ -26,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 from derot.chain.artifacts import BUILD_DIR, CONTRACTS_DIR, MANIFEST, load_artifact  # noqa: F401 (re-export)
 from derot.errors import DerotError

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from derot.constants import Platform, TcbStatus
+from derot.devnet.processes import alive, is_ours, metric, send_signal, wait_exit, write_private, write_role_keys
 from derot.errors import DerotError
 
 STATE_FILE = "devnet.json"
@@ -98,7 +99,7 @@ class Devnet:
 
     def up(self, *, wait: bool = True, timeout: float = 180.0) -> Devnet:
         """Start everything and (with ``wait``) wait until the first epoch is ACTIVE."""
-        if (self.directory / STATE_FILE).exists() and _alive(self._load_state().get("anvil_pid")):
+        if (self.directory / STATE_FILE).exists() and alive(self._load_state().get("anvil_pid")):
             raise DevnetError(f"a devnet is already running in {self.directory} (derot devnet down first)")
         self.directory.mkdir(parents=True, exist_ok=True)
         try:
@@ -189,12 +190,7 @@ class Devnet:
         }
         keys = {f"voter-{n}": v for n, v in enumerate(voters, 1)} | {"council": accounts[COUNCIL],
                                                                    "app-owner": accounts[APP_OWNER]}
-        from derot.service.storage import private_dir
-
-        private_dir(self.directory / "keys")
-        for role, account in keys.items():
-            _write_private(self.directory / "keys" / f"{role}.key", account.key.hex())
-        roles["key_files"] = {role: f"keys/{role}.key" for role in keys}
+        roles["key_files"] = write_role_keys(self.directory, {role: a.key.hex() for role, a in keys.items()})
         (self.directory / "accounts.json").write_text(json.dumps(roles, indent=2) + "\n")
 
     def _make_roots(self) -> None:
@@ -219,7 +215,7 @@ class Devnet:
         private_dir(directory)
         account = self.accounts[FIRST_OPERATOR + i - 1]
         key_file = directory / "operator.key"
-        _write_private(key_file, account.key.hex())
+        write_private(key_file, account.key.hex())
         platform = "tdx" if i % 2 else "snp"
         proc = NodeProcess(i, directory, directory / "node.toml", account.address, self._port(), self._port(),
                            self._port(), platform=platform)
@@ -398,8 +394,8 @@ class Devnet:
         """SIGTERM (graceful) or SIGKILL one node and wait for it to exit."""
         if proc.pid is None:
             return
-        _signal(proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
-        _wait_exit(proc.pid, timeout)
+        send_signal(proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
+        wait_exit(proc.pid, timeout)
         proc.pid = None
         self._save_state()
 
@@ -439,7 +435,7 @@ class Devnet:
         raise DevnetError(f"epoch {epoch} did not activate within {timeout:.0f} s (see {self.directory}/node-*/node.log)")
 
     def _check_nodes_alive(self) -> None:
-        dead = [p.index for p in self.node_processes if p.pid is not None and not _alive(p.pid)]
+        dead = [p.index for p in self.node_processes if p.pid is not None and not alive(p.pid)]
         if dead:
             raise DevnetError(f"node(s) {dead} exited; see their node.log in {self.directory}")
 
@@ -467,15 +463,15 @@ class Devnet:
         """Ask every running node to write its threads' (SIGUSR1) and tasks' (SIGUSR2) stacks into its node.log, for a post-mortem
         of a wait that timed out."""
         for proc in self.node_processes:
-            if proc.pid is not None and _alive(proc.pid):
-                _signal(proc.pid, signal.SIGUSR1)  # threads
-                _signal(proc.pid, signal.SIGUSR2)  # asyncio tasks
+            if proc.pid is not None and alive(proc.pid):
+                send_signal(proc.pid, signal.SIGUSR1)  # threads
+                send_signal(proc.pid, signal.SIGUSR2)  # asyncio tasks
 
     def _wait_metric(self, name: str, at_least: float, indices: list[int] | None, timeout: float) -> None:
         procs = [p for p in self.node_processes if p.pid is not None and (indices is None or p.index in indices)]
         deadline = time.monotonic() + timeout
         while True:
-            behind = [p.index for p in procs if _alive(p.pid) and _metric(p.metrics_port, name) < at_least]
+            behind = [p.index for p in procs if alive(p.pid) and metric(p.metrics_port, name) < at_least]
             if not behind:
                 return
             if time.monotonic() > deadline:
@@ -487,12 +483,12 @@ class Devnet:
         state = self._load_state()
         out = {"directory": str(self.directory), "rpc_url": state.get("rpc_url"), "registry": state.get("registry"),
                "mqtt_url": state.get("mqtt_url", ""),
-               "anvil": "running" if _alive(state.get("anvil_pid")) else "stopped", "nodes": []}
+               "anvil": "running" if alive(state.get("anvil_pid")) else "stopped", "nodes": []}
         for node in state.get("nodes", []):
             out["nodes"].append({
                 "index": node["index"], "operator": node["operator"],
                 "public": f"127.0.0.1:{node['public_port']}", "metrics": f"127.0.0.1:{node['metrics_port']}",
-                "state": "running" if _alive(node.get("pid")) else "stopped",
+                "state": "running" if alive(node.get("pid")) else "stopped",
             })
         if out["anvil"] == "running":
             try:
@@ -528,23 +524,23 @@ class Devnet:
         pids = [n.get("pid") for n in state.get("nodes", [])] + [p.pid for p in self.node_processes]
         stopped = []
         for pid in {p for p in pids if p}:
-            if _alive(pid) and _is_ours(pid, str(self.directory)):
-                _signal(pid, signal.SIGTERM)
+            if alive(pid) and is_ours(pid, str(self.directory)):
+                send_signal(pid, signal.SIGTERM)
                 stopped.append(pid)
         for pid in stopped:
-            _wait_exit(pid, 10.0)
+            wait_exit(pid, 10.0)
         anvil_pid = state.get("anvil_pid") or self.anvil_pid
         if getattr(self, "_anvil", None) is not None:
             self._anvil.stop()
             stopped.append(anvil_pid)
-        elif anvil_pid and _alive(anvil_pid) and _is_ours(anvil_pid, f"--port {state.get('anvil_port')}"):
-            _signal(anvil_pid, signal.SIGTERM)
-            _wait_exit(anvil_pid, 10.0)
+        elif anvil_pid and alive(anvil_pid) and is_ours(anvil_pid, f"--port {state.get('anvil_port')}"):
+            send_signal(anvil_pid, signal.SIGTERM)
+            wait_exit(anvil_pid, 10.0)
             stopped.append(anvil_pid)
         broker_pid = state.get("broker_pid") or self.broker_pid
-        if broker_pid and _alive(broker_pid) and _is_ours(broker_pid, str(self.directory)):
-            _signal(broker_pid, signal.SIGTERM)
-            _wait_exit(broker_pid, 10.0)
+        if broker_pid and alive(broker_pid) and is_ours(broker_pid, str(self.directory)):
+            send_signal(broker_pid, signal.SIGTERM)
+            wait_exit(broker_pid, 10.0)
             stopped.append(broker_pid)
         for proc in self.node_processes:
             proc.pid = None
@@ -598,71 +594,3 @@ class Devnet:
             for n in state["nodes"]
         ]
         return devnet
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text + "\n")
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    try:  # a zombie is not alive
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return True
-
-
-def _is_ours(pid: int, marker: str) -> bool:
-    """Only signal a pid whose command line carries ``marker`` (this devnet's directory, or its anvil's
-    port): pids can be reused by unrelated processes."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return False
-    return marker in cmdline
-
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _wait_exit(pid: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while _alive(pid):
-        try:  # reap our own children
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        if time.monotonic() > deadline:
-            _signal(pid, signal.SIGKILL)
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
-            return
-        time.sleep(0.05)
-
-
-def _metric(port: int, name: str) -> float:
-    """An unlabelled gauge from a node's Prometheus endpoint; -1 while the node does not answer."""
-    import urllib.request
-
-    try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    except OSError:
-        return -1.0
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return -1.0

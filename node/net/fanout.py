@@ -98,13 +98,7 @@ async def collect(
                 timeout = min(remaining, max(next_hedge - now, 0.001))
             done, pending = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                index = tasks[task]
-                try:
-                    answers[index] = task.result()
-                except Refusal as refusal:
-                    failures[index], details[index] = refusal.reason, refusal.detail
-                except Exception as exc:  # a peer's bug or transport failure must not fail the request
-                    failures[index], details[index] = status.UNAVAILABLE, f"{type(exc).__name__}: {exc}"
+                _record(tasks[task], task, answers, failures, details)
             if not tried_first and len(answers) >= threshold:
                 tried_first = True
                 first = dict(list(answers.items())[:threshold])
@@ -112,19 +106,38 @@ async def collect(
                 if result is not None:
                     return Collected(result, tuple(first), failures, time.monotonic() - started)
         if len(answers) >= threshold:
-            try:
-                result, used, bad = combine_all(answers)
-                for index in bad:
-                    failures[index] = "invalid_share"
-                return Collected(result, tuple(used), failures, time.monotonic() - started)
-            except NotEnoughShares as exc:
-                for index in exc.bad:
-                    failures[index], details[index] = "invalid_share", "share failed verification"
+            combined = _combine_every(combine_all, answers, failures, details, started)
+            if combined is not None:
+                return combined
         raise _failure(threshold, len(answers), failures, details, timed_out=bool(pending))
     finally:
         for task in tasks:
             if not task.done():
                 task.cancel()
+
+
+def _record(index: int, task: asyncio.Future, answers: dict, failures: dict[int, str], details: dict[int, str]) -> None:
+    """File a finished call's answer, or its refusal or failure, under member ``index``."""
+    try:
+        answers[index] = task.result()
+    except Refusal as refusal:
+        failures[index], details[index] = refusal.reason, refusal.detail
+    except Exception as exc:  # a peer's bug or transport failure must not fail the request
+        failures[index], details[index] = status.UNAVAILABLE, f"{type(exc).__name__}: {exc}"
+
+
+def _combine_every(combine_all: Callable, answers: dict, failures: dict[int, str], details: dict[int, str],
+                   started: float) -> Collected | None:
+    """The verifying combine over every answer; None (bad members filed as ``invalid_share``) if it cannot."""
+    try:
+        result, used, bad = combine_all(answers)
+    except NotEnoughShares as exc:
+        for index in exc.bad:
+            failures[index], details[index] = "invalid_share", "share failed verification"
+        return None
+    for index in bad:
+        failures[index] = "invalid_share"
+    return Collected(result, tuple(used), failures, time.monotonic() - started)
 
 
 def _failure(threshold: int, answered: int, failures: dict[int, str], details: dict[int, str], *, timed_out: bool):

@@ -1,4 +1,4 @@
-"""The app SDK never pulls in node server code (DESIGN.md §2: each module importable on its own).
+"""The app SDK never pulls in node server code (docs/design.md §2: each module importable on its own).
 
 Each check runs in a fresh interpreter, so what other tests imported does not hide anything. The SDK
 modules are imported and used offline (a transport key, a certificate signed and verified, devnet

@@ -614,7 +614,7 @@ def test_report_data_must_be_64_bytes(roots, device_node):
 
 
 def test_sdk_devices_import_no_node_server_code():
-    """The app SDK must not pull in derot.net / derot.service / derot.chain (DESIGN.md §2)."""
+    """The app SDK must not pull in derot.net / derot.service / derot.chain (docs/design.md §2)."""
     code = ("import sys, derot.app.tee, derot.app.tee.devnet, derot.attest.devnet, derot.attest.verify; "
             "print(sorted(m for m in sys.modules if m.startswith(('derot.net', 'derot.service', 'derot.chain'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)

@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from derot.attest import sev_snp
 from derot.attest.collateral import Collateral
-from derot.attest.devnet import DevnetRoots, DevnetTee, _sign_p256_raw
+from derot.attest.devnet import DevnetRoots, DevnetTee
+from derot.attest.devnet_x509 import sign_p256_raw
 
 HEADER = 48
 TD10 = 584
@@ -35,7 +36,7 @@ def tdx_quote(tee: DevnetTee, report_data: bytes = bytes(64), **fields: bytes | 
         raw = value.to_bytes(8, "little") if isinstance(value, int) else value
         assert len(raw) == size
         signed[body + off: body + off + size] = raw
-    sig = _sign_p256_raw(tee._att_key, bytes(signed)) + tee._tail
+    sig = sign_p256_raw(tee._att_key, bytes(signed)) + tee._tail
     return bytes(signed) + struct.pack("<I", len(sig)) + sig
 
 
@@ -57,7 +58,7 @@ def tdx_collateral(roots: DevnetRoots, tee: DevnetTee, *, tcb_info=None, qe_iden
         edit(body)
         text = json.dumps(body, separators=(",", ":"))
         d[name] = text
-        d[f"{name}_signature"] = _sign_p256_raw(key, text.encode()).hex()
+        d[f"{name}_signature"] = sign_p256_raw(key, text.encode()).hex()
     if doc is not None:
         doc(d)
     return Collateral.from_json(json.dumps(d))
@@ -88,5 +89,5 @@ def td15_quote(tee: DevnetTee, report_data: bytes = bytes(64), *, mr_service_td:
     header = bytearray(v4[:HEADER])
     header[0:2] = (5).to_bytes(2, "little")
     signed = bytes(header) + struct.pack("<HI", 3, len(body)) + bytes(body)
-    sig = _sign_p256_raw(tee._att_key, signed) + tee._tail
+    sig = sign_p256_raw(tee._att_key, signed) + tee._tail
     return signed + struct.pack("<I", len(sig)) + sig

@@ -67,17 +67,18 @@ def test_leaf_without_fwid_is_refused_by_name(devnet, ts):
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from derot.attest.devnet import DevnetGpu, _cert, _name, _pem
+    from derot.attest.devnet import DevnetGpu
+    from derot.attest.devnet_x509 import cert_pem, devnet_name, make_cert
 
     gpu = DevnetGpu(devnet)
     k, c = devnet._pki.keys, devnet._pki.certs
     key = ec.generate_private_key(ec.SECP384R1())
-    leaf = _cert(_name("derot devnet GPU FMC LF without FWID"), c["nvidia_ca"].subject, key.public_key(), k["nvidia_ca"],
+    leaf = make_cert(devnet_name("derot devnet GPU FMC LF without FWID"), c["nvidia_ca"].subject, key.public_key(), k["nvidia_ca"],
                  devnet.created, devnet.not_after, ca=False, serial=7, sign_kwargs={"algorithm": hashes.SHA384()},
                  issuer_pub=k["nvidia_ca"].public_key())
     gpu._key = key
     with pytest.raises(AttestationError) as exc:
-        nvidia_gpu.verify_report(gpu.report(bytes(32)), _pem(leaf) + _pem(c["nvidia_ca"]), devnet.nvidia_roots(),
+        nvidia_gpu.verify_report(gpu.report(bytes(32)), cert_pem(leaf) + cert_pem(c["nvidia_ca"]), devnet.nvidia_roots(),
                                  devnet.created + 60)
     assert exc.value.reason == "gpu_fwid_missing"
 

@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from derot.attest import nvidia_gpu, nvidia_rim
 from derot.attest import policy as P
-from derot.attest.devnet import DevnetGpu, _cert, _name
+from derot.attest.devnet import DevnetGpu
+from derot.attest.devnet_x509 import devnet_name, make_cert
 from derot.attest.errors import AttestationError, ChainInvalid, SignatureInvalid
 from derot.attest.evidence import Evidence
 from derot.attest.policy_tee import GpuRimMatches
@@ -82,11 +83,11 @@ class DevnetRimSigner:
         nb, na = devnet.created, devnet.not_after
         self.root_key, self.ca_key, self.key = (ec.generate_private_key(ec.SECP384R1()) for _ in range(3))
         sha = {"algorithm": hashes.SHA384()}
-        self.root = _cert(_name("derot devnet RIM Root CA"), _name("derot devnet RIM Root CA"), self.root_key.public_key(),
+        self.root = make_cert(devnet_name("derot devnet RIM Root CA"), devnet_name("derot devnet RIM Root CA"), self.root_key.public_key(),
                           self.root_key, nb, na, ca=True, serial=1, sign_kwargs=sha)
-        self.ca = _cert(_name("derot devnet RIM CA"), self.root.subject, self.ca_key.public_key(), self.root_key, nb, na,
+        self.ca = make_cert(devnet_name("derot devnet RIM CA"), self.root.subject, self.ca_key.public_key(), self.root_key, nb, na,
                         ca=True, serial=2, sign_kwargs=sha, issuer_pub=self.root_key.public_key())
-        self.leaf = _cert(_name("derot devnet RIM signer"), self.ca.subject, self.key.public_key(), self.ca_key, nb, na,
+        self.leaf = make_cert(devnet_name("derot devnet RIM signer"), self.ca.subject, self.key.public_key(), self.ca_key, nb, na,
                           ca=False, serial=3, sign_kwargs=sha, issuer_pub=self.ca_key.public_key())
 
     def sign(self, tag_id: str, version: str, golden: dict[int, list[bytes]]) -> bytes:

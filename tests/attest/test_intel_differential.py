@@ -15,7 +15,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from derot.attest import intel_attributes, intel_dcap
-from derot.attest.devnet import DevnetTee, _sign_p256_raw
+from derot.attest.devnet import DevnetTee
+from derot.attest.devnet_x509 import sign_p256_raw
 from derot.attest.errors import AttestationError
 from derot.attest.intel_quote import parse_quote
 from derot.constants import Platform
@@ -131,7 +132,7 @@ def test_tcb_info_signed_by_another_certificate_under_the_root(devnet):
     pem = lambda c: c.public_bytes(serialization.Encoding.PEM).decode()  # noqa: E731
 
     def resign_with_pck_ca(d):
-        d["tcb_info_signature"] = _sign_p256_raw(pki.keys["intel_pck_ca"], d["tcb_info"].encode()).hex()
+        d["tcb_info_signature"] = sign_p256_raw(pki.keys["intel_pck_ca"], d["tcb_info"].encode()).hex()
         d["tcb_info_issuer_chain"] = pem(pki.certs["intel_pck_ca"]) + pem(pki.certs["intel_root"])
 
     coll = mutate.tdx_collateral(devnet, tee, doc=resign_with_pck_ca)

@@ -37,3 +37,36 @@ def test_byte_like_inputs_still_decode():
     assert G1.from_eip2537(memoryview(point.to_eip2537())) == point
     assert G1.from_bytes(bytearray(point.to_bytes())) == point
     assert scalar_from_bytes(bytearray((5).to_bytes(32, "big"))) == 5
+
+
+def _other_decoders():
+    """Every decoder of untrusted bytes outside derot.crypto.bls, with the error it must raise."""
+    from derot.certs import certificate, notices, verify
+    from derot.crypto import kd
+    from derot.crypto.dkg import messages, proofs
+    from derot.crypto.dkg.errors import DkgMessageRejected
+    from derot.crypto.hazmat import batch
+
+    return [
+        ("EncryptedKey.decode", kd.EncryptedKey.decode, PointDecodeError),
+        ("proofs.decode_point", proofs.decode_point, PointDecodeError),
+        ("hazmat.batch.decode_point", batch.decode_point, batch.CommitmentDecodeError),
+        ("dkg Message.decode", messages.Message.decode, DkgMessageRejected),
+        ("dkg AnnounceBody.decode", messages.AnnounceBody.decode, DkgMessageRejected),
+        ("dkg DealBody.decode", lambda v: messages.DealBody.decode(v, threshold=2, recipients=3), DkgMessageRejected),
+        ("dkg ResponseBody.decode", lambda v: messages.ResponseBody.decode(v, dealers=frozenset({1})),
+         DkgMessageRejected),
+        ("certs decode_signature", verify.decode_signature, PointDecodeError),
+        ("Certificate.decode", certificate.Certificate.decode, certificate.CertificateDecodeError),
+        ("Notice.decode", notices.Notice.decode, notices.NoticeDecodeError),
+        ("SignedNotice.decode", notices.SignedNotice.decode, notices.NoticeDecodeError),
+    ]
+
+
+@pytest.mark.parametrize("size", [48, 96, 128, 192])
+def test_every_other_decoder_refuses_an_int_before_converting_it(size):
+    """An int of an encoding's size is refused by its type, never turned into zero bytes and parsed."""
+    for name, decode, error in _other_decoders():
+        with pytest.raises(error, match="expected bytes, got int"):
+            decode(size)
+        print(name, "refuses", size)

@@ -32,7 +32,7 @@ def derive(shares, keys, group_key, subset, app=APP, version=1, context=b""):
 
 
 def reshare(shares, old_t, new_n, new_t):
-    """Resharing by the DESIGN.md §3 rule, done by hand: x'_j = Σ_{i∈S} λ_i g_i(j)."""
+    """Resharing by the docs/design.md §3 rule, done by hand: x'_j = Σ_{i∈S} λ_i g_i(j)."""
     dealers = sorted(shares)[:old_t]
     lambdas = lagrange_coefficients(dealers)
     polys = {i: Polynomial.random(new_t - 1, shares[i]) for i in dealers}

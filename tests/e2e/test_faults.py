@@ -76,7 +76,8 @@ def test_node_restarted_mid_dkg_resumes_and_never_deals_twice(tmp_path):
     qualifies it."""
     import time
 
-    from derot.devnet.network import Devnet, _alive
+    from derot.devnet.network import Devnet
+    from derot.devnet.processes import alive
 
     net = Devnet(tmp_path / "restart", progress=lambda _: None, nodes=4, threshold=3, phase_timeout=30.0,
                  node_faults={2: "dkg_crash_after_deal"})
@@ -84,7 +85,7 @@ def test_node_restarted_mid_dkg_resumes_and_never_deals_twice(tmp_path):
         net.up(wait=False, timeout=120)
         crashed = net.node_processes[1]
         deadline = time.monotonic() + 120
-        while _alive(crashed.pid):
+        while alive(crashed.pid):
             assert time.monotonic() < deadline, "node 2 never reached its deal"
             time.sleep(0.2)
         net.start_node(crashed)

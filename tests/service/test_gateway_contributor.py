@@ -301,3 +301,42 @@ def test_a_contributor_refuses_a_certificate_that_misstates_the_hardware(committ
         assert len(reply.partial_signature) == 48  # the honest certificate is signed by the same contributor code
     finally:
         network.close()
+
+
+def test_issuance_accepts_only_the_certificate_this_node_would_issue(net, roots):
+    """derot.service.issuance.check_proposed_certificate, refusal by refusal: a field that differs, the epoch,
+    undecodable bytes, an empty validity window, notBefore past the clock skew, a lifetime over the network's
+    maximum, a policyBlock too far from this node's confirmed block. The honest proposal is accepted."""
+    request = app_request(net, roots, subject_key=b"\x04" + os.urandom(64), key_type=int(KeyType.SECP256K1))
+    checked = asyncio.run(net.admissions[1].check(request, "certify", "test"))[2]
+    now, block = int(time.time()), net.state.block_number
+    honest = issuance.build_certificate(checked, net.deployment, 1, now=now, lifetime=3600, policy_block=block)
+
+    def check(cert_bytes: bytes, *, at: int = now, max_lifetime: int = 86400, confirmed: int = block):
+        return issuance.check_proposed_certificate(cert_bytes, checked, net.deployment, 1, now=at,
+                                                   max_lifetime=max_lifetime, confirmed_block=confirmed)
+
+    assert check(honest.encode()) == honest
+    skew = LIMITS.max_clock_skew
+    assert check(honest.encode(), at=now + skew) == honest  # the bound itself is accepted
+    cases = [
+        (dataclasses.replace(honest, app_id=b"\x09" * 32).encode(), {}, status.CERTIFICATE_MISMATCH, "app_id"),
+        (dataclasses.replace(honest, key_version=2).encode(), {}, status.CERTIFICATE_MISMATCH, "key_version"),
+        (dataclasses.replace(honest, epoch=2).encode(), {}, status.WRONG_EPOCH, "epoch 2"),
+        (honest.encode()[:-1], {}, status.MALFORMED_REQUEST, "certificate"),
+        (dataclasses.replace(honest, not_after=honest.not_before).encode(), {}, status.CERTIFICATE_MISMATCH,
+         "validity window"),
+        (honest.encode(), {"at": now + skew + 1}, status.CERTIFICATE_MISMATCH, f"more than {skew} s"),
+        (honest.encode(), {"at": now - skew - 1}, status.CERTIFICATE_MISMATCH, f"more than {skew} s"),
+        (honest.encode(), {"max_lifetime": 3599}, status.CERTIFICATE_MISMATCH, "lifetime exceeds"),
+    ]
+    lead, lag = issuance.POLICY_BLOCK_LEAD, issuance.POLICY_BLOCK_LAG
+    ahead = issuance.build_certificate(checked, net.deployment, 1, now=now, lifetime=3600, policy_block=block + lead)
+    assert check(ahead.encode()) == ahead and check(honest.encode(), confirmed=block + lag) == honest  # the bounds
+    ahead = dataclasses.replace(ahead, policy_block=block + lead + 1)
+    cases += [(ahead.encode(), {}, status.CERTIFICATE_MISMATCH, "policyBlock"),
+              (honest.encode(), {"confirmed": block + lag + 1}, status.CERTIFICATE_MISMATCH, "policyBlock")]
+    for data, kwargs, reason, words in cases:
+        with pytest.raises(Refusal) as refused:
+            check(data, **kwargs)
+        assert refused.value.reason == reason and words in str(refused.value), (reason, words, str(refused.value))

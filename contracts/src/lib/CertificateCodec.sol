@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity ^0.8.30;
 
-/// @notice A derot certificate (DESIGN.md §4, version 3). Its wire form is `abi.encode(cert)` of this struct,
+/// @notice A derot certificate (docs/design.md §4, version 3). Its wire form is `abi.encode(cert)` of this struct,
 /// i.e. the 19-field tuple as one ABI parameter (first word 0x20), so `abi.decode(b, (Certificate))` reads it.
 /// `hardware` (version 2) lists keccak256(uint8 RevocationKind ‖ id) of every hardware identity the evidence
 /// was verified with, sorted ascending, at most MAX_HARDWARE (docs/revocation.md). `gpuCount` (version 3) is the

@@ -60,6 +60,8 @@ def _malformed(detail: str) -> DkgMessageRejected:
 
 
 def _parse(cls, data: bytes, what: str):
+    if not isinstance(data, (bytes, bytearray, memoryview)):  # bytes(128) would be 128 zero bytes
+        raise _malformed(f"{what}: expected bytes, got {type(data).__name__}")
     try:
         parsed = cls.FromString(bytes(data))
     except DecodeError as exc:

@@ -47,7 +47,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from derot.crypto.bls import G1, R, PointDecodeError, random_scalar, scalar_from_wide_bytes
+from derot.crypto.bls import G1, R, PointDecodeError, random_scalar, require_bytes, scalar_from_wide_bytes
 from derot.errors import DerotError
 
 POINT_SIZE = 48
@@ -67,7 +67,8 @@ class ShareBoxError(DerotError):
 
 
 def decode_point(data: bytes) -> G1:
-    """A G1 point from 48 compressed bytes; raises ``PointDecodeError`` (also for the identity)."""
+    """A G1 point from 48 compressed bytes; raises ``PointDecodeError`` (also for the identity or non-bytes)."""
+    data = require_bytes(data, "G1 point", PointDecodeError)
     if len(data) != POINT_SIZE:
         raise PointDecodeError(f"{len(data)} bytes, expected {POINT_SIZE}")
     return G1.from_bytes(data)

@@ -1,6 +1,6 @@
 """The DKG / reshare state machine: messages in, messages out, phases ended by completeness or deadline.
 
-Protocol (joint-Feldman, drand/kyber shape, Revision 2 of DESIGN.md §3; docs/dkg.md):
+Protocol (joint-Feldman, drand/kyber shape; docs/dkg.md, docs/design.md §3):
 
 - **Announce.** Every recipient draws a fresh encryption key ``E_j = e_j·G1`` for this run and broadcasts
   it, signed by its Ed25519 identity key. Long-term identity keys never decrypt shares.

@@ -40,7 +40,7 @@ from collections.abc import Sequence
 
 from py_arkworks_bls12381 import G2Point, Scalar
 
-from derot.crypto.bls import G2, R, PointDecodeError, inv
+from derot.crypto.bls import G2, R, PointDecodeError, inv, require_bytes
 from derot.errors import DerotError
 
 #: Size of a G2 point on the DKG wire: affine x.c0 ‖ x.c1 ‖ y.c0 ‖ y.c1, 48 bytes each, big-endian.
@@ -69,6 +69,7 @@ def decode_point(data: bytes) -> G2Point:
 
     Deliberately no subgroup check (see the module docstring).
     """
+    data = require_bytes(data, "G2 point", CommitmentDecodeError)
     if len(data) != AFFINE_SIZE:
         raise CommitmentDecodeError(f"G2 point must be {AFFINE_SIZE} bytes, got {len(data)}")
     if not any(data):
