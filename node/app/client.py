@@ -253,9 +253,12 @@ class RootOfTrustClient:
         except grpc.RpcError as exc:
             self._refused(endpoint, exc, outcomes)
         else:
-            with self._lock:
-                self._latencies.append(time.monotonic() - started)
-            outcomes.put((endpoint, reply, None))
+            self._answered(endpoint, reply, started, outcomes)
+
+    def _answered(self, endpoint: str, reply, started: float, outcomes: queue.Queue) -> None:
+        with self._lock:
+            self._latencies.append(time.monotonic() - started)
+        outcomes.put((endpoint, reply, None))
 
     def _refused(self, endpoint: str, exc: grpc.RpcError, outcomes: queue.Queue) -> None:
         refusal = refusal_from_rpc_error(exc)
@@ -271,9 +274,7 @@ class RootOfTrustClient:
         except grpc.RpcError as exc:
             self._refused(endpoint, exc, outcomes)
         else:
-            with self._lock:
-                self._latencies.append(time.monotonic() - started)
-            outcomes.put((endpoint, reply, None))
+            self._answered(endpoint, reply, started, outcomes)
 
     def _attempt(self, method: str, make_request: Callable[[], object], endpoint: str, outcomes: queue.Queue,
                  calls: list, cancelled: threading.Event, blocking: bool) -> None:

@@ -350,10 +350,15 @@ _requests = st.one_of(
 )
 
 
-def test_ten_thousand_generated_requests(network, harness, raw_public, baseline):
+def _attack_seed(label: str) -> tuple[int, random.Random]:
+    """The seed of a generated attack ($DEROT_ATTACK_SEED replays one), printed, and a Random drawn from it."""
     attack_seed = int(os.environ.get("DEROT_ATTACK_SEED", random.SystemRandom().randrange(2**32)))
-    print(f"attack seed {attack_seed} (replay with DEROT_ATTACK_SEED={attack_seed})")
-    rng = random.Random(attack_seed)
+    print(f"{label} seed {attack_seed} (replay with DEROT_ATTACK_SEED={attack_seed})")
+    return attack_seed, random.Random(attack_seed)
+
+
+def test_ten_thousand_generated_requests(network, harness, raw_public, baseline):
+    attack_seed, rng = _attack_seed("attack")
     count = {"n": 0}
 
     @seed(attack_seed)
@@ -522,9 +527,7 @@ def test_ten_thousand_generated_requests_from_an_unapproved_peer(network, harnes
     """10,000 generated Peer requests with the unapproved registrant's TLS identity, each on a new channel
     (a new TLS handshake): every one refused, and the nodes stay healthy."""
     _, creds = unapproved
-    attack_seed = int(os.environ.get("DEROT_ATTACK_SEED", random.SystemRandom().randrange(2**32)))
-    print(f"peer attack seed {attack_seed} (replay with DEROT_ATTACK_SEED={attack_seed})")
-    rng = random.Random(attack_seed)
+    attack_seed, rng = _attack_seed("peer attack")
     count = {"n": 0}
 
     @seed(attack_seed)
