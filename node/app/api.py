@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import threading
 from collections.abc import Mapping, Sequence
 
@@ -72,7 +73,10 @@ class DerotClient:
                 device = self._device if self._device is not None else self.settings.device()
                 anchor = TrustAnchor.from_chain(self.settings.rpc_url, self.settings.registry)
                 committee = discover(self.settings.rpc_url, self.settings.registry)
-                endpoints = list(self.settings.endpoints) or list(committee.endpoints)
+                # a given list is an order of preference; discovered gateways are shuffled, so that apps
+                # spread over the committee (a client stays on the gateway that answers: derot.app.client)
+                endpoints = list(self.settings.endpoints) or random.sample(committee.endpoints,
+                                                                           len(committee.endpoints))
                 if not endpoints:
                     raise SettingsError("no node endpoints: the registry has no active committee; "
                                         "pass endpoints=... or set $DEROT_NODES")

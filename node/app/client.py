@@ -1,7 +1,10 @@
 """A client of the public ``RootOfTrust`` service: hedged requests across gateways.
 
-Any node can serve any request (it is a gateway), so the client holds a list of endpoints. One call:
-- starts an attempt on one gateway; when it has not answered within the hedge delay, starts another on
+Any node can serve any request (it is a gateway), so the client holds a list of endpoints. A call starts on
+the gateway that answered the previous call (at first the list's first), so a client keeps one warm channel
+and sends its load to one gateway, as long as that gateway answers; it tries the others in list order. One
+call:
+- starts an attempt on that gateway; when it has not answered within the hedge delay, starts another on
   the next gateway while the first keeps going (at most ``max_in_flight`` at once), so a hung gateway
   costs the hedge delay, not the whole ``timeout``. The delay is ``hedge_after`` or three times the
   median of recent answers' latency, whichever is longer: on a slow, loaded network hedges do not
@@ -196,11 +199,14 @@ class RootOfTrustClient:
         self.close()
 
     # calls ---------------------------------------------------------------------------------------
-    def _endpoint(self) -> str:
+    def _first(self) -> int:
         with self._lock:
-            endpoint = self.endpoints[self._next % len(self.endpoints)]
-            self._next += 1
-        return endpoint
+            return self._next
+
+    def _prefer(self, endpoint: str) -> None:
+        """The next call starts on ``endpoint``, the gateway that answered last (one warm channel)."""
+        with self._lock:
+            self._next = self.endpoints.index(endpoint)
 
     def hedge_delay(self) -> float:
         """Seconds an attempt may stay unanswered before another gateway is tried beside it."""
@@ -300,13 +306,14 @@ class RootOfTrustClient:
         attempts: list[Attempt] = []
         refusals: list[Refusal] = []
         started = in_flight = 0
+        first = self._first()
         try:
             while True:
                 if started < self.max_attempts and in_flight < self.max_in_flight:
                     if started >= len(self.endpoints) and in_flight == 0:
                         time.sleep(min(self.backoff * (started // len(self.endpoints)), 2.0))
-                    self._launch(method, make_request, self._endpoint(), outcomes, calls, cancelled,
-                                 blocking=in_flight == 0)
+                    endpoint = self.endpoints[(first + started) % len(self.endpoints)]
+                    self._launch(method, make_request, endpoint, outcomes, calls, cancelled, blocking=in_flight == 0)
                     started += 1
                     in_flight += 1
                 if in_flight == 0:
@@ -319,6 +326,7 @@ class RootOfTrustClient:
                     continue
                 in_flight -= 1
                 if failure is None:
+                    self._prefer(endpoint)
                     return reply
                 if not isinstance(failure, Refusal):
                     raise failure
