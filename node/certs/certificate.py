@@ -21,6 +21,7 @@ The BLS signature is a G1 point over :attr:`Certificate.digest` (keccak256 of th
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from functools import cached_property
 
 import eth_abi
 from eth_utils import keccak, to_checksum_address
@@ -115,7 +116,11 @@ class Certificate:
 
     # encoding -----------------------------------------------------------------------------------
     def encode(self) -> bytes:
-        """The canonical wire form: ``abi.encode`` of the tuple."""
+        """The canonical wire form: ``abi.encode`` of the tuple (computed once per instance: it is frozen)."""
+        return self._encoding
+
+    @cached_property
+    def _encoding(self) -> bytes:
         return eth_abi.encode([CERT_ABI_TYPE], [tuple(getattr(self, f.name) for f in fields(self))])
 
     @classmethod
@@ -148,7 +153,7 @@ class Certificate:
         return cert
 
     # signing ------------------------------------------------------------------------------------
-    @property
+    @cached_property
     def digest(self) -> bytes:
         """keccak256 of the encoding: the message the committee signs."""
         return keccak(self.encode())

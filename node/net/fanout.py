@@ -48,13 +48,17 @@ async def collect(
     deadline: float,
     eager: int | None = None,
     hedge_after: float | Callable[[int], float] = 0.05,
+    may_hedge: Callable[[], bool] | None = None,
+    late_hedge: float | None = None,
 ) -> Collected[R]:
     """Fan out ``calls`` (member index -> coroutine factory) and combine.
 
     ``combine_first(answers)`` gets exactly ``threshold`` answers and returns a verified result or None;
     ``combine_all(answers)`` gets every answer and returns ``(result, used, bad)``, or raises
     :class:`NotEnoughShares` if it cannot combine. ``hedge_after`` is a member's hedge delay in seconds
-    (one for all, or a function of the member index).
+    (one for all, or a function of the member index). ``may_hedge()`` (a hedge budget) is asked before each
+    hedge; when it says no, that call is hedged only ``late_hedge`` seconds after it started (never, without
+    ``late_hedge``). A failure or a bad share asks everyone else whatever the budget.
     Raises :class:`Refusal` when no result can be formed by ``deadline`` seconds.
     """
     started = time.monotonic()
@@ -63,6 +67,7 @@ async def collect(
     eager = len(waiting) if eager is None else max(threshold, eager)
     tasks: dict[asyncio.Future, int] = {}
     hedge_at: dict[asyncio.Future, float] = {}  # started calls that have not caused a hedge yet -> when they do
+    launched: dict[asyncio.Future, float] = {}
     answers: dict[int, T] = {}
     failures: dict[int, str] = {}
     details: dict[int, str] = {}
@@ -74,6 +79,7 @@ async def collect(
             task = asyncio.ensure_future(factory())
             tasks[task] = index
             hedge_at[task] = now + budget(index)
+            launched[task] = now
         del waiting[:count]
 
     launch(eager)
@@ -87,10 +93,7 @@ async def collect(
             if waiting and (failures or tried_first or not pending):
                 launch(len(waiting))  # ask everyone else now
             elif waiting:
-                overdue = [t for t in pending if hedge_at.get(t, now + 1) <= now]
-                for task in overdue:  # hedge: each overdue call starts the next one in order, once
-                    del hedge_at[task]
-                launch(len(overdue))
+                launch(_due_hedges(pending, hedge_at, launched, now, may_hedge, late_hedge))
             pending = {t for t in tasks if not t.done()}
             timeout = remaining
             if waiting:
@@ -114,6 +117,22 @@ async def collect(
         for task in tasks:
             if not task.done():
                 task.cancel()
+
+
+def _due_hedges(pending, hedge_at: dict, launched: dict, now: float, may_hedge, late_hedge: float | None) -> int:
+    """How many hedges to start now: one per overdue call, once, within the budget (``may_hedge``); an
+    overdue call over budget is re-armed at ``late_hedge`` after it started (or waited for, without one)."""
+    hedges = 0
+    for task in [t for t in pending if hedge_at.get(t, now + 1) <= now]:
+        late = None if late_hedge is None else launched[task] + late_hedge
+        if may_hedge is None or (late is not None and late <= now) or may_hedge():
+            del hedge_at[task]
+            hedges += 1
+        elif late is None:
+            del hedge_at[task]  # over budget, and no late hedge: wait for this call
+        else:
+            hedge_at[task] = late  # over budget: hedge it at the late delay
+    return hedges
 
 
 def _record(index: int, task: asyncio.Future, answers: dict, failures: dict[int, str], details: dict[int, str]) -> None:

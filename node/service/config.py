@@ -131,12 +131,14 @@ class LimitsSection:
     #: a gateway first asks t members (itself and the t-1 peers it measured fastest) plus this many more;
     #: everyone else if one of them fails or a share is bad, and the next peer in line whenever one stays
     #: silent past its hedge delay: clamp(its round-trip estimate × hedge_factor, hedge_floor, hedge_cap),
-    #: or ``hedge_after`` while it has no estimate yet (derot.service.latency)
+    #: or ``hedge_after`` while it has no estimate yet (derot.service.latency); hedges before ``hedge_cap`` are
+    #: at most ``hedge_budget`` per request in the long run (plus a burst of 10), later ones always allowed
     extra_peers: int = 0
     hedge_after: float = 0.05
     hedge_factor: float = 2.0
     hedge_floor: float = 0.01
     hedge_cap: float = 0.5
+    hedge_budget: float = 0.1
     certificate_lifetime: int = 24 * 3600
     max_certificate_lifetime: int = 7 * 24 * 3600
 
@@ -301,6 +303,8 @@ def _validate(config: NodeConfig) -> None:
     limits = config.limits
     if not (0 < limits.hedge_floor <= limits.hedge_cap and limits.hedge_after > 0 and limits.hedge_factor >= 1):
         raise ConfigError("[limits] needs 0 < hedge_floor <= hedge_cap, hedge_after > 0 and hedge_factor >= 1")
+    if not 0 <= limits.hedge_budget <= 1:
+        raise ConfigError("[limits] hedge_budget must be 0..1 (early hedges per request)")
     for key in ("public_listen", "peer_listen"):
         value = getattr(config.node, key)
         if value.rpartition(":")[2].isdigit() is False:

@@ -15,6 +15,10 @@ Invariants:
   overdue: a call cancelled because ``t`` others already answered says nothing about its peer.
 - :meth:`PeerLatency.penalize` (a transport failure, a share that failed verification) sets the estimate to
   ``cap``: a lying-fast peer is asked last until its sample ages out.
+- :class:`HedgeBudget`: early hedges (before ``cap``) are at most ``budget`` per fan-out in the long run, plus a
+  burst of ``burst``. On a saturated gateway every round trip stretches, so estimate-based hedges would fire
+  on many requests and add load exactly when there is none to spare; past the budget a silent peer is hedged
+  at ``cap``, so a hung peer still costs a request at most ``cap``.
 """
 
 from __future__ import annotations
@@ -33,10 +37,12 @@ class HedgePolicy:
     alpha: float = 0.2  # weight of a new sample in the moving average
     resolution: float = 0.005  # estimates this close count as equally fast (then: round robin)
     ttl: float = 30.0  # seconds after which a peer's last sample no longer counts
+    budget: float = 0.1  # early hedges per fan-out, in the long run (HedgeBudget)
+    burst: float = 10.0  # early hedges that may happen at once
 
     def __post_init__(self) -> None:
         if not (0 < self.floor <= self.cap and self.initial > 0 and self.factor >= 1 and 0 < self.alpha <= 1
-                and self.resolution > 0 and self.ttl > 0):
+                and self.resolution > 0 and self.ttl > 0 and 0 <= self.budget <= 1 and self.burst >= 1):
             raise ValueError(f"inconsistent hedge policy: {self}")
 
 
@@ -95,3 +101,23 @@ class PeerLatency:
     def penalize(self, peer: Hashable) -> None:
         """``peer`` failed (transport) or answered with a share that failed verification: ask it last."""
         self._estimates[peer] = _Estimate(self.policy.cap, self._clock())
+
+
+class HedgeBudget:
+    """A token bucket of early hedges: each fan-out deposits ``budget`` tokens (at most ``burst`` held), each
+    early hedge takes one. Pure: no clock."""
+
+    def __init__(self, budget: float, burst: float):
+        self.budget, self.burst = budget, burst
+        self.tokens = burst
+
+    def deposit(self) -> None:
+        """A fan-out started."""
+        self.tokens = min(self.burst, self.tokens + self.budget)
+
+    def take(self) -> bool:
+        """May a silent peer be hedged now (before ``cap``)? Takes a token if so."""
+        if self.tokens < 1 - 1e-9:  # ten deposits of 0.1 make a token, whatever the float rounding
+            return False
+        self.tokens -= 1
+        return True

@@ -27,7 +27,7 @@ from derot.net.peers import PeerInfo
 from derot.net.status import Refusal
 from derot.service.config import LimitsSection
 from derot.service.epoch import EpochKeys
-from derot.service.latency import HedgePolicy, PeerLatency
+from derot.service.latency import HedgeBudget, HedgePolicy, PeerLatency
 from derot.service.metrics import Metrics
 from derot.service.peering import Peering, peer_info
 
@@ -50,7 +50,9 @@ class FanOut:
         self.peering = peering
         self.metrics = metrics
         self.limits = limits
-        self.latency = PeerLatency(hedge_policy(limits))  # by member operator (indices change per epoch)
+        policy = hedge_policy(limits)
+        self.latency = PeerLatency(policy)  # by member operator (indices change per epoch)
+        self.hedges = HedgeBudget(policy.budget, policy.burst)
         self._rotation = 0  # among equally fast peers, which a gateway asks first (round robin)
 
     async def collect(
@@ -110,8 +112,10 @@ class FanOut:
         def hedge_after(index: int) -> float:
             return limits.peer_deadline if index == keys.index else latency.hedge_after(members[index].operator)
 
+        self.hedges.deposit()
         collected = await collect(calls, keys.threshold, first, every, deadline=limits.peer_deadline,
-                                  eager=keys.threshold + limits.extra_peers, hedge_after=hedge_after)
+                                  eager=keys.threshold + limits.extra_peers, hedge_after=hedge_after,
+                                  may_hedge=self.hedges.take, late_hedge=latency.policy.cap)
         for index, reason in collected.failures.items():
             if reason == INVALID_SHARE:  # a lying (often fast) peer: ask it last from now on
                 latency.penalize(members[index].operator)
@@ -154,7 +158,7 @@ class FanOut:
 def hedge_policy(limits: LimitsSection) -> HedgePolicy:
     """The gateway's hedge policy from the node config's ``[limits]``."""
     return HedgePolicy(initial=limits.hedge_after, factor=limits.hedge_factor, floor=limits.hedge_floor,
-                       cap=limits.hedge_cap)
+                       cap=limits.hedge_cap, budget=limits.hedge_budget)
 
 
 def invalid_members(collected: Collected) -> list[int]:

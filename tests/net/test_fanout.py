@@ -79,6 +79,30 @@ def test_each_member_is_hedged_after_its_own_delay():
     assert 0.25 < result.seconds < 0.9
 
 
+def test_over_the_hedge_budget_a_slow_member_is_hedged_at_the_late_delay():
+    behaviour = {i: (0.001, f"share{i}") for i in range(1, 6)}
+    behaviour[3] = (1.5, "share3")
+    asked: list[int] = []
+    result, started = run(behaviour, hedge_after=0.02, may_hedge=lambda: asked.append(1) or False, late_hedge=0.3)
+    assert asked == [1]  # the budget was asked once, said no; at 0.3 s the hedge needs no budget
+    assert started == [1, 2, 3, 4] and 3 not in result.used
+    assert 0.3 <= result.seconds < 1.2
+
+
+def test_over_the_hedge_budget_without_a_late_delay_the_slow_member_is_waited_for():
+    behaviour = {i: (0.001, f"share{i}") for i in range(1, 6)}
+    behaviour[3] = (0.3, "share3")
+    result, started = run(behaviour, hedge_after=0.02, may_hedge=lambda: False)
+    assert started == [1, 2, 3] and set(result.used) == {1, 2, 3}
+
+
+def test_within_the_hedge_budget_the_hedge_is_early():
+    behaviour = {i: (0.001, f"share{i}") for i in range(1, 6)}
+    behaviour[3] = (1.5, "share3")
+    result, started = run(behaviour, hedge_after=0.02, may_hedge=lambda: True, late_hedge=1.0)
+    assert started == [1, 2, 3, 4] and result.seconds < 0.5
+
+
 def test_a_hedge_that_stalls_too_is_hedged_in_turn():
     behaviour = {i: (5.0, f"share{i}") for i in range(1, 7)}  # 2, 3 and 4 stall
     for fast in (1, 5, 6):

@@ -94,6 +94,30 @@ def test_a_peer_that_answers_fast_then_stalls_costs_at_most_its_own_hedge_delay(
     assert 2 not in first_asked(peering, before, 2)
 
 
+def test_a_saturated_gateway_hedges_within_its_budget_and_a_stalled_peer_still_costs_at_most_the_cap(
+        committee, local_peering):
+    """Past the hedge budget (every early hedge spent, as on a saturated gateway whose round trips all
+    stretch) a peer that stalls is hedged at ``hedge_cap`` instead of its own short delay: no extra load from
+    early hedges, and still a bounded cost."""
+    delays = {2: 0.002, 3: 0.003, 4: 0.050, 5: 0.060}
+    peering = local_peering(signers(committee, delays))
+    fanout = FanOut(peering, Metrics(), LimitsSection(peer_deadline=30.0, hedge_cap=0.4))
+    for serial in range(8):
+        sign(committee, fanout, serial)
+    fanout.hedges.tokens = 0.0  # the budget is spent
+    delays[2] = 30.0
+    started = time.monotonic()
+    collected = sign(committee, fanout, 100)
+    took = time.monotonic() - started
+    assert 2 not in collected.used
+    assert 0.4 <= took < 0.4 + delays[4] + 1.0, took  # hedged at the cap, not after its own ~5 ms
+    fanout.hedges.tokens = fanout.hedges.burst  # with budget, the next stall is hedged early again
+    delays[3] = 30.0
+    started = time.monotonic()
+    sign(committee, fanout, 101)
+    assert time.monotonic() - started < 0.4, "a hedge within the budget waited for the cap"
+
+
 def test_a_lying_fast_peer_is_caught_by_the_fallback_and_then_asked_last(committee, local_peering):
     delays = {2: 0.0, 3: 0.010, 4: 0.010, 5: 0.010}
     peering = local_peering(signers(committee, delays, liars=frozenset({2})))

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from derot.service.latency import HedgePolicy, PeerLatency
+from derot.service.latency import HedgeBudget, HedgePolicy, PeerLatency
 
 
 class Clock:
@@ -104,3 +104,22 @@ def test_an_inconsistent_policy_is_refused():
         HedgePolicy(floor=0.5, cap=0.1)
     with pytest.raises(ValueError):
         HedgePolicy(factor=0.5)
+
+
+def test_the_hedge_budget_allows_a_burst_then_its_share_of_fan_outs():
+    budget = HedgeBudget(0.1, 3)
+    assert [budget.take() for _ in range(4)] == [True, True, True, False]  # the burst
+    allowed = 0
+    for _ in range(100):  # 100 fan-outs, each wanting a hedge: one in ten gets it
+        budget.deposit()
+        allowed += budget.take()
+    assert allowed == 10
+    for _ in range(1000):  # a quiet spell refills the burst, no more
+        budget.deposit()
+    assert [budget.take() for _ in range(4)] == [True, True, True, False]
+
+
+@pytest.mark.parametrize("budget,burst", [(-0.1, 10), (1.5, 10), (0.1, 0.5)])
+def test_an_inconsistent_hedge_budget_is_refused(budget, burst):
+    with pytest.raises(ValueError):
+        HedgePolicy(budget=budget, burst=burst)
