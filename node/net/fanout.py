@@ -17,6 +17,7 @@ member and reported if the request fails.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
@@ -121,17 +122,15 @@ async def collect(
 
 def _due_hedges(pending, hedge_at: dict, launched: dict, now: float, may_hedge, late_hedge: float | None) -> int:
     """How many hedges to start now: one per overdue call, once, within the budget (``may_hedge``); an
-    overdue call over budget is re-armed at ``late_hedge`` after it started (or waited for, without one)."""
+    overdue call over budget is re-armed at ``late_hedge`` after it started (never, without one)."""
     hedges = 0
     for task in [t for t in pending if hedge_at.get(t, now + 1) <= now]:
-        late = None if late_hedge is None else launched[task] + late_hedge
-        if may_hedge is None or (late is not None and late <= now) or may_hedge():
+        late = launched[task] + (math.inf if late_hedge is None else late_hedge)
+        if may_hedge is None or late <= now or may_hedge():
             del hedge_at[task]
             hedges += 1
-        elif late is None:
-            del hedge_at[task]  # over budget, and no late hedge: wait for this call
         else:
-            hedge_at[task] = late  # over budget: hedge it at the late delay
+            hedge_at[task] = late  # over budget: hedge it at the late delay (or wait for it)
     return hedges
 
 
