@@ -23,7 +23,8 @@ class Limits:
     max_clock_skew: int = 30  # seconds a request timestamp or proposed certificate may lead this node's clock
 
     # evidence verification and collateral (derot.service.verification, derot.attest.collateral)
-    verify_workers: int = 4  # verifications running at once, off the event loop
+    verify_workers: int = 4  # verifications running at once on worker threads (GPU, vTPM, event-log evidence)
+    verify_on_loop_max_bytes: int = 64 * 1024  # one CPU quote up to this size is verified on the loop (~1 ms)
     collateral_fetch_workers: int = 2  # PCCS fetches running at once
     collateral_fetch_budget: int = 4  # fetches charged to one requester per window
     collateral_budget_window: float = 60.0

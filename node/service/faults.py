@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from derot.crypto.bls import G1, R
+from derot.crypto.bls import G1, R, random_scalar
 from derot.crypto.dkg import DkgSession
 
 KNOWN = frozenset({"corrupt_shares", "dkg_cheat", "dkg_crash_after_deal"})
@@ -28,8 +28,10 @@ def parse(text: str) -> frozenset[str]:
 
 
 def corrupt_point(point: G1) -> G1:
-    """A different valid G1 point: the honest share plus the generator."""
-    return point + G1.generator()
+    """A different valid G1 point: the honest share plus a random multiple of the generator. Random, so two
+    faulty members' errors never cancel: with the same offset ``G`` on shares 2 and 3, the Lagrange weights of
+    {2, 3, 5} (5, −5, 1) add the offsets up to zero and the combined value is the honest one."""
+    return point + G1.generator() * random_scalar()
 
 
 class CheatingDealer(DkgSession):

@@ -1,4 +1,4 @@
-"""Evidence verification off the loop (derot.service.verification) with collateral behind a fetcher: a PCCS
+"""Evidence verification (derot.service.verification) with collateral behind a fetcher: a PCCS
 that never answers delays only the requests that need collateral this node lacks; nothing is fetched for a
 PCK chain that does not verify up to a pinned root; fetches are budgeted per requester."""
 
@@ -174,3 +174,45 @@ def test_requester_is_the_callers_host(peer, host):
     from derot.service.verification import requester_of
 
     assert requester_of(peer) == host
+
+
+def test_one_cpu_quote_verifies_on_the_loop_and_everything_else_on_a_worker(roots):
+    """A TDX, SGX or SEV-SNP quote alone (about 1 ms of CPU) is verified on the event loop: a thread hand-off
+    cost more than it saved. GPU reports, an event log, vTPM evidence and oversized evidence go to a worker."""
+    import threading
+
+    from derot.attest.evidence import GpuEvidence
+    from derot.limits import LIMITS
+    from derot.service.verification import verifies_on_loop
+
+    pccs = InMemoryPccs()
+    pccs.publish(roots.tdx_collateral(HELD))
+    trust = trust_with(roots, pccs)
+    verifier = EvidenceVerifier(trust, workers=1, fetch_workers=1)
+    tdx = DevnetTee(roots, Platform.TDX, fmspc=HELD)
+    quote = tdx.tdx_quote(os.urandom(64))
+    cases = {
+        "tdx": (Evidence(platform=Platform.TDX, quote=quote).encode(), True),
+        "sev-snp": (DevnetTee(roots, Platform.SEV_SNP).quote(os.urandom(64)).encode(), True),
+        "tdx+gpu": (Evidence(platform=Platform.TDX, quote=quote, gpus=(GpuEvidence(b"r", b"c"),)).encode(), False),
+        "tdx+event log": (Evidence(platform=Platform.TDX, quote=quote, event_log=b"\0" * 64).encode(), False),
+        "azure": (Evidence(platform=Platform.AZURE_TDX, quote=b"hcl", td_quote=quote).encode(), False),
+        "oversized": (Evidence(platform=Platform.TDX, quote=quote,
+                               collateral=b" " * LIMITS.verify_on_loop_max_bytes).encode(), False),
+    }
+
+    async def where(evidence: bytes) -> str:
+        loop_thread = threading.current_thread()
+        ran_on = await verifier.verify(lambda: threading.current_thread(), evidence, source="app")
+        return "loop" if ran_on is loop_thread else "worker"
+
+    async def scenario():
+        return {name: await where(evidence) for name, (evidence, _) in cases.items()}
+
+    placed = asyncio.run(scenario())
+    verifier.close()
+    assert placed == {name: "loop" if on_loop else "worker" for name, (_, on_loop) in cases.items()}
+    for name, (evidence, on_loop) in cases.items():
+        assert verifies_on_loop(Evidence.decode(evidence), len(evidence)) is on_loop, name
+    assert (asyncio.run(EvidenceVerifier(trust, workers=1, fetch_workers=1).prefetch(b"\xff junk", "app"))
+            is None)  # undecodable evidence: a worker verifies (and refuses) it
