@@ -86,11 +86,12 @@ class EraseVerdict:
 class EraseGuard:
     """Answers "may I erase shares older than epoch E?" for one operator (see the module docstring)."""
 
-    def __init__(self, registry: Registry, rule: FinalityRule, operator: str) -> None:
+    def __init__(self, registry: Registry, rule: FinalityRule, operator: str, *, deploy_block: int = 0) -> None:
         self.registry = registry
         self.w3 = registry.w3
         self.rule = rule
         self.operator = operator
+        self.deploy_block = deploy_block  # the registry has no state before it: nothing there can be final
 
     def finalized(self) -> Header | None:
         """The finalized block's verified header, or None if the chain has none yet."""
@@ -116,6 +117,9 @@ class EraseGuard:
         final = self.finalized()
         if final is None:
             return EraseVerdict(False, "no_finality", f"no {self.rule.mode.value} finalized block yet")
+        if final.number < self.deploy_block:  # a young chain: reading the registry there would only fail
+            return EraseVerdict(False, "not_final", f"finalized block {final.number} predates the registry "
+                                f"(deployed in block {self.deploy_block})", final.number)
         at = final.hash
         epoch = self.registry.epoch(epoch_id, at)
         if epoch.phase not in (EpochPhase.ACTIVE, EpochPhase.RETIRED) or not 0 < epoch.activated_block <= final.number:

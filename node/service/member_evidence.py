@@ -65,7 +65,7 @@ class MemberEvidence:
                 if evidence is None:
                     self._retry_at[evidence_hash] = time.monotonic() + LIMITS.member_evidence_retry
                     return
-                try:  # off the loop, on the verifier's bounded workers
+                try:  # no I/O on the loop: one CPU quote on it, other evidence on the verifier's workers
                     self._claims[evidence_hash] = await self.verifier.verify(
                         verify_member_evidence, evidence, evidence, registered_hash=evidence_hash,
                         trust=self.verifier.trust, now=int(time.time()), source=info.operator)

@@ -133,7 +133,8 @@ class NodeService:
 
         self.view = NodeView(freshness=FreshnessClock(config.chain.max_staleness))
         finality = FinalityRule(FinalityMode(config.chain.finality), config.chain.finality_depth)
-        retirement = ShareRetirement(EraseGuard(self.registry, finality, self.account.address), store)
+        retirement = ShareRetirement(EraseGuard(self.registry, finality, self.account.address,
+                                                deploy_block=config.chain.start_block), store)
         self.tasks = TaskSet()
         self.peering = Peering(self.identity.tls, self.account.address, peer_deadline=limits.peer_deadline,
                                routes=parse_routes(config.node.peer_routes), metrics=self.metrics)

@@ -158,6 +158,20 @@ def test_honest_final_activation_erases_only_after_finality(w, store):
     assert retirement.pending is None
 
 
+def test_a_finalized_block_before_the_registry_defers_as_not_final(w):
+    """On a young chain the finalized block predates the registry: the guard says not_final (not a failed read)
+    without asking the registry, and would erase nothing."""
+    own = w.activate()
+    head = w.w3.eth.block_number
+    registry = Registry(connect(w.anvil.url, 1, timeout=10), w.deployment.registry)
+    guard = EraseGuard(registry, FinalityRule(FinalityMode.DEPTH, head), w.nodes[0].address,
+                       deploy_block=w.deployment.deploy_block)
+    verdict = guard.may_erase(1, own)
+    assert not verdict.allowed and verdict.reason == "not_final" and "predates the registry" in verdict.detail
+    unguarded = EraseGuard(registry, FinalityRule(FinalityMode.DEPTH, head), w.nodes[0].address)
+    assert unguarded.may_erase(1, own).reason == "chain_read_failed"  # what a node without the bound logged
+
+
 def test_transcript_mismatch_never_erases(w, store):
     me = w.nodes[0].address
     own = w.activate()
