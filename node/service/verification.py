@@ -20,6 +20,7 @@ Where the verification runs:
 Fetching runs on its own small pool, only for a quote whose PCK chain verified up to a trusted root, and only
 within the requester's fetch budget (the calling host's, not the connection's: :func:`requester_of`).
 """
+
 from __future__ import annotations
 
 import asyncio
