@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from derot.attest.gpu_model import certificate_gpus
 from derot.attest.identity import hardware_keys
-from derot.certs.certificate import Certificate, CertificateDecodeError
+from derot.certs.certificate import MIN_ENCODED_SIZE, Certificate, CertificateDecodeError
 from derot.constants import CERT_VERSION, DST_CERT
 from derot.crypto import kd
 from derot.crypto import threshold as th
@@ -84,25 +84,12 @@ def check_proposed_certificate(
     max_lifetime: int,
     confirmed_block: int,
 ) -> Certificate:
-    """Decode the gateway's certificate and accept it only if it is the one this node would issue."""
-    try:
-        cert = Certificate.decode(data)
-    except CertificateDecodeError as exc:
-        raise Refusal(status.MALFORMED_REQUEST, f"certificate: {exc}", metadata={"field": "certificate"}) from None
-    if cert.epoch != epoch:
-        raise Refusal(status.WRONG_EPOCH, f"certificate names epoch {cert.epoch}, this node serves epoch {epoch}")
-    expected = build_certificate(
-        checked, deployment, epoch, now=cert.not_before, lifetime=cert.not_after - cert.not_before,
-        policy_block=cert.policy_block,
-    ) if cert.not_after > cert.not_before else None
-    if expected is None or expected != cert:
-        mismatched = [] if expected is None else [
-            name for name in cert.__dataclass_fields__ if getattr(cert, name) != getattr(expected, name)
-        ]
-        raise Refusal(
-            status.CERTIFICATE_MISMATCH,
-            "the proposed certificate differs from this node's view: " + (", ".join(mismatched) or "validity window"),
-        )
+    """Accept the gateway's certificate only if it is the one this node would issue: the bytes of this node's
+    own certificate, with the gateway's choice of notBefore, notAfter and policyBlock, or a refusal that names
+    what differs."""
+    cert = _own_if_identical(data, checked, deployment, epoch)
+    if cert is None:
+        raise _mismatch(data, checked, deployment, epoch)
     if abs(cert.not_before - now) > LIMITS.max_clock_skew:
         raise Refusal(status.CERTIFICATE_MISMATCH,
                       f"notBefore {cert.not_before} is more than {LIMITS.max_clock_skew} s from now")
@@ -114,6 +101,41 @@ def check_proposed_certificate(
             f"policyBlock {cert.policy_block} is too far from this node's confirmed block {confirmed_block}",
         )
     return cert
+
+
+#: where the gateway's choices sit in an encoding: the head words of notBefore, notAfter and policyBlock
+_CHOSEN_WORDS = tuple(0x20 + 32 * i for i in (13, 14, 15))
+
+
+def _own_if_identical(data: bytes, checked: CheckedRequest, deployment: Deployment, epoch: int) -> Certificate | None:
+    """This node's certificate, built with the times ``data`` proposes, if its encoding is exactly ``data``
+    (encodings are canonical, so that is the same as decoding ``data`` and comparing); else None."""
+    if not isinstance(data, bytes) or len(data) < MIN_ENCODED_SIZE:
+        return None
+    not_before, not_after, policy_block = (int.from_bytes(data[at:at + 32], "big") for at in _CHOSEN_WORDS)
+    if not not_before < not_after < 1 << 64 or policy_block >= 1 << 64:
+        return None
+    own = build_certificate(checked, deployment, epoch, now=not_before, lifetime=not_after - not_before,
+                            policy_block=policy_block)
+    return own if own.encode() == data else None
+
+
+def _mismatch(data: bytes, checked: CheckedRequest, deployment: Deployment, epoch: int) -> Refusal:
+    """Why ``data`` is not this node's certificate: malformed, another epoch, or the fields that differ."""
+    try:
+        cert = Certificate.decode(data)
+    except CertificateDecodeError as exc:
+        return Refusal(status.MALFORMED_REQUEST, f"certificate: {exc}", metadata={"field": "certificate"})
+    if cert.epoch != epoch:
+        return Refusal(status.WRONG_EPOCH, f"certificate names epoch {cert.epoch}, this node serves epoch {epoch}")
+    mismatched = []
+    if cert.not_after > cert.not_before:
+        expected = build_certificate(checked, deployment, epoch, now=cert.not_before,
+                                     lifetime=cert.not_after - cert.not_before, policy_block=cert.policy_block)
+        mismatched = [name for name in cert.__dataclass_fields__ if getattr(cert, name) != getattr(expected, name)]
+    return Refusal(status.CERTIFICATE_MISMATCH,
+                   "the proposed certificate differs from this node's view: "
+                   + (", ".join(mismatched) or "validity window"))
 
 
 def derive_share(keys: EpochKeys, checked: CheckedRequest, hashed: G1 | None = None) -> kd.EncryptedKey:

@@ -78,6 +78,7 @@ certs = st.builds(
 def test_encoding_matches_hand_written_layout_and_round_trips(cert):
     encoded = cert.encode()
     assert encoded == hand_encoding(cert)
+    assert encoded == eth_abi.encode([CERT_ABI_TYPE], [tuple(getattr(cert, f.name) for f in fields(cert))])
     assert Certificate.decode(encoded) == cert
 
 

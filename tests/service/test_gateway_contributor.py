@@ -303,6 +303,10 @@ def test_a_contributor_refuses_a_certificate_that_misstates_the_hardware(committ
         network.close()
 
 
+def _with_word(data: bytes, at: int, value: int) -> bytes:
+    return data[:at] + value.to_bytes(32, "big") + data[at + 32:]
+
+
 def test_issuance_accepts_only_the_certificate_this_node_would_issue(net, roots):
     """derot.service.issuance.check_proposed_certificate, refusal by refusal: a field that differs, the epoch,
     undecodable bytes, an empty validity window, notBefore past the clock skew, a lifetime over the network's
@@ -324,6 +328,9 @@ def test_issuance_accepts_only_the_certificate_this_node_would_issue(net, roots)
         (dataclasses.replace(honest, key_version=2).encode(), {}, status.CERTIFICATE_MISMATCH, "key_version"),
         (dataclasses.replace(honest, epoch=2).encode(), {}, status.WRONG_EPOCH, "epoch 2"),
         (honest.encode()[:-1], {}, status.MALFORMED_REQUEST, "certificate"),
+        (honest.encode() + bytes(32), {}, status.MALFORMED_REQUEST, "canonical"),  # own bytes, then a trailer
+        (_with_word(honest.encode(), 0x20 + 13 * 32, (1 << 64) + now), {}, status.MALFORMED_REQUEST, "Padding"),
+        (_with_word(honest.encode(), 0, 0x40), {}, status.MALFORMED_REQUEST, "certificate"),
         (dataclasses.replace(honest, not_after=honest.not_before).encode(), {}, status.CERTIFICATE_MISMATCH,
          "validity window"),
         (honest.encode(), {"at": now + skew + 1}, status.CERTIFICATE_MISMATCH, f"more than {skew} s"),
