@@ -79,7 +79,56 @@ def test_encoding_matches_hand_written_layout_and_round_trips(cert):
     encoded = cert.encode()
     assert encoded == hand_encoding(cert)
     assert encoded == eth_abi.encode([CERT_ABI_TYPE], [tuple(getattr(cert, f.name) for f in fields(cert))])
-    assert Certificate.decode(encoded) == cert
+    assert Certificate.decode(encoded) == cert == _eth_abi_decode(encoded)
+
+
+def _eth_abi_decode(data: bytes) -> Certificate | None:
+    """The oracle for Certificate.decode: eth_abi's decoder, this version only, canonical bytes only."""
+    try:
+        (values,) = eth_abi.decode([CERT_ABI_TYPE], data)
+        cert = Certificate(*values)
+    except Exception:  # noqa: BLE001 - any refusal counts as one
+        return None
+    canonical = eth_abi.encode([CERT_ABI_TYPE], [values])
+    return cert if values[0] == CERT_VERSION and canonical == data else None
+
+
+def _decode_or_none(data: bytes) -> Certificate | None:
+    try:
+        return Certificate.decode(data)
+    except CertificateDecodeError:
+        return None
+
+
+#: words an attacker would aim at: the outer offset, the two tail offsets, the two tail lengths
+_STRUCTURAL = st.sampled_from(["outer", "key_offset", "hardware_offset", "key_length", "hardware_count"])
+
+
+def _structural_at(data: bytes, which: str) -> int:
+    return {"outer": 0, "key_offset": 0x20 + 8 * 32, "hardware_offset": 0x20 + 16 * 32,
+            "key_length": 0x20 + 19 * 32, "hardware_count": 0x20 + int.from_bytes(data[0x220:0x240], "big")}[which]
+
+
+@settings(max_examples=400, deadline=None)
+@given(certs, st.data())
+def test_decode_agrees_with_eth_abi_on_mutated_encodings(cert, data):
+    """Whatever the bytes, Certificate.decode accepts exactly what eth_abi decodes canonically, to the same
+    value: byte flips, words an attacker aims at (offsets, lengths, up to 2**256 − 1), truncation, trailers."""
+    encoded = bytearray(cert.encode())
+    kind = data.draw(st.sampled_from(["flip", "word", "truncate", "extend"]))
+    if kind == "flip":
+        for _ in range(data.draw(st.integers(1, 3))):
+            encoded[data.draw(st.integers(0, len(encoded) - 1))] ^= data.draw(st.integers(1, 255))
+    elif kind == "word":
+        at = _structural_at(bytes(encoded), data.draw(_STRUCTURAL))
+        value = data.draw(st.one_of(st.integers(0, 4096), st.integers(0, 2**256 - 1)))
+        encoded[at:at + 32] = value.to_bytes(32, "big")
+    elif kind == "truncate":
+        del encoded[data.draw(st.integers(0, len(encoded) - 1)):]
+    else:
+        encoded += data.draw(st.binary(min_size=1, max_size=96))
+    mutated = bytes(encoded)
+    assert _decode_or_none(mutated) == _eth_abi_decode(mutated)
 
 
 def test_digest_is_keccak256_of_encoding():

@@ -329,7 +329,7 @@ def test_issuance_accepts_only_the_certificate_this_node_would_issue(net, roots)
         (dataclasses.replace(honest, epoch=2).encode(), {}, status.WRONG_EPOCH, "epoch 2"),
         (honest.encode()[:-1], {}, status.MALFORMED_REQUEST, "certificate"),
         (honest.encode() + bytes(32), {}, status.MALFORMED_REQUEST, "canonical"),  # own bytes, then a trailer
-        (_with_word(honest.encode(), 0x20 + 13 * 32, (1 << 64) + now), {}, status.MALFORMED_REQUEST, "Padding"),
+        (_with_word(honest.encode(), 0x20 + 13 * 32, (1 << 64) + now), {}, status.MALFORMED_REQUEST, "uint64"),
         (_with_word(honest.encode(), 0, 0x40), {}, status.MALFORMED_REQUEST, "certificate"),
         (dataclasses.replace(honest, not_after=honest.not_before).encode(), {}, status.CERTIFICATE_MISMATCH,
          "validity window"),
