@@ -7,6 +7,7 @@ the combined result is verified before it leaves. Network info and certificate s
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 
@@ -35,21 +36,24 @@ class Gateway:
 
     async def derive_key(self, request, source: str):
         state, keys, checked = await self.admission.check(request.request, "derive", source)
-        hashed = kd.kd_point(checked.app_id, checked.key_version, checked.context)
         pb = self._pb
+
+        @functools.cache
+        def hashed() -> G1:  # hashed when first needed: by this node's own share, after the peer calls went out
+            return kd.kd_point(checked.app_id, checked.key_version, checked.context)
 
         def first(answers):
             combined = kd.combine_encrypted(answers)
-            return combined if kd.verify_encrypted(combined, keys.kd.group_key, hashed, checked.tpk) else None
+            return combined if kd.verify_encrypted(combined, keys.kd.group_key, hashed(), checked.tpk) else None
 
         def every(answers):
-            combined = kd.combine_verified(answers, keys.threshold, keys.kd.group_key, keys.kd.share_keys, hashed,
-                                           checked.tpk)
+            combined = kd.combine_verified(answers, keys.threshold, keys.kd.group_key, keys.kd.share_keys,
+                                           hashed(), checked.tpk)
             return combined.key, combined.used, combined.bad
 
         collected = await self.fanout.collect(
             state, keys,
-            own=lambda: issuance.derive_share(keys, checked, hashed),
+            own=lambda: issuance.derive_share(keys, checked, hashed()),
             method="DeriveShare", message=pb.DeriveShareRequest(request=request.request, epoch=keys.epoch),
             decode=lambda reply: kd.EncryptedKey.decode(reply.encrypted_share),
             first=first, every=every,

@@ -34,6 +34,10 @@ from derot.service.peering import Peering, peer_info
 T = TypeVar("T")
 R = TypeVar("R")
 
+#: event-loop turns the gateway's own answer waits: one for the peer calls' tasks to start, one for the send
+#: tasks grpc.aio schedules (a cached channel's call suspends nowhere before that)
+_YIELDS_BEFORE_OWN = 2
+
 #: the failure reason of a member whose answer failed decoding or verification
 INVALID_SHARE = "invalid_share"
 #: refusals that say the peer itself cannot serve now (down, overloaded, lagging, without keys): it is asked
@@ -72,6 +76,10 @@ class FanOut:
         ``first``/``every`` are :func:`derot.net.fanout.collect`'s optimistic and verifying combines."""
 
         async def mine():
+            # let the peer calls launched with this one put their requests on the wire first (grpc.aio sends
+            # from a task each call schedules), so the peers work while this node computes its own answer
+            for _ in range(_YIELDS_BEFORE_OWN):
+                await asyncio.sleep(0)
             return own()
 
         latency = self.latency
