@@ -18,7 +18,7 @@ from derot.service.signing import FanOut
 
 pb = _proto.load("node_pb2")
 GATEWAY = 1
-OWN_WORK = 0.3  # seconds the gateway's own answer holds its loop (a share is ~1 ms; long, to be unambiguous)
+OWN_WORK = 1.0  # seconds the gateway's own answer holds its loop (a share is ~1 ms; long, so a loaded machine still fits)
 
 
 class PeerServer:
