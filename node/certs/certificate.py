@@ -22,7 +22,7 @@ The BLS signature is a G1 point over :attr:`Certificate.digest` (keccak256 of th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cached_property, lru_cache
 
 from eth_utils import keccak, to_checksum_address
@@ -177,6 +177,10 @@ class Certificate:
         return self.hash_point() * secret
 
 
+#: each field's place in the tuple's head (the dataclass declares them in encoding order)
+_FIELD_INDEX = {f.name: i for i, f in enumerate(fields(Certificate))}
+
+
 def _fields_at_their_places(data: bytes) -> dict[str, object]:
     """Each field read from where the canonical layout puts it, following the two tail offsets within bounds.
 
@@ -184,7 +188,7 @@ def _fields_at_their_places(data: bytes) -> dict[str, object]:
     a stray offset, padding or trailer is refused there (eth_abi's decoder took about 200 µs a certificate)."""
 
     def word(i: int) -> bytes:
-        return data[0x20 + 32 * i:0x40 + 32 * i]
+        return _head_word(data, i)
 
     def uint(i: int) -> int:
         return int.from_bytes(word(i), "big")
@@ -209,6 +213,16 @@ def _fields_at_their_places(data: bytes) -> dict[str, object]:
         "hardware": tuple(data[at:at + 32] for at in range(hardware_at, hardware_at + 32 * hardware_count, 32)),
         "gpu_count": uint(17), "gpu_models": uint(18),
     }
+
+
+def _head_word(data: bytes, index: int) -> bytes:
+    return data[0x20 + 32 * index:0x40 + 32 * index]
+
+
+def head_uint(data: bytes, name: str) -> int:
+    """The head word of field ``name`` in ``data`` read as an unsigned integer, without checking anything else:
+    for a caller that compares ``data`` with a canonical encoding afterwards (0 past the end of short data)."""
+    return int.from_bytes(_head_word(data, _FIELD_INDEX[name]), "big")
 
 
 def _word(value: int) -> bytes:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from derot.attest.gpu_model import certificate_gpus
 from derot.attest.identity import hardware_keys
-from derot.certs.certificate import MIN_ENCODED_SIZE, Certificate, CertificateDecodeError
+from derot.certs.certificate import MIN_ENCODED_SIZE, Certificate, CertificateDecodeError, head_uint
 from derot.constants import CERT_VERSION, DST_CERT
 from derot.crypto import kd
 from derot.crypto import threshold as th
@@ -103,16 +103,13 @@ def check_proposed_certificate(
     return cert
 
 
-#: where the gateway's choices sit in an encoding: the head words of notBefore, notAfter and policyBlock
-_CHOSEN_WORDS = tuple(0x20 + 32 * i for i in (13, 14, 15))
-
-
 def _own_if_identical(data: bytes, checked: CheckedRequest, deployment: Deployment, epoch: int) -> Certificate | None:
     """This node's certificate, built with the times ``data`` proposes, if its encoding is exactly ``data``
     (encodings are canonical, so that is the same as decoding ``data`` and comparing); else None."""
     if not isinstance(data, bytes) or len(data) < MIN_ENCODED_SIZE:
         return None
-    not_before, not_after, policy_block = (int.from_bytes(data[at:at + 32], "big") for at in _CHOSEN_WORDS)
+    not_before, not_after, policy_block = (head_uint(data, name)
+                                           for name in ("not_before", "not_after", "policy_block"))
     if not not_before < not_after < 1 << 64 or policy_block >= 1 << 64:
         return None
     own = build_certificate(checked, deployment, epoch, now=not_before, lifetime=not_after - not_before,
