@@ -23,7 +23,18 @@ def faulty_network(tmp_path_factory, request):
     net.down()
 
 
-def _dkg_finished(net, index):
+def _dkg_finished(net, index, timeout=120.0):
+    """The node's "dkg finished" log record, waiting up to ``timeout``: an epoch activates on `threshold`
+    matching reports, so a member may still be finishing when the test sees the epoch active."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while (finished := _logged_dkg_finished(net, index)) is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return finished
+
+
+def _logged_dkg_finished(net, index):
     for line in (net.node_processes[index - 1].directory / "node.log").read_text().splitlines():
         if line.startswith("{") and '"msg":"dkg finished"' in line:
             return json.loads(line)
