@@ -281,15 +281,36 @@ class G2(_Point):
     _identity = None
 
 
-def pairing_check(pairs: Sequence[tuple[G1, G2]]) -> bool:
-    """True iff Π e(P_i, Q_i) == 1 in GT.
+class PreparedPairs:
+    """Pairs whose Miller loops are computed once, for pairing checks that all include them (e.g. ``e(−H, PK)``
+    while a gateway waits for the shares to check). Immutable once made."""
 
-    Implemented as one Miller loop per pair and a single final exponentiation:
+    __slots__ = ("pairs", "_acc")
+
+    def __init__(self, pairs: Sequence[tuple[G1, G2]]):
+        self.pairs = tuple((p, q) for p, q in pairs if not (p.is_identity() or q.is_identity()))
+        acc = None
+        for p, q in self.pairs:
+            loop = _miller_loop(p._e, q._e)
+            acc = loop if acc is None else acc * loop
+        self._acc = acc
+
+
+def pairing_check(pairs: Sequence[tuple[G1, G2]], prepared: PreparedPairs | None = None) -> bool:
+    """True iff Π e(P_i, Q_i) == 1 in GT, over ``pairs`` and the ``prepared`` ones.
+
+    Implemented as one Miller loop per pair (none for the prepared ones) and a single final exponentiation:
     Π_{i<k} e(P_i, Q_i) == e(-P_k, Q_k).
     """
-    if not pairs:
-        return True
     pairs = [(p, q) for p, q in pairs if not (p.is_identity() or q.is_identity())]
+    if prepared is not None and prepared.pairs:
+        if not pairs:
+            return pairing_check(prepared.pairs)
+        *head, (last_p, last_q) = pairs
+        acc = prepared._acc
+        for p, q in head:
+            acc = acc * _miller_loop(p._e, q._e)
+        return bool(_final_verify(acc, _miller_loop((-last_p)._e, last_q._e)))
     if not pairs:
         return True
     if len(pairs) == 1:

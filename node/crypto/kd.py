@@ -16,11 +16,11 @@ For ``m = appId(32) ‖ u32 keyVersion ‖ u16 len(context) ‖ context`` and ``
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from derot.constants import DST_KD
-from derot.crypto.bls import G1, G2, PointDecodeError, pairing_check, random_scalar, require_bytes
+from derot.crypto.bls import G1, G2, PointDecodeError, PreparedPairs, pairing_check, random_scalar, require_bytes
 from derot.crypto.hazmat.poly import lagrange_coefficients
 from derot.crypto.threshold import combine_with_fallback
 from derot.errors import DerotError
@@ -98,29 +98,47 @@ def derive_share(share: int, hashed: G1, tpk: G1) -> EncryptedKey:
     return EncryptedKey(G1.generator() * r, G2.generator() * r, tpk * r + hashed * share)
 
 
-def verify_encrypted(key: EncryptedKey, public_key: G2, hashed: G1, tpk: G1) -> bool:
-    """Check a share against ``PK_i`` (or a combined key against ``PK_kd``) with pairings.
+class KeyCheck:
+    """Checks one encrypted key (a share against ``PK_i``, or a combined key against ``PK_kd``) with pairings.
 
     Both equations of the module docstring are folded into one product with a random weight ``ρ``:
     ``e(ρ·c1 + c3, G2) · e(−(ρ·G1 + tpk), c2) · e(−H, PK) = 1`` — three Miller loops and one final
-    exponentiation instead of five and two. A forgery passes with probability about 1/R.
+    exponentiation instead of five and two. A forgery passes with probability about 1/R. What does not depend
+    on the key (``ρ·G1 + tpk`` and the Miller loop of ``e(−H, PK)``) is computed when the check is made, so a
+    gateway makes it while it waits for the shares. Made for one key: ``ρ`` is drawn per check.
     """
-    rho = random_scalar()
-    lhs = key.c1 * rho + key.c3
-    rhs = G1.generator() * rho + tpk
-    return pairing_check([(lhs, G2.generator()), (-rhs, key.c2), (-hashed, public_key)])
+
+    __slots__ = ("_rho", "_rhs", "_fixed")
+
+    def __init__(self, public_key: G2, hashed: G1, tpk: G1):
+        self._rho = random_scalar()
+        self._rhs = -(G1.generator() * self._rho + tpk)
+        self._fixed = PreparedPairs([(-hashed, public_key)])
+
+    def __call__(self, key: EncryptedKey) -> bool:
+        lhs = key.c1 * self._rho + key.c3
+        return pairing_check([(lhs, G2.generator()), (self._rhs, key.c2)], self._fixed)
+
+
+def verify_encrypted(key: EncryptedKey, public_key: G2, hashed: G1, tpk: G1) -> bool:
+    """Check a share against ``PK_i`` (or a combined key against ``PK_kd``): :class:`KeyCheck`."""
+    return KeyCheck(public_key, hashed, tpk)(key)
+
+
+def weigh(key: EncryptedKey, weight: int) -> EncryptedKey:
+    """``weight·key`` component-wise: a share's term in a Lagrange combination."""
+    return EncryptedKey(key.c1 * weight, key.c2 * weight, key.c3 * weight)
+
+
+def total(terms: Sequence[EncryptedKey]) -> EncryptedKey:
+    """The component-wise sum of weighted shares (:func:`weigh`)."""
+    return EncryptedKey(G1.sum(k.c1 for k in terms), G2.sum(k.c2 for k in terms), G1.sum(k.c3 for k in terms))
 
 
 def combine_encrypted(shares: Mapping[int, EncryptedKey]) -> EncryptedKey:
     """Lagrange-combine shares ``{index: share}`` component-wise (uses every share given)."""
     lambdas = lagrange_coefficients(shares)
-    order = list(lambdas)
-    coeffs = [lambdas[i] for i in order]
-    return EncryptedKey(
-        G1.msm([shares[i].c1 for i in order], coeffs),
-        G2.msm([shares[i].c2 for i in order], coeffs),
-        G1.msm([shares[i].c3 for i in order], coeffs),
-    )
+    return total([weigh(shares[i], lambdas[i]) for i in lambdas])
 
 
 @dataclass(frozen=True)

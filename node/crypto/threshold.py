@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from derot.crypto.bls import G1, G2, pairing_check
+from derot.crypto.bls import G1, G2, PreparedPairs, pairing_check
 from derot.crypto.hazmat.poly import lagrange_coefficients
 from derot.errors import DerotError
 
@@ -53,6 +53,19 @@ partial_sign = sign
 def verify_hashed(public_key: G2, hashed: G1, signature: G1) -> bool:
     """``e(σ, G2) == e(H, PK)`` for an already hashed message."""
     return pairing_check([(signature, G2.generator()), (-hashed, public_key)])
+
+
+class SignatureCheck:
+    """Checks signatures of one message under one key; the Miller loop of ``e(−H(m), PK)`` is computed when
+    the check is made (a gateway makes it while it waits for the partials)."""
+
+    __slots__ = ("_fixed",)
+
+    def __init__(self, public_key: G2, msg: bytes, dst: bytes):
+        self._fixed = PreparedPairs([(-hash_message(msg, dst), public_key)])
+
+    def __call__(self, signature: G1) -> bool:
+        return pairing_check([(signature, G2.generator())], self._fixed)
 
 
 def verify(public_key: G2, msg: bytes, signature: G1, dst: bytes) -> bool:

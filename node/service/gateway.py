@@ -20,7 +20,7 @@ from derot.net import status
 from derot.net.status import Refusal
 from derot.service import issuance
 from derot.service.config import LimitsSection
-from derot.service.signing import FanOut, invalid_members
+from derot.service.signing import FanOut, Linear, invalid_members
 from derot.service.storage import NodeStore
 from derot.service.view import Admission, NodeView
 
@@ -42,21 +42,19 @@ class Gateway:
         def hashed() -> G1:  # hashed when first needed: by this node's own share, after the peer calls went out
             return kd.kd_point(checked.app_id, checked.key_version, checked.context)
 
-        def first(answers):
-            combined = kd.combine_encrypted(answers)
-            return combined if kd.verify_encrypted(combined, keys.kd.group_key, hashed(), checked.tpk) else None
-
         def every(answers):
             combined = kd.combine_verified(answers, keys.threshold, keys.kd.group_key, keys.kd.share_keys,
                                            hashed(), checked.tpk)
             return combined.key, combined.used, combined.bad
 
+        linear = Linear(weigh=kd.weigh, total=kd.total,
+                        checker=lambda: kd.KeyCheck(keys.kd.group_key, hashed(), checked.tpk))
         collected = await self.fanout.collect(
             state, keys,
-            own=lambda: issuance.derive_share(keys, checked, hashed()),
+            own=lambda weight: issuance.derive_share(keys, checked, hashed(), weight),
             method="DeriveShare", message=pb.DeriveShareRequest(request=request.request, epoch=keys.epoch),
             decode=lambda reply: kd.EncryptedKey.decode(reply.encrypted_share),
-            first=first, every=every,
+            linear=linear, every=every,
         )
         log.info("key derived", extra={
             "app_id": checked.app_id, "key_version": checked.key_version, "platform": checked.claims.platform.name,
@@ -82,7 +80,7 @@ class Gateway:
         )
         cert_bytes = cert.encode()
         collected = await self.fanout.threshold_sign(
-            state, keys, digest=cert.digest, dst=DST_CERT, own=lambda: issuance.partial_sign(keys, cert),
+            state, keys, digest=cert.digest, dst=DST_CERT, own=lambda weight: issuance.partial_sign(keys, cert, weight),
             method="PartialSign", message=self._pb.PartialSignRequest(request=request.request, certificate=cert_bytes),
         )
         signature = collected.result

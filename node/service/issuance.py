@@ -17,7 +17,7 @@ from derot.certs.certificate import MIN_ENCODED_SIZE, Certificate, CertificateDe
 from derot.constants import CERT_VERSION, DST_CERT
 from derot.crypto import kd
 from derot.crypto import threshold as th
-from derot.crypto.bls import G1
+from derot.crypto.bls import G1, R
 from derot.limits import LIMITS
 from derot.net import status
 from derot.net.status import Refusal
@@ -135,13 +135,16 @@ def _mismatch(data: bytes, checked: CheckedRequest, deployment: Deployment, epoc
                    + (", ".join(mismatched) or "validity window"))
 
 
-def derive_share(keys: EpochKeys, checked: CheckedRequest, hashed: G1 | None = None) -> kd.EncryptedKey:
-    """This node's encrypted key-derivation share for a checked request. ``hashed`` is the request's kd point
+def derive_share(keys: EpochKeys, checked: CheckedRequest, hashed: G1 | None = None,
+                 weight: int = 1) -> kd.EncryptedKey:
+    """This node's encrypted key-derivation share for a checked request, made with its secret share times
+    ``weight`` (a gateway's Lagrange weight; 1 for the share a peer sends). ``hashed`` is the request's kd point
     when the caller already computed it (it must be ``kd.kd_point`` of the checked request's fields)."""
     if hashed is None:
         hashed = kd.kd_point(checked.app_id, checked.key_version, checked.context)
-    return kd.derive_share(keys.shares.kd, hashed, checked.tpk)
+    return kd.derive_share(keys.shares.kd * weight % R, hashed, checked.tpk)
 
 
-def partial_sign(keys: EpochKeys, cert: Certificate) -> G1:
-    return th.partial_sign(keys.shares.sig, cert.digest, DST_CERT)
+def partial_sign(keys: EpochKeys, cert: Certificate, weight: int = 1) -> G1:
+    """This node's partial signature of ``cert``, made with its secret share times ``weight``."""
+    return th.partial_sign(keys.shares.sig * weight % R, cert.digest, DST_CERT)

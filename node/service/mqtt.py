@@ -245,7 +245,8 @@ class NoticePublisher:
         """Gateway: collect ``t`` partial signatures over ``notice`` from the committee and combine them."""
         state, keys = self.view.serving()
         collected = await self.signer.threshold_sign(
-            state, keys, digest=notice.digest, dst=DST_CERT, own=lambda: notice.sign(keys.shares.sig),
+            state, keys, digest=notice.digest, dst=DST_CERT,
+            own=lambda weight: notice.sign(keys.shares.sig * weight),  # reduced mod R by the multiplication
             method="SignNotice", message=self._pb.SignNoticeRequest(notice=notice.encode()),
         )
         return SignedNotice(notice, collected.result)

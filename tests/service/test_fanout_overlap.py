@@ -81,10 +81,10 @@ def test_peer_requests_are_on_the_wire_before_the_gateway_computes_its_own_answe
 
     own_started: list[float] = []
 
-    def own():
+    def own(weight):
         own_started.append(time.monotonic())
         time.sleep(OWN_WORK)  # CPU work on the loop, as a real share is
-        return notice.sign(keys.shares.sig)
+        return notice.sign(keys.shares.sig * weight)
 
     async def run():
         peering = GrpcPeering(server.port, peer_answer)

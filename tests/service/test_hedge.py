@@ -46,7 +46,7 @@ def sign(committee, fanout: FanOut, serial: int):
                     RevocationSet.of())
     keys = committee.keys(GATEWAY)
     collected = asyncio.run(fanout.threshold_sign(
-        committee.state(), keys, digest=notice.digest, dst=DST_CERT, own=lambda: notice.sign(keys.shares.sig),
+        committee.state(), keys, digest=notice.digest, dst=DST_CERT, own=lambda weight: notice.sign(keys.shares.sig * weight),
         method="SignNotice", message=pb.SignNoticeRequest(notice=notice.encode())))
     assert th.verify(committee.public(committee.sig).group_key, notice.digest, collected.result, DST_CERT)
     return collected

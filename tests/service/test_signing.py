@@ -80,7 +80,7 @@ def test_the_certificate_path_reports_the_faulty_member_as_excluded(committee, l
     keys = committee.keys(1)
 
     collected = asyncio.run(fanout.threshold_sign(
-        committee.state(), keys, digest=notice.digest, dst=DST_CERT, own=lambda: notice.sign(keys.shares.sig),
+        committee.state(), keys, digest=notice.digest, dst=DST_CERT, own=lambda weight: notice.sign(keys.shares.sig * weight),
         method="SignNotice", message=pb.SignNoticeRequest(notice=notice.encode())))
 
     assert th.verify(committee.public(committee.sig).group_key, notice.digest, collected.result, DST_CERT)
