@@ -13,7 +13,8 @@ Load network: ``Devnet(nodes=5, threshold=3)``; one app registered, allowing the
   divided by the requests completed in it; shown gross and minus the nodes' idle rate (chain following),
   beside the crypto floors measured in this process in the same run (best-of-rounds process time). The
   t-member floor is the protocol as it runs (the hedged fan-out asks t members): t devnet TDX evidence
-  verifications + t key shares (or partial signatures) + one combine + verify. The all-member floor (n of
+  verifications + t key shares (or partial signatures) + the gateway's combine as it runs (t - 1 answers
+  weighted, its own made weighted, a sum) + verify. The all-member floor (n of
   each) is the old, looser yardstick, printed too. The CPU verdict compares the node CPU minus the idle rate
   with 1.5x the t-member floor.
   ``--profile`` also samples the nodes with py-spy (``pip install py-spy``) during the DeriveKey throughput
@@ -188,8 +189,8 @@ def measure_floor(roots_dir: Path, network: bytes, app_id: bytes, threshold: int
     from derot.constants import DST_CERT, Platform
     from derot.crypto import kd
     from derot.crypto import threshold as th
-    from derot.crypto.bls import G2
-    from derot.crypto.hazmat.poly import Polynomial
+    from derot.crypto.bls import G1, G2
+    from derot.crypto.hazmat.poly import Polynomial, lagrange_coefficients
 
     roots = DevnetRoots.load(roots_dir)
     trust = TrustConfig.devnet(roots)
@@ -215,14 +216,22 @@ def measure_floor(roots_dir: Path, network: bytes, app_id: bytes, threshold: int
     def share():  # a node hashes the request's kd point itself, then answers
         kd.derive_share(shares[1], kd.kd_point(app_id, 1), transport.public)
 
+    # the gateway's combine as it runs (derot.service.signing): its own answer is made with its Lagrange weight
+    # (counted in `share`), the t - 1 peers' answers are weighted, summed and checked
+    weights = lagrange_coefficients(first)
+    own_kd = kd.derive_share(shares[1] * weights[1], hashed, transport.public)
+    own_sig = th.partial_sign(shares[1] * weights[1], digest, DST_CERT)
+
     def combine_verify():
-        assert kd.verify_encrypted(kd.combine_encrypted(first), group_key, hashed, transport.public)
+        terms = [own_kd] + [kd.weigh(first[i], weights[i]) for i in first if i != 1]
+        assert kd.KeyCheck(group_key, hashed, transport.public)(kd.total(terms))
 
     def partial():
         th.partial_sign(shares[1], digest, DST_CERT)
 
     def sig_combine_verify():
-        assert th.verify(group_key, digest, th.combine(partials), DST_CERT)
+        terms = [own_sig] + [partials[i] * weights[i] for i in partials if i != 1]
+        assert th.SignatureCheck(group_key, digest, DST_CERT)(G1.sum(terms))
 
     out = {}
     for name, fn in (("verify", verify), ("share", share), ("combine_verify", combine_verify),

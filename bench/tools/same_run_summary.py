@@ -1,5 +1,6 @@
 """Summarise bench/tools/same_run.sh outputs: per set, each round's four figures for both sides, how many
-rounds the newer code won, and over all sets the means and medians.
+rounds the newer code won, and over all sets the means and medians, and the paired differences (new − old,
+per round) over every round and over the undisturbed ones (other < DISTURBED cores on both sides).
 
     python bench/tools/same_run_summary.py DIR [DIR ...]
 
@@ -23,6 +24,9 @@ FIGURES = (
 )
 
 
+DISTURBED = 0.3
+
+
 def figures(path: Path) -> tuple[list[float], float]:
     text = path.read_text()
     values = [float(re.search(pattern + r"\s+([\d.]+)", text).group(1)) for _, pattern, _ in FIGURES]
@@ -32,6 +36,7 @@ def figures(path: Path) -> tuple[list[float], float]:
 
 def main(dirs: list[str]) -> None:
     pooled: dict[str, list[list[float]]] = {"old": [], "new": []}
+    quiet: list[bool] = []
     for directory in map(Path, dirs):
         rounds = sorted(int(p.stem.split("-")[1]) for p in directory.glob("old-*.txt"))
         print(f"{directory}:")
@@ -40,6 +45,7 @@ def main(dirs: list[str]) -> None:
             (old, old_other), (new, new_other) = figures(directory / f"old-{r}.txt"), figures(directory / f"new-{r}.txt")
             pooled["old"].append(old)
             pooled["new"].append(new)
+            quiet.append(old_other < DISTURBED and new_other < DISTURBED)
             for i, (_, _, higher_is_better) in enumerate(FIGURES):
                 wins[i] += (new[i] > old[i]) if higher_is_better else (new[i] < old[i])
             print(f"  round {r}: old {old} (other {old_other:.2f})  new {new} (other {new_other:.2f})")
@@ -50,6 +56,11 @@ def main(dirs: list[str]) -> None:
         change = 100 * (statistics.mean(new) / statistics.mean(old) - 1)
         print(f"{name}: old mean {statistics.mean(old):.1f}, median {statistics.median(old):.1f}; "
               f"new mean {statistics.mean(new):.1f}, median {statistics.median(new):.1f} ({change:+.1f} % on the means)")
+        paired = [n - o for n, o in zip(new, old)]
+        undisturbed = [d for d, q in zip(paired, quiet) if q]
+        print(f"  paired new - old: median {statistics.median(paired):+.1f}, mean {statistics.mean(paired):+.1f} "
+              f"({len(paired)} rounds); undisturbed: median {statistics.median(undisturbed):+.1f}, "
+              f"mean {statistics.mean(undisturbed):+.1f} ({len(undisturbed)} rounds)")
 
 
 if __name__ == "__main__":
