@@ -9,6 +9,10 @@ group key, and fall back to per-share verification when that fails, so a bad par
 Whom it asks first: the ``t − 1`` peers with the lowest round-trip estimate (:mod:`derot.service.latency`,
 learnt from this gateway's own completed calls; equally fast peers in round robin), plus ``extra_peers``;
 a peer that stays silent past its own estimate-based hedge delay makes the gateway ask the next one.
+
+The combine is planned (:class:`Linear`, :class:`_Plan`): with no ``extra_peers``, the members asked first
+are the set whose answers the optimistic combine expects, so their Lagrange weights are known before any
+answer arrives and each answer is weighted on arrival; the gateway's own is made weighted.
 """
 
 from __future__ import annotations
@@ -161,6 +165,7 @@ class FanOut:
     ) -> Collected[G1]:
         """A signature over ``digest`` (with ``dst``) under the sig group key, verified before it is returned.
 
+        ``own(weight)`` is this node's partial made with its secret share times ``weight``;
         ``method``/``message`` is the Peer call whose answer carries ``partial_signature``."""
 
         def every(partials: dict[int, G1]):

@@ -26,6 +26,15 @@ pb = _proto.load("node_pb2")
 BEHAVIOURS = ("fast", "slow", "down", "refuses", "lies")
 
 
+def _seeded(committee):
+    """A printed seed's generator, a random gateway's keys and a behaviour per peer (:func:`_schedule`)."""
+    seed = random.randrange(2**32)
+    print("seed", seed)
+    rng = random.Random(seed)
+    gateway = rng.randrange(1, committee.n + 1)
+    return rng, committee.keys(gateway), _schedule(rng, committee, gateway)
+
+
 def _schedule(rng: random.Random, committee, gateway: int) -> dict[int, str]:
     """A behaviour per peer, leaving at least t honest members (the gateway is one)."""
     while True:
@@ -58,14 +67,9 @@ def _fanout(peering) -> FanOut:
 
 @pytest.mark.parametrize("case", range(12))
 def test_derived_keys_are_the_secrets_whatever_answers_first(committee, local_peering, case):
-    seed = random.randrange(2**32)
-    print("seed", seed)
-    rng = random.Random(seed)
-    gateway = rng.randrange(1, committee.n + 1)
-    plan = _schedule(rng, committee, gateway)
+    rng, keys, plan = _seeded(committee)
     hashed = G1.hash_to_curve(rng.randbytes(32), DST_KD)
     transport = kd.TransportKey.generate()
-    keys = committee.keys(gateway)
 
     def answer(index, message):
         share = kd.derive_share(committee.kd(index), hashed, transport.public)
@@ -98,13 +102,8 @@ def test_derived_keys_are_the_secrets_whatever_answers_first(committee, local_pe
 
 @pytest.mark.parametrize("case", range(12))
 def test_signatures_are_the_secrets_whatever_answers_first(committee, local_peering, case):
-    seed = random.randrange(2**32)
-    print("seed", seed)
-    rng = random.Random(seed)
-    gateway = rng.randrange(1, committee.n + 1)
-    plan = _schedule(rng, committee, gateway)
+    rng, keys, plan = _seeded(committee)
     digest = rng.randbytes(32)
-    keys = committee.keys(gateway)
 
     def answer(index, message):
         partial = th.sign(committee.sig(index), digest, DST_CERT)
