@@ -23,18 +23,7 @@ def faulty_network(tmp_path_factory, request):
     net.down()
 
 
-def _dkg_finished(net, index, timeout=120.0):
-    """The node's "dkg finished" log record, waiting up to ``timeout``: an epoch activates on `threshold`
-    matching reports, so a member may still be finishing when the test sees the epoch active."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while (finished := _logged_dkg_finished(net, index)) is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return finished
-
-
-def _logged_dkg_finished(net, index):
+def _dkg_finished(net, index):
     for line in (net.node_processes[index - 1].directory / "node.log").read_text().splitlines():
         if line.startswith("{") and '"msg":"dkg finished"' in line:
             return json.loads(line)
@@ -45,6 +34,8 @@ def test_cheating_dealer_is_disqualified_and_dkg_completes(faulty_network):
     registry = faulty_network.registry_client()
     epoch = registry.epoch(1)
     assert epoch.group_key_sig is not None  # the epoch activated
+    # it activates on `threshold` reports: wait until every honest member serves it (it logs "dkg finished" first)
+    faulty_network.wait_serving(1, [1, 2, 4], timeout=120)
     for honest in (1, 2, 4):
         finished = _dkg_finished(faulty_network, honest)
         assert finished is not None, f"node {honest} did not finish the DKG"
@@ -101,6 +92,7 @@ def test_node_restarted_mid_dkg_resumes_and_never_deals_twice(tmp_path):
             time.sleep(0.2)
         net.start_node(crashed)
         net.wait_for_epoch(1, timeout=180)
+        net.wait_serving(1, [1, 2, 3, 4], timeout=120)  # activation needs only `threshold` reports
         for index in (1, 2, 3, 4):
             finished = _dkg_finished(net, index)
             assert finished is not None, f"node {index} did not finish the DKG"
