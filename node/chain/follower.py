@@ -24,7 +24,9 @@ range is halved until its answer holds at most ``max_logs`` logs and fits the re
 
 Failure model: any RPC failure (connection refused, timeout, HTTP error, a pinned block that vanished)
 raises out of :meth:`poll` *before* the cursor moves, so nothing is lost; :meth:`run` and :meth:`updates`
-retry with exponential backoff and resume from the cursor.
+retry with exponential backoff and resume from the cursor. Any other error in a poll (a bug in handling an
+answer) is logged with its traceback and retried the same way: the follower never ends, so a lasting fault
+shows as a stale view, never as a node that silently stopped following.
 
 Usage in the node process (asyncio)::
 
@@ -380,7 +382,7 @@ class Follower:
             a = e.args
             if "operator" in a:
                 nodes.add(to_checksum_address(a["operator"]))
-            if e.name.startswith("Epoch"):
+            if "epoch" in a:  # EpochStarted, …Reported, …Activated…; not EpochTimeoutSet, which names none
                 epochs.add(a["epoch"])
             if "appId" in a:
                 apps.add(bytes(a["appId"]))
@@ -407,12 +409,19 @@ class Follower:
         )
 
     # ---------------------------------------------------------------------------------------------
-    def _failed(self, exc: Exception) -> float:
+    def _failed(self, exc: Exception, *, unexpected: bool = False) -> float:
+        """Count a failed poll and return the back-off. ``unexpected``: not an RPC failure but an error in
+        handling the answer (a bug); it is logged with its traceback and retried the same way, because the
+        cursor did not move, so the follower never stops and a lasting bug shows as a stale view
+        (``chain_stale``) instead of a silently frozen one."""
         self.failures += 1
         self.last_error = f"{type(exc).__name__}: {exc}"
-        self.last_reason = exc.reason if isinstance(exc, DerotError) else None
+        self.last_reason = exc.reason if isinstance(exc, DerotError) else ("follower_error" if unexpected else None)
         delay = min(self.backoff_max, self.backoff_initial * 2 ** (self.failures - 1))
-        log.warning("chain follower: %s; retrying in %.1fs", self.last_error, delay)
+        if unexpected:
+            log.error("chain follower: unexpected %s; retrying in %.1fs", self.last_error, delay, exc_info=exc)
+        else:
+            log.warning("chain follower: %s; retrying in %.1fs", self.last_error, delay)
         return delay
 
     def _succeeded(self) -> None:
@@ -438,6 +447,9 @@ class Follower:
             except (*TRANSIENT_ERRORS, ReorgRace) as exc:
                 self._pause(self._failed(exc), stop)
                 continue
+            except Exception as exc:  # a bug handling one range: logged, retried from the same cursor
+                self._pause(self._failed(exc, unexpected=True), stop)
+                continue
             self._succeeded()
             if update is not None:
                 yield update
@@ -452,6 +464,9 @@ class Follower:
                 update = await asyncio.to_thread(self.poll)
             except (*TRANSIENT_ERRORS, ReorgRace) as exc:
                 await asyncio.sleep(self._failed(exc))
+                continue
+            except Exception as exc:  # a bug handling one range: logged, retried from the same cursor
+                await asyncio.sleep(self._failed(exc, unexpected=True))
                 continue
             self._succeeded()
             if update is not None:

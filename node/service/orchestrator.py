@@ -149,6 +149,7 @@ class EpochOrchestrator:
         self._retiring = False  # a finality check runs in a worker thread
         self._runs: dict[int, EpochRun] = {}
         self._early: tuple[int, DkgBacklog] | None = None  # the pending epoch's messages before its run exists
+        self._logged_pending = self._logged_inactive = 0  # epochs already logged, so once per epoch, not per update
         self._pb = _proto.load("node_pb2")
 
     @property
@@ -176,13 +177,15 @@ class EpochOrchestrator:
             self._retiring = True
             self.tasks.spawn(self._retire(), name="retire-shares")
         pending = state.pending
-        if (
-            pending is not None
-            and pending.phase in (EpochPhase.DKG, EpochPhase.RESHARE)
-            and pending.id not in self._runs
-            and self.store.epoch(pending.id) is None
-            and self._involved(state, pending)
-        ):
+        if pending is None or pending.phase not in (EpochPhase.DKG, EpochPhase.RESHARE):
+            return
+        involved = self._involved(state, pending)
+        if pending.id != self._logged_pending:
+            self._logged_pending = pending.id
+            log.info("epoch pending", extra={"epoch": pending.id, "phase": pending.phase.name.lower(),
+                                             "block": state.block_number, "involved": involved,
+                                             "index": pending.index_of(self.operator)})
+        if involved and pending.id not in self._runs and self.store.epoch(pending.id) is None:
             self._start(state, pending)
 
     def receive_dkg(self, epoch: int, data: bytes, sender: str) -> None:
@@ -253,8 +256,8 @@ class EpochOrchestrator:
         else:
             self.view.keys = None
             self.retirement.want(epoch.id, None)
-            if getattr(self, "_inactive_logged", None) != epoch.id:  # once per epoch, not once per chain update
-                self._inactive_logged = epoch.id
+            if self._logged_inactive != epoch.id:
+                self._logged_inactive = epoch.id
                 log.info("epoch active without this node", extra={
                     "epoch": epoch.id, "was_pending": run is not None and run.state is EpochState.FINISHED})
         self.metrics.epoch.set(self.view.keys.epoch if self.view.keys else 0)

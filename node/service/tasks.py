@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Coroutine
+
+log = logging.getLogger("derot.node")
 
 
 class TaskSet:
     """Holds a reference to every running background task (asyncio keeps only weak ones); finished tasks
-    leave the set by themselves."""
+    leave the set by themselves. A task that ends with an exception is logged with its name and traceback,
+    so no background task dies silently."""
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task] = set()
@@ -20,7 +24,12 @@ class TaskSet:
 
     def add(self, task: asyncio.Task) -> None:
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("background task failed", extra={"task": task.get_name()}, exc_info=exc)
 
     def __len__(self) -> int:
         return len(self._tasks)

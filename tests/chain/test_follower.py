@@ -220,3 +220,47 @@ def test_rpc_timeouts_back_off_and_resume(world):
         assert follower.failures == 0
     finally:
         proxy.close()
+
+
+def test_a_governance_change_of_the_epoch_timeout_is_followed(world):
+    """EpochTimeoutSet is the one Epoch* event that names no epoch; it once raised KeyError inside every node's
+    follower and stopped it for good (a single governance vote froze the whole committee's chain view)."""
+    follower = world.follower()
+    drain(follower)
+    enact(world.gov, world.voter, [A.SetEpochTimeout(77)], f"timeout {os.urandom(4).hex()}", [world.voter])
+    world.revoke(ident=os.urandom(6))  # and the follower goes on after it
+    updates = drain(follower)
+    names = [e.name for u in updates for e in u.events]
+    assert "EpochTimeoutSet" in names and names[-1] == "Revoked"
+    assert follower.state == fresh_state(world, follower)
+    assert world.registry.epoch_timeout() == 77
+
+
+def test_an_unexpected_error_is_logged_and_retried_from_the_same_cursor(world, caplog):
+    """A bug in handling one range must neither end ``updates()`` nor lose the range's events."""
+    follower = world.follower()
+    follower.backoff_initial = 0.01
+    drain(follower)
+    ident = os.urandom(6)
+    world.revoke(ident=ident)
+    real, calls = follower._incremental, []
+
+    def buggy_once(*args, **kwargs):
+        calls.append(follower.cursor)
+        if len(calls) == 1:
+            raise RuntimeError("injected bug")
+        return real(*args, **kwargs)
+
+    follower._incremental = buggy_once
+
+    async def first_revocation():
+        async for update in follower.updates():
+            revoked = [bytes(e.args["id"]) for e in update.events if e.name == "Revoked"]
+            if revoked:
+                return revoked
+
+    with caplog.at_level("ERROR", logger="derot.chain.follower"):
+        assert asyncio.run(asyncio.wait_for(first_revocation(), 30)) == [ident]
+    assert len(calls) == 2 and calls[0] == calls[1]  # the retry started from the cursor the bug left unmoved
+    assert follower.failures == 0 and follower.last_reason is None
+    assert any("injected bug" in r.getMessage() and r.exc_info for r in caplog.records)

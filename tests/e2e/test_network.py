@@ -17,7 +17,7 @@ import pytest
 
 from derot import _proto
 from derot.app.client import RequestFailed
-from derot.chain.actions import RemoveNode, Revoke, StartReshare
+from derot.chain.actions import RemoveNode, Revoke, SetEpochTimeout, StartReshare
 from derot.chain.types import RevocationKind
 from derot.constants import KeyType, Platform
 from derot.crypto import kd
@@ -237,6 +237,16 @@ def test_revocation_refuses_tdx_within_one_confirmed_block_while_snp_works(harne
     assert info.value.reason == "fmspc_revoked"
     assert "revoked" in info.value.refusal.detail
     assert harness.app(Platform.SEV_SNP).get_key().ethereum_address == snp_address
+
+
+def test_a_vote_on_the_epoch_timeout_leaves_every_node_following_the_chain(harness):
+    """``EpochTimeoutSet`` names no epoch; it once killed every node's chain follower (KeyError), so one
+    ordinary governance vote froze the committee's view of the registry. Every node must apply the block."""
+    net = harness.net
+    timeout = net.registry_client().epoch_timeout()
+    net.enact([SetEpochTimeout(timeout)], f"epoch timeout stays {timeout} blocks")
+    net.wait_confirmed()
+    assert harness.app(Platform.SEV_SNP).get_key().contributors
 
 
 def test_node_removed_by_vote_reshare_keeps_keys(harness):
