@@ -157,6 +157,30 @@ class Update:
     reorg: Reorg | None = None
 
 
+def changes_named(events) -> dict:
+    """What ``events`` say changed, as :func:`~derot.chain.state.apply_changes` keywords. Every registry event
+    maps without error, whatever it names (a test walks the ABI): an event re-reads an epoch only when it names
+    one, a node only when it names an operator, an app only when it names an app id."""
+    nodes, epochs, apps, revocations = set(), set(), set(), []
+    platforms = node_measurements = governance = snp = False
+    for e in events:
+        a = e.args
+        if "operator" in a:
+            nodes.add(to_checksum_address(a["operator"]))
+        if "epoch" in a:  # EpochStarted, …Reported, …Activated…; not EpochTimeoutSet, which names none
+            epochs.add(a["epoch"])
+        if "appId" in a:
+            apps.add(bytes(a["appId"]))
+        if e.name in ("Revoked", "Unrevoked"):
+            revocations.append((RevocationKind(a["kind"]), bytes(a["id"]), e.name == "Revoked"))
+        platforms |= e.name == "PlatformRuleSet"
+        node_measurements |= e.name == "NodeMeasurementSet"
+        governance |= e.name in ("SecurityCouncilChanged", "OwnershipTransferred")
+        snp |= e.name in ("SnpPolicySet", "SnpMinTcbSet")
+    return dict(nodes=nodes, epochs=epochs, apps=apps, revocations=revocations, platforms=platforms,
+                node_measurements=node_measurements, governance=governance, snp=snp)
+
+
 class Follower:
     """Follows one registry. Not thread-safe: drive it from one thread (or one asyncio task)."""
 
@@ -376,37 +400,7 @@ class Follower:
     def _incremental(self, events, block_hash: bytes, number: int, timestamp: int) -> RegistryState:
         if not events and not self.state.unreadable_apps:
             return self.state.with_block(number, block_hash, timestamp)
-        nodes, epochs, apps, revocations = set(), set(), set(), []
-        platforms = node_measurements = governance = snp = False
-        for e in events:
-            a = e.args
-            if "operator" in a:
-                nodes.add(to_checksum_address(a["operator"]))
-            if "epoch" in a:  # EpochStarted, …Reported, …Activated…; not EpochTimeoutSet, which names none
-                epochs.add(a["epoch"])
-            if "appId" in a:
-                apps.add(bytes(a["appId"]))
-            if e.name in ("Revoked", "Unrevoked"):
-                revocations.append((RevocationKind(a["kind"]), bytes(a["id"]), e.name == "Revoked"))
-            platforms |= e.name == "PlatformRuleSet"
-            node_measurements |= e.name == "NodeMeasurementSet"
-            governance |= e.name in ("SecurityCouncilChanged", "OwnershipTransferred")
-            snp |= e.name in ("SnpPolicySet", "SnpMinTcbSet")
-        return apply_changes(
-            self.registry,
-            self.state,
-            block_hash,
-            number,
-            timestamp,
-            nodes=nodes,
-            epochs=epochs,
-            apps=apps,
-            revocations=revocations,
-            platforms=platforms,
-            node_measurements=node_measurements,
-            governance=governance,
-            snp=snp,
-        )
+        return apply_changes(self.registry, self.state, block_hash, number, timestamp, **changes_named(events))
 
     # ---------------------------------------------------------------------------------------------
     def _failed(self, exc: Exception, *, unexpected: bool = False) -> float:
