@@ -83,6 +83,26 @@ def fetch_peer_certificate(endpoint: Endpoint, tls_key_hash: bytes, timeout: flo
     return tls.fetch_pinned_certificate(host, port, tls_key_hash, timeout)
 
 
+class ChannelClosed(DerotError, OSError):
+    """A call's channel was closed under it (replaced after another call to the peer failed, or stuck)."""
+
+    reason = "unavailable"
+
+
+async def await_call(call):
+    """Await a gRPC aio call. grpc raises ``CancelledError`` in every caller whose call was in flight when its
+    channel closed (:meth:`PeerPool.drop`, a replaced channel), though no one cancelled the caller's task; such
+    an error becomes :class:`ChannelClosed`, so only a real cancellation (a hedge giving up) cancels the caller.
+    Otherwise one peer's failed call would silently end every task with a call on the same channel."""
+    try:
+        return await call
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        raise ChannelClosed("the peer channel was closed during the call") from None
+
+
 @dataclass(frozen=True)
 class PeerInfo:
     """A committee member as this node reaches it."""

@@ -320,8 +320,9 @@ class DkgRunner:
             task.add_done_callback(lambda t: t.cancelled() or t.exception())  # never "exception not retrieved"
             log.info("dkg sync timed out", extra={"epoch": self.epoch, "gossip": pull is not None})
             return 0
-        if task.exception() is not None:
-            log.warning("dkg sync failed", extra={"epoch": self.epoch, "error": repr(task.exception())})
+        if task.cancelled() or task.exception() is not None:  # exception() of a cancelled task would raise
+            error = "cancelled" if task.cancelled() else repr(task.exception())
+            log.warning("dkg sync failed", extra={"epoch": self.epoch, "error": error})
             return 0
         return task.result()
 

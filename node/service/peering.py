@@ -31,7 +31,7 @@ from derot.chain.state import RegistryState
 from derot.chain.types import EpochRecord, NodeRecord, NodeStatus
 from derot.limits import LIMITS
 from derot.net import status, tls
-from derot.net.peers import Endpoint, PeerInfo, PeerPool, fetch_peer_certificate
+from derot.net.peers import ChannelClosed, Endpoint, PeerInfo, PeerPool, await_call, fetch_peer_certificate
 from derot.net.status import Refusal, refusal_from_rpc_error
 
 log = logging.getLogger("derot.peering")
@@ -213,7 +213,9 @@ class Peering:
             self.metrics.peer_sent_bytes.labels(method).inc(message.ByteSize())
 
     async def call(self, info: PeerInfo, method: str, message):
-        """One unary Peer call; every failure is a :class:`Refusal` (``unavailable`` drops the channel)."""
+        """One unary Peer call; every failure is a :class:`Refusal` (``unavailable`` drops the channel, and is
+        also the answer when the channel was closed under the call); only a cancellation of the calling task
+        raises ``CancelledError``."""
         self._sent(method, message)
         try:
             stub = await self.pool.stub(info)
@@ -221,7 +223,9 @@ class Peering:
             raise Refusal(status.UNAVAILABLE, f"peer {info.index}: {exc}") from None
         started = time.monotonic()
         try:
-            reply = await getattr(stub, method)(message, timeout=self.peer_deadline)
+            reply = await await_call(getattr(stub, method)(message, timeout=self.peer_deadline))
+        except ChannelClosed as exc:
+            raise Refusal(status.UNAVAILABLE, f"peer {info.index}: {exc}") from None
         except grpc.aio.AioRpcError as exc:
             refusal = refusal_from_rpc_error(exc)
             if refusal.reason in (status.UNAVAILABLE, status.DEADLINE_EXCEEDED):
@@ -245,7 +249,7 @@ class Peering:
             try:
                 stub = await self.pool.stub(info)
                 self._sent("SubmitDkgMessage", envelope)
-                await stub.SubmitDkgMessage(envelope, timeout=LIMITS.dkg_send_timeout)
+                await await_call(stub.SubmitDkgMessage(envelope, timeout=LIMITS.dkg_send_timeout))
                 return True
             except grpc.aio.AioRpcError as exc:
                 reason = refusal_from_rpc_error(exc).reason
@@ -284,7 +288,8 @@ class Peering:
         for _attempt in range(LIMITS.evidence_fetch_attempts):
             try:
                 stub = await self.pool.stub(info)
-                reply = await stub.GetNodeEvidence(self._pb.GetNodeEvidenceRequest(), timeout=LIMITS.evidence_fetch_timeout)
+                reply = await await_call(stub.GetNodeEvidence(self._pb.GetNodeEvidenceRequest(),
+                                                              timeout=LIMITS.evidence_fetch_timeout))
                 return bytes(reply.evidence)
             except grpc.aio.AioRpcError:
                 await self.pool.drop(info)

@@ -12,10 +12,11 @@ log = logging.getLogger("derot.node")
 class TaskSet:
     """Holds a reference to every running background task (asyncio keeps only weak ones); finished tasks
     leave the set by themselves. A task that ends with an exception is logged with its name and traceback,
-    so no background task dies silently."""
+    and one cancelled other than by :meth:`cancel_all` with its name, so no background task ends silently."""
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task] = set()
+        self._stopping = False
 
     def spawn(self, coro: Coroutine, name: str | None = None) -> asyncio.Task:
         task = asyncio.create_task(coro, name=name)
@@ -28,13 +29,17 @@ class TaskSet:
 
     def _done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
+        if task.cancelled():
+            if not self._stopping:
+                log.warning("background task cancelled", extra={"task": task.get_name()})
+        elif (exc := task.exception()) is not None:
             log.error("background task failed", extra={"task": task.get_name()}, exc_info=exc)
 
     def __len__(self) -> int:
         return len(self._tasks)
 
     async def cancel_all(self) -> None:
+        self._stopping = True
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

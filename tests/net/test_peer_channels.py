@@ -163,3 +163,43 @@ def test_a_restarted_peer_is_used_again_within_seconds(kill):
     seconds = asyncio.run(scenario())
     print(f"restarted peer answered again after {seconds:.2f} s")
     assert seconds < 5.0
+
+
+def test_a_call_whose_channel_is_closed_under_it_is_refused_as_unavailable_not_cancelled():
+    """grpc raises CancelledError in every call in flight when its channel closes. A channel is closed when
+    another call to the same peer failed (``drop``) or it was replaced; the callers were not cancelled. Before
+    ``await_call``, that error silently ended the caller's task: a newcomer's reshare task asking old members
+    for their keys (``_previous_keys``) vanished without a log line, and the node never joined its epoch."""
+    from derot.service.peering import Peering
+
+    server_id, client_id, public, peer, info = setup()
+
+    async def scenario():
+        api = EvidenceOnly()
+        api.hang = True
+        server = await serve(api, server_id, client_id, public, peer)
+        peering = Peering(client_id, "0x" + "33" * 20, peer_deadline=30.0)
+        try:
+            call = asyncio.create_task(peering.call(info, "GetNodeEvidence", pb.GetNodeEvidenceRequest()))
+            fetch = asyncio.create_task(peering.fetch_evidence(info))  # retries on its own
+            hedged = asyncio.create_task(peering.call(info, "GetNodeEvidence", pb.GetNodeEvidenceRequest()))
+            while not peering.pool._channels:  # the calls are in flight on one channel
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.2)
+            hedged.cancel()  # a hedge giving up on the peer: a real cancellation, which must stay one
+            await peering.pool.drop(info)  # what a concurrent call that failed does
+            outcome = await asyncio.gather(call, return_exceptions=True)
+            api.hang = False
+            evidence = await asyncio.wait_for(fetch, 30)
+            await asyncio.gather(hedged, return_exceptions=True)
+            return outcome[0], call.cancelled(), evidence, hedged.cancelled()
+        finally:
+            await peering.close()
+            await server.stop(None)
+
+    outcome, cancelled, evidence, hedged_cancelled = asyncio.run(scenario())
+    assert not cancelled
+    assert isinstance(outcome, Refusal) and outcome.reason == "unavailable", outcome
+    assert "closed during the call" in outcome.detail
+    assert evidence == b"evidence"  # the evidence fetch retried on a new channel instead of ending
+    assert hedged_cancelled

@@ -373,3 +373,30 @@ def test_a_digest_sync_that_never_returns_does_not_hold_a_phase_past_its_deadlin
     result = agree(results)
     assert result.excluded == {5: "silent: no deal bundle"}
     assert took < 4 * PHASE, took  # three phases, each ended at its deadline at the latest
+
+
+def test_a_digest_sync_that_ends_cancelled_does_not_end_the_run():
+    """A pull whose task ends cancelled though the runner was not (grpc raises CancelledError when a channel is
+    closed under a call) is a failed sync, not the end of the run: ``task.exception()`` of a cancelled task
+    raises, and used to carry that CancelledError out of the phase loop. Member 5 never starts, so every
+    phase reaches its sync point."""
+    ids, config = setup(5, 3)
+
+    async def scenario():
+        net = Net()
+        started = time.time()
+        runners = []
+
+        async def pull(digests):
+            raise asyncio.CancelledError()
+
+        for k in (1, 2, 3, 4):
+            runner = DkgRunner(new_session(config, ids[k]), phase_timeout=PHASE, started_at=started,
+                               broadcast=lambda messages, k=k: [net.deliver(k, m.encode()) for m in messages],
+                               relay=lambda data, k=k: net.deliver(k, data), pull=pull)
+            net.runners[k] = runner
+            runners.append(runner)
+        return await asyncio.wait_for(asyncio.gather(*(r.run() for r in runners)), timeout=6 * PHASE)
+
+    result = agree(asyncio.run(scenario()))
+    assert result.excluded == {5: "silent: no deal bundle"}
