@@ -245,11 +245,15 @@ class Devnet:
             return port
         raise DevnetError("no free port found in 20000-32000")
 
-    def add_node(self) -> NodeProcess:
-        """Set up, register and start one more node (governance must still approve it and reshare)."""
+    def add_node(self, faults: str = "") -> NodeProcess:
+        """Set up, register and start one more node (governance must still approve it and reshare);
+        ``faults``: its ``[node].faults`` (devnet fault injection, :mod:`derot.service.faults`)."""
         if len(self.node_processes) >= self.nodes + SPARE_ACCOUNTS:
             raise DevnetError(f"this devnet has dev accounts for {SPARE_ACCOUNTS} extra nodes only")
-        proc = self._setup_node(len(self.node_processes) + 1)
+        index = len(self.node_processes) + 1
+        if faults:
+            self.node_faults[index] = faults
+        proc = self._setup_node(index)
         self.node_processes.append(proc)
         self.start_node(proc)
         self._wait_nodes_listening(procs=[proc])  # a reshare that starts before it boots would exclude it

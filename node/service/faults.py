@@ -7,7 +7,9 @@
 - ``dkg_cheat``: as a DKG dealer, send the highest-index recipient a wrong share, so that its proven
   complaint disqualifies this dealer;
 - ``dkg_crash_after_deal``: exit the process right after its deal is persisted and before it is sent, once
-  (a marker file in the data directory remembers it), to test restart safety.
+  (a marker file in the data directory remembers it), to test restart safety;
+- ``close_channel_mid_call``: close this node's channel to a peer under the first call of each Peer method
+  to it, as when a concurrent call to that peer failed, to test that every caller survives it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 from derot.crypto.bls import G1, R, random_scalar
 from derot.crypto.dkg import DkgSession
 
-KNOWN = frozenset({"corrupt_shares", "dkg_cheat", "dkg_crash_after_deal"})
+KNOWN = frozenset({"corrupt_shares", "dkg_cheat", "dkg_crash_after_deal", "close_channel_mid_call"})
 CRASH_MARKER = "dkg-crashed-once"
 
 

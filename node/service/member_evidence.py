@@ -56,7 +56,8 @@ class MemberEvidence:
             except ValueError:
                 continue
             info = PeerInfo(0, operator, endpoint, node.tls_key_hash)
-            self._running[node.evidence_hash] = self.tasks.spawn(self._verify(info, node.evidence_hash))
+            self._running[node.evidence_hash] = self.tasks.spawn(self._verify(info, node.evidence_hash),
+                                                                 name=f"member-evidence-{operator}")
 
     async def _verify(self, info: PeerInfo, evidence_hash: bytes) -> None:
         try:

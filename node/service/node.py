@@ -137,7 +137,8 @@ class NodeService:
                                                 deploy_block=config.chain.start_block), store)
         self.tasks = TaskSet()
         self.peering = Peering(self.identity.tls, self.account.address, peer_deadline=limits.peer_deadline,
-                               routes=parse_routes(config.node.peer_routes), metrics=self.metrics)
+                               routes=parse_routes(config.node.peer_routes), metrics=self.metrics,
+                               close_mid_call="close_channel_mid_call" in active_faults)
         trust.collateral.fetch_on_get = False  # collateral is fetched before verification, off the loop
         self.verifier = EvidenceVerifier(trust, workers=LIMITS.verify_workers,
                                          fetch_workers=LIMITS.collateral_fetch_workers)

@@ -398,7 +398,7 @@ class EpochOrchestrator:
 
         def relay(data: bytes) -> None:
             for info in targets.values():
-                self.tasks.spawn(send(info, data))
+                self.tasks.spawn(send(info, data), name=f"dkg-{epoch_id}-send-{info.index}")
 
         def broadcast(messages) -> None:
             for message in messages:

@@ -91,7 +91,7 @@ def peer_info(state: RegistryState, epoch: EpochRecord) -> dict[int, PeerInfo]:
 
 class Peering:
     def __init__(self, identity: tls.TlsIdentity, operator: str, *, peer_deadline: float,
-                 routes: dict[str, str] | None = None, metrics=None):
+                 routes: dict[str, str] | None = None, metrics=None, close_mid_call: bool = False):
         self.identity = identity
         self.operator = operator.lower()
         self.peer_deadline = peer_deadline
@@ -108,6 +108,9 @@ class Peering:
         self._wanted: dict[bytes, NodeRecord] = {}  # tls key hash -> node, for the latest state
         self._retry_at: dict[bytes, tuple[float, float]] = {}  # tls key hash -> (next attempt, backoff)
         self._refresh: asyncio.Task | None = None
+        # devnet fault close_channel_mid_call: (peer, method) pairs whose first call already had its channel closed
+        self._closed_once: set[tuple[str, str]] | None = set() if close_mid_call else None
+        self._fault_tasks: set[asyncio.Task] = set()
 
     # ---------------------------------------------------------------------------------------------
     # the Peer port: who may call
@@ -223,7 +226,7 @@ class Peering:
             raise Refusal(status.UNAVAILABLE, f"peer {info.index}: {exc}") from None
         started = time.monotonic()
         try:
-            reply = await await_call(getattr(stub, method)(message, timeout=self.peer_deadline))
+            reply = await self._await(info, method, getattr(stub, method)(message, timeout=self.peer_deadline))
         except ChannelClosed as exc:
             raise Refusal(status.UNAVAILABLE, f"peer {info.index}: {exc}") from None
         except grpc.aio.AioRpcError as exc:
@@ -239,6 +242,17 @@ class Peering:
         self.pool.answered(info)
         return reply
 
+    async def _await(self, info: PeerInfo, method: str, call):
+        """Await one Peer call (:func:`~derot.net.peers.await_call`). Under the devnet fault
+        ``close_channel_mid_call``, the channel of the first call of each method to each peer is closed while
+        that call is in flight, as when a concurrent call to the peer failed."""
+        if self._closed_once is not None and (info.operator.lower(), method) not in self._closed_once:
+            self._closed_once.add((info.operator.lower(), method))
+            task = asyncio.ensure_future(self.pool.drop(info))
+            self._fault_tasks.add(task)
+            task.add_done_callback(self._fault_tasks.discard)
+        return await await_call(call)
+
     async def submit_dkg(self, info: PeerInfo, epoch_id: int, data: bytes, deadline: float) -> bool:
         """Deliver one DKG message, retrying transport failures for ``deadline`` seconds; whether the peer
         took it."""
@@ -249,7 +263,8 @@ class Peering:
             try:
                 stub = await self.pool.stub(info)
                 self._sent("SubmitDkgMessage", envelope)
-                await await_call(stub.SubmitDkgMessage(envelope, timeout=LIMITS.dkg_send_timeout))
+                await self._await(info, "SubmitDkgMessage",
+                                  stub.SubmitDkgMessage(envelope, timeout=LIMITS.dkg_send_timeout))
                 return True
             except grpc.aio.AioRpcError as exc:
                 reason = refusal_from_rpc_error(exc).reason
@@ -288,8 +303,8 @@ class Peering:
         for _attempt in range(LIMITS.evidence_fetch_attempts):
             try:
                 stub = await self.pool.stub(info)
-                reply = await await_call(stub.GetNodeEvidence(self._pb.GetNodeEvidenceRequest(),
-                                                              timeout=LIMITS.evidence_fetch_timeout))
+                reply = await self._await(info, "GetNodeEvidence", stub.GetNodeEvidence(
+                    self._pb.GetNodeEvidenceRequest(), timeout=LIMITS.evidence_fetch_timeout))
                 return bytes(reply.evidence)
             except grpc.aio.AioRpcError:
                 await self.pool.drop(info)

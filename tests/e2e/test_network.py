@@ -270,13 +270,16 @@ def test_node_removed_by_vote_reshare_keeps_keys(harness):
 
 def test_new_member_joins_by_reshare_and_serves(harness):
     """A node added by vote receives shares in a reshare (it fetches the old epoch's public keys from the
-    old members) and serves the same app key."""
+    old members) and serves the same app key. Its channel to each peer is closed under the first call of
+    each method (fault ``close_channel_mid_call``, as when a concurrent call to that peer fails under load):
+    grpc then raised CancelledError in the caller, which silently ended the newcomer's reshare task while it
+    asked the old members for their keys, so it never joined."""
     from derot.chain.actions import AddNode
 
     net = harness.net
     registry = net.registry_client()
     address = harness.app(Platform.SEV_SNP, client=harness.client([1, 2, 3, 4])).get_key().ethereum_address
-    newcomer = net.add_node()
+    newcomer = net.add_node(faults="close_channel_mid_call")
     members = tuple(p.operator for p in net.node_processes[:4]) + (newcomer.operator,)
     net.enact([AddNode(newcomer.operator), StartReshare(members, 3)], "add node 6, reshare 3-of-5")
     epoch = registry.pending_epoch() or registry.current_epoch()
@@ -287,3 +290,5 @@ def test_new_member_joins_by_reshare_and_serves(harness):
     key = harness.app(Platform.SEV_SNP, client=harness.client([newcomer.index])).get_key()
     assert key.ethereum_address == address
     assert 5 in key.contributors  # the newcomer holds index 5 in the new committee and contributed
+    lines = (newcomer.directory / "node.log").read_text().splitlines()
+    assert not [line for line in lines if '"background task' in line]  # none failed or was cancelled
