@@ -339,6 +339,18 @@ def test_retries_follow_one_schedule_and_new_sessions():
     assert info.value.reason is RejectReason.WRONG_SESSION
 
 
+def members_1_to_4(net, config, ids, started, pull) -> list:
+    """Runners for members 1–4 of a 5-member run (member 5 never starts), relaying, syncing with ``pull``."""
+    runners = []
+    for k in (1, 2, 3, 4):
+        runner = DkgRunner(new_session(config, ids[k]), phase_timeout=PHASE, started_at=started,
+                           broadcast=lambda messages, k=k: [net.deliver(k, m.encode()) for m in messages],
+                           relay=lambda data, k=k: net.deliver(k, data), pull=pull)
+        net.runners[k] = runner
+        runners.append(runner)
+    return runners
+
+
 def test_a_digest_sync_that_never_returns_does_not_hold_a_phase_past_its_deadline():
     """A peer that never answers the sync (seen at n = 16 over a WAN: the pull hung for minutes, so no phase
     ever reached its deadline). Member 5 never starts, so each phase waits for its deadline and syncs first."""
@@ -347,7 +359,6 @@ def test_a_digest_sync_that_never_returns_does_not_hold_a_phase_past_its_deadlin
     async def scenario():
         net = Net()
         started = time.time()
-        runners = []
         release = asyncio.Event()
 
         async def pull(digests):  # never answers, and ignores the first cancellation (a stuck transport)
@@ -357,12 +368,7 @@ def test_a_digest_sync_that_never_returns_does_not_hold_a_phase_past_its_deadlin
                 await release.wait()
             return []
 
-        for k in (1, 2, 3, 4):
-            runner = DkgRunner(new_session(config, ids[k]), phase_timeout=PHASE, started_at=started,
-                               broadcast=lambda messages, k=k: [net.deliver(k, m.encode()) for m in messages],
-                               relay=lambda data, k=k: net.deliver(k, data), pull=pull)
-            net.runners[k] = runner
-            runners.append(runner)
+        runners = members_1_to_4(net, config, ids, started, pull)
         try:
             results = await asyncio.wait_for(asyncio.gather(*(r.run() for r in runners)), timeout=6 * PHASE)
         finally:
@@ -385,17 +391,11 @@ def test_a_digest_sync_that_ends_cancelled_does_not_end_the_run():
     async def scenario():
         net = Net()
         started = time.time()
-        runners = []
 
         async def pull(digests):
             raise asyncio.CancelledError()
 
-        for k in (1, 2, 3, 4):
-            runner = DkgRunner(new_session(config, ids[k]), phase_timeout=PHASE, started_at=started,
-                               broadcast=lambda messages, k=k: [net.deliver(k, m.encode()) for m in messages],
-                               relay=lambda data, k=k: net.deliver(k, data), pull=pull)
-            net.runners[k] = runner
-            runners.append(runner)
+        runners = members_1_to_4(net, config, ids, started, pull)
         return await asyncio.wait_for(asyncio.gather(*(r.run() for r in runners)), timeout=6 * PHASE)
 
     result = agree(asyncio.run(scenario()))
