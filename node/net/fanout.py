@@ -135,7 +135,11 @@ def _due_hedges(pending, hedge_at: dict, launched: dict, now: float, may_hedge, 
 
 
 def _record(index: int, task: asyncio.Future, answers: dict, failures: dict[int, str], details: dict[int, str]) -> None:
-    """File a finished call's answer, or its refusal or failure, under member ``index``."""
+    """File a finished call's answer, or its refusal or failure, under member ``index``. A call that ended
+    cancelled, though only the fan-out's ``finally`` cancels calls, is a failed member, never a cancelled request."""
+    if task.cancelled():
+        failures[index], details[index] = status.UNAVAILABLE, "the call was cancelled"
+        return
     try:
         answers[index] = task.result()
     except Refusal as refusal:

@@ -17,7 +17,7 @@ def _calls(behaviour: dict[int, tuple[float, object]], started: list[int]):
             started.append(index)
             delay, outcome = behaviour[index]
             await asyncio.sleep(delay)
-            if isinstance(outcome, Exception):
+            if isinstance(outcome, BaseException):
                 raise outcome
             return outcome
         return call
@@ -53,6 +53,17 @@ def test_live_honest_committee_asks_only_t_members():
 def test_a_dead_member_makes_the_gateway_ask_everyone():
     behaviour = {i: (0.001, f"share{i}") for i in range(1, 6)}
     behaviour[2] = (0.0, Refusal("unavailable", "connection refused"))
+    result, started = run(behaviour)
+    assert sorted(started) == [1, 2, 3, 4, 5]
+    assert 2 not in result.used and result.failures[2] == "unavailable"
+
+
+def test_a_call_that_ends_cancelled_is_a_failed_member_not_a_cancelled_request():
+    """A call task that ends cancelled while the request goes on (grpc raises CancelledError when the channel
+    is closed under a call) must fail that member only; ``task.result()`` used to carry the CancelledError
+    out of the fan-out and cancel the client's whole request."""
+    behaviour = {i: (0.001, f"share{i}") for i in range(1, 6)}
+    behaviour[2] = (0.0, asyncio.CancelledError())
     result, started = run(behaviour)
     assert sorted(started) == [1, 2, 3, 4, 5]
     assert 2 not in result.used and result.failures[2] == "unavailable"
