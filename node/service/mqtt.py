@@ -170,7 +170,10 @@ class NoticePublisher:
             if self._unverified and state is not None and state.group_key_sig is not None:
                 for kind, payload in list(self._unverified.items()):
                     del self._unverified[kind]
-                    self._observe(self.topics[kind], payload)
+                    try:
+                        self._observe(self.topics[kind], payload)
+                    except Exception:  # as in the subscription: one message must not end the feed
+                        log.exception("failed to examine a feed message", extra={"topic": self.topics[kind]})
             for kind in NoticeKind:
                 try:
                     await self._restore(client, kind)

@@ -97,3 +97,40 @@ def test_too_many_faulty_members_refuse_with_not_enough_shares(committee, local_
         asyncio.run(notices.sign(notice))
     assert refused.value.reason == "not_enough_shares"
     assert set(refused.value.metadata) == {"2", "3", "4"}
+
+
+def test_a_feed_message_that_fails_examination_does_not_stop_publishing(committee, local_peering, caplog):
+    """A message held until the group key was known is examined in the publish loop; an error there (a bug)
+    used to end the loop silently, and this node stopped publishing notices until its next reconnection."""
+    peering = local_peering(notice_signers(committee, set(), slow=0.0))
+    state = committee.state()
+    notices = NoticePublisher(NodeView(state, committee.keys(1)), FanOut(peering, Metrics(), LimitsSection()),
+                              chain_id=state.snapshot.chain_id, registry=state.snapshot.registry,
+                              metrics_registry=CollectorRegistry(), url="mqtt://127.0.0.1:1883", stagger=0.0,
+                              settle=0.0)
+
+    def bug(topic, payload):
+        raise RuntimeError("injected bug")
+
+    notices._observe = bug
+    notices._unverified = {kind: b"held" for kind in notices.topics}
+
+    class Client:  # the two calls the loop makes on an aiomqtt client
+        def __init__(self):
+            self.published = asyncio.Event()
+
+        async def publish(self, topic, payload, qos, retain):
+            self.published.set()
+
+    async def scenario():
+        client = Client()
+        loop = asyncio.create_task(notices._publish_loop(client))
+        try:
+            await asyncio.wait_for(client.published.wait(), 30)
+        finally:
+            loop.cancel()
+            await asyncio.gather(loop, return_exceptions=True)
+
+    with caplog.at_level("ERROR", logger="derot.mqtt"):
+        asyncio.run(scenario())
+    assert any("injected bug" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
