@@ -403,11 +403,12 @@ class Follower:
         return apply_changes(self.registry, self.state, block_hash, number, timestamp, **changes_named(events))
 
     # ---------------------------------------------------------------------------------------------
-    def _failed(self, exc: Exception, *, unexpected: bool = False) -> float:
-        """Count a failed poll and return the back-off. ``unexpected``: not an RPC failure but an error in
-        handling the answer (a bug); it is logged with its traceback and retried the same way, because the
-        cursor did not move, so the follower never stops and a lasting bug shows as a stale view
+    def _failed(self, exc: Exception) -> float:
+        """Count a failed poll and return the back-off. An error that is not an RPC failure or a ReorgRace is
+        an error in handling the answer (a bug): it is logged with its traceback and retried the same way,
+        because the cursor did not move, so the follower never stops and a lasting bug shows as a stale view
         (``chain_stale``) instead of a silently frozen one."""
+        unexpected = not isinstance(exc, (*TRANSIENT_ERRORS, ReorgRace))
         self.failures += 1
         self.last_error = f"{type(exc).__name__}: {exc}"
         self.last_reason = exc.reason if isinstance(exc, DerotError) else ("follower_error" if unexpected else None)
@@ -438,11 +439,8 @@ class Follower:
         while stop is None or not stop.is_set():
             try:
                 update = self.poll()
-            except (*TRANSIENT_ERRORS, ReorgRace) as exc:
+            except Exception as exc:  # RPC failures, and a bug handling one range: retried from the cursor
                 self._pause(self._failed(exc), stop)
-                continue
-            except Exception as exc:  # a bug handling one range: logged, retried from the same cursor
-                self._pause(self._failed(exc, unexpected=True), stop)
                 continue
             self._succeeded()
             if update is not None:
@@ -456,11 +454,8 @@ class Follower:
         while True:
             try:
                 update = await asyncio.to_thread(self.poll)
-            except (*TRANSIENT_ERRORS, ReorgRace) as exc:
+            except Exception as exc:  # RPC failures, and a bug handling one range: retried from the cursor
                 await asyncio.sleep(self._failed(exc))
-                continue
-            except Exception as exc:  # a bug handling one range: logged, retried from the same cursor
-                await asyncio.sleep(self._failed(exc, unexpected=True))
                 continue
             self._succeeded()
             if update is not None:

@@ -17,7 +17,7 @@ import grpc
 
 from derot import _proto
 from derot.errors import DerotError
-from derot.net import tls
+from derot.net import status, tls
 
 log = logging.getLogger("derot.net.peers")
 
@@ -86,7 +86,7 @@ def fetch_peer_certificate(endpoint: Endpoint, tls_key_hash: bytes, timeout: flo
 class ChannelClosed(DerotError, OSError):
     """A call's channel was closed under it (replaced after another call to the peer failed, or stuck)."""
 
-    reason = "unavailable"
+    reason = status.UNAVAILABLE
 
 
 async def await_call(call):

@@ -33,6 +33,7 @@ from derot.limits import LIMITS
 from derot.net import status, tls
 from derot.net.peers import ChannelClosed, Endpoint, PeerInfo, PeerPool, await_call, fetch_peer_certificate
 from derot.net.status import Refusal, refusal_from_rpc_error
+from derot.service.tasks import TaskSet
 
 log = logging.getLogger("derot.peering")
 
@@ -110,7 +111,7 @@ class Peering:
         self._refresh: asyncio.Task | None = None
         # devnet fault close_channel_mid_call: (peer, method) pairs whose first call already had its channel closed
         self._closed_once: set[tuple[str, str]] | None = set() if close_mid_call else None
-        self._fault_tasks: set[asyncio.Task] = set()
+        self._fault_tasks = TaskSet()
 
     # ---------------------------------------------------------------------------------------------
     # the Peer port: who may call
@@ -248,9 +249,7 @@ class Peering:
         that call is in flight, as when a concurrent call to the peer failed."""
         if self._closed_once is not None and (info.operator.lower(), method) not in self._closed_once:
             self._closed_once.add((info.operator.lower(), method))
-            task = asyncio.ensure_future(self.pool.drop(info))
-            self._fault_tasks.add(task)
-            task.add_done_callback(self._fault_tasks.discard)
+            self._fault_tasks.spawn(self.pool.drop(info), name=f"fault-close-{method}")
         return await await_call(call)
 
     async def submit_dkg(self, info: PeerInfo, epoch_id: int, data: bytes, deadline: float) -> bool:
