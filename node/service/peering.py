@@ -231,12 +231,8 @@ class Peering:
         except ChannelClosed as exc:
             raise Refusal(status.UNAVAILABLE, f"peer {info.index}: {exc}") from None
         except grpc.aio.AioRpcError as exc:
-            refusal = refusal_from_rpc_error(exc)
-            if refusal.reason in (status.UNAVAILABLE, status.DEADLINE_EXCEEDED):
-                await self.pool.drop(info)
-            else:
-                self.pool.answered(info)
-            raise refusal from None
+            await self.pool.failed(info, exc.code(), time.monotonic() - started)
+            raise refusal_from_rpc_error(exc) from None
         except asyncio.CancelledError:  # a hedge gave up on this peer: count it against the channel
             self.pool.abandoned(info, time.monotonic() - started)
             raise
@@ -259,17 +255,18 @@ class Peering:
         delay = 0.1
         envelope = self._pb.DkgEnvelope(epoch=epoch_id, message=data)
         while time.monotonic() - started < deadline:
+            attempt = time.monotonic()
             try:
                 stub = await self.pool.stub(info)
                 self._sent("SubmitDkgMessage", envelope)
                 await self._await(info, "SubmitDkgMessage",
                                   stub.SubmitDkgMessage(envelope, timeout=LIMITS.dkg_send_timeout))
+                self.pool.answered(info)
                 return True
             except grpc.aio.AioRpcError as exc:
+                await self.pool.failed(info, exc.code(), time.monotonic() - attempt)
                 reason = refusal_from_rpc_error(exc).reason
-                if reason in (status.UNAVAILABLE, status.DEADLINE_EXCEEDED):
-                    await self.pool.drop(info)
-                elif reason not in LAGGING:
+                if reason not in (status.UNAVAILABLE, status.DEADLINE_EXCEEDED, *LAGGING):
                     log.warning("peer refused a DKG message", extra={"peer": info.index, "reason": reason})
                     return False
             except (OSError, tls.PinMismatch):
@@ -300,13 +297,15 @@ class Peering:
     async def fetch_evidence(self, info: PeerInfo) -> bytes | None:
         """A registered node's membership evidence (its GetNodeEvidence answer), or None if unreachable."""
         for _attempt in range(LIMITS.evidence_fetch_attempts):
+            started = time.monotonic()
             try:
                 stub = await self.pool.stub(info)
                 reply = await self._await(info, "GetNodeEvidence", stub.GetNodeEvidence(
                     self._pb.GetNodeEvidenceRequest(), timeout=LIMITS.evidence_fetch_timeout))
+                self.pool.answered(info)
                 return bytes(reply.evidence)
-            except grpc.aio.AioRpcError:
-                await self.pool.drop(info)
+            except grpc.aio.AioRpcError as exc:
+                await self.pool.failed(info, exc.code(), time.monotonic() - started)
             except (OSError, tls.PinMismatch):
                 pass
             await asyncio.sleep(0.5)

@@ -203,3 +203,62 @@ def test_a_call_whose_channel_is_closed_under_it_is_refused_as_unavailable_not_c
     assert "closed during the call" in outcome.detail
     assert evidence == b"evidence"  # the evidence fetch retried on a new channel instead of ending
     assert hedged_cancelled
+
+
+class FirstCallsHang(EvidenceOnly):
+    """The first ``hanging`` calls never answer (a peer too busy to answer them in time); later calls wait for
+    ``release``, so the test decides when they are answered."""
+
+    def __init__(self, hanging: int):
+        super().__init__()
+        self.hanging = hanging
+        self.release = asyncio.Event()
+
+    async def _evidence(self):
+        if self.hanging > 0:
+            self.hanging -= 1
+            await asyncio.Event().wait()
+        await self.release.wait()
+        return pb.NodeEvidence(evidence=b"evidence", timestamp=1)
+
+
+def test_a_call_past_its_deadline_keeps_the_channel_and_the_calls_in_flight_on_it():
+    """A deadline passing says the peer is slow, not that the connection broke. Closing the channel then (as
+    the pool did) ended every other call in flight on it and made both sides pay a new TLS handshake just when
+    the peer was overloaded; a 64-member DKG on 2 cores collapsed into connection churn that way. The channel
+    is replaced only after ``max_strikes`` calls in a row went unanswered."""
+    from derot.service.peering import Peering
+
+    server_id, client_id, public, peer, info = setup()
+
+    async def scenario():
+        api = FirstCallsHang(hanging=1)
+        server = await serve(api, server_id, client_id, public, peer)
+        peering = Peering(client_id, "0x" + "33" * 20, peer_deadline=0.5)
+        try:
+            slow = asyncio.create_task(peering.call(info, "GetNodeEvidence", pb.GetNodeEvidenceRequest()))
+            while not peering.pool._channels:
+                await asyncio.sleep(0.01)
+            first = await peering.pool.stub(info)
+            peering.peer_deadline = 60.0
+            pending = asyncio.create_task(peering.call(info, "GetNodeEvidence", pb.GetNodeEvidenceRequest()))
+            timed_out = await asyncio.gather(slow, return_exceptions=True)
+            kept = await peering.pool.stub(info) is first
+            api.release.set()
+            answered = await asyncio.wait_for(pending, 30)
+            api.release.clear()
+            peering.peer_deadline = peering.pool.stale_after + 0.2
+            strikes = [await asyncio.gather(peering.call(info, "GetNodeEvidence", pb.GetNodeEvidenceRequest()),
+                                            return_exceptions=True) for _ in range(peering.pool.max_strikes)]
+            replaced = await peering.pool.stub(info) is not first
+            return timed_out[0], kept, answered, strikes, replaced
+        finally:
+            await peering.close()
+            await server.stop(None)
+
+    timed_out, kept, answered, strikes, replaced = asyncio.run(scenario())
+    assert isinstance(timed_out, Refusal) and timed_out.reason == "deadline_exceeded", timed_out
+    assert kept, "one call past its deadline replaced the channel"
+    assert answered.evidence == b"evidence", "the call in flight on the channel did not survive"
+    assert all(isinstance(r[0], Refusal) and r[0].reason == "deadline_exceeded" for r in strikes), strikes
+    assert replaced, f"{len(strikes)} unanswered calls in a row left the channel in place"
