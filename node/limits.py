@@ -46,6 +46,7 @@ class Limits:
     peer_connect_timeout: float = 3.0  # a channel not READY/IDLE this long is replaced
     peer_max_strikes: int = 3  # calls abandoned in a row (hedged away) before a channel is replaced
     peer_stale_after: float = 1.0  # only a call abandoned after waiting this long counts as a strike
+    peer_patience: float = 10.0  # strikes replace a channel only after this long without an answer (doubling)
     peer_channel_max_age: float = 600.0
     evidence_fetch_attempts: int = 3
     evidence_fetch_timeout: float = 5.0  # per attempt

@@ -122,8 +122,10 @@ class _Channel:
     channel: grpc.aio.Channel
     stub: object
     created: float
+    patience: float  # seconds without an answer after which strikes replace it (doubles per replacement)
     unusable_since: float | None = None  # monotonic time its state was first seen neither READY nor IDLE
     strikes: int = 0  # calls abandoned without an answer (a hedge cancelled them) since the last answer
+    last_answer: float = 0.0  # monotonic time of its last answer (its creation before the first)
 
 
 class PeerPool:
@@ -133,18 +135,26 @@ class PeerPool:
     it fails with a transport error (:meth:`drop`), when it has been neither READY nor IDLE for
     ``connect_timeout`` seconds, when ``max_strikes`` calls in a row were abandoned after waiting ``stale_after``
     seconds without an answer (a hedge cancels calls to a peer that does not answer, so such a channel would
-    otherwise never fail), and after
-    ``max_age`` seconds. So a peer that restarted is used again within seconds.
+    otherwise never fail) and no answer came for ``patience`` seconds, and after ``max_age`` seconds. So a peer
+    that restarted is used again within seconds.
+
+    Invariant: strikes replace a peer's channel at most once per ``patience`` seconds without an answer, and the
+    patience doubles with each such replacement (up to ``max_age``) until the peer answers again. A peer that is
+    merely overloaded gets no answer out in time either; replacing its channel every few seconds would end the
+    calls in flight and add TLS handshakes to its load (a 64-member DKG on 2 cores collapsed that way).
     """
 
     def __init__(self, identity: tls.TlsIdentity, *, connect_timeout: float = 3.0, max_strikes: int = 3,
-                 max_age: float = 600.0, stale_after: float = 1.0, routes: dict[str, str] | None = None):
+                 max_age: float = 600.0, stale_after: float = 1.0, patience: float = 10.0,
+                 routes: dict[str, str] | None = None):
         self.identity = identity
         self.routes = dict(routes or {})  # registered host:port -> the one dialled (devnet; parse_routes)
         self.connect_timeout = connect_timeout
         self.max_strikes = max_strikes
         self.max_age = max_age
         self.stale_after = stale_after
+        self.patience = patience
+        self._patience: dict[tuple[str, str, bytes], float] = {}  # per peer, while it has not answered again
         self._channels: dict[tuple[str, str, bytes], _Channel] = {}
         self._locks: dict[tuple[str, str, bytes], asyncio.Lock] = {}
         self._pb_grpc = _proto.load("node_pb2_grpc")
@@ -159,7 +169,9 @@ class PeerPool:
         return (peer.operator.lower(), peer.endpoint.peer, peer.tls_key_hash)
 
     def _healthy(self, entry: _Channel, now: float) -> bool:
-        if entry.strikes >= self.max_strikes or now - entry.created > self.max_age:
+        if now - entry.created > self.max_age:
+            return False
+        if entry.strikes >= self.max_strikes and now - entry.last_answer >= entry.patience:
             return False
         if entry.channel.get_state(try_to_connect=False) in _USABLE:
             entry.unusable_since = None
@@ -182,6 +194,8 @@ class PeerPool:
                     return entry.stub
                 log.info("replacing an unhealthy peer channel", extra={"peer": peer.operator,
                                                                         "strikes": entry.strikes})
+                if entry.strikes >= self.max_strikes:
+                    self._patience[key] = min(entry.patience * 2, self.max_age)
                 await self._close(key)
             endpoint = self.route(peer.endpoint)
             cert = await asyncio.to_thread(fetch_peer_certificate, endpoint, peer.tls_key_hash,
@@ -191,15 +205,21 @@ class PeerPool:
                 root_certificates=cert, private_key=self.identity.key_pem, certificate_chain=self.identity.cert_pem
             )
             channel = grpc.aio.secure_channel(f"{host}:{port}", credentials, options=tls.channel_options())
-            entry = _Channel(channel, self._pb_grpc.PeerStub(channel), time.monotonic())
+            now = time.monotonic()
+            entry = _Channel(channel, self._pb_grpc.PeerStub(channel), now,
+                             self._patience.get(key, self.patience), last_answer=now)
             self._channels[key] = entry
             return entry.stub
 
     def answered(self, peer: PeerInfo) -> None:
         """A call to ``peer`` got an answer (any answer: the channel works)."""
-        entry = self._channels.get(self._key(peer))
+        key = self._key(peer)
+        entry = self._channels.get(key)
         if entry is not None:
             entry.strikes = 0
+            entry.last_answer = time.monotonic()
+            entry.patience = self.patience
+        self._patience.pop(key, None)
 
     def abandoned(self, peer: PeerInfo, waited: float) -> None:
         """A call to ``peer`` ended after ``waited`` seconds without an answer: a hedge cancelled it, or its

@@ -99,7 +99,7 @@ class Peering:
         self.metrics = metrics  # derot.service.metrics.Metrics, or None: counts the calls made
         self.pool = PeerPool(identity, connect_timeout=LIMITS.peer_connect_timeout,
                              max_strikes=LIMITS.peer_max_strikes, max_age=LIMITS.peer_channel_max_age,
-                             stale_after=LIMITS.peer_stale_after, routes=routes)
+                             stale_after=LIMITS.peer_stale_after, patience=LIMITS.peer_patience, routes=routes)
         self._pb = _proto.load("node_pb2")
         self._peer_certs: dict[bytes, bytes] = {}  # tls key hash -> PEM, for the Peer port's client auth
         self._server_cert_config = grpc.ssl_server_certificate_configuration(

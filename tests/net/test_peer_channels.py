@@ -108,7 +108,7 @@ def test_a_channel_whose_calls_keep_being_abandoned_is_replaced():
     async def scenario():
         api = EvidenceOnly()
         server = await serve(api, server_id, client_id, public, peer)
-        pool = PeerPool(client_id, max_strikes=3, stale_after=0.3)
+        pool = PeerPool(client_id, max_strikes=3, stale_after=0.3, patience=1.0)
         try:
             assert (await ask(pool, info, 5.0)).evidence == b"evidence"
             first = await pool.stub(info)
@@ -235,6 +235,7 @@ def test_a_call_past_its_deadline_keeps_the_channel_and_the_calls_in_flight_on_i
         api = FirstCallsHang(hanging=1)
         server = await serve(api, server_id, client_id, public, peer)
         peering = Peering(client_id, "0x" + "33" * 20, peer_deadline=0.5)
+        peering.pool.patience = 1.0
         try:
             slow = asyncio.create_task(peering.call(info, "GetNodeEvidence", pb.GetNodeEvidenceRequest()))
             while not peering.pool._channels:
@@ -251,14 +252,49 @@ def test_a_call_past_its_deadline_keeps_the_channel_and_the_calls_in_flight_on_i
             strikes = [await asyncio.gather(peering.call(info, "GetNodeEvidence", pb.GetNodeEvidenceRequest()),
                                             return_exceptions=True) for _ in range(peering.pool.max_strikes)]
             replaced = await peering.pool.stub(info) is not first
-            return timed_out[0], kept, answered, strikes, replaced
+            (entry,) = peering.pool._channels.values()
+            patience_after_replacement = entry.patience
+            api.release.set()
+            await peering.call(info, "GetNodeEvidence", pb.GetNodeEvidenceRequest())
+            patience = (patience_after_replacement, entry.patience)
+            return timed_out[0], kept, answered, strikes, replaced, patience
         finally:
             await peering.close()
             await server.stop(None)
 
-    timed_out, kept, answered, strikes, replaced = asyncio.run(scenario())
+    timed_out, kept, answered, strikes, replaced, patience = asyncio.run(scenario())
     assert isinstance(timed_out, Refusal) and timed_out.reason == "deadline_exceeded", timed_out
     assert kept, "one call past its deadline replaced the channel"
     assert answered.evidence == b"evidence", "the call in flight on the channel did not survive"
     assert all(isinstance(r[0], Refusal) and r[0].reason == "deadline_exceeded" for r in strikes), strikes
     assert replaced, f"{len(strikes)} unanswered calls in a row left the channel in place"
+    assert patience == (2.0, 1.0), f"patience after a replacement, then after an answer: {patience}"
+
+
+def test_strikes_replace_a_silent_peer_channel_at_most_once_per_doubling_patience():
+    """A peer too busy to answer anything gets its channel replaced after ``patience`` seconds of silence, then
+    after twice that, and so on: never every few calls, which would only add handshakes to its load."""
+    server_id, client_id, public, peer, info = setup()
+
+    async def scenario():
+        api = FirstCallsHang(hanging=10**6)
+        server = await serve(api, server_id, client_id, public, peer)
+        pool = PeerPool(client_id, max_strikes=2, stale_after=0.05, patience=0.5)
+        channels, started = [], time.monotonic()
+        try:
+            while len(channels) < 4 and time.monotonic() - started < 60:
+                stub = await pool.stub(info)
+                if not channels or channels[-1][0] is not stub:
+                    channels.append((stub, time.monotonic() - started))
+                await ask(pool, info, 0.1)
+            return [round(t, 2) for _, t in channels]
+        finally:
+            await pool.close()
+            await server.stop(None)
+
+    opened = asyncio.run(scenario())
+    print(f"channels opened at {opened} s")
+    assert len(opened) == 4, f"strikes stopped replacing the channel of a silent peer: {opened}"
+    gaps = [b - a for a, b in zip(opened, opened[1:])]
+    # patience 0.5, then 1.0, then 2.0 s (replacing every 2 strikes would open one every ~0.2 s)
+    assert all(gap >= 0.5 * 2**i for i, gap in enumerate(gaps)), gaps
