@@ -11,8 +11,10 @@ setup (registration, boot) is not timed. Figures per run:
   ≤ 10 s, n = 64 ≤ 60 s).
 - **RSS**: the peak of the summed resident memory of the node processes during the run (target: n = 64 ≤ 10 GB).
 - **CPU per member**: utime+stime of each node process from the bootstrap vote (which starts the DKG) until
-  every member finished, minus that node's idle rate (chain following) measured right after, median / max;
-  the report shows how the median grows from one size to the next (×2 members).
+  every member finished, minus that node's idle rate (chain following) measured over ``IDLE_WINDOW`` seconds
+  before the vote, ``IDLE_SETTLE`` seconds after boot, median / max; the report shows how the median grows
+  from one size to the next (×2 members). The gross figure and the idle rate of all nodes together (in cores)
+  are printed too: on one 2-core machine, n idle nodes' chain following is a large share of the CPU.
 - **messages / bytes per member**: the nodes' ``derot_dkg_messages_total`` / ``derot_dkg_bytes_total``
   (signed DKG message encodings, without gRPC/TLS framing), sent and received, pushed (own messages and
   relays, SubmitDkgMessage) and pulled (digest sync, SyncDkg), median over the members.
@@ -116,13 +118,20 @@ def _devnet_class():
     from derot.devnet.network import Devnet
 
     class MeasuredDevnet(Devnet):
-        """A devnet that samples its nodes' CPU just before the bootstrap vote starts the DKG."""
+        """A devnet that measures its nodes' idle rate (booted, following the chain, no epoch yet) and then
+        samples their CPU just before the bootstrap vote starts the DKG."""
 
         vote_cpu: dict[int, float] = {}
         vote_time = 0.0
+        idle_rate: dict[int, float] = {}
 
         def _bootstrap_governance(self) -> None:
+            self.progress(f"measuring the nodes' idle rate ({IDLE_SETTLE + IDLE_WINDOW:.0f} s)")
+            time.sleep(IDLE_SETTLE)  # boot work (membership evidence checks) ends
+            before, started = {p.pid: cpu_seconds([p.pid]) for p in self.node_processes}, time.time()
+            time.sleep(IDLE_WINDOW)
             self.vote_cpu = {p.pid: cpu_seconds([p.pid]) for p in self.node_processes}
+            self.idle_rate = {pid: (cpu - before[pid]) / (time.time() - started) for pid, cpu in self.vote_cpu.items()}
             self.vote_time = time.time()
             self.vote_busy = machine_busy_seconds()
             super()._bootstrap_governance()
@@ -130,20 +139,27 @@ def _devnet_class():
     return MeasuredDevnet
 
 
+#: seconds after boot before the idle rate is measured, and the measurement's length
+IDLE_SETTLE = 15.0
+IDLE_WINDOW = 10.0
+
+
 def run_dkg(n: int, directory: Path, *, byzantine: bool, phase_timeout: float, timeout: float,
-            profile: bool, progress) -> dict:
-    """One fresh devnet's first DKG; returns its figures (``error`` set if it failed)."""
+            profile: bool, progress, block_time: float = 1.0) -> dict:
+    """One fresh devnet's first DKG; returns its figures (``error`` set if it failed). ``block_time``: the
+    devnet chain's block interval; nodes poll it every half block, as on every devnet."""
     import os
 
     from derot.chain.types import EpochPhase
 
     t = threshold_of(n)
     faults = {BYZANTINE: BYZANTINE_FAULT} if byzantine else {}
-    fig: dict = {"n": n, "t": t, "byzantine": byzantine}
+    fig: dict = {"n": n, "t": t, "byzantine": byzantine, "block_time": block_time}
     if profile:
         os.environ["DEROT_PROFILE"] = str(directory / "profiles")
     net = _devnet_class()(directory, nodes=n, threshold=t, phase_timeout=phase_timeout, node_faults=faults,
-                          progress=progress)
+                          progress=progress, block_time=block_time)
+    net.poll_interval = block_time / 2
     try:
         net.up(wait=False)
         pids = [p.pid for p in net.node_processes]
@@ -173,11 +189,8 @@ def run_dkg(n: int, directory: Path, *, byzantine: bool, phase_timeout: float, t
         end_cpu = {pid: cpu_seconds([pid]) for pid in pids}
         end_time = time.time()
         busy_end = machine_busy_seconds()
-        time.sleep(3.0)  # idle rate: the nodes now only follow the chain
-        idle_cpu = {pid: cpu_seconds([pid]) for pid in pids}
-        idle_s = time.time() - end_time
         window = end_time - net.vote_time
-        fig.update(_figures(net, logs, pids, end_cpu, idle_cpu, idle_s, window, peak))
+        fig.update(_figures(net, logs, end_cpu, window, peak))
         node_gross = sum(end_cpu[p.pid] - net.vote_cpu.get(p.pid, 0.0) for p in net.node_processes)
         fig["others_cores"] = max(0.0, busy_end - net.vote_busy - node_gross) / window
         fig["active"] = active is not None
@@ -199,18 +212,23 @@ def run_dkg(n: int, directory: Path, *, byzantine: bool, phase_timeout: float, t
         os.environ.pop("DEROT_PROFILE", None)
 
 
-def _figures(net, logs, pids, end_cpu, idle_cpu, idle_s, window, peak) -> dict:
+def _figures(net, logs, end_cpu, window, peak) -> dict:
     fig: dict = {"peak_rss_mb": peak}
     starts = [lg["started"] for lg in logs.values() if "started" in lg]
     ends = [lg["finished"] for lg in logs.values() if "finished" in lg]
     if starts and ends:
         fig["dkg_s"] = max(ends) - min(starts)
         fig["start_spread_s"] = max(starts) - min(starts)
-    member = []
+    member, gross_all, idle_rates = [], [], []
     for p in net.node_processes:
         gross = end_cpu[p.pid] - net.vote_cpu.get(p.pid, 0.0)
-        idle_rate = (idle_cpu[p.pid] - end_cpu[p.pid]) / idle_s
+        idle_rate = net.idle_rate.get(p.pid, 0.0)
+        gross_all.append(gross)
+        idle_rates.append(idle_rate)
         member.append(max(0.0, gross - idle_rate * window))
+    fig["cpu_gross_median_s"] = statistics.median(gross_all)
+    fig["idle_cores"] = sum(idle_rates)
+    fig["window_s"] = window
     fig["cpu_member_median_s"] = statistics.median(member)
     fig["cpu_member_max_s"] = max(member)
     fig["cpu_total_s"] = sum(member)
@@ -261,6 +279,8 @@ def _kb(x: float) -> str:
 
 def rows_of(fig: dict, previous: dict | None) -> list[tuple[str, str, str, str]]:
     head = f"DKG n={fig['n']} t={fig['t']}" + (f" (member {BYZANTINE}: {BYZANTINE_FAULT})" if fig["byzantine"] else "")
+    if fig.get("block_time", 1.0) != 1.0:
+        head += f", {fig['block_time']:g} s blocks"
     rows = []
     target = TARGET_DKG_S.get(fig["n"]) if not fig["byzantine"] else None
     if "dkg_s" in fig:
@@ -282,6 +302,9 @@ def rows_of(fig: dict, previous: dict | None) -> list[tuple[str, str, str, str]]
                      f"{fig['cpu_member_median_s']:.2f} / {fig['cpu_member_max_s']:.2f} s", "", growth))
         rows.append(("  CPU all members; other processes (anvil, other users)",
                      f"{fig['cpu_total_s']:.1f} s; {fig.get('others_cores', 0):.2f} cores", "", ""))
+        rows.append(("  CPU per member gross (vote -> end), median; nodes idle",
+                     f"{fig['cpu_gross_median_s']:.2f} s; {fig['idle_cores']:.2f} cores",
+                     "", f"idle = {fig['n']} nodes following the chain, measured before the vote"))
     tr = fig.get("traffic", {})
     for direction in ("sent", "received"):
         parts = []
@@ -328,6 +351,8 @@ def main() -> int:
     ap.add_argument("--byzantine", default="16", help=f"sizes of the runs with member {BYZANTINE} byzantine")
     ap.add_argument("--phase-timeout", type=float, default=0.0,
                     help="DKG phase timeout (0: max(10, 3n) s; phases end early once complete)")
+    ap.add_argument("--block-time", type=float, default=1.0,
+                    help="devnet block interval in seconds (nodes poll every half block); Ethereum's is 12")
     ap.add_argument("--profile", action="store_true", help="cProfile every node (files in DIR/*/profiles)")
     ap.add_argument("--dir", type=Path, help="work directory (default: a temporary one, removed unless a run failed)")
     args = ap.parse_args()
@@ -356,7 +381,7 @@ def main() -> int:
                 progress(f"{name}: fresh devnet, phase timeout {phase_timeout:.0f} s")
                 fig = run_dkg(n, directory.with_name(f"{directory.name}-retry") if attempt else directory,
                               byzantine=byzantine, phase_timeout=phase_timeout, timeout=120 + 10 * n,
-                              profile=args.profile, progress=progress)
+                              profile=args.profile, progress=progress, block_time=args.block_time)
                 if not fig.get("port_collision"):
                     break
                 progress(f"{name}: {fig['error']} ({PORT_COLLISION}): once more with fresh ports")
