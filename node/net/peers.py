@@ -229,18 +229,20 @@ class PeerPool:
         if entry is not None and waited >= self.stale_after:
             entry.strikes += 1
 
-    async def failed(self, peer: PeerInfo, code: grpc.StatusCode, waited: float) -> None:
-        """A call to ``peer`` ended with gRPC status ``code`` after ``waited`` seconds. The one channel policy:
+    async def failed(self, peer: PeerInfo, reason: str, waited: float) -> None:
+        """A call to ``peer`` ended, after ``waited`` seconds, with the refusal ``reason``
+        (:func:`~derot.net.status.refusal_from_rpc_error`: a peer's own refusal keeps its reason, although many
+        travel as gRPC ``UNAVAILABLE``). The one channel policy:
 
-        - ``UNAVAILABLE`` (the connection failed): the channel is replaced (:meth:`drop`);
-        - ``DEADLINE_EXCEEDED`` (no answer in time): a strike (:meth:`abandoned`), never a replacement on its
+        - ``unavailable`` (the connection failed, or the channel closed): the channel is replaced (:meth:`drop`);
+        - ``deadline_exceeded`` (no answer in time): a strike (:meth:`abandoned`), never a replacement on its
           own. A slow peer's connection is fine, and closing it would end every other call in flight on it and
           cost both sides a new TLS handshake, just when the peer is overloaded: a 64-member DKG on 2 cores
           collapsed into ~275 new connections a second that way;
-        - any other status is an answer (:meth:`answered`)."""
-        if code == grpc.StatusCode.UNAVAILABLE:
+        - any other reason is the peer's answer (:meth:`answered`), e.g. ``chain_stale``."""
+        if reason == status.UNAVAILABLE:
             await self.drop(peer)
-        elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        elif reason == status.DEADLINE_EXCEEDED:
             self.abandoned(peer, waited)
         else:
             self.answered(peer)

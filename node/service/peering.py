@@ -231,8 +231,9 @@ class Peering:
         except ChannelClosed as exc:
             raise Refusal(status.UNAVAILABLE, f"peer {info.index}: {exc}") from None
         except grpc.aio.AioRpcError as exc:
-            await self.pool.failed(info, exc.code(), time.monotonic() - started)
-            raise refusal_from_rpc_error(exc) from None
+            refusal = refusal_from_rpc_error(exc)
+            await self.pool.failed(info, refusal.reason, time.monotonic() - started)
+            raise refusal from None
         except asyncio.CancelledError:  # a hedge gave up on this peer: count it against the channel
             self.pool.abandoned(info, time.monotonic() - started)
             raise
@@ -264,8 +265,8 @@ class Peering:
                 self.pool.answered(info)
                 return True
             except grpc.aio.AioRpcError as exc:
-                await self.pool.failed(info, exc.code(), time.monotonic() - attempt)
                 reason = refusal_from_rpc_error(exc).reason
+                await self.pool.failed(info, reason, time.monotonic() - attempt)
                 if reason not in (status.UNAVAILABLE, status.DEADLINE_EXCEEDED, *LAGGING):
                     log.warning("peer refused a DKG message", extra={"peer": info.index, "reason": reason})
                     return False
@@ -305,7 +306,7 @@ class Peering:
                 self.pool.answered(info)
                 return bytes(reply.evidence)
             except grpc.aio.AioRpcError as exc:
-                await self.pool.failed(info, exc.code(), time.monotonic() - started)
+                await self.pool.failed(info, refusal_from_rpc_error(exc).reason, time.monotonic() - started)
             except (OSError, tls.PinMismatch):
                 pass
             await asyncio.sleep(0.5)

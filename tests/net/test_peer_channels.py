@@ -298,3 +298,40 @@ def test_strikes_replace_a_silent_peer_channel_at_most_once_per_doubling_patienc
     gaps = [b - a for a, b in zip(opened, opened[1:])]
     # patience 0.5, then 1.0, then 2.0 s (replacing every 2 strikes would open one every ~0.2 s)
     assert all(gap >= 0.5 * 2**i for i, gap in enumerate(gaps)), gaps
+
+
+class StaleChain(EvidenceOnly):
+    """A peer that answers every evidence request with its own refusal ``chain_stale`` (sent as gRPC
+    UNAVAILABLE, like ``no_active_epoch`` and ``not_confirmed``)."""
+
+    def node_evidence(self, caller):
+        raise Refusal("chain_stale", "this node's chain view is 90 s old")
+
+
+def test_a_peer_refusal_sent_as_unavailable_is_an_answer_and_keeps_the_channel():
+    """Only a transport failure replaces a channel. A peer that answers with a refusal of its own is reachable,
+    even when the refusal travels as gRPC UNAVAILABLE."""
+    from derot.service.peering import Peering
+
+    server_id, client_id, public, peer, info = setup()
+
+    async def scenario():
+        server = await serve(StaleChain(), server_id, client_id, public, peer)
+        peering = Peering(client_id, "0x" + "33" * 20, peer_deadline=10.0)
+        try:
+            refusals = []
+            for _ in range(2):
+                try:
+                    await peering.call(info, "GetNodeEvidence", pb.GetNodeEvidenceRequest())
+                except Refusal as exc:
+                    refusals.append(exc)
+                if len(refusals) == 1:
+                    first = await peering.pool.stub(info)
+            return refusals, await peering.pool.stub(info) is first
+        finally:
+            await peering.close()
+            await server.stop(None)
+
+    refusals, kept = asyncio.run(scenario())
+    assert [r.reason for r in refusals] == ["chain_stale", "chain_stale"], refusals
+    assert kept, "a peer's own refusal replaced its channel"
