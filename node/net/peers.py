@@ -122,7 +122,6 @@ class _Channel:
     channel: grpc.aio.Channel
     stub: object
     created: float
-    patience: float  # seconds without an answer after which strikes replace it (doubles per replacement)
     unusable_since: float | None = None  # monotonic time its state was first seen neither READY nor IDLE
     strikes: int = 0  # calls abandoned without an answer (a hedge cancelled them) since the last answer
     last_answer: float = 0.0  # monotonic time of its last answer (its creation before the first)
@@ -154,7 +153,7 @@ class PeerPool:
         self.max_age = max_age
         self.stale_after = stale_after
         self.patience = patience
-        self._patience: dict[tuple[str, str, bytes], float] = {}  # per peer, while it has not answered again
+        self._patience: dict[tuple[str, str, bytes], float] = {}  # a peer's doubled patience, until it answers
         self._channels: dict[tuple[str, str, bytes], _Channel] = {}
         self._locks: dict[tuple[str, str, bytes], asyncio.Lock] = {}
         self._pb_grpc = _proto.load("node_pb2_grpc")
@@ -168,10 +167,14 @@ class PeerPool:
     def _key(self, peer: PeerInfo) -> tuple[str, str, bytes]:
         return (peer.operator.lower(), peer.endpoint.peer, peer.tls_key_hash)
 
-    def _healthy(self, entry: _Channel, now: float) -> bool:
+    def patience_of(self, peer: PeerInfo) -> float:
+        """Seconds without an answer after which strikes replace ``peer``'s channel (doubled per replacement)."""
+        return self._patience.get(self._key(peer), self.patience)
+
+    def _healthy(self, key, entry: _Channel, now: float) -> bool:
         if now - entry.created > self.max_age:
             return False
-        if entry.strikes >= self.max_strikes and now - entry.last_answer >= entry.patience:
+        if entry.strikes >= self.max_strikes and now - entry.last_answer >= self._patience.get(key, self.patience):
             return False
         if entry.channel.get_state(try_to_connect=False) in _USABLE:
             entry.unusable_since = None
@@ -184,18 +187,18 @@ class PeerPool:
         """A ``PeerStub`` for ``peer``; raises :class:`tls.PinMismatch` or ``OSError`` if it cannot connect."""
         key = self._key(peer)
         entry = self._channels.get(key)
-        if entry is not None and self._healthy(entry, time.monotonic()):
+        if entry is not None and self._healthy(key, entry, time.monotonic()):
             return entry.stub
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             entry = self._channels.get(key)
             if entry is not None:
-                if self._healthy(entry, time.monotonic()):
+                if self._healthy(key, entry, time.monotonic()):
                     return entry.stub
                 log.info("replacing an unhealthy peer channel", extra={"peer": peer.operator,
                                                                         "strikes": entry.strikes})
                 if entry.strikes >= self.max_strikes:
-                    self._patience[key] = min(entry.patience * 2, self.max_age)
+                    self._patience[key] = min(self._patience.get(key, self.patience) * 2, self.max_age)
                 await self._close(key)
             endpoint = self.route(peer.endpoint)
             cert = await asyncio.to_thread(fetch_peer_certificate, endpoint, peer.tls_key_hash,
@@ -206,8 +209,7 @@ class PeerPool:
             )
             channel = grpc.aio.secure_channel(f"{host}:{port}", credentials, options=tls.channel_options())
             now = time.monotonic()
-            entry = _Channel(channel, self._pb_grpc.PeerStub(channel), now,
-                             self._patience.get(key, self.patience), last_answer=now)
+            entry = _Channel(channel, self._pb_grpc.PeerStub(channel), now, last_answer=now)
             self._channels[key] = entry
             return entry.stub
 
@@ -218,7 +220,6 @@ class PeerPool:
         if entry is not None:
             entry.strikes = 0
             entry.last_answer = time.monotonic()
-            entry.patience = self.patience
         self._patience.pop(key, None)
 
     def abandoned(self, peer: PeerInfo, waited: float) -> None:

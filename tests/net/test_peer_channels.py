@@ -252,11 +252,10 @@ def test_a_call_past_its_deadline_keeps_the_channel_and_the_calls_in_flight_on_i
             strikes = [await asyncio.gather(peering.call(info, "GetNodeEvidence", pb.GetNodeEvidenceRequest()),
                                             return_exceptions=True) for _ in range(peering.pool.max_strikes)]
             replaced = await peering.pool.stub(info) is not first
-            (entry,) = peering.pool._channels.values()
-            patience_after_replacement = entry.patience
+            patience_after_replacement = peering.pool.patience_of(info)
             api.release.set()
             await peering.call(info, "GetNodeEvidence", pb.GetNodeEvidenceRequest())
-            patience = (patience_after_replacement, entry.patience)
+            patience = (patience_after_replacement, peering.pool.patience_of(info))
             return timed_out[0], kept, answered, strikes, replaced, patience
         finally:
             await peering.close()
