@@ -127,7 +127,7 @@ def _devnet_class():
 
         def _bootstrap_governance(self) -> None:
             self.progress(f"measuring the nodes' idle rate ({IDLE_SETTLE + IDLE_WINDOW:.0f} s)")
-            time.sleep(IDLE_SETTLE)  # boot work (membership evidence checks) ends
+            time.sleep(IDLE_SETTLE)  # the last boot work (the devnet already waited for the evidence checks)
             before, started = {p.pid: cpu_seconds([p.pid]) for p in self.node_processes}, time.time()
             time.sleep(IDLE_WINDOW)
             self.vote_cpu = {p.pid: cpu_seconds([p.pid]) for p in self.node_processes}

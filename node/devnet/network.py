@@ -108,10 +108,11 @@ class Devnet:
             self._deploy()
             self._make_roots()
             self._setup_nodes()
+            self._interval_mining()  # the registrations confirm, and the nodes boot on a moving chain
             self._start_nodes()
             self._wait_nodes_listening(timeout=max(180.0, 8.0 * self.nodes))  # a node boots in ~2 s of CPU
+            self._wait_evidence_checked(timeout=max(60.0, 3.0 * self.nodes))
             self._bootstrap_governance()
-            self._interval_mining()
             self._save_state()
             if wait:
                 self.wait_for_epoch(1, timeout=timeout)
@@ -272,40 +273,9 @@ class Devnet:
     poll_interval = 0.5
 
     def _node_toml(self, proc: NodeProcess, key_file: Path) -> str:
-        addresses = self.node_addresses(proc)
-        lines = [
-            "[node]",
-            f'name = "node-{proc.index}"',
-            f'data_dir = "{proc.directory}"',
-            f'public_listen = "{addresses["public_listen"]}"',
-            f'peer_listen = "{addresses["peer_listen"]}"',
-            f'advertise_host = "{addresses["advertise_host"]}"',
-            f'faults = "{self.node_faults.get(proc.index, "")}"',
-            f'peer_routes = "{self.peer_routes.get(proc.index, "")}"',
-            "",
-            "[chain]",
-            f'rpc_url = "{self.rpc_url}"',
-            f'registry = "{self.registry}"',
-            f"confirmations = {self.confirmations}",
-            f"poll_interval = {self.poll_interval}",
-            f"start_block = {self.deployment.deploy_block}",
-            f'operator_key_file = "{key_file}"',
-            "",
-            "[attest]",
-            'mode = "devnet"',
-            f'devnet_roots = "{self.directory / "roots"}"',
-            f'node_tee = "devnet:{proc.platform}"',
-            "",
-            "[dkg]",
-            f"phase_timeout = {self.phase_timeout}",
-            "",
-            "[metrics]",
-            f'listen = "{addresses["metrics_listen"]}"',
-            "",
-        ]
-        if self.mqtt_url:
-            lines += ["[mqtt]", f'url = "{self.mqtt_url}"', ""]
-        return "\n".join(lines)
+        from derot.devnet.node_toml import node_toml
+
+        return node_toml(self, proc, key_file)
 
     def deploy_only(self) -> None:
         """Every set-up step of :meth:`up` except starting processes (a compose deploy job runs this against an
@@ -343,7 +313,8 @@ class Devnet:
 
     def _interval_mining(self) -> None:
         """Setup ran with automine (one block per transaction); from now on blocks come every
-        ``block_time`` seconds too, so confirmations advance on a quiet chain."""
+        ``block_time`` seconds too, so confirmations advance on a quiet chain (the last registration's block
+        among them: without a block after it, no node would see that registrant before the vote)."""
         from derot.devnet.anvil import rpc
 
         if self.block_time:
@@ -381,6 +352,13 @@ class Devnet:
             waiting = still
             if waiting:
                 time.sleep(0.25)
+
+    def _wait_evidence_checked(self, timeout: float) -> None:
+        """Wait until every node has a verdict on every other node's membership evidence
+        (``derot_member_evidence_checked``), so the bootstrap vote starts the DKG on a committee whose n² boot-time
+        checks are over rather than competing with them, and finds every member's evidence checked."""
+        self.progress(f"waiting for {len(self.node_processes)} nodes to check each other's membership evidence")
+        self._wait_metric("derot_member_evidence_checked", len(self.node_processes) - 1, None, timeout, every=1.0)
 
     def start_node(self, proc: NodeProcess) -> None:
         from derot.service.logs import open_private
@@ -471,17 +449,21 @@ class Devnet:
                 send_signal(proc.pid, signal.SIGUSR1)  # threads
                 send_signal(proc.pid, signal.SIGUSR2)  # asyncio tasks
 
-    def _wait_metric(self, name: str, at_least: float, indices: list[int] | None, timeout: float) -> None:
-        procs = [p for p in self.node_processes if p.pid is not None and (indices is None or p.index in indices)]
+    def _wait_metric(self, name: str, at_least: float, indices: list[int] | None, timeout: float,
+                     every: float = 0.2) -> None:
+        """Wait until each node's ``name`` (summed over its labels) is at least ``at_least``, asking the nodes still
+        behind every ``every`` seconds (each ask renders the node's metrics page)."""
+        behind = [p for p in self.node_processes if p.pid is not None and (indices is None or p.index in indices)]
         deadline = time.monotonic() + timeout
         while True:
-            behind = [p.index for p in procs if alive(p.pid) and metric(p.metrics_port, name) < at_least]
+            behind = [p for p in behind if alive(p.pid) and metric(p.metrics_port, name) < at_least]
             if not behind:
                 return
             if time.monotonic() > deadline:
                 self.dump_stacks()
-                raise DevnetError(f"node(s) {behind} did not reach {name} >= {at_least} in {timeout:.0f} s")
-            time.sleep(0.2)
+                raise DevnetError(f"node(s) {[p.index for p in behind]} did not reach {name} >= {at_least} "
+                                  f"in {timeout:.0f} s")
+            time.sleep(every)
 
     def status(self) -> dict:
         state = self._load_state()

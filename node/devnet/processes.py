@@ -75,14 +75,14 @@ def wait_exit(pid: int, timeout: float) -> None:
 
 
 def metric(port: int, name: str) -> float:
-    """An unlabelled gauge from a node's Prometheus endpoint; -1 while the node does not answer."""
+    """A gauge from a node's Prometheus endpoint, summed over its labels if it has any (a name with a label set,
+    ``name{label="x"}``, reads that one sample); -1 while the node does not answer or lacks it."""
     import urllib.request
 
     try:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     except OSError:
         return -1.0
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return -1.0
+    samples = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith((name + " ", name + "{"))]
+    return sum(samples) if samples else -1.0

@@ -33,23 +33,34 @@ log = logging.getLogger("derot.node")
 
 
 class MemberEvidence:
-    def __init__(self, peering: Peering, verifier: EvidenceVerifier, network: bytes, operator: str, tasks: TaskSet):
+    """Verdicts on other registrants' evidence, by evidence hash. ``metrics`` (optional) gets the count of verdicts
+    by kind (``derot_member_evidence_checked``), so an operator, and the devnet before its bootstrap vote, can see
+    when every registrant has been checked."""
+
+    def __init__(self, peering: Peering, verifier: EvidenceVerifier, network: bytes, operator: str, tasks: TaskSet,
+                 metrics=None):
         self.peering, self.verifier, self.network = peering, verifier, network
+        self.metrics = metrics
         self.operator = operator.lower()
         self.tasks = tasks
         self.policy = PolicyEngine.default()
         self._claims: dict[bytes, Claims | MembershipRefused] = {}  # evidence hash -> verdict
         self._running: dict[bytes, asyncio.Task] = {}
-        self._retry_at: dict[bytes, float] = {}
+        self._retry_at: dict[bytes, tuple[float, float]] = {}  # evidence hash -> (next attempt, back-off)
+        self._state: RegistryState | None = None  # the latest state watched (unreachable registrants retry on it)
         self._slots = asyncio.Semaphore(LIMITS.member_evidence_slots)
         self._changed = asyncio.Event()
 
     def watch(self, state: RegistryState) -> None:
-        """Start verifying the evidence of every registered node not verified yet (bounded, with retries)."""
+        """Start verifying the evidence of every registered node not verified yet (bounded). An unreachable
+        registrant is retried on its own back-off (doubling from ``member_evidence_retry``), also when no new
+        state arrives: the bootstrap committee boots on a chain that may not move until the vote."""
+        self._state = state
         for operator, node in state.nodes.items():
             if operator.lower() == self.operator or node.evidence_hash in self._claims:
                 continue
-            if node.evidence_hash in self._running or time.monotonic() < self._retry_at.get(node.evidence_hash, 0):
+            retry_at = self._retry_at.get(node.evidence_hash, (0.0, 0.0))[0]
+            if node.evidence_hash in self._running or time.monotonic() < retry_at:
                 continue
             try:
                 endpoint = Endpoint.parse(node.endpoint)
@@ -64,19 +75,35 @@ class MemberEvidence:
             async with self._slots:
                 evidence = await self.peering.fetch_evidence(info)
                 if evidence is None:
-                    self._retry_at[evidence_hash] = time.monotonic() + LIMITS.member_evidence_retry
+                    self._back_off(evidence_hash)
                     return
                 try:  # no I/O on the loop: one CPU quote on it, other evidence on the verifier's workers
                     self._claims[evidence_hash] = await self.verifier.verify(
                         verify_member_evidence, evidence, evidence, registered_hash=evidence_hash,
                         trust=self.verifier.trust, now=int(time.time()), source=info.operator)
+                    self._count("verified")
                 except MembershipRefused as exc:
                     self._claims[evidence_hash] = exc
+                    self._count("refused")
                     log.warning("member evidence refused", extra={"operator": info.operator, "reason": exc.reason,
                                                                   "detail": exc.detail})
         finally:
             self._running.pop(evidence_hash, None)
             self._changed.set()
+
+    def _back_off(self, evidence_hash: bytes) -> None:
+        previous = self._retry_at.get(evidence_hash, (0.0, LIMITS.member_evidence_retry / 2))[1]
+        backoff = min(previous * 2, LIMITS.member_evidence_retry_max)
+        self._retry_at[evidence_hash] = (time.monotonic() + backoff, backoff)
+        asyncio.get_running_loop().call_later(backoff, self._retry)
+
+    def _retry(self) -> None:
+        if self._state is not None:
+            self.watch(self._state)
+
+    def _count(self, verdict: str) -> None:
+        if self.metrics is not None:
+            self.metrics.member_evidence.labels(verdict).inc()
 
     async def check_members(self, state: RegistryState, epoch: EpochRecord, deadline: float) -> dict[int, str]:
         """The members of ``epoch`` this node refuses to deal to, with the reason: their registered TEE evidence

@@ -53,6 +53,11 @@ class Metrics:
             "derot_evidence_verifications_total", "Evidence verifications by platform and verdict",
             ["platform", "verdict"], registry=r,
         )
+        self.member_evidence = Gauge(
+            "derot_member_evidence_checked", "Other registered nodes whose membership evidence this node has checked, "
+            "by verdict (verified, refused); the bootstrap DKG deals only to verified ones", ["verdict"], registry=r)
+        for verdict in ("verified", "refused"):
+            self.member_evidence.labels(verdict)  # exported as 0 from the start
         self.chain_lag = Gauge("derot_chain_lag_blocks", "Chain head minus the followed (confirmed) block", registry=r)
         self.chain_lag_seconds = Gauge(
             "derot_chain_lag_seconds", "Wall-clock time minus the timestamp of the followed (confirmed) block; "

@@ -145,7 +145,8 @@ class NodeService:
         admission = Admission(self.view, RequestChecker(network=self.network, trust=trust, policy=policy),
                               self.verifier, self.metrics)
         fanout = FanOut(self.peering, self.metrics, limits)
-        self.evidence = MemberEvidence(self.peering, self.verifier, self.network, self.account.address, self.tasks)
+        self.evidence = MemberEvidence(self.peering, self.verifier, self.network, self.account.address, self.tasks,
+                                       self.metrics)
         self.epochs = EpochOrchestrator(
             view=self.view, store=store, peering=self.peering, evidence=self.evidence, registry=self.registry,
             w3=self.w3, account=self.account, network=self.network, identity=self.identity.dkg,

@@ -31,6 +31,17 @@ pytestmark = pytest.mark.slow
 pb = _proto.load("node_pb2")
 
 
+def test_every_node_checked_every_other_nodes_membership_evidence_before_the_vote(network):
+    """The devnet votes only after each node's ``derot_member_evidence_checked`` counts every other registrant:
+    the gauge counts one verdict per registrant, and all of them are verified."""
+    from derot.devnet.processes import metric
+
+    for proc in network.node_processes:
+        checked = {v: metric(proc.metrics_port, f'derot_member_evidence_checked{{verdict="{v}"}}')
+                   for v in ("verified", "refused")}
+        assert checked == {"verified": network.nodes - 1, "refused": 0}, (proc.index, checked)
+
+
 def test_same_key_from_tdx_and_snp(harness):
     tdx = harness.app(Platform.TDX).get_key()
     snp = harness.app(Platform.SEV_SNP).get_key()

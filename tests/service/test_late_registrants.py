@@ -1,0 +1,119 @@
+"""A registrant that comes up after the last registry update is pinned, and its membership evidence checked,
+without another update.
+
+The bootstrap committee boots on a chain that may not move until the vote (and a quiet chain moves seldom): if
+retries waited for the next registry state, a node that was not up when its peers first looked would stay
+unpinned and unchecked until then, and the DKG the vote starts would find its evidence missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+import ssl
+import threading
+import time
+
+from derot.chain.types import NodeRecord, NodeStatus
+from derot.limits import LIMITS
+from derot.net import tls
+from derot.service.member_evidence import MemberEvidence
+from derot.service.metrics import Metrics
+from derot.service.peering import Peering
+from derot.service.tasks import TaskSet
+
+
+def _registrant(port: int, identity: tls.TlsIdentity) -> NodeRecord:
+    endpoint = f"public=127.0.0.1:{port};peer=127.0.0.1:{port}"
+    return NodeRecord("0x" + "f1" * 20, NodeStatus.PENDING, bytes(32), bytes(32), endpoint, identity.key_hash,
+                      b"\x07" * 32)
+
+
+async def _until(predicate, seconds: float) -> float:
+    """Seconds until ``predicate()`` held; fails after ``seconds``."""
+    started = time.monotonic()
+    while not predicate():
+        assert time.monotonic() - started < seconds, "not reached in time"
+        await asyncio.sleep(0.05)
+    return time.monotonic() - started
+
+
+def test_a_registrant_that_starts_listening_later_is_pinned_without_a_new_state(committee, tmp_path):
+    me, late = tls.generate_identity(), tls.generate_identity()
+    (tmp_path / "c.pem").write_bytes(late.cert_pem)
+    (tmp_path / "k.pem").write_bytes(late.key_pem)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))  # bound, not listening: a connection is refused, as before a node boots
+    node = _registrant(listener.getsockname()[1], late)
+    state = dataclasses.replace(committee.state(), nodes={**committee.state().nodes, node.operator: node},
+                                current_epoch=0)
+
+    def serve():
+        listener.listen()
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                context.wrap_socket(conn, server_side=True).close()
+            except (ssl.SSLError, OSError):
+                conn.close()
+
+    async def scenario():
+        peering = Peering(me, committee.state().committee.members[0], peer_deadline=1.0)
+        peering.on_state(state)  # the only registry update
+        await asyncio.sleep(0.3)
+        assert late.key_hash not in peering.pinned  # refused: not up yet
+        threading.Thread(target=serve, daemon=True).start()
+        waited = await _until(lambda: late.key_hash in peering.pinned, 60.0)
+        await peering.close()
+        return waited
+
+    try:
+        waited = asyncio.run(scenario())
+    finally:
+        listener.close()
+    print(f"pinned {waited:.1f} s after the registrant started listening")
+
+
+class _LatePeer:
+    """A Peering stand-in whose registrant answers its evidence only from the second fetch on."""
+
+    def __init__(self):
+        self.fetches: list[float] = []
+
+    async def fetch_evidence(self, info):
+        self.fetches.append(time.monotonic())
+        return None if len(self.fetches) == 1 else b"evidence"
+
+
+class _Verifier:
+    trust = None
+
+    async def verify(self, fn, evidence, *args, source, **kwargs):
+        return ("claims", evidence, source)
+
+
+def test_an_unreachable_registrants_evidence_is_fetched_again_without_a_new_state(committee):
+    peer, metrics = _LatePeer(), Metrics()
+    node = _registrant(9, tls.generate_identity())
+    state = dataclasses.replace(committee.state(), nodes={node.operator: node})
+
+    def verified() -> float:
+        return metrics.registry.get_sample_value("derot_member_evidence_checked", {"verdict": "verified"})
+
+    async def scenario():
+        tasks = TaskSet()
+        evidence = MemberEvidence(peer, _Verifier(), b"net", "0x" + "aa" * 20, tasks, metrics)
+        evidence.watch(state)  # the only registry update
+        await _until(lambda: verified() == 1, 60.0)
+        await tasks.cancel_all()
+
+    asyncio.run(scenario())
+    assert len(peer.fetches) == 2
+    assert peer.fetches[1] - peer.fetches[0] >= LIMITS.member_evidence_retry * 0.9  # after its back-off, not at once
+    assert metrics.registry.get_sample_value("derot_member_evidence_checked", {"verdict": "refused"}) == 0
