@@ -31,7 +31,8 @@ class Limits:
 
     # membership evidence of other nodes (derot.service.member_evidence)
     member_evidence_slots: int = 4  # registrants' evidence fetched and verified at once
-    member_evidence_retry: float = 2.0  # seconds before an unreachable registrant is asked again
+    member_evidence_retry: float = 2.0  # seconds before an unreachable registrant is asked again (doubling)
+    member_evidence_retry_max: float = 16.0  # kept short: the DKG gate waits for late registrants
 
     # DKG (derot.service.orchestrator)
     dkg_backlog_per_sender: int = 256  # per sender, before the session (or the next attempt) starts; relays
@@ -50,7 +51,7 @@ class Limits:
     peer_channel_max_age: float = 600.0
     evidence_fetch_attempts: int = 3
     evidence_fetch_timeout: float = 5.0  # per attempt
-    dkg_send_timeout: float = 5.0  # per attempt; retried until the phase deadline
+    dkg_send_timeout: float = 5.0  # first attempt; doubled per attempt that timed out, until the phase deadline
 
     # gRPC server (derot.service.node.server_options)
     handshake_timeout: float = 5.0  # seconds for a TLS handshake (grpc's default is 120)

@@ -171,32 +171,35 @@ class PeerPool:
         """Seconds without an answer after which strikes replace ``peer``'s channel (doubled per replacement)."""
         return self._patience.get(self._key(peer), self.patience)
 
-    def _healthy(self, key, entry: _Channel, now: float) -> bool:
+    def _unhealthy(self, key, entry: _Channel, now: float) -> str | None:
+        """Why ``entry`` must be replaced (``aged``, ``strikes``, ``unusable``), or None while it is healthy."""
         if now - entry.created > self.max_age:
-            return False
+            return "aged"
         if entry.strikes >= self.max_strikes and now - entry.last_answer >= self._patience.get(key, self.patience):
-            return False
+            return "strikes"
         if entry.channel.get_state(try_to_connect=False) in _USABLE:
             entry.unusable_since = None
-            return True
+            return None
         if entry.unusable_since is None:
             entry.unusable_since = now
-        return now - entry.unusable_since < self.connect_timeout
+        return "unusable" if now - entry.unusable_since >= self.connect_timeout else None
 
     async def stub(self, peer: PeerInfo):
         """A ``PeerStub`` for ``peer``; raises :class:`tls.PinMismatch` or ``OSError`` if it cannot connect."""
         key = self._key(peer)
         entry = self._channels.get(key)
-        if entry is not None and self._healthy(key, entry, time.monotonic()):
+        if entry is not None and self._unhealthy(key, entry, time.monotonic()) is None:
             return entry.stub
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             entry = self._channels.get(key)
             if entry is not None:
-                if self._healthy(key, entry, time.monotonic()):
+                why = self._unhealthy(key, entry, time.monotonic())
+                if why is None:
                     return entry.stub
-                log.info("replacing an unhealthy peer channel", extra={"peer": peer.operator,
-                                                                        "strikes": entry.strikes})
+                log.info("replacing an unhealthy peer channel", extra={
+                    "peer": peer.operator, "why": why, "strikes": entry.strikes,
+                    "state": entry.channel.get_state(try_to_connect=False).name.lower()})
                 if entry.strikes >= self.max_strikes:
                     self._patience[key] = min(self._patience.get(key, self.patience) * 2, self.max_age)
                 await self._close(key)
@@ -242,6 +245,9 @@ class PeerPool:
           collapsed into ~275 new connections a second that way;
         - any other reason is the peer's answer (:meth:`answered`), e.g. ``chain_stale``."""
         if reason == status.UNAVAILABLE:
+            if self._key(peer) in self._channels:
+                log.info("replacing an unhealthy peer channel", extra={"peer": peer.operator, "why": "unavailable",
+                                                                        "waited": round(waited, 3)})
             await self.drop(peer)
         elif reason == status.DEADLINE_EXCEEDED:
             self.abandoned(peer, waited)

@@ -144,28 +144,36 @@ class Peering:
             self._refresh = asyncio.create_task(self.refresh_certs(), name="peer-certs")
 
     async def refresh_certs(self) -> None:
-        """Fetch (and pin) the certificate of every allowed node not fetched yet, skipping those backed off."""
-        now = time.monotonic()
-        missing = [n for h, n in self._wanted.items()
-                   if h not in self._peer_certs and self._retry_at.get(h, (0.0, 0.0))[0] <= now]
+        """Fetch (and pin) the certificate of every allowed node not fetched yet, skipping those backed off; while
+        some are still missing, try again when the earliest back-off ends. So a registrant that was not up yet is
+        pinned without waiting for a new block (the bootstrap committee boots on a chain that may not move until
+        the vote, and a node that has not pinned a registrant refuses its evidence fetches)."""
+        while True:
+            now = time.monotonic()
+            missing = [n for h, n in self._wanted.items()
+                       if h not in self._peer_certs and self._retry_at.get(h, (0.0, 0.0))[0] <= now]
+            results = await asyncio.gather(*(self._fetch_cert(n) for n in missing))
+            certs = {h: pem for h, pem in self._peer_certs.items() if h in self._wanted}
+            certs.update(r for r in results if r is not None and r[0] in self._wanted)
+            if certs != self._peer_certs:
+                self._pin(certs)
+            due = [self._retry_at.get(h, (0.0, 0.0))[0] for h in self._wanted if h not in self._peer_certs]
+            if not due:
+                return
+            await asyncio.sleep(max(min(due) - time.monotonic(), 0.05))
 
-        async def fetch(node: NodeRecord):
-            try:
-                endpoint = self.pool.route(Endpoint.parse(node.endpoint))
-                pem = await asyncio.to_thread(fetch_peer_certificate, endpoint, node.tls_key_hash, LIMITS.peer_cert_timeout)
-                self._retry_at.pop(node.tls_key_hash, None)
-                return node.tls_key_hash, pem
-            except (OSError, ValueError, tls.PinMismatch) as exc:
-                backoff = min(self._retry_at.get(node.tls_key_hash, (0.0, CERT_RETRY / 2))[1] * 2, LIMITS.peer_cert_retry_max)
-                self._retry_at[node.tls_key_hash] = (time.monotonic() + backoff, backoff)
-                log.debug("peer certificate not fetched yet", extra={"operator": node.operator, "error": str(exc)})
-                return None
-
-        results = await asyncio.gather(*(fetch(n) for n in missing))
-        certs = {h: pem for h, pem in self._peer_certs.items() if h in self._wanted}
-        certs.update(r for r in results if r is not None and r[0] in self._wanted)
-        if certs != self._peer_certs:
-            self._pin(certs)
+    async def _fetch_cert(self, node: NodeRecord) -> tuple[bytes, bytes] | None:
+        """(tls key hash, PEM) of ``node``'s pinned certificate, or None (backed off, doubling per failure)."""
+        try:
+            endpoint = self.pool.route(Endpoint.parse(node.endpoint))
+            pem = await asyncio.to_thread(fetch_peer_certificate, endpoint, node.tls_key_hash, LIMITS.peer_cert_timeout)
+            self._retry_at.pop(node.tls_key_hash, None)
+            return node.tls_key_hash, pem
+        except (OSError, ValueError, tls.PinMismatch) as exc:
+            backoff = min(self._retry_at.get(node.tls_key_hash, (0.0, CERT_RETRY / 2))[1] * 2, LIMITS.peer_cert_retry_max)
+            self._retry_at[node.tls_key_hash] = (time.monotonic() + backoff, backoff)
+            log.debug("peer certificate not fetched yet", extra={"operator": node.operator, "error": str(exc)})
+            return None
 
     def _pin(self, certs: dict[bytes, bytes]) -> None:
         self._peer_certs = certs
@@ -250,24 +258,29 @@ class Peering:
         return await await_call(call)
 
     async def submit_dkg(self, info: PeerInfo, epoch_id: int, data: bytes, deadline: float) -> bool:
-        """Deliver one DKG message, retrying transport failures for ``deadline`` seconds; whether the peer
-        took it."""
+        """Deliver one DKG message, retrying for ``deadline`` seconds; whether the peer took it.
+
+        An attempt that ran out of time is sent again with twice its timeout (from ``dkg_send_timeout``, at most
+        what is left of ``deadline``): an overloaded peer that is slow to answer gets the time it needs, instead
+        of the same message again every few seconds, each copy adding to its load."""
         started = time.monotonic()
-        delay = 0.1
+        delay, timeout = 0.1, LIMITS.dkg_send_timeout
         envelope = self._pb.DkgEnvelope(epoch=epoch_id, message=data)
-        while time.monotonic() - started < deadline:
+        while (left := deadline - (time.monotonic() - started)) > 0:
             attempt = time.monotonic()
             try:
                 stub = await self.pool.stub(info)
                 self._sent("SubmitDkgMessage", envelope)
                 await self._await(info, "SubmitDkgMessage",
-                                  stub.SubmitDkgMessage(envelope, timeout=LIMITS.dkg_send_timeout))
+                                  stub.SubmitDkgMessage(envelope, timeout=min(timeout, max(left, 0.1))))
                 self.pool.answered(info)
                 return True
             except grpc.aio.AioRpcError as exc:
                 reason = refusal_from_rpc_error(exc).reason
                 await self.pool.failed(info, reason, time.monotonic() - attempt)
-                if reason not in (status.UNAVAILABLE, status.DEADLINE_EXCEEDED, *LAGGING):
+                if reason == status.DEADLINE_EXCEEDED:
+                    timeout *= 2
+                elif reason not in (status.UNAVAILABLE, *LAGGING):
                     log.warning("peer refused a DKG message", extra={"peer": info.index, "reason": reason})
                     return False
             except (OSError, tls.PinMismatch):
