@@ -109,6 +109,7 @@ class Peering:
         self._wanted: dict[bytes, NodeRecord] = {}  # tls key hash -> node, for the latest state
         self._retry_at: dict[bytes, tuple[float, float]] = {}  # tls key hash -> (next attempt, backoff)
         self._refresh: asyncio.Task | None = None
+        self._refresh_wake = asyncio.Event()  # a new state while the refresh waits out a back-off
         # devnet fault close_channel_mid_call: (peer, method) pairs whose first call already had its channel closed
         self._closed_once: set[tuple[str, str]] | None = set() if close_mid_call else None
         self._fault_tasks = TaskSet()
@@ -140,8 +141,11 @@ class Peering:
         kept = {h: pem for h, pem in self._peer_certs.items() if h in self._wanted}
         if kept != self._peer_certs:
             self._pin(kept)
-        if any(h not in self._peer_certs for h in self._wanted) and (self._refresh is None or self._refresh.done()):
-            self._refresh = asyncio.create_task(self.refresh_certs(), name="peer-certs")
+        if any(h not in self._peer_certs for h in self._wanted):
+            if self._refresh is None or self._refresh.done():
+                self._refresh = asyncio.create_task(self.refresh_certs(), name="peer-certs")
+            else:
+                self._refresh_wake.set()  # a newly allowed node is fetched now, not after another one's back-off
 
     async def refresh_certs(self) -> None:
         """Fetch (and pin) the certificate of every allowed node not fetched yet, skipping those backed off; while
@@ -149,6 +153,7 @@ class Peering:
         pinned without waiting for a new block (the bootstrap committee boots on a chain that may not move until
         the vote, and a node that has not pinned a registrant refuses its evidence fetches)."""
         while True:
+            self._refresh_wake.clear()  # a state that arrives from here on wakes the wait below
             now = time.monotonic()
             missing = [n for h, n in self._wanted.items()
                        if h not in self._peer_certs and self._retry_at.get(h, (0.0, 0.0))[0] <= now]
@@ -160,7 +165,10 @@ class Peering:
             due = [self._retry_at.get(h, (0.0, 0.0))[0] for h in self._wanted if h not in self._peer_certs]
             if not due:
                 return
-            await asyncio.sleep(max(min(due) - time.monotonic(), 0.05))
+            try:
+                await asyncio.wait_for(self._refresh_wake.wait(), timeout=max(min(due) - time.monotonic(), 0.05))
+            except asyncio.TimeoutError:
+                pass
 
     async def _fetch_cert(self, node: NodeRecord) -> tuple[bytes, bytes] | None:
         """(tls key hash, PEM) of ``node``'s pinned certificate, or None (backed off, doubling per failure)."""

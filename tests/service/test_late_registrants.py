@@ -117,3 +117,47 @@ def test_an_unreachable_registrants_evidence_is_fetched_again_without_a_new_stat
     assert len(peer.fetches) == 2
     assert peer.fetches[1] - peer.fetches[0] >= LIMITS.member_evidence_retry * 0.9  # after its back-off, not at once
     assert metrics.registry.get_sample_value("derot_member_evidence_checked", {"verdict": "refused"}) == 0
+
+
+def test_a_newly_allowed_node_is_pinned_at_once_while_another_waits_out_its_back_off(committee, tmp_path):
+    """The refresh that retries a silent registrant on its back-off must not hold up a node allowed later."""
+    me, silent_id, new_id = tls.generate_identity(), tls.generate_identity(), tls.generate_identity()
+    (tmp_path / "c.pem").write_bytes(new_id.cert_pem)
+    (tmp_path / "k.pem").write_bytes(new_id.key_pem)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
+    listener = socket.create_server(("127.0.0.1", 0))
+    silent = dataclasses.replace(_registrant(9, silent_id), operator="0x" + "f2" * 20)
+    new = _registrant(listener.getsockname()[1], new_id)
+    base = dataclasses.replace(committee.state(), current_epoch=0)
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                context.wrap_socket(conn, server_side=True).close()
+            except (ssl.SSLError, OSError):
+                conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+
+    async def scenario():
+        peering = Peering(me, committee.state().committee.members[0], peer_deadline=1.0)
+        for node in (*base.nodes.values(), silent):  # every other allowed node backed off for two minutes
+            peering._retry_at[node.tls_key_hash] = (time.monotonic() + 120.0, 120.0)
+        peering.on_state(dataclasses.replace(base, nodes={**base.nodes, silent.operator: silent}))
+        await asyncio.sleep(0.2)
+        assert not peering._refresh.done()  # waiting out the silent registrant's back-off
+        peering.on_state(dataclasses.replace(base, nodes={**base.nodes, silent.operator: silent, new.operator: new}))
+        waited = await _until(lambda: new_id.key_hash in peering.pinned, 60.0)
+        await peering.close()
+        return waited
+
+    try:
+        waited = asyncio.run(scenario())
+    finally:
+        listener.close()
+    print(f"pinned {waited:.2f} s after the state that allowed it")
