@@ -30,6 +30,28 @@ def _registrant(port: int, identity: tls.TlsIdentity) -> NodeRecord:
                       b"\x07" * 32)
 
 
+def _tls_context(identity: tls.TlsIdentity, tmp_path) -> ssl.SSLContext:
+    (tmp_path / "c.pem").write_bytes(identity.cert_pem)
+    (tmp_path / "k.pem").write_bytes(identity.key_pem)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
+    return context
+
+
+def _serve(listener: socket.socket, context: ssl.SSLContext) -> None:
+    """Complete a TLS handshake on every connection (what a certificate fetch needs) until ``listener`` closes."""
+    listener.listen()
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        try:
+            context.wrap_socket(conn, server_side=True).close()
+        except (ssl.SSLError, OSError):
+            conn.close()
+
+
 async def _until(predicate, seconds: float) -> float:
     """Seconds until ``predicate()`` held; fails after ``seconds``."""
     started = time.monotonic()
@@ -41,43 +63,31 @@ async def _until(predicate, seconds: float) -> float:
 
 def test_a_registrant_that_starts_listening_later_is_pinned_without_a_new_state(committee, tmp_path):
     me, late = tls.generate_identity(), tls.generate_identity()
-    (tmp_path / "c.pem").write_bytes(late.cert_pem)
-    (tmp_path / "k.pem").write_bytes(late.key_pem)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
+    context = _tls_context(late, tmp_path)
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))  # bound, not listening: a connection is refused, as before a node boots
     node = _registrant(listener.getsockname()[1], late)
     state = dataclasses.replace(committee.state(), nodes={**committee.state().nodes, node.operator: node},
                                 current_epoch=0)
 
-    def serve():
-        listener.listen()
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            try:
-                context.wrap_socket(conn, server_side=True).close()
-            except (ssl.SSLError, OSError):
-                conn.close()
-
     async def scenario():
         peering = Peering(me, committee.state().committee.members[0], peer_deadline=1.0)
         peering.on_state(state)  # the only registry update
         await asyncio.sleep(0.3)
         assert late.key_hash not in peering.pinned  # refused: not up yet
-        threading.Thread(target=serve, daemon=True).start()
-        waited = await _until(lambda: late.key_hash in peering.pinned, 60.0)
-        await peering.close()
-        return waited
+        threading.Thread(target=_serve, args=(listener, context), daemon=True).start()
+        return await _pinned(peering, late.key_hash)
 
+    with listener:
+        print(f"pinned {asyncio.run(scenario()):.1f} s after the registrant started listening")
+
+
+async def _pinned(peering: Peering, key_hash: bytes) -> float:
+    """Seconds until ``key_hash`` is pinned; closes ``peering``."""
     try:
-        waited = asyncio.run(scenario())
+        return await _until(lambda: key_hash in peering.pinned, 60.0)
     finally:
-        listener.close()
-    print(f"pinned {waited:.1f} s after the registrant started listening")
+        await peering.close()
 
 
 class _LatePeer:
@@ -122,27 +132,13 @@ def test_an_unreachable_registrants_evidence_is_fetched_again_without_a_new_stat
 def test_a_newly_allowed_node_is_pinned_at_once_while_another_waits_out_its_back_off(committee, tmp_path):
     """The refresh that retries a silent registrant on its back-off must not hold up a node allowed later."""
     me, silent_id, new_id = tls.generate_identity(), tls.generate_identity(), tls.generate_identity()
-    (tmp_path / "c.pem").write_bytes(new_id.cert_pem)
-    (tmp_path / "k.pem").write_bytes(new_id.key_pem)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
+    context = _tls_context(new_id, tmp_path)
     listener = socket.create_server(("127.0.0.1", 0))
     silent = dataclasses.replace(_registrant(9, silent_id), operator="0x" + "f2" * 20)
     new = _registrant(listener.getsockname()[1], new_id)
     base = dataclasses.replace(committee.state(), current_epoch=0)
 
-    def serve():
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            try:
-                context.wrap_socket(conn, server_side=True).close()
-            except (ssl.SSLError, OSError):
-                conn.close()
-
-    threading.Thread(target=serve, daemon=True).start()
+    threading.Thread(target=_serve, args=(listener, context), daemon=True).start()
 
     async def scenario():
         peering = Peering(me, committee.state().committee.members[0], peer_deadline=1.0)
@@ -152,12 +148,7 @@ def test_a_newly_allowed_node_is_pinned_at_once_while_another_waits_out_its_back
         await asyncio.sleep(0.2)
         assert not peering._refresh.done()  # waiting out the silent registrant's back-off
         peering.on_state(dataclasses.replace(base, nodes={**base.nodes, silent.operator: silent, new.operator: new}))
-        waited = await _until(lambda: new_id.key_hash in peering.pinned, 60.0)
-        await peering.close()
-        return waited
+        return await _pinned(peering, new_id.key_hash)
 
-    try:
-        waited = asyncio.run(scenario())
-    finally:
-        listener.close()
-    print(f"pinned {waited:.2f} s after the state that allowed it")
+    with listener:
+        print(f"pinned {asyncio.run(scenario()):.2f} s after the state that allowed it")
