@@ -15,7 +15,8 @@ The runner owns a :class:`~derot.crypto.dkg.DkgSession`. Incoming messages are f
   a message is relayed when it arrives at or after its phase's sync point or after the finish (no scheduled
   sync will carry it any more), and both bodies are relayed when a second one proves equivocation; a message
   that arrives earlier is carried by the pulls: gossip every :func:`gossip_interval` while the phase is
-  incomplete, the full sync at the sync point, and a full sync right after the finish. This keeps the
+  incomplete and no message was accepted for that long (while pushes keep arriving, a pull would mostly fetch
+  copies of them), the full sync at the sync point, and a full sync right after the finish. This keeps the
   dissemination guarantee at O(n) messages per member instead of O(n²) (docs/dkg.md, "Dissemination").
 - **Digest sync.** With ``pull`` (ask every peer for what it holds beyond these digests), the runner syncs
   three quarters into every phase (the sync point), so a message that missed the relay still arrives before
@@ -130,6 +131,7 @@ class DkgRunner:
         self._on_phase = on_phase
         self._resumed = resumed
         self._changed = asyncio.Event()
+        self._progress = time.time()  # when a message was last accepted (gossip pulls wait for a quiet spell)
         self.rejected: list[tuple[str, str]] = []
 
     @property
@@ -147,6 +149,7 @@ class DkgRunner:
                 return
             self.rejected.append((exc.reason.value, exc.detail))
             raise
+        self._progress = time.time()
         self._commit(out, received=True)
         if self._relay is not None:
             for item in self._to_relay(bytes(data), done_before):
@@ -289,9 +292,12 @@ class DkgRunner:
                 await self._bounded_sync(None, deadline - time.time())
                 continue
             if self._gossip is not None and time.time() >= next_gossip:
-                next_gossip = time.time() + every
-                if self._gossiping is None or self._gossiping.done():  # in the background: never delays a deadline
-                    self._gossiping = asyncio.create_task(self._bounded_sync(self._gossip, every))
+                if time.time() - self._progress < every:  # pushes still arriving: pull once they pause
+                    next_gossip = self._progress + every
+                else:
+                    next_gossip = time.time() + every
+                    if self._gossiping is None or self._gossiping.done():  # background: never delays a deadline
+                        self._gossiping = asyncio.create_task(self._bounded_sync(self._gossip, every))
             wake = sync_at if self._pull is not None and synced != number else deadline
             if self._gossip is not None:
                 wake = min(wake, next_gossip)

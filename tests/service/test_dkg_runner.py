@@ -15,7 +15,7 @@ from derot.crypto.dkg import DkgConfig, DkgMessageRejected, MessageKind, RejectR
 from derot.crypto.bls import G1, random_scalar
 from derot.crypto.dkg.local import committee_of, generate_identities
 from derot.crypto.dkg.messages import AnnounceBody, Message
-from derot.service.dkg_runner import DkgRunner, attempt_start, open_session
+from derot.service.dkg_runner import DkgRunner, attempt_start, gossip_interval, open_session
 from derot.service.storage import NodeStore
 
 NETWORK = b"runner-test"
@@ -400,3 +400,26 @@ def test_a_digest_sync_that_ends_cancelled_does_not_end_the_run():
 
     result = agree(asyncio.run(scenario()))
     assert result.excluded == {5: "silent: no deal bundle"}
+
+
+def test_gossip_waits_while_pushes_keep_arriving():
+    """Messages arrive by push at a steady pace, never a gossip interval apart: no member pulls copies of
+    messages already on their way (with pulls on a fixed clock, each member pulled about twice a phase)."""
+    ids, config = setup(6, 4)
+    pace = min(0.4, gossip_interval(PHASE) / 2.5)
+
+    class Paced(Net):
+        def deliver(self, sender, data):
+            for name, runner in list(self.runners.items()):
+                if name != sender:
+                    asyncio.get_running_loop().call_later(pace * sender, self._receive, runner, data)
+
+    async def scenario():
+        net = Paced()
+        started = time.time()
+        runners = [net.runner(k, new_session(config, ids[k]), started, sync=True, gossip=True) for k in ids]
+        return await asyncio.gather(*(r.run() for r in runners)), net
+
+    results, net = asyncio.run(scenario())
+    assert agree(results).excluded == {}
+    assert net.gossips <= len(ids), net.gossips  # a stall of the loaded machine may cost one; not one per phase
