@@ -41,6 +41,7 @@ from web3.providers.base import JSONBaseProvider
 
 from derot.chain.headers import HeaderInvalid, verified_header
 from derot.chain.registry import ChainReadError
+from derot.errors import DerotError
 from derot.untrusted import UntrustedInputError, json_loads
 
 log = logging.getLogger("derot.chain.quorum")
@@ -117,8 +118,10 @@ def fingerprint(method: str, result) -> str:
     return "v:" + json.dumps(result, sort_keys=True)
 
 
-class RpcTransportError(OSError):
+class RpcTransportError(DerotError, OSError):
     """An RPC endpoint could not be reached, or answered with an HTTP error status (one endpoint's failure)."""
+
+    reason = "rpc_transport"
 
 
 _HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
