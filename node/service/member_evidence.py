@@ -19,6 +19,7 @@ from derot.chain.state import RegistryState
 from derot.chain.types import EpochRecord
 from derot.limits import LIMITS
 from derot.net.peers import Endpoint, PeerInfo
+from derot.service.backoff import BackOff
 from derot.service.membership import (
     MembershipRefused,
     check_member_policy,
@@ -46,7 +47,7 @@ class MemberEvidence:
         self.policy = PolicyEngine.default()
         self._claims: dict[bytes, Claims | MembershipRefused] = {}  # evidence hash -> verdict
         self._running: dict[bytes, asyncio.Task] = {}
-        self._retry_at: dict[bytes, tuple[float, float]] = {}  # evidence hash -> (next attempt, back-off)
+        self._retry = BackOff(LIMITS.member_evidence_retry, LIMITS.member_evidence_retry_max)  # by evidence hash
         self._state: RegistryState | None = None  # the latest state watched (unreachable registrants retry on it)
         self._slots = asyncio.Semaphore(LIMITS.member_evidence_slots)
         self._changed = asyncio.Event()
@@ -59,8 +60,7 @@ class MemberEvidence:
         for operator, node in state.nodes.items():
             if operator.lower() == self.operator or node.evidence_hash in self._claims:
                 continue
-            retry_at = self._retry_at.get(node.evidence_hash, (0.0, 0.0))[0]
-            if node.evidence_hash in self._running or time.monotonic() < retry_at:
+            if node.evidence_hash in self._running or not self._retry.due(node.evidence_hash):
                 continue
             try:
                 endpoint = Endpoint.parse(node.endpoint)
@@ -74,8 +74,8 @@ class MemberEvidence:
         try:
             async with self._slots:
                 evidence = await self.peering.fetch_evidence(info)
-                if evidence is None:
-                    self._back_off(evidence_hash)
+                if evidence is None:  # unreachable: asked again after its back-off, whether or not a state comes
+                    asyncio.get_running_loop().call_later(self._retry.failed(evidence_hash), self._rewatch)
                     return
                 try:  # no I/O on the loop: one CPU quote on it, other evidence on the verifier's workers
                     self._claims[evidence_hash] = await self.verifier.verify(
@@ -91,13 +91,7 @@ class MemberEvidence:
             self._running.pop(evidence_hash, None)
             self._changed.set()
 
-    def _back_off(self, evidence_hash: bytes) -> None:
-        previous = self._retry_at.get(evidence_hash, (0.0, LIMITS.member_evidence_retry / 2))[1]
-        backoff = min(previous * 2, LIMITS.member_evidence_retry_max)
-        self._retry_at[evidence_hash] = (time.monotonic() + backoff, backoff)
-        asyncio.get_running_loop().call_later(backoff, self._retry)
-
-    def _retry(self) -> None:
+    def _rewatch(self) -> None:
         if self._state is not None:
             self.watch(self._state)
 

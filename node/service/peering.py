@@ -33,6 +33,7 @@ from derot.limits import LIMITS
 from derot.net import status, tls
 from derot.net.peers import ChannelClosed, Endpoint, PeerInfo, PeerPool, await_call, fetch_peer_certificate
 from derot.net.status import Refusal, refusal_from_rpc_error
+from derot.service.backoff import BackOff
 from derot.service.tasks import TaskSet
 
 log = logging.getLogger("derot.peering")
@@ -107,7 +108,7 @@ class Peering:
         )
         self._served_cert_config = self._server_cert_config
         self._wanted: dict[bytes, NodeRecord] = {}  # tls key hash -> node, for the latest state
-        self._retry_at: dict[bytes, tuple[float, float]] = {}  # tls key hash -> (next attempt, backoff)
+        self._cert_retry = BackOff(CERT_RETRY, LIMITS.peer_cert_retry_max)  # by tls key hash
         self._refresh: asyncio.Task | None = None
         self._refresh_wake = asyncio.Event()  # a new state while the refresh waits out a back-off
         # devnet fault close_channel_mid_call: (peer, method) pairs whose first call already had its channel closed
@@ -154,15 +155,13 @@ class Peering:
         the vote, and a node that has not pinned a registrant refuses its evidence fetches)."""
         while True:
             self._refresh_wake.clear()  # a state that arrives from here on wakes the wait below
-            now = time.monotonic()
-            missing = [n for h, n in self._wanted.items()
-                       if h not in self._peer_certs and self._retry_at.get(h, (0.0, 0.0))[0] <= now]
+            missing = [n for h, n in self._wanted.items() if h not in self._peer_certs and self._cert_retry.due(h)]
             results = await asyncio.gather(*(self._fetch_cert(n) for n in missing))
             certs = {h: pem for h, pem in self._peer_certs.items() if h in self._wanted}
             certs.update(r for r in results if r is not None and r[0] in self._wanted)
             if certs != self._peer_certs:
                 self._pin(certs)
-            due = [self._retry_at.get(h, (0.0, 0.0))[0] for h in self._wanted if h not in self._peer_certs]
+            due = [self._cert_retry.next_attempt(h) for h in self._wanted if h not in self._peer_certs]
             if not due:
                 return
             try:
@@ -175,11 +174,10 @@ class Peering:
         try:
             endpoint = self.pool.route(Endpoint.parse(node.endpoint))
             pem = await asyncio.to_thread(fetch_peer_certificate, endpoint, node.tls_key_hash, LIMITS.peer_cert_timeout)
-            self._retry_at.pop(node.tls_key_hash, None)
+            self._cert_retry.succeeded(node.tls_key_hash)
             return node.tls_key_hash, pem
         except (OSError, ValueError, tls.PinMismatch) as exc:
-            backoff = min(self._retry_at.get(node.tls_key_hash, (0.0, CERT_RETRY / 2))[1] * 2, LIMITS.peer_cert_retry_max)
-            self._retry_at[node.tls_key_hash] = (time.monotonic() + backoff, backoff)
+            self._cert_retry.failed(node.tls_key_hash)
             log.debug("peer certificate not fetched yet", extra={"operator": node.operator, "error": str(exc)})
             return None
 

@@ -18,6 +18,7 @@ import time
 from derot.chain.types import NodeRecord, NodeStatus
 from derot.limits import LIMITS
 from derot.net import tls
+from derot.service.backoff import BackOff
 from derot.service.member_evidence import MemberEvidence
 from derot.service.metrics import Metrics
 from derot.service.peering import Peering
@@ -142,8 +143,9 @@ def test_a_newly_allowed_node_is_pinned_at_once_while_another_waits_out_its_back
 
     async def scenario():
         peering = Peering(me, committee.state().committee.members[0], peer_deadline=1.0)
-        for node in (*base.nodes.values(), silent):  # every other allowed node backed off for two minutes
-            peering._retry_at[node.tls_key_hash] = (time.monotonic() + 120.0, 120.0)
+        peering._cert_retry = BackOff(120.0, 120.0)  # every other allowed node backed off for two minutes:
+        for node in (*base.nodes.values(), silent):
+            peering._cert_retry.failed(node.tls_key_hash)
         peering.on_state(dataclasses.replace(base, nodes={**base.nodes, silent.operator: silent}))
         await asyncio.sleep(0.2)
         assert not peering._refresh.done()  # waiting out the silent registrant's back-off
