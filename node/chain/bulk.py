@@ -79,7 +79,7 @@ def _pages(registry: Registry, at, fn_name: str, count: int, size: int, *head, e
            pairs: bool = False) -> list:
     """Every page of ``fn_name(*head, start, size)`` over ``count`` items, each checked for its length
     (``pairs``: the view returns two parallel arrays)."""
-    fn = getattr(registry.contract.functions, fn_name)
+    fn = getattr(registry.functions, fn_name)
     starts = list(range(0, count, size))
     pages = registry._call_many([fn(*head, start, size) for start in starts], at, errors=errors)
     for start, page in zip(starts, pages):
@@ -93,7 +93,7 @@ def _pages(registry: Registry, at, fn_name: str, count: int, size: int, *head, e
 
 def read_all(registry: Registry, at, limits: ReadLimits = ReadLimits()) -> Contents:
     """The registry's whole state at block ``at`` (a hash: EIP-1898 pinned)."""
-    f = registry.contract.functions
+    f = registry.functions
     scalars = registry._call_many(
         [f.appCount(), f.nodeCount(), f.epochCount(), f.nodeMeasurementCount(), f.currentEpoch(),
          f.pendingEpoch(), f.owner(), f.securityCouncil(), f.platformRules()]
@@ -146,7 +146,7 @@ def _nodes(registry: Registry, at, count: int) -> dict[str, NodeRecord]:
 
 
 def _epochs(registry: Registry, at, count: int) -> dict[int, EpochRecord]:
-    f = registry.contract.functions
+    f = registry.functions
     ids = list(range(1, count + 1))
     views = registry._call_many([f.getEpoch(i) for i in ids], at)
     keyed = [i for i, v in zip(ids, views) if int(v[6], 16) != 0]
@@ -156,7 +156,7 @@ def _epochs(registry: Registry, at, count: int) -> dict[int, EpochRecord]:
 
 def _revocations(registry: Registry, at, counts: dict[RevocationKind, int]) -> dict[RevocationKind, frozenset[bytes]]:
     """Every kind's revoked ids, all pages of all kinds in one run of batches, each page length-checked."""
-    fn = registry.contract.functions.revocationsPage
+    fn = registry.functions.revocationsPage
     wanted = [(kind, start) for kind in KINDS for start in range(0, counts[kind], PAGE)]
     pages = registry._call_many([fn(int(kind), start, PAGE) for kind, start in wanted], at)
     out: dict[RevocationKind, set[bytes]] = {kind: set() for kind in KINDS}
@@ -175,5 +175,5 @@ def _node_measurements(registry: Registry, at, count: int) -> frozenset[tuple]:
 
 def node_measurements(registry: Registry, at, limits: ReadLimits = ReadLimits()) -> frozenset[tuple]:
     """The allowed node measurements at ``at``, bounded by ``limits.node_measurements``."""
-    count = registry._call(registry.contract.functions.nodeMeasurementCount(), at)
+    count = registry._call(registry.functions.nodeMeasurementCount(), at)
     return _node_measurements(registry, at, _checked("node measurements", count, limits.node_measurements))

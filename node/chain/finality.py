@@ -16,7 +16,7 @@
    only t reports, since serving is reversible and erasure is not.
 
 Anything else (an RPC error, disagreeing endpoints, a view the node cannot reproduce) refuses, and the
-caller asks again later. Every read goes through the Web3 the guard is given; give it a k-of-m
+caller asks again later. Every read goes through the chain client the guard is given; give it a k-of-m
 :class:`~derot.chain.quorum.QuorumProvider` so one lying endpoint cannot forge F or the epoch.
 """
 
@@ -110,7 +110,7 @@ class EraseGuard:
             return self._decide(epoch_id, own)
         except (ChainReadError, HeaderInvalid) as exc:
             return EraseVerdict(False, exc.reason, f"{type(exc).__name__}: {exc}")
-        except (OSError, ValueError) as exc:  # transport failures and web3's decoding errors
+        except (OSError, ValueError) as exc:  # transport failures and malformed answers
             return EraseVerdict(False, "chain_unavailable", f"{type(exc).__name__}: {exc}")
 
     def _decide(self, epoch_id: int, own: OwnResult | None) -> EraseVerdict:

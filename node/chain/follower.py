@@ -42,17 +42,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
-import requests
 from eth_utils import to_checksum_address
-from web3 import Web3
-from web3.exceptions import BlockNotFound, Web3Exception
 
-from derot.chain.headers import bloom_may_contain
 from derot.chain.bulk import ReadLimits
+from derot.chain.client import ChainClient
+from derot.chain.headers import bloom_may_contain
 from derot.chain.quorum import AnswerTooLarge, QuorumProvider
 from derot.chain.receipts import ReceiptsInvalid, verified_receipts
 from derot.chain.registry import ChainReadError, Registry
@@ -63,7 +62,15 @@ from derot.errors import DerotError
 log = logging.getLogger("derot.chain.follower")
 
 #: Errors that mean "the RPC node is down, slow or changed under us": retry later from the same cursor.
-TRANSIENT_ERRORS = (OSError, requests.RequestException, Web3Exception, ChainReadError, TimeoutError)
+#: (requests' errors are OSErrors; with web3's ``Web3`` as the client, see :func:`transient_errors`.)
+TRANSIENT_ERRORS = (OSError, ChainReadError, TimeoutError)
+
+
+def transient_errors() -> tuple[type[BaseException], ...]:
+    """TRANSIENT_ERRORS, and web3's own errors once web3 is imported (a caller passed web3's ``Web3``; a node
+    process never imports web3, see derot.chain.client)."""
+    web3_errors = sys.modules.get("web3.exceptions")
+    return TRANSIENT_ERRORS if web3_errors is None else (*TRANSIENT_ERRORS, web3_errors.Web3Exception)
 
 
 class ReorgRace(DerotError, RuntimeError):
@@ -72,7 +79,7 @@ class ReorgRace(DerotError, RuntimeError):
     reason = "reorg_race"
 
 
-def check_logs_against_blooms(w3: Web3, address: str, logs, headers: dict[int, tuple[bytes, int, bytes, bytes]]) -> None:
+def check_logs_against_blooms(w3, address: str, logs, headers: dict[int, tuple[bytes, int, bytes, bytes]]) -> None:
     """Raise :class:`LogsIncomplete` unless ``logs`` (eth_getLogs of ``address`` over the blocks of ``headers``)
     are exactly the registry's logs of those blocks. A block whose (re-hashed) header's bloom cannot hold
     ``address`` must have no log; for every other block the receipts are fetched, checked against the
@@ -186,7 +193,7 @@ class Follower:
 
     def __init__(
         self,
-        w3: Web3,
+        w3,
         registry: str,
         *,
         start_block: int,
@@ -215,11 +222,6 @@ class Follower:
         self.state: RegistryState | None = None
         self.cursor: int = self.start_block - 1  # last processed block
         self._hashes: dict[int, bytes] = {}  # processed block number → hash (within the window)
-        self._events = {}  # topic0 → ContractEvent
-        for item in self.registry.contract.abi:
-            if item.get("type") == "event":
-                event = getattr(self.registry.contract.events, item["name"])()
-                self._events[bytes.fromhex(event.topic.removeprefix("0x"))] = event
         self._unreported_reorg: Reorg | None = None
         self.behind = False  # the last poll stopped short of head − confirmations (max_range)
         self.head: int | None = None  # the chain head seen by the last poll (for lag metrics)
@@ -233,8 +235,7 @@ class Follower:
         (:class:`~derot.chain.quorum.QuorumProvider`; requests time out after ``timeout`` seconds). It
         retries whole polls with its own backoff."""
         urls = [rpc_url] if isinstance(rpc_url, str) else list(rpc_url)
-        w3 = Web3(QuorumProvider(urls, quorum, timeout=timeout))
-        return cls(w3, registry, **kwargs)
+        return cls(ChainClient(QuorumProvider(urls, quorum, timeout=timeout)), registry, **kwargs)
 
     # ---------------------------------------------------------------------------------------------
     def poll(self) -> Update | None:
@@ -293,8 +294,10 @@ class Follower:
         if batch is None:
             try:
                 return bytes(self.w3.eth.get_block(number)["hash"])
-            except BlockNotFound:
-                return None
+            except Exception as exc:
+                if type(exc).__name__ == "BlockNotFound":  # ChainClient's and web3's share the name
+                    return None
+                raise
         reply = batch([("eth_getBlockByNumber", [hex(number), False])])[0]
         if not isinstance(reply, dict) or "error" in reply:
             raise ChainReadError(f"block {number} could not be read: {reply}")
@@ -393,14 +396,13 @@ class Follower:
         events = []
         for entry in sorted(raw, key=lambda e: (e["blockNumber"], e["logIndex"])):
             number = entry["blockNumber"]
-            event = self._events.get(bytes(entry["topics"][0])) if entry["topics"] else None
-            if event is None:
+            decoded = self.registry.abi.decode_log([bytes(t) for t in entry["topics"]], bytes(entry["data"]))
+            if decoded is None:
                 continue
-            decoded = event.process_log(entry)
             events.append(
                 RegistryEvent(
-                    name=decoded["event"],
-                    args=dict(decoded["args"]),
+                    name=decoded.name,
+                    args=decoded.args,
                     block_number=number,
                     block_hash=bytes(entry["blockHash"]),
                     tx_hash=bytes(entry["transactionHash"]),
@@ -420,7 +422,7 @@ class Follower:
         an error in handling the answer (a bug): it is logged with its traceback and retried the same way,
         because the cursor did not move, so the follower never stops and a lasting bug shows as a stale view
         (``chain_stale``) instead of a silently frozen one."""
-        unexpected = not isinstance(exc, (*TRANSIENT_ERRORS, ReorgRace))
+        unexpected = not isinstance(exc, (*transient_errors(), ReorgRace))
         self.failures += 1
         self.last_error = f"{type(exc).__name__}: {exc}"
         self.last_reason = exc.reason if isinstance(exc, DerotError) else ("follower_error" if unexpected else None)

@@ -142,7 +142,7 @@ def _reread_apps(
     new_apps: dict[bytes, AppRecord] = dict(state.snapshot.apps)
     unreadable = set()
     ids = sorted(app_ids)
-    answers = registry._call_many([registry.contract.functions.getApp(i) for i in ids], at, errors=True)
+    answers = registry._call_many([registry.functions.getApp(i) for i in ids], at, errors=True)
     for app_id, raw in zip(ids, answers):
         if isinstance(raw, ChainReadError):
             if raw.reason in ("chain_unverified", "chain_unavailable"):
@@ -160,12 +160,12 @@ def _reread_apps(
 
 def _reread_nodes(registry, state: RegistryState, operators: set[str], at: bytes) -> dict[str, NodeRecord]:
     ops = sorted(operators)
-    raws = registry._call_many([registry.contract.functions.getNode(op) for op in ops], at)
+    raws = registry._call_many([registry.functions.getNode(op) for op in ops], at)
     return {**state.nodes, **{op: _node_record(op, raw) for op, raw in zip(ops, raws)}}
 
 
 def _reread_epochs(registry, state: RegistryState, epoch_ids: set[int], at: bytes) -> tuple[dict, int, int]:
-    f = registry.contract.functions
+    f = registry.functions
     ids = sorted(epoch_ids)
     *views, current, pending = registry._call_many([f.getEpoch(i) for i in ids] + [f.currentEpoch(),
                                                                                     f.pendingEpoch()], at)

@@ -9,12 +9,12 @@ anything is broadcast), signs locally, broadcasts and waits for the receipt. A r
 from __future__ import annotations
 
 import functools
+import sys
 
 from eth_abi import decode as abi_decode
 from eth_utils import function_abi_to_4byte_selector
-from web3 import Web3
-from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError
 
+from derot.chain.abi import abi_type
 from derot.chain.artifacts import artifact_names, load_artifact
 from derot.errors import DerotError
 
@@ -33,6 +33,27 @@ class TransactionFailed(DerotError, RuntimeError):
         super().__init__(f"{what} failed: {reason}")
 
 
+class ContractReverted(DerotError, RuntimeError):
+    """An eth_call or gas estimate through :class:`derot.chain.client.ChainClient` reverted; ``data`` is the
+    revert data (0x-hex, possibly empty)."""
+
+    reason = "contract_reverted"
+
+    def __init__(self, message: str, data: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.data = data
+
+
+def _revert_errors() -> tuple[type[BaseException], ...]:
+    """The errors that mean "the contract reverted": ours, and web3's when the caller passed web3's ``Web3``
+    (web3 is then imported; a node process never imports it, see derot.chain.client)."""
+    web3_errors = sys.modules.get("web3.exceptions")
+    if web3_errors is None:
+        return (ContractReverted,)
+    return (ContractReverted, web3_errors.ContractLogicError)
+
+
 @functools.cache
 def _error_table() -> dict[bytes, tuple[str, list[str], list[str]]]:
     """Selector → (error name, argument types, argument names) over every checked-in artifact."""
@@ -41,16 +62,9 @@ def _error_table() -> dict[bytes, tuple[str, list[str], list[str]]]:
         for item in load_artifact(name)["abi"]:
             if item.get("type") == "error":
                 selector = function_abi_to_4byte_selector(item)
-                types = [_abi_type(i) for i in item["inputs"]]
+                types = [abi_type(i) for i in item["inputs"]]
                 table[selector] = (item["name"], types, [i["name"] for i in item["inputs"]])
     return table
-
-
-def _abi_type(item: dict) -> str:
-    if item["type"].startswith("tuple"):
-        inner = ",".join(_abi_type(c) for c in item["components"])
-        return f"({inner})" + item["type"][len("tuple") :]
-    return item["type"]
 
 
 def decode_revert(data) -> str:
@@ -81,19 +95,21 @@ def _show(value) -> str:
 
 
 def revert_reason(exc: Exception) -> str:
-    """Readable reason of a web3 contract error (custom error with arguments, Error(string), panic)."""
-    if isinstance(exc, ContractCustomError):
-        return decode_revert(exc.data if isinstance(exc.data, str) else exc.message)
-    if isinstance(exc, ContractPanicError):
+    """Readable reason of a revert error (custom error with arguments, Error(string), panic), ours or web3's."""
+    kind = type(exc).__name__
+    data = getattr(exc, "data", None)
+    if kind == "ContractCustomError":
+        return decode_revert(data if isinstance(data, str) else exc.message)
+    if kind == "ContractPanicError":
         return str(exc)
-    if isinstance(exc, ContractLogicError):
-        if exc.data and isinstance(exc.data, str) and len(exc.data) > 10:
-            return decode_revert(exc.data)
-        return exc.message or str(exc)
+    if isinstance(exc, _revert_errors()):
+        if data and isinstance(data, str) and len(data) > 10:
+            return decode_revert(data)
+        return getattr(exc, "message", None) or str(exc)
     return str(exc)
 
 
-def send(w3: Web3, account, call, *, what: str | None = None, value: int = 0, gas: int | None = None,
+def send(w3, account, call, *, what: str | None = None, value: int = 0, gas: int | None = None,
          min_gas: int = 0):
     """Sign ``call`` (a bound contract function, or a dict tx) with ``account`` and wait for the receipt.
 
@@ -115,7 +131,7 @@ def send(w3: Web3, account, call, *, what: str | None = None, value: int = 0, ga
             tx = call.build_transaction(base)
             if gas is None:
                 tx["gas"] = int(tx["gas"] * GAS_MARGIN)
-    except (ContractLogicError, ContractCustomError, ContractPanicError) as exc:
+    except _revert_errors() as exc:
         raise TransactionFailed(label, revert_reason(exc)) from None
     if gas is not None:
         tx["gas"] = gas
@@ -128,7 +144,7 @@ def send(w3: Web3, account, call, *, what: str | None = None, value: int = 0, ga
     return receipt
 
 
-def _fees(w3: Web3) -> dict:
+def _fees(w3) -> dict:
     base_fee = w3.eth.get_block("latest").get("baseFeePerGas")
     if base_fee is None:
         return {"gasPrice": w3.eth.gas_price}
@@ -136,24 +152,24 @@ def _fees(w3: Web3) -> dict:
     return {"maxFeePerGas": 2 * base_fee + tip, "maxPriorityFeePerGas": tip}
 
 
-def _replay_reason(w3: Web3, tx: dict, receipt) -> str:
+def _replay_reason(w3, tx: dict, receipt) -> str:
     call = {k: tx[k] for k in ("from", "to", "data", "value") if k in tx}
     try:
         w3.eth.call(call, receipt["blockNumber"] - 1)
-    except (ContractLogicError, ContractCustomError, ContractPanicError) as exc:
+    except _revert_errors() as exc:
         return revert_reason(exc)
     except Exception as exc:  # the node may not keep old state
         return f"reverted on-chain ({type(exc).__name__})"
     return "reverted on-chain (out of gas?)"
 
 
-def deploy_contract_receipt(w3: Web3, account, artifact: dict, *args, what: str | None = None):
+def deploy_contract_receipt(w3, account, artifact: dict, *args, what: str | None = None):
     """Deploy ``artifact`` with constructor ``args``; returns (bound contract, receipt)."""
     factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
     receipt = send(w3, account, factory.constructor(*args), what=what or f"deploy {artifact['contractName']}")
     return w3.eth.contract(address=receipt["contractAddress"], abi=artifact["abi"]), receipt
 
 
-def deploy_contract(w3: Web3, account, artifact: dict, *args, what: str | None = None):
+def deploy_contract(w3, account, artifact: dict, *args, what: str | None = None):
     """Deploy ``artifact`` with constructor ``args``; returns a bound contract."""
     return deploy_contract_receipt(w3, account, artifact, *args, what=what)[0]

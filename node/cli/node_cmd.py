@@ -91,11 +91,14 @@ def _preflight(config) -> None:
         listens["[metrics].listen"] = config.metrics.listen
     for key, listen in listens.items():
         _check_free(key, listen)
-    from web3 import Web3
+    from eth_utils import to_checksum_address
 
-    w3 = Web3(Web3.HTTPProvider(config.chain.rpc_url, request_kwargs={"timeout": 10}))
+    from derot.chain.client import ChainClient  # not web3: the node process never loads it (derot.chain.client)
+    from derot.chain.quorum import QuorumProvider
+
+    w3 = ChainClient(QuorumProvider([config.chain.rpc_url], 1, timeout=10))
     try:
-        code = w3.eth.get_code(Web3.to_checksum_address(config.chain.registry))
+        code = w3.eth.get_code(to_checksum_address(config.chain.registry))
     except ValueError as exc:
         raise CommandError("config_error", f"[chain].registry: {exc}", USAGE) from None
     except Exception as exc:

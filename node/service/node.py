@@ -21,7 +21,6 @@ import logging
 
 import grpc
 from eth_account import Account
-from web3 import Web3
 
 from derot import __version__, untrusted
 from derot.limits import LIMITS
@@ -30,6 +29,7 @@ from derot.attest.evidence import Evidence
 from derot.attest.policy import PolicyEngine
 from derot.attest.trust import TrustConfig
 from derot.chain import quorum
+from derot.chain.client import ChainClient
 from derot.chain.finality import EraseGuard, FinalityMode, FinalityRule, ShareRetirement
 from derot.chain.follower import Follower
 from derot.chain.freshness import FreshnessClock
@@ -120,7 +120,7 @@ class NodeService:
         self.account = Account.from_key(operator_key(config))
         self.metrics = Metrics()
         # every chain read needs [chain].rpc_quorum of the configured endpoints to agree (docs/chain-trust.md)
-        self.w3: Web3 = quorum.connect(config.rpc_endpoints, config.chain.rpc_quorum, timeout=10)
+        self.w3: ChainClient = quorum.connect(config.rpc_endpoints, config.chain.rpc_quorum, timeout=10)
         self.registry = Registry(self.w3, config.chain.registry)
         self.chain_id = self.w3.eth.chain_id
         self.network = network_id(self.chain_id, self.registry.address)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 
 from derot.certs.notices import EpochInfo, Notice, NoticeDecodeError, NoticeKind, RevocationSet
-from derot.chain.follower import TRANSIENT_ERRORS
+from derot.chain.follower import transient_errors
 from derot.chain.registry import Registry
 from derot.chain.state import RegistryState
 from derot.chain.types import RevocationKind
@@ -125,5 +125,5 @@ class NoticeSource:
                                                "hash or timestamp (another fork?)")
             return read_notice_at(self.registry, self.chain_id, notice.kind, notice.block_number,
                                   notice.block_hash, notice.block_timestamp)
-        except TRANSIENT_ERRORS as exc:
+        except transient_errors() as exc:
             raise Refusal(status.UNAVAILABLE, f"this node cannot read block {notice.block_number}: {exc}") from None

@@ -240,11 +240,11 @@ def test_a_registry_over_the_limits_is_refused_by_name(w):
 
 
 def test_a_page_with_the_wrong_number_of_items_is_refused(w):
-    fns = w.registry.contract.functions
-    last_page = fns.apps(64, 16)._encode_transaction_data()
+    fns = w.registry.functions
+    last_page = fns.apps(64, 16).data_hex
     honest = w.w3.eth.call({"to": w.registry.address, "data": last_page})
     assert len(w.registry._call(fns.apps(64, 16))) == APPS - 64
-    w.proxy.calls = {fns.apps(0, 16)._encode_transaction_data()[2:]: bytes(honest).hex()}
+    w.proxy.calls = {fns.apps(0, 16).data.hex(): bytes(honest).hex()}
     with pytest.raises(PageMismatch) as refused:
         w.follower(w.proxy.url).poll()
     assert refused.value.reason == "chain_unverified"

@@ -42,6 +42,15 @@ def test_every_node_checked_every_other_nodes_membership_evidence_before_the_vot
         assert checked == {"verified": network.nodes - 1, "refused": 0}, (proc.index, checked)
 
 
+def test_running_nodes_never_loaded_web3(network):
+    """After a DKG and its on-chain report, no node process has loaded web3's stack (derot.chain.client):
+    ``import web3`` maps aiohttp's C extensions, so their absence from the process's memory map shows it."""
+    for proc in network.node_processes:
+        with open(f"/proc/{proc.pid}/maps") as maps:
+            loaded = {line.split()[-1] for line in maps if "/aiohttp/" in line or "/web3/" in line}
+        assert not loaded, (proc.index, sorted(loaded)[:3])
+
+
 def test_same_key_from_tdx_and_snp(harness):
     tdx = harness.app(Platform.TDX).get_key()
     snp = harness.app(Platform.SEV_SNP).get_key()
