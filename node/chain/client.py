@@ -42,15 +42,26 @@ class BlockNotFound(ChainReadError):
 
 
 def _quantity(value) -> int:
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.startswith("0x"):
-        return int(value, 16)
-    raise RpcError(f"expected a hex quantity, got {type(value).__name__}")
+    if isinstance(value, str) and value.startswith("0x") and 2 < len(value) <= 66:
+        try:
+            return int(value, 16)
+        except ValueError:
+            pass
+    raise RpcError(f"expected a hex quantity, got {str(value)[:20]!r}")
 
 
 def _formatted(record: dict) -> dict:
-    """A block, log or receipt with quantities as ints and 0x-strings as HexBytes (web3's shapes)."""
+    """A block, log or receipt with quantities as ints and 0x-strings as HexBytes (web3's shapes); a field that
+    is not what its name says raises RpcError."""
+    try:
+        return _format_fields(record)
+    except (ValueError, TypeError) as exc:
+        raise RpcError(f"malformed answer ({type(exc).__name__}: {str(exc)[:80]})") from None
+
+
+def _format_fields(record: dict) -> dict:
     out: dict = {}
     for key, value in record.items():
         if key in _QUANTITIES and isinstance(value, str):
@@ -58,14 +69,24 @@ def _formatted(record: dict) -> dict:
         elif key in ("address", "from", "to", "contractAddress") and isinstance(value, str):
             out[key] = to_checksum_address(value)
         elif key == "topics" and isinstance(value, list):
-            out[key] = [HexBytes(t) for t in value]
+            out[key] = [HexBytes(_hex_string(t)) for t in value]
         elif key == "logs" and isinstance(value, list):
-            out[key] = [_formatted(e) for e in value if isinstance(e, dict)]
+            out[key] = [_format_fields(e) if isinstance(e, dict) else _not_a(e, "log") for e in value]
         elif isinstance(value, str) and value.startswith("0x"):
             out[key] = HexBytes(value)
         else:
             out[key] = value
     return out
+
+
+def _hex_string(value) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a 0x-hex string, got {type(value).__name__}")
+    return value
+
+
+def _not_a(value, what: str):
+    raise TypeError(f"expected a {what} object, got {type(value).__name__}")
 
 
 def _tx_params(tx: dict) -> dict:
@@ -141,8 +162,15 @@ class _Eth:
             raise RpcError("eth_getLogs: malformed answer")
         return [_formatted(e) for e in result]
 
+    def _bytes(self, method: str, params: list) -> HexBytes:
+        result = self._result(method, params)
+        try:
+            return HexBytes(result or "0x")
+        except (ValueError, TypeError) as exc:
+            raise RpcError(f"{method}: malformed answer ({type(exc).__name__})") from None
+
     def get_code(self, address: str, block="latest") -> HexBytes:
-        return HexBytes(self._result("eth_getCode", [address, _block_id(block)]) or "0x")
+        return self._bytes("eth_getCode", [address, _block_id(block)])
 
     def get_transaction_count(self, address: str, block="latest") -> int:
         return _quantity(self._result("eth_getTransactionCount", [address, _block_id(block)]))
@@ -151,10 +179,10 @@ class _Eth:
         return _quantity(self._result("eth_estimateGas", [_tx_params(tx)]))
 
     def call(self, tx: dict, block="latest") -> HexBytes:
-        return HexBytes(self._result("eth_call", [_tx_params(tx), _block_id(block)]) or "0x")
+        return self._bytes("eth_call", [_tx_params(tx), _block_id(block)])
 
     def send_raw_transaction(self, raw: bytes) -> HexBytes:
-        return HexBytes(self._result("eth_sendRawTransaction", ["0x" + bytes(raw).hex()]))
+        return self._bytes("eth_sendRawTransaction", ["0x" + bytes(raw).hex()])
 
     def wait_for_transaction_receipt(self, tx_hash, timeout: float = 120) -> dict:
         """The receipt of ``tx_hash``, polled until it exists; raises TimeoutError after ``timeout`` seconds."""

@@ -114,3 +114,33 @@ def test_an_error_answer_is_an_rpc_error_not_a_crash(world):
     with pytest.raises(RpcError) as refused:
         client.eth.get_logs({"address": "not an address"})
     assert refused.value.reason == "chain_read_failed"
+
+
+class _Liar:
+    """A provider whose every answer is ``reply`` (one lying endpoint behind a quorum of 1)."""
+
+    def __init__(self, result) -> None:
+        self.result = result
+
+    def make_request(self, method, params):
+        return {"jsonrpc": "2.0", "id": 1, "result": self.result}
+
+
+@pytest.mark.parametrize("read, result", [
+    (lambda eth: eth.block_number, "0xzz"),
+    (lambda eth: eth.block_number, "0x" + "f" * 100),
+    (lambda eth: eth.block_number, True),
+    (lambda eth: eth.get_block(1), {"number": "0xq", "hash": "0x00"}),
+    (lambda eth: eth.get_block(1), {"number": "0x1", "hash": "0xnothex"}),
+    (lambda eth: eth.get_block(1), ["not", "a", "block"]),
+    (lambda eth: eth.get_logs({}), [{"topics": [1, 2], "data": "0x"}]),
+    (lambda eth: eth.get_logs({}), {"not": "a list"}),
+    (lambda eth: eth.get_code("0x" + "00" * 20), "0xnothex"),
+    (lambda eth: eth.wait_for_transaction_receipt(b"\x00" * 32, timeout=1), {"logs": ["not a log"]}),
+])
+def test_a_lying_answer_of_the_wrong_shape_is_an_rpc_error(read, result):
+    """Every malformed answer is refused by name (``chain_read_failed``), never a KeyError, TypeError or ValueError
+    escaping into the follower."""
+    with pytest.raises(RpcError) as refused:
+        read(ChainClient(_Liar(result)).eth)
+    assert refused.value.reason == "chain_read_failed"
