@@ -49,6 +49,7 @@ from dataclasses import dataclass
 
 from eth_utils import to_checksum_address
 
+from derot.chain.abi import AbiDecodeError
 from derot.chain.bulk import ReadLimits
 from derot.chain.client import ChainClient
 from derot.chain.headers import bloom_may_contain
@@ -396,7 +397,10 @@ class Follower:
         events = []
         for entry in sorted(raw, key=lambda e: (e["blockNumber"], e["logIndex"])):
             number = entry["blockNumber"]
-            decoded = self.registry.abi.decode_log([bytes(t) for t in entry["topics"]], bytes(entry["data"]))
+            try:
+                decoded = self.registry.abi.decode_log([bytes(t) for t in entry["topics"]], bytes(entry["data"]))
+            except AbiDecodeError as exc:  # a registry topic with another shape: only a lying RPC answers that
+                raise LogsIncomplete(f"block {number}: {exc}") from None
             if decoded is None:
                 continue
             events.append(

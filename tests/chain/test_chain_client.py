@@ -144,3 +144,20 @@ def test_a_lying_answer_of_the_wrong_shape_is_an_rpc_error(read, result):
     with pytest.raises(RpcError) as refused:
         read(ChainClient(_Liar(result)).eth)
     assert refused.value.reason == "chain_read_failed"
+
+
+def test_a_registry_log_of_the_wrong_shape_is_refused_by_name():
+    """A log with a registry event's topic but not its shape (only a lying RPC answers one) is LogsIncomplete
+    (``chain_unverified``, the poll retried), not an unexpected error."""
+    from hexbytes import HexBytes
+
+    from derot.chain.follower import Follower, LogsIncomplete
+
+    follower = Follower(ChainClient(_Liar(None)), "0x" + "11" * 20, start_block=0)
+    block = b"\x01" * 32
+    entry = {"blockNumber": 5, "blockHash": HexBytes(block), "address": follower.registry.address,
+             "topics": [HexBytes(registry_abi().event_topic("Revoked"))], "data": HexBytes(b"\x00" * 5),
+             "logIndex": 0, "transactionHash": HexBytes(b"\x02" * 32)}
+    with pytest.raises(LogsIncomplete) as refused:
+        follower._logs([entry], 5, 5, {5: (block, 0, b"", b"")}, verify=False)
+    assert refused.value.reason == "chain_unverified" and "Revoked" in str(refused.value)
