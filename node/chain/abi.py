@@ -1,7 +1,7 @@
 """A contract's ABI without web3: call data for its functions, and its answers and events decoded.
 
 eth_abi encodes and decodes; this module only finds functions by name and events by topic. It exists so
-a node process need not import web3 (about 22 MB of resident memory per node, measured in
+a node process need not import web3 (about 24 MB of resident memory per node, measured in
 bench/README.md): the node's chain code reads and writes through :class:`derot.chain.client.ChainClient`.
 
 Invariants:

@@ -1,8 +1,8 @@
 """The node's Ethereum client: the JSON-RPC reads and writes a node makes, without web3.
 
 A node process follows the chain all its life and writes one transaction per epoch. web3.py would cost it
-about 22 MB of resident memory (web3 with aiohttp, websockets and ens; bench/README.md), which at n = 64 nodes
-on one machine is 1.4 GB. :class:`ChainClient` offers the part of web3's ``w3.eth`` that derot's chain code
+about 24 MB of resident memory (web3 with aiohttp, websockets, ens and requests; bench/README.md), which at n = 64 nodes
+on one machine is 1.5 GB. :class:`ChainClient` offers the part of web3's ``w3.eth`` that derot's chain code
 uses, with answers in the same shapes (quantities as ints, hashes and data as HexBytes, log addresses
 checksummed), so that code takes either client: the CLI and tests keep passing web3's ``Web3``.
 

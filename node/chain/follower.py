@@ -468,7 +468,7 @@ class Follower:
             self._pause(self.poll_interval, stop)
 
     async def updates(self) -> AsyncIterator[Update]:
-        """Async generator of updates: each poll runs in a worker thread (web3 HTTP is blocking)."""
+        """Async generator of updates: each poll runs in a worker thread (the RPC client is blocking)."""
         while True:
             try:
                 update = await asyncio.to_thread(self.poll)

@@ -25,7 +25,7 @@ from hexbytes import HexBytes
 from derot.attest.snapshot import AppRecord, PlatformRule
 from derot.certs.reasons import Reason
 from derot.chain import tee_policy
-from derot.chain.abi import Call, ContractAbi
+from derot.chain.abi import AbiDecodeError, Call, ContractAbi
 from derot.chain.artifacts import load_artifact
 from derot.chain.exclusions import EpochExclusion, reason_of
 from derot.chain.tx import send
@@ -219,9 +219,16 @@ class Registry:
                                      "toBlock": to_block, "topics": topics})
         out = []
         for entry in sorted(logs, key=lambda e: (e["blockNumber"], e["logIndex"])):
-            args = self.abi.decode_log([bytes(t) for t in entry["topics"]], bytes(entry["data"])).args
+            try:
+                decoded = self.abi.decode_log([bytes(t) for t in entry["topics"]], bytes(entry["data"]))
+            except AbiDecodeError as exc:
+                raise ChainReadError(f"EpochExclusions of epoch {epoch.id}: {exc}") from None
+            if decoded is None or decoded.name != "EpochExclusions" or decoded.args["epoch"] != epoch.id:
+                raise ChainReadError(f"eth_getLogs answered a log that is not EpochExclusions({epoch.id})")
+            args = decoded.args
+            excluded = {int(i): reason_of(r) for i, r in zip(args["excluded"], args["reasons"])}
             out.append(EpochExclusion(epoch=epoch.id, reporter=args["member"], block_number=entry["blockNumber"],
-                                      excluded={int(i): reason_of(r) for i, r in zip(args["excluded"], args["reasons"])}))
+                                      excluded=excluded))
         return out
 
     # reads: apps ----------------------------------------------------------------------------------

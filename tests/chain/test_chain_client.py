@@ -43,7 +43,7 @@ def world(tmp_path_factory):
 
 
 def test_a_node_process_imports_no_web3():
-    """The modules `derot node run` loads leave web3 and its HTTP stacks out (about 22 MB per node)."""
+    """The modules `derot node run` loads leave web3 and its HTTP stacks out (about 24 MB per node)."""
     code = ("import sys, derot.cli.main, derot.cli.node_cmd, derot.service.node, derot.service.setup; "
             "print(' '.join(m for m in ('web3', 'aiohttp', 'websockets', 'ens', 'requests') if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
@@ -161,3 +161,24 @@ def test_a_registry_log_of_the_wrong_shape_is_refused_by_name():
     with pytest.raises(LogsIncomplete) as refused:
         follower._logs([entry], 5, 5, {5: (block, 0, b"", b"")}, verify=False)
     assert refused.value.reason == "chain_unverified" and "Revoked" in str(refused.value)
+
+
+def test_exclusion_logs_of_another_event_or_epoch_are_refused():
+    """``Registry.epoch_exclusions`` believes only EpochExclusions logs of the epoch it asked for."""
+    from derot.chain.registry import ChainReadError
+    from derot.chain.types import EpochPhase, EpochRecord
+
+    abi = registry_abi()
+    epoch = EpochRecord(id=3, phase=EpochPhase.ACTIVE, threshold=2, previous=2, started_block=1, activated_block=2,
+                        key_store=None, transcript_hash=bytes(32), members=(), group_key_sig=None,
+                        group_key_kd=None)
+    member = "0x" + "00" * 12 + "22" * 20
+    data = "0x" + "".join(v.to_bytes(32, "big").hex() for v in (0x40, 0x60, 0, 0))  # two empty uint8[]
+    for topics in ([abi.event_topic("EpochRetired"), (3).to_bytes(32, "big")],  # another event
+                   [abi.event_topic("EpochExclusions"), (4).to_bytes(32, "big"), bytes.fromhex(member[2:])]):
+        log = {"blockNumber": "0x5", "logIndex": "0x0", "blockHash": "0x" + "01" * 32, "data": data,
+               "topics": ["0x" + t.hex() for t in topics], "address": "0x" + "11" * 20}
+        registry = Registry(ChainClient(_Liar([log])), "0x" + "11" * 20)
+        with pytest.raises(ChainReadError) as refused:
+            registry.epoch_exclusions(epoch)
+        assert refused.value.reason == "chain_read_failed"
