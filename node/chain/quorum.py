@@ -258,6 +258,11 @@ class QuorumProvider:
             return self._first(method, params, every=True)
         if method == "eth_blockNumber":
             return {"jsonrpc": "2.0", "id": 0, "result": hex(self._head())}
+        if method == "eth_getBlockByNumber" and params[:1] in (["safe"], ["finalized"]) and not params[1:2] == [True]:
+            number, unanimous = self._tag_read(params[0])
+            if unanimous is not None:
+                return unanimous
+            params[0] = hex(number)
         params = self._resolve_tags(method, params)
         return self._agreed(method, params)
 
@@ -284,8 +289,12 @@ class QuorumProvider:
             return exc
 
     def _head(self) -> int:
+        return self._head_of(self._ask_all("eth_blockNumber", []))
+
+    def _head_of(self, answers) -> int:
+        """The ``quorum``-th highest of the eth_blockNumber (endpoint, reply or exception) ``answers``."""
         heads, failures = [], []
-        for endpoint, reply in self._ask_all("eth_blockNumber", []):
+        for endpoint, reply in answers:
             try:
                 if isinstance(reply, Exception):
                     raise reply
@@ -299,20 +308,30 @@ class QuorumProvider:
 
     def _tag_number(self, tag: str) -> int:
         """A block tag resolved to the highest number that ``quorum`` endpoints have reached."""
+        return self._tag_read(tag)[0]
+
+    def _tag_read(self, tag: str) -> tuple[int, dict | None]:
+        """:meth:`_tag_number`, and the tag's block reply when every endpoint answered the same verified block
+        (then asking for that number again would only repeat the vote just taken)."""
         if tag == "latest":
-            return self._head()
+            return self._head(), None
         if tag == "earliest":
-            return 0
-        numbers = []
+            return 0, None
+        numbers, hashes, agreed = [], set(), None
         for _endpoint, reply in self._ask_all("eth_getBlockByNumber", [tag, False]):
             if isinstance(reply, dict) and isinstance(reply.get("result"), dict):
                 try:
-                    numbers.append(verified_header(reply["result"]).number)
+                    header = verified_header(reply["result"])
                 except HeaderInvalid:
                     self.disagreements += 1
+                    continue
+                numbers.append(header.number)
+                hashes.add(header.hash)
+                agreed = agreed or reply
         if len(numbers) < self.quorum:
             raise ChainUnavailable(f"block tag {tag!r}: {len(numbers)} endpoints answered, need {self.quorum}")
-        return sorted(numbers, reverse=True)[self.quorum - 1]
+        unanimous = len(numbers) == len(self.endpoints) and len(hashes) == 1
+        return sorted(numbers, reverse=True)[self.quorum - 1], agreed if unanimous else None
 
     def _resolve(self, value):
         if isinstance(value, str) and value in TAGS:
@@ -332,8 +351,7 @@ class QuorumProvider:
         """Replies to read ``calls`` (method, params), each voted on exactly like :meth:`make_request`, sent
         as JSON-RPC batches of at most ``BATCH_MAX`` calls (one HTTP request per endpoint and batch)."""
         calls = [(m, self._resolve_tags(m, list(p or ()))) for m, p in calls]
-        if any(m in PASS_THROUGH or m in ("eth_sendRawTransaction", "eth_blockNumber") for m, _ in calls):
-            raise ValueError("make_batch is for pinned reads only")
+        _only_reads(calls)
         out: list[dict] = []
         for start in range(0, len(calls), BATCH_MAX):
             chunk = calls[start:start + BATCH_MAX]
@@ -341,6 +359,24 @@ class QuorumProvider:
             for i, (method, _params) in enumerate(chunk):
                 out.append(self._vote(method, [(e, r if isinstance(r, Exception) else r[i]) for e, r in answers]))
         return out
+
+    def head_batch(self, calls: Sequence[tuple[str, list]]) -> tuple[int, list[dict]]:
+        """The chain head, voted exactly as ``eth_blockNumber`` is, and the replies to read ``calls`` pinned
+        to block numbers or hashes (no tags: resolving one would cost a round trip), each voted on as in
+        :meth:`make_batch`; all in one HTTP request per endpoint. A failed batch is that endpoint's non-vote
+        on the head and on every call."""
+        calls = [(m, list(p or ())) for m, p in calls]
+        _only_reads(calls)
+        if any(_block_params(m, p) & set(TAGS) for m, p in calls):
+            raise ValueError("head_batch takes reads pinned to a block number or hash")
+        if len(calls) >= BATCH_MAX:
+            raise ValueError(f"head_batch takes at most {BATCH_MAX - 1} calls")
+        answers = self._ask_all_batch([("eth_blockNumber", []), *calls])
+
+        def column(i: int):
+            return [(e, r if isinstance(r, Exception) else r[i]) for e, r in answers]
+
+        return self._head_of(column(0)), [self._vote(m, column(i + 1)) for i, (m, _p) in enumerate(calls)]
 
     def _ask_all_batch(self, calls) -> list[tuple[Endpoint, list[dict] | Exception]]:
         def ask(endpoint: Endpoint):
@@ -393,6 +429,24 @@ class QuorumProvider:
             raise AnswerTooLarge(f"{method}: answers too large ({'; '.join(failures)})")
         raise ChainUnavailable(f"{method}: {answered} of {len(self.endpoints)} endpoints answered, need "
                                f"{self.quorum} ({'; '.join(failures)})")
+
+
+def _block_params(method: str, params: list) -> set:
+    """The string block parameters of a read (numbers, hashes or tags)."""
+    if method == "eth_getBlockByNumber" and params:
+        values = [params[0]]
+    elif method in _BLOCK_PARAM_LAST and params:
+        values = [params[-1]]
+    elif method == "eth_getLogs" and params and isinstance(params[0], dict):
+        values = [params[0].get("fromBlock"), params[0].get("toBlock")]
+    else:
+        values = []
+    return {v for v in values if isinstance(v, str)}
+
+
+def _only_reads(calls) -> None:
+    if any(m in PASS_THROUGH or m in ("eth_sendRawTransaction", "eth_blockNumber") for m, _ in calls):
+        raise ValueError("a batch is for pinned reads only")
 
 
 def connect(urls: str | Sequence[str], quorum: int = 1, *, timeout: float = 5.0) -> ChainClient:

@@ -14,6 +14,7 @@ from derot.chain import actions as A
 from derot.devnet.anvil import Anvil, mine, reorg
 from derot.chain.deploy import DeployParams, deploy
 from derot.chain.follower import Follower
+from derot.chain.quorum import BATCH_MAX, ChainUnverified, QuorumProvider
 from derot.chain.governance import Governance
 from derot.devnet.governance import enact
 from derot.chain.registry import Registry
@@ -22,6 +23,7 @@ from derot.chain.types import EpochPhase, RevocationKind
 from derot.constants import Platform
 from derot.crypto.bls import G2, random_scalar
 
+from .lying_rpc import LyingRpc
 from .proxy import TcpProxy
 
 FMSPC = bytes.fromhex("00906ed50000")
@@ -264,3 +266,100 @@ def test_an_unexpected_error_is_logged_and_retried_from_the_same_cursor(world, c
     assert len(calls) == 2 and calls[0] == calls[1]  # the retry started from the cursor the bug left unmoved
     assert follower.failures == 0 and follower.last_reason is None
     assert any("injected bug" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+# ------------------------------------------------------------------------------------------------
+# what a poll costs, and the liars the cheaper poll still catches
+
+
+def _posts(follower: Follower) -> list[int]:
+    return [endpoint.posts for endpoint in follower.w3.provider.endpoints]
+
+
+def test_an_idle_poll_is_one_request_and_an_empty_block_three(world):
+    """An idle node polls twice a block: the head and the reorg check share one HTTP request per endpoint;
+    a new block without registry logs adds the logs and its header, and nothing else."""
+    follower = world.follower()
+    drain(follower)
+    start = _posts(follower)[0]
+    assert follower.poll() is None and _posts(follower) == [start + 1]
+    mine(world.w3, 1)
+    update = follower.poll()
+    assert update is not None and update.events == () and update.reorg is None
+    assert follower.cursor == world.w3.eth.block_number
+    assert _posts(follower) == [start + 4]
+    assert follower.state == fresh_state(world, follower)
+
+
+def test_one_liar_cannot_hide_a_reorg_in_the_batched_check(world):
+    """After a same-height reorg a lying endpoint keeps answering the replaced block (a valid header):
+    beside one honest endpoint (2 of 2) the poll is refused and the cursor stays; beside two it is outvoted
+    and the reorg is followed."""
+    liar, twin = LyingRpc(world.anvil.url), LyingRpc(world.anvil.url)
+    try:
+        alone = world.follower([world.anvil.url, liar.url], quorum=2)
+        outvoted = world.follower([world.anvil.url, liar.url, twin.url], quorum=2)
+        mine(world.w3, 1)
+        drain(alone), drain(outvoted)
+        cursor = alone.cursor
+        assert outvoted.cursor == cursor == world.w3.eth.block_number
+        old = world.w3.provider.make_request("eth_getBlockByNumber", [hex(cursor), False])["result"]
+        liar.header_lie = lambda block: dict(old) if block.get("number") == old["number"] else block
+        reorg(world.w3, 1, [])
+        assert world.w3.eth.block_number == cursor and world.w3.eth.get_block(cursor)["hash"].to_0x_hex() != old["hash"]
+        with pytest.raises(ChainUnverified) as refused:
+            alone.poll()
+        assert refused.value.reason == "chain_unverified" and alone.cursor == cursor
+        mine(world.w3, 1)
+        updates = drain(outvoted)
+        assert updates and updates[0].reorg is not None and updates[0].reorg.old_cursor == cursor
+        assert outvoted.state == fresh_state(world, outvoted)
+    finally:
+        liar.close(), twin.close()
+
+
+def test_a_frozen_endpoint_cannot_hold_back_the_batched_head(world):
+    liar, twin = LyingRpc(world.anvil.url), LyingRpc(world.anvil.url)
+    try:
+        follower = world.follower([world.anvil.url, liar.url, twin.url], quorum=2)
+        drain(follower)
+        liar.frozen_head = follower.cursor
+        mine(world.w3, 2)
+        assert drain(follower) and follower.cursor == world.w3.eth.block_number
+    finally:
+        liar.close(), twin.close()
+
+
+def test_head_batch_takes_only_reads_pinned_to_a_block(world):
+    provider = QuorumProvider([world.anvil.url])
+    refused = ([("eth_getBlockByNumber", ["latest", False])], [("eth_getBlockByNumber", ["finalized", False])],
+               [("eth_getLogs", [{"fromBlock": "0x1", "toBlock": "latest"}])], [("eth_call", [{}, "safe"])],
+               [("eth_blockNumber", [])], [("eth_sendRawTransaction", ["0x00"])],
+               [("eth_getBlockByNumber", ["0x1", False])] * BATCH_MAX)
+    for calls in refused:
+        with pytest.raises(ValueError):
+            provider.head_batch(calls)
+    assert provider.endpoints[0].posts == 0  # refused before anything was sent
+    head, (reply,) = provider.head_batch([("eth_getBlockByNumber", ["0x1", False])])
+    assert head == world.w3.eth.block_number
+    assert reply["result"]["hash"] == world.w3.eth.get_block(1)["hash"].to_0x_hex()
+    assert provider.endpoints[0].posts == 1
+
+
+def test_a_finalized_block_is_asked_once_when_endpoints_agree_and_voted_when_not(world):
+    """Resolving the ``finalized`` tag already verified every endpoint's block; when all agree that block is
+    the answer. A liar answering an older, valid block makes the tag resolve to the lower number, whose block
+    is then voted on as before."""
+    mine(world.w3, 80)  # anvil finalizes blocks 64 deep
+    liar = LyingRpc(world.anvil.url)
+    try:
+        provider = QuorumProvider([world.anvil.url, liar.url], 2)
+        final = world.w3.provider.make_request("eth_getBlockByNumber", ["finalized", False])["result"]
+        reply = provider.make_request("eth_getBlockByNumber", ["finalized", False])
+        assert reply["result"]["hash"] == final["hash"] and [e.posts for e in provider.endpoints] == [1, 1]
+        older = world.w3.provider.make_request("eth_getBlockByNumber", [hex(int(final["number"], 16) - 5), False])
+        liar.header_lie = lambda block: dict(older["result"]) if block.get("number") == final["number"] else block
+        reply = provider.make_request("eth_getBlockByNumber", ["finalized", False])
+        assert reply["result"]["hash"] == older["result"]["hash"] and [e.posts for e in provider.endpoints] == [3, 3]
+    finally:
+        liar.close()
