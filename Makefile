@@ -7,7 +7,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 PIP     = $(PY) -m pip
-PYTEST_ARGS ?=
+# Two pytest workers (pytest-xdist): each takes whole test files, so a file's module fixtures (an anvil, a
+# devnet) stay in one process. `make test TEST_WORKERS=0` runs the suite in one process.
+TEST_WORKERS ?= 2
+PYTEST_ARGS ?= $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 .PHONY: all setup venv npm proto test demo bench clean contracts wheel
 

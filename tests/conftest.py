@@ -1,5 +1,6 @@
 """Shared pytest configuration. Fixtures for a subsystem live in that subsystem's conftest.py."""
 
+import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,6 +22,8 @@ def pytest_collection_finish(session) -> None:
     """When the recompile test will run, start its solc-js run now, beside the other tests, on one core
     the mostly single-process tests leave free; the test then waits for the output."""
     global _solc
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker collects every test: solc starts in the test
+        return
     if any(item.nodeid.endswith(RECOMPILE_TEST) for item in session.items):
         from derot.devnet import compile as build
 

@@ -17,8 +17,8 @@ must chain (parentHash) from the cursor, and the logs must come from those exact
 is abandoned and retried, so a reorg racing a poll cannot mix two forks.
 
 Cost: a first read is a few JSON-RPC batches of paged views (:mod:`derot.chain.bulk`), bounded in size.
-After it, a poll costs about five requests whatever the registry's size (head, the new headers in one
-batch, ``eth_getLogs``, the canonical check), plus one ``eth_getBlockReceipts`` per block whose bloom may
+After it, a poll that finds no new block is one request (the head and the cursor's header in one voted
+batch); an empty new block adds two (``eth_getLogs``, its header), whatever the registry's size; plus one ``eth_getBlockReceipts`` per block whose bloom may
 hold the registry, plus one batch re-reading only the apps, nodes and epochs the events name. A log
 range is halved until its answer holds at most ``max_logs`` logs and fits the reply limit.
 

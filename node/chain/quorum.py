@@ -7,6 +7,8 @@ error and simply does not vote. Rules (:meth:`QuorumProvider.make_request`):
 - ``eth_blockNumber``: the ``quorum``-th highest answer, so at least ``quorum`` endpoints have that block
   (a frozen or lagging endpoint cannot hold the head back, a racing one cannot push it forward).
 - block tags (``latest``, ``safe``, ``finalized``) in reads are resolved the same way to a number first.
+  ``eth_getBlockByNumber`` of ``safe``/``finalized`` answered by every endpoint with the same verified block
+  is that block (a vote on it by number would ask the same question again).
 - every other read: the answers are grouped by a fingerprint of what they commit to (for blocks: the hash,
   after recomputing it from the header fields; for logs and receipts: their consensus fields; else the
   whole result). Exactly one group of at least ``quorum`` wins. Two successful answers that disagree
@@ -16,8 +18,9 @@ error and simply does not vote. Rules (:meth:`QuorumProvider.make_request`):
   and goes to the endpoints in order; a raw transaction is sent to all of them.
 
 Reads may go out as JSON-RPC batches (:meth:`QuorumProvider.make_batch`, at most ``BATCH_MAX`` calls per
-HTTP request): every call of a batch is voted on exactly as if it had been sent alone, and a batch answer
-that is not one reply per call is that endpoint's failure.
+HTTP request; :meth:`QuorumProvider.head_batch` adds the head to pinned reads): every call of a batch is voted
+on exactly as if it had been sent alone, and a batch answer that is not one reply per call is that
+endpoint's failure.
 
 Every answer is untrusted: the body is size-capped (``max_reply_bytes``; an answer over it is dropped unread
 and, when too few endpoints are left, :class:`AnswerTooLarge` tells the caller to ask for less) and
