@@ -61,6 +61,18 @@ def _formatted(record: dict) -> dict:
         raise RpcError(f"malformed answer ({type(exc).__name__}: {str(exc)[:80]})") from None
 
 
+def log_filter(filter_params: dict) -> dict:
+    """An eth_getLogs filter as JSON-RPC wants it (block numbers as hex quantities)."""
+    return {k: (hex(v) if isinstance(v, int) else v) for k, v in filter_params.items()}
+
+
+def logs_of(result) -> list[dict]:
+    """An eth_getLogs result in web3's shapes; raises RpcError if it is not a list of log objects."""
+    if not isinstance(result, list) or not all(isinstance(e, dict) for e in result):
+        raise RpcError("eth_getLogs: malformed answer")
+    return [_formatted(e) for e in result]
+
+
 def _format_fields(record: dict) -> dict:
     out: dict = {}
     for key, value in record.items():
@@ -156,11 +168,7 @@ class _Eth:
         return _formatted(result)
 
     def get_logs(self, filter_params: dict) -> list[dict]:
-        params = {k: (hex(v) if isinstance(v, int) else v) for k, v in filter_params.items()}
-        result = self._result("eth_getLogs", [params])
-        if not isinstance(result, list) or not all(isinstance(e, dict) for e in result):
-            raise RpcError("eth_getLogs: malformed answer")
-        return [_formatted(e) for e in result]
+        return logs_of(self._result("eth_getLogs", [log_filter(filter_params)]))
 
     def _bytes(self, method: str, params: list) -> HexBytes:
         result = self._result(method, params)

@@ -18,7 +18,8 @@ is abandoned and retried, so a reorg racing a poll cannot mix two forks.
 
 Cost: a first read is a few JSON-RPC batches of paged views (:mod:`derot.chain.bulk`), bounded in size.
 After it, a poll that finds no new block is one request (the head and the cursor's header in one voted
-batch); an empty new block adds two (``eth_getLogs``, its header), whatever the registry's size; plus one ``eth_getBlockReceipts`` per block whose bloom may
+batch); an empty new block adds one more (its ``eth_getLogs`` and its header in one batch), whatever the
+registry's size; plus one ``eth_getBlockReceipts`` per block whose bloom may
 hold the registry, plus one batch re-reading only the apps, nodes and epochs the events name. A log
 range is halved until its answer holds at most ``max_logs`` logs and fits the reply limit.
 
@@ -51,9 +52,9 @@ from eth_utils import to_checksum_address
 
 from derot.chain.abi import AbiDecodeError
 from derot.chain.bulk import ReadLimits
-from derot.chain.client import ChainClient
+from derot.chain.client import ChainClient, RpcError, log_filter, logs_of
 from derot.chain.headers import bloom_may_contain
-from derot.chain.quorum import AnswerTooLarge, QuorumProvider
+from derot.chain.quorum import BATCH_MAX, AnswerTooLarge, QuorumProvider
 from derot.chain.receipts import ReceiptsInvalid, verified_receipts
 from derot.chain.registry import ChainReadError, Registry
 from derot.chain.state import RegistryState, apply_changes, read_state
@@ -122,6 +123,23 @@ def check_logs_against_blooms(w3, address: str, logs, headers: dict[int, tuple[b
 
 def _hex_bytes(value) -> bytes:
     return bytes.fromhex(value[2:]) if isinstance(value, str) else bytes(value)
+
+
+def _parsed_blocks(numbers: list[int], replies: list) -> list[dict]:
+    """Headers (hash, parentHash, timestamp, logsBloom, receiptsRoot as bytes/int) from voted
+    eth_getBlockByNumber ``replies`` for ``numbers``; a missing or malformed one raises ChainReadError."""
+    out = []
+    for number, reply in zip(numbers, replies):
+        block = reply.get("result") if isinstance(reply, dict) else None
+        if not isinstance(block, dict):
+            raise ChainReadError(f"block {number} is not available")
+        try:
+            out.append({"hash": _hex_bytes(block["hash"]), "parentHash": _hex_bytes(block["parentHash"]),
+                        "timestamp": int(block["timestamp"], 16), "logsBloom": _hex_bytes(block["logsBloom"]),
+                        "receiptsRoot": _hex_bytes(block["receiptsRoot"])})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ChainReadError(f"block {number}: malformed header ({exc})") from None
+    return out
 
 
 def _hash_in(reply, number: int) -> bytes | None:
@@ -274,11 +292,15 @@ class Follower:
         jump = self.state is None or first < head - self.reorg_window
         full = jump or reorg is not None
         raw: list = []
+        blocks = None
         if jump:
             last = target
         elif last >= first:
-            raw, last = self._fetch_logs(first, last)
-        headers = self._headers(first, last, head, every=not full)
+            both = None if full else self._logs_and_blocks(first, last)
+            raw, blocks = both if both is not None else (None, None)
+            if raw is None:
+                raw, last = self._fetch_logs(first, last)
+        headers = self._headers(first, last, head, every=not full, blocks=blocks)
         end_hash, end_time, _bloom, _root = headers[last]
         events = self._logs(raw, first, last, headers, verify=not full)
         called = full or bool(events) or bool(self.state.unreadable_apps)  # the new state is read by calls
@@ -350,14 +372,15 @@ class Follower:
         self.cursor = fork
         return Reorg(fork_block=fork, old_cursor=old)
 
-    def _headers(self, first: int, last: int, head: int, *, every: bool) -> dict[int, tuple[bytes, int, bytes, bytes]]:
+    def _headers(self, first: int, last: int, head: int, *, every: bool,
+                 blocks: list[dict] | None = None) -> dict[int, tuple[bytes, int, bytes, bytes]]:
         """(hash, timestamp, logs bloom, receipts root) of block ``last`` and of every block of [first, last] (``every``) or of
         those within the reorg window, checking that consecutive ones chain by parentHash, starting from the
-        remembered cursor hash."""
+        remembered cursor hash. ``blocks``: those headers, already read (:meth:`_logs_and_blocks`)."""
         low = first if every else max(first, head - self.reorg_window)
         numbers = sorted({*range(low, last + 1), last})
         out: dict[int, tuple[bytes, int, bytes, bytes]] = {}
-        for number, block in zip(numbers, self._blocks(numbers)):
+        for number, block in zip(numbers, blocks if blocks is not None else self._blocks(numbers)):
             parent = bytes(block["parentHash"])
             expected = out[number - 1][0] if number - 1 in out else self._hashes.get(number - 1)
             if number >= first and expected is not None and parent != expected:
@@ -372,18 +395,30 @@ class Follower:
         batch = getattr(self.w3.provider, "make_batch", None)
         if batch is None:
             return [self.w3.eth.get_block(n) for n in numbers]
-        out = []
-        for number, reply in zip(numbers, batch([("eth_getBlockByNumber", [hex(n), False]) for n in numbers])):
-            block = reply.get("result") if isinstance(reply, dict) else None
-            if not isinstance(block, dict):
-                raise ChainReadError(f"block {number} is not available")
-            try:
-                out.append({"hash": _hex_bytes(block["hash"]), "parentHash": _hex_bytes(block["parentHash"]),
-                            "timestamp": int(block["timestamp"], 16), "logsBloom": _hex_bytes(block["logsBloom"]),
-                            "receiptsRoot": _hex_bytes(block["receiptsRoot"])})
-            except (KeyError, TypeError, ValueError) as exc:
-                raise ChainReadError(f"block {number}: malformed header ({exc})") from None
-        return out
+        return _parsed_blocks(numbers, batch([("eth_getBlockByNumber", [hex(n), False]) for n in numbers]))
+
+    def _logs_and_blocks(self, first: int, last: int) -> tuple[list, list[dict]] | None:
+        """The registry's logs of [first, last] and those blocks' headers in one batch (a new block's whole
+        read), each voted on as if asked alone. None when the provider cannot batch, the range is over one
+        batch, or the logs are too many or too large for one answer: then :meth:`_fetch_logs` halves the
+        range as before."""
+        batch = getattr(self.w3.provider, "make_batch", None)
+        numbers = list(range(first, last + 1))
+        if batch is None or len(numbers) >= BATCH_MAX:
+            return None
+        logs_call = ("eth_getLogs", [log_filter({"address": self.registry.address, "fromBlock": first,
+                                                   "toBlock": last})])
+        try:
+            replies = batch([logs_call, *[("eth_getBlockByNumber", [hex(n), False]) for n in numbers]])
+        except AnswerTooLarge:
+            return None
+        reply = replies[0]
+        if not isinstance(reply, dict) or "error" in reply:
+            raise RpcError(f"eth_getLogs of blocks {first}..{last} failed: {str(reply)[:200]}")
+        raw = logs_of(reply.get("result"))
+        if len(raw) > self.max_logs:
+            return None
+        return raw, _parsed_blocks(numbers, replies[1:])
 
     def _fetch_logs(self, first: int, last: int) -> tuple[list, int]:
         """The registry's logs of [first, last'] and last': the range is halved until the answer holds at most

@@ -14,7 +14,8 @@ from derot.chain import actions as A
 from derot.devnet.anvil import Anvil, mine, reorg
 from derot.chain.deploy import DeployParams, deploy
 from derot.chain.follower import Follower
-from derot.chain.quorum import BATCH_MAX, ChainUnverified, QuorumProvider
+from derot.chain.client import ChainClient
+from derot.chain.quorum import BATCH_MAX, ChainUnverified, Endpoint, QuorumProvider
 from derot.chain.governance import Governance
 from derot.devnet.governance import enact
 from derot.chain.registry import Registry
@@ -276,9 +277,9 @@ def _posts(follower: Follower) -> list[int]:
     return [endpoint.posts for endpoint in follower.w3.provider.endpoints]
 
 
-def test_an_idle_poll_is_one_request_and_an_empty_block_three(world):
+def test_an_idle_poll_is_one_request_and_an_empty_block_two(world):
     """An idle node polls twice a block: the head and the reorg check share one HTTP request per endpoint;
-    a new block without registry logs adds the logs and its header, and nothing else."""
+    a new block without registry logs adds one more, its logs and its header in one batch."""
     follower = world.follower()
     drain(follower)
     start = _posts(follower)[0]
@@ -287,7 +288,7 @@ def test_an_idle_poll_is_one_request_and_an_empty_block_three(world):
     update = follower.poll()
     assert update is not None and update.events == () and update.reorg is None
     assert follower.cursor == world.w3.eth.block_number
-    assert _posts(follower) == [start + 4]
+    assert _posts(follower) == [start + 3]
     assert follower.state == fresh_state(world, follower)
 
 
@@ -363,3 +364,26 @@ def test_a_finalized_block_is_asked_once_when_endpoints_agree_and_voted_when_not
         assert reply["result"]["hash"] == older["result"]["hash"] and [e.posts for e in provider.endpoints] == [3, 3]
     finally:
         liar.close()
+
+
+def test_a_new_range_over_the_reply_limit_is_read_in_smaller_answers(world):
+    """The logs and headers of a new range share one batch; when that answer is over the reply limit the range
+    is read as before (the logs alone, then the headers), and nothing is lost."""
+    follower = world.follower()
+    drain(follower)
+    idents = [os.urandom(6) for _ in range(3)]
+    for ident in idents:  # three blocks, one revocation each
+        world.revoke(ident=ident)
+    first, last = follower.cursor + 1, world.w3.eth.block_number
+    probe = Endpoint(world.anvil.url, 5.0)
+    logs = {"jsonrpc": "2.0", "id": 1, "method": "eth_getLogs",
+            "params": [{"address": world.registry.address, "fromBlock": hex(first), "toBlock": hex(last)}]}
+    headers = [{"jsonrpc": "2.0", "id": 2 + i, "method": "eth_getBlockByNumber", "params": [hex(n), False]}
+               for i, n in enumerate(range(first, last + 1))]
+    combined = len(probe._post([logs, *headers], "batch"))
+    assert max(len(probe._post(logs, "logs")), len(probe._post(headers, "batch"))) < combined
+    follower.w3 = ChainClient(QuorumProvider([world.anvil.url], 1, max_reply_bytes=combined - 1))
+    update = follower.poll()
+    assert [bytes(e.args["id"]) for e in update.events if e.name == "Revoked"] == idents
+    assert follower.cursor == last and follower.state == fresh_state(world, follower)
+    assert follower.w3.provider.endpoints[0].posts >= 4  # head, the refused batch, the logs, the headers

@@ -238,8 +238,11 @@ def test_a_call_past_its_deadline_keeps_the_channel_and_the_calls_in_flight_on_i
         peering.pool.patience = 1.0
         try:
             slow = asyncio.create_task(peering.call(info, "GetNodeEvidence", pb.GetNodeEvidenceRequest()))
-            while not peering.pool._channels:
+            # the slow call must be the one that hangs: send the next only once the server holds it (two
+            # calls started together reach the server in either order; seen beside two busy processes)
+            while api.hanging and not slow.done():
                 await asyncio.sleep(0.01)
+            assert not api.hanging, f"the first call never reached the server: {slow.exception()!r}"
             first = await peering.pool.stub(info)
             peering.peer_deadline = 60.0
             pending = asyncio.create_task(peering.call(info, "GetNodeEvidence", pb.GetNodeEvidenceRequest()))
