@@ -328,7 +328,7 @@ class Follower:
     def _head_and_cursor_hash(self) -> tuple[int, bytes | None]:
         """The chain head and, when a reorg check is due (:meth:`_check_reorg`), the canonical hash at the
         cursor; in one round trip when the provider can (:meth:`~derot.chain.quorum.QuorumProvider.head_batch`,
-        each answer voted on as if asked alone). A node polls twice a block: this is most of its idle cost."""
+        each answer voted on as if asked alone). Most polls find no new block: this is their whole cost."""
         if self.state is None or self.cursor not in self._hashes:
             return self.w3.eth.block_number, None
         batch = getattr(self.w3.provider, "head_batch", None)
