@@ -297,9 +297,10 @@ class Follower:
             last = target
         elif last >= first:
             both = None if full else self._logs_and_blocks(first, last)
-            raw, blocks = both if both is not None else (None, None)
-            if raw is None:
+            if both is None:
                 raw, last = self._fetch_logs(first, last)
+            else:
+                raw, blocks = both
         headers = self._headers(first, last, head, every=not full, blocks=blocks)
         end_hash, end_time, _bloom, _root = headers[last]
         events = self._logs(raw, first, last, headers, verify=not full)
@@ -325,11 +326,16 @@ class Follower:
         return Update(state=state, events=tuple(events), reorg=reorg)
 
     # ---------------------------------------------------------------------------------------------
+    @property
+    def _reorg_check_due(self) -> bool:
+        """A state was read and the cursor's hash is remembered (so it can be compared)."""
+        return self.state is not None and self.cursor in self._hashes
+
     def _head_and_cursor_hash(self) -> tuple[int, bytes | None]:
         """The chain head and, when a reorg check is due (:meth:`_check_reorg`), the canonical hash at the
         cursor; in one round trip when the provider can (:meth:`~derot.chain.quorum.QuorumProvider.head_batch`,
         each answer voted on as if asked alone). Most polls find no new block: this is their whole cost."""
-        if self.state is None or self.cursor not in self._hashes:
+        if not self._reorg_check_due:
             return self.w3.eth.block_number, None
         batch = getattr(self.w3.provider, "head_batch", None)
         if batch is None:
@@ -354,9 +360,7 @@ class Follower:
     def _check_reorg(self, cursor_hash: bytes | None) -> Reorg | None:
         """If the cursor's block is no longer canonical (its hash now is ``cursor_hash``), rewind to the fork
         point and return the Reorg."""
-        if self.state is None or self.cursor not in self._hashes:
-            return None
-        if cursor_hash == self._hashes[self.cursor]:
+        if not self._reorg_check_due or cursor_hash == self._hashes[self.cursor]:
             return None
         old = self.cursor
         fork = None

@@ -261,7 +261,7 @@ class QuorumProvider:
             return self._first(method, params, every=True)
         if method == "eth_blockNumber":
             return {"jsonrpc": "2.0", "id": 0, "result": hex(self._head())}
-        if method == "eth_getBlockByNumber" and params[:1] in (["safe"], ["finalized"]) and not params[1:2] == [True]:
+        if method == "eth_getBlockByNumber" and params[:1] in (["safe"], ["finalized"]) and params[1:2] != [True]:
             number, unanimous = self._tag_read(params[0])
             if unanimous is not None:
                 return unanimous
