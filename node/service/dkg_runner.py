@@ -193,9 +193,9 @@ class DkgRunner:
         accepted = 0
         for data in await pull(self.session.inventory()):
             try:
-                before = len(self.session.inventory())
+                before = self.session.held
                 self.receive(data)
-                accepted += len(self.session.inventory()) > before
+                accepted += self.session.held > before
             except DkgMessageRejected:
                 continue
         return accepted

@@ -215,6 +215,20 @@ def test_duplicate_refused(scenario):
     refuse(scenario.sessions[2], scenario.deals[2].encode(), RejectReason.DUPLICATE)  # its own, echoed back
 
 
+def test_the_inventory_is_kept_until_a_message_is_stored(scenario):
+    """The sorted inventory is served to every peer's sync, so it is kept between changes; it must never
+    miss a message stored since, nor change on a refusal."""
+    target = scenario.target
+    before = target.inventory()
+    assert target.inventory() is before and target.held == len(before)
+    target.receive(scenario.deals[2].encode())
+    after = target.inventory()
+    assert scenario.deals[2].digest in after and scenario.deals[2].digest not in before
+    assert list(after) == sorted(set(before) | {scenario.deals[2].digest}) and target.held == len(after)
+    refuse(target, scenario.deals[2].encode(), RejectReason.DUPLICATE)
+    assert target.inventory() is after
+
+
 def test_a_third_bundle_is_refused_before_any_work(scenario):
     """Two different bundles from one dealer are kept (equivocation evidence); a third is refused."""
     target = scenario.target

@@ -149,6 +149,7 @@ class DkgSession:
         if self.recipient_index is not None:
             self._set_epoch_secret(random_scalar())
         self._messages: dict[Digest, Message] = {}
+        self._inventory: tuple[Digest, ...] | None = None  # sorted self._messages; None after a change
         self._announces: dict[int, dict[bytes, G1]] = {}
         self._deals: dict[int, dict[bytes, HeldDeal]] = {}
         self._responses: dict[int, dict[bytes, ResponseBody]] = {}
@@ -247,8 +248,16 @@ class DkgSession:
     # dissemination: what the transport syncs
 
     def inventory(self) -> tuple[Digest, ...]:
-        """Digests of every message held (including this member's own)."""
-        return tuple(sorted(self._messages))
+        """Digests of every message held (including this member's own), sorted. Kept until the next message
+        is stored: a member serves this to every peer's sync, so sorting it each time costs O(n² log n)."""
+        if self._inventory is None:
+            self._inventory = tuple(sorted(self._messages))
+        return self._inventory
+
+    @property
+    def held(self) -> int:
+        """How many messages are held (including this member's own)."""
+        return len(self._messages)
 
     def wanted(self, digests) -> list[Digest]:
         """Of a peer's digests, those this session would accept: not held, from a seated sender, and
@@ -286,7 +295,7 @@ class DkgSession:
         out = struct.pack(">BB", SNAPSHOT_VERSION, list(Phase).index(self.phase))
         secret = self._epoch_secret
         out += b"\x00" * SCALAR_SIZE if secret is None else secret.to_bytes(SCALAR_SIZE, "big")
-        for message in (self._messages[d] for d in sorted(self._messages)):
+        for message in (self._messages[d] for d in self.inventory()):
             data = message.encode()
             out += struct.pack(">I", len(data)) + data
         return out
@@ -448,6 +457,7 @@ class DkgSession:
     def _ingest(self, message: Message) -> None:
         item = self._validate(message)
         self._messages[message.digest] = message
+        self._inventory = None
         table = {MessageKind.ANNOUNCE: self._announces, MessageKind.DEAL: self._deals,
                  MessageKind.RESPONSE: self._responses}[message.kind]
         table.setdefault(message.sender, {})[message.body_hash] = item
