@@ -93,6 +93,10 @@ def dkg_log(directory: Path) -> dict:
     return out
 
 
+#: the Peer calls a DKG makes (their attempts are counted by ``derot_peer_messages_sent_total``)
+DKG_CALLS = ("SubmitDkgMessage", "SyncDkg")
+
+
 def dkg_traffic(metrics_port: int) -> dict[str, float]:
     """``{"sent push messages": x, "sent push bytes": y, ...}`` from one node's metrics endpoint."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -108,6 +112,8 @@ def dkg_traffic(metrics_port: int) -> dict[str, float]:
             unit = {"derot_dkg_messages_total": "messages", "derot_dkg_bytes_total": "bytes"}.get(sample.name)
             if unit:
                 out[f"{sample.labels['direction']} {sample.labels['via']} {unit}"] = sample.value
+            elif sample.name == "derot_peer_messages_sent_total" and sample.labels.get("method") in DKG_CALLS:
+                out[f"calls {sample.labels['method']}"] = sample.value  # every attempt, retries included
     return out
 
 
@@ -313,6 +319,10 @@ def rows_of(fig: dict, previous: dict | None) -> list[tuple[str, str, str, str]]
             parts.append(f"{via} {m:.0f} / {_kb(b)}")
         if tr:
             rows.append((f"  DKG messages {direction} per member (median)", "; ".join(parts), "", ""))
+    if any(f"calls {c}" in tr for c in DKG_CALLS):
+        rows.append(("  Peer calls made per member (median)",
+                     ", ".join(f"{c} {tr.get(f'calls {c}', 0):.0f}" for c in DKG_CALLS), "",
+                     "every attempt: a push retried after a timeout counts again"))
     if fig.get("phases"):
         rows.append(("  longest phase per kind", ", ".join(f"{k} {v:.1f} s" for k, v in fig["phases"].items()),
                      "", ""))
