@@ -51,7 +51,8 @@ class Limits:
     peer_channel_max_age: float = 600.0
     evidence_fetch_attempts: int = 3
     evidence_fetch_timeout: float = 5.0  # per attempt
-    dkg_send_timeout: float = 5.0  # first attempt; doubled per attempt that timed out, until the phase deadline
+    dkg_send_timeout: float = 5.0  # first attempt at least; doubled per attempt that timed out, until the deadline
+    dkg_send_share: float = 0.125  # first attempt at least this share of the phase (a crowded phase is slow)
 
     # gRPC server (derot.service.node.server_options)
     handshake_timeout: float = 5.0  # seconds for a TLS handshake (grpc's default is 120)
