@@ -193,9 +193,9 @@ class DkgRunner:
         accepted = 0
         for data in await pull(self.session.inventory()):
             try:
-                before = self.session.held
+                before = self.session.message_count
                 self.receive(data)
-                accepted += self.session.held > before
+                accepted += self.session.message_count > before
             except DkgMessageRejected:
                 continue
         return accepted

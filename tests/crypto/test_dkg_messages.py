@@ -220,11 +220,11 @@ def test_the_inventory_is_kept_until_a_message_is_stored(scenario):
     miss a message stored since, nor change on a refusal."""
     target = scenario.target
     before = target.inventory()
-    assert target.inventory() is before and target.held == len(before)
+    assert target.inventory() is before and target.message_count == len(before)
     target.receive(scenario.deals[2].encode())
     after = target.inventory()
     assert scenario.deals[2].digest in after and scenario.deals[2].digest not in before
-    assert list(after) == sorted(set(before) | {scenario.deals[2].digest}) and target.held == len(after)
+    assert list(after) == sorted(set(before) | {scenario.deals[2].digest}) and target.message_count == len(after)
     refuse(target, scenario.deals[2].encode(), RejectReason.DUPLICATE)
     assert target.inventory() is after
 

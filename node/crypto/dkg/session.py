@@ -255,8 +255,9 @@ class DkgSession:
         return self._inventory
 
     @property
-    def held(self) -> int:
-        """How many messages are held (including this member's own)."""
+    def message_count(self) -> int:
+        """How many messages are held (including this member's own): ``len(self.inventory())``, without
+        building it."""
         return len(self._messages)
 
     def wanted(self, digests) -> list[Digest]:
