@@ -61,6 +61,21 @@ def _formatted(record: dict) -> dict:
         raise RpcError(f"malformed answer ({type(exc).__name__}: {str(exc)[:80]})") from None
 
 
+def result_of(method: str, reply):
+    """The ``result`` of one JSON-RPC ``reply`` to ``method``; an error reply raises RpcError (ContractReverted
+    for a reverted call), and so does a reply that is not an object."""
+    if not isinstance(reply, dict):
+        raise RpcError(f"{method}: malformed answer")
+    if "error" in reply:
+        error = reply["error"] if isinstance(reply["error"], dict) else {"message": str(reply["error"])}
+        message = str(error.get("message", error))
+        data = error.get("data")
+        if method in ("eth_call", "eth_estimateGas") and (error.get("code") == 3 or "revert" in message.lower()):
+            raise ContractReverted(f"{method}: {message}", data if isinstance(data, str) else "")
+        raise RpcError(f"{method}: {message}")
+    return reply.get("result")
+
+
 def log_filter(filter_params: dict) -> dict:
     """An eth_getLogs filter as JSON-RPC wants it (block numbers as hex quantities)."""
     return {k: (hex(v) if isinstance(v, int) else v) for k, v in filter_params.items()}
@@ -127,17 +142,7 @@ class _Eth:
         self._provider = provider
 
     def _result(self, method: str, params: list):
-        reply = self._provider.make_request(method, params)
-        if not isinstance(reply, dict):
-            raise RpcError(f"{method}: malformed answer")
-        if "error" in reply:
-            error = reply["error"] if isinstance(reply["error"], dict) else {"message": str(reply["error"])}
-            message = str(error.get("message", error))
-            data = error.get("data")
-            if method in ("eth_call", "eth_estimateGas") and (error.get("code") == 3 or "revert" in message.lower()):
-                raise ContractReverted(f"{method}: {message}", data if isinstance(data, str) else "")
-            raise RpcError(f"{method}: {message}")
-        return reply.get("result")
+        return result_of(method, self._provider.make_request(method, params))
 
     @property
     def block_number(self) -> int:

@@ -52,7 +52,7 @@ from eth_utils import to_checksum_address
 
 from derot.chain.abi import AbiDecodeError
 from derot.chain.bulk import ReadLimits
-from derot.chain.client import ChainClient, RpcError, log_filter, logs_of
+from derot.chain.client import ChainClient, log_filter, logs_of, result_of
 from derot.chain.headers import bloom_may_contain
 from derot.chain.quorum import BATCH_MAX, AnswerTooLarge, QuorumProvider
 from derot.chain.receipts import ReceiptsInvalid, verified_receipts
@@ -123,6 +123,11 @@ def check_logs_against_blooms(w3, address: str, logs, headers: dict[int, tuple[b
 
 def _hex_bytes(value) -> bytes:
     return bytes.fromhex(value[2:]) if isinstance(value, str) else bytes(value)
+
+
+def _block_calls(numbers: list[int]) -> list[tuple[str, list]]:
+    """eth_getBlockByNumber calls (headers only, no transactions) for ``numbers``, in order."""
+    return [("eth_getBlockByNumber", [hex(n), False]) for n in numbers]
 
 
 def _parsed_blocks(numbers: list[int], replies: list) -> list[dict]:
@@ -377,14 +382,17 @@ class Follower:
         return Reorg(fork_block=fork, old_cursor=old)
 
     def _headers(self, first: int, last: int, head: int, *, every: bool,
-                 blocks: list[dict] | None = None) -> dict[int, tuple[bytes, int, bytes, bytes]]:
+                 blocks: dict[int, dict] | None = None) -> dict[int, tuple[bytes, int, bytes, bytes]]:
         """(hash, timestamp, logs bloom, receipts root) of block ``last`` and of every block of [first, last] (``every``) or of
         those within the reorg window, checking that consecutive ones chain by parentHash, starting from the
-        remembered cursor hash. ``blocks``: those headers, already read (:meth:`_logs_and_blocks`)."""
+        remembered cursor hash. ``blocks``: those headers by number, already read (:meth:`_logs_and_blocks`)."""
         low = first if every else max(first, head - self.reorg_window)
         numbers = sorted({*range(low, last + 1), last})
         out: dict[int, tuple[bytes, int, bytes, bytes]] = {}
-        for number, block in zip(numbers, blocks if blocks is not None else self._blocks(numbers)):
+        if blocks is None:
+            blocks = dict(zip(numbers, self._blocks(numbers)))
+        for number in numbers:
+            block = blocks[number]
             parent = bytes(block["parentHash"])
             expected = out[number - 1][0] if number - 1 in out else self._hashes.get(number - 1)
             if number >= first and expected is not None and parent != expected:
@@ -399,9 +407,9 @@ class Follower:
         batch = getattr(self.w3.provider, "make_batch", None)
         if batch is None:
             return [self.w3.eth.get_block(n) for n in numbers]
-        return _parsed_blocks(numbers, batch([("eth_getBlockByNumber", [hex(n), False]) for n in numbers]))
+        return _parsed_blocks(numbers, batch(_block_calls(numbers)))
 
-    def _logs_and_blocks(self, first: int, last: int) -> tuple[list, list[dict]] | None:
+    def _logs_and_blocks(self, first: int, last: int) -> tuple[list, dict[int, dict]] | None:
         """The registry's logs of [first, last] and those blocks' headers in one batch (a new block's whole
         read), each voted on as if asked alone. None when the provider cannot batch, the range is over one
         batch, or the logs are too many or too large for one answer: then :meth:`_fetch_logs` halves the
@@ -413,16 +421,13 @@ class Follower:
         logs_call = ("eth_getLogs", [log_filter({"address": self.registry.address, "fromBlock": first,
                                                    "toBlock": last})])
         try:
-            replies = batch([logs_call, *[("eth_getBlockByNumber", [hex(n), False]) for n in numbers]])
+            replies = batch([logs_call, *_block_calls(numbers)])
         except AnswerTooLarge:
             return None
-        reply = replies[0]
-        if not isinstance(reply, dict) or "error" in reply:
-            raise RpcError(f"eth_getLogs of blocks {first}..{last} failed: {str(reply)[:200]}")
-        raw = logs_of(reply.get("result"))
+        raw = logs_of(result_of("eth_getLogs", replies[0]))
         if len(raw) > self.max_logs:
             return None
-        return raw, _parsed_blocks(numbers, replies[1:])
+        return raw, dict(zip(numbers, _parsed_blocks(numbers, replies[1:])))
 
     def _fetch_logs(self, first: int, last: int) -> tuple[list, int]:
         """The registry's logs of [first, last'] and last': the range is halved until the answer holds at most
