@@ -14,7 +14,7 @@ from derot.chain import actions as A
 from derot.devnet.anvil import Anvil, mine, reorg
 from derot.chain.deploy import DeployParams, deploy
 from derot.chain.follower import Follower
-from derot.chain.client import ChainClient
+from derot.chain.client import ChainClient, RpcError
 from derot.chain.quorum import BATCH_MAX, ChainUnverified, Endpoint, QuorumProvider
 from derot.chain.governance import Governance
 from derot.devnet.governance import enact
@@ -317,6 +317,33 @@ def test_one_liar_cannot_hide_a_reorg_in_the_batched_check(world):
         assert outvoted.state == fresh_state(world, outvoted)
     finally:
         liar.close(), twin.close()
+
+
+def test_an_error_for_the_batched_logs_is_never_read_as_no_logs(world):
+    """The one endpoint answers a new block's eth_getLogs (in the batch with its header) with a JSON-RPC error:
+    the poll fails and the cursor stays, so a revocation in that block is not skipped; once the endpoint
+    answers honestly the revocation is followed."""
+    liar = LyingRpc(world.anvil.url)
+    try:
+        follower = world.follower(liar.url)
+        drain(follower)
+        cursor = follower.cursor
+
+        def refuse_logs(replies):  # the logs answer is the batch's only list result
+            return [{"jsonrpc": "2.0", "id": r.get("id"), "error": {"code": -32005, "message": "query timeout"}}
+                    if isinstance(r.get("result"), list) else r for r in replies]
+
+        liar.batch_lie = refuse_logs
+        world.revoke(ident=bytes.fromhex("00906ed5aaaa"))
+        with pytest.raises(RpcError, match="eth_getLogs: query timeout"):
+            follower.poll()
+        assert follower.cursor == cursor
+        liar.honest()
+        updates = drain(follower)
+        assert any(e.name == "Revoked" for u in updates for e in u.events)
+        assert follower.state == fresh_state(world, follower)
+    finally:
+        liar.close()
 
 
 def test_a_frozen_endpoint_cannot_hold_back_the_batched_head(world):
