@@ -75,6 +75,31 @@ def epoch_members(state: RegistryState) -> dict[str, NodeRecord]:
     return out
 
 
+class _StateIndex:
+    """The Peer port's lookups into one registry state, built once per state object. Every Peer call asks
+    them, and built per call they cost O(n) each: O(n²) per member over a DKG. States are immutable (their
+    mappings are read-only), so an index never goes stale; a new state gets a new index."""
+
+    def __init__(self, state: RegistryState) -> None:
+        self.state = state
+        self.operator_by_key: dict[bytes, str] = {}  # TLS key hash -> the first registered operator with it
+        for operator, node in state.nodes.items():
+            self.operator_by_key.setdefault(node.tls_key_hash, operator)
+        self.members = frozenset(epoch_members(state))
+
+
+_last_index: _StateIndex | None = None
+
+
+def _index_of(state: RegistryState) -> _StateIndex:
+    """The index of ``state``, kept until another state object is asked for (the event loop's only)."""
+    global _last_index
+    index = _last_index
+    if index is None or index.state is not state:
+        index = _last_index = _StateIndex(state)
+    return index
+
+
 def peer_info(state: RegistryState, epoch: EpochRecord) -> dict[int, PeerInfo]:
     """The members of ``epoch`` as this node reaches them (members with a malformed endpoint are left out)."""
     out = {}
@@ -206,7 +231,7 @@ class Peering:
         if node.status not in allowed:
             raise Refusal(status.NOT_A_MEMBER, f"{operator} is {node.status.name.lower()}, not an approved node",
                           metadata={"status": node.status.name.lower()})
-        if not evidence_only and operator.lower() not in epoch_members(state):
+        if not evidence_only and operator.lower() not in _index_of(state).members:
             raise Refusal(status.NOT_A_MEMBER, f"{operator} is in neither the current nor the pending epoch",
                           metadata={"status": "not_in_epoch"})
 
@@ -216,10 +241,9 @@ class Peering:
         certs = context.auth_context().get("x509_pem_cert")
         if not certs or state is None:
             raise Refusal(status.NOT_A_MEMBER, "no client certificate")
-        key_hash = _spki_hash(bytes(certs[0]))
-        for operator, node in state.nodes.items():
-            if node.tls_key_hash == key_hash:
-                return operator
+        operator = _index_of(state).operator_by_key.get(_spki_hash(bytes(certs[0])))
+        if operator is not None:
+            return operator
         raise Refusal(status.NOT_A_MEMBER, "the client certificate is not registered")
 
     # ---------------------------------------------------------------------------------------------

@@ -64,3 +64,37 @@ def test_a_flood_of_certificates_keeps_every_cache_bounded(committee):
     for cache in _caches():
         size = cache.cache_parameters()["maxsize"]
         assert size is not None and cache.cache_info().currsize <= size, f"{cache} is unbounded"
+
+
+# The Peer port's lookups are indexed once per registry state (peering._StateIndex). A stale index would let a
+# removed member or a replaced key through until the next state, so each new state must be honoured at once,
+# and the index must be keyed on the state object, not on anything two states can share (a block number).
+
+def test_a_replaced_tls_key_is_refused_in_the_very_next_state(committee):
+    first, second = tls.generate_identity(), tls.generate_identity()
+    state, operator = _state_pinning(committee, first)
+    assert Peering.caller_operator(_Context(first.cert_pem), state) == operator  # indexes ``state``
+    nodes = dict(state.nodes)
+    nodes[operator] = dataclasses.replace(nodes[operator], tls_key_hash=tls.spki_hash(second.cert_pem))
+    rekeyed = dataclasses.replace(state, nodes=nodes)  # same block: only the key changed
+    assert rekeyed.block_number == state.block_number
+    with pytest.raises(Refusal) as refused:
+        Peering.caller_operator(_Context(first.cert_pem), rekeyed)
+    assert refused.value.reason == status.NOT_A_MEMBER
+    assert Peering.caller_operator(_Context(second.cert_pem), rekeyed) == operator
+    assert Peering.caller_operator(_Context(first.cert_pem), state) == operator  # each state its own answer
+
+
+def test_a_member_dropped_from_the_epoch_is_refused_in_the_very_next_state(committee):
+    state = committee.state()
+    epoch = state.committee
+    member = epoch.members[0]
+    Peering.authorize(member, state)  # indexes ``state``
+    smaller = dataclasses.replace(epoch, members=epoch.members[1:])
+    dropped = dataclasses.replace(state, epochs={**state.epochs, epoch.id: smaller})
+    assert dropped.block_number == state.block_number and dropped.committee.members == epoch.members[1:]
+    with pytest.raises(Refusal) as refused:
+        Peering.authorize(member, dropped)
+    assert refused.value.metadata == {"status": "not_in_epoch"}
+    Peering.authorize(epoch.members[1], dropped)
+    Peering.authorize(member, state)
