@@ -150,21 +150,40 @@ IDLE_SETTLE = 15.0
 IDLE_WINDOW = 10.0
 
 
+def renice(pid: int, nice: int) -> int:
+    """Set every thread of process ``pid`` to ``nice`` (Linux nice values are per thread); returns how many."""
+    import os
+
+    tasks = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    for tid in tasks:
+        os.setpriority(os.PRIO_PROCESS, tid, nice)
+    return len(tasks)
+
+
 def run_dkg(n: int, directory: Path, *, byzantine: bool, phase_timeout: float, timeout: float,
-            profile: bool, progress, block_time: float = 1.0) -> dict:
+            profile: bool, progress, block_time: float = 1.0, chain_nice: int = 0) -> dict:
     """One fresh devnet's first DKG; returns its figures (``error`` set if it failed). ``block_time``: the
-    devnet chain's block interval; nodes poll it every half block, as on every devnet."""
+    devnet chain's block interval; nodes poll it every half block, as on every devnet. ``chain_nice``: anvil's
+    nice value (below 0 needs root), set before the vote."""
     import os
 
     from derot.chain.types import EpochPhase
 
     t = threshold_of(n)
     faults = {BYZANTINE: BYZANTINE_FAULT} if byzantine else {}
-    fig: dict = {"n": n, "t": t, "byzantine": byzantine, "block_time": block_time}
+    fig: dict = {"n": n, "t": t, "byzantine": byzantine, "block_time": block_time, "chain_nice": chain_nice}
     if profile:
         os.environ["DEROT_PROFILE"] = str(directory / "profiles")
+    reniced = []
+
+    def on_progress(message: str) -> None:  # anvil is reniced as soon as it runs (before any node boots)
+        if chain_nice and not reniced and net.anvil_pid:
+            reniced.append(renice(net.anvil_pid, chain_nice))
+            progress(f"anvil at nice {chain_nice} ({reniced[0]} threads)")
+        progress(message)
+
     net = _devnet_class()(directory, nodes=n, threshold=t, phase_timeout=phase_timeout, node_faults=faults,
-                          progress=progress, block_time=block_time)
+                          progress=on_progress, block_time=block_time)
     net.poll_interval = block_time / 2
     try:
         net.up(wait=False)
@@ -287,6 +306,8 @@ def rows_of(fig: dict, previous: dict | None) -> list[tuple[str, str, str, str]]
     head = f"DKG n={fig['n']} t={fig['t']}" + (f" (member {BYZANTINE}: {BYZANTINE_FAULT})" if fig["byzantine"] else "")
     if fig.get("block_time", 1.0) != 1.0:
         head += f", {fig['block_time']:g} s blocks"
+    if fig.get("chain_nice"):
+        head += f", anvil at nice {fig['chain_nice']}"
     rows = []
     target = TARGET_DKG_S.get(fig["n"]) if not fig["byzantine"] else None
     if "dkg_s" in fig:
@@ -363,6 +384,9 @@ def main() -> int:
                     help="DKG phase timeout (0: max(10, 3n) s; phases end early once complete)")
     ap.add_argument("--block-time", type=float, default=1.0,
                     help="devnet block interval in seconds (nodes poll every half block); Ethereum's is 12")
+    ap.add_argument("--chain-nice", type=int, default=0,
+                    help="anvil's nice value, e.g. -10 (root): the chain stands for Ethereum, which runs on other "
+                         "machines, so it is not starved by n busy nodes on the same cores")
     ap.add_argument("--profile", action="store_true", help="cProfile every node (files in DIR/*/profiles)")
     ap.add_argument("--dir", type=Path, help="work directory (default: a temporary one, removed unless a run failed)")
     args = ap.parse_args()
@@ -391,7 +415,8 @@ def main() -> int:
                 progress(f"{name}: fresh devnet, phase timeout {phase_timeout:.0f} s")
                 fig = run_dkg(n, directory.with_name(f"{directory.name}-retry") if attempt else directory,
                               byzantine=byzantine, phase_timeout=phase_timeout, timeout=120 + 10 * n,
-                              profile=args.profile, progress=progress, block_time=args.block_time)
+                              profile=args.profile, progress=progress, block_time=args.block_time,
+                              chain_nice=args.chain_nice)
                 if not fig.get("port_collision"):
                     break
                 progress(f"{name}: {fig['error']} ({PORT_COLLISION}): once more with fresh ports")
