@@ -92,7 +92,8 @@ _last_index: _StateIndex | None = None
 
 
 def _index_of(state: RegistryState) -> _StateIndex:
-    """The index of ``state``, kept until another state object is asked for (the event loop's only)."""
+    """The index of ``state``, kept until another state object is asked for. Only the event loop calls it;
+    were two threads to race here, the worst case is an index built twice, never one of another state."""
     global _last_index
     index = _last_index
     if index is None or index.state is not state:
