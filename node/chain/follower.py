@@ -58,7 +58,7 @@ from derot.chain.quorum import BATCH_MAX, AnswerTooLarge, QuorumProvider
 from derot.chain.receipts import ReceiptsInvalid, verified_receipts
 from derot.chain.registry import ChainReadError, Registry
 from derot.chain.state import RegistryState, apply_changes, read_state
-from derot.chain.types import RevocationKind
+from derot.chain.types import NodeStatus, RevocationKind
 from derot.errors import DerotError
 
 log = logging.getLogger("derot.chain.follower")
@@ -203,12 +203,16 @@ class Update:
 def changes_named(events) -> dict:
     """What ``events`` say changed, as :func:`~derot.chain.state.apply_changes` keywords. Every registry event
     maps without error, whatever it names (a test walks the ABI): an event re-reads an epoch only when it names
-    one, a node only when it names an operator, an app only when it names an app id."""
-    nodes, epochs, apps, revocations = set(), set(), set(), []
+    one, a node only when it names an operator, an app only when it names an app id. A ``NodeStatusChanged``
+    carries the whole change (a status change writes nothing else), so it goes to ``node_statuses`` in chain
+    order, applied without a re-read; one with a status this code does not know re-reads the node instead."""
+    nodes, epochs, apps, revocations, node_statuses = set(), set(), set(), [], []
     platforms = node_measurements = governance = snp = False
     for e in events:
         a = e.args
-        if "operator" in a:
+        if e.name == "NodeStatusChanged" and a.get("status") in NodeStatus._value2member_map_:
+            node_statuses.append((to_checksum_address(a["operator"]), NodeStatus(a["status"])))
+        elif "operator" in a:
             nodes.add(to_checksum_address(a["operator"]))
         if "epoch" in a:  # EpochStarted, …Reported, …Activated…; not EpochTimeoutSet, which names none
             epochs.add(a["epoch"])
@@ -220,8 +224,8 @@ def changes_named(events) -> dict:
         node_measurements |= e.name == "NodeMeasurementSet"
         governance |= e.name in ("SecurityCouncilChanged", "OwnershipTransferred")
         snp |= e.name in ("SnpPolicySet", "SnpMinTcbSet")
-    return dict(nodes=nodes, epochs=epochs, apps=apps, revocations=revocations, platforms=platforms,
-                node_measurements=node_measurements, governance=governance, snp=snp)
+    return dict(nodes=nodes, node_statuses=node_statuses, epochs=epochs, apps=apps, revocations=revocations,
+                platforms=platforms, node_measurements=node_measurements, governance=governance, snp=snp)
 
 
 class Follower:

@@ -158,10 +158,19 @@ def _reread_apps(
     return new_apps, unreadable
 
 
-def _reread_nodes(registry, state: RegistryState, operators: set[str], at: bytes) -> dict[str, NodeRecord]:
-    ops = sorted(operators)
-    raws = registry._call_many([registry.functions.getNode(op) for op in ops], at)
-    return {**state.nodes, **{op: _node_record(op, raw) for op, raw in zip(ops, raws)}}
+def _changed_nodes(registry, state: RegistryState, operators: set[str],
+                   statuses: Sequence[tuple[str, NodeStatus]], at: bytes) -> dict[str, NodeRecord]:
+    """The nodes after an update: ``operators`` re-read at ``at`` (one batch), then ``statuses`` (from
+    NodeStatusChanged events, in chain order) applied to the nodes not re-read. A node this state does not hold
+    yet is re-read whatever its events, so a record is never made up from an event alone."""
+    reread = set(operators) | {op for op, _ in statuses if op not in state.nodes}
+    ops = sorted(reread)
+    raws = registry._call_many([registry.functions.getNode(op) for op in ops], at) if ops else []
+    nodes = {**state.nodes, **{op: _node_record(op, raw) for op, raw in zip(ops, raws)}}
+    for op, status in statuses:
+        if op not in reread:
+            nodes[op] = replace(nodes[op], status=status)
+    return nodes
 
 
 def _reread_epochs(registry, state: RegistryState, epoch_ids: set[int], at: bytes) -> tuple[dict, int, int]:
@@ -204,6 +213,7 @@ def apply_changes(
     timestamp: int,
     *,
     nodes: set[str] = frozenset(),
+    node_statuses: Sequence[tuple[str, NodeStatus]] = (),
     epochs: set[int] = frozenset(),
     apps: set[bytes] = frozenset(),
     revocations: Sequence[tuple[RevocationKind, bytes, bool]] = (),
@@ -213,7 +223,9 @@ def apply_changes(
     snp: bool = False,
 ) -> RegistryState:
     """Re-read only what events said changed (everything else is unchanged by construction: every
-    registry change emits an event) and return the new state at ``block_hash``. ``revocations`` are the
+    registry change emits an event) and return the new state at ``block_hash``. ``node_statuses`` are the
+    (operator, status) of NodeStatusChanged events in chain order, applied without a re-read (see
+    :func:`_changed_nodes`). ``revocations`` are the
     (kind, id, revoked) of Revoked/Unrevoked events in chain order, applied as they are (no re-read), so the
     cost is proportional to the change, not to the size of the revocation lists. ``snp``: a ``SnpPolicySet`` or
     ``SnpMinTcbSet`` event (governance's SEV-SNP policy is re-read)."""
@@ -239,7 +251,7 @@ def apply_changes(
     )
     if snp:
         snapshot = replace(snapshot, **registry.snp_policy(at))
-    new_nodes = _reread_nodes(registry, state, set(nodes), at) if nodes else dict(state.nodes)
+    new_nodes = _changed_nodes(registry, state, set(nodes), node_statuses, at)
     new_epochs, current, pending = dict(state.epochs), state.current_epoch, state.pending_epoch
     if epochs:
         new_epochs, current, pending = _reread_epochs(registry, state, set(epochs), at)
