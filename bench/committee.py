@@ -155,8 +155,11 @@ def renice(pid: int, nice: int) -> int:
     import os
 
     tasks = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
-    for tid in tasks:
-        os.setpriority(os.PRIO_PROCESS, tid, nice)
+    try:
+        for tid in tasks:
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+    except PermissionError:
+        raise SystemExit(f"--chain-nice {nice}: a nice value below 0 needs root (CAP_SYS_NICE)") from None
     return len(tasks)
 
 
