@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import shutil
 import signal
 import statistics
@@ -152,8 +153,6 @@ IDLE_WINDOW = 10.0
 
 def renice(pid: int, nice: int) -> int:
     """Set every thread of process ``pid`` to ``nice`` (Linux nice values are per thread); returns how many."""
-    import os
-
     tasks = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
     try:
         for tid in tasks:
@@ -167,9 +166,7 @@ def run_dkg(n: int, directory: Path, *, byzantine: bool, phase_timeout: float, t
             profile: bool, progress, block_time: float = 1.0, chain_nice: int = 0) -> dict:
     """One fresh devnet's first DKG; returns its figures (``error`` set if it failed). ``block_time``: the
     devnet chain's block interval; nodes poll it every half block, as on every devnet. ``chain_nice``: anvil's
-    nice value (below 0 needs root), set before the vote."""
-    import os
-
+    nice value (below 0 needs root), set as soon as anvil runs, before any node boots."""
     from derot.chain.types import EpochPhase
 
     t = threshold_of(n)
@@ -356,8 +353,6 @@ def rows_of(fig: dict, previous: dict | None) -> list[tuple[str, str, str, str]]
 
 
 def print_report(figs: list[dict]) -> None:
-    import os
-
     rows: list[tuple[str, str, str, str]] = []
     previous = None
     for fig in figs:
