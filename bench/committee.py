@@ -25,6 +25,12 @@ setup (registration, boot) is not timed. Figures per run:
 
 The machine is shared: figures taken while other processes run are noisier; the report prints the CPU other
 processes used during each run.
+
+- **machine speed**: this VM's speed varies by up to 2x over a day with nothing else running on it (n = 32 took
+  10.1 s at 08:00 and 20.6 s at 22:45 on 2026-12-01 with the same code, 2fce73f). So the report brackets the runs
+  with a calibration: an in-process DKG of ``CALIBRATION_N`` members (bench/dkg.py, one process, the same
+  cryptography the nodes run), best of ``CALIBRATION_REPEATS``, before and after. Compare runs by it; the
+  targets stay absolute.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from dkg import run_dkg_benchmark  # noqa: E402
 from network import alive, cpu_seconds, exit_status, machine_busy_seconds, no_interrupts, rss_mb  # noqa: E402
 
 #: targets of issue 15 §2 and issue 12 (wall seconds of the DKG; summed node RSS)
@@ -352,6 +359,24 @@ def rows_of(fig: dict, previous: dict | None) -> list[tuple[str, str, str, str]]
     return rows
 
 
+#: size and repeats of the machine-speed calibration (an in-process DKG; ~1 s each on this VM)
+CALIBRATION_N = 16
+CALIBRATION_REPEATS = 3
+
+
+def calibrate() -> dict:
+    """This machine's speed now: the best of :data:`CALIBRATION_REPEATS` in-process DKGs of
+    :data:`CALIBRATION_N` members (wall seconds, and CPU seconds a member)."""
+    runs = [run_dkg_benchmark(CALIBRATION_N) for _ in range(CALIBRATION_REPEATS)]
+    return {"wall_s": min(r["wall_s"] for r in runs), "cpu_member_s": min(r["per_member_cpu_s"] for r in runs)}
+
+
+def print_calibration(before: dict, after: dict) -> None:
+    print(f"machine speed: in-process DKG n={CALIBRATION_N} (bench/dkg.py, best of {CALIBRATION_REPEATS}) "
+          f"{before['wall_s']:.2f} s before, {after['wall_s']:.2f} s after; CPU a member "
+          f"{before['cpu_member_s'] * 1e3:.0f} / {after['cpu_member_s'] * 1e3:.0f} ms (lower is faster)")
+
+
 def print_report(figs: list[dict]) -> None:
     rows: list[tuple[str, str, str, str]] = []
     previous = None
@@ -400,6 +425,8 @@ def main() -> int:
         print(f"[{time.time() - t0:6.1f}s] {message}", flush=True)
 
     figs, keep = [], args.profile
+    progress(f"calibrating the machine's speed (in-process DKG n={CALIBRATION_N})")
+    before = calibrate()
     try:
         for n, byzantine in plan:
             phase_timeout = args.phase_timeout or max(10.0, 3.0 * n)
@@ -428,6 +455,7 @@ def main() -> int:
         if not args.dir and not keep:
             shutil.rmtree(root, ignore_errors=True)
     print_report(figs)
+    print_calibration(before, calibrate())
     if keep:
         print(f"\nlogs kept in {root}")
     return 1 if any("error" in f for f in figs) else 0

@@ -214,14 +214,16 @@ def _run(args) -> int:
 
 @contextlib.contextmanager
 def _profiled(name: str):
-    """With ``DEROT_PROFILE=DIR`` (benchmarks only), cProfile the node and write ``DIR/<name>.prof`` on exit."""
+    """With ``DEROT_PROFILE=DIR`` (benchmarks only), cProfile the node's main thread (the event loop) and write
+    ``DIR/<name>.prof`` on exit. The clock is the main thread's own CPU time: process time would charge gRPC's C
+    threads and the executor's threads to whatever the loop happened to be running."""
     directory = os.environ.get("DEROT_PROFILE")
     if not directory:
         yield
         return
     import cProfile
 
-    profile = cProfile.Profile(time.process_time)  # CPU, not wall: the machine is shared
+    profile = cProfile.Profile(time.thread_time)  # CPU, not wall (the machine is shared); this thread only
     profile.enable()
     try:
         yield
