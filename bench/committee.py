@@ -425,9 +425,9 @@ def main() -> int:
         print(f"[{time.time() - t0:6.1f}s] {message}", flush=True)
 
     figs, keep = [], args.profile
-    progress(f"calibrating the machine's speed (in-process DKG n={CALIBRATION_N})")
-    before = calibrate()
     try:
+        progress(f"calibrating the machine's speed (in-process DKG n={CALIBRATION_N})")
+        before = calibrate()
         for n, byzantine in plan:
             phase_timeout = args.phase_timeout or max(10.0, 3.0 * n)
             name = f"n{n}" + ("-byzantine" if byzantine else "")
