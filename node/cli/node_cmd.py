@@ -133,14 +133,22 @@ _STACK_DUMPS = None
 
 def _stack_dumps_on_sigusr1() -> None:
     """``kill -USR1`` dumps all threads' stacks to the original stderr: how an operator (or the devnet, when a
-    wait times out) sees where a stuck node is stuck. Registered before stderr is captured for JSON logs."""
+    wait times out) sees where a stuck node is stuck. Registered before stderr is captured for JSON logs.
+
+    The dump runs in a Python-level handler, so on the main thread holding the GIL, while no other thread runs
+    Python. ``faulthandler.register`` dumps from the C signal handler instead, reading the other threads'
+    frames while they run: a busy node crashed with SIGSEGV that way (tests/cli/test_stack_dumps.py)."""
     import faulthandler
     import os
     import signal
 
     global _STACK_DUMPS
     _STACK_DUMPS = os.fdopen(os.dup(2), "w")
-    faulthandler.register(signal.SIGUSR1, file=_STACK_DUMPS, all_threads=True)
+
+    def dump(signum, frame) -> None:  # to the descriptor: flushing the file object here could re-enter its lock
+        faulthandler.dump_traceback(file=_STACK_DUMPS.fileno(), all_threads=True)
+
+    signal.signal(signal.SIGUSR1, dump)
 
 
 def _dump_tasks() -> None:
