@@ -145,8 +145,10 @@ def _stack_dumps_on_sigusr1() -> None:
     global _STACK_DUMPS
     _STACK_DUMPS = os.fdopen(os.dup(2), "w")
 
-    def dump(signum, frame) -> None:  # to the descriptor: flushing the file object here could re-enter its lock
-        faulthandler.dump_traceback(file=_STACK_DUMPS.fileno(), all_threads=True)
+    fd = _STACK_DUMPS.fileno()  # the descriptor: flushing the file object here could re-enter its lock
+
+    def dump(signum, frame) -> None:
+        faulthandler.dump_traceback(file=fd, all_threads=True)
 
     signal.signal(signal.SIGUSR1, dump)
 
