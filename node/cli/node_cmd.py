@@ -137,7 +137,11 @@ def _stack_dumps_on_sigusr1() -> None:
 
     The dump runs in a Python-level handler, so on the main thread holding the GIL, while no other thread runs
     Python. ``faulthandler.register`` dumps from the C signal handler instead, reading the other threads'
-    frames while they run: a busy node crashed with SIGSEGV that way (tests/cli/test_stack_dumps.py)."""
+    frames while they run: a busy node crashed with SIGSEGV that way (tests/cli/test_stack_dumps.py).
+
+    SIGUSR2 (the task dump) is ignored until the event loop installs its handler. Both are then unblocked: a
+    devnet starts its nodes with them blocked (``derot.devnet.processes.spawn_node_process``), so a dump asked
+    for while the node booted is written now instead of ending the node."""
     import faulthandler
     import os
     import signal
@@ -151,6 +155,8 @@ def _stack_dumps_on_sigusr1() -> None:
         faulthandler.dump_traceback(file=fd, all_threads=True)
 
     signal.signal(signal.SIGUSR1, dump)
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # until the event loop's task dump (``_run``) replaces it
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGUSR1, signal.SIGUSR2))
 
 
 def _dump_tasks() -> None:

@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from derot.constants import Platform, TcbStatus
-from derot.devnet.processes import alive, is_ours, metric, send_signal, wait_exit, write_private, write_role_keys
+from derot.devnet.processes import (alive, is_ours, metric, send_signal, spawn_node_process, wait_exit, write_private,
+                                    write_role_keys)
 from derot.errors import DerotError
 
 STATE_FILE = "devnet.json"
@@ -365,7 +366,7 @@ class Devnet:
 
         log = open_private(proc.directory / "node.log")
         env = dict(os.environ, PYTHONUNBUFFERED="1", GRPC_VERBOSITY="ERROR")
-        process = subprocess.Popen(
+        process = spawn_node_process(
             [sys.executable, "-m", "derot.cli.main", "node", "run", "--config", str(proc.config_path)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
         )

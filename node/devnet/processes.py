@@ -1,10 +1,12 @@
 """Processes of a devnet on this machine: pid liveness (zombies are not alive), signalling only our own pids,
-waiting for an exit, private files, and one node metric read over HTTP."""
+waiting for an exit, spawning a node with its stack-dump signals held until it can dump, private files, and one
+node metric read over HTTP."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -48,6 +50,21 @@ def is_ours(pid: int, marker: str) -> bool:
     except OSError:
         return False
     return marker in cmdline
+
+
+#: the signals a node dumps its stacks on (``derot.cli.node_cmd``); their default action ends a process
+DUMP_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+
+
+def spawn_node_process(args: list[str], **popen) -> subprocess.Popen:
+    """``subprocess.Popen`` with :data:`DUMP_SIGNALS` blocked in the child from its first instruction (a
+    blocked signal mask survives fork and exec). A dump asked for while the node boots stays pending until
+    the node has installed its handlers and unblocks them, instead of ending the node."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, DUMP_SIGNALS)  # this thread only, for the fork
+    try:
+        return subprocess.Popen(args, **popen)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def send_signal(pid: int, sig: int) -> None:

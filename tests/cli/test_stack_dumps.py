@@ -75,3 +75,44 @@ def test_a_busy_node_survives_stack_dump_signals_and_writes_the_dumps(tmp_path):
     text = dumps.read_text(errors="replace")
     assert "most recent call first" in text  # threads (USR1)
     assert "asyncio tasks" in text  # tasks (USR2)
+
+
+#: a node that is still booting (it has not reached its handlers) when the dump signals arrive
+BOOTING = textwrap.dedent("""
+    import sys
+    from derot.cli import node_cmd
+
+    print("booting", flush=True)
+    sys.stdin.readline()  # the test signals us meanwhile
+    node_cmd._stack_dumps_on_sigusr1()
+    print("survived", flush=True)
+""")
+
+
+def _signal_while_booting(spawn) -> tuple[subprocess.Popen, str, str]:
+    booting = spawn([sys.executable, "-c", BOOTING], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, text=True)
+    try:
+        assert booting.stdout.readline().strip() == "booting"
+        os.kill(booting.pid, signal.SIGUSR1)
+        os.kill(booting.pid, signal.SIGUSR2)
+        out, err = booting.communicate("go\n", timeout=120)
+    finally:
+        if booting.poll() is None:
+            booting.kill()
+            booting.wait()
+    return booting, out, err
+
+
+def test_a_dump_asked_for_while_a_devnet_node_boots_waits_for_its_handlers():
+    """The devnet's post-mortem may signal a node that is still booting. The signals' default action would end
+    it; started by the devnet, the node receives them once its handlers are installed."""
+    from derot.devnet.processes import spawn_node_process
+
+    plain, _, _ = _signal_while_booting(subprocess.Popen)
+    assert plain.returncode in (-signal.SIGUSR1, -signal.SIGUSR2), "the signals did not reach a booting process"
+
+    node, out, err = _signal_while_booting(spawn_node_process)
+    assert node.returncode == 0, f"the booting node died of signal {-node.returncode}"
+    assert out.strip() == "survived"
+    assert "most recent call first" in err  # the thread dump asked for during boot, written once it could be
