@@ -52,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dkg import run_dkg_benchmark  # noqa: E402
-from network import alive, cpu_seconds, exit_status, machine_busy_seconds, no_interrupts, rss_mb  # noqa: E402
+from tools.procstat import alive, cpu_seconds, exit_status, machine_busy_seconds, no_interrupts, rss_mb  # noqa: E402
 
 #: targets of issue 15 §2 and issue 12 (wall seconds of the DKG; summed node RSS)
 TARGET_DKG_S = {16: 10.0, 64: 60.0}

@@ -34,23 +34,22 @@ import argparse
 import contextlib
 import datetime
 import json
-import math
 import os
 import shutil
 import signal
 import statistics
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-APP_IMAGE = "bench app v1"
+from tools.load import APP_IMAGE, node_pids, run_clients  # noqa: E402
+from tools.procstat import alive, cpu_seconds, exit_status, no_interrupts, percentile, rss_mb  # noqa: E402
+
 # targets of issue 15 section 4 (3-of-5 on this VM, the clients on the same 2 cores); DKG: issue 4
 TARGET_P50_MS = 10.0  # DeriveKey RPC p50, one sequential client, localhost
 TARGET_RPS = 150.0  # DeriveKey sustained, with 0 errors
@@ -58,105 +57,6 @@ TARGET_CPU_RATIO = 1.5  # node CPU per request (minus the nodes' idle rate) / th
 TARGET_DKG16_S = 10.0
 ANCHOR_THROUGHPUT = "ICP vetKD ~5 /s (34-node subnet)"
 ANCHOR_LATENCY = "Lit signing ~1 s"
-
-
-# -------------------------------------------------------------------------------------------------
-# process accounting (/proc)
-
-def cpu_seconds(pids) -> float:
-    """utime + stime of ``pids`` (all their threads), in seconds; a vanished pid counts 0."""
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as handle:
-                fields = handle.read().rsplit(") ", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
-    return total / CLK_TCK
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds all cores spent busy since boot (/proc/stat: everything but idle and iowait)."""
-    with open("/proc/stat") as handle:
-        values = [int(v) for v in handle.readline().split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = values[:8]
-    return (user + nice + system + irq + softirq + steal) / CLK_TCK
-
-
-def rss_mb(pids) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/status") as handle:
-                total += next(int(line.split()[1]) for line in handle if line.startswith("VmRSS:"))
-        except (OSError, StopIteration):
-            continue
-    return total / 1024
-
-
-def alive(pid) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(") ", 1)[1][0] != "Z"
-    except OSError:
-        return False
-
-
-def exit_status(pid) -> str:
-    """How a node process (our child: the devnet started it from this process) ended."""
-    try:
-        reaped, status = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return "not our child"
-    if not reaped:
-        return "exiting"
-    if os.WIFSIGNALED(status):
-        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
-    return f"exit code {os.WEXITSTATUS(status)}"
-
-
-def node_pids(net) -> list[int]:
-    return [p.pid for p in net.node_processes if p.pid]
-
-
-@contextlib.contextmanager
-def no_interrupts():
-    """Teardown must finish: hold SIGINT/SIGTERM while it runs."""
-    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
-def node_metrics(net) -> Counter:
-    """Sum over nodes of derot_requests_total{method,outcome} and of the latency histogram's sum/count."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    totals: Counter = Counter()
-    for proc in net.node_processes:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{proc.metrics_port}/metrics", timeout=5) as reply:
-                text = reply.read().decode()
-        except OSError:
-            continue
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == "derot_requests_total":
-                    totals[(sample.labels["method"], sample.labels["outcome"])] += sample.value
-                elif sample.name in ("derot_request_seconds_sum", "derot_request_seconds_count"):
-                    totals[(sample.labels["method"], sample.name.rsplit("_", 1)[1])] += sample.value
-    return totals
-
-
-def percentile(values, q: float) -> float:
-    """Nearest-rank percentile (q in 0..100)."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
 
 
 # -------------------------------------------------------------------------------------------------
@@ -175,11 +75,34 @@ def best(fn, reps: int = 50, rounds: int = 7) -> float:
     return min(samples)
 
 
+#: single operations timed after the caches were flushed (:func:`cold`)
+COLD_REPS = 60
+#: bytes written between two cold operations: more than this VM's caches hold (32 MiB L3, 1 MiB L2 a core)
+FLUSH_BYTES = 96 << 20
+_flush: list = []  # (target, source), made on first use: the client processes import this module too
+
+
+def cold(fn, reps: int = COLD_REPS) -> float:
+    """Median thread CPU of ``fn`` called right after :data:`FLUSH_BYTES` were written: as a node runs it, with
+    the other processes on the cores having evicted its data from the caches since its last request
+    (:func:`best` loops the same operation in warm caches)."""
+    if not _flush:
+        _flush.extend((bytearray(FLUSH_BYTES), bytes(FLUSH_BYTES)))
+    fn()
+    samples = []
+    for _ in range(reps):
+        _flush[0][:] = _flush[1]  # writes every line of the target
+        started = time.thread_time()
+        fn()
+        samples.append(time.thread_time() - started)
+    return sorted(samples)[len(samples) // 2]
+
+
 def measure_floor(roots_dir: Path, network: bytes, app_id: bytes, threshold: int, nodes: int,
-                  rounds: int = 7, reps: int = 30) -> dict[str, float]:
+                  rounds: int = 7, reps: int = 30, timer=None) -> dict[str, float]:
     """CPU seconds per operation of the crypto every request needs on the nodes: the best of ``rounds``
     rounds, in process time (like the nodes' CPU it is compared with, and robust to other processes
-    sharing the 2 cores)."""
+    sharing the 2 cores); or ``timer(fn)``'s figure (bench/request_path.py's cold-cache one)."""
     from derot.app.tee.devnet import DevnetDevice
     from derot.attest.binding import RequestBinding
     from derot.attest.devnet import DevnetRoots, image_registers
@@ -236,173 +159,13 @@ def measure_floor(roots_dir: Path, network: bytes, app_id: bytes, threshold: int
     out = {}
     for name, fn in (("verify", verify), ("share", share), ("combine_verify", combine_verify),
                      ("partial", partial), ("sig_combine_verify", sig_combine_verify)):
-        out[name] = best(fn, reps, rounds)
+        out[name] = best(fn, reps, rounds) if timer is None else timer(fn)
     out["derive_floor"] = threshold * (out["verify"] + out["share"]) + out["combine_verify"]
     out["certify_floor"] = threshold * (out["verify"] + out["partial"]) + out["sig_combine_verify"]
     out["derive_floor_all"] = nodes * (out["verify"] + out["share"]) + out["combine_verify"]
     out["certify_floor_all"] = nodes * (out["verify"] + out["partial"]) + out["sig_combine_verify"]
     out["t"], out["n"] = threshold, nodes
     return out
-
-
-# -------------------------------------------------------------------------------------------------
-# load generators (separate processes; this module is re-imported by each, so keep the top light)
-
-class _TimedClient:
-    """Proxy of RootOfTrustClient recording the duration of the last ``call`` (evidence + RPC)."""
-
-    def __init__(self, client):
-        self.client, self.pb, self.last = client, client.pb, 0.0
-
-    def call(self, method, make_request):
-        started = time.perf_counter()
-        try:
-            return self.client.call(method, make_request)
-        finally:
-            self.last = time.perf_counter() - started
-
-
-def _client_thread(spec: dict, offset: int, window, out: dict, ready: threading.Barrier, go) -> None:
-    from derot.app.client import RequestFailed, RootOfTrustClient
-    from derot.app.sdk import App, AppError, TrustAnchor
-    from derot.app.tee.devnet import DevnetDevice
-    from derot.attest.devnet import image_registers
-    from derot.constants import KeyType, Platform
-    from derot.crypto.bls import G2
-
-    op = None
-    try:  # set up and warm up (channel, TLS session, caches); the certificate's subject is the app's own key
-        endpoints = spec["endpoints"][offset:] + spec["endpoints"][:offset]
-        chain_id, registry, epoch, group_key_sig, group_key_kd = spec["anchor"]
-        anchor = TrustAnchor(chain_id, registry, epoch, G2.from_bytes(group_key_sig), G2.from_bytes(group_key_kd))
-        client = _TimedClient(RootOfTrustClient(endpoints))
-        device = DevnetDevice(spec["roots"], Platform.TDX, image_registers(Platform.TDX, APP_IMAGE))
-        app = App(client, device, anchor, spec["app_id"])
-        subject = app.get_key().keys.public_key(KeyType.SECP256K1)
-        if spec["method"] == "certify":
-            op = lambda: app.get_certificate(subject, KeyType.SECP256K1)  # noqa: E731
-        else:
-            op = app.get_key
-        op()
-    except Exception as exc:  # this client does not take part; the failure is reported
-        out["errors"][f"set-up {type(exc).__name__}: {exc}"[:160]] += 1
-        op = None
-    ready.wait()
-    go.wait()  # the parent has set the window
-    if op is None:
-        return
-    start, end = window()
-    while time.time() < start:
-        time.sleep(0.001)
-    count = spec.get("count")
-    done = 0
-    while (done < count) if count else (time.time() < end):
-        began = time.perf_counter()
-        try:
-            op()
-            finished = time.time()
-            if count or finished <= end:
-                out["latency"].append((time.perf_counter() - began, client.last))
-        except RequestFailed as exc:
-            out["errors"][exc.reason] += 1
-        except AppError:
-            out["errors"]["app_error"] += 1
-        done += 1
-    client.client.close()
-
-
-def client_process(spec: dict, threads: int, first_offset: int, ready_queue, go, window_array, results) -> None:
-    """One load-generator process: ``threads`` clients; reports latencies, errors and its own CPU time."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop (it terminates us)
-    out = {"latency": [], "errors": Counter()}
-    window = lambda: (window_array[0], window_array[1])  # noqa: E731
-    barrier = threading.Barrier(threads + 1)
-    workers = [threading.Thread(target=_client_thread, args=(spec, first_offset + k, window, out, barrier, go),
-                                daemon=True) for k in range(threads)]
-    for w in workers:
-        w.start()
-    barrier.wait()
-    ready_queue.put(os.getpid())
-    go.wait()
-    start = window_array[0]
-    while time.time() < start:
-        time.sleep(0.001)
-    cpu0 = time.process_time()
-    for w in workers:
-        w.join()
-    results.put({"latency": out["latency"], "errors": dict(out["errors"]), "cpu": time.process_time() - cpu0,
-                 "ended": time.time()})
-
-
-def run_clients(net, spec: dict, clients: int, procs: int, *, duration: float | None = None,
-                count: int | None = None, idle_rate: float = 0.0, on_window=None) -> dict:
-    """Run ``clients`` concurrent clients over ``procs`` processes; measure nodes' CPU over the window.
-    ``on_window()`` is called when the measured window opens (the clients are set up and warm)."""
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")
-    procs = max(1, min(procs, clients))
-    ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
-    window = ctx.Array("d", 2, lock=False)
-    spec = dict(spec, count=count)
-    split = [clients // procs + (1 if k < clients % procs else 0) for k in range(procs)]
-    workers = []
-    try:
-        offset = 0
-        for threads in split:
-            workers.append(ctx.Process(target=client_process, args=(spec, threads, offset, ready, go, window,
-                                                                    results), daemon=True))
-            offset += threads
-        for w in workers:
-            w.start()
-        for _ in workers:
-            ready.get(timeout=120)
-        start = time.time() + 0.3
-        window[0], window[1] = start, start + (duration or 0)
-        go.set()
-        pids = node_pids(net)
-        time.sleep(max(0.0, start - time.time()))
-        if on_window is not None:
-            on_window()
-        metrics0 = node_metrics(net)
-        cpu0, anvil0, busy0, own0 = (cpu_seconds(pids), cpu_seconds([net.anvil_pid]), machine_busy_seconds(),
-                                     time.process_time())
-        if duration:
-            time.sleep(max(0.0, window[1] - time.time()))
-            cpu1, anvil1, busy1, own1 = (cpu_seconds(pids), cpu_seconds([net.anvil_pid]), machine_busy_seconds(),
-                                         time.process_time())
-            ended = time.time()
-            collected = [results.get(timeout=120) for _ in workers]
-        else:
-            collected = [results.get(timeout=600) for _ in workers]
-            cpu1, anvil1, busy1, own1 = (cpu_seconds(pids), cpu_seconds([net.anvil_pid]), machine_busy_seconds(),
-                                         time.process_time())
-            ended = time.time()
-        metrics1 = node_metrics(net)
-        for w in workers:
-            w.join(10)
-    finally:
-        for w in workers:
-            if w.is_alive():
-                w.terminate()
-                w.join(5)
-    latency = [sample for c in collected for sample in c["latency"]]
-    errors = Counter()
-    for c in collected:
-        errors.update(c["errors"])
-    elapsed = ended - start
-    served = len(latency)
-    node_cpu = cpu1 - cpu0
-    client_cpu = sum(c["cpu"] for c in collected)
-    others = (busy1 - busy0) - node_cpu - client_cpu - (anvil1 - anvil0) - (own1 - own0)
-    return {
-        "clients": clients, "procs": procs, "elapsed": elapsed, "served": served, "errors": errors,
-        "rps": served / elapsed,
-        "total": [t for t, _ in latency], "rpc": [r for _, r in latency],
-        "node_cpu": node_cpu, "node_cpu_net": node_cpu - idle_rate * elapsed,
-        "client_cpu": client_cpu, "anvil_cpu": anvil1 - anvil0, "others_cores": max(0.0, others) / elapsed,
-        "metrics": metrics1 - metrics0,
-    }
 
 
 # -------------------------------------------------------------------------------------------------
@@ -581,6 +344,7 @@ def load_benchmark(args, root: Path, progress) -> tuple[dict, dict, list[dict], 
 
         progress("measuring the crypto floor in-process")
         floor = measure_floor(net.directory / "roots", anchor.network, app_id, 3, 5)
+        floor["cold"] = measure_floor(net.directory / "roots", anchor.network, app_id, 3, 5, timer=cold)
         progress("measuring the nodes' idle CPU (5 s)")
         pids = node_pids(net)
         c0, t0 = cpu_seconds(pids), time.time()
@@ -690,6 +454,8 @@ def _run_rows(run: dict, floor: dict) -> list[tuple[str, str, str, str, str]]:
                      f"<= {TARGET_CPU_RATIO:g}x t-floor ({_ms(TARGET_CPU_RATIO * f)})", "",
                      _verdict(valid and net_per <= TARGET_CPU_RATIO * f)
                      + ("" if valid else " (idle rate above the window's CPU: the machine was saturated)")))
+        if run["mode"] == "latency":
+            rows.append(_per_node_row(run, floor))
         rows.append(("  the same against the all-member floor (gross; minus idle)",
                      f"{per / f_all:.2f}x; {net_per / f_all:.2f}x", "", "", f"all-member floor {_ms(f_all)}"))
         rows.append(("  client CPU / request; anvil CPU / request",
@@ -708,6 +474,18 @@ def _run_rows(run: dict, floor: dict) -> list[tuple[str, str, str, str, str]]:
         rows.append(("  errors (client) / refusals (nodes)", f"{dict(run['errors'])} / {refusals}",
                      "", "", ""))
     return rows
+
+
+def _per_node_row(run: dict, floor: dict) -> tuple[str, str, str, str, str]:
+    """One sequential client keeps its gateway, so the busiest node is the gateway and the others are the
+    members it asked: where the node CPU above the floor is spent, gateway or members."""
+    each, served = run["node_cpu_each"], run["served"]
+    idle_each = (run["node_cpu"] - run["node_cpu_net"]) / len(each)  # the idle rate, split evenly
+    gateway = (each[0] - idle_each) / served
+    members = (sum(each[1:]) - idle_each * (len(each) - 1)) / served
+    calls = floor["t"] - 1
+    return ("  of it, the gateway (busiest node); the members together", f"{_ms(gateway)}; {_ms(members)}",
+            "", "", f"members answer ~{calls} calls a request: {_ms(members / calls)} a call (minus idle)")
 
 
 def _dkg_rows(fig: dict) -> list[tuple[str, str, str, str, str]]:
@@ -754,6 +532,10 @@ def print_report(args, boot, floor, runs, extra, dkg_rows) -> None:
                 rows.append((f"crypto floor {label}, {which} (in-process)", _ms(floor[key]), "", "",
                              f"{members}x({_ms(floor['verify'])} verify + {_ms(floor[part])} {part}) + "
                              f"{_ms(floor[combine])} combine+verify"))
+            cold_floor = floor["cold"]
+            rows.append(("  the t-member floor's crypto with cold caches", _ms(cold_floor[f"{kind}_floor"]), "", "",
+                         f"= {cold_floor[f'{kind}_floor'] / floor[f'{kind}_floor']:.2f}x; each operation after "
+                         f"{FLUSH_BYTES >> 20} MB written, as the nodes run it (bench/README.md)"))
         rows.append(("nodes' idle CPU (5 nodes, chain following)", f"{extra['idle_rate'] * 100:.1f} % of a core",
                      "", "", ""))
     for fig in dkg_rows:

@@ -4,13 +4,15 @@
     python bench/request_path.py --t 7      # another threshold
 
 Every part is the real code a node runs, timed alone (process time, best of several rounds, so other processes
-on the machine disturb it little): the protocol's crypto (evidence verification, key share, combine + verify),
-and what the nodes add around it: the rest of the request check (shape, transport-key decoding, policy rules,
-the replay-store write in a real SQLite node store), the protobuf messages, one unary gRPC call over TLS (an in-process grpc.aio server and client,
-a DeriveShare-sized request), the hand-off to a verification worker thread, the gateway's log line. The sum
-is the modelled node CPU per request; bench/network.py measures the real one on a running devnet, and the
-difference between the two is what this model leaves out (event-loop scheduling, GIL hand-offs between
-threads, contention).
+on the machine disturb it little): the protocol's crypto, the same parts and definition as bench/network.py's
+t-member floor (evidence verification, key share, the gateway's combine as it runs), and what the nodes add
+around it: the rest of the request check (shape, transport-key decoding, policy rules, the replay-store write in
+a real SQLite node store), the protobuf messages, unary gRPC calls over TLS (a DeriveShare-sized request to a
+grpc.aio server in another process, as a member is; client and server ends measured apart), the gateway's log
+line. A devnet TDX quote is verified on the event loop (derot.service.verification), so no thread hand-off is
+counted. The sum is the modelled node CPU per request; bench/network.py measures the real one on a running
+devnet, and the difference between the two is what this model leaves out (event-loop scheduling, the node's
+other threads, contention between the processes on the two cores).
 """
 
 from __future__ import annotations
@@ -22,15 +24,13 @@ import os
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from network import best  # noqa: E402  (bench/network.py: best-of-rounds process time)
-
-APP_IMAGE = "bench app v1"
+from network import COLD_REPS, FLUSH_BYTES, best, cold, measure_floor  # noqa: E402  (timers, the floor)
+from tools.load import APP_IMAGE  # noqa: E402
 TARGET_CPU_RATIO = 1.5  # bench/network.py's target: node CPU per request <= 1.5x the t-member floor
 
 
@@ -51,7 +51,8 @@ class Fixture:
         from derot.service.storage import NodeStore
 
         self.pb = _proto.load("node_pb2")
-        roots = DevnetRoots.generate(directory / "roots")
+        self.roots_dir = directory / "roots"
+        roots = DevnetRoots.generate(self.roots_dir)
         self.trust = TrustConfig.devnet(roots)
         registers = image_registers(Platform.TDX, APP_IMAGE)
         device = DevnetDevice(roots, Platform.TDX, registers)
@@ -82,33 +83,26 @@ class Fixture:
 
 
 def measure(fx: Fixture, t: int) -> list[tuple[str, float, float, bool]]:
-    """[(part, seconds per operation, operations per request, part of the crypto floor)]."""
+    """[(part, seconds per operation, operations per request, of them at the gateway, part of the crypto
+    floor)]. The floor's parts
+    are bench/network.py's (:func:`network.measure_floor`): the same definition as the verdict's."""
     from derot.attest.evidence import Evidence
     from derot.attest.verify import verify_evidence
-    from derot.crypto import kd
-    from derot.crypto.hazmat.poly import Polynomial
-    from derot.crypto.bls import G2
     from derot.service.logs import JsonFormatter
 
     pb = fx.pb
-    requests = [fx.request() for _ in range(400)]
+    floor = measure_floor(fx.roots_dir, fx.network, fx.app_id, t, t)
+    cold_floor = measure_floor(fx.roots_dir, fx.network, fx.app_id, t, t, timer=cold)
+    requests = [fx.request() for _ in range(400 + COLD_REPS)]
     sample = requests[0]
-    poly = Polynomial.random(t - 1)
-    shares = {i: poly(i) for i in range(1, t + 1)}
-    group_key = G2.generator() * poly.coefficients[0]
-    hashed = kd.kd_point(fx.app_id, 1)
-    answers = {i: kd.derive_share(shares[i], hashed, fx.transport.public) for i in shares}
-
     fresh = iter(requests)
     check = best(lambda: fx.checker.check(next(fresh), fx.snapshot, purpose="derive"), reps=50)
     verify = best(lambda: verify_evidence(Evidence.decode(sample.evidence), fx.trust))
-    share = best(lambda: kd.derive_share(shares[1], hashed, fx.transport.public))
-    kd_hash = best(lambda: kd.kd_point(fx.app_id, 1))
-    combine = best(lambda: kd.verify_encrypted(kd.combine_encrypted(answers), group_key, hashed, fx.transport.public))
+    cold_check = cold(lambda: fx.checker.check(next(fresh), fx.snapshot, purpose="derive"))
 
     key_request = pb.DeriveKeyRequest(request=sample).SerializeToString()
     share_request = pb.DeriveShareRequest(request=sample, epoch=1)
-    share_reply = pb.DeriveShareResponse(index=2, epoch=1, encrypted_share=answers[1].encode()).SerializeToString()
+    share_reply = pb.DeriveShareResponse(index=2, epoch=1, encrypted_share=os.urandom(240)).SerializeToString()
     protobuf = best(lambda: (pb.DeriveKeyRequest.FromString(key_request), share_request.SerializeToString(),
                              pb.DeriveShareRequest.FromString(share_request.SerializeToString()),
                              pb.DeriveShareResponse.FromString(share_reply)))
@@ -119,80 +113,123 @@ def measure(fx: Fixture, t: int) -> list[tuple[str, float, float, bool]]:
     formatter = JsonFormatter("node-1")
     log_line = best(lambda: formatter.format(record))
 
-    grpc_call, handoff = asyncio.run(_async_parts(share_request))
+    client_end, server_end = _grpc_ends(share_request)
+    # (part, seconds per operation hot, cold (None: not measured cold), operations per request, of them at the
+    # gateway, part of the floor)
     return [
-        ("evidence verification (dcap-qvl, claims)", verify, t, True),
-        ("key share", share, t, True),
-        ("combine + verify (gateway)", combine, 1, True),
-        ("rest of the request check (shape, tpk decode, policy, replay write)", max(0.0, check - verify), t, False),
-        ("kd point hash (each member)", kd_hash, t, False),
-        ("protobuf: parse/serialize the request's messages", protobuf, t - 1, False),
-        ("gRPC unary call over TLS, both ends (gateway -> member)", grpc_call, t - 1, False),
-        ("gRPC server end of the app's call (half a call)", grpc_call / 2, 1, False),
-        ("hand-off to a verification worker thread", handoff, t, False),
-        ("gateway log line (JSON)", log_line, 1, False),
+        ("evidence verification (dcap-qvl, claims)", floor["verify"], cold_floor["verify"], t, 1, True),
+        ("key share (with the kd point's hash)", floor["share"], cold_floor["share"], t, 1, True),
+        ("the gateway's combine as it runs (t - 1 weighted, sum, check)", floor["combine_verify"],
+         cold_floor["combine_verify"], 1, 1, True),
+        ("rest of the request check (shape, tpk decode, policy, replay write)", max(0.0, check - verify),
+         max(0.0, cold_check - cold_floor["verify"]), t, 1, False),
+        ("protobuf: parse/serialize the request's messages", protobuf, None, t - 1, 0, False),
+        ("gRPC unary call over TLS, client end (gateway -> member)", client_end, None, t - 1, t - 1, False),
+        ("gRPC unary call over TLS, server end (member)", server_end, None, t - 1, 0, False),
+        ("gRPC server end of the app's call (gateway)", server_end, None, 1, 1, False),
+        ("gateway log line (JSON)", log_line, None, 1, 1, False),
     ]
 
 
-async def _async_parts(share_request) -> tuple[float, float]:
-    """(one grpc.aio unary call over TLS, client + server CPU; one run_in_executor round trip)."""
+def _grpc_ends(share_request, rounds: int = 7, reps: int = 200) -> tuple[float, float]:
+    """(client end, server end) CPU of one sequential unary DeriveShare call over TLS between two processes,
+    best of ``rounds``. The server is another process, as a member is: in one process the two ends share
+    wake-ups and threads, and a call cost about half as much (0.62 against 1.3 ms, session 16)."""
+    import multiprocessing as mp
+
     import grpc
 
     from derot import _proto
     from derot.net import tls
+
+    pbg = _proto.load("node_pb2_grpc")
+    ident = tls.generate_identity()
+    ctx = mp.get_context("spawn")
+    ports, stop = ctx.Queue(), ctx.Event()
+    server = ctx.Process(target=_serve, args=(ident.key_pem, ident.cert_pem, ports, stop), daemon=True)
+    server.start()
+    try:
+        port = ports.get(timeout=60)
+        channel = grpc.secure_channel(f"127.0.0.1:{port}", grpc.ssl_channel_credentials(ident.cert_pem),
+                                      options=tls.channel_options())
+        stub = pbg.PeerStub(channel)
+        stub.DeriveShare(share_request, timeout=10)
+        samples = []
+        for _ in range(rounds):
+            server0, client0 = _process_cpu(server.pid), time.process_time()
+            for _ in range(reps):
+                stub.DeriveShare(share_request, timeout=10)
+            client1, server1 = time.process_time(), _process_cpu(server.pid)
+            samples.append(((client1 - client0) / reps, (server1 - server0) / reps))
+        channel.close()
+    finally:
+        stop.set()
+        server.join(10)
+        if server.is_alive():
+            server.terminate()
+    return min(samples, key=sum)
+
+
+def _process_cpu(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(") ", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _serve(key_pem: bytes, cert_pem: bytes, ports, stop) -> None:
+    """A grpc.aio Peer server (its handlers wrapped as a node's are) answering DeriveShare with a share-sized
+    reply, until ``stop`` is set."""
+    import grpc
+
+    from derot import _proto
     from derot.net.malformed import MalformedRequests
 
     pb, pbg = _proto.load("node_pb2"), _proto.load("node_pb2_grpc")
-    ident = tls.generate_identity()
     reply = pb.DeriveShareResponse(index=2, epoch=1, encrypted_share=os.urandom(240))
 
     class Peer(pbg.PeerServicer):
         async def DeriveShare(self, request, context):
             return reply
 
-    server = grpc.aio.server()
-    pbg.add_PeerServicer_to_server(Peer(), MalformedRequests(server))
-    port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([(ident.key_pem, ident.cert_pem)]))
-    await server.start()
-    try:
-        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", grpc.ssl_channel_credentials(ident.cert_pem),
-                                           options=tls.channel_options()) as channel:
-            stub = pbg.PeerStub(channel)
-            call = await _best_async(lambda: stub.DeriveShare(share_request, timeout=10), reps=200)
-    finally:
+    async def main() -> None:
+        server = grpc.aio.server()
+        pbg.add_PeerServicer_to_server(Peer(), MalformedRequests(server))
+        port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([(key_pem, cert_pem)]))
+        await server.start()
+        ports.put(port)
+        while not stop.is_set():
+            await asyncio.sleep(0.05)
         await server.stop(None)
-    loop = asyncio.get_running_loop()
-    with ThreadPoolExecutor(4) as pool:
-        handoff = await _best_async(lambda: loop.run_in_executor(pool, int), reps=500)
-    return call, handoff
 
-
-async def _best_async(make, reps: int, rounds: int = 7) -> float:
-    await make()
-    samples = []
-    for _ in range(rounds):
-        started = time.process_time()
-        for _ in range(reps):
-            await make()
-        samples.append((time.process_time() - started) / reps)
-    return min(samples)
+    asyncio.run(main())
 
 
 def report(parts, t: int) -> None:
-    total = sum(per * count for _, per, count, _ in parts)
-    floor = sum(per * count for _, per, count, in_floor in parts if in_floor)
+    def total(cold: bool, which=lambda part: True, count=lambda part: part[3]) -> float:
+        return sum((part[2] if cold and part[2] is not None else part[1]) * count(part) for part in parts
+                   if which(part))
+
+    floor, floor_cold = total(False, lambda p: p[5]), total(True, lambda p: p[5])
     width = max(len(name) for name, *_ in parts) + 2
     print(f"\nDeriveKey request path, {t} members working (3-of-5 devnet TDX evidence), in-process; "
           f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores")
-    print(f"{'part':{width}}{'per op':>10}{'x':>5}{'per request':>14}{'share':>8}")
-    for name, per, count, in_floor in parts:
+    print(f"{'part':{width}}{'per op':>10}{'cold':>10}{'x':>5}{'per request':>14}{'share':>8}")
+    for name, per, per_cold, count, _, in_floor in parts:
         mark = " (floor)" if in_floor else ""
-        print(f"{name + mark:{width}}{per * 1e3:8.3f} ms{count:>5g}{per * count * 1e3:11.2f} ms"
-              f"{per * count / total * 100:7.1f} %")
-    print(f"{'t-member crypto floor':{width}}{'':15}{floor * 1e3:11.2f} ms")
-    print(f"{'modelled node CPU / request':{width}}{'':15}{total * 1e3:11.2f} ms = {total / floor:.2f}x floor")
+        cold_text = f"{per_cold * 1e3:7.3f} ms" if per_cold is not None else f"{'-':>10}"
+        print(f"{name + mark:{width}}{per * 1e3:7.3f} ms{cold_text}{count:>5g}{per * count * 1e3:11.2f} ms"
+              f"{per * count / total(False) * 100:7.1f} %")
+    for label, cold in (("", False), (", cold caches", True)):
+        whole, gateway = total(cold), total(cold, count=lambda part: part[4])
+        print(f"{'t-member crypto floor' + label:{width}}{'':25}{(floor_cold if cold else floor) * 1e3:11.2f} ms")
+        print(f"{'modelled node CPU / request' + label:{width}}{'':25}{whole * 1e3:11.2f} ms = "
+              f"{whole / floor:.2f}x floor")
+        print(f"{'  of it, the gateway; a member per call':{width}}{'':25}{gateway * 1e3:11.2f} ms; "
+              f"{(whole - gateway) / max(1, t - 1) * 1e3:.2f} ms")
     print(f"(a model, not the target's figure: bench/network.py measures the running devnet against <= "
-          f"{TARGET_CPU_RATIO:g}x; the gap between the two is event loop, threads and contention)")
+          f"{TARGET_CPU_RATIO:g}x the warm floor, split the same way in its latency runs; \"cold\" times each "
+          f"operation after {FLUSH_BYTES >> 20} MB were written, as other processes evict a node's caches between "
+          f"its requests)")
 
 
 def main() -> int:

@@ -42,6 +42,9 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from tools.load import APP_IMAGE  # noqa: E402
 
 REGIONS = ("us-east", "us-west", "eu-west", "eu-central", "ap-southeast")
 #: round-trip times between regions in ms (10..150); nodes in the same region see SAME_REGION_MS
@@ -53,7 +56,6 @@ RTT_MS = {
 }
 SAME_REGION_MS = 2
 CLIENT_REGION, NEAR_REGION, FAR_REGION = "eu-west", "eu-west", "ap-southeast"
-APP_IMAGE = "bench app v1"
 # targets of issue 15 §1
 MARGIN_MS = 15.0
 TARGET_DKG16_S = 15.0
