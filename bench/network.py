@@ -458,6 +458,9 @@ def _run_rows(run: dict, floor: dict) -> list[tuple[str, str, str, str, str]]:
             rows.append(_per_node_row(run, floor))
         rows.append(("  the same against the all-member floor (gross; minus idle)",
                      f"{per / f_all:.2f}x; {net_per / f_all:.2f}x", "", "", f"all-member floor {_ms(f_all)}"))
+        f_cold = floor["cold"][f"{kind}_floor"]
+        rows.append(("  the same against the t-member floor with cold caches", f"{per / f_cold:.2f}x; "
+                     f"{net_per / f_cold:.2f}x", "", "", f"cold floor {_ms(f_cold)} (information, not the verdict)"))
         rows.append(("  client CPU / request; anvil CPU / request",
                      f"{_ms(run['client_cpu'] / run['served'])}; {_ms(run['anvil_cpu'] / run['served'])}",
                      "", "", ""))
