@@ -24,6 +24,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -32,6 +33,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from network import COLD_REPS, FLUSH_BYTES, best, cold, measure_floor  # noqa: E402  (timers, the floor)
 from tools.load import APP_IMAGE  # noqa: E402
 TARGET_CPU_RATIO = 1.5  # bench/network.py's target: node CPU per request <= 1.5x the t-member floor
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of a request: seconds per operation warm (best of rounds) and cold (None: not timed cold), how
+    many operations a request needs, how many of them the gateway does, and whether it is in the crypto floor."""
+
+    name: str
+    warm: float
+    cold: float | None
+    count: int
+    at_gateway: int
+    in_floor: bool
+
+    def per_op(self, cold_caches: bool) -> float:
+        return self.cold if cold_caches and self.cold is not None else self.warm
 
 
 class Fixture:
@@ -82,10 +99,9 @@ class Fixture:
                                   timestamp=timestamp, nonce=nonce)
 
 
-def measure(fx: Fixture, t: int) -> list[tuple[str, float, float, bool]]:
-    """[(part, seconds per operation, operations per request, of them at the gateway, part of the crypto
-    floor)]. The floor's parts
-    are bench/network.py's (:func:`network.measure_floor`): the same definition as the verdict's."""
+def measure(fx: Fixture, t: int) -> list[Part]:
+    """The parts of one request; the floor's parts are bench/network.py's (:func:`network.measure_floor`), the
+    same definition as the verdict's."""
     from derot.attest.evidence import Evidence
     from derot.attest.verify import verify_evidence
     from derot.service.logs import JsonFormatter
@@ -114,20 +130,18 @@ def measure(fx: Fixture, t: int) -> list[tuple[str, float, float, bool]]:
     log_line = best(lambda: formatter.format(record))
 
     client_end, server_end = _grpc_ends(share_request)
-    # (part, seconds per operation hot, cold (None: not measured cold), operations per request, of them at the
-    # gateway, part of the floor)
     return [
-        ("evidence verification (dcap-qvl, claims)", floor["verify"], cold_floor["verify"], t, 1, True),
-        ("key share (with the kd point's hash)", floor["share"], cold_floor["share"], t, 1, True),
-        ("the gateway's combine as it runs (t - 1 weighted, sum, check)", floor["combine_verify"],
-         cold_floor["combine_verify"], 1, 1, True),
-        ("rest of the request check (shape, tpk decode, policy, replay write)", max(0.0, check - verify),
-         max(0.0, cold_check - cold_floor["verify"]), t, 1, False),
-        ("protobuf: parse/serialize the request's messages", protobuf, None, t - 1, 0, False),
-        ("gRPC unary call over TLS, client end (gateway -> member)", client_end, None, t - 1, t - 1, False),
-        ("gRPC unary call over TLS, server end (member)", server_end, None, t - 1, 0, False),
-        ("gRPC server end of the app's call (gateway)", server_end, None, 1, 1, False),
-        ("gateway log line (JSON)", log_line, None, 1, 1, False),
+        Part("evidence verification (dcap-qvl, claims)", floor["verify"], cold_floor["verify"], t, 1, True),
+        Part("key share (with the kd point's hash)", floor["share"], cold_floor["share"], t, 1, True),
+        Part("the gateway's combine as it runs (t - 1 weighted, sum, check)", floor["combine_verify"],
+             cold_floor["combine_verify"], 1, 1, True),
+        Part("rest of the request check (shape, tpk decode, policy, replay write)", max(0.0, check - verify),
+             max(0.0, cold_check - cold_floor["verify"]), t, 1, False),
+        Part("protobuf: parse/serialize the request's messages", protobuf, None, t - 1, 0, False),
+        Part("gRPC unary call over TLS, client end (gateway -> member)", client_end, None, t - 1, t - 1, False),
+        Part("gRPC unary call over TLS, server end (member)", server_end, None, t - 1, 0, False),
+        Part("gRPC server end of the app's call (gateway)", server_end, None, 1, 1, False),
+        Part("gateway log line (JSON)", log_line, None, 1, 1, False),
     ]
 
 
@@ -204,24 +218,25 @@ def _serve(key_pem: bytes, cert_pem: bytes, ports, stop) -> None:
     asyncio.run(main())
 
 
-def report(parts, t: int) -> None:
-    def total(cold: bool, which=lambda part: True, count=lambda part: part[3]) -> float:
-        return sum((part[2] if cold and part[2] is not None else part[1]) * count(part) for part in parts
-                   if which(part))
+def report(parts: list[Part], t: int) -> None:
+    def total(cold_caches: bool, parts=parts, gateway_only: bool = False) -> float:
+        return sum(p.per_op(cold_caches) * (p.at_gateway if gateway_only else p.count) for p in parts)
 
-    floor, floor_cold = total(False, lambda p: p[5]), total(True, lambda p: p[5])
-    width = max(len(name) for name, *_ in parts) + 2
+    floor_parts = [p for p in parts if p.in_floor]
+    warm_total = total(False)
+    width = max(len(p.name) for p in parts) + 2
     print(f"\nDeriveKey request path, {t} members working (3-of-5 devnet TDX evidence), in-process; "
           f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores")
     print(f"{'part':{width}}{'per op':>10}{'cold':>10}{'x':>5}{'per request':>14}{'share':>8}")
-    for name, per, per_cold, count, _, in_floor in parts:
-        mark = " (floor)" if in_floor else ""
-        cold_text = f"{per_cold * 1e3:7.3f} ms" if per_cold is not None else f"{'-':>10}"
-        print(f"{name + mark:{width}}{per * 1e3:7.3f} ms{cold_text}{count:>5g}{per * count * 1e3:11.2f} ms"
-              f"{per * count / total(False) * 100:7.1f} %")
-    for label, cold in (("", False), (", cold caches", True)):
-        whole, gateway = total(cold), total(cold, count=lambda part: part[4])
-        print(f"{'t-member crypto floor' + label:{width}}{'':25}{(floor_cold if cold else floor) * 1e3:11.2f} ms")
+    for p in parts:
+        mark = " (floor)" if p.in_floor else ""
+        cold_text = f"{p.cold * 1e3:7.3f} ms" if p.cold is not None else f"{'-':>10}"
+        print(f"{p.name + mark:{width}}{p.warm * 1e3:7.3f} ms{cold_text}{p.count:>5g}{p.warm * p.count * 1e3:11.2f} ms"
+              f"{p.warm * p.count / warm_total * 100:7.1f} %")
+    floor = total(False, floor_parts)
+    for label, cold_caches in (("", False), (", cold caches", True)):
+        whole, gateway = total(cold_caches), total(cold_caches, gateway_only=True)
+        print(f"{'t-member crypto floor' + label:{width}}{'':25}{total(cold_caches, floor_parts) * 1e3:11.2f} ms")
         print(f"{'modelled node CPU / request' + label:{width}}{'':25}{whole * 1e3:11.2f} ms = "
               f"{whole / floor:.2f}x floor")
         print(f"{'  of it, the gateway; a member per call':{width}}{'':25}{gateway * 1e3:11.2f} ms; "

@@ -1,4 +1,4 @@
-import os, sys, time, tempfile
+import sys, time, tempfile
 from pathlib import Path
 sys.path.insert(0, "bench"); sys.path.insert(0, ".")  # run from the repository root
 import request_path as rp

@@ -1,5 +1,5 @@
 """Server-side CPU per trivial public call (GetNetworkInfo) on a running devnet node, vs idle."""
-import os, sys, time, tempfile, statistics
+import os, sys, time, tempfile
 from pathlib import Path
 sys.path.insert(0, os.getcwd())
 import grpc
