@@ -115,6 +115,7 @@ def measure_floor(roots_dir: Path, network: bytes, app_id: bytes, threshold: int
     from derot.crypto.bls import G1, G2
     from derot.crypto.hazmat.poly import Polynomial, lagrange_coefficients
 
+    timer = timer or (lambda fn: best(fn, reps, rounds))
     roots = DevnetRoots.load(roots_dir)
     trust = TrustConfig.devnet(roots)
     device = DevnetDevice(roots, Platform.TDX, image_registers(Platform.TDX, APP_IMAGE))
@@ -159,7 +160,7 @@ def measure_floor(roots_dir: Path, network: bytes, app_id: bytes, threshold: int
     out = {}
     for name, fn in (("verify", verify), ("share", share), ("combine_verify", combine_verify),
                      ("partial", partial), ("sig_combine_verify", sig_combine_verify)):
-        out[name] = best(fn, reps, rounds) if timer is None else timer(fn)
+        out[name] = timer(fn)
     out["derive_floor"] = threshold * (out["verify"] + out["share"]) + out["combine_verify"]
     out["certify_floor"] = threshold * (out["verify"] + out["partial"]) + out["sig_combine_verify"]
     out["derive_floor_all"] = nodes * (out["verify"] + out["share"]) + out["combine_verify"]
@@ -481,7 +482,7 @@ def _run_rows(run: dict, floor: dict) -> list[tuple[str, str, str, str, str]]:
 
 def _per_node_row(run: dict, floor: dict) -> tuple[str, str, str, str, str]:
     """One sequential client keeps its gateway, so the busiest node is the gateway and the others are the
-    members it asked: where the node CPU above the floor is spent, gateway or members."""
+    members it asked: which role spends the node CPU per request (each node minus its share of the idle rate)."""
     each, served = run["node_cpu_each"], run["served"]
     idle_each = (run["node_cpu"] - run["node_cpu_net"]) / len(each)  # the idle rate, split evenly
     gateway = (each[0] - idle_each) / served

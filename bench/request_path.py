@@ -218,12 +218,14 @@ def _serve(key_pem: bytes, cert_pem: bytes, ports, stop) -> None:
     asyncio.run(main())
 
 
-def report(parts: list[Part], t: int) -> None:
-    def total(cold_caches: bool, parts=parts, gateway_only: bool = False) -> float:
-        return sum(p.per_op(cold_caches) * (p.at_gateway if gateway_only else p.count) for p in parts)
+def _total(parts: list[Part], cold_caches: bool, gateway_only: bool = False) -> float:
+    """Seconds per request of ``parts`` (only the gateway's operations with ``gateway_only``)."""
+    return sum(p.per_op(cold_caches) * (p.at_gateway if gateway_only else p.count) for p in parts)
 
+
+def report(parts: list[Part], t: int) -> None:
     floor_parts = [p for p in parts if p.in_floor]
-    warm_total = total(False)
+    warm_total = _total(parts, False)
     width = max(len(p.name) for p in parts) + 2
     print(f"\nDeriveKey request path, {t} members working (3-of-5 devnet TDX evidence), in-process; "
           f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores")
@@ -233,10 +235,10 @@ def report(parts: list[Part], t: int) -> None:
         cold_text = f"{p.cold * 1e3:7.3f} ms" if p.cold is not None else f"{'-':>10}"
         print(f"{p.name + mark:{width}}{p.warm * 1e3:7.3f} ms{cold_text}{p.count:>5g}{p.warm * p.count * 1e3:11.2f} ms"
               f"{p.warm * p.count / warm_total * 100:7.1f} %")
-    floor = total(False, floor_parts)
+    floor = _total(floor_parts, False)
     for label, cold_caches in (("", False), (", cold caches", True)):
-        whole, gateway = total(cold_caches), total(cold_caches, gateway_only=True)
-        print(f"{'t-member crypto floor' + label:{width}}{'':25}{total(cold_caches, floor_parts) * 1e3:11.2f} ms")
+        whole, gateway = _total(parts, cold_caches), _total(parts, cold_caches, gateway_only=True)
+        print(f"{'t-member crypto floor' + label:{width}}{'':25}{_total(floor_parts, cold_caches) * 1e3:11.2f} ms")
         print(f"{'modelled node CPU / request' + label:{width}}{'':25}{whole * 1e3:11.2f} ms = "
               f"{whole / floor:.2f}x floor")
         print(f"{'  of it, the gateway; a member per call':{width}}{'':25}{gateway * 1e3:11.2f} ms; "

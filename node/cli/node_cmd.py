@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -127,6 +128,8 @@ def _check_free(key: str, listen: str) -> None:
 
 #: threads of the node's default executor (blocking I/O off the event loop)
 IO_THREADS = 32
+#: the stack-dump signals (threads, asyncio tasks); their default action ends a process
+DUMP_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 #: where ``kill -USR1 <pid>`` writes every thread's stack (a copy of the original stderr); kept open for life
 _STACK_DUMPS = None
 
@@ -143,8 +146,6 @@ def _stack_dumps_on_sigusr1() -> None:
     devnet starts its nodes with them blocked (``derot.devnet.processes.spawn_node_process``), so a dump asked
     for while the node booted is written now instead of ending the node."""
     import faulthandler
-    import os
-    import signal
 
     global _STACK_DUMPS
     _STACK_DUMPS = os.fdopen(os.dup(2), "w")
@@ -156,7 +157,7 @@ def _stack_dumps_on_sigusr1() -> None:
 
     signal.signal(signal.SIGUSR1, dump)
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # until the event loop's task dump (``_run``) replaces it
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGUSR1, signal.SIGUSR2))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, DUMP_SIGNALS)
 
 
 def _dump_tasks() -> None:
@@ -181,7 +182,6 @@ def _dump_tasks() -> None:
 
 def _run(args) -> int:
     import asyncio
-    import signal
 
     from derot.service import logs
     from derot.service.node import NodeService

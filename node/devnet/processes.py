@@ -10,6 +10,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from derot.cli.node_cmd import DUMP_SIGNALS
+
 
 def write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -50,10 +52,6 @@ def is_ours(pid: int, marker: str) -> bool:
     except OSError:
         return False
     return marker in cmdline
-
-
-#: the signals a node dumps its stacks on (``derot.cli.node_cmd``); their default action ends a process
-DUMP_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 
 
 def spawn_node_process(args: list[str], **popen) -> subprocess.Popen:
